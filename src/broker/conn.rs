@@ -1,0 +1,243 @@
+//! One connection's reader: the subscribe handshake, then publish pairs routed
+//! until the client says goodbye, breaks the protocol, or the broker stops.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use super::router::{Channel, Kind};
+use super::stats::{ConnStats, DropReason};
+use super::subscriber::Subscriber;
+use super::{writer, Shared};
+use crate::proto::message::{channel_name, Request, RequestParser};
+use crate::proto::{FrameCodec, FrameError};
+
+/// Channels a reader remembers, so that publishing skips the registry lock.
+const CHANNEL_CACHE: usize = 256;
+
+/// Closes a connection over the limit with an end-of-stream frame, so the client
+/// knows it was turned away on purpose.
+pub async fn refuse(mut stream: TcpStream) {
+    let _ = stream.write_all(&0u32.to_be_bytes()).await;
+    let _ = stream.shutdown().await;
+}
+
+fn configure(stream: &TcpStream, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    if let Some(idle) = shared.config.keepalive {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(idle / 3)
+            .with_retries(3);
+        let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+    }
+}
+
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    configure(&stream, &shared);
+    shared.stats.open.fetch_add(1, Relaxed);
+    let (rd, wr) = stream.into_split();
+    let mut frames = FramedRead::new(rd, FrameCodec::new(shared.config.max_frame));
+
+    if let Some(name) = handshake(&shared, &mut frames, peer).await {
+        let (tx, rx) = mpsc::channel(shared.config.send_queue);
+        let id = shared.next_id.fetch_add(1, Relaxed);
+        let stats = Arc::new(ConnStats::default());
+        let kill = shared.abort.child_token();
+        let sub = Arc::new(Subscriber::new(id, peer, tx, stats, kill));
+        let channel = shared.router.subscribe(name, sub.clone());
+        tracing::info!("Remote {peer} subscribed to {}", channel.display_name());
+        let finish = CancellationToken::new();
+        shared.writers.spawn(writer::run(
+            shared.clone(),
+            wr,
+            rx,
+            sub.clone(),
+            channel,
+            finish.clone(),
+        ));
+        let end = read_loop(&shared, &mut frames, &sub).await;
+        match end {
+            End::Finish(reason) => {
+                sub.set_end_reason(reason);
+                finish.cancel();
+            }
+            End::Close(reason) => {
+                sub.set_end_reason(reason);
+                sub.kill.cancel();
+            }
+            End::Stop => {}
+        }
+    }
+    shared.stats.open.fetch_sub(1, Relaxed);
+}
+
+/// Reads the subscribe frame within the deadline; `None` closes the connection.
+async fn handshake(
+    shared: &Shared,
+    frames: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+    peer: SocketAddr,
+) -> Option<Bytes> {
+    let first = tokio::select! {
+        _ = shared.stop_reading.cancelled() => return None,
+        r = tokio::time::timeout(shared.config.subscribe_timeout, frames.next()) => r,
+    };
+    let frame = match first {
+        Err(_) => {
+            tracing::info!(
+                "Remote {peer} closed: no subscribe frame within {:?}",
+                shared.config.subscribe_timeout
+            );
+            return None;
+        }
+        Ok(None) => {
+            tracing::debug!("Remote {peer} disconnected before subscribing");
+            return None;
+        }
+        Ok(Some(Err(e))) => {
+            protocol_error(shared, peer, &e.to_string());
+            return None;
+        }
+        Ok(Some(Ok(frame))) => frame,
+    };
+    match channel_name(frame, shared.config.max_channel) {
+        Ok(Some(name)) => Some(name),
+        Ok(None) => {
+            tracing::debug!("Remote {peer} said goodbye before subscribing");
+            None
+        }
+        Err(e) => {
+            protocol_error(shared, peer, &e.to_string());
+            None
+        }
+    }
+}
+
+fn protocol_error(shared: &Shared, peer: SocketAddr, why: &str) {
+    shared.stats.protocol_errors.fetch_add(1, Relaxed);
+    tracing::warn!("Remote {peer} disconnected for breaking the protocol: {why}");
+}
+
+enum End {
+    /// Flush what the client is owed, then close (goodbye, or the client closed).
+    Finish(String),
+    /// Close at once.
+    Close(String),
+    /// The broker is shutting down, or the connection was already killed.
+    Stop,
+}
+
+async fn read_loop(
+    shared: &Shared,
+    frames: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+    sub: &Subscriber,
+) -> End {
+    let mut parser = RequestParser::new(shared.config.max_channel);
+    let mut cache: HashMap<Bytes, Arc<Channel>> = HashMap::new();
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = shared.stop_reading.cancelled() => return End::Stop,
+            _ = sub.kill.cancelled() => return End::Stop,
+            f = frames.next() => f,
+        };
+        let frame = match frame {
+            None if parser.mid_pair() => {
+                return End::Close("closed between a channel frame and its payload".into())
+            }
+            None => return End::Finish("closed by the client".into()),
+            Some(Err(e @ FrameError::TooLarge { .. })) => {
+                protocol_error(shared, sub.peer, &e.to_string());
+                return End::Close(format!("protocol error: {e}"));
+            }
+            Some(Err(e)) if e.is_truncated() => {
+                return End::Close("closed in the middle of a frame".into())
+            }
+            Some(Err(e)) => return End::Close(format!("read error: {e}")),
+            Some(Ok(frame)) => frame,
+        };
+        match parser.push(frame) {
+            Err(e) => {
+                protocol_error(shared, sub.peer, &e.to_string());
+                return End::Close(format!("protocol error: {e}"));
+            }
+            Ok(None) => {}
+            Ok(Some(Request::Goodbye)) => return End::Finish("said goodbye".into()),
+            Ok(Some(Request::Publish { channel, payload })) => {
+                if !route(shared, sub, &mut cache, channel, payload).await {
+                    return End::Stop;
+                }
+            }
+        }
+    }
+}
+
+/// Routes one publish; false when the broker stopped or the connection was
+/// killed while it waited for `/queue` backlog room.
+async fn route(
+    shared: &Shared,
+    sub: &Subscriber,
+    cache: &mut HashMap<Bytes, Arc<Channel>>,
+    name: Bytes,
+    payload: Bytes,
+) -> bool {
+    let len = payload.len() as u64;
+    sub.stats.received.add(1, len);
+    if payload.is_empty() {
+        sub.stats.dropped.add(DropReason::EmptyPayload, 1);
+        shared.stats.dropped.add(DropReason::EmptyPayload, 1);
+        return true;
+    }
+    shared.stats.published.add(1, len);
+    loop {
+        let channel = match cache.get(&name) {
+            Some(c) => c.clone(),
+            None => match shared.router.lookup(&name) {
+                Some(c) => {
+                    if cache.len() >= CHANNEL_CACHE {
+                        cache.clear();
+                    }
+                    cache.insert(name.clone(), c.clone());
+                    c
+                }
+                None => {
+                    shared.stats.unrouted.fetch_add(1, Relaxed);
+                    return true;
+                }
+            },
+        };
+        let routed = match &channel.kind {
+            Kind::Topic(_) => shared.router.publish_topic(&channel, &payload),
+            Kind::Queue(q) => tokio::select! {
+                r = q.publish(payload.clone()) => r,
+                _ = shared.stop_reading.cancelled() => {
+                    shared.router.count_drop(&channel, sub, DropReason::Shutdown, 1);
+                    return false;
+                }
+                _ = sub.kill.cancelled() => {
+                    shared.router.count_drop(&channel, sub, DropReason::SubscriberGone, 1);
+                    return false;
+                }
+            },
+        };
+        match routed {
+            Ok(()) => {
+                channel.stats.published.add(1, len);
+                return true;
+            }
+            Err(_) => {
+                cache.remove(&name);
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! The broker: accepts connections, routes frames, shuts down gracefully.
+//!
+//! Invariants this module exists to keep:
+//! - Receiving and sending are decoupled. Each connection has a reader task (which
+//!   routes what it reads) and a writer task (which drains that connection's own
+//!   bounded send queue to its socket). Routing hands messages over with
+//!   `try_send` and never awaits a subscriber's socket, so a slow subscriber can
+//!   only fill its own queue.
+//! - Every message that is not delivered is counted, per broker, per channel and
+//!   per connection, under a [`stats::DropReason`].
+//! - `/queue` messages are never dropped: a full backlog stops the publisher's
+//!   reader, which is TCP back-pressure; a departing worker's queued messages go
+//!   back to the channel.
+//!
+//! Shutdown order: stop accepting, stop reading, let every writer flush its queue
+//! (and `/queue` backlogs) and send the end-of-stream frame, all within the drain
+//! timeout; what is still unsent after it is counted as dropped at shutdown.
+
+mod conn;
+pub mod queue;
+pub mod router;
+pub mod stats;
+pub mod subscriber;
+mod writer;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::router::Router;
+use self::stats::{BrokerStats, DropReason, Summary};
+
+/// What happens to a `/topic` subscriber whose send queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TopicOverflow {
+    /// The subscriber misses the message; the loss is counted.
+    Drop,
+    /// The subscriber is disconnected as a slow consumer; the loss is counted.
+    Disconnect,
+}
+
+/// Limits and policies of one broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Messages each subscriber's send queue holds.
+    pub send_queue: usize,
+    /// Messages each `/queue` channel holds when no worker has room.
+    pub backlog: usize,
+    pub topic_overflow: TopicOverflow,
+    pub max_frame: usize,
+    pub max_channel: usize,
+    pub max_connections: usize,
+    /// How long a new connection has to send its subscribe frame.
+    pub subscribe_timeout: Duration,
+    /// Idle time before TCP keepalive probes start; `None` disables them.
+    pub keepalive: Option<Duration>,
+    pub drain_timeout: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            send_queue: 1024,
+            backlog: 10_000,
+            topic_overflow: TopicOverflow::Drop,
+            max_frame: crate::proto::DEFAULT_MAX_FRAME,
+            max_channel: crate::proto::DEFAULT_MAX_CHANNEL,
+            max_connections: 10_000,
+            subscribe_timeout: Duration::from_secs(10),
+            keepalive: Some(Duration::from_secs(30)),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// State every connection task shares.
+struct Shared {
+    config: Arc<BrokerConfig>,
+    router: Router,
+    stats: Arc<BrokerStats>,
+    next_id: AtomicU64,
+    /// Cancelled first at shutdown: readers stop.
+    stop_reading: CancellationToken,
+    /// Cancelled once readers are done: writers flush and say end-of-stream.
+    drain: CancellationToken,
+    /// Cancelled when the drain timeout passes: everything closes now.
+    abort: CancellationToken,
+    readers: TaskTracker,
+    writers: TaskTracker,
+}
+
+/// A broker, ready to run on a listener.
+pub struct Broker {
+    shared: Arc<Shared>,
+}
+
+impl Broker {
+    pub fn new(config: BrokerConfig) -> Self {
+        let config = Arc::new(config);
+        let stats = Arc::new(BrokerStats::default());
+        Self {
+            shared: Arc::new(Shared {
+                router: Router::new(config.clone(), stats.clone()),
+                config,
+                stats,
+                next_id: AtomicU64::new(1),
+                stop_reading: CancellationToken::new(),
+                drain: CancellationToken::new(),
+                abort: CancellationToken::new(),
+                readers: TaskTracker::new(),
+                writers: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Live counters, for whoever embeds the broker.
+    pub fn stats(&self) -> Arc<BrokerStats> {
+        self.shared.stats.clone()
+    }
+
+    /// Serves `listener` until `shutdown` completes, then shuts down gracefully
+    /// and returns the final counters.
+    pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Summary {
+        let shared = self.shared;
+        let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        tokio::pin!(shutdown);
+        loop {
+            let accepted = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    shared.stats.accepted.fetch_add(1, Relaxed);
+                    match permits.clone().try_acquire_owned() {
+                        Ok(permit) => {
+                            let s = shared.clone();
+                            shared.readers.spawn(async move {
+                                conn::serve(s, stream, peer).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(_) => {
+                            shared.stats.refused.fetch_add(1, Relaxed);
+                            tracing::warn!(
+                                "Remote {peer} refused: connection limit of {} reached",
+                                shared.config.max_connections
+                            );
+                            tokio::spawn(conn::refuse(stream));
+                        }
+                    }
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: transient, never fatal.
+                    tracing::warn!("accept failed: {e}; retrying in 100ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        drop(listener);
+        shutdown_gracefully(&shared).await;
+        let summary = shared.stats.summary();
+        tracing::info!("shutdown complete: {summary}");
+        summary
+    }
+}
+
+async fn shutdown_gracefully(shared: &Shared) {
+    let deadline = tokio::time::Instant::now() + shared.config.drain_timeout;
+    tracing::info!(
+        "shutting down: {} connection(s) open, draining for up to {:?}",
+        shared.stats.open.load(Relaxed),
+        shared.config.drain_timeout
+    );
+    shared.stop_reading.cancel();
+    shared.readers.close();
+    let _ = tokio::time::timeout_at(deadline, shared.readers.wait()).await;
+    shared.drain.cancel();
+    shared.writers.close();
+    if tokio::time::timeout_at(deadline, shared.writers.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout passed: closing the remaining connections");
+        shared.abort.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), shared.writers.wait()).await;
+    }
+    for channel in shared.router.channels() {
+        if let router::Kind::Queue(q) = &channel.kind {
+            let n = q.discard_backlog() as u64;
+            if n > 0 {
+                channel.stats.dropped.add(DropReason::Shutdown, n);
+                shared.stats.dropped.add(DropReason::Shutdown, n);
+                tracing::warn!(
+                    "{} message(s) left in the backlog of {} at shutdown",
+                    n,
+                    channel.display_name()
+                );
+            }
+        }
+    }
+}

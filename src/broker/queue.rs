@@ -1,0 +1,166 @@
+//! `/queue` channels: each message to exactly one worker, round robin, skipping
+//! workers whose send queue is full; a bounded backlog when none has room; and
+//! back-pressure on the publisher when the backlog is full. Nothing is dropped.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::Notify;
+
+use super::router::Retired;
+use super::subscriber::Subscriber;
+
+pub struct QueueState {
+    inner: Mutex<Inner>,
+    /// Woken whenever the backlog shrinks, for publishers waiting for room.
+    space: Notify,
+    /// Mirror of the backlog's length, so workers can skip the lock when it is 0.
+    backlog_len: AtomicUsize,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    workers: Vec<Arc<Subscriber>>,
+    next: usize,
+    backlog: VecDeque<Bytes>,
+    retired: bool,
+}
+
+impl Inner {
+    /// Hands `payload` to the next worker with room; gives it back if none has.
+    fn dispatch(&mut self, payload: Bytes) -> Result<(), Bytes> {
+        let n = self.workers.len();
+        let mut payload = payload;
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            match self.workers[i].tx.try_send(payload) {
+                Ok(()) => {
+                    self.next = (i + 1) % n;
+                    return Ok(());
+                }
+                Err(TrySendError::Full(p) | TrySendError::Closed(p)) => payload = p,
+            }
+        }
+        Err(payload)
+    }
+
+    /// Moves backlog to workers with room, oldest first; returns how many moved.
+    fn refill(&mut self) -> usize {
+        let mut moved = 0;
+        while let Some(front) = self.backlog.pop_front() {
+            if let Err(back) = self.dispatch(front) {
+                self.backlog.push_front(back);
+                break;
+            }
+            moved += 1;
+        }
+        moved
+    }
+}
+
+impl QueueState {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            space: Notify::new(),
+            backlog_len: AtomicUsize::new(0),
+            capacity,
+        }
+    }
+
+    pub fn worker_count(&self) -> usize {
+        self.inner.lock().unwrap().workers.len()
+    }
+
+    pub fn backlog_len(&self) -> usize {
+        self.backlog_len.load(Relaxed)
+    }
+
+    fn after_change(&self, inner: &Inner, moved: usize) {
+        self.backlog_len.store(inner.backlog.len(), Relaxed);
+        if moved > 0 {
+            self.space.notify_waiters();
+        }
+    }
+
+    pub fn add_worker(&self, sub: Arc<Subscriber>) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.workers.push(sub);
+        let moved = inner.refill();
+        self.after_change(&inner, moved);
+    }
+
+    /// Routes one message, waiting for backlog room when the backlog is full.
+    /// Order is kept: while a backlog exists, new messages join its tail.
+    pub async fn publish(&self, payload: Bytes) -> Result<(), Retired> {
+        loop {
+            let room = self.space.notified();
+            tokio::pin!(room);
+            {
+                let mut inner = self.inner.lock().unwrap();
+                if inner.retired {
+                    return Err(Retired);
+                }
+                let payload = if inner.backlog.is_empty() {
+                    match inner.dispatch(payload.clone()) {
+                        Ok(()) => return Ok(()),
+                        Err(p) => p,
+                    }
+                } else {
+                    payload.clone()
+                };
+                if inner.backlog.len() < self.capacity {
+                    inner.backlog.push_back(payload);
+                    self.backlog_len.store(inner.backlog.len(), Relaxed);
+                    return Ok(());
+                }
+                // Register before unlocking so a refill in between is not missed.
+                room.as_mut().enable();
+            }
+            room.await;
+        }
+    }
+
+    /// Called by a worker's writer after it took messages off its send queue.
+    pub fn refill(&self) {
+        if self.backlog_len.load(Relaxed) == 0 {
+            return;
+        }
+        let mut inner = self.inner.lock().unwrap();
+        let moved = inner.refill();
+        self.after_change(&inner, moved);
+    }
+
+    /// Removes a worker; `unsent` (its queued, unwritten messages, oldest first)
+    /// go back to the front of the backlog and on to other workers. Returns true
+    /// when the channel is now idle and has been retired.
+    pub fn remove_worker(&self, id: u64, unsent: Vec<Bytes>) -> bool {
+        let mut inner = self.inner.lock().unwrap();
+        inner.workers.retain(|w| w.id != id);
+        if inner.next >= inner.workers.len() {
+            inner.next = 0;
+        }
+        for m in unsent.into_iter().rev() {
+            inner.backlog.push_front(m);
+        }
+        let moved = inner.refill();
+        self.after_change(&inner, moved);
+        if inner.workers.is_empty() && inner.backlog.is_empty() {
+            inner.retired = true;
+        }
+        inner.retired
+    }
+
+    /// Empties the backlog at shutdown; returns how many messages it held.
+    pub fn discard_backlog(&self) -> usize {
+        let mut inner = self.inner.lock().unwrap();
+        let n = inner.backlog.len();
+        inner.backlog.clear();
+        self.after_change(&inner, 0);
+        n
+    }
+}

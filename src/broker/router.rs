@@ -1,0 +1,237 @@
+//! The channel registry and routing.
+//!
+//! Routing is synchronous: it hands a message to subscribers' send queues with
+//! `try_send` and never awaits a socket. The only await is a `/queue` publisher
+//! waiting for backlog space, which is how back-pressure reaches its TCP socket.
+//!
+//! Locks: the registry mutex is taken only to find, create or retire a channel
+//! (readers keep their own cache of channels they publish to); each channel has its
+//! own mutex. Order when both are needed: registry, then channel.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::mpsc::error::TrySendError;
+
+use super::queue::QueueState;
+use super::stats::{BrokerStats, ChannelStats, DropReason};
+use super::subscriber::Subscriber;
+use super::{BrokerConfig, TopicOverflow};
+use crate::proto;
+
+/// The channel was retired from the registry; look it up again.
+#[derive(Debug)]
+pub struct Retired;
+
+pub struct Channel {
+    pub name: Bytes,
+    pub stats: ChannelStats,
+    pub kind: Kind,
+}
+
+pub enum Kind {
+    Topic(Mutex<TopicState>),
+    Queue(QueueState),
+}
+
+#[derive(Default)]
+pub struct TopicState {
+    subs: Vec<Arc<Subscriber>>,
+    retired: bool,
+}
+
+impl Channel {
+    pub fn display_name(&self) -> String {
+        String::from_utf8_lossy(&self.name).into_owned()
+    }
+
+    pub fn is_queue(&self) -> bool {
+        matches!(self.kind, Kind::Queue(_))
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        match &self.kind {
+            Kind::Topic(t) => t.lock().unwrap().subs.len(),
+            Kind::Queue(q) => q.worker_count(),
+        }
+    }
+
+    pub fn backlog_len(&self) -> usize {
+        match &self.kind {
+            Kind::Topic(_) => 0,
+            Kind::Queue(q) => q.backlog_len(),
+        }
+    }
+}
+
+pub struct Router {
+    channels: Mutex<HashMap<Bytes, Arc<Channel>>>,
+    config: Arc<BrokerConfig>,
+    stats: Arc<BrokerStats>,
+}
+
+impl Router {
+    pub fn new(config: Arc<BrokerConfig>, stats: Arc<BrokerStats>) -> Self {
+        Self {
+            channels: Mutex::new(HashMap::new()),
+            config,
+            stats,
+        }
+    }
+
+    fn new_channel(&self, name: Bytes) -> Arc<Channel> {
+        let kind = if proto::is_queue(&name) {
+            Kind::Queue(QueueState::new(self.config.backlog))
+        } else {
+            Kind::Topic(Mutex::new(TopicState::default()))
+        };
+        Arc::new(Channel {
+            name,
+            stats: ChannelStats::default(),
+            kind,
+        })
+    }
+
+    /// Adds `sub` to channel `name`, creating the channel if needed.
+    pub fn subscribe(&self, name: Bytes, sub: Arc<Subscriber>) -> Arc<Channel> {
+        let mut channels = self.channels.lock().unwrap();
+        let channel = channels
+            .entry(name.clone())
+            .or_insert_with(|| self.new_channel(name))
+            .clone();
+        match &channel.kind {
+            Kind::Topic(t) => t.lock().unwrap().subs.push(sub),
+            Kind::Queue(q) => q.add_worker(sub),
+        }
+        channel
+    }
+
+    /// The channel a publish to `name` goes to. `/topic` channels with no
+    /// subscriber do not exist (nothing would be stored); `/queue` channels are
+    /// created so their backlog can hold messages for workers yet to come.
+    pub fn lookup(&self, name: &Bytes) -> Option<Arc<Channel>> {
+        let mut channels = self.channels.lock().unwrap();
+        if let Some(c) = channels.get(name) {
+            return Some(c.clone());
+        }
+        if proto::is_queue(name) {
+            let c = self.new_channel(name.clone());
+            channels.insert(name.clone(), c.clone());
+            return Some(c);
+        }
+        None
+    }
+
+    /// Routes one `/topic` message; never waits.
+    pub fn publish_topic(&self, channel: &Channel, payload: &Bytes) -> Result<(), Retired> {
+        let Kind::Topic(state) = &channel.kind else {
+            unreachable!("publish_topic on a queue channel")
+        };
+        let mut state = state.lock().unwrap();
+        if state.retired {
+            return Err(Retired);
+        }
+        if state.subs.is_empty() {
+            channel.stats.unrouted.fetch_add(1, Relaxed);
+            self.stats.unrouted.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        let mut evict = false;
+        for sub in &state.subs {
+            match sub.tx.try_send(payload.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) => match self.config.topic_overflow {
+                    TopicOverflow::Drop => {
+                        self.count_drop(channel, sub, DropReason::QueueFull, 1);
+                        if let Some(n) = sub.note_drop() {
+                            tracing::warn!(
+                                "Remote {} is a slow consumer on {}: dropped {n} message(s), \
+                                 its send queue of {} is full ({} dropped in all)",
+                                sub.peer,
+                                channel.display_name(),
+                                self.config.send_queue,
+                                sub.stats.dropped.total(),
+                            );
+                        }
+                    }
+                    TopicOverflow::Disconnect => {
+                        self.count_drop(channel, sub, DropReason::SlowConsumer, 1);
+                        sub.slow.store(true, Relaxed);
+                        sub.kill.cancel();
+                        evict = true;
+                    }
+                },
+                Err(TrySendError::Closed(_)) => {
+                    self.count_drop(channel, sub, DropReason::SubscriberGone, 1);
+                    evict = true;
+                }
+            }
+        }
+        if evict {
+            state.subs.retain(|s| {
+                let keep = !s.kill.is_cancelled() && !s.tx.is_closed();
+                if !keep && s.slow.load(Relaxed) {
+                    self.stats.slow_consumers_disconnected.fetch_add(1, Relaxed);
+                    tracing::warn!(
+                        "Remote {} disconnected as a slow consumer on {}: send queue of {} full",
+                        s.peer,
+                        channel.display_name(),
+                        self.config.send_queue
+                    );
+                }
+                keep
+            });
+        }
+        Ok(())
+    }
+
+    pub fn count_drop(&self, channel: &Channel, sub: &Subscriber, reason: DropReason, n: u64) {
+        if n == 0 {
+            return;
+        }
+        channel.stats.dropped.add(reason, n);
+        sub.stats.dropped.add(reason, n);
+        self.stats.dropped.add(reason, n);
+    }
+
+    /// Takes `sub` off `channel` for good. `unsent` are messages that were queued
+    /// for it and not written: `/queue` messages go back to the front of the
+    /// backlog for other workers; `/topic` ones are counted as dropped.
+    pub fn leave(&self, channel: &Arc<Channel>, sub: &Subscriber, unsent: Vec<Bytes>, shutdown: bool) {
+        let mut channels = self.channels.lock().unwrap();
+        let empty = match &channel.kind {
+            Kind::Topic(state) => {
+                let mut state = state.lock().unwrap();
+                state.subs.retain(|s| s.id != sub.id);
+                let reason = if sub.slow.load(Relaxed) {
+                    DropReason::SlowConsumer
+                } else if shutdown {
+                    DropReason::Shutdown
+                } else {
+                    DropReason::SubscriberGone
+                };
+                self.count_drop(channel, sub, reason, unsent.len() as u64);
+                let empty = state.subs.is_empty();
+                if empty {
+                    state.retired = true;
+                }
+                empty
+            }
+            Kind::Queue(q) => q.remove_worker(sub.id, unsent),
+        };
+        if empty && channels.get(&channel.name).is_some_and(|c| Arc::ptr_eq(c, channel)) {
+            channels.remove(&channel.name);
+        }
+    }
+
+    /// Every channel, for counters and the shutdown summary.
+    pub fn channels(&self) -> Vec<Arc<Channel>> {
+        self.channels.lock().unwrap().values().cloned().collect()
+    }
+
+    pub fn stats(&self) -> &BrokerStats {
+        &self.stats
+    }
+}

@@ -1,0 +1,184 @@
+//! Counters, kept with relaxed atomics so the hot path never takes a lock to count.
+//!
+//! Three levels: the whole broker, each channel, each connection. A message that is
+//! not delivered is counted at all three, under one [`DropReason`].
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Why a message was not delivered to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DropReason {
+    /// A `/topic` subscriber's send queue was full (policy `drop`).
+    QueueFull,
+    /// A `/topic` subscriber was disconnected as a slow consumer; this counts the
+    /// message that found it full and what was still queued for it.
+    SlowConsumer,
+    /// A `/topic` subscriber went away with messages still queued for it.
+    SubscriberGone,
+    /// The drain deadline passed at shutdown before the message was written.
+    Shutdown,
+    /// An empty payload, which the protocol cannot deliver (it means end of stream).
+    EmptyPayload,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 5] = [
+        DropReason::QueueFull,
+        DropReason::SlowConsumer,
+        DropReason::SubscriberGone,
+        DropReason::Shutdown,
+        DropReason::EmptyPayload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::SlowConsumer => "slow_consumer",
+            DropReason::SubscriberGone => "subscriber_gone",
+            DropReason::Shutdown => "shutdown",
+            DropReason::EmptyPayload => "empty_payload",
+        }
+    }
+}
+
+/// One counter per [`DropReason`].
+#[derive(Debug, Default)]
+pub struct Drops([AtomicU64; 5]);
+
+impl Drops {
+    pub fn add(&self, reason: DropReason, n: u64) {
+        self.0[reason as usize].fetch_add(n, Relaxed);
+    }
+
+    pub fn get(&self, reason: DropReason) -> u64 {
+        self.0[reason as usize].load(Relaxed)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(|c| c.load(Relaxed)).sum()
+    }
+
+    pub fn snapshot(&self) -> Vec<(DropReason, u64)> {
+        DropReason::ALL
+            .iter()
+            .map(|&r| (r, self.get(r)))
+            .filter(|&(_, n)| n > 0)
+            .collect()
+    }
+}
+
+/// Messages and bytes through one point.
+#[derive(Debug, Default)]
+pub struct Flow {
+    pub messages: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl Flow {
+    pub fn add(&self, messages: u64, bytes: u64) {
+        self.messages.fetch_add(messages, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+    }
+
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Relaxed)
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Relaxed)
+    }
+}
+
+/// Whole-broker counters.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    pub accepted: AtomicU64,
+    pub refused: AtomicU64,
+    pub open: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub slow_consumers_disconnected: AtomicU64,
+    pub published: Flow,
+    pub delivered: Flow,
+    /// `/topic` messages published while the channel had no subscriber: not stored,
+    /// by the protocol's rules, and not a loss, but worth knowing.
+    pub unrouted: AtomicU64,
+    pub dropped: Drops,
+}
+
+/// Per-channel counters.
+#[derive(Debug, Default)]
+pub struct ChannelStats {
+    pub published: Flow,
+    pub delivered: Flow,
+    pub unrouted: AtomicU64,
+    pub dropped: Drops,
+}
+
+/// Per-connection counters.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    pub received: Flow,
+    pub sent: Flow,
+    pub dropped: Drops,
+}
+
+/// A printable snapshot of [`BrokerStats`], for the shutdown summary.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub connections: u64,
+    pub refused: u64,
+    pub protocol_errors: u64,
+    pub messages_in: u64,
+    pub bytes_in: u64,
+    pub delivered: u64,
+    pub bytes_out: u64,
+    pub unrouted: u64,
+    pub slow_consumers_disconnected: u64,
+    pub dropped: Vec<(DropReason, u64)>,
+}
+
+impl BrokerStats {
+    pub fn summary(&self) -> Summary {
+        Summary {
+            connections: self.accepted.load(Relaxed),
+            refused: self.refused.load(Relaxed),
+            protocol_errors: self.protocol_errors.load(Relaxed),
+            messages_in: self.published.messages(),
+            bytes_in: self.published.bytes(),
+            delivered: self.delivered.messages(),
+            bytes_out: self.delivered.bytes(),
+            unrouted: self.unrouted.load(Relaxed),
+            slow_consumers_disconnected: self.slow_consumers_disconnected.load(Relaxed),
+            dropped: self.dropped.snapshot(),
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "connections={} refused={} protocol_errors={} messages_in={} delivered={} \
+             unrouted={} slow_consumers_disconnected={} dropped=",
+            self.connections,
+            self.refused,
+            self.protocol_errors,
+            self.messages_in,
+            self.delivered,
+            self.unrouted,
+            self.slow_consumers_disconnected,
+        )?;
+        if self.dropped.is_empty() {
+            return write!(f, "0");
+        }
+        let parts: Vec<String> = self
+            .dropped
+            .iter()
+            .map(|(r, n)| format!("{}:{n}", r.as_str()))
+            .collect();
+        write!(f, "{}", parts.join(","))
+    }
+}

@@ -1,0 +1,171 @@
+//! `aioq listen`: subscribe and print, reconnecting when the broker goes away.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use base64::Engine;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+
+use crate::client::reconnect::Backoff;
+use crate::client::{self, Connection, Target};
+use crate::exit;
+
+const AFTER_HELP: &str = "\
+Examples:
+  aioq listen --channel /topic/news
+  aioq listen --channel /queue/jobs --count 10 --format json
+  aioq listen --channel /topic/files --format raw > dump.bin";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// One line per message, UTF-8 shown lossily.
+    Text,
+    /// The payload bytes only, nothing between messages.
+    Raw,
+    /// One JSON object per line: channel, size, payload (UTF-8 or base64), time.
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Channel to subscribe to.
+    #[arg(long, visible_alias = "listen", default_value = "/topic/foo")]
+    pub channel: String,
+    /// Exit 0 after this many messages.
+    #[arg(long)]
+    pub count: Option<u64>,
+    /// How each message is printed.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Exit when the connection ends instead of reconnecting (0 on end-of-stream,
+    /// 1 on a broken connection, 3 when the broker cannot be reached).
+    #[arg(long)]
+    pub no_reconnect: bool,
+}
+
+enum Session {
+    /// `--count` reached or interrupted: done.
+    Done(ExitCode),
+    /// The broker sent end-of-stream.
+    EndOfStream,
+    /// The connection broke.
+    Broken(String),
+}
+
+pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(!args.channel.is_empty(), "--channel cannot be empty");
+    let mut backoff = Backoff::default();
+    let mut received = 0u64;
+    let mut was_connected = false;
+    let interrupted = crate::runtime::shutdown::signal();
+    tokio::pin!(interrupted);
+    loop {
+        let conn = tokio::select! {
+            r = client::connect(&args.target, &args.channel) => r,
+            _ = &mut interrupted => return Ok(ExitCode::from(exit::INTERRUPTED)),
+        };
+        let mut conn = match conn {
+            Ok(c) => c,
+            Err(e) if args.no_reconnect => return Err(e),
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!("{e:#}; retrying in {delay:.1?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => continue,
+                    _ = &mut interrupted => return Ok(ExitCode::from(exit::INTERRUPTED)),
+                }
+            }
+        };
+        backoff.reset();
+        if was_connected {
+            tracing::warn!("reconnected to {}, subscribed to {}", args.target, args.channel);
+        } else {
+            tracing::info!("connected to {}, subscribed to {}", args.target, args.channel);
+        }
+        was_connected = true;
+        let session = tokio::select! {
+            s = session(&args, &mut conn, &mut received) => s?,
+            _ = &mut interrupted => {
+                let _ = conn.send(Bytes::new()).await;
+                Session::Done(ExitCode::from(exit::INTERRUPTED))
+            }
+        };
+        match session {
+            Session::Done(code) => return Ok(code),
+            Session::EndOfStream if args.no_reconnect => return Ok(ExitCode::SUCCESS),
+            Session::Broken(why) if args.no_reconnect => {
+                anyhow::bail!("connection to {} broke: {why}", args.target)
+            }
+            Session::EndOfStream => {
+                tracing::warn!("the broker closed the stream (end of stream); reconnecting")
+            }
+            Session::Broken(why) => tracing::warn!("connection lost ({why}); reconnecting"),
+        }
+    }
+}
+
+async fn session(
+    args: &ListenArgs,
+    conn: &mut Connection,
+    received: &mut u64,
+) -> anyhow::Result<Session> {
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    loop {
+        if args.count.is_some_and(|n| *received >= n) {
+            out.flush()?;
+            let _ = conn.send(Bytes::new()).await;
+            return Ok(Session::Done(ExitCode::SUCCESS));
+        }
+        let frame = match conn.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                out.flush()?;
+                return Ok(Session::Broken(e.to_string()));
+            }
+            None => {
+                out.flush()?;
+                return Ok(Session::Broken("closed without end-of-stream".into()));
+            }
+        };
+        if frame.is_empty() {
+            out.flush()?;
+            return Ok(Session::EndOfStream);
+        }
+        print_message(&mut out, args, &frame)?;
+        *received += 1;
+        // Flush when no further frame is already buffered, so a burst costs one
+        // write but a lone message shows up at once.
+        if conn.read_buffer().len() < 4 {
+            out.flush()?;
+        }
+    }
+}
+
+fn print_message(out: &mut impl Write, args: &ListenArgs, payload: &[u8]) -> std::io::Result<()> {
+    match args.format {
+        Format::Text => writeln!(out, "{}", String::from_utf8_lossy(payload)),
+        Format::Raw => out.write_all(payload),
+        Format::Json => {
+            let (text, encoding) = match std::str::from_utf8(payload) {
+                Ok(s) => (s.to_owned(), "utf8"),
+                Err(_) => (
+                    base64::engine::general_purpose::STANDARD.encode(payload),
+                    "base64",
+                ),
+            };
+            let line = serde_json::json!({
+                "channel": args.channel,
+                "size": payload.len(),
+                "payload": text,
+                "encoding": encoding,
+                "received_at": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            });
+            writeln!(out, "{line}")
+        }
+    }
+}

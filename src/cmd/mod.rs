@@ -1,0 +1,5 @@
+//! One module per subcommand; each turns its flags into a typed config and runs.
+
+pub mod listen;
+pub mod send;
+pub mod serve;

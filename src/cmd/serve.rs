@@ -1,0 +1,109 @@
+//! `aioq serve`: the broker as a process.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::broker::{Broker, BrokerConfig, TopicOverflow};
+use crate::units::{parse_duration, parse_size};
+
+const AFTER_HELP: &str = "\
+Examples:
+  aioq serve                              # 127.0.0.1:25000
+  aioq serve --port 0                     # a free port, printed on the first line
+  aioq serve --host 0.0.0.0 --topic-overflow disconnect --send-queue 4096
+
+The first line on stdout is `listening on HOST:PORT`. Logs go to stderr.
+SIGINT or SIGTERM shut down gracefully: queued messages are flushed (up to
+--drain-timeout), each subscriber gets the end-of-stream frame, a summary is logged.";
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct ServeArgs {
+    /// Address to listen on. Loopback by default: the protocol has no
+    /// authentication, so exposing it is a decision to make on purpose.
+    #[arg(long, default_value = "127.0.0.1", env = "AIOQ_HOST")]
+    pub host: String,
+    /// TCP port; 0 picks a free one.
+    #[arg(long, default_value_t = 25000, env = "AIOQ_PORT")]
+    pub port: u16,
+    /// Messages each subscriber's send queue holds.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub send_queue: u32,
+    /// Messages a /queue channel holds when no worker has room; beyond it the
+    /// publisher is back-pressured.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub backlog: u32,
+    /// What happens to a /topic subscriber whose send queue is full.
+    #[arg(long, value_enum, default_value_t = TopicOverflow::Drop)]
+    pub topic_overflow: TopicOverflow,
+    /// Largest frame accepted (e.g. 16MiB); a client announcing more is disconnected.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    pub max_frame: usize,
+    /// Longest channel name accepted, in bytes.
+    #[arg(long, default_value = "1KiB", value_parser = parse_size)]
+    pub max_channel: usize,
+    /// Connections served at once; more are refused with an end-of-stream frame.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// How long a new connection has to send its subscribe frame.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub subscribe_timeout: Duration,
+    /// Idle time before TCP keepalive probes; 0 turns keepalive off.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub keepalive: Duration,
+    /// How long shutdown may spend flushing send queues.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> anyhow::Result<BrokerConfig> {
+        anyhow::ensure!(self.max_frame >= 1, "--max-frame must be at least 1 byte");
+        anyhow::ensure!(
+            self.max_channel >= 1 && self.max_channel <= self.max_frame,
+            "--max-channel must be between 1 and --max-frame"
+        );
+        anyhow::ensure!(
+            self.max_frame <= u32::MAX as usize,
+            "--max-frame cannot exceed 4GiB - 1 (the length prefix is 32 bits)"
+        );
+        Ok(BrokerConfig {
+            send_queue: self.send_queue as usize,
+            backlog: self.backlog as usize,
+            topic_overflow: self.topic_overflow,
+            max_frame: self.max_frame,
+            max_channel: self.max_channel,
+            max_connections: self.max_connections as usize,
+            subscribe_timeout: self.subscribe_timeout,
+            keepalive: (!self.keepalive.is_zero()).then_some(self.keepalive),
+            drain_timeout: self.drain_timeout,
+        })
+    }
+}
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.config()?;
+    let listener = TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
+    let addr = listener.local_addr()?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(
+        "broker ready on {addr} (send queue {}, backlog {}, topic overflow {:?})",
+        config.send_queue,
+        config.backlog,
+        config.topic_overflow
+    );
+    Broker::new(config)
+        .run(listener, crate::runtime::shutdown::signal())
+        .await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,35 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use aioq::cli::{Cli, Command};
+use aioq::{cmd, exit, runtime};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    runtime::logging::init(cli.verbosity());
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("aioq: error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::FAILURE);
+        }
+    };
+    let result = rt.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Listen(args) => cmd::listen::run(args).await,
+            Command::Send(args) => cmd::send::run(args).await,
+        }
+    });
+    // Do not wait for a blocked stdin reader (`send --stdin`) to finish.
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(code) => code,
+        Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("aioq: error: {e:#}");
+            exit::code_for(&e)
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! What every subcommand shares besides the protocol: logging, signals, output.
+
+pub mod logging;
+pub mod shutdown;
