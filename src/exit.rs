@@ -27,7 +27,10 @@ pub struct Unreachable {
 
 /// Picks the exit code for an error chain.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
-    if err.chain().any(|e| e.downcast_ref::<Unreachable>().is_some()) {
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<Unreachable>().is_some())
+    {
         ExitCode::from(UNREACHABLE)
     } else {
         ExitCode::from(FAILURE)

@@ -8,7 +8,10 @@ use aioq::{cmd, exit, runtime};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     runtime::logging::init(cli.verbosity());
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("aioq: error: cannot start the runtime: {e}");

@@ -38,7 +38,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return if secs.is_finite() && secs >= 0.0 {
             Ok(Duration::from_secs_f64(secs))
         } else {
-            Err(format!("'{s}' is not a duration: must be zero or more seconds"))
+            Err(format!(
+                "'{s}' is not a duration: must be zero or more seconds"
+            ))
         };
     }
     humantime::parse_duration(t)

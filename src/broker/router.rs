@@ -199,7 +199,13 @@ impl Router {
     /// Takes `sub` off `channel` for good. `unsent` are messages that were queued
     /// for it and not written: `/queue` messages go back to the front of the
     /// backlog for other workers; `/topic` ones are counted as dropped.
-    pub fn leave(&self, channel: &Arc<Channel>, sub: &Subscriber, unsent: Vec<Bytes>, shutdown: bool) {
+    pub fn leave(
+        &self,
+        channel: &Arc<Channel>,
+        sub: &Subscriber,
+        unsent: Vec<Bytes>,
+        shutdown: bool,
+    ) {
         let mut channels = self.channels.lock().unwrap();
         let empty = match &channel.kind {
             Kind::Topic(state) => {
@@ -221,7 +227,11 @@ impl Router {
             }
             Kind::Queue(q) => q.remove_worker(sub.id, unsent),
         };
-        if empty && channels.get(&channel.name).is_some_and(|c| Arc::ptr_eq(c, channel)) {
+        if empty
+            && channels
+                .get(&channel.name)
+                .is_some_and(|c| Arc::ptr_eq(c, channel))
+        {
             channels.remove(&channel.name);
         }
     }

@@ -62,7 +62,17 @@ pub async fn run(
         } else {
             sub.set_end_reason("broker shutting down");
         }
-        match drain(&shared, &mut sink, &mut rx, &mut batch, &sub, &channel, leave_first).await {
+        match drain(
+            &shared,
+            &mut sink,
+            &mut rx,
+            &mut batch,
+            &sub,
+            &channel,
+            leave_first,
+        )
+        .await
+        {
             Ok(()) => {
                 let _ = sink.get_mut().shutdown().await;
             }

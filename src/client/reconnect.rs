@@ -65,7 +65,10 @@ mod tests {
         let nominal = [100u64, 200, 400, 800, 1600, 2000, 2000, 2000];
         for (got, want) in steps.iter().zip(nominal) {
             let want = Duration::from_millis(want);
-            assert!(*got <= want && *got >= want.mul_f64(0.75), "{got:?} vs {want:?}");
+            assert!(
+                *got <= want && *got >= want.mul_f64(0.75),
+                "{got:?} vs {want:?}"
+            );
         }
     }
 

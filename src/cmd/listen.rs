@@ -83,9 +83,17 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
         };
         backoff.reset();
         if was_connected {
-            tracing::warn!("reconnected to {}, subscribed to {}", args.target, args.channel);
+            tracing::warn!(
+                "reconnected to {}, subscribed to {}",
+                args.target,
+                args.channel
+            );
         } else {
-            tracing::info!("connected to {}, subscribed to {}", args.target, args.channel);
+            tracing::info!(
+                "connected to {}, subscribed to {}",
+                args.target,
+                args.channel
+            );
         }
         was_connected = true;
         let session = tokio::select! {

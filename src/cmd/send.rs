@@ -149,9 +149,26 @@ async fn generate(g: Generator, tx: mpsc::Sender<Bytes>, drops: mpsc::UnboundedS
     }
 }
 
+/// One message per input line, as bytes (input need not be UTF-8), without its
+/// line ending. Waits for buffer room rather than dropping.
 async fn read_stdin(tx: mpsc::Sender<Bytes>) {
-    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-    while let Ok(Some(line)) = lines.next_line().await {
+    let mut input = tokio::io::BufReader::new(tokio::io::stdin());
+    loop {
+        let mut line = Vec::new();
+        match input.read_until(b'\n', &mut line).await {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!("reading standard input: {e}");
+                return;
+            }
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
         if line.is_empty() {
             // An empty payload cannot be delivered (it means end of stream).
             continue;
@@ -188,7 +205,11 @@ async fn publish(args: &SendArgs, mut rx: mpsc::Receiver<Bytes>) -> anyhow::Resu
                 outbox.len() + rx.len()
             );
         } else {
-            tracing::info!("connected to {}, publishing to {}", args.target, args.channel);
+            tracing::info!(
+                "connected to {}, publishing to {}",
+                args.target,
+                args.channel
+            );
         }
         was_connected = true;
         match session(&mut conn, &channel, &mut rx, &mut outbox).await {
@@ -234,7 +255,9 @@ async fn session(
             }
         }
         for m in outbox.iter() {
-            conn.feed(channel.clone()).await.map_err(|e| e.to_string())?;
+            conn.feed(channel.clone())
+                .await
+                .map_err(|e| e.to_string())?;
             conn.feed(m.clone()).await.map_err(|e| e.to_string())?;
         }
         conn.flush().await.map_err(|e| e.to_string())?;

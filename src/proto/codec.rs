@@ -88,7 +88,10 @@ impl Decoder for FrameCodec {
             None if src.is_empty() => Ok(None),
             None => Err(FrameError::Io(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                format!("connection closed with {} bytes of a frame unread", src.len()),
+                format!(
+                    "connection closed with {} bytes of a frame unread",
+                    src.len()
+                ),
             ))),
         }
     }

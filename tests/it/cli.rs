@@ -1,0 +1,68 @@
+//! The command line as scripts see it: exit codes, help, errors.
+
+use std::process::Command;
+
+use crate::util::BIN;
+
+fn aioq(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("run aioq")
+}
+
+#[test]
+fn bad_flag_exits_2_with_a_useful_message() {
+    let out = aioq(&["serve", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--no-such-flag"), "{err}");
+    let out = aioq(&["serve", "--max-frame", "12 parsecs"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown size unit"));
+    let out = aioq(&["send", "--interval", "soon"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_of_each_subcommand_renders_with_examples() {
+    for cmd in ["serve", "listen", "send"] {
+        let out = aioq(&[cmd, "--help"]);
+        assert!(out.status.success(), "{cmd} --help");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Examples:"), "{cmd} --help has examples");
+        assert!(text.contains(&format!("aioq {cmd}")), "{cmd} --help");
+    }
+}
+
+#[test]
+fn version_names_the_protocol() {
+    let out = aioq(&["--version"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("protocol 1"), "{text}");
+}
+
+#[test]
+fn unreachable_broker_exits_3_without_reconnect() {
+    // Port 1 on loopback: nothing listens there.
+    for cmd in ["listen", "send"] {
+        let out = aioq(&[cmd, "--port", "1", "--no-reconnect", "--count", "1"]);
+        assert_eq!(out.status.code(), Some(3), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("cannot reach the broker at localhost:1"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn port_in_use_is_a_clear_runtime_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let out = aioq(&["serve", "--port", &port]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+}

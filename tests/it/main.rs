@@ -1,0 +1,9 @@
+//! One integration-test binary (one link step): the real `aioq` binary, driven over
+//! real sockets.
+
+mod cli;
+mod listen_send;
+mod python_compat;
+mod serve;
+mod serve_limits;
+mod util;

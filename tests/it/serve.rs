@@ -1,0 +1,296 @@
+//! Routing and isolation: what `aioq serve` promises subscribers and publishers.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use crate::util::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_fans_out_to_every_subscriber_in_order() {
+    let broker = Broker::spawn(&[]);
+    let mut subs = Vec::new();
+    for _ in 0..3 {
+        subs.push(Raw::subscribe(broker.port, "/topic/news").await);
+    }
+    let mut other = Raw::subscribe(broker.port, "/topic/other").await;
+    wait_subscribed(&broker, "/topic/news", 3).await;
+    let mut publisher = Raw::subscribe(broker.port, "/null").await;
+    for i in 0..100 {
+        publisher
+            .publish("/topic/news", format!("m{i}").as_bytes())
+            .await;
+    }
+    publisher.publish("/topic/other", b"elsewhere").await;
+    for sub in &mut subs {
+        for i in 0..100 {
+            let got = within(5.0, "fan-out message", sub.read_text()).await;
+            assert_eq!(got, format!("m{i}"));
+        }
+    }
+    assert_eq!(
+        within(5.0, "other topic", other.read_text()).await,
+        "elsewhere"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publisher_subscribed_to_its_own_topic_receives_its_message() {
+    let broker = Broker::spawn(&[]);
+    let mut me = Raw::subscribe(broker.port, "/topic/echo").await;
+    wait_subscribed(&broker, "/topic/echo", 1).await;
+    me.publish("/topic/echo", b"hello me").await;
+    assert_eq!(within(5.0, "own message", me.read_text()).await, "hello me");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_round_robin_alternates_between_two_workers() {
+    let broker = Broker::spawn(&[]);
+    let mut a = Raw::subscribe(broker.port, "/queue/jobs").await;
+    wait_subscribed(&broker, "/queue/jobs", 1).await;
+    let mut b = Raw::subscribe(broker.port, "/queue/jobs").await;
+    wait_subscribed(&broker, "/queue/jobs", 2).await;
+    let mut publisher = Raw::subscribe(broker.port, "/null").await;
+    for i in 0..10 {
+        publisher
+            .publish("/queue/jobs", format!("job{i}").as_bytes())
+            .await;
+    }
+    for i in 0..5 {
+        assert_eq!(
+            within(5.0, "worker a", a.read_text()).await,
+            format!("job{}", 2 * i)
+        );
+        assert_eq!(
+            within(5.0, "worker b", b.read_text()).await,
+            format!("job{}", 2 * i + 1)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_backlog_waits_for_a_worker() {
+    let broker = Broker::spawn(&[]);
+    let mut publisher = Raw::subscribe(broker.port, "/null").await;
+    for i in 0..50 {
+        publisher
+            .publish("/queue/later", format!("j{i}").as_bytes())
+            .await;
+    }
+    publisher.goodbye().await;
+    assert!(within(5.0, "publisher closed", publisher.closed()).await);
+    let mut worker = Raw::subscribe(broker.port, "/queue/later").await;
+    for i in 0..50 {
+        assert_eq!(
+            within(5.0, "backlog", worker.read_text()).await,
+            format!("j{i}")
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_messages_without_subscribers_are_not_stored() {
+    let broker = Broker::spawn(&[]);
+    let mut publisher = Raw::subscribe(broker.port, "/null").await;
+    publisher.publish("/topic/void", b"lost to nobody").await;
+    publisher.goodbye().await;
+    assert!(within(5.0, "publisher closed", publisher.closed()).await);
+    let mut sub = Raw::subscribe(broker.port, "/topic/void").await;
+    wait_subscribed(&broker, "/topic/void", 1).await;
+    let mut publisher = Raw::subscribe(broker.port, "/null").await;
+    publisher.publish("/topic/void", b"first seen").await;
+    assert_eq!(within(5.0, "message", sub.read_text()).await, "first seen");
+}
+
+/// The defining property: one subscriber that never reads (its socket buffer
+/// full) costs the others nothing, and its losses are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_topic_subscriber_does_not_slow_publisher_or_others() {
+    const N: usize = 20_000;
+    let mut broker = Broker::spawn(&["--send-queue", "256"]);
+    let mut stalled = Raw::connect_small_buffer(broker.port).await;
+    stalled.frame(b"/topic/feed").await;
+    let mut fast = Vec::new();
+    for _ in 0..2 {
+        fast.push(Raw::subscribe(broker.port, "/topic/feed").await);
+    }
+    wait_subscribed(&broker, "/topic/feed", 3).await;
+
+    let payload = vec![b'x'; 2048];
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    // The publisher runs at the rate the fast subscribers keep up with (batches of
+    // 100 in lockstep); 40 MB go through while one subscriber reads nothing.
+    // Only isolation lets this finish: a broker that waited for the stalled
+    // socket would stall the publisher after a few megabytes.
+    let run = async {
+        for batch in 0..N / 100 {
+            for i in batch * 100..(batch + 1) * 100 {
+                let mut m = format!("{i:08}").into_bytes();
+                m.extend_from_slice(&payload[8..]);
+                p.publish("/topic/feed", &m).await;
+            }
+            for sub in &mut fast {
+                for i in batch * 100..(batch + 1) * 100 {
+                    let m = sub.read().await.expect("fast subscriber cut off");
+                    assert_eq!(&m[..8], format!("{i:08}").as_bytes(), "gap or reorder");
+                }
+            }
+        }
+    };
+    within(60.0, "publisher and fast subscribers not slowed", run).await;
+    p.goodbye().await;
+    let summary = broker.terminate();
+    let lost = dropped(&summary, "queue_full") + dropped(&summary, "shutdown");
+    assert!(
+        lost > 0,
+        "the stalled subscriber cannot have taken all: {summary}"
+    );
+    assert!(
+        broker.log.contains("is a slow consumer on /topic/feed"),
+        "slow consumer logged:\n{}",
+        broker.log.text()
+    );
+    // Every message is accounted for: delivered to someone, or counted as lost.
+    let delivered = summary_field(&summary, "delivered");
+    assert_eq!(delivered + lost, 3 * N as u64, "{summary}");
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_is_disconnected_under_disconnect_policy() {
+    let broker = Broker::spawn(&["--send-queue", "16", "--topic-overflow", "disconnect"]);
+    let mut stalled = Raw::connect_small_buffer(broker.port).await;
+    stalled.frame(b"/topic/t").await;
+    let mut fast = Raw::subscribe(broker.port, "/topic/t").await;
+    wait_subscribed(&broker, "/topic/t", 2).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let big = vec![b'y'; 16 * 1024];
+    // Lockstep with the fast subscriber, so only the stalled one can fall behind.
+    for _ in 0..2000 {
+        p.publish("/topic/t", &big).await;
+        within(5.0, "fast subscriber", fast.read())
+            .await
+            .expect("fast subscriber cut off");
+    }
+    broker
+        .log
+        .wait_for_async(10.0, "disconnected as a slow consumer on /topic/t")
+        .await;
+    let line = broker
+        .log
+        .wait_for_async(
+            5.0,
+            "disconnected from /topic/t: disconnected as a slow consumer",
+        )
+        .await;
+    // The stalled client, once it reads, finds what was written to it, then EOF.
+    let mut got = 0;
+    while within(10.0, "stalled client drained", stalled.read())
+        .await
+        .is_some()
+    {
+        got += 1;
+    }
+    assert!(
+        line.contains(&format!("out {got} msgs")),
+        "{got} read; {line}"
+    );
+}
+
+/// Workers that stall never cause a `/queue` message to be lost: what the
+/// stalled worker had queued goes to the other worker when it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_never_drops_under_a_stalled_worker() {
+    const N: usize = 3000;
+    let mut broker = Broker::spawn(&["--send-queue", "64"]);
+    let mut stalled = Raw::connect_small_buffer(broker.port).await;
+    stalled.frame(b"/queue/work").await;
+    wait_subscribed(&broker, "/queue/work", 1).await;
+    let mut fast = Raw::subscribe(broker.port, "/queue/work").await;
+    wait_subscribed(&broker, "/queue/work", 2).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let filler = vec![b'z'; 4096];
+    for i in 0..N {
+        let mut m = format!("{i:08}").into_bytes();
+        m.extend_from_slice(&filler);
+        p.publish("/queue/work", &m).await;
+    }
+    let seen = Arc::new(Mutex::new(HashSet::new()));
+    let collector = {
+        let seen = seen.clone();
+        tokio::spawn(async move {
+            while let Some(m) = fast.read().await {
+                if m.is_empty() {
+                    break;
+                }
+                assert!(seen.lock().unwrap().insert(m[..8].to_vec()), "duplicate");
+            }
+        })
+    };
+    let count = || seen.lock().unwrap().len();
+    wait_until_async(30.0, "fast worker busy", || count() >= N / 2).await;
+    // The stalled worker vanishes: its queued messages move to the fast worker.
+    drop(stalled);
+    let line = broker
+        .log
+        .wait_for_async(10.0, "disconnected from /queue/work")
+        .await;
+    let written_to_stalled: usize = line
+        .split("out ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no out count in {line}"));
+    wait_until_async(10.0, "every message delivered once", || {
+        count() + written_to_stalled >= N
+    })
+    .await;
+    p.goodbye().await;
+    let summary = broker.terminate();
+    within(5.0, "collector sees end of stream", collector)
+        .await
+        .unwrap();
+    assert_eq!(summary_value(&summary, "dropped"), Some("0"), "{summary}");
+    assert_eq!(count() + written_to_stalled, N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_flushes_queues_and_sends_end_of_stream() {
+    let mut broker = Broker::spawn(&[]);
+    let mut sub = Raw::connect_small_buffer(broker.port).await;
+    sub.frame(b"/topic/s").await;
+    let mut worker = Raw::connect_small_buffer(broker.port).await;
+    worker.frame(b"/queue/s").await;
+    wait_subscribed(&broker, "/topic/s", 1).await;
+    wait_subscribed(&broker, "/queue/s", 1).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let body = vec![b'q'; 1000];
+    for _ in 0..1000 {
+        p.publish("/topic/s", &body).await;
+        p.publish("/queue/s", &body).await;
+    }
+    // Nobody has read anything yet: most of it sits in the broker's queues.
+    p.goodbye().await;
+    assert!(within(5.0, "publisher done", p.closed()).await);
+    signal(&broker.child, "TERM");
+    for (name, c) in [("topic", &mut sub), ("queue", &mut worker)] {
+        let mut n = 0;
+        loop {
+            let f = within(10.0, "draining", c.read()).await;
+            match f {
+                Some(f) if f.is_empty() => break,
+                Some(_) => n += 1,
+                None => panic!("{name}: EOF before end-of-stream after {n} messages"),
+            }
+        }
+        assert_eq!(
+            n, 1000,
+            "{name} subscriber got everything before end-of-stream"
+        );
+        assert!(within(5.0, "closed after EOS", c.read()).await.is_none());
+    }
+    let status = wait_exit(&mut broker.child, 10.0);
+    assert!(status.success());
+    let summary = broker.log.wait_for(5.0, "shutdown complete");
+    assert_eq!(summary_field(&summary, "delivered"), 2000, "{summary}");
+    assert_eq!(summary_value(&summary, "dropped"), Some("0"), "{summary}");
+}

@@ -1,0 +1,296 @@
+//! Test harness: the real `aioq` binary as a child process, a raw protocol client
+//! written from PROTOCOL.md (not from aioq's own codec), and deadlines.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_aioq");
+
+/// Fails the test if `fut` does not finish within `secs`.
+pub async fn within<T>(secs: f64, what: &str, fut: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs_f64(secs), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {secs}s: {what}"),
+    }
+}
+
+/// Polls `cond` every 10 ms until it holds, failing after `secs`.
+pub fn wait_until(secs: f64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {secs}s: {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+pub async fn wait_until_async(secs: f64, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out after {secs}s: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Collects a child's output lines as they come.
+#[derive(Clone, Default)]
+pub struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    pub fn follow(pipe: impl std::io::Read + Send + 'static) -> Self {
+        let lines = Lines::default();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                l.0.lock().unwrap().push(line);
+            }
+        });
+        lines
+    }
+
+    pub fn snapshot(&self) -> Vec<String> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn text(&self) -> String {
+        self.snapshot().join("\n")
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    pub fn contains(&self, needle: &str) -> bool {
+        self.0.lock().unwrap().iter().any(|l| l.contains(needle))
+    }
+
+    pub async fn wait_for_async(&self, secs: f64, needle: &str) -> String {
+        let what = format!("output line containing {needle:?}");
+        wait_until_async(secs, &what, || self.contains(needle)).await;
+        self.snapshot()
+            .into_iter()
+            .find(|l| l.contains(needle))
+            .unwrap()
+    }
+
+    pub fn wait_for(&self, secs: f64, needle: &str) -> String {
+        let mut found = String::new();
+        wait_until(
+            secs,
+            &format!("output line containing {needle:?}"),
+            || match self.0.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                Some(l) => {
+                    found = l.clone();
+                    true
+                }
+                None => false,
+            },
+        );
+        found
+    }
+}
+
+/// Sends a signal by name (`TERM`, `INT`, `KILL`) to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args(["-s", sig, &child.id().to_string()])
+        .status()
+        .expect("run kill")
+        .success();
+    assert!(ok, "kill -s {sig} {} failed", child.id());
+}
+
+pub fn wait_exit(child: &mut Child, secs: f64) -> ExitStatus {
+    let mut status = None;
+    wait_until(secs, "child process to exit", || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap()
+}
+
+/// An `aioq serve` process on a free port. Killed on drop; its log is printed
+/// when the test panics.
+pub struct Broker {
+    pub child: Child,
+    pub port: u16,
+    pub log: Lines,
+}
+
+impl Broker {
+    pub fn spawn(args: &[&str]) -> Broker {
+        Self::spawn_on(0, args)
+    }
+
+    pub fn spawn_on(port: u16, args: &[&str]) -> Broker {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--port", &port.to_string()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start aioq serve");
+        let log = Lines::follow(child.stderr.take().unwrap());
+        let out = Lines::follow(child.stdout.take().unwrap());
+        let first = out.wait_for(10.0, "listening on");
+        let port = first
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or_else(|| panic!("bad first line: {first}"));
+        Broker { child, port, log }
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the summary log line.
+    pub fn terminate(&mut self) -> String {
+        signal(&self.child, "TERM");
+        let status = wait_exit(&mut self.child, 15.0);
+        assert!(
+            status.success(),
+            "broker exited with {status}\n{}",
+            self.log.text()
+        );
+        self.log.wait_for(5.0, "shutdown complete")
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- broker log ---\n{}\n------------------",
+                self.log.text()
+            );
+        }
+    }
+}
+
+/// Reads `name=value` out of the broker's summary line.
+pub fn summary_field(summary: &str, name: &str) -> u64 {
+    summary_value(summary, name)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no numeric {name} in {summary}"))
+}
+
+pub fn summary_value<'a>(summary: &'a str, name: &str) -> Option<&'a str> {
+    summary
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+}
+
+/// Dropped count for one reason (`queue_full`, `slow_consumer`, ...).
+pub fn dropped(summary: &str, reason: &str) -> u64 {
+    summary_value(summary, "dropped")
+        .unwrap_or("0")
+        .split(',')
+        .find_map(|kv| kv.strip_prefix(&format!("{reason}:")))
+        .map(|n| n.parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// A protocol client written straight from PROTOCOL.md.
+pub struct Raw {
+    pub stream: TcpStream,
+}
+
+impl Raw {
+    pub async fn connect(port: u16) -> Raw {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw { stream }
+    }
+
+    /// Connects with a tiny receive buffer, so that a client that stops reading
+    /// fills up fast.
+    pub async fn connect_small_buffer(port: u16) -> Raw {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let stream = sock
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap();
+        Raw { stream }
+    }
+
+    pub async fn subscribe(port: u16, channel: &str) -> Raw {
+        let mut c = Raw::connect(port).await;
+        c.frame(channel.as_bytes()).await;
+        c
+    }
+
+    pub async fn frame(&mut self, payload: &[u8]) {
+        let mut buf = (payload.len() as u32).to_be_bytes().to_vec();
+        buf.extend_from_slice(payload);
+        self.stream.write_all(&buf).await.unwrap();
+    }
+
+    pub async fn publish(&mut self, channel: &str, payload: &[u8]) {
+        let mut buf = Vec::with_capacity(8 + channel.len() + payload.len());
+        buf.extend_from_slice(&(channel.len() as u32).to_be_bytes());
+        buf.extend_from_slice(channel.as_bytes());
+        buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        buf.extend_from_slice(payload);
+        self.stream.write_all(&buf).await.unwrap();
+    }
+
+    /// Next frame; `None` at EOF (or reset) on a frame boundary.
+    pub async fn read(&mut self) -> Option<Vec<u8>> {
+        let mut len = [0u8; 4];
+        if self.stream.read_exact(&mut len).await.is_err() {
+            return None;
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body).await.ok()?;
+        Some(body)
+    }
+
+    pub async fn read_text(&mut self) -> String {
+        String::from_utf8(self.read().await.expect("a frame, got EOF")).unwrap()
+    }
+
+    /// True when the broker closed the connection (EOF or reset), after any
+    /// end-of-stream frame.
+    pub async fn closed(&mut self) -> bool {
+        loop {
+            match self.read().await {
+                None => return true,
+                Some(f) if f.is_empty() => continue,
+                Some(_) => return false,
+            }
+        }
+    }
+
+    pub async fn goodbye(&mut self) {
+        self.frame(b"").await;
+    }
+}
+
+/// Waits until the broker logged `n` subscriptions to `channel`, so that a test
+/// publishes only once everyone is in.
+pub async fn wait_subscribed(broker: &Broker, channel: &str, n: usize) {
+    let needle = format!("subscribed to {channel}");
+    wait_until_async(10.0, &format!("{n} subscriber(s) on {channel}"), || {
+        broker
+            .log
+            .snapshot()
+            .iter()
+            .filter(|l| l.ends_with(&needle))
+            .count()
+            >= n
+    })
+    .await;
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every test of aioq on a fresh machine: formatting, lints, unit and
+# integration tests. As root it installs the Debian packages the tests need
+# when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v python3 >/dev/null || need_pkgs+=(python3)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}"
+  else
+    echo "missing: ${need_pkgs[*]} (run as root to install them)" >&2
+    exit 1
+  fi
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
+
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+cargo nextest run --locked --profile ci "$@"
