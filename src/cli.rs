@@ -39,6 +39,8 @@ pub enum Command {
     Listen(cmd::listen::ListenArgs),
     /// Publish messages to a channel.
     Send(cmd::send::SendArgs),
+    /// Measure isolation, throughput, latency and fan-out of a broker.
+    Bench(cmd::bench::BenchArgs),
 }
 
 impl Cli {

@@ -7,7 +7,10 @@ use aioq::{cmd, exit, runtime};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    runtime::logging::init(cli.verbosity());
+    // The bench's embedded broker would log every connection it serves: keep
+    // its output to warnings unless asked.
+    let quieter = matches!(cli.command, Command::Bench(_)) as i8;
+    runtime::logging::init(cli.verbosity() - quieter);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -23,6 +26,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => cmd::serve::run(args).await,
             Command::Listen(args) => cmd::listen::run(args).await,
             Command::Send(args) => cmd::send::run(args).await,
+            Command::Bench(args) => cmd::bench::run(args).await,
         }
     });
     // Do not wait for a blocked stdin reader (`send --stdin`) to finish.

@@ -22,6 +22,12 @@ use super::{writer, Shared};
 use crate::proto::message::{channel_name, Request, RequestParser};
 use crate::proto::{FrameCodec, FrameError};
 
+/// Kernel send buffer of a `/queue` worker's socket. Left to autotuning, loopback
+/// grows it to megabytes, and a stalled worker would hoard that much work that
+/// other workers could be doing; this bounds the hoard to about the send queue
+/// plus this many bytes, and is still plenty to keep a busy worker fed.
+const QUEUE_WORKER_SNDBUF: usize = 32 * 1024;
+
 /// Channels a reader remembers, so that publishing skips the registry lock.
 const CHANNEL_CACHE: usize = 256;
 
@@ -50,11 +56,19 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let mut frames = FramedRead::new(rd, FrameCodec::new(shared.config.max_frame));
 
     if let Some(name) = handshake(&shared, &mut frames, peer).await {
-        let (tx, rx) = mpsc::channel(shared.config.send_queue);
+        let capacity = if crate::proto::is_queue(&name) {
+            shared.config.worker_queue
+        } else {
+            shared.config.send_queue
+        };
+        let (tx, rx) = mpsc::channel(capacity);
         let id = shared.next_id.fetch_add(1, Relaxed);
         let stats = Arc::new(ConnStats::default());
         let kill = shared.abort.child_token();
         let sub = Arc::new(Subscriber::new(id, peer, tx, stats, kill));
+        if crate::proto::is_queue(&name) {
+            let _ = socket2::SockRef::from(wr.as_ref()).set_send_buffer_size(QUEUE_WORKER_SNDBUF);
+        }
         let channel = shared.router.subscribe(name, sub.clone());
         tracing::info!("Remote {peer} subscribed to {}", channel.display_name());
         let finish = CancellationToken::new();

@@ -49,8 +49,12 @@ pub enum TopicOverflow {
 /// Limits and policies of one broker.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
-    /// Messages each subscriber's send queue holds.
+    /// Messages each `/topic` subscriber's send queue holds.
     pub send_queue: usize,
+    /// Messages each `/queue` worker's send queue holds: its prefetch. Small, so
+    /// that a stalled worker holds little work that others could be doing; what
+    /// does not fit waits in the channel's backlog for whichever worker frees up.
+    pub worker_queue: usize,
     /// Messages each `/queue` channel holds when no worker has room.
     pub backlog: usize,
     pub topic_overflow: TopicOverflow,
@@ -68,6 +72,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             send_queue: 1024,
+            worker_queue: 64,
             backlog: 10_000,
             topic_overflow: TopicOverflow::Drop,
             max_frame: crate::proto::DEFAULT_MAX_FRAME,

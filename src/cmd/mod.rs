@@ -1,5 +1,6 @@
 //! One module per subcommand; each turns its flags into a typed config and runs.
 
+pub mod bench;
 pub mod listen;
 pub mod send;
 pub mod serve;

@@ -30,9 +30,13 @@ pub struct ServeArgs {
     /// TCP port; 0 picks a free one.
     #[arg(long, default_value_t = 25000, env = "AIOQ_PORT")]
     pub port: u16,
-    /// Messages each subscriber's send queue holds.
+    /// Messages each /topic subscriber's send queue holds.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub send_queue: u32,
+    /// Messages each /queue worker's send queue holds (its prefetch): what a
+    /// stalled worker can hold back from the others.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub worker_queue: u32,
     /// Messages a /queue channel holds when no worker has room; beyond it the
     /// publisher is back-pressured.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -73,6 +77,7 @@ impl ServeArgs {
         );
         Ok(BrokerConfig {
             send_queue: self.send_queue as usize,
+            worker_queue: self.worker_queue as usize,
             backlog: self.backlog as usize,
             topic_overflow: self.topic_overflow,
             max_frame: self.max_frame,
@@ -97,10 +102,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
     }
     tracing::info!(
-        "broker ready on {addr} (send queue {}, backlog {}, topic overflow {:?})",
+        "broker ready on {addr} (send queue {}, worker queue {}, backlog {}, topic overflow {})",
         config.send_queue,
+        config.worker_queue,
         config.backlog,
-        config.topic_overflow
+        clap::ValueEnum::to_possible_value(&config.topic_overflow)
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default()
     );
     Broker::new(config)
         .run(listener, crate::runtime::shutdown::signal())

@@ -201,7 +201,7 @@ async fn slow_consumer_is_disconnected_under_disconnect_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_never_drops_under_a_stalled_worker() {
     const N: usize = 3000;
-    let mut broker = Broker::spawn(&["--send-queue", "64"]);
+    let mut broker = Broker::spawn(&["--worker-queue", "64"]);
     let mut stalled = Raw::connect_small_buffer(broker.port).await;
     stalled.frame(b"/queue/work").await;
     wait_subscribed(&broker, "/queue/work", 1).await;

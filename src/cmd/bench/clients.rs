@@ -1,0 +1,299 @@
+//! The bench's clients: paced and flooding publishers, measuring subscribers,
+//! and slow subscribers that stall or trickle.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::payload::{self, Tracker};
+use crate::proto::{FrameCodec, NULL_CHANNEL};
+
+pub type Reader = FramedRead<OwnedReadHalf, FrameCodec>;
+pub type Writer = FramedWrite<OwnedWriteHalf, FrameCodec>;
+
+/// Connects and subscribes. `small_buffer` shrinks the receive buffer, so a
+/// client that stops reading is felt by the broker within seconds rather than
+/// after the kernel has absorbed megabytes.
+pub async fn connect(
+    addr: &str,
+    channel: &str,
+    small_buffer: bool,
+) -> anyhow::Result<(Reader, Writer)> {
+    let sockaddr = tokio::net::lookup_host(addr)
+        .await
+        .with_context(|| format!("resolving {addr}"))?
+        .next()
+        .with_context(|| format!("no address for {addr}"))?;
+    let stream = if small_buffer {
+        let socket = if sockaddr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_recv_buffer_size(4096)?;
+        socket.connect(sockaddr).await
+    } else {
+        TcpStream::connect(sockaddr).await
+    }
+    .map_err(|source| crate::exit::Unreachable {
+        addr: addr.to_string(),
+        source,
+    })?;
+    stream.set_nodelay(true)?;
+    let (rd, wr) = stream.into_split();
+    let reader = FramedRead::new(rd, FrameCodec::default());
+    let mut writer = FramedWrite::new(wr, FrameCodec::default());
+    writer
+        .send(Bytes::copy_from_slice(channel.as_bytes()))
+        .await?;
+    Ok((reader, writer))
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub messages: u64,
+    /// Monotonic ns when the first and last message were handed to the socket.
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// Monotonic ns when message number `warmup` was sent (start of measuring).
+    pub measure_start_ns: u64,
+    /// The publisher gave up at its deadline: the broker held it back.
+    pub gave_up: bool,
+}
+
+/// Publishes `total` messages at `rate` per second, catching up every
+/// millisecond, until done or `deadline`. Says goodbye and waits for the
+/// broker's end-of-stream, so that everything sent has been routed.
+pub async fn publish_paced(
+    addr: &str,
+    channel: &str,
+    rate: f64,
+    total: u64,
+    warmup: u64,
+    size: usize,
+    deadline: Instant,
+) -> anyhow::Result<Published> {
+    let (mut reader, mut writer) = connect(addr, NULL_CHANNEL, false).await?;
+    let chan = Bytes::copy_from_slice(channel.as_bytes());
+    let mut out = Published {
+        first_ns: payload::now_ns(),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let deadline = tokio::time::Instant::from_std(deadline);
+    while out.messages < total {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(deadline) => { out.gave_up = true; break; }
+        }
+        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
+        let send = async {
+            while out.messages < due {
+                if out.messages == warmup {
+                    out.measure_start_ns = payload::now_ns();
+                }
+                writer.feed(chan.clone()).await?;
+                writer.feed(payload::encode(out.messages, size)).await?;
+                out.messages += 1;
+            }
+            writer.flush().await
+        };
+        tokio::select! {
+            r = send => r.context("publishing")?,
+            _ = tokio::time::sleep_until(deadline) => { out.gave_up = true; break; }
+        }
+    }
+    out.last_ns = payload::now_ns();
+    if warmup >= out.messages {
+        out.measure_start_ns = out.last_ns;
+    }
+    if !out.gave_up {
+        goodbye(&mut reader, &mut writer).await;
+    }
+    Ok(out)
+}
+
+/// Publishes `total` messages as fast as the broker's back-pressure allows.
+pub async fn publish_flood(
+    addr: &str,
+    channel: &str,
+    total: u64,
+    size: usize,
+) -> anyhow::Result<Published> {
+    let (mut reader, mut writer) = connect(addr, NULL_CHANNEL, false).await?;
+    let chan = Bytes::copy_from_slice(channel.as_bytes());
+    let mut out = Published {
+        first_ns: payload::now_ns(),
+        ..Default::default()
+    };
+    out.measure_start_ns = out.first_ns;
+    for seq in 0..total {
+        writer.feed(chan.clone()).await?;
+        writer.feed(payload::encode(seq, size)).await?;
+        if seq % 64 == 63 {
+            writer.flush().await?;
+        }
+    }
+    writer.flush().await?;
+    out.messages = total;
+    out.last_ns = payload::now_ns();
+    goodbye(&mut reader, &mut writer).await;
+    Ok(out)
+}
+
+async fn goodbye(reader: &mut Reader, writer: &mut Writer) {
+    let wait = async {
+        writer.send(Bytes::new()).await.ok()?;
+        while let Some(Ok(f)) = reader.next().await {
+            if f.is_empty() {
+                break;
+            }
+        }
+        Some(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
+}
+
+#[derive(Debug, Clone)]
+pub struct SubResult {
+    pub tracker: Tracker,
+    /// The broker closed the connection before the bench was done with it.
+    pub disconnected: bool,
+}
+
+/// Reads and tracks every message until `stop`. `progress` counts messages
+/// received, for the orchestrator to see when everyone is done.
+pub async fn measure(
+    mut reader: Reader,
+    writer: Writer,
+    warmup: u64,
+    progress: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> SubResult {
+    let mut tracker = Tracker::new(warmup);
+    let disconnected = loop {
+        let frame = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break false,
+            f = reader.next() => f,
+        };
+        match frame {
+            Some(Ok(f)) if !f.is_empty() => {
+                tracker.record(&f);
+                progress.fetch_add(1, Relaxed);
+            }
+            _ => break true,
+        }
+    };
+    drop(writer);
+    SubResult {
+        tracker,
+        disconnected,
+    }
+}
+
+/// Counts messages and notes when the last one came, nothing more: for runs
+/// with many connections, where per-subscriber histograms would dwarf the
+/// broker's own memory.
+pub async fn count(
+    mut reader: Reader,
+    writer: Writer,
+    progress: Arc<AtomicU64>,
+    stop: CancellationToken,
+) -> (u64, bool) {
+    let mut last = 0;
+    let disconnected = loop {
+        let frame = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break false,
+            f = reader.next() => f,
+        };
+        match frame {
+            Some(Ok(f)) if !f.is_empty() => {
+                last = payload::now_ns();
+                progress.fetch_add(1, Relaxed);
+            }
+            _ => break true,
+        }
+    };
+    drop(writer);
+    (last, disconnected)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowMode {
+    /// Never reads.
+    Stall,
+    /// Reads `--trickle-rate` messages per second.
+    Trickle,
+}
+
+/// A slow subscriber. Until `stop` it stalls or trickles; then, if `drain`, it
+/// says goodbye and reads what it is still owed (a `/queue` worker catching up,
+/// so that nothing counts as lost that was only late); otherwise it reads what
+/// is buffered to learn whether the broker disconnected it.
+pub async fn slow(
+    mut reader: Reader,
+    mut writer: Writer,
+    mode: SlowMode,
+    trickle_rate: f64,
+    warmup: u64,
+    stop: CancellationToken,
+    drain: bool,
+) -> SubResult {
+    let mut tracker = Tracker::new(warmup);
+    let mut disconnected = false;
+    if mode == SlowMode::Trickle {
+        let mut tick =
+            tokio::time::interval(Duration::from_secs_f64(1.0 / trickle_rate.max(0.001)));
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            match tokio::select! { _ = stop.cancelled() => break, f = reader.next() => f } {
+                Some(Ok(f)) if !f.is_empty() => tracker.record(&f),
+                _ => {
+                    disconnected = true;
+                    break;
+                }
+            }
+        }
+    } else {
+        stop.cancelled().await;
+    }
+    let during_run = tracker.clone();
+    if !disconnected {
+        if drain {
+            let _ = writer.send(Bytes::new()).await;
+        }
+        let idle = Duration::from_millis(if drain { 5000 } else { 300 });
+        loop {
+            match tokio::time::timeout(idle, reader.next()).await {
+                Ok(Some(Ok(f))) if !f.is_empty() => tracker.record(&f),
+                Ok(Some(Ok(_))) => break, // end of stream after a goodbye
+                Ok(_) => {
+                    disconnected = !drain;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    SubResult {
+        tracker: if drain { tracker } else { during_run },
+        disconnected,
+    }
+}

@@ -1,0 +1,499 @@
+//! `aioq bench`: slow-consumer isolation, throughput, latency and fan-out of the
+//! embedded broker or any broker that speaks the protocol.
+
+mod clients;
+mod payload;
+mod report;
+mod scenarios;
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use comfy_table::{presets, Cell, Table};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use self::clients::SlowMode;
+use self::report::*;
+use crate::broker::{Broker, BrokerConfig, TopicOverflow};
+use crate::units::{parse_duration, parse_size};
+
+const AFTER_HELP: &str = "\
+Examples:
+  aioq bench                                  # every scenario, embedded broker
+  aioq bench --scenario isolation --slow 2 --slow-mode stall
+  aioq bench --target 10.0.0.5:25000 --json > result.json
+  aioq bench --scenario throughput --size 1KiB --subscribers 8
+  aioq bench --scenario isolation --min-isolation 0.9   # exit 1 below 0.9
+
+Without --target the broker runs in this process, on its own runtime threads,
+with default settings unless the broker flags below say otherwise.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    All,
+    Isolation,
+    Throughput,
+    Latency,
+    Fanout,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct BenchArgs {
+    /// Broker to measure (HOST:PORT); default: an embedded broker on a free port.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Which scenario to run.
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    pub scenario: Scenario,
+    /// Fast subscribers (isolation), subscribers or workers (throughput).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub subscribers: u32,
+    /// Slow subscribers added in the second isolation run.
+    #[arg(long, default_value_t = 1)]
+    pub slow: u32,
+    /// How the slow subscribers misbehave.
+    #[arg(long, value_enum, default_value_t = SlowMode::Stall)]
+    pub slow_mode: SlowMode,
+    /// Messages per second a trickling subscriber reads.
+    #[arg(long, default_value_t = 10.0)]
+    pub trickle_rate: f64,
+    /// Publish rate of the isolation runs, messages per second.
+    #[arg(long, default_value_t = 5000.0)]
+    pub rate: f64,
+    /// Length of each isolation run.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Messages published in the throughput runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// Payload size (at least 16 bytes: sequence number and send time).
+    #[arg(long, default_value = "64", value_parser = parse_size)]
+    pub size: usize,
+    /// Publish rate of the latency run, messages per second.
+    #[arg(long, default_value_t = 1000.0)]
+    pub latency_rate: f64,
+    /// Length of the latency run.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub latency_duration: Duration,
+    /// Subscriber connections in the fan-out run.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connections: u32,
+    /// Print one JSON document on stdout instead of tables.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit 1 when an isolation ratio falls below this.
+    #[arg(long)]
+    pub min_isolation: Option<f64>,
+    /// Embedded broker: messages per subscriber send queue.
+    #[arg(long, default_value_t = 1024)]
+    pub send_queue: usize,
+    /// Embedded broker: what happens to a /topic subscriber whose queue is full.
+    #[arg(long, value_enum, default_value_t = TopicOverflow::Drop)]
+    pub topic_overflow: TopicOverflow,
+}
+
+/// A checked plan: what the scenarios read.
+pub struct Plan {
+    pub addr: String,
+    pub subscribers: usize,
+    pub slow: usize,
+    pub slow_mode: SlowMode,
+    pub trickle_rate: f64,
+    pub rate: f64,
+    pub duration: Duration,
+    pub messages: u64,
+    pub size: usize,
+    pub latency_rate: f64,
+    pub latency_duration: Duration,
+    pub connections: usize,
+    pub fanout_probes: u64,
+    pub fanout_burst: u64,
+}
+
+/// Progress on stderr, only when it is a terminal and no JSON is asked for.
+pub struct Progress {
+    enabled: bool,
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+}
+
+impl Progress {
+    fn new(enabled: bool) -> Self {
+        Self {
+            enabled,
+            bar: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Starts a phase; a known length shows as a time bar, else a spinner.
+    pub fn phase(&self, name: &str, length: Duration) {
+        let mut bar = self.bar.lock().unwrap();
+        if let Some(b) = bar.take() {
+            b.finish_and_clear();
+        }
+        if !self.enabled {
+            return;
+        }
+        let b = if length.is_zero() {
+            ProgressBar::new_spinner()
+        } else {
+            let b = ProgressBar::new(length.as_millis() as u64);
+            b.set_style(
+                ProgressStyle::with_template("{msg:45} [{bar:30}] {elapsed}/{duration}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            let b2 = b.clone();
+            tokio::spawn(async move {
+                let start = std::time::Instant::now();
+                while !b2.is_finished() {
+                    b2.set_position(start.elapsed().as_millis() as u64);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            b
+        };
+        b.set_message(name.to_string());
+        b.enable_steady_tick(Duration::from_millis(100));
+        *bar = Some(b);
+    }
+
+    /// A bar counting towards `total`, for the current phase.
+    pub fn counter(&self, total: u64) -> ProgressBar {
+        let bar = self.bar.lock().unwrap();
+        let Some(b) = bar.as_ref().filter(|_| self.enabled) else {
+            return ProgressBar::hidden();
+        };
+        b.set_length(total);
+        b.set_style(
+            ProgressStyle::with_template("{msg:45} [{bar:30}] {human_pos}/{human_len} {per_sec}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        b.clone()
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.lock().unwrap().take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Resident memory of this process.
+pub fn rss_bytes() -> Option<u64> {
+    use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+    let pid = Pid::from_u32(std::process::id());
+    let mut sys = System::new();
+    sys.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[pid]),
+        true,
+        ProcessRefreshKind::nothing().with_memory(),
+    );
+    sys.process(pid).map(|p| p.memory())
+}
+
+/// Runs the broker on its own runtime and threads, so the bench's clients never
+/// share its thread pool. Returns its address and a handle that stops it.
+fn start_embedded(config: BrokerConfig) -> anyhow::Result<(String, EmbeddedBroker)> {
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
+        .name("aioq-broker".into())
+        .spawn(move || -> anyhow::Result<()> {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .thread_name("aioq-broker-rt")
+                .enable_all()
+                .build()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+                addr_tx.send(listener.local_addr()?)?;
+                Broker::new(config)
+                    .run(listener, async {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+                anyhow::Ok(())
+            })
+        })?;
+    let addr = addr_rx
+        .recv()
+        .context("the embedded broker did not start")?;
+    Ok((
+        addr.to_string(),
+        EmbeddedBroker {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        },
+    ))
+}
+
+struct EmbeddedBroker {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Lets the fan-out run open as many sockets as the hard limit allows.
+fn raise_fd_limit(want: u64) -> u64 {
+    match rlimit::Resource::NOFILE.get() {
+        Ok((soft, hard)) => {
+            let target = want.min(hard).max(soft);
+            if target > soft && rlimit::Resource::NOFILE.set(target, hard).is_ok() {
+                return target;
+            }
+            soft
+        }
+        Err(_) => want,
+    }
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
+    anyhow::ensure!(args.latency_rate > 0.0, "--latency-rate must be positive");
+    anyhow::ensure!(args.trickle_rate > 0.0, "--trickle-rate must be positive");
+    anyhow::ensure!(args.messages > 0, "--messages must be at least 1");
+    anyhow::ensure!(!args.duration.is_zero(), "--duration must be more than 0");
+    let size = args.size.max(payload::HEADER);
+    let embedded = args.target.is_none();
+    let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;
+    if wants(Scenario::Fanout) {
+        // Embedded, each connection holds two descriptors in this process.
+        let need = args.connections as u64 * if embedded { 2 } else { 1 } + 256;
+        let have = raise_fd_limit(need);
+        anyhow::ensure!(
+            have >= need,
+            "--connections {} needs about {need} open files, the limit is {have} (ulimit -n)",
+            args.connections
+        );
+    }
+    let (addr, _broker) = match &args.target {
+        Some(t) => (t.clone(), None),
+        None => {
+            let config = BrokerConfig {
+                send_queue: args.send_queue.max(1),
+                topic_overflow: args.topic_overflow,
+                max_connections: (args.connections as usize + 1024).max(10_000),
+                ..BrokerConfig::default()
+            };
+            let (addr, b) = start_embedded(config)?;
+            (addr, Some(b))
+        }
+    };
+    let plan = Plan {
+        addr,
+        subscribers: args.subscribers as usize,
+        slow: args.slow as usize,
+        slow_mode: args.slow_mode,
+        trickle_rate: args.trickle_rate,
+        rate: args.rate,
+        duration: args.duration,
+        messages: args.messages,
+        size,
+        latency_rate: args.latency_rate,
+        latency_duration: args.latency_duration,
+        connections: args.connections as usize,
+        fanout_probes: 100,
+        fanout_burst: 1000,
+    };
+    let progress = Progress::new(!args.json && std::io::stderr().is_terminal());
+    let mut report = Report {
+        schema_version: 1,
+        aioq_version: env!("CARGO_PKG_VERSION"),
+        target: args.target.clone().unwrap_or_else(|| "embedded".into()),
+        isolation: Vec::new(),
+        throughput: Vec::new(),
+        latency: None,
+        fanout: None,
+    };
+    if wants(Scenario::Isolation) {
+        report
+            .isolation
+            .push(scenarios::isolation(&plan, false, &progress).await?);
+        report
+            .isolation
+            .push(scenarios::isolation(&plan, true, &progress).await?);
+    }
+    if wants(Scenario::Throughput) {
+        report
+            .throughput
+            .push(scenarios::throughput(&plan, false, &progress).await?);
+        report
+            .throughput
+            .push(scenarios::throughput(&plan, true, &progress).await?);
+    }
+    if wants(Scenario::Latency) {
+        report.latency = Some(scenarios::latency(&plan, &progress).await?);
+    }
+    if wants(Scenario::Fanout) {
+        report.fanout = Some(scenarios::fanout(&plan, embedded, &progress).await?);
+    }
+    progress.finish();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_tables(&report);
+    }
+    if let Some(min) = args.min_isolation {
+        let worst = report
+            .isolation
+            .iter()
+            .map(|i| i.isolation_ratio)
+            .fold(f64::INFINITY, f64::min);
+        if worst < min {
+            eprintln!("aioq bench: isolation ratio {worst:.3} is below --min-isolation {min}");
+            return Ok(ExitCode::from(crate::exit::FAILURE));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_FULL_CONDENSED);
+    if std::env::var_os("NO_COLOR").is_some() || !std::io::stdout().is_terminal() {
+        t.force_no_tty();
+    }
+    t.set_header(header.iter().map(Cell::new));
+    t
+}
+
+fn lat(l: &Latency) -> String {
+    format!(
+        "{} / {} / {} / {} / {}",
+        l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
+    )
+}
+
+fn print_tables(r: &Report) {
+    println!("aioq bench against {}\n", r.target);
+    if !r.isolation.is_empty() {
+        let mut t = table(&[
+            "isolation",
+            "run",
+            "published/s",
+            "fast delivered/s",
+            "fraction",
+            "lost",
+            "dup",
+            "reord",
+            "latency µs p50/p90/p99/p99.9/max",
+            "slow: received, disconnected",
+        ]);
+        for i in &r.isolation {
+            for (name, run) in [("baseline", &i.baseline), ("with slow", &i.with_slow)] {
+                let slow = run
+                    .slow
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} {}",
+                            s.received,
+                            if s.disconnected_by_broker {
+                                "yes"
+                            } else {
+                                "no"
+                            }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                t.add_row(vec![
+                    format!("/{}", i.channel_kind),
+                    format!("{name}{}", if run.complete { "" } else { " (INCOMPLETE)" }),
+                    format!("{:.0}", run.publish_rate),
+                    format!("{:.0}", run.fast.delivered_per_s),
+                    format!("{:.4}", run.fast.delivered_fraction),
+                    run.fast.lost.to_string(),
+                    run.fast.duplicates.to_string(),
+                    run.fast.reordered.to_string(),
+                    lat(&run.fast.latency),
+                    if slow.is_empty() { "-".into() } else { slow },
+                ]);
+            }
+        }
+        println!("{t}");
+        for i in &r.isolation {
+            println!(
+                "/{}: isolation ratio {:.3}, p99 ratio {:.2}",
+                i.channel_kind, i.isolation_ratio, i.p99_ratio
+            );
+        }
+        println!();
+    }
+    if !r.throughput.is_empty() {
+        let mut t = table(&[
+            "throughput",
+            "subs",
+            "size",
+            "published/s",
+            "delivered/s",
+            "MB/s",
+            "delivered",
+            "lost",
+        ]);
+        for x in &r.throughput {
+            t.add_row(vec![
+                format!(
+                    "/{}{}",
+                    x.channel_kind,
+                    if x.complete { "" } else { " (INCOMPLETE)" }
+                ),
+                x.subscribers.to_string(),
+                x.size.to_string(),
+                format!("{:.0}", x.published_per_s),
+                format!("{:.0}", x.delivered_per_s),
+                format!("{:.1}", x.delivered_mb_per_s),
+                format!("{}/{}", x.delivered, x.expected_deliveries),
+                x.lost.to_string(),
+            ]);
+        }
+        println!("{t}\n");
+    }
+    if let Some(l) = &r.latency {
+        let mut t = table(&["latency", "rate", "received", "µs p50/p90/p99/p99.9/max"]);
+        t.add_row(vec![
+            format!(
+                "1 subscriber{}",
+                if l.complete { "" } else { " (INCOMPLETE)" }
+            ),
+            format!("{:.0}/s", l.rate),
+            format!("{}/{}", l.received, l.published),
+            lat(&l.latency),
+        ]);
+        println!("{t}\n");
+    }
+    if let Some(f) = &r.fanout {
+        let mut t = table(&[
+            "fan-out",
+            "delivered/s",
+            "fan-out time µs p50/p90/p99/p99.9/max",
+            "RSS/conn",
+        ]);
+        t.add_row(vec![
+            format!(
+                "{} conns{}",
+                f.connections,
+                if f.complete { "" } else { " (INCOMPLETE)" }
+            ),
+            format!("{:.0}", f.delivered_per_s),
+            lat(&f.fanout_time),
+            f.rss_per_connection_bytes
+                .map(|b| format!("{:.1} KiB", b as f64 / 1024.0))
+                .unwrap_or_else(|| "-".into()),
+        ]);
+        println!("{t}");
+    }
+}

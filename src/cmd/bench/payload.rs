@@ -1,0 +1,160 @@
+//! Bench payloads carry a sequence number and a send time; subscribers turn them
+//! into loss, duplicate, reorder and latency figures.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+
+/// Sequence number (8 bytes) and send time (8 bytes), big-endian.
+pub const HEADER: usize = 16;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Nanoseconds on the monotonic clock shared by every task of the bench (the
+/// publisher and subscribers always live in this one process).
+pub fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64
+}
+
+pub fn encode(seq: u64, size: usize) -> Bytes {
+    let mut b = BytesMut::with_capacity(size.max(HEADER));
+    b.put_u64(seq);
+    b.put_u64(now_ns());
+    b.resize(size.max(HEADER), b'.');
+    b.freeze()
+}
+
+pub fn decode(payload: &[u8]) -> Option<(u64, u64)> {
+    if payload.len() < HEADER {
+        return None;
+    }
+    let seq = u64::from_be_bytes(payload[..8].try_into().ok()?);
+    let sent = u64::from_be_bytes(payload[8..16].try_into().ok()?);
+    Some((seq, sent))
+}
+
+pub fn new_histogram() -> Histogram<u64> {
+    // Microseconds, up to 10 minutes, 3 significant figures.
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+/// What one subscriber saw.
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    seen: Vec<u64>,
+    /// Messages with a sequence number below this are warm-up: counted for
+    /// loss, left out of latency and rates.
+    warmup: u64,
+    max_seq: Option<u64>,
+    pub received: u64,
+    pub measured: u64,
+    pub unique: u64,
+    pub duplicates: u64,
+    pub reordered: u64,
+    pub malformed: u64,
+    pub latency_us: Histogram<u64>,
+    pub last_receive_ns: u64,
+}
+
+impl Tracker {
+    pub fn new(warmup: u64) -> Self {
+        Self {
+            seen: Vec::new(),
+            warmup,
+            max_seq: None,
+            received: 0,
+            measured: 0,
+            unique: 0,
+            duplicates: 0,
+            reordered: 0,
+            malformed: 0,
+            latency_us: new_histogram(),
+            last_receive_ns: 0,
+        }
+    }
+
+    pub fn record(&mut self, payload: &[u8]) {
+        let now = now_ns();
+        self.last_receive_ns = now;
+        self.received += 1;
+        let Some((seq, sent)) = decode(payload) else {
+            self.malformed += 1;
+            return;
+        };
+        let (word, bit) = ((seq / 64) as usize, seq % 64);
+        if word >= self.seen.len() {
+            self.seen.resize(word + 1, 0);
+        }
+        if self.seen[word] & (1 << bit) != 0 {
+            self.duplicates += 1;
+            return;
+        }
+        self.seen[word] |= 1 << bit;
+        self.unique += 1;
+        if self.max_seq.is_some_and(|m| seq < m) {
+            self.reordered += 1;
+        }
+        self.max_seq = Some(self.max_seq.map_or(seq, |m| m.max(seq)));
+        if seq >= self.warmup {
+            self.measured += 1;
+            let us = now.saturating_sub(sent) / 1000;
+            let _ = self.latency_us.record(us.max(1));
+        }
+    }
+
+    pub fn has(&self, seq: u64) -> bool {
+        self.seen
+            .get((seq / 64) as usize)
+            .is_some_and(|w| w & (1 << (seq % 64)) != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let p = encode(42, 64);
+        assert_eq!(p.len(), 64);
+        let (seq, sent) = decode(&p).unwrap();
+        assert_eq!(seq, 42);
+        assert!(sent <= now_ns());
+        assert_eq!(
+            encode(1, 4).len(),
+            HEADER,
+            "payload never shorter than its header"
+        );
+    }
+
+    #[test]
+    fn counts_gaps_duplicates_and_reorders() {
+        let mut t = Tracker::new(0);
+        for seq in [0, 1, 3, 2, 3, 5] {
+            t.record(&encode(seq, 16));
+        }
+        assert_eq!(t.received, 6);
+        assert_eq!(t.unique, 5);
+        assert_eq!(t.duplicates, 1);
+        assert_eq!(t.reordered, 1);
+        assert_eq!((0..7).filter(|&s| !t.has(s)).count(), 2); // 4 and 6
+        assert!(t.has(5) && !t.has(4));
+        t.record(b"short");
+        assert_eq!(t.malformed, 1);
+    }
+
+    #[test]
+    fn warmup_is_left_out_of_latency() {
+        let mut t = Tracker::new(10);
+        for seq in 0..20 {
+            t.record(&encode(seq, 16));
+        }
+        assert_eq!(t.measured, 10);
+        assert_eq!(t.latency_us.len(), 10);
+    }
+}
