@@ -1,6 +1,7 @@
 //! One integration-test binary (one link step): the real `aioq` binary, driven over
 //! real sockets.
 
+mod bench;
 mod cli;
 mod listen_send;
 mod python_compat;

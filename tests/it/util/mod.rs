@@ -294,3 +294,5 @@ pub async fn wait_subscribed(broker: &Broker, channel: &str, n: usize) {
     })
     .await;
 }
+
+pub mod naive;
