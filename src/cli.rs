@@ -10,7 +10,22 @@ Examples:
   aioq listen --channel /queue/jobs            # a worker
   aioq listen --channel /topic/news            # a subscriber
   aioq send --channel /queue/jobs --interval 0.5
-  tail -f app.log | aioq send --channel /topic/logs --stdin";
+  tail -f app.log | aioq send --channel /topic/logs --stdin
+  aioq bench --scenario isolation
+
+Environment:
+  AIOQ_HOST, AIOQ_PORT   default --host and --port of every subcommand
+  NO_COLOR               no colour in logs and tables
+  RUST_LOG               log filter, overrides -v/-q (e.g. RUST_LOG=aioq=debug)
+
+Exit status:
+  0    success
+  1    runtime failure (broken connection with --no-reconnect, I/O error,
+       bench below --min-isolation)
+  2    usage error (bad flag or value)
+  3    the broker cannot be reached (connection refused, unknown host)
+  4    send: messages dropped because its buffer overflowed while disconnected
+  130  interrupted by SIGINT or SIGTERM before the work was done";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +56,10 @@ pub enum Command {
     Send(cmd::send::SendArgs),
     /// Measure isolation, throughput, latency and fan-out of a broker.
     Bench(cmd::bench::BenchArgs),
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions(cmd::gen::CompletionsArgs),
+    /// Write man pages for aioq and each subcommand.
+    Man(cmd::gen::ManArgs),
 }
 
 impl Cli {

@@ -1,6 +1,7 @@
 //! One module per subcommand; each turns its flags into a typed config and runs.
 
 pub mod bench;
+pub mod gen;
 pub mod listen;
 pub mod send;
 pub mod serve;

@@ -23,7 +23,7 @@ fn bad_flag_exits_2_with_a_useful_message() {
 
 #[test]
 fn help_of_each_subcommand_renders_with_examples() {
-    for cmd in ["serve", "listen", "send"] {
+    for cmd in ["serve", "listen", "send", "bench", "completions", "man"] {
         let out = aioq(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd} --help");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -65,4 +65,25 @@ fn port_in_use_is_a_clear_runtime_error() {
         err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
         "{err}"
     );
+}
+
+#[test]
+fn top_level_help_documents_exit_codes_and_environment() {
+    let out = aioq(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in ["Exit status:", "AIOQ_PORT", "NO_COLOR", "130"] {
+        assert!(text.contains(needle), "--help mentions {needle}");
+    }
+}
+
+#[test]
+fn environment_supplies_default_port() {
+    let out = Command::new(BIN)
+        .args(["listen", "--no-reconnect", "--count", "1"])
+        .env("AIOQ_PORT", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("localhost:1"));
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod cli;
+mod generated;
 mod listen_send;
 mod python_compat;
 mod serve;

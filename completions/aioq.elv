@@ -1,0 +1,170 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[aioq] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'aioq'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'aioq'= {
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand serve 'Run the message broker'
+            cand listen 'Subscribe to a channel and print what arrives'
+            cand send 'Publish messages to a channel'
+            cand bench 'Measure isolation, throughput, latency and fan-out of a broker'
+            cand completions 'Print shell completions (bash, zsh, fish, elvish, powershell)'
+            cand man 'Write man pages for aioq and each subcommand'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'aioq;serve'= {
+            cand --host 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose'
+            cand --port 'TCP port; 0 picks a free one'
+            cand --send-queue 'Messages each /topic subscriber''s send queue holds'
+            cand --worker-queue 'Messages each /queue worker''s send queue holds (its prefetch): what a stalled worker can hold back from the others'
+            cand --backlog 'Messages a /queue channel holds when no worker has room; beyond it the publisher is back-pressured'
+            cand --topic-overflow 'What happens to a /topic subscriber whose send queue is full'
+            cand --max-frame 'Largest frame accepted (e.g. 16MiB); a client announcing more is disconnected'
+            cand --max-channel 'Longest channel name accepted, in bytes'
+            cand --max-connections 'Connections served at once; more are refused with an end-of-stream frame'
+            cand --subscribe-timeout 'How long a new connection has to send its subscribe frame'
+            cand --keepalive 'Idle time before TCP keepalive probes; 0 turns keepalive off'
+            cand --drain-timeout 'How long shutdown may spend flushing send queues'
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'aioq;listen'= {
+            cand --host 'Broker host name or address'
+            cand --port 'Broker TCP port'
+            cand --channel 'Channel to subscribe to'
+            cand --listen 'Channel to subscribe to'
+            cand --count 'Exit 0 after this many messages'
+            cand --format 'How each message is printed'
+            cand --no-reconnect 'Exit when the connection ends instead of reconnecting (0 on end-of-stream, 1 on a broken connection, 3 when the broker cannot be reached)'
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'aioq;send'= {
+            cand --host 'Broker host name or address'
+            cand --port 'Broker TCP port'
+            cand --channel 'Channel to publish to'
+            cand --interval 'Time between generated messages (seconds, or 500ms); 0 sends as fast as the broker''s back-pressure allows'
+            cand --size 'Payload size in bytes (padding the generated text); default: the text alone'
+            cand --count 'Number of messages to send, then exit (default: forever; 1 with --message)'
+            cand --message 'Send this text instead of generated `Msg {i} from {id}` messages'
+            cand --buffer 'Messages held while the broker is unreachable. Generated messages beyond it are dropped and counted; with --stdin, reading input pauses instead'
+            cand --stdin 'Send one message per line of standard input; exit when it ends, after everything was written and the broker acknowledged the goodbye'
+            cand --no-reconnect 'Exit when the connection breaks instead of reconnecting'
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'aioq;bench'= {
+            cand --target 'Broker to measure (HOST:PORT); default: an embedded broker on a free port'
+            cand --scenario 'Which scenario to run'
+            cand --subscribers 'Fast subscribers (isolation), subscribers or workers (throughput)'
+            cand --slow 'Slow subscribers added in the second isolation run'
+            cand --slow-mode 'How the slow subscribers misbehave'
+            cand --trickle-rate 'Messages per second a trickling subscriber reads'
+            cand --rate 'Publish rate of the isolation runs, messages per second'
+            cand --duration 'Length of each isolation run'
+            cand --messages 'Messages published in the throughput runs'
+            cand --size 'Payload size (at least 16 bytes: sequence number and send time)'
+            cand --latency-rate 'Publish rate of the latency run, messages per second'
+            cand --latency-duration 'Length of the latency run'
+            cand --connections 'Subscriber connections in the fan-out run'
+            cand --min-isolation 'Exit 1 when an isolation ratio falls below this'
+            cand --send-queue 'Embedded broker: messages per subscriber send queue'
+            cand --topic-overflow 'Embedded broker: what happens to a /topic subscriber whose queue is full'
+            cand --json 'Print one JSON document on stdout instead of tables'
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'aioq;completions'= {
+            cand --out 'Write the scripts for every supported shell into this directory instead'
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'aioq;man'= {
+            cand --out 'Directory to write aioq.1 and aioq-<subcommand>.1 into'
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'aioq;help'= {
+            cand serve 'Run the message broker'
+            cand listen 'Subscribe to a channel and print what arrives'
+            cand send 'Publish messages to a channel'
+            cand bench 'Measure isolation, throughput, latency and fan-out of a broker'
+            cand completions 'Print shell completions (bash, zsh, fish, elvish, powershell)'
+            cand man 'Write man pages for aioq and each subcommand'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'aioq;help;serve'= {
+        }
+        &'aioq;help;listen'= {
+        }
+        &'aioq;help;send'= {
+        }
+        &'aioq;help;bench'= {
+        }
+        &'aioq;help;completions'= {
+        }
+        &'aioq;help;man'= {
+        }
+        &'aioq;help;help'= {
+        }
+    ]
+    $completions[$command]
+}

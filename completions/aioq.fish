@@ -1,0 +1,124 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_aioq_global_optspecs
+    string join \n v/verbose q/quiet h/help V/version
+end
+
+function __fish_aioq_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_aioq_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_aioq_using_subcommand
+    set -l cmd (__fish_aioq_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c aioq -n "__fish_aioq_needs_command" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_needs_command" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_needs_command" -s h -l help -d 'Print help'
+complete -c aioq -n "__fish_aioq_needs_command" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_needs_command" -f -a "serve" -d 'Run the message broker'
+complete -c aioq -n "__fish_aioq_needs_command" -f -a "listen" -d 'Subscribe to a channel and print what arrives'
+complete -c aioq -n "__fish_aioq_needs_command" -f -a "send" -d 'Publish messages to a channel'
+complete -c aioq -n "__fish_aioq_needs_command" -f -a "bench" -d 'Measure isolation, throughput, latency and fan-out of a broker'
+complete -c aioq -n "__fish_aioq_needs_command" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
+complete -c aioq -n "__fish_aioq_needs_command" -f -a "man" -d 'Write man pages for aioq and each subcommand'
+complete -c aioq -n "__fish_aioq_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l host -d 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l port -d 'TCP port; 0 picks a free one' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l send-queue -d 'Messages each /topic subscriber\'s send queue holds' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l worker-queue -d 'Messages each /queue worker\'s send queue holds (its prefetch): what a stalled worker can hold back from the others' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l backlog -d 'Messages a /queue channel holds when no worker has room; beyond it the publisher is back-pressured' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l topic-overflow -d 'What happens to a /topic subscriber whose send queue is full' -r -f -a "drop\t'The subscriber misses the message; the loss is counted'
+disconnect\t'The subscriber is disconnected as a slow consumer; the loss is counted'"
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-frame -d 'Largest frame accepted (e.g. 16MiB); a client announcing more is disconnected' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-channel -d 'Longest channel name accepted, in bytes' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-connections -d 'Connections served at once; more are refused with an end-of-stream frame' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l subscribe-timeout -d 'How long a new connection has to send its subscribe frame' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l keepalive -d 'Idle time before TCP keepalive probes; 0 turns keepalive off' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l drain-timeout -d 'How long shutdown may spend flushing send queues' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l host -d 'Broker host name or address' -r
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l port -d 'Broker TCP port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l channel -l listen -d 'Channel to subscribe to' -r
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l count -d 'Exit 0 after this many messages' -r
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l format -d 'How each message is printed' -r -f -a "text\t'One line per message, UTF-8 shown lossily'
+raw\t'The payload bytes only, nothing between messages'
+json\t'One JSON object per line: channel, size, payload (UTF-8 or base64), time'"
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l no-reconnect -d 'Exit when the connection ends instead of reconnecting (0 on end-of-stream, 1 on a broken connection, 3 when the broker cannot be reached)'
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l host -d 'Broker host name or address' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l port -d 'Broker TCP port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l channel -d 'Channel to publish to' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l interval -d 'Time between generated messages (seconds, or 500ms); 0 sends as fast as the broker\'s back-pressure allows' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l size -d 'Payload size in bytes (padding the generated text); default: the text alone' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l count -d 'Number of messages to send, then exit (default: forever; 1 with --message)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l message -d 'Send this text instead of generated `Msg {i} from {id}` messages' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l buffer -d 'Messages held while the broker is unreachable. Generated messages beyond it are dropped and counted; with --stdin, reading input pauses instead' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l stdin -d 'Send one message per line of standard input; exit when it ends, after everything was written and the broker acknowledged the goodbye'
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l no-reconnect -d 'Exit when the connection breaks instead of reconnecting'
+complete -c aioq -n "__fish_aioq_using_subcommand send" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_using_subcommand send" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_using_subcommand send" -s h -l help -d 'Print help'
+complete -c aioq -n "__fish_aioq_using_subcommand send" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l target -d 'Broker to measure (HOST:PORT); default: an embedded broker on a free port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l scenario -d 'Which scenario to run' -r -f -a "all\t''
+isolation\t''
+throughput\t''
+latency\t''
+fanout\t''"
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l subscribers -d 'Fast subscribers (isolation), subscribers or workers (throughput)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l slow -d 'Slow subscribers added in the second isolation run' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l slow-mode -d 'How the slow subscribers misbehave' -r -f -a "stall\t'Never reads'
+trickle\t'Reads `--trickle-rate` messages per second'"
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l trickle-rate -d 'Messages per second a trickling subscriber reads' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l rate -d 'Publish rate of the isolation runs, messages per second' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l duration -d 'Length of each isolation run' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l messages -d 'Messages published in the throughput runs' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l size -d 'Payload size (at least 16 bytes: sequence number and send time)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l latency-rate -d 'Publish rate of the latency run, messages per second' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l latency-duration -d 'Length of the latency run' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l connections -d 'Subscriber connections in the fan-out run' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l min-isolation -d 'Exit 1 when an isolation ratio falls below this' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l send-queue -d 'Embedded broker: messages per subscriber send queue' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l topic-overflow -d 'Embedded broker: what happens to a /topic subscriber whose queue is full' -r -f -a "drop\t'The subscriber misses the message; the loss is counted'
+disconnect\t'The subscriber is disconnected as a slow consumer; the loss is counted'"
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l json -d 'Print one JSON document on stdout instead of tables'
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand completions" -l out -d 'Write the scripts for every supported shell into this directory instead' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_using_subcommand completions" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c aioq -n "__fish_aioq_using_subcommand completions" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand man" -l out -d 'Directory to write aioq.1 and aioq-<subcommand>.1 into' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand man" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_using_subcommand man" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_using_subcommand man" -s h -l help -d 'Print help'
+complete -c aioq -n "__fish_aioq_using_subcommand man" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "serve" -d 'Run the message broker'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "listen" -d 'Subscribe to a channel and print what arrives'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "send" -d 'Publish messages to a channel'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "bench" -d 'Measure isolation, throughput, latency and fan-out of a broker'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "man" -d 'Write man pages for aioq and each subcommand'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

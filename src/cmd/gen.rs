@@ -1,0 +1,84 @@
+//! `aioq completions` and `aioq man`: shell completions and man pages, generated
+//! from the one clap definition (and committed under completions/ and man/).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::CommandFactory;
+use clap_complete::Shell;
+
+use crate::cli::Cli;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    aioq completions bash > /etc/bash_completion.d/aioq\n  \
+    aioq completions zsh > ~/.zfunc/_aioq\n  \
+    aioq completions --out completions   # every shell, into a directory")]
+pub struct CompletionsArgs {
+    /// Shell to print the completion script for.
+    #[arg(value_enum, required_unless_present = "out")]
+    pub shell: Option<Shell>,
+    /// Write the scripts for every supported shell into this directory instead.
+    #[arg(long, conflicts_with = "shell")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  aioq man --out man\n  man -l man/aioq-serve.1")]
+pub struct ManArgs {
+    /// Directory to write aioq.1 and aioq-<subcommand>.1 into.
+    #[arg(long, default_value = "man")]
+    pub out: PathBuf,
+}
+
+pub const SHELLS: [Shell; 5] = [
+    Shell::Bash,
+    Shell::Zsh,
+    Shell::Fish,
+    Shell::Elvish,
+    Shell::PowerShell,
+];
+
+pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
+    let mut cmd = Cli::command();
+    match (args.shell, args.out) {
+        (_, Some(dir)) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            for shell in SHELLS {
+                clap_complete::generate_to(shell, &mut cmd, "aioq", &dir)
+                    .with_context(|| format!("writing {shell} completions"))?;
+            }
+        }
+        (Some(shell), None) => {
+            clap_complete::generate(shell, &mut cmd, "aioq", &mut std::io::stdout());
+        }
+        (None, None) => unreachable!("clap requires a shell or --out"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
+    write_man_pages(&args.out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cmd = Cli::command();
+    render(&cmd, "aioq", dir)?;
+    let version = cmd.get_version().unwrap_or_default().to_string();
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("aioq-{}", sub.get_name());
+        let sub = sub.clone().name(name.clone()).version(version.clone());
+        render(&sub, &name, dir)?;
+    }
+    Ok(())
+}
+
+fn render(cmd: &clap::Command, name: &str, dir: &Path) -> anyhow::Result<()> {
+    let mut buf = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    let path = dir.join(format!("{name}.1"));
+    std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))
+}
