@@ -33,6 +33,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Subscribe to a channel and print what arrives')
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Publish messages to a channel')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure isolation, throughput, latency and fan-out of a broker')
+            [CompletionResult]::new('watch-db', 'watch-db', [CompletionResultType]::ParameterValue, 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print shell completions (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages for aioq and each subcommand')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -128,6 +129,28 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'aioq;watch-db' {
+            [CompletionResult]::new('--dsn', '--dsn', [CompletionResultType]::ParameterName, 'PostgreSQL connection string (a direct connection: LISTEN does not work through a pooler in transaction mode)')
+            [CompletionResult]::new('--table', '--table', [CompletionResultType]::ParameterName, 'Table to watch, optionally schema-qualified; repeat for more. Each needs a single-column primary key')
+            [CompletionResult]::new('--channel', '--channel', [CompletionResultType]::ParameterName, 'NOTIFY channel for every table (default: chan_<table> for each)')
+            [CompletionResult]::new('--http', '--http', [CompletionResultType]::ParameterName, 'Serve the JSON API on this address (port 0 picks one; the log says which)')
+            [CompletionResult]::new('--publish', '--publish', [CompletionResultType]::ParameterName, 'Forward every event into this broker channel')
+            [CompletionResult]::new('--broker-host', '--broker-host', [CompletionResultType]::ParameterName, 'Broker host for --publish')
+            [CompletionResult]::new('--broker-port', '--broker-port', [CompletionResultType]::ParameterName, 'Broker port for --publish')
+            [CompletionResult]::new('--cache-size', '--cache-size', [CompletionResultType]::ParameterName, 'Rows the cache holds (least recently used go first)')
+            [CompletionResult]::new('--install', '--install', [CompletionResultType]::ParameterName, 'Create (or update) the trigger function and triggers, then exit')
+            [CompletionResult]::new('--uninstall', '--uninstall', [CompletionResultType]::ParameterName, 'Remove the triggers (and the function when unused), then exit')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'One JSON object per line on stdout instead of pretty JSON')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'aioq;completions' {
             [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Write the scripts for every supported shell into this directory instead')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
@@ -157,6 +180,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Subscribe to a channel and print what arrives')
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Publish messages to a channel')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure isolation, throughput, latency and fan-out of a broker')
+            [CompletionResult]::new('watch-db', 'watch-db', [CompletionResultType]::ParameterValue, 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print shell completions (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages for aioq and each subcommand')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -172,6 +196,9 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             break
         }
         'aioq;help;bench' {
+            break
+        }
+        'aioq;help;watch-db' {
             break
         }
         'aioq;help;completions' {

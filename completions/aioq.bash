@@ -37,6 +37,9 @@ _aioq() {
             aioq,serve)
                 cmd="aioq__subcmd__serve"
                 ;;
+            aioq,watch-db)
+                cmd="aioq__subcmd__watch__subcmd__db"
+                ;;
             aioq__subcmd__help,bench)
                 cmd="aioq__subcmd__help__subcmd__bench"
                 ;;
@@ -58,6 +61,9 @@ _aioq() {
             aioq__subcmd__help,serve)
                 cmd="aioq__subcmd__help__subcmd__serve"
                 ;;
+            aioq__subcmd__help,watch-db)
+                cmd="aioq__subcmd__help__subcmd__watch__subcmd__db"
+                ;;
             *)
                 ;;
         esac
@@ -65,7 +71,7 @@ _aioq() {
 
     case "${cmd}" in
         aioq)
-            opts="-v -q -h -V --verbose --quiet --help --version serve listen send bench completions man help"
+            opts="-v -q -h -V --verbose --quiet --help --version serve listen send bench watch-db completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -175,7 +181,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__help)
-            opts="serve listen send bench completions man help"
+            opts="serve listen send bench watch-db completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -273,6 +279,20 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__help__subcmd__watch__subcmd__db)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -440,6 +460,52 @@ _aioq() {
                     return 0
                     ;;
                 --drain-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__watch__subcmd__db)
+            opts="-v -q -h -V --dsn --table --channel --install --uninstall --http --publish --broker-host --broker-port --cache-size --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --dsn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --table)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --channel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --publish)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker-host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker-port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cache-size)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -30,6 +30,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand listen 'Subscribe to a channel and print what arrives'
             cand send 'Publish messages to a channel'
             cand bench 'Measure isolation, throughput, latency and fan-out of a broker'
+            cand watch-db 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
             cand completions 'Print shell completions (bash, zsh, fish, elvish, powershell)'
             cand man 'Write man pages for aioq and each subcommand'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -120,6 +121,27 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'aioq;watch-db'= {
+            cand --dsn 'PostgreSQL connection string (a direct connection: LISTEN does not work through a pooler in transaction mode)'
+            cand --table 'Table to watch, optionally schema-qualified; repeat for more. Each needs a single-column primary key'
+            cand --channel 'NOTIFY channel for every table (default: chan_<table> for each)'
+            cand --http 'Serve the JSON API on this address (port 0 picks one; the log says which)'
+            cand --publish 'Forward every event into this broker channel'
+            cand --broker-host 'Broker host for --publish'
+            cand --broker-port 'Broker port for --publish'
+            cand --cache-size 'Rows the cache holds (least recently used go first)'
+            cand --install 'Create (or update) the trigger function and triggers, then exit'
+            cand --uninstall 'Remove the triggers (and the function when unused), then exit'
+            cand --json 'One JSON object per line on stdout instead of pretty JSON'
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'aioq;completions'= {
             cand --out 'Write the scripts for every supported shell into this directory instead'
             cand -v 'More log output on stderr (-v debug, -vv trace)'
@@ -147,6 +169,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand listen 'Subscribe to a channel and print what arrives'
             cand send 'Publish messages to a channel'
             cand bench 'Measure isolation, throughput, latency and fan-out of a broker'
+            cand watch-db 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
             cand completions 'Print shell completions (bash, zsh, fish, elvish, powershell)'
             cand man 'Write man pages for aioq and each subcommand'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -158,6 +181,8 @@ set edit:completion:arg-completer[aioq] = {|@words|
         &'aioq;help;send'= {
         }
         &'aioq;help;bench'= {
+        }
+        &'aioq;help;watch-db'= {
         }
         &'aioq;help;completions'= {
         }

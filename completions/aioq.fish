@@ -32,6 +32,7 @@ complete -c aioq -n "__fish_aioq_needs_command" -f -a "serve" -d 'Run the messag
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "listen" -d 'Subscribe to a channel and print what arrives'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "send" -d 'Publish messages to a channel'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "bench" -d 'Measure isolation, throughput, latency and fan-out of a broker'
+complete -c aioq -n "__fish_aioq_needs_command" -f -a "watch-db" -d 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "man" -d 'Write man pages for aioq and each subcommand'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -105,6 +106,21 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -s v -l verbose -d 'Mor
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l dsn -d 'PostgreSQL connection string (a direct connection: LISTEN does not work through a pooler in transaction mode)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l table -d 'Table to watch, optionally schema-qualified; repeat for more. Each needs a single-column primary key' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l channel -d 'NOTIFY channel for every table (default: chan_<table> for each)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http -d 'Serve the JSON API on this address (port 0 picks one; the log says which)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l publish -d 'Forward every event into this broker channel' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l broker-host -d 'Broker host for --publish' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l broker-port -d 'Broker port for --publish' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l cache-size -d 'Rows the cache holds (least recently used go first)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l install -d 'Create (or update) the trigger function and triggers, then exit'
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l uninstall -d 'Remove the triggers (and the function when unused), then exit'
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l json -d 'One JSON object per line on stdout instead of pretty JSON'
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s h -l help -d 'Print help'
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s V -l version -d 'Print version'
 complete -c aioq -n "__fish_aioq_using_subcommand completions" -l out -d 'Write the scripts for every supported shell into this directory instead' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand completions" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
@@ -115,10 +131,11 @@ complete -c aioq -n "__fish_aioq_using_subcommand man" -s v -l verbose -d 'More 
 complete -c aioq -n "__fish_aioq_using_subcommand man" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand man" -s h -l help -d 'Print help'
 complete -c aioq -n "__fish_aioq_using_subcommand man" -s V -l version -d 'Print version'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "serve" -d 'Run the message broker'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "listen" -d 'Subscribe to a channel and print what arrives'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "send" -d 'Publish messages to a channel'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "bench" -d 'Measure isolation, throughput, latency and fan-out of a broker'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "man" -d 'Write man pages for aioq and each subcommand'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "serve" -d 'Run the message broker'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "listen" -d 'Subscribe to a channel and print what arrives'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "send" -d 'Publish messages to a channel'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "bench" -d 'Measure isolation, throughput, latency and fan-out of a broker'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "watch-db" -d 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "man" -d 'Write man pages for aioq and each subcommand'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

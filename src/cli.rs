@@ -56,6 +56,8 @@ pub enum Command {
     Send(cmd::send::SendArgs),
     /// Measure isolation, throughput, latency and fan-out of a broker.
     Bench(cmd::bench::BenchArgs),
+    /// PostgreSQL change feed with a coherent cache, an HTTP API and forwarding.
+    WatchDb(cmd::watch_db::WatchDbArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(cmd::gen::CompletionsArgs),
     /// Write man pages for aioq and each subcommand.

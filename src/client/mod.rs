@@ -1,5 +1,6 @@
 //! The client side of the protocol, shared by `listen`, `send` and `bench`.
 
+pub mod publisher;
 pub mod reconnect;
 
 use anyhow::Context;

@@ -5,3 +5,4 @@ pub mod gen;
 pub mod listen;
 pub mod send;
 pub mod serve;
+pub mod watch_db;

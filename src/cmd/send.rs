@@ -1,20 +1,15 @@
 //! `aioq send`: publish generated messages, one fixed message, or stdin lines,
 //! buffering (boundedly) and reconnecting while the broker is away.
 
-use std::collections::VecDeque;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use bytes::{Bytes, BytesMut};
-use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use crate::client::reconnect::Backoff;
-use crate::client::{self, Connection, Target};
+use crate::client::{publisher, Target};
 use crate::exit;
-use crate::proto::NULL_CHANNEL;
 use crate::units::parse_duration;
 
 const AFTER_HELP: &str = "\
@@ -26,9 +21,6 @@ Examples:
 
 Exit codes: 0 all sent, 1 failure, 3 broker unreachable (with --no-reconnect),
 4 messages dropped because the buffer overflowed while disconnected, 130 interrupted.";
-
-/// Frames written per flush when messages are waiting.
-const BATCH: usize = 128;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
@@ -75,7 +67,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     };
     let interrupted = crate::runtime::shutdown::signal();
     let result = tokio::select! {
-        r = publish(&args, rx) => r,
+        r = publisher::run(&args.target, &args.channel, rx, args.no_reconnect) => r.map(|()| ExitCode::SUCCESS),
         _ = interrupted => Ok(ExitCode::from(exit::INTERRUPTED)),
     };
     producer.abort();
@@ -176,110 +168,5 @@ async fn read_stdin(tx: mpsc::Sender<Bytes>) {
         if tx.send(Bytes::from(line)).await.is_err() {
             return;
         }
-    }
-}
-
-/// Keeps a connection up and writes what the producer makes, in order. A batch
-/// whose write failed is sent again after reconnecting.
-async fn publish(args: &SendArgs, mut rx: mpsc::Receiver<Bytes>) -> anyhow::Result<ExitCode> {
-    let channel = Bytes::copy_from_slice(args.channel.as_bytes());
-    let mut outbox: VecDeque<Bytes> = VecDeque::new();
-    let mut backoff = Backoff::default();
-    let mut was_connected = false;
-    loop {
-        let mut conn = match client::connect(&args.target, NULL_CHANNEL).await {
-            Ok(c) => c,
-            Err(e) if args.no_reconnect => return Err(e),
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!("{e:#}; retrying in {delay:.1?}");
-                tokio::time::sleep(delay).await;
-                continue;
-            }
-        };
-        backoff.reset();
-        if was_connected {
-            tracing::warn!(
-                "reconnected to {}; sending {} buffered message(s)",
-                args.target,
-                outbox.len() + rx.len()
-            );
-        } else {
-            tracing::info!(
-                "connected to {}, publishing to {}",
-                args.target,
-                args.channel
-            );
-        }
-        was_connected = true;
-        match session(&mut conn, &channel, &mut rx, &mut outbox).await {
-            Ok(()) => {
-                finish(&mut conn).await;
-                return Ok(ExitCode::SUCCESS);
-            }
-            Err(why) if args.no_reconnect => {
-                anyhow::bail!("connection to {} broke: {why}", args.target)
-            }
-            Err(why) => tracing::warn!("connection lost ({why}); reconnecting"),
-        }
-    }
-}
-
-/// Runs until the input ends (Ok) or the connection breaks (Err).
-async fn session(
-    conn: &mut Connection,
-    channel: &Bytes,
-    rx: &mut mpsc::Receiver<Bytes>,
-    outbox: &mut VecDeque<Bytes>,
-) -> Result<(), String> {
-    loop {
-        if outbox.is_empty() {
-            tokio::select! {
-                // The broker only writes to a publisher to say it is closing.
-                frame = conn.next() => return Err(match frame {
-                    Some(Ok(f)) if f.is_empty() => "the broker closed the stream".into(),
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => e.to_string(),
-                    None => "closed by the broker".into(),
-                }),
-                m = rx.recv() => match m {
-                    Some(m) => outbox.push_back(m),
-                    None => return Ok(()),
-                },
-            }
-            while outbox.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(m) => outbox.push_back(m),
-                    Err(_) => break,
-                }
-            }
-        }
-        for m in outbox.iter() {
-            conn.feed(channel.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            conn.feed(m.clone()).await.map_err(|e| e.to_string())?;
-        }
-        conn.flush().await.map_err(|e| e.to_string())?;
-        outbox.clear();
-    }
-}
-
-/// Says goodbye and waits (briefly) for the broker's end-of-stream, which comes
-/// after it has read, and so routed, everything sent before the goodbye.
-async fn finish(conn: &mut Connection) {
-    let wait = async {
-        conn.send(Bytes::new()).await.context("saying goodbye")?;
-        while let Some(frame) = conn.next().await {
-            if frame?.is_empty() {
-                break;
-            }
-        }
-        anyhow::Ok(())
-    };
-    match tokio::time::timeout(Duration::from_secs(5), wait).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("closing: {e:#}"),
-        Err(_) => tracing::warn!("closing: no end-of-stream from the broker within 5s"),
     }
 }

@@ -1,45 +1,8 @@
 //! `aioq listen` and `aioq send` against a real broker, including restarts.
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
 
-use crate::util::*;
-
-struct Client {
-    child: Child,
-    out: Lines,
-    err: Lines,
-}
-
-impl Client {
-    fn spawn(args: &[&str], stdin: bool) -> Client {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = Lines::follow(child.stdout.take().unwrap());
-        let err = Lines::follow(child.stderr.take().unwrap());
-        Client { child, out, err }
-    }
-
-    fn exit_code(&mut self, secs: f64) -> Option<i32> {
-        let status = wait_exit(&mut self.child, secs);
-        if !status.success() {
-            eprintln!("client stderr:\n{}", self.err.text());
-        }
-        status.code()
-    }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use crate::util::{Proc as Client, *};
 
 #[test]
 fn listen_prints_what_send_sends() {

@@ -9,3 +9,4 @@ mod python_compat;
 mod serve;
 mod serve_limits;
 mod util;
+mod watch_db;

@@ -295,4 +295,71 @@ pub async fn wait_subscribed(broker: &Broker, channel: &str, n: usize) {
     .await;
 }
 
+/// Any `aioq` subcommand as a child process, its output followed line by line.
+pub struct Proc {
+    pub child: Child,
+    pub out: Lines,
+    pub err: Lines,
+}
+
+impl Proc {
+    pub fn spawn(args: &[&str], stdin: bool) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = Lines::follow(child.stdout.take().unwrap());
+        let err = Lines::follow(child.stderr.take().unwrap());
+        Proc { child, out, err }
+    }
+
+    pub fn exit_code(&mut self, secs: f64) -> Option<i32> {
+        let status = wait_exit(&mut self.child, secs);
+        if !status.success() {
+            eprintln!("stderr:\n{}", self.err.text());
+        }
+        status.code()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- {:?} stderr ---\n{}", self.child.id(), self.err.text());
+        }
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection: (status, JSON body or Null).
+pub async fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await.unwrap();
+    let text = String::from_utf8_lossy(&resp);
+    let (head, payload) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (
+        status,
+        serde_json::from_str(payload).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 pub mod naive;
+pub mod pg;

@@ -1,0 +1,305 @@
+//! `aioq watch-db`: a PostgreSQL change feed (triggers + LISTEN/NOTIFY) that
+//! keeps an in-memory row cache coherent across app instances, serves it over
+//! HTTP, and forwards changes into an aioq broker.
+
+mod cache;
+mod http;
+mod listener;
+mod schema;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_postgres::NoTls;
+
+use self::cache::{id_key, Cache};
+use self::http::App;
+use self::listener::Feed;
+use crate::client::{publisher, Target};
+
+const AFTER_HELP: &str = "\
+Examples:
+  aioq watch-db --dsn postgres://postgres@localhost:5432/restaurant --table patron --install
+  aioq watch-db --dsn ... --table patron --http 127.0.0.1:8000      # instance A
+  aioq watch-db --dsn ... --table patron --http 127.0.0.1:8001      # instance B
+  aioq watch-db --dsn ... --table patron --publish /topic/db/patron # into the broker
+  aioq watch-db --dsn ... --table patron --json | jq .diff
+
+--install and --uninstall change the database and exit. Otherwise events are
+printed on stdout (pretty JSON, or one line each with --json) until SIGINT/SIGTERM.";
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = AFTER_HELP)]
+pub struct WatchDbArgs {
+    /// PostgreSQL connection string (a direct connection: LISTEN does not work
+    /// through a pooler in transaction mode).
+    #[arg(long, env = "AIOQ_DSN")]
+    pub dsn: String,
+    /// Table to watch, optionally schema-qualified; repeat for more. Each needs a
+    /// single-column primary key.
+    #[arg(long = "table", required = true)]
+    pub tables: Vec<String>,
+    /// NOTIFY channel for every table (default: chan_<table> for each).
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// Create (or update) the trigger function and triggers, then exit.
+    #[arg(long, conflicts_with = "uninstall")]
+    pub install: bool,
+    /// Remove the triggers (and the function when unused), then exit.
+    #[arg(long)]
+    pub uninstall: bool,
+    /// Serve the JSON API on this address (port 0 picks one; the log says which).
+    #[arg(long)]
+    pub http: Option<String>,
+    /// Forward every event into this broker channel.
+    #[arg(long)]
+    pub publish: Option<String>,
+    /// Broker host for --publish.
+    #[arg(long, default_value = "localhost", env = "AIOQ_HOST")]
+    pub broker_host: String,
+    /// Broker port for --publish.
+    #[arg(long, default_value_t = 25000, env = "AIOQ_PORT")]
+    pub broker_port: u16,
+    /// Rows the cache holds (least recently used go first).
+    #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_size: u64,
+    /// One JSON object per line on stdout instead of pretty JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A DSN fit for messages: without its password.
+fn redact(dsn: &str) -> String {
+    match dsn.parse::<tokio_postgres::Config>() {
+        Ok(c) => format!(
+            "{}@{}/{}",
+            c.get_user().unwrap_or("?"),
+            c.get_hosts()
+                .first()
+                .map(|h| match h {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    #[cfg(unix)]
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                })
+                .unwrap_or_default(),
+            c.get_dbname().unwrap_or("")
+        ),
+        Err(_) => "the given DSN".into(),
+    }
+}
+
+pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
+    let (mut db, connection) = tokio_postgres::connect(&args.dsn, NoTls)
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL ({})", redact(&args.dsn)))?;
+    let conn_task = tokio::spawn(connection);
+    let mut tables = Vec::new();
+    for name in &args.tables {
+        tables.push(schema::describe(&db, name, args.channel.as_deref()).await?);
+    }
+    if args.install {
+        schema::install(&mut db, &tables).await?;
+        for t in &tables {
+            println!(
+                "installed trigger {} on {}.{} notifying {}",
+                t.trigger_name(),
+                t.schema,
+                t.relname,
+                t.channel
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.uninstall {
+        schema::uninstall(&mut db, &tables).await?;
+        for t in &tables {
+            println!(
+                "removed trigger {} from {}.{}",
+                t.trigger_name(),
+                t.schema,
+                t.relname
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for t in &tables {
+        let installed: bool = db
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) AND tgname = $2)",
+                &[&t.name, &t.trigger_name()],
+            )
+            .await?
+            .get(0);
+        if !installed {
+            tracing::warn!(
+                "no aioq trigger on {}: no events will come until you run with --install",
+                t.name
+            );
+        }
+    }
+    drop(db);
+    conn_task.abort();
+
+    let mut pool_config = deadpool_postgres::Config::new();
+    pool_config.url = Some(args.dsn.clone());
+    pool_config.pool = Some(deadpool_postgres::PoolConfig::new(4));
+    let pool = pool_config
+        .create_pool(Some(deadpool_postgres::Runtime::Tokio1), NoTls)
+        .context("creating the connection pool")?;
+    let app = Arc::new(App {
+        tables: tables.iter().map(|t| (t.name.clone(), t.clone())).collect(),
+        cache: Cache::new(args.cache_size as usize),
+        pool,
+    });
+
+    let mut channels: Vec<String> = tables.iter().map(|t| t.channel.clone()).collect();
+    channels.sort();
+    channels.dedup();
+    let (feed_tx, mut feed_rx) = mpsc::channel(1024);
+    let mut listener = tokio::spawn(listener::run(args.dsn.clone(), channels.clone(), feed_tx));
+
+    let forward = args.publish.as_ref().map(|channel| {
+        let (tx, rx) = mpsc::channel::<Bytes>(10_000);
+        let target = Target {
+            host: args.broker_host.clone(),
+            port: args.broker_port,
+        };
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = publisher::run(&target, &channel, rx, false).await {
+                tracing::error!("forwarding to the broker stopped: {e:#}");
+            }
+        });
+        tx
+    });
+
+    if let Some(addr) = &args.http {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!("serving HTTP on http://{}", l.local_addr()?);
+        let router = http::router(app.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, router).await {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+        });
+    }
+
+    let interrupted = crate::runtime::shutdown::signal();
+    tokio::pin!(interrupted);
+    loop {
+        let feed = tokio::select! {
+            f = feed_rx.recv() => f,
+            r = &mut listener => {
+                r??;
+                return Ok(ExitCode::SUCCESS);
+            }
+            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+        };
+        let Some(feed) = feed else { continue };
+        let event = match feed {
+            Feed::Connected { first: true } => {
+                tracing::info!(
+                    "listening on {} for {}",
+                    channels.join(", "),
+                    args.tables.join(", ")
+                );
+                continue;
+            }
+            Feed::Connected { first: false } => {
+                let n = app.cache.invalidate_all();
+                tracing::warn!(
+                    "reconnected to PostgreSQL: changes made while disconnected are unknown, cache invalidated ({n} rows)"
+                );
+                json!({ "type": "RESYNC", "reason": "reconnected to PostgreSQL", "invalidated": n })
+            }
+            Feed::Notification { channel, payload } => match apply(&app, &payload).await {
+                Some(e) => e,
+                None => {
+                    tracing::warn!("ignoring a notification on {channel} that is not an aioq event: {payload:.200}");
+                    continue;
+                }
+            },
+        };
+        emit(&event, args.json)?;
+        if let Some(tx) = &forward {
+            let line = Bytes::from(event.to_string());
+            if tx.try_send(line).is_err() {
+                tracing::warn!("broker forwarding buffer full: an event was not forwarded");
+            }
+        }
+    }
+}
+
+fn emit(event: &Value, one_line: bool) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if one_line {
+        writeln!(out, "{event}")?;
+    } else {
+        writeln!(out, "{}", serde_json::to_string_pretty(event)?)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Brings the cache up to date with one event (fetching the row when the
+/// trigger had to leave it out) and returns the event as printed.
+async fn apply(app: &App, payload: &str) -> Option<Value> {
+    let mut event: Value = serde_json::from_str(payload).ok()?;
+    let relname = event.get("table")?.as_str()?.to_string();
+    let schema_name = event
+        .get("schema")
+        .and_then(Value::as_str)
+        .unwrap_or("public")
+        .to_string();
+    let table = app
+        .tables
+        .values()
+        .find(|t| t.relname == relname && t.schema == schema_name)?;
+    let id = id_key(event.get("id")?);
+    let kind = event.get("type")?.as_str()?.to_string();
+    app.cache.stats.events.fetch_add(1, Relaxed);
+    if event.get("truncated") == Some(&Value::Bool(true)) && kind != "DELETE" {
+        match fetch(app, table, &id).await {
+            Ok(row) => {
+                event["data"] = json!({ "new": row });
+                event["fetched"] = json!(true);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "could not fetch {} {id} after a truncated event: {e:#}",
+                    table.name
+                );
+                app.cache.remove(&table.name, &id);
+                return Some(event);
+            }
+        }
+    }
+    if let Some(old) = event.get("old_id") {
+        app.cache.put(&table.name, &id_key(old), None);
+    }
+    match kind.as_str() {
+        "DELETE" => app.cache.put(&table.name, &id, None),
+        _ => match event.pointer("/data/new") {
+            Some(row) if !row.is_null() => app.cache.put(&table.name, &id, Some(row.clone())),
+            _ => app.cache.remove(&table.name, &id),
+        },
+    }
+    Some(event)
+}
+
+async fn fetch(app: &App, table: &schema::Table, id: &str) -> anyhow::Result<Option<Value>> {
+    let db = app.pool.get().await?;
+    app.cache.stats.db_queries.fetch_add(1, Relaxed);
+    Ok(db
+        .query_opt(&http::select_sql(table), &[&id])
+        .await?
+        .map(|r| r.get(0)))
+}

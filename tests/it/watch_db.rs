@@ -1,0 +1,366 @@
+//! `aioq watch-db` against a real, throwaway PostgreSQL cluster.
+
+use serde_json::{json, Value};
+
+use crate::util::pg::Pg;
+use crate::util::*;
+
+const PATRON: &str = "CREATE TABLE patron (
+    id serial PRIMARY KEY, name text NOT NULL, visits int NOT NULL DEFAULT 0, note text)";
+
+fn watch(pg: &Pg, db: &str, extra: &[&str]) -> Proc {
+    let dsn = pg.dsn(db);
+    let mut args = vec!["watch-db", "--dsn", &dsn, "--table", "patron"];
+    args.extend_from_slice(extra);
+    Proc::spawn(&args, false)
+}
+
+/// JSON events printed so far (one per line with --json).
+fn events(p: &Proc) -> Vec<Value> {
+    p.out
+        .snapshot()
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("one JSON event per line"))
+        .collect()
+}
+
+async fn wait_events(p: &Proc, n: usize) -> Vec<Value> {
+    wait_until_async(10.0, &format!("{n} event(s)"), || p.out.len() >= n).await;
+    events(p)
+}
+
+fn http_port(p: &Proc) -> u16 {
+    let line = p.err.wait_for(20.0, "serving HTTP on http://");
+    line.rsplit(':').next().unwrap().trim().parse().unwrap()
+}
+
+async fn stat(port: u16, name: &str) -> u64 {
+    http(port, "GET", "/_stats", None).await.1[name]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_is_idempotent_and_events_carry_rows_and_diffs() {
+    let pg = Pg::start();
+    let db = pg.database("restaurant").await;
+    db.batch_execute(PATRON).await.unwrap();
+    for _ in 0..2 {
+        let mut p = watch(&pg, "restaurant", &["--install"]);
+        assert_eq!(p.exit_code(20.0), Some(0));
+        assert!(p.out.text().contains("notifying chan_patron"));
+    }
+    let triggers: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'aioq_notify%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(triggers, 1, "installing twice leaves one trigger");
+    let w = watch(&pg, "restaurant", &["--json"]);
+    w.err.wait_for_async(20.0, "listening on chan_patron").await;
+
+    db.batch_execute("INSERT INTO patron (name, visits) VALUES ('Ada', 1)")
+        .await
+        .unwrap();
+    db.batch_execute("UPDATE patron SET visits = 2 WHERE name = 'Ada'")
+        .await
+        .unwrap();
+    db.batch_execute("DELETE FROM patron WHERE name = 'Ada'")
+        .await
+        .unwrap();
+    let ev = wait_events(&w, 3).await;
+    assert_eq!(ev[0]["table"], "patron");
+    assert_eq!(ev[0]["type"], "INSERT");
+    assert_eq!(ev[0]["id"], 1);
+    assert_eq!(
+        ev[0]["data"]["new"],
+        json!({"id": 1, "name": "Ada", "visits": 1, "note": null})
+    );
+    assert!(ev[0]["data"].get("old").is_none());
+    assert_eq!(ev[1]["type"], "UPDATE");
+    assert_eq!(
+        ev[1]["data"]["diff"],
+        json!({"visits": 2}),
+        "only changed columns"
+    );
+    assert_eq!(ev[1]["data"]["old"]["visits"], 1);
+    assert_eq!(ev[1]["data"]["new"]["visits"], 2);
+    assert_eq!(ev[2]["type"], "DELETE");
+    assert_eq!(ev[2]["data"]["old"]["name"], "Ada");
+    assert!(ev[2]["data"].get("new").is_none());
+
+    // A row too large for NOTIFY: the write still succeeds, the event comes
+    // without rows, and the watcher fetches the row itself.
+    let big = "x".repeat(20_000);
+    db.execute(
+        "INSERT INTO patron (name, note) VALUES ('Big', $1)",
+        &[&big],
+    )
+    .await
+    .unwrap();
+    let ev = wait_events(&w, 4).await;
+    assert_eq!(ev[3]["truncated"], true);
+    assert_eq!(ev[3]["fetched"], true);
+    assert_eq!(ev[3]["data"]["new"]["note"].as_str().unwrap().len(), 20_000);
+
+    let mut p = watch(&pg, "restaurant", &["--uninstall"]);
+    assert_eq!(p.exit_code(20.0), Some(0));
+    let left: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_proc WHERE proname = 'aioq_notify'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "the function goes with its last trigger");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_setups_exit_non_zero_with_a_clear_message() {
+    let pg = Pg::start();
+    let db = pg.database("shop").await;
+    db.batch_execute(
+        "CREATE TABLE nokey (a int); CREATE TABLE twokey (a int, b int, PRIMARY KEY (a, b))",
+    )
+    .await
+    .unwrap();
+    let dsn = pg.dsn("shop");
+    for (table, needle) in [
+        ("missing", "table missing does not exist"),
+        ("nokey", "needs a single-column primary key (it has none)"),
+        (
+            "twokey",
+            "needs a single-column primary key (it has 2 columns)",
+        ),
+    ] {
+        let mut p = Proc::spawn(&["watch-db", "--dsn", &dsn, "--table", table], false);
+        assert_eq!(p.exit_code(20.0), Some(1), "{table}");
+        assert!(p.err.text().contains(needle), "{table}: {}", p.err.text());
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bad = format!("postgres://postgres:secret@127.0.0.1:{closed}/shop");
+    let mut p = Proc::spawn(&["watch-db", "--dsn", &bad, "--table", "t"], false);
+    assert_eq!(p.exit_code(20.0), Some(1));
+    let err = p.err.text();
+    assert!(
+        err.contains("cannot connect to PostgreSQL (postgres@127.0.0.1/shop)"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "the password is not printed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_stay_coherent_and_bad_requests_get_400() {
+    let pg = Pg::start();
+    let db = pg.database("app").await;
+    db.batch_execute(PATRON).await.unwrap();
+    let mut install = watch(&pg, "app", &["--install"]);
+    assert_eq!(install.exit_code(20.0), Some(0));
+    let a = watch(&pg, "app", &["--json", "--http", "127.0.0.1:0"]);
+    let b = watch(&pg, "app", &["--json", "--http", "127.0.0.1:0"]);
+    let (pa, pb) = (http_port(&a), http_port(&b));
+    a.err.wait_for_async(20.0, "listening on chan_patron").await;
+    b.err.wait_for_async(20.0, "listening on chan_patron").await;
+
+    let (status, body) = http(
+        pa,
+        "POST",
+        "/patron",
+        Some(r#"{"name": "Grace", "visits": 3}"#),
+    )
+    .await;
+    assert_eq!((status, &body["msg"]), (200, &json!("ok")));
+    let id = body["id"].as_i64().unwrap();
+    // B learns of the insert from the feed and serves it without a query.
+    wait_until_async(10.0, "B saw the insert", || b.out.len() >= 1).await;
+    let before = stat(pb, "db_queries").await;
+    let (status, row) = http(pb, "GET", &format!("/patron/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(row["name"], "Grace");
+    assert_eq!(
+        stat(pb, "db_queries").await,
+        before,
+        "served from B's cache"
+    );
+
+    let (status, _) = http(
+        pa,
+        "PUT",
+        &format!("/patron/{id}"),
+        Some(r#"{"name": "Grace H."}"#),
+    )
+    .await;
+    assert_eq!(status, 200);
+    wait_until_async(10.0, "B saw the update", || b.out.len() >= 2).await;
+    let (_, row) = http(pb, "GET", &format!("/patron/{id}"), None).await;
+    assert_eq!(row["name"], "Grace H.", "B is fresh, not stale");
+    assert_eq!(row["visits"], 3);
+    assert_eq!(
+        stat(pb, "db_queries").await,
+        before,
+        "still without touching the database"
+    );
+
+    let (status, _) = http(pa, "DELETE", &format!("/patron/{id}"), None).await;
+    assert_eq!(status, 200);
+    wait_until_async(10.0, "B saw the delete", || b.out.len() >= 3).await;
+    let (status, _) = http(pb, "GET", &format!("/patron/{id}"), None).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        stat(pb, "db_queries").await,
+        before,
+        "absence is cached too"
+    );
+    assert!(
+        b.err.contains(&format!("GET /patron/{id} 404")),
+        "requests are logged"
+    );
+    assert!(b.err.contains(" hit"), "with hit or miss");
+
+    // A miss reads the database once, then hits.
+    let (status, _) = http(pb, "GET", "/patron/999", None).await;
+    assert_eq!(status, 404);
+    let (status, _) = http(pb, "GET", "/patron/999", None).await;
+    assert_eq!(status, 404);
+    assert_eq!(stat(pb, "db_queries").await, before + 1);
+
+    for (method, path, body, code, needle) in [
+        ("POST", "/patron", "{not json", 400, "bad JSON"),
+        (
+            "POST",
+            "/patron",
+            r#"{"nme": "x"}"#,
+            400,
+            "unknown column nme",
+        ),
+        (
+            "POST",
+            "/patron",
+            r#"{"name": "x", "visits": "many"}"#,
+            400,
+            "invalid input syntax for type integer",
+        ),
+        (
+            "POST",
+            "/patron",
+            r#"{"visits": 1}"#,
+            400,
+            "null value in column \"name\"",
+        ),
+        (
+            "GET",
+            "/patron/abc",
+            "",
+            400,
+            "invalid input syntax for type integer",
+        ),
+        (
+            "PUT",
+            "/patron/424242",
+            r#"{"name": "x"}"#,
+            404,
+            "not found",
+        ),
+        ("DELETE", "/patron/424242", "", 404, "not found"),
+        ("GET", "/nosuch/1", "", 404, "no table nosuch"),
+    ] {
+        let (status, body) = http(pa, method, path, (!body.is_empty()).then_some(body)).await;
+        assert_eq!(status, code, "{method} {path}: {body}");
+        assert!(
+            body["msg"].as_str().unwrap().contains(needle),
+            "{method} {path}: {body}"
+        );
+    }
+    // Still serving after all that.
+    let (status, _) = http(pa, "GET", "/_stats", None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_after_terminate_invalidates_the_cache_and_events_flow_again() {
+    let pg = Pg::start();
+    let db = pg.database("app").await;
+    db.batch_execute(PATRON).await.unwrap();
+    db.batch_execute("INSERT INTO patron (name) VALUES ('Linus')")
+        .await
+        .unwrap();
+    let mut install = watch(&pg, "app", &["--install"]);
+    assert_eq!(install.exit_code(20.0), Some(0));
+    let w = watch(&pg, "app", &["--json", "--http", "127.0.0.1:0"]);
+    let port = http_port(&w);
+    w.err.wait_for_async(20.0, "listening on chan_patron").await;
+    let (_, row) = http(port, "GET", "/patron/1", None).await;
+    assert_eq!(row["name"], "Linus");
+    let queries = stat(port, "db_queries").await;
+
+    let killed: i64 = db
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = 'aioq watch-db listener'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(killed, 1);
+    // A change while the listener is down: its notification is lost for good.
+    db.batch_execute("UPDATE patron SET name = 'Linus T.' WHERE id = 1")
+        .await
+        .unwrap();
+    w.err.wait_for_async(20.0, "cache invalidated").await;
+    let ev = wait_events(&w, 1).await;
+    assert!(ev.iter().any(|e| e["type"] == "RESYNC"), "{ev:?}");
+    // The cache does not serve the stale row: it asks the database again.
+    let (_, row) = http(port, "GET", "/patron/1", None).await;
+    assert_eq!(row["name"], "Linus T.");
+    assert_eq!(stat(port, "db_queries").await, queries + 1);
+    // And events flow again.
+    let n = w.out.len();
+    db.batch_execute("UPDATE patron SET visits = 9 WHERE id = 1")
+        .await
+        .unwrap();
+    let ev = wait_events(&w, n + 1).await;
+    assert_eq!(ev.last().unwrap()["data"]["diff"], json!({"visits": 9}));
+    let (_, row) = http(port, "GET", "/patron/1", None).await;
+    assert_eq!(row["visits"], 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_delivers_events_to_a_broker_subscriber() {
+    let pg = Pg::start();
+    let db = pg.database("app").await;
+    db.batch_execute(PATRON).await.unwrap();
+    let mut install = watch(&pg, "app", &["--install"]);
+    assert_eq!(install.exit_code(20.0), Some(0));
+    let broker = Broker::spawn(&[]);
+    let port = broker.port.to_string();
+    let listen = Proc::spawn(
+        &["listen", "--port", &port, "--channel", "/topic/db/patron"],
+        false,
+    );
+    wait_subscribed(&broker, "/topic/db/patron", 1).await;
+    let w = watch(
+        &pg,
+        "app",
+        &["--publish", "/topic/db/patron", "--broker-port", &port],
+    );
+    w.err.wait_for_async(20.0, "listening on chan_patron").await;
+    w.err
+        .wait_for_async(20.0, "publishing to /topic/db/patron")
+        .await;
+    db.batch_execute("INSERT INTO patron (name) VALUES ('Barbara')")
+        .await
+        .unwrap();
+    let line = listen.out.wait_for_async(10.0, "Barbara").await;
+    let ev: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(ev["type"], "INSERT");
+    assert_eq!(ev["data"]["new"]["name"], "Barbara");
+}
