@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v runuser >/dev/null || need_pkgs+=(util-linux)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
+  || need_pkgs+=(postgresql)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}"
