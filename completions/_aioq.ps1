@@ -34,6 +34,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Publish messages to a channel')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure isolation, throughput, latency and fan-out of a broker')
             [CompletionResult]::new('watch-db', 'watch-db', [CompletionResultType]::ParameterValue, 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding')
+            [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Application metrics through the broker: report, collect, chart')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print shell completions (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages for aioq and each subcommand')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -52,6 +53,9 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--subscribe-timeout', '--subscribe-timeout', [CompletionResultType]::ParameterName, 'How long a new connection has to send its subscribe frame')
             [CompletionResult]::new('--keepalive', '--keepalive', [CompletionResultType]::ParameterName, 'Idle time before TCP keepalive probes; 0 turns keepalive off')
             [CompletionResult]::new('--drain-timeout', '--drain-timeout', [CompletionResultType]::ParameterName, 'How long shutdown may spend flushing send queues')
+            [CompletionResult]::new('--metrics-channel', '--metrics-channel', [CompletionResultType]::ParameterName, 'Channel for --metrics')
+            [CompletionResult]::new('--metrics-interval', '--metrics-interval', [CompletionResultType]::ParameterName, 'Time between --metrics samples')
+            [CompletionResult]::new('--metrics', '--metrics', [CompletionResultType]::ParameterName, 'Publish the broker''s own CPU, memory and counters, like `aioq metrics report`')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
@@ -151,6 +155,69 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'aioq;metrics' {
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Sample a process''s CPU and memory and publish them')
+            [CompletionResult]::new('collect', 'collect', [CompletionResultType]::ParameterValue, 'Gather samples: a live terminal table, JSON lines, or a web page')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'aioq;metrics;report' {
+            [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Broker host name or address')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Broker TCP port')
+            [CompletionResult]::new('--name', '--name', [CompletionResultType]::ParameterName, 'Name shown by the collector')
+            [CompletionResult]::new('--pid', '--pid', [CompletionResultType]::ParameterName, 'Process to watch (default: this one, running a small demo workload)')
+            [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time between samples')
+            [CompletionResult]::new('--channel', '--channel', [CompletionResultType]::ParameterName, 'Channel to publish on')
+            [CompletionResult]::new('--leak', '--leak', [CompletionResultType]::ParameterName, 'Demo workload: grow memory by this many 100-byte items per sample')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'aioq;metrics;collect' {
+            [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Broker host name or address')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Broker TCP port')
+            [CompletionResult]::new('--channel', '--channel', [CompletionResultType]::ParameterName, 'Channel the reporters publish on')
+            [CompletionResult]::new('--http', '--http', [CompletionResultType]::ParameterName, 'Serve the live page, `/feed` (server-sent events) and `/api/reporters` here')
+            [CompletionResult]::new('--stale-after', '--stale-after', [CompletionResultType]::ParameterName, 'A reporter not heard from for this long is marked stale')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'aioq;metrics;help' {
+            [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Sample a process''s CPU and memory and publish them')
+            [CompletionResult]::new('collect', 'collect', [CompletionResultType]::ParameterValue, 'Gather samples: a live terminal table, JSON lines, or a web page')
+            [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
+            break
+        }
+        'aioq;metrics;help;report' {
+            break
+        }
+        'aioq;metrics;help;collect' {
+            break
+        }
+        'aioq;metrics;help;help' {
+            break
+        }
         'aioq;completions' {
             [CompletionResult]::new('--out', '--out', [CompletionResultType]::ParameterName, 'Write the scripts for every supported shell into this directory instead')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
@@ -181,6 +248,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Publish messages to a channel')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure isolation, throughput, latency and fan-out of a broker')
             [CompletionResult]::new('watch-db', 'watch-db', [CompletionResultType]::ParameterValue, 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding')
+            [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Application metrics through the broker: report, collect, chart')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print shell completions (bash, zsh, fish, elvish, powershell)')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Write man pages for aioq and each subcommand')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
@@ -199,6 +267,17 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             break
         }
         'aioq;help;watch-db' {
+            break
+        }
+        'aioq;help;metrics' {
+            [CompletionResult]::new('report', 'report', [CompletionResultType]::ParameterValue, 'Sample a process''s CPU and memory and publish them')
+            [CompletionResult]::new('collect', 'collect', [CompletionResultType]::ParameterValue, 'Gather samples: a live terminal table, JSON lines, or a web page')
+            break
+        }
+        'aioq;help;metrics;report' {
+            break
+        }
+        'aioq;help;metrics;collect' {
             break
         }
         'aioq;help;completions' {

@@ -31,6 +31,9 @@ _aioq() {
             aioq,man)
                 cmd="aioq__subcmd__man"
                 ;;
+            aioq,metrics)
+                cmd="aioq__subcmd__metrics"
+                ;;
             aioq,send)
                 cmd="aioq__subcmd__send"
                 ;;
@@ -55,6 +58,9 @@ _aioq() {
             aioq__subcmd__help,man)
                 cmd="aioq__subcmd__help__subcmd__man"
                 ;;
+            aioq__subcmd__help,metrics)
+                cmd="aioq__subcmd__help__subcmd__metrics"
+                ;;
             aioq__subcmd__help,send)
                 cmd="aioq__subcmd__help__subcmd__send"
                 ;;
@@ -64,6 +70,30 @@ _aioq() {
             aioq__subcmd__help,watch-db)
                 cmd="aioq__subcmd__help__subcmd__watch__subcmd__db"
                 ;;
+            aioq__subcmd__help__subcmd__metrics,collect)
+                cmd="aioq__subcmd__help__subcmd__metrics__subcmd__collect"
+                ;;
+            aioq__subcmd__help__subcmd__metrics,report)
+                cmd="aioq__subcmd__help__subcmd__metrics__subcmd__report"
+                ;;
+            aioq__subcmd__metrics,collect)
+                cmd="aioq__subcmd__metrics__subcmd__collect"
+                ;;
+            aioq__subcmd__metrics,help)
+                cmd="aioq__subcmd__metrics__subcmd__help"
+                ;;
+            aioq__subcmd__metrics,report)
+                cmd="aioq__subcmd__metrics__subcmd__report"
+                ;;
+            aioq__subcmd__metrics__subcmd__help,collect)
+                cmd="aioq__subcmd__metrics__subcmd__help__subcmd__collect"
+                ;;
+            aioq__subcmd__metrics__subcmd__help,help)
+                cmd="aioq__subcmd__metrics__subcmd__help__subcmd__help"
+                ;;
+            aioq__subcmd__metrics__subcmd__help,report)
+                cmd="aioq__subcmd__metrics__subcmd__help__subcmd__report"
+                ;;
             *)
                 ;;
         esac
@@ -71,7 +101,7 @@ _aioq() {
 
     case "${cmd}" in
         aioq)
-            opts="-v -q -h -V --verbose --quiet --help --version serve listen send bench watch-db completions man help"
+            opts="-v -q -h -V --verbose --quiet --help --version serve listen send bench watch-db metrics completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -181,7 +211,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__help)
-            opts="serve listen send bench watch-db completions man help"
+            opts="serve listen send bench watch-db metrics completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -253,6 +283,48 @@ _aioq() {
         aioq__subcmd__help__subcmd__man)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__help__subcmd__metrics)
+            opts="report collect"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__help__subcmd__metrics__subcmd__collect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__help__subcmd__metrics__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -362,6 +434,152 @@ _aioq() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        aioq__subcmd__metrics)
+            opts="-v -q -h -V --verbose --quiet --help --version report collect help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__metrics__subcmd__collect)
+            opts="-v -q -h -V --host --port --channel --http --stale-after --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --channel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stale-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__metrics__subcmd__help)
+            opts="report collect help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__metrics__subcmd__help__subcmd__collect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__metrics__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__metrics__subcmd__help__subcmd__report)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__metrics__subcmd__report)
+            opts="-v -q -h -V --host --port --name --pid --interval --channel --leak --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --pid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --channel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --leak)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         aioq__subcmd__send)
             opts="-v -q -h -V --host --port --channel --interval --size --count --message --stdin --buffer --no-reconnect --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -409,7 +627,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__serve)
-            opts="-v -q -h -V --host --port --send-queue --worker-queue --backlog --topic-overflow --max-frame --max-channel --max-connections --subscribe-timeout --keepalive --drain-timeout --verbose --quiet --help --version"
+            opts="-v -q -h -V --host --port --send-queue --worker-queue --backlog --topic-overflow --max-frame --max-channel --max-connections --subscribe-timeout --keepalive --drain-timeout --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -460,6 +678,14 @@ _aioq() {
                     return 0
                     ;;
                 --drain-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-channel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --metrics-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -31,6 +31,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand send 'Publish messages to a channel'
             cand bench 'Measure isolation, throughput, latency and fan-out of a broker'
             cand watch-db 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
+            cand metrics 'Application metrics through the broker: report, collect, chart'
             cand completions 'Print shell completions (bash, zsh, fish, elvish, powershell)'
             cand man 'Write man pages for aioq and each subcommand'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -48,6 +49,9 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --subscribe-timeout 'How long a new connection has to send its subscribe frame'
             cand --keepalive 'Idle time before TCP keepalive probes; 0 turns keepalive off'
             cand --drain-timeout 'How long shutdown may spend flushing send queues'
+            cand --metrics-channel 'Channel for --metrics'
+            cand --metrics-interval 'Time between --metrics samples'
+            cand --metrics 'Publish the broker''s own CPU, memory and counters, like `aioq metrics report`'
             cand -v 'More log output on stderr (-v debug, -vv trace)'
             cand --verbose 'More log output on stderr (-v debug, -vv trace)'
             cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
@@ -142,6 +146,62 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'aioq;metrics'= {
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand report 'Sample a process''s CPU and memory and publish them'
+            cand collect 'Gather samples: a live terminal table, JSON lines, or a web page'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'aioq;metrics;report'= {
+            cand --host 'Broker host name or address'
+            cand --port 'Broker TCP port'
+            cand --name 'Name shown by the collector'
+            cand --pid 'Process to watch (default: this one, running a small demo workload)'
+            cand --interval 'Time between samples'
+            cand --channel 'Channel to publish on'
+            cand --leak 'Demo workload: grow memory by this many 100-byte items per sample'
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'aioq;metrics;collect'= {
+            cand --host 'Broker host name or address'
+            cand --port 'Broker TCP port'
+            cand --channel 'Channel the reporters publish on'
+            cand --http 'Serve the live page, `/feed` (server-sent events) and `/api/reporters` here'
+            cand --stale-after 'A reporter not heard from for this long is marked stale'
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'aioq;metrics;help'= {
+            cand report 'Sample a process''s CPU and memory and publish them'
+            cand collect 'Gather samples: a live terminal table, JSON lines, or a web page'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'aioq;metrics;help;report'= {
+        }
+        &'aioq;metrics;help;collect'= {
+        }
+        &'aioq;metrics;help;help'= {
+        }
         &'aioq;completions'= {
             cand --out 'Write the scripts for every supported shell into this directory instead'
             cand -v 'More log output on stderr (-v debug, -vv trace)'
@@ -170,6 +230,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand send 'Publish messages to a channel'
             cand bench 'Measure isolation, throughput, latency and fan-out of a broker'
             cand watch-db 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
+            cand metrics 'Application metrics through the broker: report, collect, chart'
             cand completions 'Print shell completions (bash, zsh, fish, elvish, powershell)'
             cand man 'Write man pages for aioq and each subcommand'
             cand help 'Print this message or the help of the given subcommand(s)'
@@ -183,6 +244,14 @@ set edit:completion:arg-completer[aioq] = {|@words|
         &'aioq;help;bench'= {
         }
         &'aioq;help;watch-db'= {
+        }
+        &'aioq;help;metrics'= {
+            cand report 'Sample a process''s CPU and memory and publish them'
+            cand collect 'Gather samples: a live terminal table, JSON lines, or a web page'
+        }
+        &'aioq;help;metrics;report'= {
+        }
+        &'aioq;help;metrics;collect'= {
         }
         &'aioq;help;completions'= {
         }

@@ -33,6 +33,7 @@ complete -c aioq -n "__fish_aioq_needs_command" -f -a "listen" -d 'Subscribe to 
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "send" -d 'Publish messages to a channel'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "bench" -d 'Measure isolation, throughput, latency and fan-out of a broker'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "watch-db" -d 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
+complete -c aioq -n "__fish_aioq_needs_command" -f -a "metrics" -d 'Application metrics through the broker: report, collect, chart'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "man" -d 'Write man pages for aioq and each subcommand'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -49,6 +50,9 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-connections -d '
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l subscribe-timeout -d 'How long a new connection has to send its subscribe frame' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l keepalive -d 'Idle time before TCP keepalive probes; 0 turns keepalive off' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l drain-timeout -d 'How long shutdown may spend flushing send queues' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-channel -d 'Channel for --metrics' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-interval -d 'Time between --metrics samples' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics -d 'Publish the broker\'s own CPU, memory and counters, like `aioq metrics report`'
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -121,6 +125,36 @@ complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s v -l verbose -d '
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s h -l help -d 'Print help'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and not __fish_seen_subcommand_from report collect help" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and not __fish_seen_subcommand_from report collect help" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and not __fish_seen_subcommand_from report collect help" -s h -l help -d 'Print help'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and not __fish_seen_subcommand_from report collect help" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and not __fish_seen_subcommand_from report collect help" -f -a "report" -d 'Sample a process\'s CPU and memory and publish them'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and not __fish_seen_subcommand_from report collect help" -f -a "collect" -d 'Gather samples: a live terminal table, JSON lines, or a web page'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and not __fish_seen_subcommand_from report collect help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l host -d 'Broker host name or address' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l port -d 'Broker TCP port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l name -d 'Name shown by the collector' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l pid -d 'Process to watch (default: this one, running a small demo workload)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l interval -d 'Time between samples' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l channel -d 'Channel to publish on' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l leak -d 'Demo workload: grow memory by this many 100-byte items per sample' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s h -l help -d 'Print help'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l host -d 'Broker host name or address' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l port -d 'Broker TCP port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l channel -d 'Channel the reporters publish on' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l http -d 'Serve the live page, `/feed` (server-sent events) and `/api/reporters` here' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l stale-after -d 'A reporter not heard from for this long is marked stale' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -s h -l help -d 'Print help'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from help" -f -a "report" -d 'Sample a process\'s CPU and memory and publish them'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from help" -f -a "collect" -d 'Gather samples: a live terminal table, JSON lines, or a web page'
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c aioq -n "__fish_aioq_using_subcommand completions" -l out -d 'Write the scripts for every supported shell into this directory instead' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand completions" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
@@ -131,11 +165,14 @@ complete -c aioq -n "__fish_aioq_using_subcommand man" -s v -l verbose -d 'More 
 complete -c aioq -n "__fish_aioq_using_subcommand man" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand man" -s h -l help -d 'Print help'
 complete -c aioq -n "__fish_aioq_using_subcommand man" -s V -l version -d 'Print version'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "serve" -d 'Run the message broker'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "listen" -d 'Subscribe to a channel and print what arrives'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "send" -d 'Publish messages to a channel'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "bench" -d 'Measure isolation, throughput, latency and fan-out of a broker'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "watch-db" -d 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "man" -d 'Write man pages for aioq and each subcommand'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db metrics completions man help" -f -a "serve" -d 'Run the message broker'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db metrics completions man help" -f -a "listen" -d 'Subscribe to a channel and print what arrives'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db metrics completions man help" -f -a "send" -d 'Publish messages to a channel'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db metrics completions man help" -f -a "bench" -d 'Measure isolation, throughput, latency and fan-out of a broker'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db metrics completions man help" -f -a "watch-db" -d 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db metrics completions man help" -f -a "metrics" -d 'Application metrics through the broker: report, collect, chart'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db metrics completions man help" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db metrics completions man help" -f -a "man" -d 'Write man pages for aioq and each subcommand'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send bench watch-db metrics completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and __fish_seen_subcommand_from metrics" -f -a "report" -d 'Sample a process\'s CPU and memory and publish them'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and __fish_seen_subcommand_from metrics" -f -a "collect" -d 'Gather samples: a live terminal table, JSON lines, or a web page'

@@ -58,6 +58,8 @@ pub enum Command {
     Bench(cmd::bench::BenchArgs),
     /// PostgreSQL change feed with a coherent cache, an HTTP API and forwarding.
     WatchDb(cmd::watch_db::WatchDbArgs),
+    /// Application metrics through the broker: report, collect, chart.
+    Metrics(cmd::metrics::MetricsArgs),
     /// Print shell completions (bash, zsh, fish, elvish, powershell).
     Completions(cmd::gen::CompletionsArgs),
     /// Write man pages for aioq and each subcommand.

@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             Command::Send(args) => cmd::send::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::WatchDb(args) => cmd::watch_db::run(args).await,
+            Command::Metrics(args) => cmd::metrics::run(args).await,
             Command::Completions(args) => cmd::gen::completions(args),
             Command::Man(args) => cmd::gen::man(args),
         }

@@ -2,6 +2,7 @@
 
 pub mod publisher;
 pub mod reconnect;
+pub mod subscriber;
 
 use anyhow::Context;
 use bytes::Bytes;

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod gen;
 pub mod listen;
+pub mod metrics;
 pub mod send;
 pub mod serve;
 pub mod watch_db;

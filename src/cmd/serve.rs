@@ -62,6 +62,15 @@ pub struct ServeArgs {
     /// How long shutdown may spend flushing send queues.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Publish the broker's own CPU, memory and counters, like `aioq metrics report`.
+    #[arg(long)]
+    pub metrics: bool,
+    /// Channel for --metrics.
+    #[arg(long, default_value = "/topic/metrics")]
+    pub metrics_channel: String,
+    /// Time between --metrics samples.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub metrics_interval: Duration,
 }
 
 impl ServeArgs {
@@ -110,7 +119,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(|v| v.get_name().to_owned())
             .unwrap_or_default()
     );
-    Broker::new(config)
+    let broker = Broker::new(config);
+    if args.metrics {
+        anyhow::ensure!(
+            !args.metrics_interval.is_zero(),
+            "--metrics-interval must be more than 0"
+        );
+        let host = if addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            addr.ip().to_string()
+        };
+        let target = crate::client::Target {
+            host,
+            port: addr.port(),
+        };
+        tokio::spawn(crate::cmd::metrics::report::broker_self(
+            target,
+            args.metrics_channel.clone(),
+            args.metrics_interval,
+            broker.stats(),
+        ));
+    }
+    broker
         .run(listener, crate::runtime::shutdown::signal())
         .await;
     Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@ mod bench;
 mod cli;
 mod generated;
 mod listen_send;
+mod metrics;
 mod python_compat;
 mod serve;
 mod serve_limits;

@@ -1,0 +1,147 @@
+//! What the collector knows about every reporter.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use comfy_table::{presets, Table};
+use serde_json::{json, Value};
+
+use super::sample::Sample;
+
+/// Samples kept for browsers that connect later (their charts start full).
+const HISTORY: usize = 3000;
+/// Samples over which the memory trend is taken.
+const TREND_WINDOW: usize = 10;
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+pub struct Reporter {
+    pub last: Sample,
+    pub samples: u64,
+    cpu_sum: f64,
+    memory: VecDeque<f64>,
+    last_seen: Instant,
+}
+
+pub struct Board {
+    pub reporters: BTreeMap<String, Reporter>,
+    pub history: VecDeque<Sample>,
+    stale_after: Duration,
+}
+
+impl Board {
+    pub fn new(stale_after: Duration) -> Self {
+        Self {
+            reporters: BTreeMap::new(),
+            history: VecDeque::new(),
+            stale_after,
+        }
+    }
+
+    pub fn record(&mut self, s: Sample) {
+        let r = self
+            .reporters
+            .entry(s.name.clone())
+            .or_insert_with(|| Reporter {
+                last: s.clone(),
+                samples: 0,
+                cpu_sum: 0.0,
+                memory: VecDeque::new(),
+                last_seen: Instant::now(),
+            });
+        r.samples += 1;
+        r.cpu_sum += s.cpu_percent;
+        r.memory.push_back(s.memory_mib);
+        if r.memory.len() > TREND_WINDOW {
+            r.memory.pop_front();
+        }
+        r.last_seen = Instant::now();
+        r.last = s.clone();
+        self.history.push_back(s);
+        if self.history.len() > HISTORY {
+            self.history.pop_front();
+        }
+    }
+
+    pub fn is_stale(&self, r: &Reporter) -> bool {
+        r.last_seen.elapsed() > self.stale_after
+    }
+
+    /// Memory change over the last samples, in MiB.
+    fn trend(r: &Reporter) -> f64 {
+        match (r.memory.front(), r.memory.back()) {
+            (Some(a), Some(b)) => b - a,
+            _ => 0.0,
+        }
+    }
+
+    pub fn api(&self) -> Value {
+        let reporters: Vec<Value> = self
+            .reporters
+            .values()
+            .map(|r| {
+                json!({
+                    "name": r.last.name,
+                    "pid": r.last.pid,
+                    "host": r.last.host,
+                    "cpu_percent": r.last.cpu_percent,
+                    "cpu_average": round1(r.cpu_sum / r.samples.max(1) as f64),
+                    "memory_mib": r.last.memory_mib,
+                    "memory_trend_mib": (Self::trend(r) * 100.0).round() / 100.0,
+                    "samples": r.samples,
+                    "last_seen": r.last.timestamp,
+                    "seconds_since_seen": r.last_seen.elapsed().as_secs_f64(),
+                    "stale": self.is_stale(r),
+                    "broker": r.last.broker,
+                })
+            })
+            .collect();
+        json!({ "reporters": reporters })
+    }
+
+    pub fn table(&self, color: bool) -> Table {
+        let mut t = Table::new();
+        t.load_preset(presets::UTF8_FULL_CONDENSED);
+        if !color {
+            t.force_no_tty();
+        }
+        t.set_header([
+            "reporter",
+            "pid",
+            "host",
+            "CPU %",
+            "CPU avg",
+            "memory MiB",
+            "trend",
+            "samples",
+            "last seen",
+            "",
+        ]);
+        for r in self.reporters.values() {
+            let trend = Self::trend(r);
+            t.add_row(vec![
+                r.last.name.clone(),
+                r.last.pid.to_string(),
+                r.last.host.clone(),
+                format!("{:.1}", r.last.cpu_percent),
+                format!("{:.1}", r.cpu_sum / r.samples.max(1) as f64),
+                format!("{:.1}", r.last.memory_mib),
+                if trend.abs() < 0.05 {
+                    "steady".into()
+                } else {
+                    format!("{trend:+.1}")
+                },
+                r.samples.to_string(),
+                format!("{:.0}s ago", r.last_seen.elapsed().as_secs_f64()),
+                if self.is_stale(r) {
+                    "STALE".into()
+                } else {
+                    String::new()
+                },
+            ]);
+        }
+        t
+    }
+}

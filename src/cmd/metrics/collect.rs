@@ -1,0 +1,98 @@
+//! `aioq metrics collect`: gathers every reporter's samples; shows them in the
+//! terminal (or as JSON lines when stdout is not one) and, with `--http`, in a
+//! browser page with live charts.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+
+use super::board::Board;
+use super::sample::Sample;
+use super::web::{self, Hub, Web};
+use crate::client::{subscriber, Target};
+use crate::units::parse_duration;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    aioq metrics collect                          # live table in the terminal\n  \
+    aioq metrics collect --http 127.0.0.1:8088    # and charts at http://127.0.0.1:8088/\n  \
+    aioq metrics collect | jq .cpu_percent        # one JSON line per sample when piped")]
+pub struct CollectArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Channel the reporters publish on.
+    #[arg(long, default_value = "/topic/metrics")]
+    pub channel: String,
+    /// Serve the live page, `/feed` (server-sent events) and `/api/reporters` here.
+    #[arg(long)]
+    pub http: Option<String>,
+    /// A reporter not heard from for this long is marked stale.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub stale_after: Duration,
+}
+
+pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
+    let board = Arc::new(Mutex::new(Board::new(args.stale_after)));
+    let web = Arc::new(Web {
+        hub: Hub::default(),
+        board: board.clone(),
+    });
+    if let Some(addr) = &args.http {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!("serving the metrics page on http://{}/", l.local_addr()?);
+        let router = web::router(web.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, router).await {
+                tracing::error!("HTTP server stopped: {e}");
+            }
+        });
+    }
+    let (tx, mut rx) = mpsc::channel(1024);
+    tokio::spawn(subscriber::run(
+        args.target.clone(),
+        args.channel.clone(),
+        tx,
+    ));
+    let terminal = std::io::stdout().is_terminal();
+    let color = terminal && std::env::var_os("NO_COLOR").is_none();
+    let mut redraw = tokio::time::interval(Duration::from_secs(1));
+    let interrupted = crate::runtime::shutdown::signal();
+    tokio::pin!(interrupted);
+    loop {
+        tokio::select! {
+            m = rx.recv() => {
+                let Some(m) = m else { break };
+                let sample: Sample = match serde_json::from_slice(&m) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("ignoring a message that is not a metrics sample: {e}");
+                        continue;
+                    }
+                };
+                let json: Arc<str> = serde_json::to_string(&sample)?.into();
+                if !terminal {
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{json}")?;
+                    out.flush()?;
+                }
+                board.lock().unwrap().record(sample);
+                web.hub.publish(json);
+            }
+            _ = redraw.tick(), if terminal => {
+                let table = board.lock().unwrap().table(color);
+                let mut out = std::io::stdout().lock();
+                // Clear the screen and draw from the top.
+                write!(out, "\x1b[2J\x1b[H{table}\n")?;
+                out.flush()?;
+            }
+            _ = &mut interrupted => break,
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

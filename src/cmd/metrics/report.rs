@@ -1,0 +1,144 @@
+//! `aioq metrics report`: samples a process and publishes one JSON message per
+//! sample through the reconnecting publisher.
+
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::sample::{host_name, Sampler};
+use crate::client::{publisher, Target};
+use crate::units::parse_duration;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  \
+    aioq metrics report --name red                 # reports itself, with a demo workload\n  \
+    aioq metrics report --name blue --pid 4242     # watches another process\n  \
+    aioq metrics report --name green --leak 100000 # demo workload that leaks memory")]
+pub struct ReportArgs {
+    #[command(flatten)]
+    pub target: Target,
+    /// Name shown by the collector.
+    #[arg(long)]
+    pub name: String,
+    /// Process to watch (default: this one, running a small demo workload).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Time between samples.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Channel to publish on.
+    #[arg(long, default_value = "/topic/metrics")]
+    pub channel: String,
+    /// Demo workload: grow memory by this many 100-byte items per sample.
+    #[arg(long, default_value_t = 0, conflicts_with = "pid")]
+    pub leak: u64,
+}
+
+pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(!args.interval.is_zero(), "--interval must be more than 0");
+    let pid = args.pid.unwrap_or_else(std::process::id);
+    let stop = Arc::new(AtomicBool::new(false));
+    if args.pid.is_none() {
+        start_workload(args.leak, args.interval, stop.clone());
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(1000);
+    let publishing = {
+        let (target, channel) = (args.target.clone(), args.channel.clone());
+        tokio::spawn(async move { publisher::run(&target, &channel, rx, false).await })
+    };
+    let mut sampler = Sampler::new(pid);
+    let host = host_name();
+    let mut tick = tokio::time::interval(args.interval);
+    let interrupted = crate::runtime::shutdown::signal();
+    tokio::pin!(interrupted);
+    let mut dropped = 0u64;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut interrupted => break,
+        }
+        let Some(sample) = sampler.sample(&args.name, &host) else {
+            stop.store(true, Relaxed);
+            anyhow::bail!("process {pid} exited: nothing left to report");
+        };
+        let json = serde_json::to_string(&sample)?;
+        if tx.try_send(Bytes::from(json)).is_err() {
+            // The broker has been away for a long time: the oldest samples stay
+            // buffered, the newest are dropped.
+            dropped += 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!("{dropped} sample(s) dropped while the broker is unreachable");
+            }
+        }
+    }
+    stop.store(true, Relaxed);
+    drop(tx);
+    let _ = tokio::time::timeout(Duration::from_secs(2), publishing).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A little CPU work that rises and falls (so the graphs move), and an optional
+/// leak of `leak` 100-byte items per interval.
+fn start_workload(leak: u64, interval: Duration, stop: Arc<AtomicBool>) {
+    std::thread::spawn(move || {
+        let mut hoard: Vec<Box<[u8; 100]>> = Vec::new();
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while !stop.load(Relaxed) {
+            let phase = started.elapsed().as_secs_f64() / 10.0;
+            let duty = 0.15 + 0.15 * phase.sin();
+            let busy = interval.mul_f64(duty);
+            let t = std::time::Instant::now();
+            while t.elapsed() < busy {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+            }
+            for _ in 0..leak {
+                hoard.push(Box::new([x as u8; 100]));
+            }
+            std::thread::sleep(interval.saturating_sub(busy));
+        }
+        std::hint::black_box((x, hoard.len()));
+    });
+}
+
+/// `aioq serve --metrics`: the broker reports its own process and counters on
+/// `channel`, through a client connection to itself, so collectors show it
+/// beside the apps.
+pub async fn broker_self(
+    target: Target,
+    channel: String,
+    interval: Duration,
+    stats: Arc<crate::broker::stats::BrokerStats>,
+) {
+    let (tx, rx) = mpsc::channel::<Bytes>(100);
+    tokio::spawn(async move {
+        let _ = publisher::run(&target, &channel, rx, false).await;
+    });
+    let mut sampler = Sampler::new(std::process::id());
+    let host = host_name();
+    let mut tick = tokio::time::interval(interval);
+    let mut last = (std::time::Instant::now(), 0u64, 0u64);
+    loop {
+        tick.tick().await;
+        let Some(mut sample) = sampler.sample("aioq-serve", &host) else {
+            return;
+        };
+        let (published, delivered) = (stats.published.messages(), stats.delivered.messages());
+        let secs = last.0.elapsed().as_secs_f64().max(1e-3);
+        sample.broker = Some(super::sample::BrokerCounters {
+            connections: stats.open.load(Relaxed),
+            messages_in_per_s: ((published - last.1) as f64 / secs).round(),
+            delivered_per_s: ((delivered - last.2) as f64 / secs).round(),
+            dropped_total: stats.dropped.total(),
+        });
+        last = (std::time::Instant::now(), published, delivered);
+        let Ok(json) = serde_json::to_string(&sample) else {
+            continue;
+        };
+        let _ = tx.try_send(Bytes::from(json));
+    }
+}

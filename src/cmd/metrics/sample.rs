@@ -1,0 +1,88 @@
+//! One metrics sample: what a reporter publishes and a collector reads, as JSON.
+
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub pid: u32,
+    pub host: String,
+    /// ISO 8601, UTC.
+    pub timestamp: String,
+    /// Percent of one core (a process using two full cores shows 200).
+    pub cpu_percent: f64,
+    /// Resident memory.
+    pub memory_mib: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<usize>,
+    /// Present when the reporter is the broker itself (`aioq serve --metrics`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<BrokerCounters>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BrokerCounters {
+    pub connections: u64,
+    pub messages_in_per_s: f64,
+    pub delivered_per_s: f64,
+    pub dropped_total: u64,
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+pub fn host_name() -> String {
+    System::host_name().unwrap_or_else(|| "unknown".into())
+}
+
+/// Samples one process through sysinfo.
+pub struct Sampler {
+    sys: System,
+    pid: Pid,
+}
+
+impl Sampler {
+    pub fn new(pid: u32) -> Self {
+        let mut s = Self {
+            sys: System::new(),
+            pid: Pid::from_u32(pid),
+        };
+        // CPU usage is measured between two refreshes: prime the first.
+        s.refresh();
+        s
+    }
+
+    fn refresh(&mut self) {
+        self.sys.refresh_processes_specifics(
+            ProcessesToUpdate::Some(&[self.pid]),
+            true,
+            ProcessRefreshKind::nothing().with_cpu().with_memory(),
+        );
+    }
+
+    /// `None` once the process is gone.
+    pub fn sample(&mut self, name: &str, host: &str) -> Option<Sample> {
+        self.refresh();
+        let p = self.sys.process(self.pid)?;
+        Some(Sample {
+            name: name.to_string(),
+            pid: self.pid.as_u32(),
+            host: host.to_string(),
+            timestamp: now_rfc3339(),
+            cpu_percent: (p.cpu_usage() as f64 * 10.0).round() / 10.0,
+            memory_mib: (p.memory() as f64 / (1024.0 * 1024.0) * 100.0).round() / 100.0,
+            threads: p.tasks().map(|t| t.len().max(1)),
+            // A directory listing, not parsing: cheap, and absent off Linux.
+            open_files: std::fs::read_dir(format!("/proc/{}/fd", self.pid.as_u32()))
+                .ok()
+                .map(|d| d.count()),
+            broker: None,
+        })
+    }
+}

@@ -1,0 +1,139 @@
+//! The collector's web side: one page with two live charts (uPlot, embedded),
+//! fed by server-sent events on `/feed`, and `/api/reporters`.
+//!
+//! Each browser has its own bounded queue: when a tab sleeps and its queue
+//! fills, that browser misses samples (counted); the collector and the other
+//! browsers do not wait for it.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use super::board::Board;
+
+const PAGE: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const UPLOT_JS: &str = include_str!("assets/uPlot.iife.min.js");
+const UPLOT_CSS: &str = include_str!("assets/uPlot.min.css");
+const UPLOT_LICENSE: &str = include_str!("assets/uPlot.LICENSE");
+
+/// Samples queued per browser before it starts missing them.
+const BROWSER_QUEUE: usize = 256;
+
+#[derive(Default)]
+pub struct Hub {
+    browsers: Mutex<Vec<mpsc::Sender<(u64, Arc<str>)>>>,
+    next_id: AtomicU64,
+    pub dropped: AtomicU64,
+}
+
+impl Hub {
+    /// Hands one sample (as JSON) to every browser without waiting for any.
+    pub fn publish(&self, json: Arc<str>) {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        self.browsers
+            .lock()
+            .unwrap()
+            .retain(|b| match b.try_send((id, json.clone())) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.dropped.fetch_add(1, Relaxed);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+    }
+
+    fn join(&self) -> mpsc::Receiver<(u64, Arc<str>)> {
+        let (tx, rx) = mpsc::channel(BROWSER_QUEUE);
+        self.browsers.lock().unwrap().push(tx);
+        rx
+    }
+
+    pub fn browsers(&self) -> usize {
+        self.browsers.lock().unwrap().len()
+    }
+}
+
+pub struct Web {
+    pub hub: Hub,
+    pub board: Arc<Mutex<Board>>,
+}
+
+pub fn router(web: Arc<Web>) -> Router {
+    Router::new()
+        .route("/", get(|| async { Html(PAGE) }))
+        .route(
+            "/app.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], APP_JS) }),
+        )
+        .route(
+            "/uPlot.min.js",
+            get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], UPLOT_JS) }),
+        )
+        .route(
+            "/uPlot.min.css",
+            get(|| async { ([(header::CONTENT_TYPE, "text/css")], UPLOT_CSS) }),
+        )
+        .route("/uPlot.LICENSE", get(|| async { UPLOT_LICENSE }))
+        .route("/api/reporters", get(reporters))
+        .route("/feed", get(feed))
+        .with_state(web)
+}
+
+async fn reporters(State(web): State<Arc<Web>>) -> impl IntoResponse {
+    let mut doc = web.board.lock().unwrap().api();
+    doc["browsers"] = web.hub.browsers().into();
+    doc["browser_samples_dropped"] = web.hub.dropped.load(Relaxed).into();
+    Json(doc)
+}
+
+/// Recent history first (so a new page starts with full charts), then live
+/// samples. The browser's EventSource reconnects by itself (`retry`), and the
+/// page ignores samples it already has.
+async fn feed(State(web): State<Arc<Web>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let rx = web.hub.join();
+    let history: Vec<String> = {
+        let board = web.board.lock().unwrap();
+        board
+            .history
+            .iter()
+            .filter_map(|s| serde_json::to_string(s).ok())
+            .collect()
+    };
+    let hello = Event::default()
+        .retry(Duration::from_secs(2))
+        .comment("aioq metrics feed");
+    let backlog = history
+        .into_iter()
+        .map(|json| Ok(Event::default().event("sample").data(json)));
+    let live = futures::stream::unfold(rx, |mut rx| async move {
+        let (id, json) = rx.recv().await?;
+        Some((
+            Ok(Event::default()
+                .event("sample")
+                .id(id.to_string())
+                .data(&*json)),
+            rx,
+        ))
+    });
+    let stream = futures::StreamExt::chain(
+        futures::stream::iter(std::iter::once(Ok(hello)).chain(backlog)),
+        live,
+    );
+    Sse::new(stream).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keep-alive"),
+    )
+}

@@ -1,0 +1,258 @@
+//! `aioq metrics`: reporters, the collector, its SSE feed and page, over a real
+//! broker; the page in headless Chromium.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::util::*;
+
+fn report(port: u16, name: &str, extra: &[&str]) -> Proc {
+    let port = port.to_string();
+    let mut args = vec![
+        "metrics",
+        "report",
+        "--port",
+        &port,
+        "--name",
+        name,
+        "--interval",
+        "200ms",
+    ];
+    args.extend_from_slice(extra);
+    Proc::spawn(&args, false)
+}
+
+fn collect(port: u16) -> (Proc, u16) {
+    let port = port.to_string();
+    let c = Proc::spawn(
+        &[
+            "metrics",
+            "collect",
+            "--port",
+            &port,
+            "--http",
+            "127.0.0.1:0",
+            "--stale-after",
+            "1s",
+        ],
+        false,
+    );
+    let line = c.err.wait_for(10.0, "serving the metrics page on http://");
+    let http = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    (c, http)
+}
+
+fn samples(c: &Proc, name: &str) -> Vec<Value> {
+    c.out
+        .snapshot()
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("JSON lines when stdout is not a terminal")
+        })
+        .filter(|s| s["name"] == name)
+        .collect()
+}
+
+async fn reporter(http_port: u16, name: &str) -> Option<Value> {
+    let (_, doc) = http(http_port, "GET", "/api/reporters", None).await;
+    doc["reporters"]
+        .as_array()?
+        .iter()
+        .find(|r| r["name"] == name)
+        .cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_reach_the_collector_its_feed_and_api_and_go_stale() {
+    let broker = Broker::spawn(&[]);
+    let (c, web) = collect(broker.port);
+    wait_subscribed(&broker, "/topic/metrics", 1).await;
+    let mut red = report(broker.port, "red", &[]);
+    wait_until_async(10.0, "samples from red", || samples(&c, "red").len() >= 3).await;
+    let s = &samples(&c, "red")[2];
+    assert_eq!(s["pid"], red.child.id());
+    assert!(s["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(
+        s["timestamp"].as_str().unwrap().ends_with('Z'),
+        "ISO 8601 UTC: {s}"
+    );
+    assert!(s["cpu_percent"].as_f64().is_some());
+    assert!(s["memory_mib"].as_f64().unwrap() > 0.0);
+    assert!(s["threads"].as_u64().unwrap() >= 1);
+
+    // The SSE feed: history, then live samples, as `event: sample`.
+    let mut sse = TcpStream::connect(("127.0.0.1", web)).await.unwrap();
+    sse.write_all(b"GET /feed HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(sse).lines();
+    let mut saw_header = false;
+    let data = within(10.0, "an SSE sample from red", async {
+        loop {
+            let l = lines.next_line().await.unwrap().unwrap();
+            saw_header |= l.eq_ignore_ascii_case("content-type: text/event-stream");
+            if l == "event: sample" {
+                let d = lines.next_line().await.unwrap().unwrap();
+                if d.contains("\"red\"") {
+                    return d;
+                }
+            }
+        }
+    })
+    .await;
+    assert!(saw_header, "served as text/event-stream");
+    let v: Value = serde_json::from_str(data.strip_prefix("data: ").unwrap()).unwrap();
+    assert_eq!(v["name"], "red");
+
+    let r = reporter(web, "red").await.expect("red in /api/reporters");
+    assert_eq!(r["stale"], false);
+    assert!(r["samples"].as_u64().unwrap() >= 3);
+    assert_eq!(r["pid"], red.child.id());
+
+    // Quiet for longer than --stale-after: marked stale.
+    signal(&red.child, "KILL");
+    let _ = red.exit_code(5.0);
+    within(10.0, "red marked stale", async {
+        while !reporter(web, "red")
+            .await
+            .is_some_and(|r| r["stale"] == true)
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_resume_after_a_broker_restart_without_restarting_anyone() {
+    let mut broker = Broker::spawn(&[]);
+    let (c, _) = collect(broker.port);
+    wait_subscribed(&broker, "/topic/metrics", 1).await;
+    let red = report(broker.port, "red", &[]);
+    wait_until_async(10.0, "samples before the restart", || {
+        samples(&c, "red").len() >= 2
+    })
+    .await;
+    broker.terminate();
+    let before = samples(&c, "red").len();
+    let broker = Broker::spawn_on(broker.port, &[]);
+    wait_until_async(20.0, "samples after the restart", || {
+        samples(&c, "red").len() >= before + 3
+    })
+    .await;
+    c.err.wait_for_async(5.0, "reconnected to").await;
+    assert!(red.err.contains("reconnected to"), "{}", red.err.text());
+    drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reporter_exits_non_zero_when_the_watched_process_exits() {
+    let broker = Broker::spawn(&[]);
+    let mut sleeper = Command::new("sleep").arg("1").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let mut r = report(broker.port, "sleeper", &["--pid", &pid]);
+    let _ = sleeper.wait();
+    assert_eq!(r.exit_code(10.0), Some(1));
+    assert!(
+        r.err.contains(&format!("process {pid} exited")),
+        "{}",
+        r.err.text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_reports_itself_with_its_counters() {
+    let broker = Broker::spawn(&["--metrics", "--metrics-interval", "200ms"]);
+    let (_c, web) = collect(broker.port);
+    let r = within(10.0, "the broker among the reporters", async {
+        loop {
+            if let Some(r) = reporter(web, "aioq-serve").await {
+                if r["samples"].as_u64().unwrap() >= 2 {
+                    return r;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(r["pid"], broker.child.id());
+    let counters = &r["broker"];
+    assert!(counters["connections"].as_u64().unwrap() >= 2, "{counters}");
+    for key in ["messages_in_per_s", "delivered_per_s", "dropped_total"] {
+        assert!(counters.get(key).is_some(), "{key} in {counters}");
+    }
+}
+
+fn playwright() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    let module = dir.join("node_modules/playwright-core");
+    if !module.exists() {
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg("playwright-core@1")
+            .status()
+            .expect("npm (Node.js) is needed for the browser test")
+            .success();
+        assert!(ok, "npm install playwright-core failed");
+    }
+    module
+}
+
+/// The page in a real headless Chromium: both charts draw a series for each of
+/// two reporters. The screenshot is left for people to look at.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn page_draws_live_charts_in_headless_chromium() {
+    assert!(
+        Path::new("/usr/bin/chromium").exists(),
+        "Chromium is needed: apt-get install chromium (tests/run.sh installs it)"
+    );
+    let module = playwright();
+    let broker = Broker::spawn(&[]);
+    let (_c, web) = collect(broker.port);
+    wait_subscribed(&broker, "/topic/metrics", 1).await;
+    let _red = report(broker.port, "red", &[]);
+    let _green = report(broker.port, "green", &["--leak", "20000"]);
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/metrics_page.cjs");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(script)
+            .arg(format!("http://127.0.0.1:{web}/"))
+            .arg(&shot)
+            .env("PLAYWRIGHT_CORE", module)
+            .output()
+            .expect("node")
+    });
+    let out = within(60.0, "the page draws", out).await.unwrap();
+    assert!(
+        out.status.success(),
+        "browser script failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["drawn"]["cpu"].as_u64().unwrap() >= 2, "{report}");
+    assert!(report["drawn"]["mem"].as_u64().unwrap() >= 2, "{report}");
+    assert_eq!(report["status"], "live");
+    assert_eq!(report["errors"], serde_json::json!([]), "no script errors");
+    let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics-page.png");
+    assert!(
+        std::fs::metadata(&png).unwrap().len() > 10_000,
+        "a real screenshot"
+    );
+    eprintln!("screenshot: {}", png.display());
+}
