@@ -88,7 +88,7 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
                 let table = board.lock().unwrap().table(color);
                 let mut out = std::io::stdout().lock();
                 // Clear the screen and draw from the top.
-                write!(out, "\x1b[2J\x1b[H{table}\n")?;
+                writeln!(out, "\x1b[2J\x1b[H{table}")?;
                 out.flush()?;
             }
             _ = &mut interrupted => break,

@@ -30,9 +30,12 @@ const UPLOT_LICENSE: &str = include_str!("assets/uPlot.LICENSE");
 /// Samples queued per browser before it starts missing them.
 const BROWSER_QUEUE: usize = 256;
 
+/// A sample for one browser: its event id and its JSON.
+type Item = (u64, Arc<str>);
+
 #[derive(Default)]
 pub struct Hub {
-    browsers: Mutex<Vec<mpsc::Sender<(u64, Arc<str>)>>>,
+    browsers: Mutex<Vec<mpsc::Sender<Item>>>,
     next_id: AtomicU64,
     pub dropped: AtomicU64,
 }
@@ -54,7 +57,7 @@ impl Hub {
             });
     }
 
-    fn join(&self) -> mpsc::Receiver<(u64, Arc<str>)> {
+    fn join(&self) -> mpsc::Receiver<Item> {
         let (tx, rx) = mpsc::channel(BROWSER_QUEUE);
         self.browsers.lock().unwrap().push(tx);
         rx
