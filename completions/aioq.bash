@@ -115,7 +115,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__bench)
-            opts="-v -q -h -V --target --scenario --subscribers --slow --slow-mode --trickle-rate --rate --duration --messages --size --latency-rate --latency-duration --connections --json --min-isolation --send-queue --topic-overflow --verbose --quiet --help --version"
+            opts="-v -q -h -V --target --scenario --subscribers --slow --slow-mode --trickle-rate --rate --duration --messages --size --latency-rate --latency-duration --connections --json --min-isolation --send-queue --send-queue-bytes --topic-overflow --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -178,6 +178,10 @@ _aioq() {
                     return 0
                     ;;
                 --send-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --send-queue-bytes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -627,7 +631,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__serve)
-            opts="-v -q -h -V --host --port --send-queue --worker-queue --backlog --topic-overflow --max-frame --max-channel --max-connections --subscribe-timeout --keepalive --drain-timeout --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
+            opts="-v -q -h -V --host --port --send-queue --send-queue-bytes --worker-queue --backlog --topic-overflow --max-frame --max-channel --max-connections --subscribe-timeout --keepalive --drain-timeout --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -642,6 +646,10 @@ _aioq() {
                     return 0
                     ;;
                 --send-queue)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --send-queue-bytes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -40,6 +40,7 @@ complete -c aioq -n "__fish_aioq_needs_command" -f -a "help" -d 'Print this mess
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l host -d 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l port -d 'TCP port; 0 picks a free one' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l send-queue -d 'Messages each /topic subscriber\'s send queue holds' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l send-queue-bytes -d 'Payload bytes each subscriber\'s send queue holds; the queue is full at whichever bound comes first, so memory stays bounded for large messages' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l worker-queue -d 'Messages each /queue worker\'s send queue holds (its prefetch): what a stalled worker can hold back from the others' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l backlog -d 'Messages a /queue channel holds when no worker has room; beyond it the publisher is back-pressured' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l topic-overflow -d 'What happens to a /topic subscriber whose send queue is full' -r -f -a "drop\t'The subscriber misses the message; the loss is counted'
@@ -103,6 +104,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -l latency-duration -d 
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l connections -d 'Subscriber connections in the fan-out run' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l min-isolation -d 'Exit 1 when an isolation ratio falls below this' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l send-queue -d 'Embedded broker: messages per subscriber send queue' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l send-queue-bytes -d 'Embedded broker: payload bytes per subscriber send queue' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l topic-overflow -d 'Embedded broker: what happens to a /topic subscriber whose queue is full' -r -f -a "drop\t'The subscriber misses the message; the loss is counted'
 disconnect\t'The subscriber is disconnected as a slow consumer; the loss is counted'"
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l json -d 'Print one JSON document on stdout instead of tables'

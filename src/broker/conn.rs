@@ -65,7 +65,14 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         let id = shared.next_id.fetch_add(1, Relaxed);
         let stats = Arc::new(ConnStats::default());
         let kill = shared.abort.child_token();
-        let sub = Arc::new(Subscriber::new(id, peer, tx, stats, kill));
+        let sub = Arc::new(Subscriber::new(
+            id,
+            peer,
+            tx,
+            shared.config.send_queue_bytes,
+            stats,
+            kill,
+        ));
         if crate::proto::is_queue(&name) {
             let _ = socket2::SockRef::from(wr.as_ref()).set_send_buffer_size(QUEUE_WORKER_SNDBUF);
         }

@@ -51,6 +51,9 @@ pub enum TopicOverflow {
 pub struct BrokerConfig {
     /// Messages each `/topic` subscriber's send queue holds.
     pub send_queue: usize,
+    /// Payload bytes any subscriber's send queue holds (topic or queue): a
+    /// queue is full at either bound.
+    pub send_queue_bytes: usize,
     /// Messages each `/queue` worker's send queue holds: its prefetch. Small, so
     /// that a stalled worker holds little work that others could be doing; what
     /// does not fit waits in the channel's backlog for whichever worker frees up.
@@ -71,7 +74,8 @@ pub struct BrokerConfig {
 impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
-            send_queue: 1024,
+            send_queue: 65_536,
+            send_queue_bytes: 8 << 20,
             worker_queue: 64,
             backlog: 10_000,
             topic_overflow: TopicOverflow::Drop,

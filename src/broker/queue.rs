@@ -37,7 +37,7 @@ impl Inner {
         let mut payload = payload;
         for k in 0..n {
             let i = (self.next + k) % n;
-            match self.workers[i].tx.try_send(payload) {
+            match self.workers[i].offer(payload) {
                 Ok(()) => {
                     self.next = (i + 1) % n;
                     return Ok(());

@@ -140,7 +140,7 @@ impl Router {
         }
         let mut evict = false;
         for sub in &state.subs {
-            match sub.tx.try_send(payload.clone()) {
+            match sub.offer(payload.clone()) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => match self.config.topic_overflow {
                     TopicOverflow::Drop => {
@@ -148,10 +148,11 @@ impl Router {
                         if let Some(n) = sub.note_drop() {
                             tracing::warn!(
                                 "Remote {} is a slow consumer on {}: dropped {n} message(s), \
-                                 its send queue of {} is full ({} dropped in all)",
+                                 its send queue is full ({} messages or {} bytes; {} dropped in all)",
                                 sub.peer,
                                 channel.display_name(),
                                 self.config.send_queue,
+                                self.config.send_queue_bytes,
                                 sub.stats.dropped.total(),
                             );
                         }
@@ -171,14 +172,16 @@ impl Router {
         }
         if evict {
             state.subs.retain(|s| {
-                let keep = !s.kill.is_cancelled() && !s.tx.is_closed();
+                let keep = !s.kill.is_cancelled() && !s.is_closed();
                 if !keep && s.slow.load(Relaxed) {
                     self.stats.slow_consumers_disconnected.fetch_add(1, Relaxed);
                     tracing::warn!(
-                        "Remote {} disconnected as a slow consumer on {}: send queue of {} full",
+                        "Remote {} disconnected as a slow consumer on {}: send queue full \
+                         ({} messages or {} bytes)",
                         s.peer,
                         channel.display_name(),
-                        self.config.send_queue
+                        self.config.send_queue,
+                        self.config.send_queue_bytes,
                     );
                 }
                 keep

@@ -2,12 +2,13 @@
 //! its counters, and a way to disconnect it.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use super::stats::ConnStats;
@@ -20,7 +21,11 @@ const NEVER: u64 = u64::MAX;
 pub struct Subscriber {
     pub id: u64,
     pub peer: SocketAddr,
-    pub tx: mpsc::Sender<Bytes>,
+    tx: mpsc::Sender<Bytes>,
+    /// Payload bytes waiting in the send queue, and their bound: the queue is
+    /// full at its message capacity or at this many bytes, whichever comes first.
+    queued_bytes: AtomicUsize,
+    max_bytes: usize,
     pub stats: Arc<ConnStats>,
     /// Cancelled to close the connection at once (slow consumer, protocol error).
     pub kill: CancellationToken,
@@ -39,6 +44,7 @@ impl Subscriber {
         id: u64,
         peer: SocketAddr,
         tx: mpsc::Sender<Bytes>,
+        max_bytes: usize,
         stats: Arc<ConnStats>,
         kill: CancellationToken,
     ) -> Self {
@@ -46,6 +52,8 @@ impl Subscriber {
             id,
             peer,
             tx,
+            queued_bytes: AtomicUsize::new(0),
+            max_bytes,
             stats,
             kill,
             slow: AtomicBool::new(false),
@@ -54,6 +62,35 @@ impl Subscriber {
             last_drop_log_ms: AtomicU64::new(NEVER),
             drops_unlogged: AtomicU64::new(0),
         }
+    }
+
+    /// Queues `payload` for this subscriber without waiting; gives it back when
+    /// the queue is full (by count or by bytes) or the subscriber is gone.
+    pub fn offer(&self, payload: Bytes) -> Result<(), TrySendError<Bytes>> {
+        let len = payload.len();
+        let before = self.queued_bytes.fetch_add(len, Relaxed);
+        // One message is always let through, however large, so that a message
+        // above the byte bound can still reach an idle subscriber.
+        if before > 0 && before + len > self.max_bytes {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+            return Err(if self.tx.is_closed() {
+                TrySendError::Closed(payload)
+            } else {
+                TrySendError::Full(payload)
+            });
+        }
+        self.tx.try_send(payload).inspect_err(|_| {
+            self.queued_bytes.fetch_sub(len, Relaxed);
+        })
+    }
+
+    /// Called by the writer for what it took off the queue.
+    pub fn taken(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Relaxed);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
     }
 
     /// Records one message lost to a full queue; returns how many to report when
@@ -89,5 +126,65 @@ impl Subscriber {
             .unwrap()
             .clone()
             .unwrap_or_else(|| "closed".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(capacity: usize, max_bytes: usize) -> (Subscriber, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let peer = "127.0.0.1:1".parse().unwrap();
+        let s = Subscriber::new(
+            1,
+            peer,
+            tx,
+            max_bytes,
+            Arc::default(),
+            CancellationToken::new(),
+        );
+        (s, rx)
+    }
+
+    #[test]
+    fn queue_is_full_at_the_byte_bound() {
+        let (s, mut rx) = sub(100, 10);
+        assert!(s.offer(Bytes::from_static(b"123456")).is_ok());
+        assert!(matches!(
+            s.offer(Bytes::from_static(b"abcdef")),
+            Err(TrySendError::Full(_))
+        ));
+        let m = rx.try_recv().unwrap();
+        s.taken(m.len());
+        assert!(s.offer(Bytes::from_static(b"abcdef")).is_ok());
+    }
+
+    #[test]
+    fn queue_is_full_at_the_message_bound() {
+        let (s, _rx) = sub(2, 1 << 20);
+        assert!(s.offer(Bytes::from_static(b"a")).is_ok());
+        assert!(s.offer(Bytes::from_static(b"b")).is_ok());
+        assert!(matches!(
+            s.offer(Bytes::from_static(b"c")),
+            Err(TrySendError::Full(_))
+        ));
+    }
+
+    #[test]
+    fn one_oversized_message_still_reaches_an_idle_subscriber() {
+        let (s, _rx) = sub(10, 4);
+        assert!(s.offer(Bytes::from_static(b"far too big")).is_ok());
+        assert!(s.offer(Bytes::from_static(b"x")).is_err());
+    }
+
+    #[test]
+    fn a_gone_subscriber_is_reported_closed() {
+        let (s, rx) = sub(10, 100);
+        drop(rx);
+        assert!(matches!(
+            s.offer(Bytes::from_static(b"x")),
+            Err(TrySendError::Closed(_))
+        ));
     }
 }

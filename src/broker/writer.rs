@@ -48,6 +48,7 @@ pub async fn run(
             _ = shared.drain.cancelled() => break Outcome::Drain { leave_first: false },
             n = rx.recv_many(&mut batch, BATCH) => if n == 0 { break Outcome::Close },
         }
+        sub.taken(batch.iter().map(Bytes::len).sum());
         if let Err(e) = write_batch(&shared, &mut sink, &mut batch, &sub, &channel).await {
             sub.set_end_reason(e);
             sub.kill.cancel();
@@ -84,6 +85,7 @@ pub async fn run(
     }
     rx.close();
     while let Ok(m) = rx.try_recv() {
+        sub.taken(m.len());
         batch.push(m);
     }
     let stopping = shared.drain.is_cancelled();
@@ -122,7 +124,10 @@ async fn drain(
     loop {
         while batch.len() < BATCH {
             match rx.try_recv() {
-                Ok(m) => batch.push(m),
+                Ok(m) => {
+                    sub.taken(m.len());
+                    batch.push(m);
+                }
                 Err(_) => break,
             }
         }

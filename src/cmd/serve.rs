@@ -31,8 +31,12 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 25000, env = "AIOQ_PORT")]
     pub port: u16,
     /// Messages each /topic subscriber's send queue holds.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
     pub send_queue: u32,
+    /// Payload bytes each subscriber's send queue holds; the queue is full at
+    /// whichever bound comes first, so memory stays bounded for large messages.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub send_queue_bytes: usize,
     /// Messages each /queue worker's send queue holds (its prefetch): what a
     /// stalled worker can hold back from the others.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
@@ -86,6 +90,7 @@ impl ServeArgs {
         );
         Ok(BrokerConfig {
             send_queue: self.send_queue as usize,
+            send_queue_bytes: self.send_queue_bytes.max(1),
             worker_queue: self.worker_queue as usize,
             backlog: self.backlog as usize,
             topic_overflow: self.topic_overflow,
@@ -111,8 +116,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         out.flush()?;
     }
     tracing::info!(
-        "broker ready on {addr} (send queue {}, worker queue {}, backlog {}, topic overflow {})",
+        "broker ready on {addr} (send queue {} msgs/{} bytes, worker queue {}, backlog {}, topic overflow {})",
         config.send_queue,
+        config.send_queue_bytes,
         config.worker_queue,
         config.backlog,
         clap::ValueEnum::to_possible_value(&config.topic_overflow)

@@ -88,8 +88,11 @@ pub struct BenchArgs {
     #[arg(long)]
     pub min_isolation: Option<f64>,
     /// Embedded broker: messages per subscriber send queue.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 65_536)]
     pub send_queue: usize,
+    /// Embedded broker: payload bytes per subscriber send queue.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub send_queue_bytes: usize,
     /// Embedded broker: what happens to a /topic subscriber whose queue is full.
     #[arg(long, value_enum, default_value_t = TopicOverflow::Drop)]
     pub topic_overflow: TopicOverflow,
@@ -284,6 +287,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         None => {
             let config = BrokerConfig {
                 send_queue: args.send_queue.max(1),
+                send_queue_bytes: args.send_queue_bytes.max(1),
                 topic_overflow: args.topic_overflow,
                 max_connections: (args.connections as usize + 1024).max(10_000),
                 ..BrokerConfig::default()
