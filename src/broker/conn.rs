@@ -165,11 +165,16 @@ async fn read_loop(
 ) -> End {
     let mut parser = RequestParser::new(shared.config.max_channel);
     let mut cache: HashMap<Bytes, Arc<Channel>> = HashMap::new();
+    // Created once: a fresh `cancelled()` per frame registers and deregisters a
+    // waiter (two lock round trips) for every message read.
+    let stop = shared.stop_reading.cancelled();
+    let killed = sub.kill.cancelled();
+    tokio::pin!(stop, killed);
     loop {
         let frame = tokio::select! {
             biased;
-            _ = shared.stop_reading.cancelled() => return End::Stop,
-            _ = sub.kill.cancelled() => return End::Stop,
+            _ = &mut stop => return End::Stop,
+            _ = &mut killed => return End::Stop,
             f = frames.next() => f,
         };
         let frame = match frame {

@@ -40,12 +40,17 @@ pub async fn run(
 ) {
     let mut sink = FramedWrite::new(wr, FrameCodec::new(shared.config.max_frame));
     let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
+    // Created once, not per batch (see the reader loop).
+    let killed = sub.kill.cancelled();
+    let finished = finish.cancelled();
+    let draining = shared.drain.cancelled();
+    tokio::pin!(killed, finished, draining);
     let outcome = loop {
         tokio::select! {
             biased;
-            _ = sub.kill.cancelled() => break Outcome::Close,
-            _ = finish.cancelled() => break Outcome::Drain { leave_first: true },
-            _ = shared.drain.cancelled() => break Outcome::Drain { leave_first: false },
+            _ = &mut killed => break Outcome::Close,
+            _ = &mut finished => break Outcome::Drain { leave_first: true },
+            _ = &mut draining => break Outcome::Drain { leave_first: false },
             n = rx.recv_many(&mut batch, BATCH) => if n == 0 { break Outcome::Close },
         }
         sub.taken(batch.iter().map(Bytes::len).sum());
