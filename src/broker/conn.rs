@@ -70,6 +70,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             peer,
             tx,
             shared.config.send_queue_bytes,
+            shared.router.budget.clone(),
             stats,
             kill,
         ));
@@ -169,6 +170,13 @@ async fn read_loop(
     // waiter (two lock round trips) for every message read.
     let stop = shared.stop_reading.cancelled();
     let killed = sub.kill.cancelled();
+    // Checks for a frame left half-sent. Polled only when no frame is ready, so
+    // a busy connection never touches the timer.
+    let frame_timeout = shared.config.frame_timeout;
+    let mut watchdog =
+        tokio::time::interval_at(tokio::time::Instant::now() + frame_timeout, frame_timeout);
+    let mut frames_read = 0u64;
+    let mut last_check = (0u64, 0usize);
     tokio::pin!(stop, killed);
     loop {
         let frame = tokio::select! {
@@ -176,7 +184,20 @@ async fn read_loop(
             _ = &mut stop => return End::Stop,
             _ = &mut killed => return End::Stop,
             f = frames.next() => f,
+            _ = watchdog.tick() => {
+                let buffered = frames.read_buffer().len();
+                let partial = buffered > 0 || frames.decoder().mid_frame() || parser.mid_pair();
+                let now = (frames_read, buffered);
+                if partial && now == last_check {
+                    return End::Close(format!(
+                        "a frame was left half-sent for more than {frame_timeout:?}"
+                    ));
+                }
+                last_check = now;
+                continue;
+            }
         };
+        frames_read += 1;
         let frame = match frame {
             None if parser.mid_pair() => {
                 return End::Close("closed between a channel frame and its payload".into())

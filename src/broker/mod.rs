@@ -16,6 +16,10 @@
 //! (and `/queue` backlogs) and send the end-of-stream frame, all within the drain
 //! timeout; what is still unsent after it is counted as dropped at shutdown.
 
+// Connection paths must not panic on any input: no unwrap/expect outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod budget;
 mod conn;
 pub mod queue;
 pub mod router;
@@ -34,6 +38,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::router::Router;
+
+/// Locks a mutex, carrying on past poisoning: the state these mutexes guard
+/// (lists of subscribers, backlogs) stays consistent at every await-free step,
+/// and a broker must not take every connection down because one task panicked.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 use self::stats::{BrokerStats, DropReason, Summary};
 
 /// What happens to a `/topic` subscriber whose send queue is full.
@@ -69,6 +80,15 @@ pub struct BrokerConfig {
     /// Idle time before TCP keepalive probes start; `None` disables them.
     pub keepalive: Option<Duration>,
     pub drain_timeout: Duration,
+    /// Payload bytes all send queues and backlogs may hold together.
+    pub max_memory: usize,
+    /// Connections one source address may hold; 0 means no limit.
+    pub max_connections_per_ip: usize,
+    /// A subscriber whose socket accepts no bytes for this long while the broker
+    /// has data for it is gone (or hopelessly stalled): it is disconnected.
+    pub write_timeout: Duration,
+    /// A connection that leaves a frame half-sent for this long is closed.
+    pub frame_timeout: Duration,
 }
 
 impl Default for BrokerConfig {
@@ -85,6 +105,10 @@ impl Default for BrokerConfig {
             subscribe_timeout: Duration::from_secs(10),
             keepalive: Some(Duration::from_secs(30)),
             drain_timeout: Duration::from_secs(5),
+            max_memory: 1 << 30,
+            max_connections_per_ip: 0,
+            write_timeout: Duration::from_secs(30),
+            frame_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -103,6 +127,38 @@ struct Shared {
     abort: CancellationToken,
     readers: TaskTracker,
     writers: TaskTracker,
+    /// Open connections per source address, kept only when there is a limit.
+    per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl Shared {
+    /// Counts a new connection from `ip`; false when that address is at its limit.
+    fn admit_ip(&self, ip: std::net::IpAddr) -> bool {
+        let max = self.config.max_connections_per_ip;
+        if max == 0 {
+            return true;
+        }
+        let mut per_ip = lock(&self.per_ip);
+        let n = per_ip.entry(ip).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release_ip(&self, ip: std::net::IpAddr) {
+        if self.config.max_connections_per_ip == 0 {
+            return;
+        }
+        let mut per_ip = lock(&self.per_ip);
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
 }
 
 /// A broker, ready to run on a listener.
@@ -125,6 +181,7 @@ impl Broker {
                 abort: CancellationToken::new(),
                 readers: TaskTracker::new(),
                 writers: TaskTracker::new(),
+                per_ip: Default::default(),
             }),
         }
     }
@@ -149,15 +206,27 @@ impl Broker {
             match accepted {
                 Ok((stream, peer)) => {
                     shared.stats.accepted.fetch_add(1, Relaxed);
+                    if !shared.admit_ip(peer.ip()) {
+                        shared.stats.refused.fetch_add(1, Relaxed);
+                        tracing::warn!(
+                            "Remote {peer} refused: {} connections from {} already",
+                            shared.config.max_connections_per_ip,
+                            peer.ip()
+                        );
+                        tokio::spawn(conn::refuse(stream));
+                        continue;
+                    }
                     match permits.clone().try_acquire_owned() {
                         Ok(permit) => {
                             let s = shared.clone();
                             shared.readers.spawn(async move {
-                                conn::serve(s, stream, peer).await;
+                                conn::serve(s.clone(), stream, peer).await;
+                                s.release_ip(peer.ip());
                                 drop(permit);
                             });
                         }
                         Err(_) => {
+                            shared.release_ip(peer.ip());
                             shared.stats.refused.fetch_add(1, Relaxed);
                             tracing::warn!(
                                 "Remote {peer} refused: connection limit of {} reached",

@@ -7,9 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::mpsc::error::TrySendError;
+
+use super::lock;
 use tokio::sync::Notify;
 
+use super::budget::Budget;
 use super::router::Retired;
 use super::subscriber::Subscriber;
 
@@ -20,6 +22,7 @@ pub struct QueueState {
     /// Mirror of the backlog's length, so workers can skip the lock when it is 0.
     backlog_len: AtomicUsize,
     capacity: usize,
+    budget: Arc<Budget>,
 }
 
 #[derive(Default)]
@@ -42,17 +45,22 @@ impl Inner {
                     self.next = (i + 1) % n;
                     return Ok(());
                 }
-                Err(TrySendError::Full(p) | TrySendError::Closed(p)) => payload = p,
+                Err(refused) => payload = refused.into_inner(),
             }
         }
         Err(payload)
     }
 
-    /// Moves backlog to workers with room, oldest first; returns how many moved.
-    fn refill(&mut self) -> usize {
+    /// Moves backlog to workers with room, oldest first; returns how many
+    /// moved. A message's bytes move with it from the backlog's share of the
+    /// budget to the worker's.
+    fn refill(&mut self, budget: &Budget) -> usize {
         let mut moved = 0;
         while let Some(front) = self.backlog.pop_front() {
+            let len = front.len();
+            budget.give_back(len);
             if let Err(back) = self.dispatch(front) {
+                budget.force_take(len);
                 self.backlog.push_front(back);
                 break;
             }
@@ -63,23 +71,25 @@ impl Inner {
 }
 
 impl QueueState {
-    pub fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize, budget: Arc<Budget>) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             space: Notify::new(),
             backlog_len: AtomicUsize::new(0),
             capacity,
+            budget,
         }
     }
 
     pub fn worker_count(&self) -> usize {
-        self.inner.lock().unwrap().workers.len()
+        lock(&self.inner).workers.len()
     }
 
     pub fn backlog_len(&self) -> usize {
         self.backlog_len.load(Relaxed)
     }
 
+    /// Publishes the backlog's new length and wakes publishers waiting for room.
     fn after_change(&self, inner: &Inner, moved: usize) {
         self.backlog_len.store(inner.backlog.len(), Relaxed);
         if moved > 0 {
@@ -88,9 +98,9 @@ impl QueueState {
     }
 
     pub fn add_worker(&self, sub: Arc<Subscriber>) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = lock(&self.inner);
         inner.workers.push(sub);
-        let moved = inner.refill();
+        let moved = inner.refill(&self.budget);
         self.after_change(&inner, moved);
     }
 
@@ -100,8 +110,9 @@ impl QueueState {
         loop {
             let room = self.space.notified();
             tokio::pin!(room);
+            let mut over_budget = false;
             {
-                let mut inner = self.inner.lock().unwrap();
+                let mut inner = lock(&self.inner);
                 if inner.retired {
                     return Err(Retired);
                 }
@@ -114,14 +125,26 @@ impl QueueState {
                     payload.clone()
                 };
                 if inner.backlog.len() < self.capacity {
-                    inner.backlog.push_back(payload);
-                    self.backlog_len.store(inner.backlog.len(), Relaxed);
-                    return Ok(());
+                    if self.budget.try_take(payload.len()) {
+                        inner.backlog.push_back(payload);
+                        self.backlog_len.store(inner.backlog.len(), Relaxed);
+                        return Ok(());
+                    }
+                    over_budget = true;
                 }
                 // Register before unlocking so a refill in between is not missed.
                 room.as_mut().enable();
             }
-            room.await;
+            // The budget is shared with every other channel: bytes freed there
+            // must wake this publisher too.
+            if over_budget {
+                tokio::select! {
+                    _ = &mut room => {}
+                    _ = self.budget.room_for(payload.len()) => {}
+                }
+            } else {
+                room.await;
+            }
         }
     }
 
@@ -130,8 +153,8 @@ impl QueueState {
         if self.backlog_len.load(Relaxed) == 0 {
             return;
         }
-        let mut inner = self.inner.lock().unwrap();
-        let moved = inner.refill();
+        let mut inner = lock(&self.inner);
+        let moved = inner.refill(&self.budget);
         self.after_change(&inner, moved);
     }
 
@@ -139,15 +162,17 @@ impl QueueState {
     /// go back to the front of the backlog and on to other workers. Returns true
     /// when the channel is now idle and has been retired.
     pub fn remove_worker(&self, id: u64, unsent: Vec<Bytes>) -> bool {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = lock(&self.inner);
         inner.workers.retain(|w| w.id != id);
         if inner.next >= inner.workers.len() {
             inner.next = 0;
         }
         for m in unsent.into_iter().rev() {
+            // Never dropped, so taken whatever the budget says.
+            self.budget.force_take(m.len());
             inner.backlog.push_front(m);
         }
-        let moved = inner.refill();
+        let moved = inner.refill(&self.budget);
         self.after_change(&inner, moved);
         if inner.workers.is_empty() && inner.backlog.is_empty() {
             inner.retired = true;
@@ -157,9 +182,10 @@ impl QueueState {
 
     /// Empties the backlog at shutdown; returns how many messages it held.
     pub fn discard_backlog(&self) -> usize {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = lock(&self.inner);
         let n = inner.backlog.len();
-        inner.backlog.clear();
+        let bytes = inner.backlog.drain(..).map(|m| m.len()).sum();
+        self.budget.give_back(bytes);
         self.after_change(&inner, 0);
         n
     }

@@ -13,11 +13,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use tokio::sync::mpsc::error::TrySendError;
 
+use super::lock;
+
+use super::budget::Budget;
 use super::queue::QueueState;
 use super::stats::{BrokerStats, ChannelStats, DropReason};
-use super::subscriber::Subscriber;
+use super::subscriber::{Refused, Subscriber};
 use super::{BrokerConfig, TopicOverflow};
 use crate::proto;
 
@@ -53,7 +55,7 @@ impl Channel {
 
     pub fn subscriber_count(&self) -> usize {
         match &self.kind {
-            Kind::Topic(t) => t.lock().unwrap().subs.len(),
+            Kind::Topic(t) => lock(t).subs.len(),
             Kind::Queue(q) => q.worker_count(),
         }
     }
@@ -68,6 +70,7 @@ impl Channel {
 
 pub struct Router {
     channels: Mutex<HashMap<Bytes, Arc<Channel>>>,
+    pub budget: Arc<Budget>,
     config: Arc<BrokerConfig>,
     stats: Arc<BrokerStats>,
 }
@@ -76,6 +79,7 @@ impl Router {
     pub fn new(config: Arc<BrokerConfig>, stats: Arc<BrokerStats>) -> Self {
         Self {
             channels: Mutex::new(HashMap::new()),
+            budget: Arc::new(Budget::new(config.max_memory)),
             config,
             stats,
         }
@@ -83,7 +87,7 @@ impl Router {
 
     fn new_channel(&self, name: Bytes) -> Arc<Channel> {
         let kind = if proto::is_queue(&name) {
-            Kind::Queue(QueueState::new(self.config.backlog))
+            Kind::Queue(QueueState::new(self.config.backlog, self.budget.clone()))
         } else {
             Kind::Topic(Mutex::new(TopicState::default()))
         };
@@ -96,13 +100,13 @@ impl Router {
 
     /// Adds `sub` to channel `name`, creating the channel if needed.
     pub fn subscribe(&self, name: Bytes, sub: Arc<Subscriber>) -> Arc<Channel> {
-        let mut channels = self.channels.lock().unwrap();
+        let mut channels = lock(&self.channels);
         let channel = channels
             .entry(name.clone())
             .or_insert_with(|| self.new_channel(name))
             .clone();
         match &channel.kind {
-            Kind::Topic(t) => t.lock().unwrap().subs.push(sub),
+            Kind::Topic(t) => lock(t).subs.push(sub),
             Kind::Queue(q) => q.add_worker(sub),
         }
         channel
@@ -112,7 +116,7 @@ impl Router {
     /// subscriber do not exist (nothing would be stored); `/queue` channels are
     /// created so their backlog can hold messages for workers yet to come.
     pub fn lookup(&self, name: &Bytes) -> Option<Arc<Channel>> {
-        let mut channels = self.channels.lock().unwrap();
+        let mut channels = lock(&self.channels);
         if let Some(c) = channels.get(name) {
             return Some(c.clone());
         }
@@ -129,7 +133,7 @@ impl Router {
         let Kind::Topic(state) = &channel.kind else {
             unreachable!("publish_topic on a queue channel")
         };
-        let mut state = state.lock().unwrap();
+        let mut state = lock(state);
         if state.retired {
             return Err(Retired);
         }
@@ -142,7 +146,7 @@ impl Router {
         for sub in &state.subs {
             match sub.offer(payload.clone()) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) => match self.config.topic_overflow {
+                Err(Refused::Full(_)) => match self.config.topic_overflow {
                     TopicOverflow::Drop => {
                         self.count_drop(channel, sub, DropReason::QueueFull, 1);
                         if let Some(n) = sub.note_drop() {
@@ -164,7 +168,22 @@ impl Router {
                         evict = true;
                     }
                 },
-                Err(TrySendError::Closed(_)) => {
+                // Every subscriber finds the budget spent, fast or slow: nobody
+                // is disconnected for it, whatever the overflow policy.
+                Err(Refused::OverBudget(_)) => {
+                    self.count_drop(channel, sub, DropReason::MemoryLimit, 1);
+                    if let Some(n) = sub.note_drop() {
+                        tracing::warn!(
+                            "Remote {} on {}: dropped {n} message(s), the broker's memory \
+                             budget of {} bytes is spent ({} dropped in all)",
+                            sub.peer,
+                            channel.display_name(),
+                            self.config.max_memory,
+                            sub.stats.dropped.total(),
+                        );
+                    }
+                }
+                Err(Refused::Closed(_)) => {
                     self.count_drop(channel, sub, DropReason::SubscriberGone, 1);
                     evict = true;
                 }
@@ -209,10 +228,10 @@ impl Router {
         unsent: Vec<Bytes>,
         shutdown: bool,
     ) {
-        let mut channels = self.channels.lock().unwrap();
+        let mut channels = lock(&self.channels);
         let empty = match &channel.kind {
             Kind::Topic(state) => {
-                let mut state = state.lock().unwrap();
+                let mut state = lock(state);
                 state.subs.retain(|s| s.id != sub.id);
                 let reason = if sub.slow.load(Relaxed) {
                     DropReason::SlowConsumer
@@ -241,7 +260,7 @@ impl Router {
 
     /// Every channel, for counters and the shutdown summary.
     pub fn channels(&self) -> Vec<Arc<Channel>> {
-        self.channels.lock().unwrap().values().cloned().collect()
+        lock(&self.channels).values().cloned().collect()
     }
 
     pub fn stats(&self) -> &BrokerStats {

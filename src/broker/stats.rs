@@ -22,15 +22,18 @@ pub enum DropReason {
     Shutdown,
     /// An empty payload, which the protocol cannot deliver (it means end of stream).
     EmptyPayload,
+    /// A `/topic` message found the broker-wide memory budget (`--max-memory`) spent.
+    MemoryLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 6] = [
         DropReason::QueueFull,
         DropReason::SlowConsumer,
         DropReason::SubscriberGone,
         DropReason::Shutdown,
         DropReason::EmptyPayload,
+        DropReason::MemoryLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,13 +43,14 @@ impl DropReason {
             DropReason::SubscriberGone => "subscriber_gone",
             DropReason::Shutdown => "shutdown",
             DropReason::EmptyPayload => "empty_payload",
+            DropReason::MemoryLimit => "memory_limit",
         }
     }
 }
 
 /// One counter per [`DropReason`].
 #[derive(Debug, Default)]
-pub struct Drops([AtomicU64; 5]);
+pub struct Drops([AtomicU64; DropReason::ALL.len()]);
 
 impl Drops {
     pub fn add(&self, reason: DropReason, n: u64) {

@@ -7,6 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+
+use super::budget::Budget;
+use super::lock;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
@@ -17,6 +20,25 @@ use super::stats::ConnStats;
 const DROP_LOG_EVERY_MS: u64 = 1000;
 const NEVER: u64 = u64::MAX;
 
+/// Why [`Subscriber::offer`] gave a message back.
+#[derive(Debug)]
+pub enum Refused {
+    /// Its send queue is full, by count or by bytes.
+    Full(Bytes),
+    /// The broker-wide memory budget is spent.
+    OverBudget(Bytes),
+    /// The subscriber is gone.
+    Closed(Bytes),
+}
+
+impl Refused {
+    pub fn into_inner(self) -> Bytes {
+        match self {
+            Refused::Full(p) | Refused::OverBudget(p) | Refused::Closed(p) => p,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Subscriber {
     pub id: u64,
@@ -26,6 +48,7 @@ pub struct Subscriber {
     /// full at its message capacity or at this many bytes, whichever comes first.
     queued_bytes: AtomicUsize,
     max_bytes: usize,
+    budget: Arc<Budget>,
     pub stats: Arc<ConnStats>,
     /// Cancelled to close the connection at once (slow consumer, protocol error).
     pub kill: CancellationToken,
@@ -45,6 +68,7 @@ impl Subscriber {
         peer: SocketAddr,
         tx: mpsc::Sender<Bytes>,
         max_bytes: usize,
+        budget: Arc<Budget>,
         stats: Arc<ConnStats>,
         kill: CancellationToken,
     ) -> Self {
@@ -54,6 +78,7 @@ impl Subscriber {
             tx,
             queued_bytes: AtomicUsize::new(0),
             max_bytes,
+            budget,
             stats,
             kill,
             slow: AtomicBool::new(false),
@@ -65,28 +90,47 @@ impl Subscriber {
     }
 
     /// Queues `payload` for this subscriber without waiting; gives it back when
-    /// the queue is full (by count or by bytes) or the subscriber is gone.
-    pub fn offer(&self, payload: Bytes) -> Result<(), TrySendError<Bytes>> {
+    /// the queue is full (by count or by bytes), the broker's memory budget is
+    /// spent, or the subscriber is gone.
+    pub fn offer(&self, payload: Bytes) -> Result<(), Refused> {
         let len = payload.len();
         let before = self.queued_bytes.fetch_add(len, Relaxed);
         // One message is always let through, however large, so that a message
         // above the byte bound can still reach an idle subscriber.
         if before > 0 && before + len > self.max_bytes {
             self.queued_bytes.fetch_sub(len, Relaxed);
+            return Err(self.refused(payload));
+        }
+        if !self.budget.try_take(len) {
+            self.queued_bytes.fetch_sub(len, Relaxed);
             return Err(if self.tx.is_closed() {
-                TrySendError::Closed(payload)
+                Refused::Closed(payload)
             } else {
-                TrySendError::Full(payload)
+                Refused::OverBudget(payload)
             });
         }
-        self.tx.try_send(payload).inspect_err(|_| {
+        self.tx.try_send(payload).map_err(|e| {
             self.queued_bytes.fetch_sub(len, Relaxed);
+            self.budget.give_back(len);
+            match e {
+                TrySendError::Full(p) => Refused::Full(p),
+                TrySendError::Closed(p) => Refused::Closed(p),
+            }
         })
+    }
+
+    fn refused(&self, payload: Bytes) -> Refused {
+        if self.tx.is_closed() {
+            Refused::Closed(payload)
+        } else {
+            Refused::Full(payload)
+        }
     }
 
     /// Called by the writer for what it took off the queue.
     pub fn taken(&self, bytes: usize) {
         self.queued_bytes.fetch_sub(bytes, Relaxed);
+        self.budget.give_back(bytes);
     }
 
     pub fn is_closed(&self) -> bool {
@@ -114,16 +158,14 @@ impl Subscriber {
 
     /// Records why the connection ends; the first reason given wins.
     pub fn set_end_reason(&self, reason: impl Into<String>) {
-        let mut r = self.end_reason.lock().unwrap();
+        let mut r = lock(&self.end_reason);
         if r.is_none() {
             *r = Some(reason.into());
         }
     }
 
     pub fn end_reason(&self) -> String {
-        self.end_reason
-            .lock()
-            .unwrap()
+        lock(&self.end_reason)
             .clone()
             .unwrap_or_else(|| "closed".into())
     }
@@ -134,6 +176,14 @@ mod tests {
     use super::*;
 
     fn sub(capacity: usize, max_bytes: usize) -> (Subscriber, mpsc::Receiver<Bytes>) {
+        sub_in(capacity, max_bytes, Arc::new(Budget::new(usize::MAX / 2)))
+    }
+
+    fn sub_in(
+        capacity: usize,
+        max_bytes: usize,
+        budget: Arc<Budget>,
+    ) -> (Subscriber, mpsc::Receiver<Bytes>) {
         let (tx, rx) = mpsc::channel(capacity);
         let peer = "127.0.0.1:1".parse().unwrap();
         let s = Subscriber::new(
@@ -141,6 +191,7 @@ mod tests {
             peer,
             tx,
             max_bytes,
+            budget,
             Arc::default(),
             CancellationToken::new(),
         );
@@ -153,7 +204,7 @@ mod tests {
         assert!(s.offer(Bytes::from_static(b"123456")).is_ok());
         assert!(matches!(
             s.offer(Bytes::from_static(b"abcdef")),
-            Err(TrySendError::Full(_))
+            Err(Refused::Full(_))
         ));
         let m = rx.try_recv().unwrap();
         s.taken(m.len());
@@ -167,7 +218,7 @@ mod tests {
         assert!(s.offer(Bytes::from_static(b"b")).is_ok());
         assert!(matches!(
             s.offer(Bytes::from_static(b"c")),
-            Err(TrySendError::Full(_))
+            Err(Refused::Full(_))
         ));
     }
 
@@ -184,7 +235,23 @@ mod tests {
         drop(rx);
         assert!(matches!(
             s.offer(Bytes::from_static(b"x")),
-            Err(TrySendError::Closed(_))
+            Err(Refused::Closed(_))
         ));
+    }
+
+    #[test]
+    fn subscribers_share_the_memory_budget() {
+        let budget = Arc::new(Budget::new(10));
+        let (a, mut rx_a) = sub_in(100, 100, budget.clone());
+        let (b, _rx_b) = sub_in(100, 100, budget.clone());
+        assert!(a.offer(Bytes::from_static(b"12345678")).is_ok());
+        assert!(matches!(
+            b.offer(Bytes::from_static(b"abc")),
+            Err(Refused::OverBudget(_))
+        ));
+        let m = rx_a.try_recv().unwrap();
+        a.taken(m.len());
+        assert_eq!(budget.used(), 0);
+        assert!(b.offer(Bytes::from_static(b"abc")).is_ok());
     }
 }

@@ -2,12 +2,15 @@
 //! write, and on the way out says end-of-stream and hands back what it could not
 //! send.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::SinkExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
@@ -21,7 +24,82 @@ use crate::proto::FrameCodec;
 /// Frames taken off the send queue per write.
 const BATCH: usize = 256;
 
-type Sink = FramedWrite<OwnedWriteHalf, FrameCodec>;
+type Sink = FramedWrite<Progress<OwnedWriteHalf>, FrameCodec>;
+
+/// A writer that notes when the socket last accepted bytes, so a write can be
+/// given up when the peer stops taking data (a vanished host, a stalled
+/// client), not merely because a large batch takes long to a slow reader.
+pub struct Progress<W> {
+    inner: W,
+    base: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl<W> Progress<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            base: Instant::now(),
+            last_ms: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn mark(&self) {
+        self.last_ms
+            .store(self.base.elapsed().as_millis() as u64, Relaxed);
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Progress<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.mark();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.mark();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Completes once the socket behind `sink` has accepted nothing for `timeout`.
+async fn no_progress(base: Instant, last_ms: Arc<AtomicU64>, timeout: Duration) {
+    loop {
+        let idle = base
+            .elapsed()
+            .saturating_sub(Duration::from_millis(last_ms.load(Relaxed)));
+        if idle >= timeout {
+            return;
+        }
+        tokio::time::sleep(timeout - idle).await;
+    }
+}
 
 enum Outcome {
     /// Flush what is queued, say end-of-stream, close.
@@ -38,7 +116,7 @@ pub async fn run(
     channel: Arc<Channel>,
     finish: CancellationToken,
 ) {
-    let mut sink = FramedWrite::new(wr, FrameCodec::new(shared.config.max_frame));
+    let mut sink = FramedWrite::new(Progress::new(wr), FrameCodec::new(shared.config.max_frame));
     let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
     // Created once, not per batch (see the reader loop).
     let killed = sub.kill.cancelled();
@@ -167,23 +245,19 @@ async fn write_batch(
     sub: &Subscriber,
     channel: &Channel,
 ) -> Result<(), String> {
+    let (base, last_ms) = {
+        let p = sink.get_ref();
+        p.mark();
+        (p.base, p.last_ms.clone())
+    };
+    let timeout = shared.config.write_timeout;
     let write = async {
         for m in batch.iter() {
             sink.feed(m.clone()).await?;
         }
         sink.flush().await
     };
-    let result = tokio::select! {
-        r = write => r.map_err(|e| format!("write error: {e}")),
-        _ = sub.kill.cancelled() => Err(if sub.slow.load(Relaxed) {
-            "disconnected as a slow consumer".to_string()
-        } else if shared.abort.is_cancelled() {
-            "drain timeout passed".to_string()
-        } else {
-            "closed".to_string()
-        }),
-    };
-    result?;
+    write_within(write, base, last_ms, timeout, shared, sub).await?;
     let n = batch.len() as u64;
     let bytes: u64 = batch.iter().map(|m| m.len() as u64).sum();
     sub.stats.sent.add(n, bytes);
@@ -191,4 +265,34 @@ async fn write_batch(
     shared.stats.delivered.add(n, bytes);
     batch.clear();
     Ok(())
+}
+
+/// Runs a batch write; gives up when the socket stops accepting bytes for
+/// `timeout`, or when the connection is killed.
+async fn write_within(
+    write: impl std::future::Future<Output = std::io::Result<()>>,
+    base: Instant,
+    last_ms: Arc<AtomicU64>,
+    timeout: Duration,
+    shared: &Shared,
+    sub: &Subscriber,
+) -> Result<(), String> {
+    tokio::pin!(write);
+    // Most writes complete at once: only a blocked one pays for a timer.
+    match futures::poll!(&mut write) {
+        Poll::Ready(r) => r.map_err(|e| format!("write error: {e}")),
+        Poll::Pending => tokio::select! {
+        r = &mut write => r.map_err(|e| format!("write error: {e}")),
+        _ = no_progress(base, last_ms, timeout) => Err(format!(
+            "the socket accepted nothing for {timeout:?} (peer gone or stalled)"
+        )),
+        _ = sub.kill.cancelled() => Err(if sub.slow.load(Relaxed) {
+            "disconnected as a slow consumer".to_string()
+        } else if shared.abort.is_cancelled() {
+            "drain timeout passed".to_string()
+        } else {
+            "closed".to_string()
+        }),
+        },
+    }
 }

@@ -66,6 +66,21 @@ pub struct ServeArgs {
     /// How long shutdown may spend flushing send queues.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// Payload bytes all send queues and backlogs may hold together; past it,
+    /// /topic subscribers miss messages (counted) and /queue publishers wait.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size)]
+    pub max_memory: usize,
+    /// Connections one source address may hold (0: no limit). Loopback clients
+    /// all share one address.
+    #[arg(long, default_value_t = 0)]
+    pub max_connections_per_ip: u32,
+    /// Disconnect a subscriber whose socket accepts nothing for this long while
+    /// messages wait for it (a vanished host, or one stalled for good).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+    /// Close a connection that leaves a frame half-sent for this long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub frame_timeout: Duration,
     /// Publish the broker's own CPU, memory and counters, like `aioq metrics report`.
     #[arg(long)]
     pub metrics: bool,
@@ -100,6 +115,10 @@ impl ServeArgs {
             subscribe_timeout: self.subscribe_timeout,
             keepalive: (!self.keepalive.is_zero()).then_some(self.keepalive),
             drain_timeout: self.drain_timeout,
+            max_memory: self.max_memory.max(1),
+            max_connections_per_ip: self.max_connections_per_ip as usize,
+            write_timeout: self.write_timeout.max(Duration::from_millis(10)),
+            frame_timeout: self.frame_timeout.max(Duration::from_millis(10)),
         })
     }
 }

@@ -54,6 +54,11 @@ impl FrameCodec {
     pub fn max_frame(&self) -> usize {
         self.max
     }
+
+    /// True when a frame's header has been read and its body is still due.
+    pub fn mid_frame(&self) -> bool {
+        self.in_body
+    }
 }
 
 impl Default for FrameCodec {

@@ -1,0 +1,124 @@
+//! The broker-wide memory budget: payload bytes held in every send queue and
+//! backlog together. Reaching it is handled like a full queue: `/topic`
+//! subscribers miss the message (counted), `/queue` publishers wait.
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use tokio::sync::Notify;
+
+#[derive(Debug)]
+pub struct Budget {
+    used: AtomicUsize,
+    max: usize,
+    /// `/queue` publishers waiting for bytes to be given back. Counted so that
+    /// giving back stays a single atomic operation while nobody waits.
+    waiting: AtomicUsize,
+    freed: Notify,
+}
+
+/// Takes a waiter off the count however its wait ends (it may be cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
+impl Budget {
+    pub fn new(max: usize) -> Self {
+        Self {
+            used: AtomicUsize::new(0),
+            max,
+            waiting: AtomicUsize::new(0),
+            freed: Notify::new(),
+        }
+    }
+
+    fn fits(&self, len: usize) -> bool {
+        let used = self.used.load(SeqCst);
+        used == 0 || used + len <= self.max
+    }
+
+    /// Waits until `len` more bytes would fit.
+    pub async fn room_for(&self, len: usize) {
+        let _waiting = Waiting(&self.waiting);
+        self.waiting.fetch_add(1, SeqCst);
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            // Checked after registering, so bytes given back in between wake us.
+            if self.fits(len) {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Takes `len` bytes unless that would pass the budget. A message is always
+    /// let through when nothing at all is held, so one message larger than the
+    /// budget cannot wedge the broker.
+    pub fn try_take(&self, len: usize) -> bool {
+        let before = self.used.fetch_add(len, SeqCst);
+        if before > 0 && before + len > self.max {
+            self.give_back(len);
+            return false;
+        }
+        true
+    }
+
+    /// Takes `len` bytes even past the budget: for messages that must not be
+    /// dropped (a departing `/queue` worker's unsent messages).
+    pub fn force_take(&self, len: usize) {
+        self.used.fetch_add(len, SeqCst);
+    }
+
+    pub fn give_back(&self, len: usize) {
+        self.used.fetch_sub(len, SeqCst);
+        if self.waiting.load(SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_to_its_bound_and_lets_one_large_message_through() {
+        let b = Budget::new(10);
+        assert!(b.try_take(20), "alone, even an oversized message passes");
+        assert!(!b.try_take(1));
+        b.give_back(20);
+        assert!(b.try_take(6));
+        assert!(!b.try_take(6));
+        assert!(b.try_take(4));
+        assert_eq!(b.used(), 10);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_wakes_when_bytes_are_given_back() {
+        let b = std::sync::Arc::new(Budget::new(10));
+        assert!(b.try_take(10));
+        let waiter = tokio::spawn({
+            let b = b.clone();
+            async move { b.room_for(5).await }
+        });
+        while b.waiting.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!waiter.is_finished());
+        b.give_back(5);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(b.waiting.load(SeqCst), 0);
+    }
+}
