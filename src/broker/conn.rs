@@ -22,11 +22,13 @@ use super::{writer, Shared};
 use crate::proto::message::{channel_name, Request, RequestParser};
 use crate::proto::{FrameCodec, FrameError};
 
-/// Kernel send buffer of a `/queue` worker's socket. Left to autotuning, loopback
-/// grows it to megabytes, and a stalled worker would hoard that much work that
-/// other workers could be doing; this bounds the hoard to about the send queue
-/// plus this many bytes, and is still plenty to keep a busy worker fed.
-const QUEUE_WORKER_SNDBUF: usize = 32 * 1024;
+/// Unsent bytes a `/queue` worker's socket may hold. Left alone, loopback
+/// autotunes the send buffer to megabytes, and a stalled worker would hoard that
+/// much work that other workers could be doing. Capping the send buffer itself
+/// (32 KiB was tried) also caps what is in flight: below two of loopback's
+/// 64 KiB segments every segment waited for a delayed ACK, and 256 KiB messages
+/// crawled at 2 MB/s. This caps only what the peer has not been sent yet.
+const QUEUE_WORKER_NOTSENT: u32 = 32 * 1024;
 
 /// Channels a reader remembers, so that publishing skips the registry lock.
 const CHANNEL_CACHE: usize = 256;
@@ -75,7 +77,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             kill,
         ));
         if crate::proto::is_queue(&name) {
-            let _ = socket2::SockRef::from(wr.as_ref()).set_send_buffer_size(QUEUE_WORKER_SNDBUF);
+            let _ = socket2::SockRef::from(wr.as_ref()).set_tcp_notsent_lowat(QUEUE_WORKER_NOTSENT);
         }
         let channel = shared.router.subscribe(name, sub.clone());
         tracing::info!("Remote {peer} subscribed to {}", channel.display_name());

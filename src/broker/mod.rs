@@ -191,6 +191,11 @@ impl Broker {
         self.shared.stats.clone()
     }
 
+    /// The memory budget, to report how much of it is held.
+    pub fn budget(&self) -> Arc<budget::Budget> {
+        self.shared.router.budget.clone()
+    }
+
     /// Serves `listener` until `shutdown` completes, then shuts down gracefully
     /// and returns the final counters.
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Summary {

@@ -159,25 +159,45 @@ impl QueueState {
     }
 
     /// Removes a worker; `unsent` (its queued, unwritten messages, oldest first)
-    /// go back to the front of the backlog and on to other workers. Returns true
-    /// when the channel is now idle and has been retired.
-    pub fn remove_worker(&self, id: u64, unsent: Vec<Bytes>) -> bool {
+    /// go back to the front of the backlog and on to other workers. Returns
+    /// true when the channel is now idle and has been retired. A worker that
+    /// already left (and let the channel retire) may still hand back messages
+    /// it failed to write: those are returned, for the router to put in the
+    /// channel now live under the same name.
+    pub fn remove_worker(&self, id: u64, unsent: Vec<Bytes>) -> Result<bool, Vec<Bytes>> {
         let mut inner = lock(&self.inner);
+        if inner.retired {
+            return if unsent.is_empty() {
+                Ok(true)
+            } else {
+                Err(unsent)
+            };
+        }
         inner.workers.retain(|w| w.id != id);
         if inner.next >= inner.workers.len() {
             inner.next = 0;
         }
+        self.push_front(&mut inner, unsent);
+        if inner.workers.is_empty() && inner.backlog.is_empty() {
+            inner.retired = true;
+        }
+        Ok(inner.retired)
+    }
+
+    /// Puts messages that were not delivered back at the head of the queue.
+    pub fn requeue(&self, unsent: Vec<Bytes>) {
+        let mut inner = lock(&self.inner);
+        self.push_front(&mut inner, unsent);
+    }
+
+    fn push_front(&self, inner: &mut Inner, unsent: Vec<Bytes>) {
         for m in unsent.into_iter().rev() {
             // Never dropped, so taken whatever the budget says.
             self.budget.force_take(m.len());
             inner.backlog.push_front(m);
         }
         let moved = inner.refill(&self.budget);
-        self.after_change(&inner, moved);
-        if inner.workers.is_empty() && inner.backlog.is_empty() {
-            inner.retired = true;
-        }
-        inner.retired
+        self.after_change(inner, moved);
     }
 
     /// Empties the backlog at shutdown; returns how many messages it held.

@@ -247,7 +247,19 @@ impl Router {
                 }
                 empty
             }
-            Kind::Queue(q) => q.remove_worker(sub.id, unsent),
+            Kind::Queue(q) => match q.remove_worker(sub.id, unsent) {
+                Ok(retired) => retired,
+                Err(unsent) => {
+                    let live = channels
+                        .entry(channel.name.clone())
+                        .or_insert_with(|| self.new_channel(channel.name.clone()))
+                        .clone();
+                    if let Kind::Queue(q) = &live.kind {
+                        q.requeue(unsent);
+                    }
+                    return;
+                }
+            },
         };
         if empty
             && channels

@@ -125,6 +125,16 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
+    // Room for every connection allowed, plus the listener, logs and spares.
+    let want = config.max_connections as u64 + 64;
+    let fds = crate::runtime::fd_limit::raise(want);
+    if fds < want {
+        tracing::warn!(
+            "open-file limit is {fds}, below --max-connections {}: raise it (ulimit -n) \
+             or expect accept errors",
+            config.max_connections
+        );
+    }
     let listener = TcpListener::bind((args.host.as_str(), args.port))
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
@@ -164,6 +174,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             args.metrics_channel.clone(),
             args.metrics_interval,
             broker.stats(),
+            broker.budget(),
         ));
     }
     broker

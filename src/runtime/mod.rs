@@ -1,4 +1,5 @@
 //! What every subcommand shares besides the protocol: logging, signals, output.
 
+pub mod fd_limit;
 pub mod logging;
 pub mod shutdown;

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod generated;
+mod hardening;
 mod listen_send;
 mod metrics;
 mod python_compat;

@@ -249,20 +249,6 @@ impl Drop for EmbeddedBroker {
     }
 }
 
-/// Lets the fan-out run open as many sockets as the hard limit allows.
-fn raise_fd_limit(want: u64) -> u64 {
-    match rlimit::Resource::NOFILE.get() {
-        Ok((soft, hard)) => {
-            let target = want.min(hard).max(soft);
-            if target > soft && rlimit::Resource::NOFILE.set(target, hard).is_ok() {
-                return target;
-            }
-            soft
-        }
-        Err(_) => want,
-    }
-}
-
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
     anyhow::ensure!(args.latency_rate > 0.0, "--latency-rate must be positive");
@@ -275,7 +261,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if wants(Scenario::Fanout) {
         // Embedded, each connection holds two descriptors in this process.
         let need = args.connections as u64 * if embedded { 2 } else { 1 } + 256;
-        let have = raise_fd_limit(need);
+        let have = crate::runtime::fd_limit::raise(need);
         anyhow::ensure!(
             have >= need,
             "--connections {} needs about {need} open files, the limit is {have} (ulimit -n)",

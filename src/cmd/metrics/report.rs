@@ -113,6 +113,7 @@ pub async fn broker_self(
     channel: String,
     interval: Duration,
     stats: Arc<crate::broker::stats::BrokerStats>,
+    budget: Arc<crate::broker::budget::Budget>,
 ) {
     let (tx, rx) = mpsc::channel::<Bytes>(100);
     tokio::spawn(async move {
@@ -134,6 +135,10 @@ pub async fn broker_self(
             messages_in_per_s: ((published - last.1) as f64 / secs).round(),
             delivered_per_s: ((delivered - last.2) as f64 / secs).round(),
             dropped_total: stats.dropped.total(),
+            tasks: tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks() as u64,
+            held_bytes: budget.used() as u64,
         });
         last = (std::time::Instant::now(), published, delivered);
         let Ok(json) = serde_json::to_string(&sample) else {

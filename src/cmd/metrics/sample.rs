@@ -31,6 +31,12 @@ pub struct BrokerCounters {
     pub messages_in_per_s: f64,
     pub delivered_per_s: f64,
     pub dropped_total: u64,
+    /// Tasks alive in the broker's runtime (two per connection, and a few more).
+    #[serde(default)]
+    pub tasks: u64,
+    /// Payload bytes held in send queues and backlogs, against `--max-memory`.
+    #[serde(default)]
+    pub held_bytes: u64,
 }
 
 pub fn now_rfc3339() -> String {

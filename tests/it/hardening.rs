@@ -1,0 +1,494 @@
+//! A broker left running on a network: memory bounded under floods, peers that
+//! stop mid-way are let go, per-address limits, churn leaves nothing behind,
+//! and ten thousand subscribers at once.
+
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::util::*;
+
+/// A field of /proc/PID/status, in KiB (VmRSS, VmHWM, Threads...).
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Floods four subscribers that never read with 256 MiB of 256 KiB messages
+/// (1 GiB of deliveries); returns how far the broker's peak RSS rose, in MiB,
+/// and its shutdown summary.
+async fn flood_stalled_subscribers(max_memory: &str) -> (u64, String) {
+    // Per-subscriber bounds far above the budget: only the budget can stop it.
+    let mut broker = Broker::spawn(&[
+        "--max-memory",
+        max_memory,
+        "--send-queue",
+        "1000000",
+        "--send-queue-bytes",
+        "4GiB",
+        "--write-timeout",
+        "10min",
+    ]);
+    let pid = broker.child.id();
+    let mut stalled = Vec::new();
+    for _ in 0..4 {
+        let mut s = Raw::connect_small_buffer(broker.port).await;
+        s.frame(b"/topic/flood").await;
+        stalled.push(s);
+    }
+    wait_subscribed(&broker, "/topic/flood", 4).await;
+    let before = proc_status(pid, "VmRSS");
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let payload = vec![b'x'; 256 * 1024];
+    within(
+        120.0,
+        "the flood is routed, never waiting on stalled sockets",
+        async {
+            for _ in 0..1024 {
+                p.publish("/topic/flood", &payload).await;
+            }
+            p.goodbye().await;
+            assert!(p.closed().await);
+        },
+    )
+    .await;
+    let peak = proc_status(pid, "VmHWM");
+    drop(stalled);
+    let summary = broker.terminate();
+    (peak.saturating_sub(before) / 1024, summary)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_budget_bounds_the_broker_under_a_flood_to_stalled_subscribers() {
+    let (bounded, summary) = flood_stalled_subscribers("32MiB").await;
+    let over_budget = dropped(&summary, "memory_limit");
+    assert!(over_budget > 0, "budget reached and counted: {summary}");
+    let delivered = summary_field(&summary, "delivered");
+    let lost: u64 = ["memory_limit", "subscriber_gone", "shutdown", "queue_full"]
+        .iter()
+        .map(|r| dropped(&summary, r))
+        .sum();
+    assert_eq!(delivered + lost, 4 * 1024, "all accounted for: {summary}");
+    // 32 MiB of payload held, plus read buffers and allocator slack.
+    assert!(
+        bounded < 96,
+        "peak RSS rose {bounded} MiB with a 32 MiB budget"
+    );
+
+    // The same flood with no effective budget, to show the bound is real.
+    let (unbounded, summary) = flood_stalled_subscribers("64GiB").await;
+    eprintln!("flood: peak RSS +{bounded} MiB with --max-memory 32MiB, +{unbounded} MiB without");
+    assert_eq!(dropped(&summary, "memory_limit"), 0, "{summary}");
+    assert!(
+        unbounded > 2 * bounded && unbounded > 150,
+        "without a budget the same flood holds far more: {unbounded} MiB vs {bounded} MiB"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_publisher_waits_at_the_memory_budget_and_nothing_is_lost() {
+    const N: usize = 64;
+    let broker = Broker::spawn(&["--max-memory", "2MiB", "--backlog", "100000"]);
+    let pid = broker.child.id();
+    let before = proc_status(pid, "VmRSS");
+    let port = broker.port;
+    // 64 x 256 KiB = 16 MiB for a queue with no worker yet: the backlog may
+    // hold 2 MiB, then the publisher must wait.
+    let publisher = tokio::spawn(async move {
+        let mut p = Raw::subscribe(port, "/null").await;
+        for i in 0..N {
+            let mut m = format!("{i:08}").into_bytes();
+            m.resize(256 * 1024, b'q');
+            p.publish("/queue/big", &m).await;
+        }
+        p.goodbye().await;
+        p.closed().await
+    });
+    wait_subscribed(&broker, "/null", 1).await;
+    // The publisher cannot finish: the broker stopped reading from it.
+    let stuck = tokio::time::timeout(Duration::from_millis(500), async {
+        while !publisher.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(stuck.is_err(), "publisher held back by the budget");
+    let held = proc_status(pid, "VmRSS").saturating_sub(before) / 1024;
+    assert!(
+        held < 40,
+        "broker RSS rose {held} MiB holding a 2 MiB backlog"
+    );
+
+    let mut worker = Raw::subscribe(broker.port, "/queue/big").await;
+    within(60.0, "every message, in order", async {
+        for i in 0..N {
+            let m = worker.read().await.expect("worker cut off");
+            assert_eq!(&m[..8], format!("{i:08}").as_bytes());
+        }
+    })
+    .await;
+    assert!(within(10.0, "publisher done", publisher).await.unwrap());
+}
+
+/// A connection whose source address is `ip` (any 127.x.y.z reaches loopback).
+async fn connect_from(ip: &str, port: u16) -> Raw {
+    let sock = TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    let stream = sock
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    Raw { stream }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_limited_and_other_addresses_still_get_in() {
+    let broker = Broker::spawn(&["--max-connections-per-ip", "2"]);
+    let mut a = connect_from("127.0.0.1", broker.port).await;
+    let mut b = connect_from("127.0.0.1", broker.port).await;
+    a.frame(b"/topic/ip").await;
+    b.frame(b"/topic/ip").await;
+    wait_subscribed(&broker, "/topic/ip", 2).await;
+    let mut third = connect_from("127.0.0.1", broker.port).await;
+    assert_eq!(
+        within(5.0, "end of stream", third.read()).await,
+        Some(vec![])
+    );
+    assert!(within(5.0, "closed", third.closed()).await);
+    broker
+        .log
+        .wait_for_async(5.0, "refused: 2 connections from 127.0.0.1 already")
+        .await;
+
+    let mut other = connect_from("127.0.0.2", broker.port).await;
+    other.frame(b"/null").await;
+    other.publish("/topic/ip", b"from elsewhere").await;
+    assert_eq!(within(5.0, "a", a.read_text()).await, "from elsewhere");
+
+    // A slot freed is a slot again.
+    drop(b);
+    broker
+        .log
+        .wait_for_async(5.0, "disconnected from /topic/ip")
+        .await;
+    let mut again = connect_from("127.0.0.1", broker.port).await;
+    again.frame(b"/null").await;
+    again.publish("/topic/ip", b"back in").await;
+    assert_eq!(within(5.0, "a", a.read_text()).await, "back in");
+}
+
+/// A worker whose host vanished takes nothing: its socket stops accepting bytes.
+/// The write deadline frees it and its queued messages go to the other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stops_taking_data_is_cut_and_its_messages_go_to_others() {
+    const N: usize = 400;
+    let broker = Broker::spawn(&["--write-timeout", "1s", "--keepalive", "1s"]);
+    let mut gone = Raw::connect_small_buffer(broker.port).await;
+    gone.frame(b"/queue/w").await;
+    wait_subscribed(&broker, "/queue/w", 1).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let body = vec![b'w'; 16 * 1024];
+    // Alone, the vanished worker gets the first messages; its socket fills.
+    for i in 0..N / 2 {
+        let mut m = format!("{i:08}").into_bytes();
+        m.extend_from_slice(&body);
+        p.publish("/queue/w", &m).await;
+    }
+    let mut alive = Raw::subscribe(broker.port, "/queue/w").await;
+    wait_subscribed(&broker, "/queue/w", 2).await;
+    for i in N / 2..N {
+        let mut m = format!("{i:08}").into_bytes();
+        m.extend_from_slice(&body);
+        p.publish("/queue/w", &m).await;
+    }
+    let line = broker
+        .log
+        .wait_for_async(10.0, "accepted nothing for 1s")
+        .await;
+    // What the broker wrote into the dead socket is gone with its host; all
+    // the rest reaches the live worker, each message once.
+    let taken: usize = line
+        .split("out ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no out count in: {line}"));
+    let mut seen = std::collections::HashSet::new();
+    within(30.0, "the rest at the live worker", async {
+        while seen.len() < N - taken {
+            let m = alive.read().await.expect("live worker cut off");
+            let i: usize = std::str::from_utf8(&m[..8]).unwrap().parse().unwrap();
+            assert!(seen.insert(i), "message {i} twice");
+        }
+    })
+    .await;
+    assert!(taken < N / 2, "the dead socket took only what fit: {line}");
+    drop(gone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_left_half_sent_closes_the_connection_and_routes_nothing() {
+    let broker = Broker::spawn(&["--frame-timeout", "500ms"]);
+    let mut sub = Raw::subscribe(broker.port, "/topic/half").await;
+    wait_subscribed(&broker, "/topic/half", 1).await;
+    let mut half = Raw::subscribe(broker.port, "/null").await;
+    let mut wire = 11u32.to_be_bytes().to_vec();
+    wire.extend_from_slice(b"/topic/half");
+    wire.extend_from_slice(&100u32.to_be_bytes());
+    wire.extend_from_slice(&[b'p'; 10]);
+    half.stream.write_all(&wire).await.unwrap();
+    // The connection stays open on the client side; the broker must end it.
+    assert!(within(10.0, "closed by the broker", half.closed()).await);
+    broker
+        .log
+        .wait_for_async(5.0, "half-sent for more than 500ms")
+        .await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    p.publish("/topic/half", b"whole").await;
+    assert_eq!(within(5.0, "first message", sub.read_text()).await, "whole");
+}
+
+/// One client's life: connect, do something, leave in one of the ways a real
+/// client does.
+async fn churn_once(port: u16, k: usize) {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)).await else {
+        return;
+    };
+    let raw = |b: &[u8]| {
+        let mut v = (b.len() as u32).to_be_bytes().to_vec();
+        v.extend_from_slice(b);
+        v
+    };
+    let topic = format!("/topic/churn/{}", k % 7);
+    let queue = format!("/queue/churn/{}", k % 3);
+    let _ = match k % 7 {
+        // Subscriber that says goodbye.
+        0 => {
+            let mut w = raw(topic.as_bytes());
+            w.extend(raw(b""));
+            s.write_all(&w).await
+        }
+        // Worker that closes (FIN) with messages maybe queued for it.
+        1 => s.write_all(&raw(queue.as_bytes())).await,
+        // Publisher that resets the connection.
+        2 | 3 => {
+            let mut w = raw(b"/null");
+            for i in 0..20 {
+                let ch = if i % 2 == 0 { &topic } else { &queue };
+                w.extend(raw(ch.as_bytes()));
+                w.extend(raw(format!("churn {k} {i}").as_bytes()));
+            }
+            let r = s.write_all(&w).await;
+            // Linger 0: the close sends RST instead of FIN.
+            let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+            r
+        }
+        // Cut in the middle of a frame.
+        4 => {
+            let mut w = raw(b"/null");
+            w.extend_from_slice(&1000u32.to_be_bytes());
+            w.extend_from_slice(b"partial");
+            s.write_all(&w).await
+        }
+        // Garbage.
+        5 => s.write_all(&[0xff; 32]).await,
+        // Connects, says nothing, leaves.
+        _ => Ok(()),
+    };
+    drop(s);
+}
+
+/// Clients as processes killed with SIGKILL mid-way.
+fn killed_clients(port: u16, n: usize) {
+    for i in 0..n {
+        let port = port.to_string();
+        let mut child = std::process::Command::new(BIN)
+            .args(if i % 2 == 0 {
+                vec!["listen", "--port", &port, "--channel", "/topic/churn/1"]
+            } else {
+                vec![
+                    "send",
+                    "--port",
+                    &port,
+                    "--channel",
+                    "/queue/churn/1",
+                    "--interval",
+                    "1ms",
+                ]
+            })
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+/// The broker's own report of its runtime: (tasks, held payload bytes).
+async fn broker_counters(mon: &mut Raw) -> (u64, u64) {
+    let m = within(10.0, "a metrics sample", mon.read()).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+    (
+        v["broker"]["tasks"].as_u64().unwrap(),
+        v["broker"]["held_bytes"].as_u64().unwrap(),
+    )
+}
+
+async fn churn(port: u16, rounds: usize) {
+    let mut tasks = Vec::new();
+    for t in 0..50 {
+        tasks.push(tokio::spawn(async move {
+            for r in 0..rounds {
+                churn_once(port, t * rounds + r).await;
+            }
+        }));
+    }
+    let killer = tokio::task::spawn_blocking(move || killed_clients(port, rounds / 10));
+    for t in tasks {
+        t.await.unwrap();
+    }
+    killer.await.unwrap();
+}
+
+/// Takes what the churn left in the `/queue` backlogs (messages waiting for a
+/// worker are held, not leaked), then waits until the broker is back to
+/// `fds` descriptors and `tasks` tasks holding no payload.
+async fn wait_idle(port: u16, pid: u32, mon: &mut Raw, fds: usize, tasks: u64) {
+    let mut workers = Vec::new();
+    for q in 0..3 {
+        let mut w = Raw::subscribe(port, &format!("/queue/churn/{q}")).await;
+        workers.push(tokio::spawn(
+            async move { while w.read().await.is_some() {} },
+        ));
+    }
+    let mut held = 0;
+    let drained = tokio::time::timeout(Duration::from_secs(30), async {
+        // Twice in a row: a publisher's last bytes may still be in flight.
+        let mut empty = 0;
+        while empty < 2 {
+            held = broker_counters(mon).await.1;
+            empty = if held == 0 { empty + 1 } else { 0 };
+        }
+    })
+    .await;
+    assert!(
+        drained.is_ok(),
+        "queues not drained: {held} bytes still held"
+    );
+    for w in workers {
+        w.abort();
+    }
+    let mut last = (0, 0, 0);
+    let idle = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let (t, held) = broker_counters(mon).await;
+            last = (open_fds(pid), t, held);
+            if last == (fds, tasks, 0) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(
+        idle.is_ok(),
+        "not back to idle: (fds, tasks, held bytes) = {last:?}, idle was ({fds}, {tasks}, 0)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_leaves_no_descriptor_task_or_memory_behind() {
+    let mut broker = Broker::spawn(&[
+        "--metrics",
+        "--metrics-interval",
+        "100ms",
+        "--metrics-channel",
+        "/topic/self",
+        "--subscribe-timeout",
+        "1s",
+        "--frame-timeout",
+        "1s",
+    ]);
+    let pid = broker.child.id();
+    let port = broker.port;
+    let mut mon = Raw::subscribe(port, "/topic/self").await;
+    let (idle_tasks, _) = broker_counters(&mut mon).await;
+    let idle_fds = open_fds(pid);
+
+    // A first round warms the allocator's pools; memory is compared after it.
+    within(120.0, "warm-up churn", churn(port, 20)).await;
+    wait_idle(port, pid, &mut mon, idle_fds, idle_tasks).await;
+    let warm_rss = proc_status(pid, "VmRSS");
+
+    within(240.0, "churn", churn(port, 200)).await;
+    wait_idle(port, pid, &mut mon, idle_fds, idle_tasks).await;
+    let rss = proc_status(pid, "VmRSS");
+    let grown = rss.saturating_sub(warm_rss) / 1024;
+    assert!(
+        grown < 16,
+        "RSS grew {grown} MiB over 10,000 churned connections ({warm_rss} KiB -> {rss} KiB)"
+    );
+    drop(mon);
+    let summary = broker.terminate();
+    let connections = summary_field(&summary, "connections");
+    eprintln!(
+        "churn: {connections} connections; back to {idle_fds} fds and {idle_tasks} tasks; \
+         RSS {warm_rss} KiB after warm-up, {rss} KiB after"
+    );
+    assert!(connections > 10_000, "{summary}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_subscribers_each_get_every_message_in_order() {
+    const CONNS: usize = 10_000;
+    const MSGS: usize = 20;
+    // This process holds one end of every connection.
+    let hard = rlimit::Resource::NOFILE.get().unwrap().1;
+    let _ = rlimit::Resource::NOFILE.set(hard, hard);
+    assert!(
+        hard >= CONNS as u64 + 200,
+        "the hard open-file limit ({hard}) must allow {CONNS} sockets: raise it (ulimit -Hn)"
+    );
+    let broker = Broker::spawn(&["--max-connections", "20000"]);
+    let mut subs = Vec::with_capacity(CONNS);
+    for _ in 0..CONNS {
+        let mut s = Raw::connect(broker.port).await;
+        s.frame(b"/topic/many").await;
+        subs.push(s);
+    }
+    wait_subscribed(&broker, "/topic/many", CONNS).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    for i in 0..MSGS {
+        p.publish("/topic/many", format!("{i:04}").as_bytes()).await;
+    }
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                for i in 0..MSGS {
+                    let m = s.read().await.expect("subscriber cut off");
+                    assert_eq!(m, format!("{i:04}").as_bytes());
+                }
+            })
+        })
+        .collect();
+    within(120.0, "every subscriber reads every message", async {
+        for r in readers {
+            r.await.unwrap();
+        }
+    })
+    .await;
+}
