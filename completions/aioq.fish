@@ -55,6 +55,9 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-memory -d 'Paylo
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-connections-per-ip -d 'Connections one source address may hold (0: no limit). Loopback clients all share one address' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l write-timeout -d 'Disconnect a subscriber whose socket accepts nothing for this long while messages wait for it (a vanished host, or one stalled for good)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l frame-timeout -d 'Close a connection that leaves a frame half-sent for this long' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l tls-cert -d 'Serve TLS with this certificate chain (PEM); needs --tls-key' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l tls-key -d 'Private key for --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l tls-client-ca -d 'Require client certificates signed by this CA (mutual TLS): only admitted clients connect' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-channel -d 'Channel for --metrics' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-interval -d 'Time between --metrics samples' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics -d 'Publish the broker\'s own CPU, memory and counters, like `aioq metrics report`'
@@ -64,11 +67,16 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -s h -l help -d 'Print 
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l host -d 'Broker host name or address' -r
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l port -d 'Broker TCP port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l channel -l listen -d 'Channel to subscribe to' -r
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l count -d 'Exit 0 after this many messages' -r
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l format -d 'How each message is printed' -r -f -a "text\t'One line per message, UTF-8 shown lossily'
 raw\t'The payload bytes only, nothing between messages'
 json\t'One JSON object per line: channel, size, payload (UTF-8 or base64), time'"
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l no-reconnect -d 'Exit when the connection ends instead of reconnecting (0 on end-of-stream, 1 on a broken connection, 3 when the broker cannot be reached)'
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
@@ -76,12 +84,17 @@ complete -c aioq -n "__fish_aioq_using_subcommand listen" -s h -l help -d 'Print
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -s V -l version -d 'Print version'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l host -d 'Broker host name or address' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l port -d 'Broker TCP port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l channel -d 'Channel to publish to' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l interval -d 'Time between generated messages (seconds, or 500ms); 0 sends as fast as the broker\'s back-pressure allows' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l size -d 'Payload size in bytes (padding the generated text); default: the text alone' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l count -d 'Number of messages to send, then exit (default: forever; 1 with --message)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l message -d 'Send this text instead of generated `Msg {i} from {id}` messages' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l buffer -d 'Messages held while the broker is unreachable. Generated messages beyond it are dropped and counted; with --stdin, reading input pauses instead' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l stdin -d 'Send one message per line of standard input; exit when it ends, after everything was written and the broker acknowledged the goodbye'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l no-reconnect -d 'Exit when the connection breaks instead of reconnecting'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
@@ -89,6 +102,10 @@ complete -c aioq -n "__fish_aioq_using_subcommand send" -s q -l quiet -d 'Less l
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s h -l help -d 'Print help'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s V -l version -d 'Print version'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l target -d 'Broker to measure (HOST:PORT); default: an embedded broker on a free port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l scenario -d 'Which scenario to run' -r -f -a "all\t''
 isolation\t''
 throughput\t''
@@ -111,6 +128,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -l send-queue -d 'Embed
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l send-queue-bytes -d 'Embedded broker: payload bytes per subscriber send queue' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l topic-overflow -d 'Embedded broker: what happens to a /topic subscriber whose queue is full' -r -f -a "drop\t'The subscriber misses the message; the loss is counted'
 disconnect\t'The subscriber is disconnected as a slow consumer; the loss is counted'"
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l json -d 'Print one JSON document on stdout instead of tables'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
@@ -121,11 +139,16 @@ complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l table -d 'Table t
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l channel -d 'NOTIFY channel for every table (default: chan_<table> for each)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http -d 'Serve the JSON API on this address (port 0 picks one; the log says which)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l publish -d 'Forward every event into this broker channel' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l broker-host -d 'Broker host for --publish' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l broker-port -d 'Broker port for --publish' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l cache-size -d 'Rows the cache holds (least recently used go first)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l install -d 'Create (or update) the trigger function and triggers, then exit'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l uninstall -d 'Remove the triggers (and the function when unused), then exit'
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l json -d 'One JSON object per line on stdout instead of pretty JSON'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
@@ -140,20 +163,30 @@ complete -c aioq -n "__fish_aioq_using_subcommand metrics; and not __fish_seen_s
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and not __fish_seen_subcommand_from report collect help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l host -d 'Broker host name or address' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l port -d 'Broker TCP port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l name -d 'Name shown by the collector' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l pid -d 'Process to watch (default: this one, running a small demo workload)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l interval -d 'Time between samples' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l channel -d 'Channel to publish on' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l leak -d 'Demo workload: grow memory by this many 100-byte items per sample' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s h -l help -d 'Print help'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s V -l version -d 'Print version'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l host -d 'Broker host name or address' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l port -d 'Broker TCP port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l channel -d 'Channel the reporters publish on' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l http -d 'Serve the live page, `/feed` (server-sent events) and `/api/reporters` here' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l stale-after -d 'A reporter not heard from for this long is marked stale' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -s h -l help -d 'Print help'

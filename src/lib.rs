@@ -14,4 +14,5 @@ pub mod cmd;
 pub mod exit;
 pub mod proto;
 pub mod runtime;
+pub mod tls;
 pub mod units;

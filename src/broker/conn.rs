@@ -8,11 +8,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{Framed, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use super::router::{Channel, Kind};
@@ -34,9 +33,12 @@ const QUEUE_WORKER_NOTSENT: u32 = 32 * 1024;
 const CHANNEL_CACHE: usize = 256;
 
 /// Closes a connection over the limit with an end-of-stream frame, so the client
-/// knows it was turned away on purpose.
-pub async fn refuse(mut stream: TcpStream) {
-    let _ = stream.write_all(&0u32.to_be_bytes()).await;
+/// knows it was turned away on purpose. A TLS port just closes: spending a
+/// handshake on a connection that is refused anyway would be a gift to a flood.
+pub async fn refuse(mut stream: TcpStream, tls: bool) {
+    if !tls {
+        let _ = stream.write_all(&0u32.to_be_bytes()).await;
+    }
     let _ = stream.shutdown().await;
 }
 
@@ -51,65 +53,137 @@ fn configure(stream: &TcpStream, shared: &Shared) {
     }
 }
 
+/// A connection's byte stream: plain TCP, or TLS over it. Split into a reader
+/// and a writer once the client has subscribed.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    type Reader: AsyncRead + Unpin + Send + 'static;
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+    fn tcp(&self) -> &TcpStream;
+    fn split(self) -> (Self::Reader, Self::Writer);
+}
+
+impl Transport for TcpStream {
+    type Reader = tokio::net::tcp::OwnedReadHalf;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        self.into_split()
+    }
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+impl Transport for TlsStream {
+    type Reader = tokio::io::ReadHalf<TlsStream>;
+    type Writer = tokio::io::WriteHalf<TlsStream>;
+
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        tokio::io::split(self)
+    }
+}
+
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     configure(&stream, &shared);
     shared.stats.open.fetch_add(1, Relaxed);
-    let (rd, wr) = stream.into_split();
-    let mut frames = FramedRead::new(rd, FrameCodec::new(shared.config.max_frame));
-
-    if let Some(name) = handshake(&shared, &mut frames, peer).await {
-        let capacity = if crate::proto::is_queue(&name) {
-            shared.config.worker_queue
-        } else {
-            shared.config.send_queue
-        };
-        let (tx, rx) = mpsc::channel(capacity);
-        let id = shared.next_id.fetch_add(1, Relaxed);
-        let stats = Arc::new(ConnStats::default());
-        let kill = shared.abort.child_token();
-        let sub = Arc::new(Subscriber::new(
-            id,
-            peer,
-            tx,
-            shared.config.send_queue_bytes,
-            shared.router.budget.clone(),
-            stats,
-            kill,
-        ));
-        if crate::proto::is_queue(&name) {
-            let _ = socket2::SockRef::from(wr.as_ref()).set_tcp_notsent_lowat(QUEUE_WORKER_NOTSENT);
-        }
-        let channel = shared.router.subscribe(name, sub.clone());
-        tracing::info!("Remote {peer} subscribed to {}", channel.display_name());
-        let finish = CancellationToken::new();
-        shared.writers.spawn(writer::run(
-            shared.clone(),
-            wr,
-            rx,
-            sub.clone(),
-            channel,
-            finish.clone(),
-        ));
-        let end = read_loop(&shared, &mut frames, &sub).await;
-        match end {
-            End::Finish(reason) => {
-                sub.set_end_reason(reason);
-                finish.cancel();
+    match shared.tls.clone() {
+        None => serve_on(&shared, stream, peer).await,
+        Some(acceptor) => {
+            // The handshake shares the subscribe deadline: a peer that starts
+            // one and goes quiet holds a slot no longer than a silent one.
+            let accepted = tokio::select! {
+                _ = shared.stop_reading.cancelled() => None,
+                r = tokio::time::timeout(shared.config.subscribe_timeout, acceptor.accept(stream)) => Some(r),
+            };
+            match accepted {
+                Some(Ok(Ok(tls))) => serve_on(&shared, tls, peer).await,
+                Some(Ok(Err(e))) => {
+                    shared.stats.protocol_errors.fetch_add(1, Relaxed);
+                    tracing::warn!("Remote {peer} refused: TLS handshake failed: {e}");
+                }
+                Some(Err(_)) => tracing::info!(
+                    "Remote {peer} closed: no TLS handshake within {:?}",
+                    shared.config.subscribe_timeout
+                ),
+                None => {}
             }
-            End::Close(reason) => {
-                sub.set_end_reason(reason);
-                sub.kill.cancel();
-            }
-            End::Stop => {}
         }
     }
     shared.stats.open.fetch_sub(1, Relaxed);
 }
 
+async fn serve_on<T: Transport>(shared: &Arc<Shared>, stream: T, peer: SocketAddr) {
+    let mut framed = Framed::new(stream, FrameCodec::new(shared.config.max_frame));
+    let Some(name) = handshake(shared, &mut framed, peer).await else {
+        return;
+    };
+    if crate::proto::is_queue(&name) {
+        let _ = socket2::SockRef::from(framed.get_ref().tcp())
+            .set_tcp_notsent_lowat(QUEUE_WORKER_NOTSENT);
+    }
+    // Bytes the client sent right after its subscribe frame are in the read
+    // buffer: they go on to the reader with the codec.
+    // (A FramedRead given a filled buffer would still wait for the socket before
+    // decoding it, so the bytes are read again, ahead of the socket.)
+    let parts = framed.into_parts();
+    let (rd, wr) = parts.io.split();
+    let rd = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(parts.read_buf), rd);
+    let mut frames = FramedRead::new(rd, parts.codec);
+
+    let capacity = if crate::proto::is_queue(&name) {
+        shared.config.worker_queue
+    } else {
+        shared.config.send_queue
+    };
+    let (tx, rx) = mpsc::channel(capacity);
+    let id = shared.next_id.fetch_add(1, Relaxed);
+    let stats = Arc::new(ConnStats::default());
+    let kill = shared.abort.child_token();
+    let sub = Arc::new(Subscriber::new(
+        id,
+        peer,
+        tx,
+        shared.config.send_queue_bytes,
+        shared.router.budget.clone(),
+        stats,
+        kill,
+    ));
+    let channel = shared.router.subscribe(name, sub.clone());
+    tracing::info!("Remote {peer} subscribed to {}", channel.display_name());
+    let finish = CancellationToken::new();
+    shared.writers.spawn(writer::run(
+        shared.clone(),
+        wr,
+        rx,
+        sub.clone(),
+        channel,
+        finish.clone(),
+    ));
+    let end = read_loop(shared, &mut frames, &sub).await;
+    match end {
+        End::Finish(reason) => {
+            sub.set_end_reason(reason);
+            finish.cancel();
+        }
+        End::Close(reason) => {
+            sub.set_end_reason(reason);
+            sub.kill.cancel();
+        }
+        End::Stop => {}
+    }
+}
+
 /// Reads the subscribe frame within the deadline; `None` closes the connection.
-async fn handshake(
+async fn handshake<T: Transport>(
     shared: &Shared,
-    frames: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+    frames: &mut Framed<T, FrameCodec>,
     peer: SocketAddr,
 ) -> Option<Bytes> {
     let first = tokio::select! {
@@ -161,9 +235,9 @@ enum End {
     Stop,
 }
 
-async fn read_loop(
+async fn read_loop<R: AsyncRead + Unpin>(
     shared: &Shared,
-    frames: &mut FramedRead<OwnedReadHalf, FrameCodec>,
+    frames: &mut FramedRead<R, FrameCodec>,
     sub: &Subscriber,
 ) -> End {
     let mut parser = RequestParser::new(shared.config.max_channel);

@@ -129,6 +129,8 @@ struct Shared {
     writers: TaskTracker,
     /// Open connections per source address, kept only when there is a limit.
     per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    /// Serves TLS when set.
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
@@ -182,8 +184,17 @@ impl Broker {
                 readers: TaskTracker::new(),
                 writers: TaskTracker::new(),
                 per_ip: Default::default(),
+                tls: None,
             }),
         }
+    }
+
+    /// Serves TLS with `acceptor` (which may require client certificates).
+    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.tls = Some(acceptor);
+        }
+        self
     }
 
     /// Live counters, for whoever embeds the broker.
@@ -218,7 +229,7 @@ impl Broker {
                             shared.config.max_connections_per_ip,
                             peer.ip()
                         );
-                        tokio::spawn(conn::refuse(stream));
+                        tokio::spawn(conn::refuse(stream, shared.tls.is_some()));
                         continue;
                     }
                     match permits.clone().try_acquire_owned() {
@@ -237,7 +248,7 @@ impl Broker {
                                 "Remote {peer} refused: connection limit of {} reached",
                                 shared.config.max_connections
                             );
-                            tokio::spawn(conn::refuse(stream));
+                            tokio::spawn(conn::refuse(stream, shared.tls.is_some()));
                         }
                     }
                 }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::SinkExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
@@ -24,7 +23,7 @@ use crate::proto::FrameCodec;
 /// Frames taken off the send queue per write.
 const BATCH: usize = 256;
 
-type Sink = FramedWrite<Progress<OwnedWriteHalf>, FrameCodec>;
+type Sink<W> = FramedWrite<Progress<W>, FrameCodec>;
 
 /// A writer that notes when the socket last accepted bytes, so a write can be
 /// given up when the peer stops taking data (a vanished host, a stalled
@@ -108,9 +107,9 @@ enum Outcome {
     Close,
 }
 
-pub async fn run(
+pub async fn run<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
-    wr: OwnedWriteHalf,
+    wr: W,
     mut rx: mpsc::Receiver<Bytes>,
     sub: Arc<Subscriber>,
     channel: Arc<Channel>,
@@ -195,9 +194,9 @@ fn refill(channel: &Channel) {
 
 /// Writes what is queued (and, at shutdown, what `/queue` backlogs can still give
 /// this worker), then the end-of-stream frame.
-async fn drain(
+async fn drain<W: AsyncWrite + Unpin>(
     shared: &Shared,
-    sink: &mut Sink,
+    sink: &mut Sink<W>,
     rx: &mut mpsc::Receiver<Bytes>,
     batch: &mut Vec<Bytes>,
     sub: &Subscriber,
@@ -238,9 +237,9 @@ async fn drain(
 
 /// Writes `batch` with one flush. On success the batch is emptied and counted
 /// as delivered; on failure it is left as it was, for the caller to hand back.
-async fn write_batch(
+async fn write_batch<W: AsyncWrite + Unpin>(
     shared: &Shared,
-    sink: &mut Sink,
+    sink: &mut Sink<W>,
     batch: &mut Vec<Bytes>,
     sub: &Subscriber,
     channel: &Channel,

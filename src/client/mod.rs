@@ -9,6 +9,7 @@ use bytes::Bytes;
 use futures::SinkExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
+use tokio_util::either::Either;
 
 use crate::exit::Unreachable;
 use crate::proto::FrameCodec;
@@ -22,6 +23,25 @@ pub struct Target {
     /// Broker TCP port.
     #[arg(long, default_value_t = 25000, env = "AIOQ_PORT")]
     pub port: u16,
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTlsArgs,
+}
+
+impl Target {
+    /// A plain-TCP target.
+    pub fn plain(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            tls: Default::default(),
+        }
+    }
+
+    /// Fails early, with a clear message, on TLS flags that cannot work
+    /// (unreadable certificates, a key that does not match).
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.tls.client(&self.host).map(drop)
+    }
 }
 
 impl std::fmt::Display for Target {
@@ -30,10 +50,14 @@ impl std::fmt::Display for Target {
     }
 }
 
-pub type Connection = Framed<TcpStream, FrameCodec>;
+/// Plain TCP or TLS, one type for every client.
+pub type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+pub type Connection = Framed<Stream, FrameCodec>;
 
 /// Connects and subscribes to `channel`.
 pub async fn connect(target: &Target, channel: &str) -> anyhow::Result<Connection> {
+    let tls = target.tls.client(&target.host)?;
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|source| Unreachable {
@@ -41,6 +65,14 @@ pub async fn connect(target: &Target, channel: &str) -> anyhow::Result<Connectio
             source,
         })?;
     stream.set_nodelay(true)?;
+    let stream = match tls {
+        None => Either::Left(stream),
+        Some(tls) => Either::Right(
+            tls.connect(stream)
+                .await
+                .with_context(|| format!("TLS handshake with {target} failed"))?,
+        ),
+    };
     let mut conn = Framed::new(stream, FrameCodec::default());
     conn.send(Bytes::copy_from_slice(channel.as_bytes()))
         .await

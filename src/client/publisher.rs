@@ -52,10 +52,7 @@ pub async fn run(
         }
         was_connected = true;
         match session(&mut conn, &channel, &mut rx, &mut outbox).await {
-            Ok(()) => {
-                finish(&mut conn).await;
-                return Ok(());
-            }
+            Ok(()) => return finish(&mut conn).await.with_context(|| format!("{target}")),
             Err(why) if no_reconnect => {
                 anyhow::bail!("connection to {target} broke: {why}")
             }
@@ -106,7 +103,10 @@ async fn session(
 
 /// Says goodbye and waits (briefly) for the broker's end-of-stream, which comes
 /// after it has read, and so routed, everything sent before the goodbye.
-async fn finish(conn: &mut Connection) {
+/// Says goodbye and waits for the broker's end-of-stream: only then has
+/// everything sent been routed. A broker that ends the stream any other way
+/// (a TLS alert for a refused certificate, a reset) did not confirm it.
+async fn finish(conn: &mut Connection) -> anyhow::Result<()> {
     let wait = async {
         conn.send(Bytes::new()).await.context("saying goodbye")?;
         while let Some(frame) = conn.next().await {
@@ -117,8 +117,7 @@ async fn finish(conn: &mut Connection) {
         anyhow::Ok(())
     };
     match tokio::time::timeout(Duration::from_secs(5), wait).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!("closing: {e:#}"),
-        Err(_) => tracing::warn!("closing: no end-of-stream from the broker within 5s"),
+        Ok(r) => r.context("the broker did not confirm the end of the stream"),
+        Err(_) => anyhow::bail!("no end-of-stream from the broker within 5s"),
     }
 }

@@ -58,6 +58,7 @@ enum Session {
 }
 
 pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
+    args.target.check()?;
     anyhow::ensure!(!args.channel.is_empty(), "--channel cannot be empty");
     let mut backoff = Backoff::default();
     let mut received = 0u64;

@@ -57,6 +57,7 @@ pub struct SendArgs {
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
+    args.target.check()?;
     anyhow::ensure!(!args.channel.is_empty(), "--channel cannot be empty");
     let (tx, rx) = mpsc::channel::<Bytes>(args.buffer as usize);
     let (drop_tx, mut drop_rx) = mpsc::unbounded_channel::<u64>();

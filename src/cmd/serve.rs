@@ -81,6 +81,8 @@ pub struct ServeArgs {
     /// Close a connection that leaves a frame half-sent for this long.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub frame_timeout: Duration,
+    #[command(flatten)]
+    pub tls: crate::tls::ServerTlsArgs,
     /// Publish the broker's own CPU, memory and counters, like `aioq metrics report`.
     #[arg(long)]
     pub metrics: bool,
@@ -125,6 +127,11 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
+    let tls = args.tls.acceptor()?;
+    anyhow::ensure!(
+        !(args.metrics && tls.is_some()),
+        "--metrics reports through a plain connection to the broker itself: not available with TLS"
+    );
     // Room for every connection allowed, plus the listener, logs and spares.
     let want = config.max_connections as u64 + 64;
     let fds = crate::runtime::fd_limit::raise(want);
@@ -154,7 +161,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(|v| v.get_name().to_owned())
             .unwrap_or_default()
     );
-    let broker = Broker::new(config);
+    let mut broker = Broker::new(config);
+    if let Some(acceptor) = tls {
+        tracing::info!(
+            "serving TLS{}",
+            if args.tls.tls_client_ca.is_some() {
+                ", client certificates required"
+            } else {
+                ""
+            }
+        );
+        broker = broker.with_tls(acceptor);
+    }
     if args.metrics {
         anyhow::ensure!(
             !args.metrics_interval.is_zero(),
@@ -165,10 +183,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         } else {
             addr.ip().to_string()
         };
-        let target = crate::client::Target {
-            host,
-            port: addr.port(),
-        };
+        let target = crate::client::Target::plain(host, addr.port());
         tokio::spawn(crate::cmd::metrics::report::broker_self(
             target,
             args.metrics_channel.clone(),

@@ -2,6 +2,8 @@
 //! stop mid-way are let go, per-address limits, churn leaves nothing behind,
 //! and ten thousand subscribers at once.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
@@ -208,6 +210,20 @@ async fn a_worker_that_stops_taking_data_is_cut_and_its_messages_go_to_others() 
     }
     let mut alive = Raw::subscribe(broker.port, "/queue/w").await;
     wait_subscribed(&broker, "/queue/w", 2).await;
+    // The live worker reads all along (else it, too, would stop taking data).
+    let seen = Arc::new(Mutex::new((HashSet::new(), Vec::new())));
+    let reader = tokio::spawn({
+        let seen = seen.clone();
+        async move {
+            while let Some(m) = alive.read().await {
+                let i: usize = std::str::from_utf8(&m[..8]).unwrap().parse().unwrap();
+                let mut seen = seen.lock().unwrap();
+                if !seen.0.insert(i) {
+                    seen.1.push(i);
+                }
+            }
+        }
+    });
     for i in N / 2..N {
         let mut m = format!("{i:08}").into_bytes();
         m.extend_from_slice(&body);
@@ -225,15 +241,14 @@ async fn a_worker_that_stops_taking_data_is_cut_and_its_messages_go_to_others() 
         .and_then(|s| s.split(' ').next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no out count in: {line}"));
-    let mut seen = std::collections::HashSet::new();
-    within(30.0, "the rest at the live worker", async {
-        while seen.len() < N - taken {
-            let m = alive.read().await.expect("live worker cut off");
-            let i: usize = std::str::from_utf8(&m[..8]).unwrap().parse().unwrap();
-            assert!(seen.insert(i), "message {i} twice");
-        }
+    wait_until_async(30.0, "the rest at the live worker", || {
+        seen.lock().unwrap().0.len() >= N - taken
     })
     .await;
+    assert!(!reader.is_finished(), "live worker cut off");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.0.len(), N - taken);
+    assert!(seen.1.is_empty(), "delivered twice: {:?}", seen.1);
     assert!(taken < N / 2, "the dead socket took only what fit: {line}");
     drop(gone);
 }

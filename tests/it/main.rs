@@ -10,5 +10,6 @@ mod metrics;
 mod python_compat;
 mod serve;
 mod serve_limits;
+mod tls;
 mod util;
 mod watch_db;

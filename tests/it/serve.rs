@@ -294,3 +294,19 @@ async fn graceful_shutdown_flushes_queues_and_sends_end_of_stream() {
     assert_eq!(summary_field(&summary, "delivered"), 2000, "{summary}");
     assert_eq!(summary_value(&summary, "dropped"), Some("0"), "{summary}");
 }
+
+/// Clients may send their subscribe frame and first messages in one write;
+/// the bytes after the subscribe frame must not wait for more input.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_and_publish_in_one_write_are_both_handled() {
+    use tokio::io::AsyncWriteExt;
+    let broker = Broker::spawn(&[]);
+    let mut c = Raw::connect(broker.port).await;
+    let mut wire = Vec::new();
+    for f in [&b"/topic/me"[..], b"/topic/me", b"at once"] {
+        wire.extend_from_slice(&(f.len() as u32).to_be_bytes());
+        wire.extend_from_slice(f);
+    }
+    c.stream.write_all(&wire).await.unwrap();
+    assert_eq!(within(5.0, "own message", c.read_text()).await, "at once");
+}

@@ -8,22 +8,27 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use super::payload::{self, Tracker};
 use crate::proto::{FrameCodec, NULL_CHANNEL};
+use crate::tls::TlsClient;
 
-pub type Reader = FramedRead<OwnedReadHalf, FrameCodec>;
-pub type Writer = FramedWrite<OwnedWriteHalf, FrameCodec>;
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+pub type Reader = FramedRead<Either<OwnedReadHalf, ReadHalf<Tls>>, FrameCodec>;
+pub type Writer = FramedWrite<Either<OwnedWriteHalf, WriteHalf<Tls>>, FrameCodec>;
 
 /// Connects and subscribes. `small_buffer` shrinks the receive buffer, so a
 /// client that stops reading is felt by the broker within seconds rather than
 /// after the kernel has absorbed megabytes.
 pub async fn connect(
     addr: &str,
+    tls: Option<&TlsClient>,
     channel: &str,
     small_buffer: bool,
 ) -> anyhow::Result<(Reader, Writer)> {
@@ -48,7 +53,20 @@ pub async fn connect(
         source,
     })?;
     stream.set_nodelay(true)?;
-    let (rd, wr) = stream.into_split();
+    let (rd, wr) = match tls {
+        None => {
+            let (rd, wr) = stream.into_split();
+            (Either::Left(rd), Either::Left(wr))
+        }
+        Some(tls) => {
+            let stream = tls
+                .connect(stream)
+                .await
+                .with_context(|| format!("TLS handshake with {addr} failed"))?;
+            let (rd, wr) = tokio::io::split(stream);
+            (Either::Right(rd), Either::Right(wr))
+        }
+    };
     let reader = FramedRead::new(rd, FrameCodec::default());
     let mut writer = FramedWrite::new(wr, FrameCodec::default());
     writer
@@ -73,15 +91,15 @@ pub struct Published {
 /// millisecond, until done or `deadline`. Says goodbye and waits for the
 /// broker's end-of-stream, so that everything sent has been routed.
 pub async fn publish_paced(
-    addr: &str,
+    plan: &super::Plan,
     channel: &str,
     rate: f64,
     total: u64,
     warmup: u64,
-    size: usize,
     deadline: Instant,
 ) -> anyhow::Result<Published> {
-    let (mut reader, mut writer) = connect(addr, NULL_CHANNEL, false).await?;
+    let (mut reader, mut writer) =
+        connect(&plan.addr, plan.tls.as_ref(), NULL_CHANNEL, false).await?;
     let chan = Bytes::copy_from_slice(channel.as_bytes());
     let mut out = Published {
         first_ns: payload::now_ns(),
@@ -103,7 +121,9 @@ pub async fn publish_paced(
                     out.measure_start_ns = payload::now_ns();
                 }
                 writer.feed(chan.clone()).await?;
-                writer.feed(payload::encode(out.messages, size)).await?;
+                writer
+                    .feed(payload::encode(out.messages, plan.size))
+                    .await?;
                 out.messages += 1;
             }
             writer.flush().await
@@ -126,11 +146,12 @@ pub async fn publish_paced(
 /// Publishes `total` messages as fast as the broker's back-pressure allows.
 pub async fn publish_flood(
     addr: &str,
+    tls: Option<&TlsClient>,
     channel: &str,
     total: u64,
     size: usize,
 ) -> anyhow::Result<Published> {
-    let (mut reader, mut writer) = connect(addr, NULL_CHANNEL, false).await?;
+    let (mut reader, mut writer) = connect(addr, tls, NULL_CHANNEL, false).await?;
     let chan = Bytes::copy_from_slice(channel.as_bytes());
     let mut out = Published {
         first_ns: payload::now_ns(),

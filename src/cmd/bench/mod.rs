@@ -45,6 +45,9 @@ pub struct BenchArgs {
     /// Broker to measure (HOST:PORT); default: an embedded broker on a free port.
     #[arg(long)]
     pub target: Option<String>,
+    /// TLS to --target.
+    #[command(flatten)]
+    pub tls: crate::tls::ClientTlsArgs,
     /// Which scenario to run.
     #[arg(long, value_enum, default_value_t = Scenario::All)]
     pub scenario: Scenario,
@@ -101,6 +104,7 @@ pub struct BenchArgs {
 /// A checked plan: what the scenarios read.
 pub struct Plan {
     pub addr: String,
+    pub tls: Option<crate::tls::TlsClient>,
     pub subscribers: usize,
     pub slow: usize,
     pub slow_mode: SlowMode,
@@ -282,8 +286,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             (addr, Some(b))
         }
     };
+    let tls = match &args.target {
+        Some(t) => {
+            let host = t.rsplit_once(':').map_or(t.as_str(), |(h, _)| h);
+            args.tls
+                .client(host.trim_start_matches('[').trim_end_matches(']'))?
+        }
+        None => {
+            anyhow::ensure!(
+                !args.tls.enabled(),
+                "--tls needs --target: the embedded broker serves plain TCP"
+            );
+            None
+        }
+    };
     let plan = Plan {
         addr,
+        tls,
         subscribers: args.subscribers as usize,
         slow: args.slow as usize,
         slow_mode: args.slow_mode,

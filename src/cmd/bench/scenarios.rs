@@ -92,7 +92,7 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
     let progress = Arc::new(AtomicU64::new(0));
     let mut fast = Vec::new();
     for _ in 0..plan.subscribers {
-        let (r, w) = clients::connect(&plan.addr, &chan, false).await?;
+        let (r, w) = clients::connect(&plan.addr, plan.tls.as_ref(), &chan, false).await?;
         fast.push(tokio::spawn(clients::measure(
             r,
             w,
@@ -104,7 +104,7 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
     let slow_stop = CancellationToken::new();
     let mut slow_tasks = Vec::new();
     for _ in 0..slow {
-        let (r, w) = clients::connect(&plan.addr, &chan, true).await?;
+        let (r, w) = clients::connect(&plan.addr, plan.tls.as_ref(), &chan, true).await?;
         slow_tasks.push(tokio::spawn(clients::slow(
             r,
             w,
@@ -119,10 +119,7 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
     // before the clock starts (the warm-up absorbs any that are still late).
     tokio::time::sleep(Duration::from_millis(100)).await;
     let deadline = Instant::now() + plan.duration + plan.duration.max(Duration::from_secs(2));
-    let published = clients::publish_paced(
-        &plan.addr, &chan, plan.rate, total, warmup, plan.size, deadline,
-    )
-    .await?;
+    let published = clients::publish_paced(plan, &chan, plan.rate, total, warmup, deadline).await?;
     // Slow /queue workers catch up now, so that late is not counted as lost.
     slow_stop.cancel();
     let mut slow_results = Vec::new();
@@ -270,7 +267,7 @@ pub async fn throughput(
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
     for _ in 0..plan.subscribers {
-        let (r, w) = clients::connect(&plan.addr, &chan, false).await?;
+        let (r, w) = clients::connect(&plan.addr, plan.tls.as_ref(), &chan, false).await?;
         subs.push(tokio::spawn(clients::measure(
             r,
             w,
@@ -286,8 +283,11 @@ pub async fn throughput(
         plan.messages * plan.subscribers as u64
     };
     let publisher = {
-        let (addr, chan, n, size) = (plan.addr.clone(), chan.clone(), plan.messages, plan.size);
-        tokio::spawn(async move { clients::publish_flood(&addr, &chan, n, size).await })
+        let (addr, tls, chan) = (plan.addr.clone(), plan.tls.clone(), chan.clone());
+        let (n, size) = (plan.messages, plan.size);
+        tokio::spawn(
+            async move { clients::publish_flood(&addr, tls.as_ref(), &chan, n, size).await },
+        )
     };
     let ticker = progress.counter(expected);
     let watch = async {
@@ -339,20 +339,12 @@ pub async fn latency(plan: &Plan, progress: &super::Progress) -> anyhow::Result<
     let warmup = (plan.latency_rate as u64 / 2).min(total / 10);
     let stop = CancellationToken::new();
     let count = Arc::new(AtomicU64::new(0));
-    let (r, w) = clients::connect(&plan.addr, &chan, false).await?;
+    let (r, w) = clients::connect(&plan.addr, plan.tls.as_ref(), &chan, false).await?;
     let sub = tokio::spawn(clients::measure(r, w, warmup, count.clone(), stop.clone()));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let deadline = Instant::now() + plan.latency_duration * 2 + Duration::from_secs(2);
-    let published = clients::publish_paced(
-        &plan.addr,
-        &chan,
-        plan.latency_rate,
-        total,
-        warmup,
-        plan.size,
-        deadline,
-    )
-    .await?;
+    let published =
+        clients::publish_paced(plan, &chan, plan.latency_rate, total, warmup, deadline).await?;
     settle(
         &count,
         published.messages,
@@ -386,7 +378,7 @@ pub async fn fanout(
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
-        let (r, w) = clients::connect(&plan.addr, &chan, false).await?;
+        let (r, w) = clients::connect(&plan.addr, plan.tls.as_ref(), &chan, false).await?;
         subs.push(tokio::spawn(clients::count(
             r,
             w,
@@ -396,7 +388,13 @@ pub async fn fanout(
     }
     let n = plan.connections as u64;
     // Probe until every subscription is in place: one message reaching all.
-    let (pr, mut pw) = clients::connect(&plan.addr, crate::proto::NULL_CHANNEL, false).await?;
+    let (pr, mut pw) = clients::connect(
+        &plan.addr,
+        plan.tls.as_ref(),
+        crate::proto::NULL_CHANNEL,
+        false,
+    )
+    .await?;
     let probe_chan = bytes::Bytes::copy_from_slice(chan.as_bytes());
     let mut seq = 0u64;
     let ready_by = Instant::now() + Duration::from_secs(30);

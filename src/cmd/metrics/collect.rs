@@ -36,6 +36,7 @@ pub struct CollectArgs {
 }
 
 pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
+    args.target.check()?;
     let board = Arc::new(Mutex::new(Board::new(args.stale_after)));
     let web = Arc::new(Web {
         hub: Hub::default(),

@@ -39,6 +39,7 @@ pub struct ReportArgs {
 }
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
+    args.target.check()?;
     anyhow::ensure!(!args.interval.is_zero(), "--interval must be more than 0");
     let pid = args.pid.unwrap_or_else(std::process::id);
     let stop = Arc::new(AtomicBool::new(false));

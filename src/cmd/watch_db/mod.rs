@@ -60,6 +60,9 @@ pub struct WatchDbArgs {
     /// Forward every event into this broker channel.
     #[arg(long)]
     pub publish: Option<String>,
+    /// TLS to the broker for --publish.
+    #[command(flatten)]
+    pub broker_tls: crate::tls::ClientTlsArgs,
     /// Broker host for --publish.
     #[arg(long, default_value = "localhost", env = "AIOQ_HOST")]
     pub broker_host: String,
@@ -95,6 +98,9 @@ fn redact(dsn: &str) -> String {
 }
 
 pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
+    if args.publish.is_some() {
+        args.broker_tls.client(&args.broker_host)?;
+    }
     let (mut db, connection) = tokio_postgres::connect(&args.dsn, NoTls)
         .await
         .with_context(|| format!("cannot connect to PostgreSQL ({})", redact(&args.dsn)))?;
@@ -169,6 +175,7 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
         let target = Target {
             host: args.broker_host.clone(),
             port: args.broker_port,
+            tls: args.broker_tls.clone(),
         };
         let channel = channel.clone();
         tokio::spawn(async move {

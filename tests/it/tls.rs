@@ -1,0 +1,248 @@
+//! TLS and mutual TLS: throwaway CAs and certificates made with rcgen, the
+//! real broker and the real clients.
+
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+    KeyUsagePurpose,
+};
+
+use crate::util::{Proc as Client, *};
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    /// Writes `{name}.pem` and `{name}.key` signed by this CA; returns their paths.
+    fn issue(&self, dir: &Path, name: &str, usage: ExtendedKeyUsagePurpose) -> (String, String) {
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        (path(&c), path(&k))
+    }
+
+    fn write(&self, dir: &Path, name: &str) -> String {
+        let p = dir.join(name);
+        std::fs::write(&p, self.cert.pem()).unwrap();
+        path(&p)
+    }
+}
+
+fn path(p: &Path) -> String {
+    p.to_str().unwrap().to_string()
+}
+
+struct Pki {
+    _dir: tempfile::TempDir,
+    ca: String,
+    server: (String, String),
+    client: (String, String),
+    /// A client certificate from a CA the broker does not trust.
+    stranger: (String, String),
+}
+
+fn pki() -> Pki {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("aioq test CA");
+    let other = Ca::new("some other CA");
+    Pki {
+        ca: ca.write(dir.path(), "ca.pem"),
+        server: ca.issue(dir.path(), "server", ExtendedKeyUsagePurpose::ServerAuth),
+        client: ca.issue(dir.path(), "client", ExtendedKeyUsagePurpose::ClientAuth),
+        stranger: other.issue(dir.path(), "stranger", ExtendedKeyUsagePurpose::ClientAuth),
+        _dir: dir,
+    }
+}
+
+/// `aioq send --count 1` with extra flags; its exit code.
+fn send_one(port: u16, extra: &[&str], message: &str) -> Option<i32> {
+    let port = port.to_string();
+    let mut args = vec![
+        "send",
+        "--port",
+        &port,
+        "--channel",
+        "/topic/tls",
+        "--message",
+        message,
+        "--no-reconnect",
+    ];
+    args.extend_from_slice(extra);
+    Client::spawn(&args, false).exit_code(15.0)
+}
+
+fn listen_one(port: u16, extra: &[&str]) -> Client {
+    let port = port.to_string();
+    let mut args = vec![
+        "listen",
+        "--port",
+        &port,
+        "--channel",
+        "/topic/tls",
+        "--count",
+        "1",
+        "--no-reconnect",
+    ];
+    args.extend_from_slice(extra);
+    Client::spawn(&args, false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_clients_work_and_plain_clients_are_turned_away() {
+    let pki = pki();
+    let broker = Broker::spawn(&["--tls-cert", &pki.server.0, "--tls-key", &pki.server.1]);
+    broker.log.wait_for_async(5.0, "serving TLS").await;
+    let tls = ["--tls-ca", pki.ca.as_str()];
+    let mut listen = listen_one(broker.port, &tls);
+    wait_subscribed(&broker, "/topic/tls", 1).await;
+    assert_eq!(send_one(broker.port, &tls, "over TLS"), Some(0));
+    assert_eq!(listen.exit_code(10.0), Some(0));
+    assert_eq!(listen.out.snapshot(), vec!["over TLS".to_string()]);
+
+    // A client speaking the plain protocol to the TLS port is closed, and the
+    // broker says why.
+    let mut plain = Raw::subscribe(broker.port, "/topic/tls").await;
+    assert!(within(10.0, "plain client closed", plain.closed()).await);
+    broker.log.wait_for_async(5.0, "TLS handshake failed").await;
+
+    // A client that does not trust the broker's CA refuses to talk to it.
+    let code = send_one(broker.port, &["--tls"], "unverified");
+    assert_ne!(
+        code,
+        Some(0),
+        "the system CAs do not vouch for a throwaway CA"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
+    let pki = pki();
+    let broker = Broker::spawn(&[
+        "--tls-cert",
+        &pki.server.0,
+        "--tls-key",
+        &pki.server.1,
+        "--tls-client-ca",
+        &pki.ca,
+    ]);
+    broker
+        .log
+        .wait_for_async(5.0, "client certificates required")
+        .await;
+    let admitted = [
+        "--tls-ca",
+        pki.ca.as_str(),
+        "--tls-cert",
+        pki.client.0.as_str(),
+        "--tls-key",
+        pki.client.1.as_str(),
+    ];
+    let mut listen = listen_one(broker.port, &admitted);
+    wait_subscribed(&broker, "/topic/tls", 1).await;
+
+    // No certificate: refused.
+    let mut bare = listen_one(broker.port, &["--tls-ca", pki.ca.as_str()]);
+    assert_ne!(bare.exit_code(15.0), Some(0));
+    broker.log.wait_for_async(5.0, "TLS handshake failed").await;
+    // A certificate from another CA: refused.
+    let stranger = [
+        "--tls-ca",
+        pki.ca.as_str(),
+        "--tls-cert",
+        pki.stranger.0.as_str(),
+        "--tls-key",
+        pki.stranger.1.as_str(),
+    ];
+    assert_ne!(send_one(broker.port, &stranger, "intruder"), Some(0));
+    // Neither got in: only the admitted listener is subscribed, and the first
+    // message it sees is the admitted sender's.
+    assert_eq!(send_one(broker.port, &admitted, "admitted"), Some(0));
+    assert_eq!(listen.exit_code(10.0), Some(0));
+    assert_eq!(listen.out.snapshot(), vec!["admitted".to_string()]);
+    let refused = broker
+        .log
+        .snapshot()
+        .iter()
+        .filter(|l| l.contains("TLS handshake failed"))
+        .count();
+    assert!(refused >= 2, "both refusals logged:\n{}", broker.log.text());
+}
+
+#[test]
+fn unreadable_certificate_files_are_a_clear_error() {
+    let out = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--tls-cert",
+            "/nonexistent/cert.pem",
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+
+    let out = std::process::Command::new(BIN)
+        .args(["send", "--tls-ca", "/nonexistent/ca.pem", "--message", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[test]
+fn bench_measures_a_broker_over_tls() {
+    let pki = pki();
+    let broker = Broker::spawn(&["--tls-cert", &pki.server.0, "--tls-key", &pki.server.1]);
+    let out = std::process::Command::new(BIN)
+        .args([
+            "bench",
+            "--target",
+            &broker.addr(),
+            "--tls-ca",
+            &pki.ca,
+            "--scenario",
+            "throughput",
+            "--messages",
+            "20000",
+            "--subscribers",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for run in doc["throughput"].as_array().unwrap() {
+        assert_eq!(run["lost"], 0, "{run:#}");
+        assert!(run["delivered"].as_u64().unwrap() > 0, "{run:#}");
+    }
+}
