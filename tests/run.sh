@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of aioq on a fresh machine: formatting, lints, unit and
-# integration tests. As root it installs the Debian packages the tests need
+# integration tests, and a fixed number of fuzz iterations (skipped when
+# arguments narrow the test run). As root it installs the Debian packages the tests need
 # when they are missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,3 +28,6 @@ fi
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo nextest run --locked --profile ci "$@"
+if [ $# -eq 0 ]; then
+  fuzz/run.sh
+fi

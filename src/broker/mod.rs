@@ -163,6 +163,25 @@ impl Shared {
     }
 }
 
+/// Reads a running broker's state.
+pub struct Inspector(Arc<Shared>);
+
+impl Inspector {
+    pub fn open_connections(&self) -> u64 {
+        self.0.stats.open.load(Relaxed)
+    }
+
+    /// Payload bytes held in send queues and backlogs.
+    pub fn held_bytes(&self) -> usize {
+        self.0.router.budget.used()
+    }
+
+    /// Payload bytes waiting in `/queue` backlogs for workers.
+    pub fn backlog_bytes(&self) -> usize {
+        self.0.router.backlog_bytes()
+    }
+}
+
 /// A broker, ready to run on a listener.
 pub struct Broker {
     shared: Arc<Shared>,
@@ -200,6 +219,11 @@ impl Broker {
     /// Live counters, for whoever embeds the broker.
     pub fn stats(&self) -> Arc<BrokerStats> {
         self.shared.stats.clone()
+    }
+
+    /// A live view of the running broker, for tests and fuzzing.
+    pub fn inspector(&self) -> Inspector {
+        Inspector(self.shared.clone())
     }
 
     /// The memory budget, to report how much of it is held.

@@ -85,6 +85,10 @@ impl QueueState {
         lock(&self.inner).workers.len()
     }
 
+    pub fn backlog_bytes(&self) -> usize {
+        lock(&self.inner).backlog.iter().map(Bytes::len).sum()
+    }
+
     pub fn backlog_len(&self) -> usize {
         self.backlog_len.load(Relaxed)
     }

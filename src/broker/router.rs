@@ -270,6 +270,17 @@ impl Router {
         }
     }
 
+    /// Payload bytes waiting in every `/queue` backlog.
+    pub fn backlog_bytes(&self) -> usize {
+        self.channels()
+            .iter()
+            .map(|c| match &c.kind {
+                Kind::Queue(q) => q.backlog_bytes(),
+                Kind::Topic(_) => 0,
+            })
+            .sum()
+    }
+
     /// Every channel, for counters and the shutdown summary.
     pub fn channels(&self) -> Vec<Arc<Channel>> {
         lock(&self.channels).values().cloned().collect()

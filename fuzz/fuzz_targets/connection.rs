@@ -1,0 +1,130 @@
+//! Arbitrary bytes as a whole connection to a running broker, beside a healthy
+//! subscriber: the broker never panics (a panic in any task aborts the
+//! process here), lets every connection go, holds no bytes afterwards, and
+//! still delivers to the healthy subscriber.
+
+#![no_main]
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use libfuzzer_sys::fuzz_target;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+
+use aioq::broker::{Broker, BrokerConfig, Inspector};
+
+struct World {
+    rt: Runtime,
+    port: u16,
+    broker: Inspector,
+}
+
+fn world() -> &'static World {
+    static WORLD: OnceLock<World> = OnceLock::new();
+    WORLD.get_or_init(|| {
+        // A panic in a broker task is caught by tokio; the fuzzer must see it.
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            std::process::abort();
+        }));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (port, broker) = rt.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let broker = Broker::new(BrokerConfig {
+                max_frame: 4096,
+                max_channel: 64,
+                send_queue: 64,
+                frame_timeout: Duration::from_millis(200),
+                subscribe_timeout: Duration::from_millis(200),
+                ..BrokerConfig::default()
+            });
+            let inspector = broker.inspector();
+            tokio::spawn(broker.run(listener, std::future::pending()));
+            (port, inspector)
+        });
+        World { rt, port, broker }
+    })
+}
+
+fn frame(b: &[u8]) -> Vec<u8> {
+    let mut v = (b.len() as u32).to_be_bytes().to_vec();
+    v.extend_from_slice(b);
+    v
+}
+
+async fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).await.ok()?;
+    let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+    s.read_exact(&mut body).await.ok()?;
+    Some(body)
+}
+
+fuzz_target!(|data: &[u8]| {
+    let w = world();
+    w.rt.block_on(async {
+        let mut healthy = TcpStream::connect(("127.0.0.1", w.port)).await.unwrap();
+        healthy.write_all(&frame(b"/topic/fuzz")).await.unwrap();
+
+        let mut hostile = TcpStream::connect(("127.0.0.1", w.port)).await.unwrap();
+        let _ = hostile.write_all(data).await;
+        let _ = hostile.shutdown().await;
+        // Whatever it sent, the broker ends the connection (EOF, error,
+        // deadline) and the client sees it close.
+        let mut sink = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(5), hostile.read_to_end(&mut sink)).await;
+        assert!(closed.is_ok(), "the broker kept a finished connection open");
+        drop(hostile);
+
+        // The healthy subscriber still gets what it is sent.
+        let mut p = TcpStream::connect(("127.0.0.1", w.port)).await.unwrap();
+        let mut wire = frame(b"/null");
+        wire.extend(frame(b"/topic/fuzz"));
+        wire.extend(frame(b"check"));
+        wire.extend(frame(b""));
+        p.write_all(&wire).await.unwrap();
+        loop {
+            let got = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut healthy))
+                .await
+                .expect("healthy subscriber starved")
+                .expect("healthy subscriber cut off");
+            // The hostile bytes may have published to /topic/fuzz too.
+            if got == b"check" {
+                break;
+            }
+        }
+        let _ = read_frame(&mut p).await;
+        drop(p);
+        healthy.write_all(&frame(b"")).await.unwrap();
+        while let Some(f) = read_frame(&mut healthy).await {
+            if f.is_empty() {
+                break;
+            }
+        }
+        drop(healthy);
+
+        // Every connection let go, and nothing held but messages waiting in
+        // /queue backlogs for workers to come (held for them, not leaked).
+        let b = &w.broker;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while b.open_connections() != 0 || b.held_bytes() != b.backlog_bytes() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "leak: {} connections open, {} bytes held, {} of them in backlogs",
+                b.open_connections(),
+                b.held_bytes(),
+                b.backlog_bytes()
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+});
