@@ -412,7 +412,10 @@ async fn wait_idle(port: u16, pid: u32, mon: &mut Raw, fds: usize, tasks: u64) {
         loop {
             let (t, held) = broker_counters(mon).await;
             last = (open_fds(pid), t, held);
-            if last == (fds, tasks, 0) {
+            // A margin of two for the broker's own reporter reconnecting or a
+            // timer task in flight; a leak over thousands of connections shows
+            // as hundreds.
+            if last.0 <= fds + 2 && last.1 <= tasks + 2 && last.2 == 0 {
                 return;
             }
         }
@@ -420,7 +423,7 @@ async fn wait_idle(port: u16, pid: u32, mon: &mut Raw, fds: usize, tasks: u64) {
     .await;
     assert!(
         idle.is_ok(),
-        "not back to idle: (fds, tasks, held bytes) = {last:?}, idle was ({fds}, {tasks}, 0)"
+        "not back to idle: (fds, tasks, held bytes) = {last:?}, idle was ({fds}, {tasks}, 0), margin 2"
     );
 }
 
@@ -440,8 +443,19 @@ async fn churn_leaves_no_descriptor_task_or_memory_behind() {
     let pid = broker.child.id();
     let port = broker.port;
     let mut mon = Raw::subscribe(port, "/topic/self").await;
-    let (idle_tasks, _) = broker_counters(&mut mon).await;
-    let idle_fds = open_fds(pid);
+    // Idle once the broker's own reporter and this monitor are settled in: the
+    // same counts three samples in a row.
+    let (mut idle_fds, mut idle_tasks, mut same) = (0, 0, 0);
+    while same < 3 {
+        let (tasks, _) = broker_counters(&mut mon).await;
+        let fds = open_fds(pid);
+        same = if (fds, tasks) == (idle_fds, idle_tasks) {
+            same + 1
+        } else {
+            1
+        };
+        (idle_fds, idle_tasks) = (fds, tasks);
+    }
 
     // A first round warms the allocator's pools; memory is compared after it.
     within(120.0, "warm-up churn", churn(port, 20)).await;
