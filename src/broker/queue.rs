@@ -30,17 +30,28 @@ struct Inner {
     workers: Vec<Arc<Subscriber>>,
     next: usize,
     backlog: VecDeque<Bytes>,
+    /// Workers taken off the rotation that may still hand messages back (they
+    /// said goodbye and are being sent what they were owed). The channel stays
+    /// alive until they are gone, so what they hand back has a home.
+    draining: usize,
     retired: bool,
 }
 
 impl Inner {
     /// Hands `payload` to the next worker with room; gives it back if none has.
-    fn dispatch(&mut self, payload: Bytes) -> Result<(), Bytes> {
+    /// `held`: the budget already counts its bytes (it comes from the backlog).
+    fn dispatch(&mut self, payload: Bytes, held: bool) -> Result<(), Bytes> {
         let n = self.workers.len();
         let mut payload = payload;
         for k in 0..n {
             let i = (self.next + k) % n;
-            match self.workers[i].offer(payload) {
+            let w = &self.workers[i];
+            let offered = if held {
+                w.offer_held(payload)
+            } else {
+                w.offer(payload)
+            };
+            match offered {
                 Ok(()) => {
                     self.next = (i + 1) % n;
                     return Ok(());
@@ -52,15 +63,11 @@ impl Inner {
     }
 
     /// Moves backlog to workers with room, oldest first; returns how many
-    /// moved. A message's bytes move with it from the backlog's share of the
-    /// budget to the worker's.
-    fn refill(&mut self, budget: &Budget) -> usize {
+    /// moved. Their bytes stay counted in the budget, now as the worker's.
+    fn refill(&mut self) -> usize {
         let mut moved = 0;
         while let Some(front) = self.backlog.pop_front() {
-            let len = front.len();
-            budget.give_back(len);
-            if let Err(back) = self.dispatch(front) {
-                budget.force_take(len);
+            if let Err(back) = self.dispatch(front, true) {
                 self.backlog.push_front(back);
                 break;
             }
@@ -104,7 +111,7 @@ impl QueueState {
     pub fn add_worker(&self, sub: Arc<Subscriber>) {
         let mut inner = lock(&self.inner);
         inner.workers.push(sub);
-        let moved = inner.refill(&self.budget);
+        let moved = inner.refill();
         self.after_change(&inner, moved);
     }
 
@@ -121,7 +128,7 @@ impl QueueState {
                     return Err(Retired);
                 }
                 let payload = if inner.backlog.is_empty() {
-                    match inner.dispatch(payload.clone()) {
+                    match inner.dispatch(payload.clone(), false) {
                         Ok(()) => return Ok(()),
                         Err(p) => p,
                     }
@@ -158,40 +165,43 @@ impl QueueState {
             return;
         }
         let mut inner = lock(&self.inner);
-        let moved = inner.refill(&self.budget);
+        let moved = inner.refill();
         self.after_change(&inner, moved);
     }
 
-    /// Removes a worker; `unsent` (its queued, unwritten messages, oldest first)
-    /// go back to the front of the backlog and on to other workers. Returns
-    /// true when the channel is now idle and has been retired. A worker that
-    /// already left (and let the channel retire) may still hand back messages
-    /// it failed to write: those are returned, for the router to put in the
-    /// channel now live under the same name.
-    pub fn remove_worker(&self, id: u64, unsent: Vec<Bytes>) -> Result<bool, Vec<Bytes>> {
+    /// Takes a worker off the rotation while it is sent what it is owed; its
+    /// [`remove_worker`](Self::remove_worker) follows.
+    pub fn stop_routing(&self, id: u64) {
         let mut inner = lock(&self.inner);
-        if inner.retired {
-            return if unsent.is_empty() {
-                Ok(true)
-            } else {
-                Err(unsent)
-            };
-        }
+        let before = inner.workers.len();
         inner.workers.retain(|w| w.id != id);
+        if inner.workers.len() < before {
+            inner.draining += 1;
+        }
+        if inner.next >= inner.workers.len() {
+            inner.next = 0;
+        }
+    }
+
+    /// Removes a worker; `unsent` (its queued, unwritten messages, oldest first)
+    /// go back to the front of the backlog and on to other workers. Returns true
+    /// when the channel is now idle and has been retired.
+    pub fn remove_worker(&self, id: u64, unsent: Vec<Bytes>) -> bool {
+        let mut inner = lock(&self.inner);
+        let before = inner.workers.len();
+        inner.workers.retain(|w| w.id != id);
+        if inner.workers.len() == before {
+            // It had left the rotation already.
+            inner.draining = inner.draining.saturating_sub(1);
+        }
         if inner.next >= inner.workers.len() {
             inner.next = 0;
         }
         self.push_front(&mut inner, unsent);
-        if inner.workers.is_empty() && inner.backlog.is_empty() {
+        if inner.workers.is_empty() && inner.backlog.is_empty() && inner.draining == 0 {
             inner.retired = true;
         }
-        Ok(inner.retired)
-    }
-
-    /// Puts messages that were not delivered back at the head of the queue.
-    pub fn requeue(&self, unsent: Vec<Bytes>) {
-        let mut inner = lock(&self.inner);
-        self.push_front(&mut inner, unsent);
+        inner.retired
     }
 
     fn push_front(&self, inner: &mut Inner, unsent: Vec<Bytes>) {
@@ -200,7 +210,7 @@ impl QueueState {
             self.budget.force_take(m.len());
             inner.backlog.push_front(m);
         }
-        let moved = inner.refill(&self.budget);
+        let moved = inner.refill();
         self.after_change(inner, moved);
     }
 
@@ -212,5 +222,64 @@ impl QueueState {
         self.budget.give_back(bytes);
         self.after_change(&inner, 0);
         n
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::sync::mpsc;
+    use tokio_util::sync::CancellationToken;
+
+    fn worker(id: u64, budget: &Arc<Budget>) -> (Arc<Subscriber>, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(16);
+        let sub = Subscriber::new(
+            id,
+            "127.0.0.1:1".parse().unwrap(),
+            tx,
+            1 << 20,
+            budget.clone(),
+            Arc::default(),
+            CancellationToken::new(),
+        );
+        (Arc::new(sub), rx)
+    }
+
+    #[tokio::test]
+    async fn what_a_leaving_worker_hands_back_reaches_the_next_worker() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let q = QueueState::new(10, budget.clone());
+        let (a, mut rx_a) = worker(1, &budget);
+        q.add_worker(a.clone());
+        q.publish(Bytes::from_static(b"owed")).await.unwrap();
+        // The worker said goodbye: off the rotation, still owed its message.
+        q.stop_routing(1);
+        // Its write fails; the message comes back. The channel must not have
+        // retired in between, or the message would be held by nobody.
+        let owed = rx_a.try_recv().unwrap();
+        a.taken(owed.len());
+        assert!(!q.remove_worker(1, vec![owed]), "not idle: a message waits");
+        assert_eq!(q.backlog_len(), 1);
+        let (b, mut rx_b) = worker(2, &budget);
+        q.add_worker(b);
+        assert_eq!(rx_b.try_recv().unwrap(), "owed");
+        assert_eq!(budget.used(), 4, "counted once, now in the worker's queue");
+    }
+
+    #[tokio::test]
+    async fn moving_backlog_to_a_worker_keeps_the_budget_count() {
+        let budget = Arc::new(Budget::new(10));
+        let q = QueueState::new(10, budget.clone());
+        q.publish(Bytes::from_static(b"12345")).await.unwrap();
+        q.publish(Bytes::from_static(b"67890")).await.unwrap();
+        assert_eq!(budget.used(), 10, "the backlog holds the whole budget");
+        // A spent budget must not stop the backlog from reaching a worker.
+        let (w, mut rx) = worker(1, &budget);
+        q.add_worker(w.clone());
+        assert_eq!(q.backlog_len(), 0);
+        assert_eq!(budget.used(), 10);
+        let m = rx.try_recv().unwrap();
+        w.taken(m.len());
+        assert_eq!(budget.used(), 5);
     }
 }

@@ -218,6 +218,15 @@ impl Router {
         self.stats.dropped.add(reason, n);
     }
 
+    /// Stops routing to `sub`, which is still being sent what it is owed;
+    /// [`leave`](Self::leave) follows.
+    pub fn stop_routing(&self, channel: &Arc<Channel>, sub: &Subscriber) {
+        match &channel.kind {
+            Kind::Topic(_) => self.leave(channel, sub, Vec::new(), false),
+            Kind::Queue(q) => q.stop_routing(sub.id),
+        }
+    }
+
     /// Takes `sub` off `channel` for good. `unsent` are messages that were queued
     /// for it and not written: `/queue` messages go back to the front of the
     /// backlog for other workers; `/topic` ones are counted as dropped.
@@ -247,19 +256,7 @@ impl Router {
                 }
                 empty
             }
-            Kind::Queue(q) => match q.remove_worker(sub.id, unsent) {
-                Ok(retired) => retired,
-                Err(unsent) => {
-                    let live = channels
-                        .entry(channel.name.clone())
-                        .or_insert_with(|| self.new_channel(channel.name.clone()))
-                        .clone();
-                    if let Kind::Queue(q) = &live.kind {
-                        q.requeue(unsent);
-                    }
-                    return;
-                }
-            },
+            Kind::Queue(q) => q.remove_worker(sub.id, unsent),
         };
         if empty
             && channels

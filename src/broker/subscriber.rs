@@ -93,6 +93,16 @@ impl Subscriber {
     /// the queue is full (by count or by bytes), the broker's memory budget is
     /// spent, or the subscriber is gone.
     pub fn offer(&self, payload: Bytes) -> Result<(), Refused> {
+        self.enqueue(payload, true)
+    }
+
+    /// Like [`offer`](Self::offer), for a message whose bytes the budget already
+    /// counts (one moving from a `/queue` backlog to a worker).
+    pub fn offer_held(&self, payload: Bytes) -> Result<(), Refused> {
+        self.enqueue(payload, false)
+    }
+
+    fn enqueue(&self, payload: Bytes, take_budget: bool) -> Result<(), Refused> {
         let len = payload.len();
         let before = self.queued_bytes.fetch_add(len, Relaxed);
         // One message is always let through, however large, so that a message
@@ -101,7 +111,7 @@ impl Subscriber {
             self.queued_bytes.fetch_sub(len, Relaxed);
             return Err(self.refused(payload));
         }
-        if !self.budget.try_take(len) {
+        if take_budget && !self.budget.try_take(len) {
             self.queued_bytes.fetch_sub(len, Relaxed);
             return Err(if self.tx.is_closed() {
                 Refused::Closed(payload)
@@ -111,7 +121,9 @@ impl Subscriber {
         }
         self.tx.try_send(payload).map_err(|e| {
             self.queued_bytes.fetch_sub(len, Relaxed);
-            self.budget.give_back(len);
+            if take_budget {
+                self.budget.give_back(len);
+            }
             match e {
                 TrySendError::Full(p) => Refused::Full(p),
                 TrySendError::Closed(p) => Refused::Closed(p),

@@ -141,7 +141,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     if let Outcome::Drain { leave_first } = outcome {
         if leave_first {
             // The client is leaving: stop routing to it, but send what it is owed.
-            shared.router.leave(&channel, &sub, Vec::new(), false);
+            shared.router.stop_routing(&channel, &sub);
         } else {
             sub.set_end_reason("broker shutting down");
         }
