@@ -188,7 +188,14 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// A plain-TCP broker.
     pub fn new(config: BrokerConfig) -> Self {
+        Self::serving(config, None)
+    }
+
+    /// A broker serving TLS with `tls` (which may require client certificates),
+    /// or plain TCP with `None`.
+    pub fn serving(config: BrokerConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let config = Arc::new(config);
         let stats = Arc::new(BrokerStats::default());
         Self {
@@ -203,17 +210,9 @@ impl Broker {
                 readers: TaskTracker::new(),
                 writers: TaskTracker::new(),
                 per_ip: Default::default(),
-                tls: None,
+                tls,
             }),
         }
-    }
-
-    /// Serves TLS with `acceptor` (which may require client certificates).
-    pub fn with_tls(mut self, acceptor: tokio_rustls::TlsAcceptor) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.tls = Some(acceptor);
-        }
-        self
     }
 
     /// Live counters, for whoever embeds the broker.

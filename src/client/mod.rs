@@ -4,6 +4,8 @@ pub mod publisher;
 pub mod reconnect;
 pub mod subscriber;
 
+use std::sync::{Arc, OnceLock};
+
 use anyhow::Context;
 use bytes::Bytes;
 use futures::SinkExt;
@@ -13,6 +15,7 @@ use tokio_util::either::Either;
 
 use crate::exit::Unreachable;
 use crate::proto::FrameCodec;
+use crate::tls::TlsClient;
 
 /// Where the broker is.
 #[derive(Debug, Clone, clap::Args)]
@@ -25,22 +28,39 @@ pub struct Target {
     pub port: u16,
     #[command(flatten)]
     pub tls: crate::tls::ClientTlsArgs,
+    /// The TLS client, built from the flags once (it reads certificate files)
+    /// and shared by every reconnection.
+    #[arg(skip)]
+    tls_client: Arc<OnceLock<Option<TlsClient>>>,
 }
 
 impl Target {
-    /// A plain-TCP target.
-    pub fn plain(host: impl Into<String>, port: u16) -> Self {
+    pub fn new(host: impl Into<String>, port: u16, tls: crate::tls::ClientTlsArgs) -> Self {
         Self {
             host: host.into(),
             port,
-            tls: Default::default(),
+            tls,
+            tls_client: Default::default(),
         }
+    }
+
+    /// A plain-TCP target.
+    pub fn plain(host: impl Into<String>, port: u16) -> Self {
+        Self::new(host, port, Default::default())
     }
 
     /// Fails early, with a clear message, on TLS flags that cannot work
     /// (unreadable certificates, a key that does not match).
     pub fn check(&self) -> anyhow::Result<()> {
-        self.tls.client(&self.host).map(drop)
+        self.tls_client().map(drop)
+    }
+
+    fn tls_client(&self) -> anyhow::Result<Option<TlsClient>> {
+        if let Some(c) = self.tls_client.get() {
+            return Ok(c.clone());
+        }
+        let c = self.tls.client(&self.host)?;
+        Ok(self.tls_client.get_or_init(|| c).clone())
     }
 }
 
@@ -57,7 +77,7 @@ pub type Connection = Framed<Stream, FrameCodec>;
 
 /// Connects and subscribes to `channel`.
 pub async fn connect(target: &Target, channel: &str) -> anyhow::Result<Connection> {
-    let tls = target.tls.client(&target.host)?;
+    let tls = target.tls_client()?;
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|source| Unreachable {

@@ -101,8 +101,6 @@ async fn session(
     }
 }
 
-/// Says goodbye and waits (briefly) for the broker's end-of-stream, which comes
-/// after it has read, and so routed, everything sent before the goodbye.
 /// Says goodbye and waits for the broker's end-of-stream: only then has
 /// everything sent been routed. A broker that ends the stream any other way
 /// (a TLS alert for a refused certificate, a reset) did not confirm it.

@@ -161,8 +161,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(|v| v.get_name().to_owned())
             .unwrap_or_default()
     );
-    let mut broker = Broker::new(config);
-    if let Some(acceptor) = tls {
+    if tls.is_some() {
         tracing::info!(
             "serving TLS{}",
             if args.tls.tls_client_ca.is_some() {
@@ -171,8 +170,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 ""
             }
         );
-        broker = broker.with_tls(acceptor);
     }
+    let broker = Broker::serving(config, tls);
     if args.metrics {
         anyhow::ensure!(
             !args.metrics_interval.is_zero(),

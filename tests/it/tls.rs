@@ -76,6 +76,11 @@ fn pki() -> Pki {
     }
 }
 
+/// A client's flags for trusting `ca` and presenting `cert` (certificate, key).
+fn client_flags<'a>(ca: &'a str, cert: &'a (String, String)) -> [&'a str; 6] {
+    ["--tls-ca", ca, "--tls-cert", &cert.0, "--tls-key", &cert.1]
+}
+
 /// `aioq send --count 1` with extra flags; its exit code.
 fn send_one(port: u16, extra: &[&str], message: &str) -> Option<i32> {
     let port = port.to_string();
@@ -151,14 +156,7 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
         .log
         .wait_for_async(5.0, "client certificates required")
         .await;
-    let admitted = [
-        "--tls-ca",
-        pki.ca.as_str(),
-        "--tls-cert",
-        pki.client.0.as_str(),
-        "--tls-key",
-        pki.client.1.as_str(),
-    ];
+    let admitted = client_flags(&pki.ca, &pki.client);
     let mut listen = listen_one(broker.port, &admitted);
     wait_subscribed(&broker, "/topic/tls", 1).await;
 
@@ -167,14 +165,7 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
     assert_ne!(bare.exit_code(15.0), Some(0));
     broker.log.wait_for_async(5.0, "TLS handshake failed").await;
     // A certificate from another CA: refused.
-    let stranger = [
-        "--tls-ca",
-        pki.ca.as_str(),
-        "--tls-cert",
-        pki.stranger.0.as_str(),
-        "--tls-key",
-        pki.stranger.1.as_str(),
-    ];
+    let stranger = client_flags(&pki.ca, &pki.stranger);
     assert_ne!(send_one(broker.port, &stranger, "intruder"), Some(0));
     // Neither got in: only the admitted listener is subscribed, and the first
     // message it sees is the admitted sender's.
@@ -192,6 +183,15 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
 
 #[test]
 fn unreadable_certificate_files_are_a_clear_error() {
+    // A certificate without its key is a usage error.
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--port", "0", "--tls-cert", "cert.pem"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--tls-key"), "{err}");
+
     let out = std::process::Command::new(BIN)
         .args([
             "serve",

@@ -98,8 +98,16 @@ fn redact(dsn: &str) -> String {
 }
 
 pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
-    if args.publish.is_some() {
-        args.broker_tls.client(&args.broker_host)?;
+    let broker = args.publish.as_ref().map(|channel| {
+        let target = Target::new(
+            args.broker_host.clone(),
+            args.broker_port,
+            args.broker_tls.clone(),
+        );
+        (target, channel.clone())
+    });
+    if let Some((target, _)) = &broker {
+        target.check()?;
     }
     let (mut db, connection) = tokio_postgres::connect(&args.dsn, NoTls)
         .await
@@ -170,14 +178,8 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
     let (feed_tx, mut feed_rx) = mpsc::channel(1024);
     let mut listener = tokio::spawn(listener::run(args.dsn.clone(), channels.clone(), feed_tx));
 
-    let forward = args.publish.as_ref().map(|channel| {
+    let forward = broker.map(|(target, channel)| {
         let (tx, rx) = mpsc::channel::<Bytes>(10_000);
-        let target = Target {
-            host: args.broker_host.clone(),
-            port: args.broker_port,
-            tls: args.broker_tls.clone(),
-        };
-        let channel = channel.clone();
         tokio::spawn(async move {
             if let Err(e) = publisher::run(&target, &channel, rx, false).await {
                 tracing::error!("forwarding to the broker stopped: {e:#}");
