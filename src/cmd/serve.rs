@@ -101,6 +101,11 @@ impl ServeArgs {
             self.max_channel >= 1 && self.max_channel <= self.max_frame,
             "--max-channel must be between 1 and --max-frame"
         );
+        anyhow::ensure!(self.max_memory >= 1, "--max-memory must be more than 0");
+        anyhow::ensure!(
+            !self.write_timeout.is_zero() && !self.frame_timeout.is_zero(),
+            "--write-timeout and --frame-timeout must be more than 0"
+        );
         anyhow::ensure!(
             self.max_frame <= u32::MAX as usize,
             "--max-frame cannot exceed 4GiB - 1 (the length prefix is 32 bits)"
@@ -117,10 +122,10 @@ impl ServeArgs {
             subscribe_timeout: self.subscribe_timeout,
             keepalive: (!self.keepalive.is_zero()).then_some(self.keepalive),
             drain_timeout: self.drain_timeout,
-            max_memory: self.max_memory.max(1),
+            max_memory: self.max_memory,
             max_connections_per_ip: self.max_connections_per_ip as usize,
-            write_timeout: self.write_timeout.max(Duration::from_millis(10)),
-            frame_timeout: self.frame_timeout.max(Duration::from_millis(10)),
+            write_timeout: self.write_timeout,
+            frame_timeout: self.frame_timeout,
         })
     }
 }

@@ -22,6 +22,20 @@ fn bad_flag_exits_2_with_a_useful_message() {
 }
 
 #[test]
+fn zero_limits_are_refused_not_clamped() {
+    for (flag, value) in [
+        ("--max-memory", "0"),
+        ("--write-timeout", "0s"),
+        ("--frame-timeout", "0s"),
+    ] {
+        let out = aioq(&["serve", "--port", "0", flag, value]);
+        assert_eq!(out.status.code(), Some(1), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(flag) && err.contains("more than 0"), "{err}");
+    }
+}
+
+#[test]
 fn help_of_each_subcommand_renders_with_examples() {
     for cmd in ["serve", "listen", "send", "bench", "completions", "man"] {
         let out = aioq(&[cmd, "--help"]);
