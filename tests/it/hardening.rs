@@ -340,29 +340,27 @@ async fn churn_once(port: u16, k: usize) {
 
 /// Clients as processes killed with SIGKILL mid-way.
 fn killed_clients(port: u16, n: usize) {
+    let port = port.to_string();
     for i in 0..n {
-        let port = port.to_string();
-        let mut child = std::process::Command::new(BIN)
-            .args(if i % 2 == 0 {
-                vec!["listen", "--port", &port, "--channel", "/topic/churn/1"]
-            } else {
-                vec![
-                    "send",
-                    "--port",
-                    &port,
-                    "--channel",
-                    "/queue/churn/1",
-                    "--interval",
-                    "1ms",
-                ]
-            })
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(30));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let args = if i % 2 == 0 {
+            vec!["listen", "--port", &port, "--channel", "/topic/churn/1"]
+        } else {
+            let channel = "/queue/churn/1";
+            vec![
+                "send",
+                "--port",
+                &port,
+                "--channel",
+                channel,
+                "--interval",
+                "1ms",
+            ]
+        };
+        let mut client = Proc::spawn(&args, false);
+        // Killed only once it is connected, so the broker loses a live peer.
+        client.err.wait_for(10.0, "connected to");
+        client.child.kill().unwrap();
+        client.child.wait().unwrap();
     }
 }
 
