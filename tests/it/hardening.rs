@@ -133,7 +133,7 @@ async fn queue_publisher_waits_at_the_memory_budget_and_nothing_is_lost() {
     // The broker's own count shows the budget reached, and never passed.
     within(30.0, "the backlog fills the budget", async {
         loop {
-            let (_, held) = broker_counters(&mut mon).await;
+            let (_, held, _) = broker_counters(&mut mon).await;
             assert!(held <= 2100 * 1024, "{held} bytes held past the budget");
             if held >= 2 * MIB {
                 return;
@@ -364,13 +364,29 @@ fn killed_clients(port: u16, n: usize) {
     }
 }
 
-/// The broker's own report of its runtime: (tasks, held payload bytes).
-async fn broker_counters(mon: &mut Raw) -> (u64, u64) {
+/// Connections the kernel has completed and the broker not yet accepted on
+/// its loopback listener (for a listening socket, /proc/net/tcp's rx_queue).
+fn accept_queue(port: u16) -> u64 {
+    let local = format!("0100007F:{port:04X}");
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    table
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f[1] == local && f[3] == "0A")
+        .map(|f| u64::from_str_radix(f[4].split(':').nth(1).unwrap(), 16).unwrap())
+        .expect("the broker's listening socket")
+}
+
+/// The broker's own report of its runtime: (tasks, held payload bytes, open
+/// connections).
+async fn broker_counters(mon: &mut Raw) -> (u64, u64, u64) {
     let m = within(10.0, "a metrics sample", mon.read()).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
     (
         v["broker"]["tasks"].as_u64().unwrap(),
         v["broker"]["held_bytes"].as_u64().unwrap(),
+        v["broker"]["connections"].as_u64().unwrap(),
     )
 }
 
@@ -393,7 +409,12 @@ async fn churn(port: u16, rounds: usize) {
 /// Takes what the churn left in the `/queue` backlogs (messages waiting for a
 /// worker are held, not leaked), then waits until the broker is back to
 /// `fds` descriptors and `tasks` tasks holding no payload.
-async fn wait_idle(port: u16, pid: u32, mon: &mut Raw, fds: usize, tasks: u64) {
+///
+/// The workers stay until every churned connection is gone: the kernel
+/// completes handshakes the broker has not accepted yet, so a publisher can
+/// still be routing long after the test's client side has finished.
+async fn wait_idle(port: u16, pid: u32, mon: &mut Raw, idle: (usize, u64, u64)) {
+    let (fds, tasks, connections) = idle;
     let mut workers = Vec::new();
     for q in 0..3 {
         let mut w = Raw::subscribe(port, &format!("/queue/churn/{q}")).await;
@@ -401,19 +422,21 @@ async fn wait_idle(port: u16, pid: u32, mon: &mut Raw, fds: usize, tasks: u64) {
             async move { while w.read().await.is_some() {} },
         ));
     }
-    let mut held = 0;
-    let drained = tokio::time::timeout(Duration::from_secs(30), async {
-        // Twice in a row: a publisher's last bytes may still be in flight.
-        let mut empty = 0;
-        while empty < 2 {
-            held = broker_counters(mon).await.1;
-            empty = if held == 0 { empty + 1 } else { 0 };
+    let mut seen = (0, 0, 0, 0);
+    let drained = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let (_, held, open) = broker_counters(mon).await;
+            seen = (held, open, open_fds(pid), accept_queue(port));
+            if held == 0 && open <= connections + 3 && seen.2 <= fds + 3 && seen.3 == 0 {
+                return;
+            }
         }
     })
     .await;
     assert!(
         drained.is_ok(),
-        "queues not drained: {held} bytes still held"
+        "queues not drained: (held bytes, connections, fds, accept queue) = {seen:?}, \
+         idle was (0, {connections}, {fds}, 0) before 3 workers joined"
     );
     for w in workers {
         w.abort();
@@ -421,7 +444,7 @@ async fn wait_idle(port: u16, pid: u32, mon: &mut Raw, fds: usize, tasks: u64) {
     let mut last = (0, 0, 0);
     let idle = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
-            let (t, held) = broker_counters(mon).await;
+            let (t, held, _) = broker_counters(mon).await;
             last = (open_fds(pid), t, held);
             // A margin of two for the broker's own reporter reconnecting or a
             // timer task in flight; a leak over thousands of connections shows
@@ -456,25 +479,22 @@ async fn churn_leaves_no_descriptor_task_or_memory_behind() {
     let mut mon = Raw::subscribe(port, "/topic/self").await;
     // Idle once the broker's own reporter and this monitor are settled in: the
     // same counts three samples in a row.
-    let (mut idle_fds, mut idle_tasks, mut same) = (0, 0, 0);
+    let (mut idle, mut same) = ((0, 0, 0), 0);
     while same < 3 {
-        let (tasks, _) = broker_counters(&mut mon).await;
-        let fds = open_fds(pid);
-        same = if (fds, tasks) == (idle_fds, idle_tasks) {
-            same + 1
-        } else {
-            1
-        };
-        (idle_fds, idle_tasks) = (fds, tasks);
+        let (tasks, _, connections) = broker_counters(&mut mon).await;
+        let now = (open_fds(pid), tasks, connections);
+        same = if now == idle { same + 1 } else { 1 };
+        idle = now;
     }
+    let (idle_fds, idle_tasks, _) = idle;
 
     // A first round warms the allocator's pools; memory is compared after it.
     within(120.0, "warm-up churn", churn(port, 20)).await;
-    wait_idle(port, pid, &mut mon, idle_fds, idle_tasks).await;
+    wait_idle(port, pid, &mut mon, idle).await;
     let warm_rss = proc_status(pid, "VmRSS");
 
     within(240.0, "churn", churn(port, 200)).await;
-    wait_idle(port, pid, &mut mon, idle_fds, idle_tasks).await;
+    wait_idle(port, pid, &mut mon, idle).await;
     let rss = proc_status(pid, "VmRSS");
     let grown = rss.saturating_sub(warm_rss) / 1024;
     assert!(
