@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, FramedRead};
 use tokio_util::sync::CancellationToken;
 
+use super::cluster::Outbox;
 use super::router::{Channel, Kind};
 use super::stats::{ConnStats, DropReason};
 use super::subscriber::Subscriber;
@@ -240,8 +241,35 @@ async fn read_loop<R: AsyncRead + Unpin>(
     frames: &mut FramedRead<R, FrameCodec>,
     sub: &Subscriber,
 ) -> End {
+    let mut cache = HashMap::new();
+    let mut outbox = Outbox::default();
+    let end = read_frames(shared, frames, sub, &mut cache, &mut outbox).await;
+    if let (false, Some(c)) = (outbox.is_empty(), shared.cluster.get()) {
+        // What this client published must be stored (or routed here) before
+        // its connection is done: a `send` that got end-of-stream is owed that.
+        for (channel, payload) in outbox.settle(shared, c, &shared.abort).await {
+            route_locally(
+                shared,
+                sub,
+                &mut cache,
+                channel.name.clone(),
+                payload,
+                false,
+            )
+            .await;
+        }
+    }
+    end
+}
+
+async fn read_frames<R: AsyncRead + Unpin>(
+    shared: &Shared,
+    frames: &mut FramedRead<R, FrameCodec>,
+    sub: &Subscriber,
+    cache: &mut HashMap<Bytes, Arc<Channel>>,
+    outbox: &mut Outbox,
+) -> End {
     let mut parser = RequestParser::new(shared.config.max_channel);
-    let mut cache: HashMap<Bytes, Arc<Channel>> = HashMap::new();
     // Created once: a fresh `cancelled()` per frame registers and deregisters a
     // waiter (two lock round trips) for every message read.
     let stop = shared.stop_reading.cancelled();
@@ -297,7 +325,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
             Ok(None) => {}
             Ok(Some(Request::Goodbye)) => return End::Finish("said goodbye".into()),
             Ok(Some(Request::Publish { channel, payload })) => {
-                if !route(shared, sub, &mut cache, channel, payload).await {
+                if !route(shared, sub, cache, outbox, channel, payload).await {
                     return End::Stop;
                 }
             }
@@ -311,6 +339,7 @@ async fn route(
     shared: &Shared,
     sub: &Subscriber,
     cache: &mut HashMap<Bytes, Arc<Channel>>,
+    outbox: &mut Outbox,
     name: Bytes,
     payload: Bytes,
 ) -> bool {
@@ -322,22 +351,65 @@ async fn route(
         return true;
     }
     shared.stats.published.add(1, len);
+    let Some(cluster) = shared.cluster.get() else {
+        return route_locally(shared, sub, cache, name, payload, false).await;
+    };
+    if !crate::proto::is_queue(&name) {
+        cluster.forward(shared, &name, &payload);
+        return route_locally(shared, sub, cache, name, payload, false).await;
+    }
+    let Some(channel) = channel_for(shared, cache, &name) else {
+        return true;
+    };
+    match outbox
+        .publish(shared, cluster, &channel, payload, &shared.stop_reading)
+        .await
+    {
+        Ok(refused) => {
+            channel.stats.published.add(1, len);
+            for (channel, payload) in refused {
+                let name = channel.name.clone();
+                if !route_locally(shared, sub, cache, name, payload, true).await {
+                    return false;
+                }
+            }
+            true
+        }
+        Err(payload) => route_locally(shared, sub, cache, name, payload, false).await,
+    }
+}
+
+fn channel_for(
+    shared: &Shared,
+    cache: &mut HashMap<Bytes, Arc<Channel>>,
+    name: &Bytes,
+) -> Option<Arc<Channel>> {
+    if let Some(c) = cache.get(name) {
+        return Some(c.clone());
+    }
+    let c = shared.router.lookup(name)?;
+    if cache.len() >= CHANNEL_CACHE {
+        cache.clear();
+    }
+    cache.insert(name.clone(), c.clone());
+    Some(c)
+}
+
+/// Routes one message to this broker's subscribers or workers. `counted`: the
+/// channel's publish counter already has it.
+async fn route_locally(
+    shared: &Shared,
+    sub: &Subscriber,
+    cache: &mut HashMap<Bytes, Arc<Channel>>,
+    name: Bytes,
+    payload: Bytes,
+    counted: bool,
+) -> bool {
+    let len = payload.len() as u64;
     loop {
-        let channel = match cache.get(&name) {
-            Some(c) => c.clone(),
-            None => match shared.router.lookup(&name) {
-                Some(c) => {
-                    if cache.len() >= CHANNEL_CACHE {
-                        cache.clear();
-                    }
-                    cache.insert(name.clone(), c.clone());
-                    c
-                }
-                None => {
-                    shared.stats.unrouted.fetch_add(1, Relaxed);
-                    return true;
-                }
-            },
+        let Some(channel) = channel_for(shared, cache, &name) else {
+            shared.stats.unrouted.fetch_add(1, Relaxed);
+            return true;
         };
         let routed = match &channel.kind {
             Kind::Topic(_) => shared.router.publish_topic(&channel, &payload),
@@ -355,7 +427,9 @@ async fn route(
         };
         match routed {
             Ok(()) => {
-                channel.stats.published.add(1, len);
+                if !counted {
+                    channel.stats.published.add(1, len);
+                }
                 return true;
             }
             Err(_) => {

@@ -20,6 +20,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod budget;
+pub mod cluster;
 mod conn;
 pub mod queue;
 pub mod router;
@@ -131,6 +132,8 @@ struct Shared {
     per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Serves TLS when set.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Set once the broker has joined a cluster.
+    cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
 }
 
 impl Shared {
@@ -211,6 +214,7 @@ impl Broker {
                 writers: TaskTracker::new(),
                 per_ip: Default::default(),
                 tls,
+                cluster: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -223,6 +227,16 @@ impl Broker {
     /// A live view of the running broker, for tests and fuzzing.
     pub fn inspector(&self) -> Inspector {
         Inspector(self.shared.clone())
+    }
+
+    /// Joins the cluster `config` names (see [`cluster`]). Channels created from
+    /// now on are carried across it; call before [`run`](Self::run).
+    pub async fn join_cluster(&self, config: cluster::ClusterConfig) -> anyhow::Result<()> {
+        let c = cluster::Cluster::join(&self.shared, config).await?;
+        self.shared.router.follow(c.interest());
+        self.shared.stats.clustered.store(true, Relaxed);
+        let _ = self.shared.cluster.set(c);
+        Ok(())
     }
 
     /// The memory budget, to report how much of it is held.
@@ -309,6 +323,11 @@ async fn shutdown_gracefully(shared: &Shared) {
         tracing::warn!("drain timeout passed: closing the remaining connections");
         shared.abort.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), shared.writers.wait()).await;
+    }
+    if let Some(c) = shared.cluster.get() {
+        // Acknowledgements of what was written, and messages handed back, must
+        // reach JetStream before the process ends.
+        c.flush(Duration::from_secs(2)).await;
     }
     for channel in shared.router.channels() {
         if let router::Kind::Queue(q) = &channel.kind {

@@ -3,7 +3,7 @@
 //! back-pressure on the publisher when the backlog is full. Nothing is dropped.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use super::lock;
 use tokio::sync::Notify;
 
 use super::budget::Budget;
+use super::cluster::Delivery;
 use super::router::Retired;
 use super::subscriber::Subscriber;
 
@@ -23,6 +24,10 @@ pub struct QueueState {
     backlog_len: AtomicUsize,
     capacity: usize,
     budget: Arc<Budget>,
+    /// Set by a cluster puller waiting for worker room; whoever makes room
+    /// (a writer taking messages, a worker joining or leaving) wakes it.
+    room_wanted: AtomicBool,
+    room: Notify,
 }
 
 #[derive(Default)]
@@ -85,7 +90,85 @@ impl QueueState {
             backlog_len: AtomicUsize::new(0),
             capacity,
             budget,
+            room_wanted: AtomicBool::new(false),
+            room: Notify::new(),
         }
+    }
+
+    fn room_changed(&self) {
+        if self.room_wanted.load(Relaxed) && self.room_wanted.swap(false, Relaxed) {
+            self.room.notify_one();
+        }
+    }
+
+    /// Asks to be woken by [`wait_room`](Self::wait_room) at the next change of
+    /// worker room. Called before looking at the room: `notify_one` keeps a
+    /// permit, so a change between the look and the wait is not missed.
+    pub fn want_room(&self) {
+        self.room_wanted.store(true, Relaxed);
+    }
+
+    pub async fn wait_room(&self) {
+        self.room.notified().await;
+    }
+
+    /// Messages the workers can take now without waiting: what a cluster
+    /// puller may fetch. None while the local backlog has some, which goes first.
+    pub fn worker_room(&self) -> usize {
+        let inner = lock(&self.inner);
+        if !inner.backlog.is_empty() {
+            return 0;
+        }
+        inner.workers.iter().map(|w| w.room()).sum()
+    }
+
+    /// Hands a JetStream message to the next worker with room, to be
+    /// acknowledged once written; gives it back when none has room (or the
+    /// local backlog is not empty, which keeps its order).
+    pub fn offer_delivery(
+        &self,
+        payload: Bytes,
+        delivery: Delivery,
+    ) -> Result<(), (Bytes, Delivery)> {
+        let mut inner = lock(&self.inner);
+        if !inner.backlog.is_empty() {
+            return Err((payload, delivery));
+        }
+        let n = inner.workers.len();
+        let (mut payload, mut delivery) = (payload, delivery);
+        for k in 0..n {
+            let i = (inner.next + k) % n;
+            match inner.workers[i].offer_delivery(payload, delivery) {
+                Ok(()) => {
+                    inner.next = (i + 1) % n;
+                    return Ok(());
+                }
+                Err((refused, d)) => {
+                    payload = refused.into_inner();
+                    delivery = d;
+                }
+            }
+        }
+        Err((payload, delivery))
+    }
+
+    /// The backlog, when no worker is left to take it: a clustered broker
+    /// hands it back to JetStream rather than hold it. Its bytes leave the budget.
+    pub fn take_orphans(&self) -> Vec<Bytes> {
+        let mut inner = lock(&self.inner);
+        if !inner.workers.is_empty() || inner.draining > 0 || inner.backlog.is_empty() {
+            return Vec::new();
+        }
+        let orphans: Vec<Bytes> = inner.backlog.drain(..).collect();
+        self.budget.give_back(orphans.iter().map(Bytes::len).sum());
+        self.after_change(&inner, orphans.len());
+        orphans
+    }
+
+    /// Puts back orphans that could not be handed to JetStream.
+    pub fn restore(&self, orphans: Vec<Bytes>) {
+        let mut inner = lock(&self.inner);
+        self.push_front(&mut inner, orphans);
     }
 
     pub fn worker_count(&self) -> usize {
@@ -113,6 +196,7 @@ impl QueueState {
         inner.workers.push(sub);
         let moved = inner.refill();
         self.after_change(&inner, moved);
+        self.room_changed();
     }
 
     /// Routes one message, waiting for backlog room when the backlog is full.
@@ -161,6 +245,7 @@ impl QueueState {
 
     /// Called by a worker's writer after it took messages off its send queue.
     pub fn refill(&self) {
+        self.room_changed();
         if self.backlog_len.load(Relaxed) == 0 {
             return;
         }
@@ -198,6 +283,7 @@ impl QueueState {
             inner.next = 0;
         }
         self.push_front(&mut inner, unsent);
+        self.room_changed();
         if inner.workers.is_empty() && inner.backlog.is_empty() && inner.draining == 0 {
             inner.retired = true;
         }

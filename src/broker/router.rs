@@ -17,6 +17,7 @@ use bytes::Bytes;
 use super::lock;
 
 use super::budget::Budget;
+use super::cluster::Interest;
 use super::queue::QueueState;
 use super::stats::{BrokerStats, ChannelStats, DropReason};
 use super::subscriber::{Refused, Subscriber};
@@ -31,6 +32,8 @@ pub struct Channel {
     pub name: Bytes,
     pub stats: ChannelStats,
     pub kind: Kind,
+    /// The channel's NATS subject, once the cluster needs it.
+    pub cluster_subject: std::sync::OnceLock<async_nats::Subject>,
 }
 
 pub enum Kind {
@@ -70,6 +73,8 @@ impl Channel {
 
 pub struct Router {
     channels: Mutex<HashMap<Bytes, Arc<Channel>>>,
+    /// Told of every channel created and retired, when the broker is in a cluster.
+    interest: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Interest>>,
     pub budget: Arc<Budget>,
     config: Arc<BrokerConfig>,
     stats: Arc<BrokerStats>,
@@ -79,10 +84,16 @@ impl Router {
     pub fn new(config: Arc<BrokerConfig>, stats: Arc<BrokerStats>) -> Self {
         Self {
             channels: Mutex::new(HashMap::new()),
+            interest: std::sync::OnceLock::new(),
             budget: Arc::new(Budget::new(config.max_memory)),
             config,
             stats,
         }
+    }
+
+    /// Reports channels created and retired to `interest` from now on.
+    pub fn follow(&self, interest: tokio::sync::mpsc::UnboundedSender<Interest>) {
+        let _ = self.interest.set(interest);
     }
 
     fn new_channel(&self, name: Bytes) -> Arc<Channel> {
@@ -91,11 +102,18 @@ impl Router {
         } else {
             Kind::Topic(Mutex::new(TopicState::default()))
         };
-        Arc::new(Channel {
+        let channel = Arc::new(Channel {
             name,
             stats: ChannelStats::default(),
             kind,
-        })
+            cluster_subject: std::sync::OnceLock::new(),
+        });
+        // Sent under the registry lock, so On and Off reach the cluster in the
+        // order channels come and go.
+        if let Some(tx) = self.interest.get() {
+            let _ = tx.send(Interest::On(channel.clone()));
+        }
+        channel
     }
 
     /// Adds `sub` to channel `name`, creating the channel if needed.
@@ -264,6 +282,9 @@ impl Router {
                 .is_some_and(|c| Arc::ptr_eq(c, channel))
         {
             channels.remove(&channel.name);
+            if let Some(tx) = self.interest.get() {
+                let _ = tx.send(Interest::Off(channel.clone()));
+            }
         }
     }
 

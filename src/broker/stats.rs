@@ -110,6 +110,23 @@ pub struct BrokerStats {
     /// by the protocol's rules, and not a loss, but worth knowing.
     pub unrouted: AtomicU64,
     pub dropped: Drops,
+    /// Set when the broker is part of a cluster: the summary then reports the
+    /// cluster counters below.
+    pub clustered: std::sync::atomic::AtomicBool,
+    /// Messages that came from other brokers through the cluster and were
+    /// handed to local subscribers or workers.
+    pub cluster_in: Flow,
+    /// Local messages handed to the cluster (topic forwards, and `/queue`
+    /// messages JetStream acknowledged).
+    pub cluster_out: Flow,
+    /// `/topic` messages that could not be forwarded (NATS unreachable or too
+    /// slow); local subscribers got them.
+    pub cluster_unforwarded: AtomicU64,
+    /// `/queue` messages kept on this broker because JetStream could not take them.
+    pub cluster_kept_local: AtomicU64,
+    /// `/queue` messages JetStream delivered more than once (a broker died or
+    /// a worker left before they were written).
+    pub cluster_redelivered: AtomicU64,
 }
 
 /// Per-channel counters.
@@ -119,6 +136,8 @@ pub struct ChannelStats {
     pub delivered: Flow,
     pub unrouted: AtomicU64,
     pub dropped: Drops,
+    /// Messages that came from the cluster into this channel.
+    pub cluster_in: Flow,
 }
 
 /// Per-connection counters.
@@ -142,6 +161,18 @@ pub struct Summary {
     pub unrouted: u64,
     pub slow_consumers_disconnected: u64,
     pub dropped: Vec<(DropReason, u64)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSummary>,
+}
+
+/// The cluster's part of the [`Summary`].
+#[derive(Debug, Serialize)]
+pub struct ClusterSummary {
+    pub from_cluster: u64,
+    pub to_cluster: u64,
+    pub unforwarded: u64,
+    pub kept_local: u64,
+    pub redelivered: u64,
 }
 
 impl BrokerStats {
@@ -157,6 +188,13 @@ impl BrokerStats {
             unrouted: self.unrouted.load(Relaxed),
             slow_consumers_disconnected: self.slow_consumers_disconnected.load(Relaxed),
             dropped: self.dropped.snapshot(),
+            cluster: self.clustered.load(Relaxed).then(|| ClusterSummary {
+                from_cluster: self.cluster_in.messages(),
+                to_cluster: self.cluster_out.messages(),
+                unforwarded: self.cluster_unforwarded.load(Relaxed),
+                kept_local: self.cluster_kept_local.load(Relaxed),
+                redelivered: self.cluster_redelivered.load(Relaxed),
+            }),
         }
     }
 }
@@ -176,13 +214,23 @@ impl std::fmt::Display for Summary {
             self.slow_consumers_disconnected,
         )?;
         if self.dropped.is_empty() {
-            return write!(f, "0");
+            write!(f, "0")?;
+        } else {
+            let parts: Vec<String> = self
+                .dropped
+                .iter()
+                .map(|(r, n)| format!("{}:{n}", r.as_str()))
+                .collect();
+            write!(f, "{}", parts.join(","))?;
         }
-        let parts: Vec<String> = self
-            .dropped
-            .iter()
-            .map(|(r, n)| format!("{}:{n}", r.as_str()))
-            .collect();
-        write!(f, "{}", parts.join(","))
+        if let Some(c) = &self.cluster {
+            write!(
+                f,
+                " from_cluster={} to_cluster={} cluster_unforwarded={} cluster_kept_local={} \
+                 cluster_redelivered={}",
+                c.from_cluster, c.to_cluster, c.unforwarded, c.kept_local, c.redelivered
+            )?;
+        }
+        Ok(())
     }
 }

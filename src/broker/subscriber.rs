@@ -1,6 +1,7 @@
 //! A subscriber as routing sees it: the sending end of its bounded send queue,
 //! its counters, and a way to disconnect it.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -9,6 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::budget::Budget;
+use super::cluster::Delivery;
 use super::lock;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
@@ -60,6 +62,19 @@ pub struct Subscriber {
     born: Instant,
     last_drop_log_ms: AtomicU64,
     drops_unlogged: AtomicU64,
+    /// JetStream messages queued for this worker, oldest first, acknowledged
+    /// once written to its socket (see [`written`](Self::written)).
+    unacked: Mutex<VecDeque<Unacked>>,
+    unacked_len: AtomicUsize,
+}
+
+/// A cluster message in a worker's send queue, known by its payload's address:
+/// the payload stays alive (in the queue and here) until it is written, so no
+/// other queued message can share the address.
+#[derive(Debug)]
+struct Unacked {
+    addr: usize,
+    delivery: Delivery,
 }
 
 impl Subscriber {
@@ -86,7 +101,84 @@ impl Subscriber {
             born: Instant::now(),
             last_drop_log_ms: AtomicU64::new(NEVER),
             drops_unlogged: AtomicU64::new(0),
+            unacked: Mutex::new(VecDeque::new()),
+            unacked_len: AtomicUsize::new(0),
         }
+    }
+
+    /// Free places in the send queue (by message count).
+    pub fn room(&self) -> usize {
+        self.tx.capacity()
+    }
+
+    /// Queues a JetStream message for this worker; it is acknowledged once
+    /// written. Registered before it is queued, so the writer cannot write it
+    /// unseen; taken back if the queue refuses it.
+    pub fn offer_delivery(
+        &self,
+        payload: Bytes,
+        delivery: Delivery,
+    ) -> Result<(), (Refused, Delivery)> {
+        let addr = payload.as_ptr() as usize;
+        {
+            let mut unacked = lock(&self.unacked);
+            unacked.push_back(Unacked { addr, delivery });
+            self.unacked_len.store(unacked.len(), Relaxed);
+        }
+        match self.offer(payload) {
+            Ok(()) => Ok(()),
+            Err(refused) => {
+                let mut unacked = lock(&self.unacked);
+                let pos = unacked.iter().rposition(|u| u.addr == addr);
+                let taken = pos.and_then(|i| unacked.remove(i));
+                self.unacked_len.store(unacked.len(), Relaxed);
+                match taken {
+                    Some(u) => Err((refused, u.delivery)),
+                    // Unreachable: only this call removes an entry it has not
+                    // seen written, and the queue refused it.
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The cluster messages among `batch`, which was just written: they are
+    /// due their acknowledgement.
+    pub fn written(&self, batch: &[Bytes]) -> Vec<Delivery> {
+        if self.unacked_len.load(Relaxed) == 0 {
+            return Vec::new();
+        }
+        let mut unacked = lock(&self.unacked);
+        let mut due = Vec::new();
+        for m in batch {
+            if unacked
+                .front()
+                .is_some_and(|u| u.addr == m.as_ptr() as usize)
+            {
+                if let Some(u) = unacked.pop_front() {
+                    due.push(u.delivery);
+                }
+            }
+        }
+        self.unacked_len.store(unacked.len(), Relaxed);
+        due
+    }
+
+    /// Splits what this worker leaves unsent into local messages (returned
+    /// first) and cluster messages, which go back to JetStream (returned second)
+    /// rather than to this broker's backlog.
+    pub fn unwritten(&self, unsent: Vec<Bytes>) -> (Vec<Bytes>, Vec<Delivery>) {
+        if self.unacked_len.load(Relaxed) == 0 {
+            return (unsent, Vec::new());
+        }
+        let mut unacked = lock(&self.unacked);
+        let local = unsent
+            .into_iter()
+            .filter(|m| !unacked.iter().any(|u| u.addr == m.as_ptr() as usize))
+            .collect();
+        let back = unacked.drain(..).map(|u| u.delivery).collect();
+        self.unacked_len.store(0, Relaxed);
+        (local, back)
     }
 
     /// Queues `payload` for this subscriber without waiting; gives it back when

@@ -171,6 +171,16 @@ pub async fn run<W: AsyncWrite + Unpin>(
         batch.push(m);
     }
     let stopping = shared.drain.is_cancelled();
+    // Cluster messages this worker never got go back to JetStream, for any
+    // broker's workers; only local ones stay in this broker's backlog.
+    let batch = match shared.cluster.get() {
+        Some(c) => {
+            let (local, back) = sub.unwritten(batch);
+            c.nak(back);
+            local
+        }
+        None => batch,
+    };
     shared.router.leave(&channel, &sub, batch, stopping);
     let s = &sub.stats;
     tracing::info!(
@@ -262,6 +272,12 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     sub.stats.sent.add(n, bytes);
     channel.stats.delivered.add(n, bytes);
     shared.stats.delivered.add(n, bytes);
+    if let Some(c) = shared.cluster.get() {
+        let due = sub.written(batch);
+        if !due.is_empty() {
+            c.ack(due);
+        }
+    }
     batch.clear();
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::broker::cluster::ClusterConfig;
 use crate::broker::{Broker, BrokerConfig, TopicOverflow};
 use crate::units::{parse_duration, parse_size};
 
@@ -15,6 +16,7 @@ Examples:
   aioq serve                              # 127.0.0.1:25000
   aioq serve --port 0                     # a free port, printed on the first line
   aioq serve --host 0.0.0.0 --topic-overflow disconnect --send-queue 4096
+  aioq serve --host 0.0.0.0 --cluster nats://10.0.0.9:4222   # one of several brokers
 
 The first line on stdout is `listening on HOST:PORT`. Logs go to stderr.
 SIGINT or SIGTERM shut down gracefully: queued messages are flushed (up to
@@ -83,6 +85,30 @@ pub struct ServeArgs {
     pub frame_timeout: Duration,
     #[command(flatten)]
     pub tls: crate::tls::ServerTlsArgs,
+    /// Join a cluster of brokers through this NATS server (e.g.
+    /// nats://10.0.0.9:4222; several, comma-separated). /topic messages reach
+    /// subscribers on every broker; /queue channels become JetStream
+    /// work-queue streams shared by every broker's workers.
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// How long JetStream waits for a broker to acknowledge a /queue message
+    /// before giving it to another broker (a broker that died holding it).
+    #[arg(long, default_value = "30s", value_parser = parse_duration, requires = "cluster")]
+    pub cluster_ack_wait: Duration,
+    /// Bytes each /queue stream holds in JetStream; past it publishers wait.
+    #[arg(long, default_value = "1GiB", value_parser = parse_size, requires = "cluster")]
+    pub cluster_queue_bytes: usize,
+    /// Messages each /queue stream holds in JetStream; past it publishers wait.
+    #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..), requires = "cluster")]
+    pub cluster_queue_messages: u64,
+    /// Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs
+    /// a clustered NATS).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5), requires = "cluster")]
+    pub cluster_replicas: u8,
+    /// Keep /queue streams in NATS memory instead of on disk (faster; lost
+    /// when nats-server restarts).
+    #[arg(long, requires = "cluster")]
+    pub cluster_memory: bool,
     /// Publish the broker's own CPU, memory and counters, like `aioq metrics report`.
     #[arg(long)]
     pub metrics: bool,
@@ -177,6 +203,24 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let broker = Broker::serving(config, tls);
+    if let Some(url) = &args.cluster {
+        anyhow::ensure!(
+            !args.cluster_ack_wait.is_zero(),
+            "--cluster-ack-wait must be more than 0"
+        );
+        broker
+            .join_cluster(ClusterConfig {
+                url: url.clone(),
+                ack_wait: args.cluster_ack_wait,
+                queue_max_bytes: i64::try_from(args.cluster_queue_bytes).unwrap_or(i64::MAX),
+                queue_max_messages: i64::try_from(args.cluster_queue_messages).unwrap_or(i64::MAX),
+                replicas: usize::from(args.cluster_replicas),
+                memory: args.cluster_memory,
+                name: format!("aioq {addr}"),
+            })
+            .await?;
+        tracing::info!("joining the cluster through NATS at {url}");
+    }
     if args.metrics {
         anyhow::ensure!(
             !args.metrics_interval.is_zero(),

@@ -1,0 +1,378 @@
+//! `serve --cluster`: brokers on several machines joined through NATS.
+//!
+//! What the cluster promises (the README's design note says the same):
+//! - `/topic`: a message published on any broker reaches every subscriber on
+//!   every broker once, in publish order per publisher and channel. Each broker
+//!   forwards its publishers' messages to core NATS and subscribes there only to
+//!   the channels it has subscribers for; its NATS connection is `no_echo`, so
+//!   nothing comes back to the broker it came from. Forwarding is one more
+//!   bounded queue: NATS being slow or away never slows a publisher, and what
+//!   cannot be forwarded is counted (`cluster_unforwarded`), while local
+//!   subscribers keep getting everything.
+//! - `/queue`: each channel is a JetStream work-queue stream, one durable pull
+//!   consumer shared by every broker. A broker pulls only as many messages as its
+//!   workers have free places, and acknowledges a message once it is written to a
+//!   worker's socket, not when it is queued: a broker killed with messages in its
+//!   workers' send queues has acknowledged none of them, and JetStream gives them
+//!   to another broker after `--cluster-ack-wait`. At-least-once: a message can
+//!   arrive twice (a broker killed after writing, before its ack left), never
+//!   zero times once JetStream acknowledged the publish. Publishers wait for
+//!   JetStream's acknowledgement (a window of them in flight per connection), so
+//!   a full stream back-pressures them as a full backlog does on one broker.
+//!   While NATS is unreachable, `/queue` messages stay on the broker they were
+//!   published to (counted, `cluster_kept_local`).
+
+mod queues;
+pub mod subject;
+mod topics;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_nats::jetstream;
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::lock;
+use super::router::{Channel, Kind};
+use super::Shared;
+
+pub use queues::Outbox;
+
+/// A JetStream message on its way to a worker.
+pub type Delivery = jetstream::Message;
+
+/// Name of the durable pull consumer every broker shares on each stream.
+const CONSUMER: &str = "aioq";
+/// Topic messages waiting to be forwarded, by count and by bytes.
+const FORWARD_QUEUE: usize = 16_384;
+const FORWARD_QUEUE_BYTES: usize = 64 << 20;
+
+/// How a broker joins a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// NATS server URL(s), comma-separated.
+    pub url: String,
+    /// How long JetStream waits for a broker's acknowledgement before giving
+    /// the message to another broker.
+    pub ack_wait: Duration,
+    /// Limits of each `/queue` stream; past them publishers wait.
+    pub queue_max_bytes: i64,
+    pub queue_max_messages: i64,
+    pub replicas: usize,
+    /// Keep `/queue` streams in memory instead of on disk.
+    pub memory: bool,
+    /// Shown to the NATS server as the connection name.
+    pub name: String,
+}
+
+/// A channel gaining or losing its place in the cluster: sent by the router
+/// when a channel is created or retired.
+pub enum Interest {
+    On(Arc<Channel>),
+    Off(Arc<Channel>),
+}
+
+enum Ack {
+    Ack(Delivery),
+    Nak(Delivery),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Logs at most once a second, with how many events it stood for.
+#[derive(Default)]
+struct Every {
+    last_ms: AtomicU64,
+    unlogged: AtomicU64,
+}
+
+impl Every {
+    fn due(&self, base: Instant) -> Option<u64> {
+        self.unlogged.fetch_add(1, Relaxed);
+        // Plus one: 0 means never logged.
+        let now = base.elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms.load(Relaxed);
+        ((last == 0 || now >= last + 1000)
+            && self
+                .last_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok())
+        .then(|| self.unlogged.swap(0, Relaxed))
+    }
+}
+
+pub struct Cluster {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    config: ClusterConfig,
+    forward: mpsc::Sender<(Bytes, Bytes)>,
+    forward_bytes: AtomicUsize,
+    acks: mpsc::UnboundedSender<Ack>,
+    interest: mpsc::UnboundedSender<Interest>,
+    consumers: Mutex<HashMap<Bytes, Arc<tokio::sync::OnceCell<jetstream::consumer::PullConsumer>>>>,
+    base: Instant,
+    unforwarded_log: Every,
+    kept_local_log: Every,
+}
+
+impl Cluster {
+    /// Connects to NATS (in the background if it is not reachable yet) and
+    /// starts the tasks that carry channels between the broker and the cluster.
+    pub(super) async fn join(
+        shared: &Arc<Shared>,
+        config: ClusterConfig,
+    ) -> anyhow::Result<Arc<Self>> {
+        let url = config.url.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name(&config.name)
+            .no_echo()
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis(100 << attempts.min(4)).min(Duration::from_secs(2))
+            })
+            .event_callback(move |event| {
+                let url = url.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => {
+                            tracing::info!("cluster: connected to NATS at {url}")
+                        }
+                        async_nats::Event::Disconnected => tracing::warn!(
+                            "cluster: NATS at {url} unreachable; local delivery goes on, \
+                             /topic messages are not forwarded until it is back"
+                        ),
+                        other => tracing::warn!("cluster: NATS says: {other}"),
+                    }
+                }
+            })
+            .connect(config.url.as_str())
+            .await
+            .with_context(|| format!("cannot use --cluster {}", config.url))?;
+        let js = jetstream::new(client.clone());
+        let (forward, forward_rx) = mpsc::channel(FORWARD_QUEUE);
+        let (acks, acks_rx) = mpsc::unbounded_channel();
+        let (interest, interest_rx) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Self {
+            client,
+            js,
+            config,
+            forward,
+            forward_bytes: AtomicUsize::new(0),
+            acks,
+            interest,
+            consumers: Mutex::new(HashMap::new()),
+            base: Instant::now(),
+            unforwarded_log: Every::default(),
+            kept_local_log: Every::default(),
+        });
+        tokio::spawn(topics::forward(shared.clone(), cluster.clone(), forward_rx));
+        tokio::spawn(acknowledge(cluster.clone(), acks_rx));
+        tokio::spawn(follow(shared.clone(), cluster.clone(), interest_rx));
+        Ok(cluster)
+    }
+
+    pub fn interest(&self) -> mpsc::UnboundedSender<Interest> {
+        self.interest.clone()
+    }
+
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Hands a local `/topic` message to the forwarder without waiting; counts
+    /// it when it cannot be forwarded.
+    pub(in crate::broker) fn forward(&self, shared: &Shared, name: &Bytes, payload: &Bytes) {
+        let len = payload.len();
+        let queued = self.forward_bytes.fetch_add(len, Relaxed);
+        let refused = if !self.connected() {
+            Some("NATS is unreachable")
+        } else if queued > 0 && queued + len > FORWARD_QUEUE_BYTES {
+            Some("the forward queue is full")
+        } else if self
+            .forward
+            .try_send((name.clone(), payload.clone()))
+            .is_err()
+        {
+            Some("the forward queue is full")
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            self.forward_bytes.fetch_sub(len, Relaxed);
+            self.unforwarded(shared, why);
+        }
+    }
+
+    fn unforwarded(&self, shared: &Shared, why: &str) {
+        shared.stats.cluster_unforwarded.fetch_add(1, Relaxed);
+        if let Some(n) = self.unforwarded_log.due(self.base) {
+            tracing::warn!(
+                "cluster: {n} /topic message(s) not forwarded: {why} ({} in all); \
+                 local subscribers still got them",
+                shared.stats.cluster_unforwarded.load(Relaxed)
+            );
+        }
+    }
+
+    /// Counts a `/queue` message kept on this broker because JetStream could
+    /// not take it.
+    pub(in crate::broker) fn kept_local(&self, shared: &Shared, why: &str) {
+        shared.stats.cluster_kept_local.fetch_add(1, Relaxed);
+        if let Some(n) = self.kept_local_log.due(self.base) {
+            tracing::warn!(
+                "cluster: {n} /queue message(s) kept on this broker: {why} ({} in all)",
+                shared.stats.cluster_kept_local.load(Relaxed)
+            );
+        }
+    }
+
+    /// The shared pull consumer of `/queue` channel `name`, creating its stream
+    /// and consumer on first use.
+    async fn consumer(&self, name: &Bytes) -> anyhow::Result<jetstream::consumer::PullConsumer> {
+        let cell = lock(&self.consumers)
+            .entry(name.clone())
+            .or_default()
+            .clone();
+        let consumer = cell
+            .get_or_try_init(|| async {
+                let stream = self
+                    .js
+                    .get_or_create_stream(jetstream::stream::Config {
+                        name: subject::stream_name(name),
+                        subjects: vec![subject::encode(name)],
+                        retention: jetstream::stream::RetentionPolicy::WorkQueue,
+                        discard: jetstream::stream::DiscardPolicy::New,
+                        max_bytes: self.config.queue_max_bytes,
+                        max_messages: self.config.queue_max_messages,
+                        num_replicas: self.config.replicas,
+                        storage: if self.config.memory {
+                            jetstream::stream::StorageType::Memory
+                        } else {
+                            jetstream::stream::StorageType::File
+                        },
+                        description: Some(format!(
+                            "aioq channel {}",
+                            String::from_utf8_lossy(name)
+                        )),
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("creating the stream: {e}"))?;
+                let subjects = &stream.cached_info().config.subjects;
+                anyhow::ensure!(
+                    subjects.len() == 1 && subjects[0] == subject::encode(name),
+                    "stream {} already holds {subjects:?}",
+                    subject::stream_name(name)
+                );
+                stream
+                    .get_or_create_consumer(
+                        CONSUMER,
+                        jetstream::consumer::pull::Config {
+                            durable_name: Some(CONSUMER.into()),
+                            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+                            ack_wait: self.config.ack_wait,
+                            max_ack_pending: -1,
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("creating the consumer: {e}"))
+            })
+            .await?;
+        Ok(consumer.clone())
+    }
+
+    /// Forgets what is known of `name`'s stream, after an error that suggests
+    /// it is gone (a NATS server restarted without its store).
+    fn forget(&self, name: &Bytes) {
+        lock(&self.consumers).remove(name);
+    }
+
+    pub fn ack(&self, deliveries: Vec<Delivery>) {
+        for d in deliveries {
+            let _ = self.acks.send(Ack::Ack(d));
+        }
+    }
+
+    /// Gives messages back to JetStream for any broker to deliver.
+    pub fn nak(&self, deliveries: Vec<Delivery>) {
+        for d in deliveries {
+            let _ = self.acks.send(Ack::Nak(d));
+        }
+    }
+
+    /// Sends every acknowledgement queued so far, at shutdown.
+    pub async fn flush(&self, within: Duration) {
+        let (tx, rx) = oneshot::channel();
+        if self.acks.send(Ack::Flush(tx)).is_ok() {
+            let _ = tokio::time::timeout(within, rx).await;
+        }
+    }
+}
+
+async fn acknowledge(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Ack>) {
+    while let Some(a) = rx.recv().await {
+        let r = match a {
+            Ack::Ack(d) => d.ack().await,
+            Ack::Nak(d) => d.ack_with(jetstream::AckKind::Nak(None)).await,
+            Ack::Flush(done) => {
+                let _ = cluster.client.flush().await;
+                let _ = done.send(());
+                Ok(())
+            }
+        };
+        if let Err(e) = r {
+            // JetStream redelivers what it was not told about: at-least-once holds.
+            tracing::debug!("cluster: acknowledgement not sent: {e}");
+        }
+    }
+}
+
+/// Follows the router's channels: a topic with local subscribers is
+/// subscribed on NATS, a queue channel gets a puller; both stop when the
+/// channel retires.
+async fn follow(
+    shared: Arc<Shared>,
+    cluster: Arc<Cluster>,
+    mut rx: mpsc::UnboundedReceiver<Interest>,
+) {
+    let mut following: HashMap<Bytes, (Arc<Channel>, CancellationToken)> = HashMap::new();
+    while let Some(event) = rx.recv().await {
+        match event {
+            Interest::On(channel) => {
+                let stop = shared.stop_reading.child_token();
+                if let Some((_, old)) =
+                    following.insert(channel.name.clone(), (channel.clone(), stop.clone()))
+                {
+                    old.cancel();
+                }
+                match &channel.kind {
+                    Kind::Topic(_) => tokio::spawn(topics::inbound(
+                        shared.clone(),
+                        cluster.clone(),
+                        channel,
+                        stop,
+                    )),
+                    Kind::Queue(_) => {
+                        tokio::spawn(queues::pull(shared.clone(), cluster.clone(), channel, stop))
+                    }
+                };
+            }
+            Interest::Off(channel) => {
+                if following
+                    .get(&channel.name)
+                    .is_some_and(|(c, _)| Arc::ptr_eq(c, &channel))
+                {
+                    if let Some((_, stop)) = following.remove(&channel.name) {
+                        stop.cancel();
+                    }
+                }
+            }
+        }
+    }
+}

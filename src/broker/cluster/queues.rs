@@ -1,0 +1,335 @@
+//! `/queue` channels over JetStream: publishing with acknowledgements in
+//! flight, and pulling only what local workers have room for.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{subject, Cluster, Delivery};
+use crate::broker::queue::QueueState;
+use crate::broker::router::{Channel, Kind};
+use crate::broker::Shared;
+
+/// JetStream publishes one connection may have awaiting acknowledgement.
+const WINDOW: usize = 256;
+/// Most messages asked for in one pull request.
+const MAX_PULL: usize = 1024;
+/// How long a pull request waits for messages before it is renewed.
+const PULL_EXPIRES: Duration = Duration::from_secs(1);
+
+fn subject_of(channel: &Channel) -> async_nats::Subject {
+    channel
+        .cluster_subject
+        .get_or_init(|| subject::encode(&channel.name).into())
+        .clone()
+}
+
+type Pending = BoxFuture<'static, Result<(), (Arc<Channel>, Bytes)>>;
+
+/// One publisher connection's `/queue` messages on their way into JetStream.
+#[derive(Default)]
+pub struct Outbox {
+    inflight: FuturesOrdered<Pending>,
+}
+
+impl Outbox {
+    pub fn is_empty(&self) -> bool {
+        self.inflight.is_empty()
+    }
+
+    /// Sends one `/queue` message to its stream. Gives it back when JetStream
+    /// cannot take it now: the caller routes it on this broker instead. Also
+    /// returns, at the window's edge, earlier messages that JetStream refused
+    /// for good, for the same treatment.
+    pub(in crate::broker) async fn publish(
+        &mut self,
+        shared: &Shared,
+        cluster: &Cluster,
+        channel: &Arc<Channel>,
+        payload: Bytes,
+        stop: &CancellationToken,
+    ) -> Result<Vec<(Arc<Channel>, Bytes)>, Bytes> {
+        if !cluster.connected() {
+            cluster.kept_local(shared, "NATS is unreachable");
+            return Err(payload);
+        }
+        if let Err(e) = cluster.consumer(&channel.name).await {
+            cluster.kept_local(shared, &format!("{e:#}"));
+            return Err(payload);
+        }
+        let ack = match cluster
+            .js
+            .publish(subject_of(channel), payload.clone())
+            .await
+        {
+            Ok(ack) => ack,
+            Err(e) => {
+                cluster.kept_local(shared, &e.to_string());
+                return Err(payload);
+            }
+        };
+        let len = payload.len() as u64;
+        let stats = shared.stats.clone();
+        let channel = channel.clone();
+        self.inflight.push_back(Box::pin(async move {
+            match ack.await {
+                Ok(_) => {
+                    stats.cluster_out.add(1, len);
+                    Ok(())
+                }
+                Err(e) => {
+                    tracing::debug!("cluster: publish not acknowledged: {e}");
+                    Err((channel, payload))
+                }
+            }
+        }));
+        let mut refused = Vec::new();
+        while self.inflight.len() >= WINDOW {
+            refused.extend(self.settle_one(shared, cluster, stop).await);
+        }
+        Ok(refused)
+    }
+
+    /// Waits for every message in flight; returns those JetStream would not
+    /// take, to be routed on this broker.
+    pub(in crate::broker) async fn settle(
+        &mut self,
+        shared: &Shared,
+        cluster: &Cluster,
+        stop: &CancellationToken,
+    ) -> Vec<(Arc<Channel>, Bytes)> {
+        let mut refused = Vec::new();
+        while !self.inflight.is_empty() {
+            refused.extend(self.settle_one(shared, cluster, stop).await);
+        }
+        refused
+    }
+
+    async fn settle_one(
+        &mut self,
+        shared: &Shared,
+        cluster: &Cluster,
+        stop: &CancellationToken,
+    ) -> Option<(Arc<Channel>, Bytes)> {
+        let Some(Err((channel, payload))) = self.inflight.next().await else {
+            return None;
+        };
+        match store(shared, cluster, &channel, payload, stop).await {
+            Ok(()) => None,
+            Err(payload) => {
+                cluster.kept_local(shared, "JetStream did not acknowledge it");
+                Some((channel, payload))
+            }
+        }
+    }
+}
+
+/// Publishes one message and waits for its acknowledgement, retrying while
+/// NATS is connected: a full stream is back-pressure, not a reason to give up.
+/// Gives the message back if NATS goes away or the broker stops.
+async fn store(
+    shared: &Shared,
+    cluster: &Cluster,
+    channel: &Channel,
+    payload: Bytes,
+    stop: &CancellationToken,
+) -> Result<(), Bytes> {
+    let mut delay = Duration::from_millis(20);
+    loop {
+        if !cluster.connected() || stop.is_cancelled() {
+            return Err(payload);
+        }
+        let error = match cluster.consumer(&channel.name).await {
+            Err(e) => format!("{e:#}"),
+            Ok(_) => match cluster
+                .js
+                .publish(subject_of(channel), payload.clone())
+                .await
+            {
+                Err(e) => e.to_string(),
+                Ok(ack) => match ack.await {
+                    Ok(_) => {
+                        shared.stats.cluster_out.add(1, payload.len() as u64);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        if e.kind()
+                            == async_nats::jetstream::context::PublishErrorKind::StreamNotFound
+                        {
+                            cluster.forget(&channel.name);
+                        }
+                        e.to_string()
+                    }
+                },
+            },
+        };
+        tracing::debug!(
+            "cluster: {} not stored yet ({error}); retrying in {delay:?}",
+            channel.display_name()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => return Err(payload),
+        }
+        delay = (delay * 2).min(Duration::from_secs(1));
+    }
+}
+
+/// Pulls `/queue` channel `channel`'s messages from JetStream for as long as it
+/// exists on this broker, never more than its workers have room for.
+pub(super) async fn pull(
+    shared: Arc<Shared>,
+    cluster: Arc<Cluster>,
+    channel: Arc<Channel>,
+    stop: CancellationToken,
+) {
+    let Kind::Queue(q) = &channel.kind else {
+        return;
+    };
+    let mut delay = Duration::from_millis(100);
+    while !stop.is_cancelled() {
+        hand_back_orphans(&shared, &cluster, &channel, q, &stop).await;
+        q.want_room();
+        let room = q.worker_room().min(MAX_PULL);
+        if room == 0 || !cluster.connected() {
+            tokio::select! {
+                _ = q.wait_room() => {}
+                // Also looks again now and then: NATS coming back wakes nobody.
+                _ = tokio::time::sleep(PULL_EXPIRES) => {}
+                _ = stop.cancelled() => break,
+            }
+            continue;
+        }
+        let batch = match cluster.consumer(&channel.name).await {
+            Ok(consumer) => consumer
+                .batch()
+                .max_messages(room)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}")),
+            Err(e) => Err(e),
+        };
+        let mut batch = match batch {
+            Ok(b) => {
+                delay = Duration::from_millis(100);
+                b
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cluster: cannot pull {}: {e:#}; retrying in {delay:?}",
+                    channel.display_name()
+                );
+                cluster.forget(&channel.name);
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => break,
+                }
+                delay = (delay * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        loop {
+            let next = tokio::select! {
+                m = batch.next() => m,
+                _ = stop.cancelled() => break,
+            };
+            match next {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::debug!("cluster: pull of {} ended: {e}", channel.display_name());
+                    break;
+                }
+                Some(Ok(msg)) => hand(&shared, &cluster, &channel, q, msg, &stop).await,
+            }
+        }
+        if stop.is_cancelled() {
+            // Messages already on their way to this broker go straight back.
+            let rest = tokio::time::timeout(Duration::from_millis(200), async {
+                while let Some(Ok(msg)) = batch.next().await {
+                    cluster.nak(vec![msg]);
+                }
+            });
+            let _ = rest.await;
+        }
+    }
+}
+
+/// Gives one pulled message to a worker, waiting for room; hands it back to
+/// JetStream if the workers leave or the broker stops first.
+async fn hand(
+    shared: &Shared,
+    cluster: &Cluster,
+    channel: &Channel,
+    q: &QueueState,
+    msg: Delivery,
+    stop: &CancellationToken,
+) {
+    if msg.info().is_ok_and(|i| i.delivered > 1) {
+        shared.stats.cluster_redelivered.fetch_add(1, Relaxed);
+    }
+    let payload = msg.payload.clone();
+    if payload.is_empty() {
+        cluster.ack(vec![msg]);
+        return;
+    }
+    let len = payload.len() as u64;
+    let (mut payload, mut msg) = (payload, msg);
+    loop {
+        q.want_room();
+        match q.offer_delivery(payload, msg) {
+            Ok(()) => {
+                shared.stats.cluster_in.add(1, len);
+                channel.stats.cluster_in.add(1, len);
+                return;
+            }
+            Err((p, m)) => {
+                if stop.is_cancelled() || q.worker_count() == 0 {
+                    cluster.nak(vec![m]);
+                    return;
+                }
+                (payload, msg) = (p, m);
+            }
+        }
+        tokio::select! {
+            _ = q.wait_room() => {}
+            _ = tokio::time::sleep(PULL_EXPIRES) => {}
+            _ = stop.cancelled() => {}
+        }
+    }
+}
+
+/// Sends what the local backlog holds back to JetStream once no worker is left
+/// here to take it, so that workers on other brokers can.
+async fn hand_back_orphans(
+    shared: &Shared,
+    cluster: &Cluster,
+    channel: &Channel,
+    q: &QueueState,
+    stop: &CancellationToken,
+) {
+    let orphans = q.take_orphans();
+    if orphans.is_empty() {
+        return;
+    }
+    let n = orphans.len();
+    let mut rest = orphans.into_iter();
+    while let Some(m) = rest.next() {
+        if let Err(m) = store(shared, cluster, channel, m, stop).await {
+            let mut back = vec![m];
+            back.extend(rest);
+            q.restore(back);
+            return;
+        }
+    }
+    tracing::info!(
+        "cluster: {n} message(s) of {} handed back to JetStream: no worker left here",
+        channel.display_name()
+    );
+}

@@ -1,0 +1,105 @@
+//! `/topic` channels over core NATS: forwarding local messages out, and
+//! routing the cluster's messages to local subscribers.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{subject, Cluster};
+use crate::broker::router::Channel;
+use crate::broker::Shared;
+
+/// Messages taken off the forward queue at a time.
+const BATCH: usize = 256;
+/// Subjects remembered by the forwarder; past it the memo starts afresh.
+const SUBJECTS: usize = 4096;
+
+/// Publishes what local publishers send to `/topic` channels on NATS, in order.
+pub(super) async fn forward(
+    shared: Arc<Shared>,
+    cluster: Arc<Cluster>,
+    mut rx: mpsc::Receiver<(Bytes, Bytes)>,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut subjects: HashMap<Bytes, async_nats::Subject> = HashMap::new();
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        for (name, payload) in batch.drain(..) {
+            let len = payload.len();
+            cluster.forward_bytes.fetch_sub(len, Relaxed);
+            if !cluster.connected() {
+                cluster.unforwarded(&shared, "NATS is unreachable");
+                continue;
+            }
+            if subjects.len() >= SUBJECTS {
+                subjects.clear();
+            }
+            let subject = subjects
+                .entry(name)
+                .or_insert_with_key(|name| subject::encode(name).into())
+                .clone();
+            match cluster.client.publish(subject, payload).await {
+                Ok(()) => shared.stats.cluster_out.add(1, len as u64),
+                Err(e) => cluster.unforwarded(&shared, &e.to_string()),
+            }
+        }
+    }
+}
+
+/// Subscribes to `channel` on NATS while it has local subscribers and routes
+/// what other brokers publish to them.
+pub(super) async fn inbound(
+    shared: Arc<Shared>,
+    cluster: Arc<Cluster>,
+    channel: Arc<Channel>,
+    stop: CancellationToken,
+) {
+    let shown = channel.display_name();
+    let mut sub = match cluster
+        .client
+        .subscribe(subject::encode(&channel.name))
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cluster: cannot subscribe to {shown}: {e}");
+            return;
+        }
+    };
+    // Once NATS has the subscription, messages from other brokers reach this
+    // one: the line tells operators (and tests) that the channel is joined.
+    tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(5), cluster.client.flush()) => {
+            if matches!(r, Ok(Ok(()))) {
+                tracing::info!("cluster: following {shown}");
+            }
+        }
+        _ = stop.cancelled() => return,
+    }
+    loop {
+        let msg = tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            m = sub.next() => m,
+        };
+        let Some(msg) = msg else { break };
+        let payload = msg.payload;
+        if payload.is_empty() {
+            continue;
+        }
+        let len = payload.len() as u64;
+        shared.stats.cluster_in.add(1, len);
+        channel.stats.cluster_in.add(1, len);
+        // A retired channel's successor has its own subscription: routing there
+        // from this one too would deliver twice.
+        if shared.router.publish_topic(&channel, &payload).is_err() {
+            shared.stats.unrouted.fetch_add(1, Relaxed);
+        }
+    }
+    let _ = sub.unsubscribe().await;
+}
