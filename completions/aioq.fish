@@ -58,8 +58,14 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l frame-timeout -d 'Cl
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l tls-cert -d 'Serve TLS with this certificate chain (PEM); needs --tls-key' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l tls-key -d 'Private key for --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1)' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l tls-client-ca -d 'Require client certificates signed by this CA (mutual TLS): only admitted clients connect' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster -d 'Join a cluster of brokers through this NATS server (e.g. nats://10.0.0.9:4222; several, comma-separated). /topic messages reach subscribers on every broker; /queue channels become JetStream work-queue streams shared by every broker\'s workers' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-ack-wait -d 'How long JetStream waits for a broker to acknowledge a /queue message before giving it to another broker (a broker that died holding it)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-queue-bytes -d 'Bytes each /queue stream holds in JetStream; past it publishers wait' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-queue-messages -d 'Messages each /queue stream holds in JetStream; past it publishers wait' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-replicas -d 'Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs a clustered NATS)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-channel -d 'Channel for --metrics' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-interval -d 'Time between --metrics samples' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-memory -d 'Keep /queue streams in NATS memory instead of on disk (faster; lost when nats-server restarts)'
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics -d 'Publish the broker\'s own CPU, memory and counters, like `aioq metrics report`'
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'

@@ -177,11 +177,6 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on {addr}")?;
-        out.flush()?;
-    }
     tracing::info!(
         "broker ready on {addr} (send queue {} msgs/{} bytes, worker queue {}, backlog {}, topic overflow {})",
         config.send_queue,
@@ -219,7 +214,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 name: format!("aioq {addr}"),
             })
             .await?;
-        tracing::info!("joining the cluster through NATS at {url}");
+    }
+    // Printed once the broker is fully set up, cluster included: scripts and
+    // tests may publish as soon as they read it.
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {addr}")?;
+        out.flush()?;
     }
     if args.metrics {
         anyhow::ensure!(

@@ -43,8 +43,9 @@ use super::Shared;
 
 pub use queues::Outbox;
 
-/// A JetStream message on its way to a worker.
-pub type Delivery = jetstream::Message;
+/// A JetStream message on its way to a worker (boxed: it is large, and moves
+/// through queues and results).
+pub type Delivery = Box<jetstream::Message>;
 
 /// Name of the durable pull consumer every broker shares on each stream.
 const CONSUMER: &str = "aioq";
@@ -77,7 +78,7 @@ pub enum Interest {
     Off(Arc<Channel>),
 }
 
-enum Ack {
+enum Reply {
     Ack(Delivery),
     Nak(Delivery),
     Flush(oneshot::Sender<()>),
@@ -111,7 +112,7 @@ pub struct Cluster {
     config: ClusterConfig,
     forward: mpsc::Sender<(Bytes, Bytes)>,
     forward_bytes: AtomicUsize,
-    acks: mpsc::UnboundedSender<Ack>,
+    acks: mpsc::UnboundedSender<Reply>,
     interest: mpsc::UnboundedSender<Interest>,
     consumers: Mutex<HashMap<Bytes, Arc<tokio::sync::OnceCell<jetstream::consumer::PullConsumer>>>>,
     base: Instant,
@@ -153,6 +154,20 @@ impl Cluster {
             .connect(config.url.as_str())
             .await
             .with_context(|| format!("cannot use --cluster {}", config.url))?;
+        // Up to a few seconds for the first connection, so that a broker started
+        // next to its NATS server forwards from its first message; past that it
+        // serves anyway and the connection follows when NATS is up.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while client.connection_state() != async_nats::connection::State::Connected {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    "cluster: NATS at {} not reachable yet; serving locally until it is",
+                    config.url
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let js = jetstream::new(client.clone());
         let (forward, forward_rx) = mpsc::channel(FORWARD_QUEUE);
         let (acks, acks_rx) = mpsc::unbounded_channel();
@@ -191,12 +206,11 @@ impl Cluster {
         let queued = self.forward_bytes.fetch_add(len, Relaxed);
         let refused = if !self.connected() {
             Some("NATS is unreachable")
-        } else if queued > 0 && queued + len > FORWARD_QUEUE_BYTES {
-            Some("the forward queue is full")
-        } else if self
-            .forward
-            .try_send((name.clone(), payload.clone()))
-            .is_err()
+        } else if (queued > 0 && queued + len > FORWARD_QUEUE_BYTES)
+            || self
+                .forward
+                .try_send((name.clone(), payload.clone()))
+                .is_err()
         {
             Some("the forward queue is full")
         } else {
@@ -295,32 +309,32 @@ impl Cluster {
 
     pub fn ack(&self, deliveries: Vec<Delivery>) {
         for d in deliveries {
-            let _ = self.acks.send(Ack::Ack(d));
+            let _ = self.acks.send(Reply::Ack(d));
         }
     }
 
     /// Gives messages back to JetStream for any broker to deliver.
     pub fn nak(&self, deliveries: Vec<Delivery>) {
         for d in deliveries {
-            let _ = self.acks.send(Ack::Nak(d));
+            let _ = self.acks.send(Reply::Nak(d));
         }
     }
 
     /// Sends every acknowledgement queued so far, at shutdown.
     pub async fn flush(&self, within: Duration) {
         let (tx, rx) = oneshot::channel();
-        if self.acks.send(Ack::Flush(tx)).is_ok() {
+        if self.acks.send(Reply::Flush(tx)).is_ok() {
             let _ = tokio::time::timeout(within, rx).await;
         }
     }
 }
 
-async fn acknowledge(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Ack>) {
+async fn acknowledge(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Reply>) {
     while let Some(a) = rx.recv().await {
         let r = match a {
-            Ack::Ack(d) => d.ack().await,
-            Ack::Nak(d) => d.ack_with(jetstream::AckKind::Nak(None)).await,
-            Ack::Flush(done) => {
+            Reply::Ack(d) => d.ack().await,
+            Reply::Nak(d) => d.ack_with(jetstream::AckKind::Nak(None)).await,
+            Reply::Flush(done) => {
                 let _ = cluster.client.flush().await;
                 let _ = done.send(());
                 Ok(())

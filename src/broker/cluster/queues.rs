@@ -246,14 +246,14 @@ pub(super) async fn pull(
                     tracing::debug!("cluster: pull of {} ended: {e}", channel.display_name());
                     break;
                 }
-                Some(Ok(msg)) => hand(&shared, &cluster, &channel, q, msg, &stop).await,
+                Some(Ok(msg)) => hand(&shared, &cluster, &channel, q, Box::new(msg), &stop).await,
             }
         }
         if stop.is_cancelled() {
             // Messages already on their way to this broker go straight back.
             let rest = tokio::time::timeout(Duration::from_millis(200), async {
                 while let Some(Ok(msg)) = batch.next().await {
-                    cluster.nak(vec![msg]);
+                    cluster.nak(vec![Box::new(msg)]);
                 }
             });
             let _ = rest.await;

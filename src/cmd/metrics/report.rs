@@ -140,6 +140,7 @@ pub async fn broker_self(
                 .metrics()
                 .num_alive_tasks() as u64,
             held_bytes: budget.used() as u64,
+            from_cluster: stats.cluster_in.messages(),
         });
         last = (std::time::Instant::now(), published, delivered);
         let Ok(json) = serde_json::to_string(&sample) else {

@@ -37,6 +37,10 @@ pub struct BrokerCounters {
     /// Payload bytes held in send queues and backlogs, against `--max-memory`.
     #[serde(default)]
     pub held_bytes: u64,
+    /// Messages that reached this broker's clients from other brokers of its
+    /// cluster (0 outside a cluster).
+    #[serde(default)]
+    pub from_cluster: u64,
 }
 
 pub fn now_rfc3339() -> String {

@@ -362,4 +362,5 @@ pub async fn http(
 }
 
 pub mod naive;
+pub mod nats;
 pub mod pg;

@@ -1,0 +1,352 @@
+//! `serve --cluster`: real nats-server processes with JetStream, two or three
+//! real brokers, clients on different brokers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::util::nats::Nats;
+use crate::util::*;
+
+fn clustered(nats: &Nats, extra: &[&str]) -> Broker {
+    let url = nats.url();
+    let mut args = vec!["--cluster", url.as_str()];
+    args.extend_from_slice(extra);
+    Broker::spawn(&args)
+}
+
+/// Waits until `broker` has joined `channel` on NATS: from then on, what
+/// other brokers publish there reaches it.
+async fn following(broker: &Broker, channel: &str) {
+    broker
+        .log
+        .wait_for_async(10.0, &format!("cluster: following {channel}"))
+        .await;
+}
+
+fn count(lines: &Lines, needle: &str) -> usize {
+    lines
+        .snapshot()
+        .iter()
+        .filter(|l| l.contains(needle))
+        .count()
+}
+
+/// A client that publishes (it subscribes to a channel nobody uses first,
+/// as the protocol wants).
+async fn publisher(port: u16) -> Raw {
+    Raw::subscribe(port, "/queue/unused").await
+}
+
+/// Reads `n` messages, then says goodbye and checks that nothing else (a
+/// duplicate) arrives before the end of the stream.
+async fn read_exactly(mut sub: Raw, n: usize) -> Vec<String> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        got.push(sub.read_text().await);
+    }
+    sub.goodbye().await;
+    assert!(sub.closed().await, "a message past the {n} expected");
+    got
+}
+
+/// Checks that `got` holds each publisher's messages once and in its order.
+fn in_order_once(got: &[String], publishers: &[&str], n: usize) {
+    let mut next: HashMap<&str, usize> = publishers.iter().map(|p| (*p, 0)).collect();
+    for m in got {
+        let (p, i) = m.split_once(':').unwrap();
+        let want = next
+            .get_mut(p)
+            .unwrap_or_else(|| panic!("unknown message {m}"));
+        assert_eq!(
+            i.parse::<usize>().unwrap(),
+            *want,
+            "out of order or twice: {m}"
+        );
+        *want += 1;
+    }
+    for (p, k) in next {
+        assert_eq!(k, n, "publisher {p}: {k} of {n} messages");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_messages_reach_every_broker_once_in_order_per_publisher() {
+    const N: usize = 2000;
+    let nats = Nats::start();
+    let brokers: Vec<Broker> = (0..3).map(|_| clustered(&nats, &[])).collect();
+    let idle = clustered(&nats, &[]);
+    // Two subscribers on the first broker (where one publisher is: no echo may
+    // double its messages), one on each other broker.
+    let ports = [
+        brokers[0].port,
+        brokers[0].port,
+        brokers[1].port,
+        brokers[2].port,
+    ];
+    let mut subs = Vec::new();
+    for port in ports {
+        subs.push(Raw::subscribe(port, "/topic/t").await);
+    }
+    for b in &brokers {
+        following(b, "/topic/t").await;
+    }
+    let readers: Vec<_> = subs
+        .into_iter()
+        .map(|s| tokio::spawn(read_exactly(s, 2 * N)))
+        .collect();
+    let mut pubs = Vec::new();
+    for (name, port) in [("a", brokers[0].port), ("b", brokers[1].port)] {
+        let mut p = publisher(port).await;
+        pubs.push(tokio::spawn(async move {
+            for i in 0..N {
+                p.publish("/topic/t", format!("{name}:{i}").as_bytes())
+                    .await;
+            }
+            p.goodbye().await;
+            assert!(p.closed().await);
+        }));
+    }
+    for p in pubs {
+        within(30.0, "publishers", p).await.unwrap();
+    }
+    for r in readers {
+        let got = within(30.0, "every message at every subscriber", r)
+            .await
+            .unwrap();
+        in_order_once(&got, &["a", "b"], N);
+    }
+    // Interest follows subscriptions: a broker without subscribers never
+    // subscribed, and once everyone left, NATS holds no subscription to it.
+    assert!(!idle.log.contains("following /topic/t"));
+    within(10.0, "the subscriptions on NATS to go", async {
+        while nats.subjects().await.iter().any(|s| s == "aioq.t./topic/t") {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let mut brokers = brokers;
+    let third = brokers[2].terminate();
+    assert_eq!(
+        summary_field(&third, "from_cluster"),
+        2 * N as u64,
+        "{third}"
+    );
+    let first = brokers[0].terminate();
+    assert_eq!(summary_field(&first, "from_cluster"), N as u64, "{first}");
+    assert!(summary_field(&first, "to_cluster") >= N as u64, "{first}");
+    assert_eq!(summary_field(&first, "cluster_unforwarded"), 0, "{first}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_work_is_shared_across_brokers_each_message_once() {
+    const N: usize = 2000;
+    let nats = Nats::start();
+    let a = clustered(&nats, &[]);
+    let b = clustered(&nats, &[]);
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for (name, port) in [("a", a.port), ("b", b.port)] {
+        let mut w = Raw::subscribe(port, "/queue/jobs").await;
+        let got = got.clone();
+        workers.push(tokio::spawn(async move {
+            while let Some(m) = w.read().await {
+                if m.is_empty() {
+                    break;
+                }
+                got.lock()
+                    .unwrap()
+                    .push((name, String::from_utf8(m).unwrap()));
+            }
+        }));
+    }
+    wait_subscribed(&a, "/queue/jobs", 1).await;
+    wait_subscribed(&b, "/queue/jobs", 1).await;
+    let mut p = publisher(a.port).await;
+    for i in 0..N {
+        p.publish("/queue/jobs", format!("job:{i}").as_bytes())
+            .await;
+    }
+    p.goodbye().await;
+    assert!(within(30.0, "publisher done", p.closed()).await);
+    wait_until_async(30.0, "every job delivered", || {
+        got.lock().unwrap().len() >= N
+    })
+    .await;
+    let mut a = a;
+    let mut b = b;
+    // Graceful shutdown: workers get end-of-stream; nothing more may come.
+    let sa = a.terminate();
+    let sb = b.terminate();
+    for w in workers {
+        within(10.0, "workers end", w).await.unwrap();
+    }
+    let got = got.lock().unwrap().clone();
+    let unique: HashSet<&String> = got.iter().map(|(_, m)| m).collect();
+    assert_eq!(got.len(), N, "duplicates: {} delivered", got.len());
+    assert_eq!(unique.len(), N);
+    let on_a = got.iter().filter(|(w, _)| *w == "a").count();
+    assert!(
+        on_a > 0 && on_a < N,
+        "both brokers' workers shared the work: {on_a} of {N} on a"
+    );
+    assert_eq!(
+        summary_field(&sa, "from_cluster") + summary_field(&sb, "from_cluster"),
+        N as u64,
+        "{sa}\n{sb}"
+    );
+    assert_eq!(summary_field(&sa, "cluster_kept_local"), 0, "{sa}");
+}
+
+async fn from_cluster(mon: &mut Raw) -> u64 {
+    let m = within(10.0, "a metrics sample", mon.read()).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&m).unwrap();
+    v["broker"]["from_cluster"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_messages_held_by_a_killed_broker_reach_a_worker_on_another() {
+    const N: usize = 500;
+    let nats = Nats::start();
+    let mut a = clustered(
+        &nats,
+        &[
+            "--cluster-ack-wait",
+            "1s",
+            "--metrics",
+            "--metrics-interval",
+            "100ms",
+            "--metrics-channel",
+            "/topic/self",
+        ],
+    );
+    let b = clustered(&nats, &["--cluster-ack-wait", "1s"]);
+    // A worker on a that takes nothing: a's share sits in its send queue,
+    // pulled from JetStream and not acknowledged.
+    let mut stalled = Raw::connect_small_buffer(a.port).await;
+    stalled.frame(b"/queue/work").await;
+    wait_subscribed(&a, "/queue/work", 1).await;
+    let mut mon = Raw::subscribe(a.port, "/topic/self").await;
+    // Large enough that socket buffers cannot take them all.
+    let pad = "x".repeat(4096);
+    let id = |m: Vec<u8>| String::from_utf8(m[..6].to_vec()).unwrap();
+    let mut p = publisher(b.port).await;
+    for i in 0..N {
+        p.publish("/queue/work", format!("w:{i:04}{pad}").as_bytes())
+            .await;
+    }
+    p.goodbye().await;
+    assert!(within(30.0, "publisher done", p.closed()).await);
+    // The worker's queue (64 by default) is full on a.
+    within(20.0, "a to hold messages for its worker", async {
+        while from_cluster(&mut mon).await < 64 {}
+    })
+    .await;
+    signal(&a.child, "KILL");
+    wait_exit(&mut a.child, 10.0);
+    // What a wrote to the stalled worker's socket before it died is the
+    // worker's; the rest must come to the worker on b.
+    let mut got: Vec<String> = Vec::new();
+    while let Some(m) = within(10.0, "the dead broker's bytes", stalled.read()).await {
+        if m.is_empty() {
+            break;
+        }
+        got.push(id(m));
+    }
+    let on_a = got.len();
+    let mut w = Raw::subscribe(b.port, "/queue/work").await;
+    let mut seen: HashSet<String> = got.iter().cloned().collect();
+    within(30.0, "every message, at one worker or the other", async {
+        while seen.len() < N {
+            let m = id(w.read().await.expect("a message"));
+            got.push(m.clone());
+            seen.insert(m);
+        }
+    })
+    .await;
+    let mut b = b;
+    let summary = b.terminate();
+    eprintln!(
+        "killed broker's worker had {on_a}; {} delivered in all for {N} ({} twice)",
+        got.len(),
+        got.len() - N
+    );
+    assert!(on_a < N, "the killed broker held some back");
+    assert!(
+        summary_field(&summary, "cluster_redelivered") > 0,
+        "what the killed broker held came back from JetStream: {summary}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_resumes_after_nats_restarts_and_local_delivery_never_stops() {
+    let mut nats = Nats::start();
+    let mut a = clustered(&nats, &[]);
+    let b = clustered(&nats, &[]);
+    let mut on_a = Raw::subscribe(a.port, "/topic/live").await;
+    let mut on_b = Raw::subscribe(b.port, "/topic/live").await;
+    following(&a, "/topic/live").await;
+    following(&b, "/topic/live").await;
+    let mut p = publisher(a.port).await;
+    p.publish("/topic/live", b"before").await;
+    assert_eq!(within(10.0, "local", on_a.read_text()).await, "before");
+    assert_eq!(within(10.0, "remote", on_b.read_text()).await, "before");
+
+    nats.kill();
+    a.log.wait_for_async(10.0, "unreachable").await;
+    for i in 0..10 {
+        p.publish("/topic/live", format!("during:{i}").as_bytes())
+            .await;
+    }
+    for i in 0..10 {
+        assert_eq!(
+            within(10.0, "local delivery without NATS", on_a.read_text()).await,
+            format!("during:{i}")
+        );
+    }
+
+    nats.restart();
+    let reconnected = |broker: &Broker| count(&broker.log, "connected to NATS") >= 2;
+    wait_until_async(20.0, "both brokers back on NATS", || {
+        reconnected(&a) && reconnected(&b)
+    })
+    .await;
+    // Subscriptions come back with the connection; until NATS has b's, a
+    // publish may go nowhere, so a probe repeats until one arrives.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(m) = on_b.read().await {
+            let _ = tx.send(String::from_utf8(m).unwrap());
+        }
+    });
+    let first = within(20.0, "a message through the restarted NATS", async {
+        let mut i = 0;
+        loop {
+            p.publish("/topic/live", format!("after:{i}").as_bytes())
+                .await;
+            i += 1;
+            if let Ok(m) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+                return m.unwrap();
+            }
+        }
+    })
+    .await;
+    assert!(
+        first.starts_with("after:"),
+        "b got {first}: nothing published while NATS was down was forwarded"
+    );
+
+    // JetStream kept the stream on disk: queues work again too.
+    let mut worker = Raw::subscribe(b.port, "/queue/after").await;
+    wait_subscribed(&b, "/queue/after", 1).await;
+    p.publish("/queue/after", b"job").await;
+    assert_eq!(
+        within(20.0, "a queue message", worker.read_text()).await,
+        "job"
+    );
+    let summary = a.terminate();
+    assert!(
+        summary_field(&summary, "cluster_unforwarded") >= 10,
+        "{summary}"
+    );
+}
