@@ -131,6 +131,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
         }
         'aioq;bench' {
             [CompletionResult]::new('--target', '--target', [CompletionResultType]::ParameterName, 'Broker to measure (HOST:PORT); default: an embedded broker on a free port')
+            [CompletionResult]::new('--subscribe-target', '--subscribe-target', [CompletionResultType]::ParameterName, 'Subscribers and workers connect here (HOST:PORT) while publishers use --target: two brokers of one cluster, to measure across it')
             [CompletionResult]::new('--tls-ca', '--tls-ca', [CompletionResultType]::ParameterName, 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]')
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Client certificate chain (PEM), for brokers that require one; needs --tls-key')
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Private key for --tls-cert (PEM)')

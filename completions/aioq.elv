@@ -124,6 +124,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
         }
         &'aioq;bench'= {
             cand --target 'Broker to measure (HOST:PORT); default: an embedded broker on a free port'
+            cand --subscribe-target 'Subscribers and workers connect here (HOST:PORT) while publishers use --target: two brokers of one cluster, to measure across it'
             cand --tls-ca 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]'
             cand --tls-cert 'Client certificate chain (PEM), for brokers that require one; needs --tls-key'
             cand --tls-key 'Private key for --tls-cert (PEM)'

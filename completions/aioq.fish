@@ -108,6 +108,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand send" -s q -l quiet -d 'Less l
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s h -l help -d 'Print help'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s V -l version -d 'Print version'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l target -d 'Broker to measure (HOST:PORT); default: an embedded broker on a free port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l subscribe-target -d 'Subscribers and workers connect here (HOST:PORT) while publishers use --target: two brokers of one cluster, to measure across it' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F

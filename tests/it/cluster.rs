@@ -350,3 +350,37 @@ async fn delivery_resumes_after_nats_restarts_and_local_delivery_never_stops() {
         "{summary}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_measures_across_two_brokers_of_a_cluster() {
+    let nats = Nats::start();
+    let a = clustered(&nats, &[]);
+    let b = clustered(&nats, &[]);
+    let (pub_at, sub_at) = (a.addr(), b.addr());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["bench", "--target", &pub_at, "--subscribe-target", &sub_at])
+            .args(["--scenario", "throughput", "--messages", "20000", "--json"])
+            .output()
+            .unwrap()
+    });
+    let out = within(120.0, "bench throughput", out).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(doc["target"].as_str().unwrap().contains("subscribers on"));
+    let runs = doc["throughput"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "topic and queue");
+    for r in runs {
+        assert_eq!(r["complete"], true, "{r:#}");
+        assert_eq!(r["lost"], 0, "{r:#}");
+        assert!(r["delivered_per_s"].as_f64().unwrap() > 0.0);
+    }
+    let mut b = b;
+    let summary = b.terminate();
+    // Every delivery on b came through the cluster: b had no publisher.
+    assert_eq!(
+        summary_field(&summary, "from_cluster"),
+        20_000 + 20_000,
+        "{summary}"
+    );
+}

@@ -50,7 +50,7 @@ pub type Delivery = Box<jetstream::Message>;
 /// Name of the durable pull consumer every broker shares on each stream.
 const CONSUMER: &str = "aioq";
 /// Topic messages waiting to be forwarded, by count and by bytes.
-const FORWARD_QUEUE: usize = 16_384;
+const FORWARD_QUEUE: usize = 262_144;
 const FORWARD_QUEUE_BYTES: usize = 64 << 20;
 
 /// How a broker joins a cluster.
@@ -131,6 +131,9 @@ impl Cluster {
         let client = async_nats::ConnectOptions::new()
             .name(&config.name)
             .no_echo()
+            // Room for bursts between the forwarder and the socket writer; the
+            // default 2048 commands throttles a broker's forwarding.
+            .client_capacity(65_536)
             .retry_on_initial_connect()
             .max_reconnects(None)
             .reconnect_delay_callback(|attempts| {

@@ -26,6 +26,7 @@ Examples:
   aioq bench --target 10.0.0.5:25000 --json > result.json
   aioq bench --scenario throughput --size 1KiB --subscribers 8
   aioq bench --scenario isolation --min-isolation 0.9   # exit 1 below 0.9
+  aioq bench --target a:25000 --subscribe-target b:25000  # across a cluster
 
 Without --target the broker runs in this process, on its own runtime threads,
 with default settings unless the broker flags below say otherwise.";
@@ -45,7 +46,11 @@ pub struct BenchArgs {
     /// Broker to measure (HOST:PORT); default: an embedded broker on a free port.
     #[arg(long)]
     pub target: Option<String>,
-    /// TLS to --target.
+    /// Subscribers and workers connect here (HOST:PORT) while publishers use
+    /// --target: two brokers of one cluster, to measure across it.
+    #[arg(long, value_name = "HOST:PORT", requires = "target")]
+    pub subscribe_target: Option<String>,
+    /// TLS to --target (and --subscribe-target).
     #[command(flatten)]
     pub tls: crate::tls::ClientTlsArgs,
     /// Which scenario to run.
@@ -103,7 +108,13 @@ pub struct BenchArgs {
 
 /// A checked plan: what the scenarios read.
 pub struct Plan {
+    /// Where publishers connect.
     pub addr: String,
+    /// Where subscribers and workers connect: `addr`, or another broker of
+    /// the same cluster.
+    pub sub_addr: String,
+    /// Time given to new subscriptions before publishing starts.
+    pub settle: Duration,
     pub tls: Option<crate::tls::TlsClient>,
     pub subscribers: usize,
     pub slow: usize,
@@ -301,6 +312,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let plan = Plan {
+        sub_addr: args
+            .subscribe_target
+            .clone()
+            .unwrap_or_else(|| addr.clone()),
+        // Across brokers a subscription travels through the cluster first.
+        settle: Duration::from_millis(if args.subscribe_target.is_some() {
+            500
+        } else {
+            100
+        }),
         addr,
         tls,
         subscribers: args.subscribers as usize,
@@ -321,7 +342,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut report = Report {
         schema_version: 1,
         aioq_version: env!("CARGO_PKG_VERSION"),
-        target: args.target.clone().unwrap_or_else(|| "embedded".into()),
+        target: match (&args.target, &args.subscribe_target) {
+            (Some(t), Some(s)) => format!("{t} (subscribers on {s})"),
+            (Some(t), None) => t.clone(),
+            _ => "embedded".into(),
+        },
         isolation: Vec::new(),
         throughput: Vec::new(),
         latency: None,

@@ -92,7 +92,7 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
     let progress = Arc::new(AtomicU64::new(0));
     let mut fast = Vec::new();
     for _ in 0..plan.subscribers {
-        let (r, w) = clients::connect(&plan.addr, plan.tls.as_ref(), &chan, false).await?;
+        let (r, w) = clients::connect(&plan.sub_addr, plan.tls.as_ref(), &chan, false).await?;
         fast.push(tokio::spawn(clients::measure(
             r,
             w,
@@ -104,7 +104,7 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
     let slow_stop = CancellationToken::new();
     let mut slow_tasks = Vec::new();
     for _ in 0..slow {
-        let (r, w) = clients::connect(&plan.addr, plan.tls.as_ref(), &chan, true).await?;
+        let (r, w) = clients::connect(&plan.sub_addr, plan.tls.as_ref(), &chan, true).await?;
         slow_tasks.push(tokio::spawn(clients::slow(
             r,
             w,
@@ -117,7 +117,7 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
     }
     // Subscriptions are asynchronous on the broker's side: give them a moment
     // before the clock starts (the warm-up absorbs any that are still late).
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(plan.settle).await;
     let deadline = Instant::now() + plan.duration + plan.duration.max(Duration::from_secs(2));
     let published = clients::publish_paced(plan, &chan, plan.rate, total, warmup, deadline).await?;
     // Slow /queue workers catch up now, so that late is not counted as lost.
@@ -267,7 +267,7 @@ pub async fn throughput(
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
     for _ in 0..plan.subscribers {
-        let (r, w) = clients::connect(&plan.addr, plan.tls.as_ref(), &chan, false).await?;
+        let (r, w) = clients::connect(&plan.sub_addr, plan.tls.as_ref(), &chan, false).await?;
         subs.push(tokio::spawn(clients::measure(
             r,
             w,
@@ -276,7 +276,7 @@ pub async fn throughput(
             stop.clone(),
         )));
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(plan.settle).await;
     let expected = if queue {
         plan.messages
     } else {
@@ -293,7 +293,7 @@ pub async fn throughput(
     let watch = async {
         loop {
             ticker.set_position(delivered.load(Relaxed));
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(plan.settle).await;
         }
     };
     let published = tokio::select! { p = publisher => p??, _ = watch => unreachable!() };
@@ -339,9 +339,9 @@ pub async fn latency(plan: &Plan, progress: &super::Progress) -> anyhow::Result<
     let warmup = (plan.latency_rate as u64 / 2).min(total / 10);
     let stop = CancellationToken::new();
     let count = Arc::new(AtomicU64::new(0));
-    let (r, w) = clients::connect(&plan.addr, plan.tls.as_ref(), &chan, false).await?;
+    let (r, w) = clients::connect(&plan.sub_addr, plan.tls.as_ref(), &chan, false).await?;
     let sub = tokio::spawn(clients::measure(r, w, warmup, count.clone(), stop.clone()));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(plan.settle).await;
     let deadline = Instant::now() + plan.latency_duration * 2 + Duration::from_secs(2);
     let published =
         clients::publish_paced(plan, &chan, plan.latency_rate, total, warmup, deadline).await?;
@@ -378,7 +378,7 @@ pub async fn fanout(
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
-        let (r, w) = clients::connect(&plan.addr, plan.tls.as_ref(), &chan, false).await?;
+        let (r, w) = clients::connect(&plan.sub_addr, plan.tls.as_ref(), &chan, false).await?;
         subs.push(tokio::spawn(clients::count(
             r,
             w,
