@@ -206,15 +206,22 @@ impl Cluster {
     /// it when it cannot be forwarded.
     pub(in crate::broker) fn forward(&self, shared: &Shared, name: &Bytes, payload: &Bytes) {
         let len = payload.len();
+        if !self.connected() {
+            return self.unforwarded(shared, "NATS is unreachable");
+        }
         let queued = self.forward_bytes.fetch_add(len, Relaxed);
-        let refused = if !self.connected() {
-            Some("NATS is unreachable")
-        } else if (queued > 0 && queued + len > FORWARD_QUEUE_BYTES)
-            || self
-                .forward
-                .try_send((name.clone(), payload.clone()))
-                .is_err()
+        // The forward queue holds payloads like a send queue does: it counts
+        // against --max-memory too.
+        let refused = if queued > 0 && queued + len > FORWARD_QUEUE_BYTES {
+            Some("the forward queue is full")
+        } else if !shared.router.budget.try_take(len) {
+            Some("the memory budget is spent")
+        } else if self
+            .forward
+            .try_send((name.clone(), payload.clone()))
+            .is_err()
         {
+            shared.router.budget.give_back(len);
             Some("the forward queue is full")
         } else {
             None

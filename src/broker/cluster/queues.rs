@@ -281,6 +281,7 @@ async fn hand(
     }
     let len = payload.len() as u64;
     let (mut payload, mut msg) = (payload, msg);
+    let mut held_since = tokio::time::Instant::now();
     loop {
         q.want_room();
         match q.offer_delivery(payload, msg) {
@@ -296,6 +297,12 @@ async fn hand(
                 }
                 (payload, msg) = (p, m);
             }
+        }
+        // Still this broker's: JetStream must not give it to another broker
+        // meanwhile, which would deliver it twice.
+        if held_since.elapsed() >= cluster.config.ack_wait / 2 {
+            let _ = msg.ack_with(async_nats::jetstream::AckKind::Progress).await;
+            held_since = tokio::time::Instant::now();
         }
         tokio::select! {
             _ = q.wait_room() => {}

@@ -32,6 +32,7 @@ pub(super) async fn forward(
         for (name, payload) in batch.drain(..) {
             let len = payload.len();
             cluster.forward_bytes.fetch_sub(len, Relaxed);
+            shared.router.budget.give_back(len);
             if !cluster.connected() {
                 cluster.unforwarded(&shared, "NATS is unreachable");
                 continue;
