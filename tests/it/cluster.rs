@@ -384,3 +384,66 @@ async fn bench_measures_across_two_brokers_of_a_cluster() {
         "{summary}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_subscriber_on_one_broker_does_not_slow_the_others_across_the_cluster() {
+    const N: usize = 20_000;
+    let nats = Nats::start();
+    let a = clustered(&nats, &[]);
+    // 20 MB to a subscriber that reads nothing: past its 1 MiB queue and what
+    // socket buffers hold, it must miss messages, and only it.
+    let mut b = clustered(&nats, &["--send-queue-bytes", "1MiB"]);
+    let mut stalled = Raw::connect_small_buffer(b.port).await;
+    stalled.frame(b"/topic/iso").await;
+    let fast = Raw::subscribe(b.port, "/topic/iso").await;
+    following(&b, "/topic/iso").await;
+    wait_subscribed(&b, "/topic/iso", 2).await;
+    // The publisher keeps at most 200 messages ahead of the fast subscriber:
+    // the test's own reader shares two cores with three servers, and must not
+    // be what falls behind.
+    let read = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = {
+        let read = read.clone();
+        let mut fast = fast;
+        tokio::spawn(async move {
+            let mut got = Vec::with_capacity(N);
+            while got.len() < N {
+                let m = fast.read_text().await;
+                got.push(m.rsplit_once(':').unwrap().0.to_string());
+                read.store(got.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+            fast.goodbye().await;
+            assert!(fast.closed().await, "a message past the {N} expected");
+            got
+        })
+    };
+    let mut p = publisher(a.port).await;
+    let pad = "x".repeat(1000);
+    for i in 0..N {
+        if i % 100 == 0 && i >= 200 {
+            wait_until_async(20.0, "the fast subscriber to keep up", || {
+                read.load(std::sync::atomic::Ordering::Relaxed) >= i - 200
+            })
+            .await;
+        }
+        p.publish("/topic/iso", format!("a:{i}:{pad}").as_bytes())
+            .await;
+    }
+    p.goodbye().await;
+    assert!(within(30.0, "publisher done", p.closed()).await);
+    let got = within(30.0, "the fast subscriber's messages", reader)
+        .await
+        .unwrap();
+    in_order_once(&got, &["a"], N);
+    let summary = b.terminate();
+    assert!(
+        dropped(&summary, "queue_full") > 0,
+        "the stalled subscriber's losses are counted: {summary}"
+    );
+    assert_eq!(
+        summary_field(&summary, "from_cluster"),
+        N as u64,
+        "{summary}"
+    );
+    drop(stalled);
+}
