@@ -447,3 +447,58 @@ async fn a_stalled_subscriber_on_one_broker_does_not_slow_the_others_across_the_
     );
     drop(stalled);
 }
+
+/// Messages JetStream holds in `/queue` channel streams, from NATS's monitor.
+async fn stream_messages(nats: &Nats) -> u64 {
+    let (_, v) = http(nats.monitor, "GET", "/jsz?streams=true", None).await;
+    v["account_details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+        .map(|s| s["state"]["messages"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_stream_holds_the_publisher_back_and_loses_nothing() {
+    const N: usize = 500;
+    let nats = Nats::start();
+    let a = clustered(&nats, &["--cluster-queue-messages", "100"]);
+    let b = clustered(&nats, &[]);
+    let mut p = publisher(a.port).await;
+    for i in 0..N {
+        p.publish("/queue/full", format!("f:{i}").as_bytes()).await;
+    }
+    p.goodbye().await;
+    let done = tokio::spawn(async move { p.closed().await });
+    within(20.0, "the stream to fill", async {
+        while stream_messages(&nats).await < 100 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(stream_messages(&nats).await, 100, "the limit holds");
+    assert!(
+        !done.is_finished(),
+        "the publisher is held back: its end of stream waits for the rest to be stored"
+    );
+    // A worker on the other broker drains the stream; the rest follows.
+    let mut w = Raw::subscribe(b.port, "/queue/full").await;
+    let mut seen = HashSet::new();
+    within(30.0, "every message", async {
+        while seen.len() < N {
+            seen.insert(w.read_text().await);
+        }
+    })
+    .await;
+    assert!(within(10.0, "publisher done", done).await.unwrap());
+    let mut a = a;
+    let summary = a.terminate();
+    assert_eq!(
+        summary_field(&summary, "cluster_kept_local"),
+        0,
+        "{summary}"
+    );
+    assert_eq!(summary_field(&summary, "to_cluster"), N as u64, "{summary}");
+}
