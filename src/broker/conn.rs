@@ -358,6 +358,26 @@ async fn route(
         cluster.forward(shared, &name, &payload);
         return route_locally(shared, sub, cache, name, payload, false).await;
     }
+    // Boxed: the JetStream futures are large, and would otherwise make every
+    // call of `route`, clustered or not, carry their size.
+    Box::pin(route_to_stream(
+        shared, sub, cache, outbox, cluster, name, payload,
+    ))
+    .await
+}
+
+/// A `/queue` message of a clustered broker: into its JetStream stream, or
+/// routed here when JetStream cannot take it.
+async fn route_to_stream(
+    shared: &Shared,
+    sub: &Subscriber,
+    cache: &mut HashMap<Bytes, Arc<Channel>>,
+    outbox: &mut Outbox,
+    cluster: &super::cluster::Cluster,
+    name: Bytes,
+    payload: Bytes,
+) -> bool {
+    let len = payload.len() as u64;
     let Some(channel) = channel_for(shared, cache, &name) else {
         return true;
     };
