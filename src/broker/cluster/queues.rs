@@ -243,7 +243,9 @@ pub(super) async fn pull(
             match next {
                 None => break,
                 Some(Err(e)) => {
-                    tracing::debug!("cluster: pull of {} ended: {e}", channel.display_name());
+                    // Messages JetStream had already sent for this pull come
+                    // back to some broker after --cluster-ack-wait.
+                    tracing::info!("cluster: pull of {} ended: {e}", channel.display_name());
                     break;
                 }
                 Some(Ok(msg)) => hand(&shared, &cluster, &channel, q, Box::new(msg), &stop).await,
