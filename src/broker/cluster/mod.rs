@@ -128,6 +128,8 @@ impl Cluster {
         config: ClusterConfig,
     ) -> anyhow::Result<Arc<Self>> {
         let url = config.url.clone();
+        let failed_log = Arc::new(Every::default());
+        let started = Instant::now();
         let client = async_nats::ConnectOptions::new()
             .name(&config.name)
             .no_echo()
@@ -136,11 +138,14 @@ impl Cluster {
             .client_capacity(65_536)
             .retry_on_initial_connect()
             .max_reconnects(None)
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis(100 << attempts.min(4)).min(Duration::from_secs(2))
+            // The first try at once (a broker starting next to NATS should not
+            // wait), then 100 ms doubling up to 2 s.
+            .reconnect_delay_callback(|attempts| match attempts {
+                0 | 1 => Duration::ZERO,
+                n => Duration::from_millis(100 << (n - 2).min(5)).min(Duration::from_secs(2)),
             })
             .event_callback(move |event| {
-                let url = url.clone();
+                let (url, failed_log) = (url.clone(), failed_log.clone());
                 async move {
                     match event {
                         async_nats::Event::Connected => {
@@ -150,6 +155,15 @@ impl Cluster {
                             "cluster: NATS at {url} unreachable; local delivery goes on, \
                              /topic messages are not forwarded until it is back"
                         ),
+                        // Every failed reconnect says so: once in a while is enough.
+                        async_nats::Event::ClientError(e) => {
+                            if let Some(n) = failed_log.due(started) {
+                                tracing::warn!(
+                                    "cluster: cannot reach NATS at {url}: {e} ({n} failed attempt(s) since the last line); \
+                                     retrying"
+                                );
+                            }
+                        }
                         other => tracing::warn!("cluster: NATS says: {other}"),
                     }
                 }
