@@ -458,3 +458,48 @@ async fn route_locally(
         }
     }
 }
+
+/// A publish from inside the broker's process (see [`super::Injector`]).
+pub(super) async fn inject(shared: &Shared, name: &Bytes, payload: Bytes) {
+    if payload.is_empty() {
+        return;
+    }
+    let len = payload.len() as u64;
+    shared.stats.published.add(1, len);
+    if let Some(cluster) = shared.cluster.get() {
+        if !crate::proto::is_queue(name) {
+            cluster.forward(shared, name, &payload);
+        } else if let Some(channel) = shared.router.lookup(name) {
+            let stored = super::cluster::store(
+                shared,
+                cluster,
+                &channel,
+                payload.clone(),
+                &shared.stop_reading,
+            )
+            .await;
+            if stored.is_ok() {
+                channel.stats.published.add(1, len);
+                return;
+            }
+            cluster.kept_local(shared, "JetStream did not take it");
+        }
+    }
+    loop {
+        let Some(channel) = shared.router.lookup(name) else {
+            shared.stats.unrouted.fetch_add(1, Relaxed);
+            return;
+        };
+        let routed = match &channel.kind {
+            Kind::Topic(_) => shared.router.publish_topic(&channel, &payload),
+            Kind::Queue(q) => tokio::select! {
+                r = q.publish(payload.clone()) => r,
+                _ = shared.stop_reading.cancelled() => return,
+            },
+        };
+        if routed.is_ok() {
+            channel.stats.published.add(1, len);
+            return;
+        }
+    }
+}

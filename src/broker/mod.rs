@@ -185,6 +185,19 @@ impl Inspector {
     }
 }
 
+/// Publishes into a running broker from its own process, as a client
+/// connection would but without one (the broker's `--metrics` reporter).
+#[derive(Clone)]
+pub struct Injector(Arc<Shared>);
+
+impl Injector {
+    /// Routes one message to `channel` like a publish from a client; waits
+    /// only where a client would (a full `/queue` backlog or stream).
+    pub async fn publish(&self, channel: &bytes::Bytes, payload: bytes::Bytes) {
+        conn::inject(&self.0, channel, payload).await
+    }
+}
+
 /// A broker, ready to run on a listener.
 pub struct Broker {
     shared: Arc<Shared>,
@@ -237,6 +250,11 @@ impl Broker {
         self.shared.stats.clustered.store(true, Relaxed);
         let _ = self.shared.cluster.set(c);
         Ok(())
+    }
+
+    /// A way to publish into this broker from the same process.
+    pub fn injector(&self) -> Injector {
+        Injector(self.shared.clone())
     }
 
     /// The memory budget, to report how much of it is held.

@@ -159,10 +159,6 @@ impl ServeArgs {
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.config()?;
     let tls = args.tls.acceptor()?;
-    anyhow::ensure!(
-        !(args.metrics && tls.is_some()),
-        "--metrics reports through a plain connection to the broker itself: not available with TLS"
-    );
     // Room for every connection allowed, plus the listener, logs and spares.
     let want = config.max_connections as u64 + 64;
     let fds = crate::runtime::fd_limit::raise(want);
@@ -227,14 +223,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             !args.metrics_interval.is_zero(),
             "--metrics-interval must be more than 0"
         );
-        let host = if addr.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            addr.ip().to_string()
-        };
-        let target = crate::client::Target::plain(host, addr.port());
         tokio::spawn(crate::cmd::metrics::report::broker_self(
-            target,
+            broker.injector(),
             args.metrics_channel.clone(),
             args.metrics_interval,
             broker.stats(),

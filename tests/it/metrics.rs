@@ -188,7 +188,7 @@ async fn the_broker_reports_itself_with_its_counters() {
     .await;
     assert_eq!(r["pid"], broker.child.id());
     let counters = &r["broker"];
-    assert!(counters["connections"].as_u64().unwrap() >= 2, "{counters}");
+    assert!(counters["connections"].as_u64().unwrap() >= 1, "{counters}");
     for key in ["messages_in_per_s", "delivered_per_s", "dropped_total"] {
         assert!(counters.get(key).is_some(), "{key} in {counters}");
     }

@@ -246,3 +246,41 @@ fn bench_measures_a_broker_over_tls() {
         assert!(run["delivered"].as_u64().unwrap() > 0, "{run:#}");
     }
 }
+
+/// `serve --metrics` publishes from inside the broker, so it works behind
+/// mutual TLS too: a collector with a certificate gets the broker's samples.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_broker_reports_itself_behind_mutual_tls() {
+    let pki = pki();
+    let broker = Broker::spawn(&[
+        "--tls-cert",
+        &pki.server.0,
+        "--tls-key",
+        &pki.server.1,
+        "--tls-client-ca",
+        &pki.ca,
+        "--metrics",
+        "--metrics-interval",
+        "100ms",
+    ]);
+    let port = broker.port.to_string();
+    let mut args = vec![
+        "listen",
+        "--port",
+        &port,
+        "--channel",
+        "/topic/metrics",
+        "--count",
+        "1",
+        "--format",
+        "raw",
+        "--no-reconnect",
+    ];
+    args.extend_from_slice(&client_flags(&pki.ca, &pki.client));
+    let mut listener = Client::spawn(&args, false);
+    assert_eq!(listener.exit_code(15.0), Some(0));
+    let sample: serde_json::Value =
+        serde_json::from_str(listener.out.snapshot().concat().trim()).unwrap();
+    assert_eq!(sample["pid"], broker.child.id());
+    assert!(sample["broker"]["connections"].as_u64().unwrap() >= 1);
+}

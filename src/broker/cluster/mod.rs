@@ -41,6 +41,7 @@ use super::lock;
 use super::router::{Channel, Kind};
 use super::Shared;
 
+pub(super) use queues::store;
 pub use queues::Outbox;
 
 /// A JetStream message on its way to a worker (boxed: it is large, and moves

@@ -133,7 +133,7 @@ impl Outbox {
 /// Publishes one message and waits for its acknowledgement, retrying while
 /// NATS is connected: a full stream is back-pressure, not a reason to give up.
 /// Gives the message back if NATS goes away or the broker stops.
-async fn store(
+pub(in crate::broker) async fn store(
     shared: &Shared,
     cluster: &Cluster,
     channel: &Channel,

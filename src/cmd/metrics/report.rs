@@ -107,19 +107,16 @@ fn start_workload(leak: u64, interval: Duration, stop: Arc<AtomicBool>) {
 }
 
 /// `aioq serve --metrics`: the broker reports its own process and counters on
-/// `channel`, through a client connection to itself, so collectors show it
-/// beside the apps.
+/// `channel`, published from inside (no connection, so it works whatever the
+/// broker's transport), and collectors show it beside the apps.
 pub async fn broker_self(
-    target: Target,
+    broker: crate::broker::Injector,
     channel: String,
     interval: Duration,
     stats: Arc<crate::broker::stats::BrokerStats>,
     budget: Arc<crate::broker::budget::Budget>,
 ) {
-    let (tx, rx) = mpsc::channel::<Bytes>(100);
-    tokio::spawn(async move {
-        let _ = publisher::run(&target, &channel, rx, false).await;
-    });
+    let channel = Bytes::from(channel);
     let mut sampler = Sampler::new(std::process::id());
     let host = host_name();
     let mut tick = tokio::time::interval(interval);
@@ -146,6 +143,6 @@ pub async fn broker_self(
         let Ok(json) = serde_json::to_string(&sample) else {
             continue;
         };
-        let _ = tx.try_send(Bytes::from(json));
+        broker.publish(&channel, Bytes::from(json)).await;
     }
 }
