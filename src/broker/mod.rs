@@ -345,7 +345,7 @@ async fn shutdown_gracefully(shared: &Shared) {
     if let Some(c) = shared.cluster.get() {
         // Acknowledgements of what was written, and messages handed back, must
         // reach JetStream before the process ends.
-        c.flush(Duration::from_secs(2)).await;
+        c.flush(shared, Duration::from_secs(2)).await;
     }
     for channel in shared.router.channels() {
         if let router::Kind::Queue(q) = &channel.kind {

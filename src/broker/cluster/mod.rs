@@ -113,6 +113,8 @@ pub struct Cluster {
     config: ClusterConfig,
     forward: mpsc::Sender<(Bytes, Bytes)>,
     forward_bytes: AtomicUsize,
+    /// Messages accepted for forwarding and not yet handed to the NATS client.
+    forward_pending: AtomicUsize,
     acks: mpsc::UnboundedSender<Reply>,
     interest: mpsc::UnboundedSender<Interest>,
     consumers: Mutex<HashMap<Bytes, Arc<tokio::sync::OnceCell<jetstream::consumer::PullConsumer>>>>,
@@ -196,6 +198,7 @@ impl Cluster {
             config,
             forward,
             forward_bytes: AtomicUsize::new(0),
+            forward_pending: AtomicUsize::new(0),
             acks,
             interest,
             consumers: Mutex::new(HashMap::new()),
@@ -231,15 +234,19 @@ impl Cluster {
             Some("the forward queue is full")
         } else if !shared.router.budget.try_take(len) {
             Some("the memory budget is spent")
-        } else if self
-            .forward
-            .try_send((name.clone(), payload.clone()))
-            .is_err()
-        {
-            shared.router.budget.give_back(len);
-            Some("the forward queue is full")
         } else {
-            None
+            self.forward_pending.fetch_add(1, Relaxed);
+            if self
+                .forward
+                .try_send((name.clone(), payload.clone()))
+                .is_err()
+            {
+                self.forward_pending.fetch_sub(1, Relaxed);
+                shared.router.budget.give_back(len);
+                Some("the forward queue is full")
+            } else {
+                None
+            }
         };
         if let Some(why) = refused {
             self.forward_bytes.fetch_sub(len, Relaxed);
@@ -345,11 +352,28 @@ impl Cluster {
         }
     }
 
-    /// Sends every acknowledgement queued so far, at shutdown.
-    pub async fn flush(&self, within: Duration) {
+    /// At shutdown: forwards what local publishers sent (counting what cannot
+    /// go in time as unforwarded) and sends every acknowledgement queued so far.
+    pub(super) async fn flush(&self, shared: &Shared, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while self.forward_pending.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let left = self.forward_pending.load(Relaxed);
+        if left > 0 {
+            shared
+                .stats
+                .cluster_unforwarded
+                .fetch_add(left as u64, Relaxed);
+            tracing::warn!("cluster: {left} /topic message(s) not forwarded before shutdown");
+        }
         let (tx, rx) = oneshot::channel();
         if self.acks.send(Reply::Flush(tx)).is_ok() {
-            let _ = tokio::time::timeout(within, rx).await;
+            let _ = tokio::time::timeout_at(
+                deadline.max(tokio::time::Instant::now() + Duration::from_millis(500)),
+                rx,
+            )
+            .await;
         }
     }
 }

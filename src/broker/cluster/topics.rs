@@ -34,6 +34,7 @@ pub(super) async fn forward(
             cluster.forward_bytes.fetch_sub(len, Relaxed);
             shared.router.budget.give_back(len);
             if !cluster.connected() {
+                cluster.forward_pending.fetch_sub(1, Relaxed);
                 cluster.unforwarded(&shared, "NATS is unreachable");
                 continue;
             }
@@ -44,7 +45,9 @@ pub(super) async fn forward(
                 .entry(name)
                 .or_insert_with_key(|name| subject::encode(name).into())
                 .clone();
-            match cluster.client.publish(subject, payload).await {
+            let published = cluster.client.publish(subject, payload).await;
+            cluster.forward_pending.fetch_sub(1, Relaxed);
+            match published {
                 Ok(()) => shared.stats.cluster_out.add(1, len as u64),
                 Err(e) => cluster.unforwarded(&shared, &e.to_string()),
             }
