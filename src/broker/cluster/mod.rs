@@ -439,3 +439,20 @@ async fn follow(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limited_logs_say_how_many_events_they_stand_for() {
+        let every = Every::default();
+        let base = Instant::now();
+        assert_eq!(every.due(base), Some(1), "the first event is logged");
+        assert_eq!(every.due(base), None);
+        assert_eq!(every.due(base), None);
+        // A second later the next line covers the two held back and itself.
+        let earlier = base - Duration::from_millis(1100);
+        assert_eq!(every.due(earlier), Some(3));
+    }
+}
