@@ -502,3 +502,71 @@ async fn a_full_stream_holds_the_publisher_back_and_loses_nothing() {
     );
     assert_eq!(summary_field(&summary, "to_cluster"), N as u64, "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_leaves_hands_its_queue_back_to_the_cluster_at_once() {
+    const N: usize = 300;
+    let nats = Nats::start();
+    // An acknowledgement wait far past the test's deadlines: only a negative
+    // acknowledgement can bring the messages back in time.
+    let a = clustered(
+        &nats,
+        &[
+            "--cluster-ack-wait",
+            "5m",
+            "--metrics",
+            "--metrics-interval",
+            "100ms",
+            "--metrics-channel",
+            "/topic/self",
+        ],
+    );
+    let b = clustered(&nats, &[]);
+    let mut stalled = Raw::connect_small_buffer(a.port).await;
+    stalled.frame(b"/queue/back").await;
+    wait_subscribed(&a, "/queue/back", 1).await;
+    let mut mon = Raw::subscribe(a.port, "/topic/self").await;
+    let pad = "x".repeat(4096);
+    let mut p = publisher(b.port).await;
+    for i in 0..N {
+        p.publish("/queue/back", format!("k:{i:04}{pad}").as_bytes())
+            .await;
+    }
+    p.goodbye().await;
+    assert!(within(30.0, "publisher done", p.closed()).await);
+    within(20.0, "a to hold messages for its worker", async {
+        while from_cluster(&mut mon).await < 64 {}
+    })
+    .await;
+    // The worker vanishes (a reset): what a had written to its socket went
+    // with it; what a still held goes back to JetStream.
+    socket2::SockRef::from(&stalled.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stalled);
+    let line = a
+        .log
+        .wait_for_async(10.0, "disconnected from /queue/back")
+        .await;
+    let written: usize = line
+        .split("out ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {line}"));
+    assert!(written < N, "{line}");
+    let mut w = Raw::subscribe(b.port, "/queue/back").await;
+    let mut got = HashSet::new();
+    let rest = async {
+        while got.len() < N - written {
+            let m = w.read().await.expect("a message");
+            got.insert(String::from_utf8(m[..6].to_vec()).unwrap());
+        }
+    };
+    within(
+        20.0,
+        "the rest at the other broker, long before the ack wait",
+        rest,
+    )
+    .await;
+}
