@@ -204,44 +204,53 @@ async fn from_cluster(mon: &mut Raw) -> u64 {
     v["broker"]["from_cluster"].as_u64().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queue_messages_held_by_a_killed_broker_reach_a_worker_on_another() {
-    const N: usize = 500;
-    let nats = Nats::start();
-    let mut a = clustered(
-        &nats,
-        &[
-            "--cluster-ack-wait",
-            "1s",
-            "--metrics",
-            "--metrics-interval",
-            "100ms",
-            "--metrics-channel",
-            "/topic/self",
-        ],
-    );
-    let b = clustered(&nats, &["--cluster-ack-wait", "1s"]);
-    // A worker on a that takes nothing: a's share sits in its send queue,
-    // pulled from JetStream and not acknowledged.
+/// Flags for a broker whose own `from_cluster` count a test reads on
+/// `/topic/self` (see [`from_cluster`]).
+const SELF_REPORT: [&str; 6] = [
+    "--metrics",
+    "--metrics-interval",
+    "100ms",
+    "--metrics-channel",
+    "/topic/self",
+    "--cluster-ack-wait",
+];
+
+/// A worker on `a` that reads nothing, and `n` messages of 4 KiB (more than
+/// socket buffers take) published on `b` to `channel`: returns once `a` holds
+/// a full send queue of them for the worker, pulled from JetStream and not
+/// acknowledged. Each payload starts with a 6-byte id (`m:0042`).
+async fn stalled_worker_on(a: &Broker, b: &Broker, channel: &str, n: usize) -> Raw {
     let mut stalled = Raw::connect_small_buffer(a.port).await;
-    stalled.frame(b"/queue/work").await;
-    wait_subscribed(&a, "/queue/work", 1).await;
+    stalled.frame(channel.as_bytes()).await;
+    wait_subscribed(a, channel, 1).await;
     let mut mon = Raw::subscribe(a.port, "/topic/self").await;
-    // Large enough that socket buffers cannot take them all.
     let pad = "x".repeat(4096);
-    let id = |m: Vec<u8>| String::from_utf8(m[..6].to_vec()).unwrap();
     let mut p = publisher(b.port).await;
-    for i in 0..N {
-        p.publish("/queue/work", format!("w:{i:04}{pad}").as_bytes())
+    for i in 0..n {
+        p.publish(channel, format!("m:{i:04}{pad}").as_bytes())
             .await;
     }
     p.goodbye().await;
     assert!(within(30.0, "publisher done", p.closed()).await);
-    // The worker's queue (64 by default) is full on a.
+    // The worker queue holds 64 by default.
     within(20.0, "a to hold messages for its worker", async {
         while from_cluster(&mut mon).await < 64 {}
     })
     .await;
+    stalled
+}
+
+fn id(m: Vec<u8>) -> String {
+    String::from_utf8(m[..6].to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_messages_held_by_a_killed_broker_reach_a_worker_on_another() {
+    const N: usize = 500;
+    let nats = Nats::start();
+    let mut a = clustered(&nats, &[&SELF_REPORT[..], &["1s"]].concat());
+    let b = clustered(&nats, &["--cluster-ack-wait", "1s"]);
+    let mut stalled = stalled_worker_on(&a, &b, "/queue/work", N).await;
     signal(&a.child, "KILL");
     wait_exit(&mut a.child, 10.0);
     // What a wrote to the stalled worker's socket before it died is the
@@ -509,35 +518,9 @@ async fn a_worker_that_leaves_hands_its_queue_back_to_the_cluster_at_once() {
     let nats = Nats::start();
     // An acknowledgement wait far past the test's deadlines: only a negative
     // acknowledgement can bring the messages back in time.
-    let a = clustered(
-        &nats,
-        &[
-            "--cluster-ack-wait",
-            "5m",
-            "--metrics",
-            "--metrics-interval",
-            "100ms",
-            "--metrics-channel",
-            "/topic/self",
-        ],
-    );
+    let a = clustered(&nats, &[&SELF_REPORT[..], &["5m"]].concat());
     let b = clustered(&nats, &[]);
-    let mut stalled = Raw::connect_small_buffer(a.port).await;
-    stalled.frame(b"/queue/back").await;
-    wait_subscribed(&a, "/queue/back", 1).await;
-    let mut mon = Raw::subscribe(a.port, "/topic/self").await;
-    let pad = "x".repeat(4096);
-    let mut p = publisher(b.port).await;
-    for i in 0..N {
-        p.publish("/queue/back", format!("k:{i:04}{pad}").as_bytes())
-            .await;
-    }
-    p.goodbye().await;
-    assert!(within(30.0, "publisher done", p.closed()).await);
-    within(20.0, "a to hold messages for its worker", async {
-        while from_cluster(&mut mon).await < 64 {}
-    })
-    .await;
+    let stalled = stalled_worker_on(&a, &b, "/queue/back", N).await;
     // The worker vanishes (a reset): what a had written to its socket went
     // with it; what a still held goes back to JetStream.
     socket2::SockRef::from(&stalled.stream)
@@ -560,7 +543,7 @@ async fn a_worker_that_leaves_hands_its_queue_back_to_the_cluster_at_once() {
     let rest = async {
         while got.len() < N - written {
             let m = w.read().await.expect("a message");
-            got.insert(String::from_utf8(m[..6].to_vec()).unwrap());
+            got.insert(id(m));
         }
     };
     within(

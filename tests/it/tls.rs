@@ -76,6 +76,20 @@ fn pki() -> Pki {
     }
 }
 
+/// A broker that requires client certificates from the test CA.
+fn mutual_tls_broker(pki: &Pki, extra: &[&str]) -> Broker {
+    let mut args = vec![
+        "--tls-cert",
+        &pki.server.0,
+        "--tls-key",
+        &pki.server.1,
+        "--tls-client-ca",
+        &pki.ca,
+    ];
+    args.extend_from_slice(extra);
+    Broker::spawn(&args)
+}
+
 /// A client's flags for trusting `ca` and presenting `cert` (certificate, key).
 fn client_flags<'a>(ca: &'a str, cert: &'a (String, String)) -> [&'a str; 6] {
     ["--tls-ca", ca, "--tls-cert", &cert.0, "--tls-key", &cert.1]
@@ -144,14 +158,7 @@ async fn tls_clients_work_and_plain_clients_are_turned_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
     let pki = pki();
-    let broker = Broker::spawn(&[
-        "--tls-cert",
-        &pki.server.0,
-        "--tls-key",
-        &pki.server.1,
-        "--tls-client-ca",
-        &pki.ca,
-    ]);
+    let broker = mutual_tls_broker(&pki, &[]);
     broker
         .log
         .wait_for_async(5.0, "client certificates required")
@@ -252,17 +259,7 @@ fn bench_measures_a_broker_over_tls() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_broker_reports_itself_behind_mutual_tls() {
     let pki = pki();
-    let broker = Broker::spawn(&[
-        "--tls-cert",
-        &pki.server.0,
-        "--tls-key",
-        &pki.server.1,
-        "--tls-client-ca",
-        &pki.ca,
-        "--metrics",
-        "--metrics-interval",
-        "100ms",
-    ]);
+    let broker = mutual_tls_broker(&pki, &["--metrics", "--metrics-interval", "100ms"]);
     let port = broker.port.to_string();
     let mut args = vec![
         "listen",
