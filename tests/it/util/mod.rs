@@ -41,7 +41,7 @@ pub async fn wait_until_async(secs: f64, what: &str, mut cond: impl FnMut() -> b
 
 /// Collects a child's output lines as they come.
 #[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<String>>>);
+pub struct Lines(Arc<Mutex<Vec<String>>>, Arc<std::sync::atomic::AtomicBool>);
 
 impl Lines {
     pub fn follow(pipe: impl std::io::Read + Send + 'static) -> Self {
@@ -52,8 +52,17 @@ impl Lines {
                 let Ok(line) = line else { break };
                 l.0.lock().unwrap().push(line);
             }
+            l.1.store(true, std::sync::atomic::Ordering::SeqCst);
         });
         lines
+    }
+
+    /// Waits until the pipe is closed and every line is in: after a child
+    /// exits, its last lines may still be on their way.
+    pub fn wait_closed(&self, secs: f64) {
+        wait_until(secs, "the output pipe to close", || {
+            self.1.load(std::sync::atomic::Ordering::SeqCst)
+        });
     }
 
     pub fn snapshot(&self) -> Vec<String> {
@@ -316,8 +325,11 @@ impl Proc {
         Proc { child, out, err }
     }
 
+    /// Waits for the process to exit and for all it printed.
     pub fn exit_code(&mut self, secs: f64) -> Option<i32> {
         let status = wait_exit(&mut self.child, secs);
+        self.out.wait_closed(5.0);
+        self.err.wait_closed(5.0);
         if !status.success() {
             eprintln!("stderr:\n{}", self.err.text());
         }
