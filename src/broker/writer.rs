@@ -32,6 +32,9 @@ pub struct Progress<W> {
     inner: W,
     base: Instant,
     last_ms: Arc<AtomicU64>,
+    /// Bytes the socket has accepted: after a failed batch, tells which of its
+    /// frames went out whole.
+    written: u64,
 }
 
 impl<W> Progress<W> {
@@ -40,6 +43,7 @@ impl<W> Progress<W> {
             inner,
             base: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
+            written: 0,
         }
     }
 
@@ -56,8 +60,11 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Progress<W> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.mark();
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                self.written += n as u64;
+                self.mark();
+            }
         }
         r
     }
@@ -68,8 +75,11 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Progress<W> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.mark();
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                self.written += n as u64;
+                self.mark();
+            }
         }
         r
     }
@@ -260,26 +270,45 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         (p.base, p.last_ms.clone())
     };
     let timeout = shared.config.write_timeout;
+    let start = sink.get_ref().written;
     let write = async {
         for m in batch.iter() {
             sink.feed(m.clone()).await?;
         }
         sink.flush().await
     };
-    write_within(write, base, last_ms, timeout, shared, sub).await?;
-    let n = batch.len() as u64;
-    let bytes: u64 = batch.iter().map(|m| m.len() as u64).sum();
+    let result = write_within(write, base, last_ms, timeout, shared, sub).await;
+    let whole = match result {
+        Ok(()) => batch.len(),
+        // The frames that reached the socket whole are delivered (the peer
+        // reads them); the rest are handed back.
+        Err(_) => whole_frames(batch, sink.get_ref().written - start),
+    };
+    let n = whole as u64;
+    let bytes: u64 = batch[..whole].iter().map(|m| m.len() as u64).sum();
     sub.stats.sent.add(n, bytes);
     channel.stats.delivered.add(n, bytes);
     shared.stats.delivered.add(n, bytes);
     if let Some(c) = shared.cluster.get() {
-        let due = sub.written(batch);
+        let due = sub.written(&batch[..whole]);
         if !due.is_empty() {
             c.ack(due);
         }
     }
-    batch.clear();
-    Ok(())
+    batch.drain(..whole);
+    result
+}
+
+/// How many of `batch`'s frames fit whole in its first `written` bytes.
+fn whole_frames(batch: &[Bytes], written: u64) -> usize {
+    let mut end = 0u64;
+    batch
+        .iter()
+        .take_while(|m| {
+            end += crate::proto::LEN_PREFIX as u64 + m.len() as u64;
+            end <= written
+        })
+        .count()
 }
 
 /// Runs a batch write; gives up when the socket stops accepting bytes for
@@ -309,5 +338,20 @@ async fn write_within(
             "closed".to_string()
         }),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_frames_written_whole_count_as_written() {
+        let batch = [Bytes::from_static(b"abc"), Bytes::from_static(b"defgh")];
+        assert_eq!(whole_frames(&batch, 0), 0);
+        assert_eq!(whole_frames(&batch, 6), 0);
+        assert_eq!(whole_frames(&batch, 7), 1);
+        assert_eq!(whole_frames(&batch, 15), 1);
+        assert_eq!(whole_frames(&batch, 16), 2);
     }
 }

@@ -13,6 +13,9 @@ pub use message::Request;
 /// Protocol version this build speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// Bytes of the big-endian length in front of every frame.
+pub const LEN_PREFIX: usize = 4;
+
 /// Largest frame the broker accepts by default (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
 
