@@ -27,7 +27,7 @@ pub mod subject;
 mod topics;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,7 @@ impl Every {
 
 pub struct Cluster {
     client: async_nats::Client,
+    connected: Arc<AtomicBool>,
     js: jetstream::Context,
     config: ClusterConfig,
     forward: mpsc::Sender<(Bytes, Bytes)>,
@@ -132,6 +133,10 @@ impl Cluster {
     ) -> anyhow::Result<Arc<Self>> {
         let url = config.url.clone();
         let failed_log = Arc::new(Every::default());
+        // Kept from the client's events: its own state sits behind a lock,
+        // too dear for the per-message check on the forwarding path.
+        let connected = Arc::new(AtomicBool::new(false));
+        let up = connected.clone();
         let started = Instant::now();
         let client = async_nats::ConnectOptions::new()
             .name(&config.name)
@@ -148,16 +153,20 @@ impl Cluster {
                 n => Duration::from_millis(100 << (n - 2).min(5)).min(Duration::from_secs(2)),
             })
             .event_callback(move |event| {
-                let (url, failed_log) = (url.clone(), failed_log.clone());
+                let (url, failed_log, up) = (url.clone(), failed_log.clone(), up.clone());
                 async move {
                     match event {
                         async_nats::Event::Connected => {
+                            up.store(true, Relaxed);
                             tracing::info!("cluster: connected to NATS at {url}")
                         }
-                        async_nats::Event::Disconnected => tracing::warn!(
-                            "cluster: NATS at {url} unreachable; local delivery goes on, \
-                             /topic messages are not forwarded until it is back"
-                        ),
+                        async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                            up.store(false, Relaxed);
+                            tracing::warn!(
+                                "cluster: NATS at {url} unreachable; local delivery goes on, \
+                                 /topic messages are not forwarded until it is back"
+                            )
+                        }
                         // Every failed reconnect says so: once in a while is enough.
                         async_nats::Event::ClientError(e) => {
                             if let Some(n) = failed_log.due(started) {
@@ -178,7 +187,7 @@ impl Cluster {
         // next to its NATS server forwards from its first message; past that it
         // serves anyway and the connection follows when NATS is up.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while client.connection_state() != async_nats::connection::State::Connected {
+        while !connected.load(Relaxed) {
             if Instant::now() >= deadline {
                 tracing::warn!(
                     "cluster: NATS at {} not reachable yet; serving locally until it is",
@@ -194,6 +203,7 @@ impl Cluster {
         let (interest, interest_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Self {
             client,
+            connected,
             js,
             config,
             forward,
@@ -217,7 +227,7 @@ impl Cluster {
     }
 
     pub fn connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
+        self.connected.load(Relaxed)
     }
 
     /// Hands a local `/topic` message to the forwarder without waiting; counts
