@@ -34,6 +34,8 @@ pub struct Channel {
     pub kind: Kind,
     /// The channel's NATS subject, once the cluster needs it.
     pub cluster_subject: std::sync::OnceLock<async_nats::Subject>,
+    /// Its JetStream stream is known to exist (`/queue` in a cluster).
+    pub cluster_stream: std::sync::atomic::AtomicBool,
 }
 
 pub enum Kind {
@@ -107,6 +109,7 @@ impl Router {
             stats: ChannelStats::default(),
             kind,
             cluster_subject: std::sync::OnceLock::new(),
+            cluster_stream: std::sync::atomic::AtomicBool::new(false),
         });
         // Sent under the registry lock, so On and Off reach the cluster in the
         // order channels come and go.

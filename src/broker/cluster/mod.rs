@@ -343,10 +343,11 @@ impl Cluster {
         Ok(consumer.clone())
     }
 
-    /// Forgets what is known of `name`'s stream, after an error that suggests
-    /// it is gone (a NATS server restarted without its store).
-    fn forget(&self, name: &Bytes) {
-        lock(&self.consumers).remove(name);
+    /// Forgets what is known of `channel`'s stream, after an error that
+    /// suggests it is gone (a NATS server restarted without its store).
+    fn forget(&self, channel: &Channel) {
+        channel.cluster_stream.store(false, Relaxed);
+        lock(&self.consumers).remove(&channel.name);
     }
 
     pub fn ack(&self, deliveries: Vec<Delivery>) {

@@ -59,9 +59,13 @@ impl Outbox {
             cluster.kept_local(shared, "NATS is unreachable");
             return Err(payload);
         }
-        if let Err(e) = cluster.consumer(&channel.name).await {
-            cluster.kept_local(shared, &format!("{e:#}"));
-            return Err(payload);
+        // Per channel, not per message: the registry lookup is a lock.
+        if !channel.cluster_stream.load(Relaxed) {
+            if let Err(e) = cluster.consumer(&channel.name).await {
+                cluster.kept_local(shared, &format!("{e:#}"));
+                return Err(payload);
+            }
+            channel.cluster_stream.store(true, Relaxed);
         }
         let ack = match cluster
             .js
@@ -162,7 +166,7 @@ pub(in crate::broker) async fn store(
                         if e.kind()
                             == async_nats::jetstream::context::PublishErrorKind::StreamNotFound
                         {
-                            cluster.forget(&channel.name);
+                            cluster.forget(channel);
                         }
                         e.to_string()
                     }
@@ -226,7 +230,7 @@ pub(super) async fn pull(
                     "cluster: cannot pull {}: {e:#}; retrying in {delay:?}",
                     channel.display_name()
                 );
-                cluster.forget(&channel.name);
+                cluster.forget(&channel);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.cancelled() => break,
