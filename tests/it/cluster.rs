@@ -531,12 +531,7 @@ async fn a_worker_that_leaves_hands_its_queue_back_to_the_cluster_at_once() {
         .log
         .wait_for_async(10.0, "disconnected from /queue/back")
         .await;
-    let written: usize = line
-        .split("out ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no count in {line}"));
+    let written = out_count(&line);
     assert!(written < N, "{line}");
     let mut w = Raw::subscribe(b.port, "/queue/back").await;
     let mut got = HashSet::new();

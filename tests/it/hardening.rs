@@ -248,12 +248,7 @@ async fn a_worker_that_stops_taking_data_is_cut_and_its_messages_go_to_others() 
         .await;
     // What the broker wrote into the dead socket is gone with its host; all
     // the rest reaches the live worker, each message once.
-    let taken: usize = line
-        .split("out ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no out count in: {line}"));
+    let taken = out_count(&line);
     wait_until_async(30.0, "the rest at the live worker", || {
         seen.lock().unwrap().0.len() >= N - taken
     })
@@ -272,11 +267,7 @@ async fn a_frame_left_half_sent_closes_the_connection_and_routes_nothing() {
     let mut sub = Raw::subscribe(broker.port, "/topic/half").await;
     wait_subscribed(&broker, "/topic/half", 1).await;
     let mut half = Raw::subscribe(broker.port, "/null").await;
-    let mut wire = 11u32.to_be_bytes().to_vec();
-    wire.extend_from_slice(b"/topic/half");
-    wire.extend_from_slice(&100u32.to_be_bytes());
-    wire.extend_from_slice(&[b'p'; 10]);
-    half.stream.write_all(&wire).await.unwrap();
+    half.publish_cut("/topic/half").await;
     // The connection stays open on the client side; the broker must end it.
     assert!(within(10.0, "closed by the broker", half.closed()).await);
     broker

@@ -234,12 +234,7 @@ async fn queue_never_drops_under_a_stalled_worker() {
         .log
         .wait_for_async(10.0, "disconnected from /queue/work")
         .await;
-    let written_to_stalled: usize = line
-        .split("out ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no out count in {line}"));
+    let written_to_stalled = out_count(&line);
     wait_until_async(10.0, "every message delivered once", || {
         count() + written_to_stalled >= N
     })

@@ -103,11 +103,7 @@ async fn publisher_cut_mid_frame_routes_nothing_partial() {
     wait_subscribed(&broker, "/topic/cut", 1).await;
     let mut cut = Raw::subscribe(broker.port, "/null").await;
     // Channel frame complete, payload frame announces 100 bytes, sends 10.
-    let mut wire = 10u32.to_be_bytes().to_vec();
-    wire.extend_from_slice(b"/topic/cut");
-    wire.extend_from_slice(&100u32.to_be_bytes());
-    wire.extend_from_slice(&[b'p'; 10]);
-    cut.stream.write_all(&wire).await.unwrap();
+    cut.publish_cut("/topic/cut").await;
     drop(cut);
     broker
         .log

@@ -188,39 +188,36 @@ async fn mutual_tls_admits_only_clients_with_a_certificate_from_the_ca() {
     assert!(refused >= 2, "both refusals logged:\n{}", broker.log.text());
 }
 
+/// Runs `aioq` with `args`: its exit code and stderr.
+fn run(args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn unreadable_certificate_files_are_a_clear_error() {
     // A certificate without its key is a usage error.
-    let out = std::process::Command::new(BIN)
-        .args(["serve", "--port", "0", "--tls-cert", "cert.pem"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = run(&["serve", "--port", "0", "--tls-cert", "cert.pem"]);
+    assert_eq!(code, Some(2));
     assert!(err.contains("--tls-key"), "{err}");
 
-    let out = std::process::Command::new(BIN)
-        .args([
-            "serve",
-            "--port",
-            "0",
-            "--tls-cert",
-            "/nonexistent/cert.pem",
-            "--tls-key",
-            "/nonexistent/key.pem",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = run(&[
+        "serve",
+        "--port",
+        "0",
+        "--tls-cert",
+        "/nonexistent/cert.pem",
+        "--tls-key",
+        "/nonexistent/key.pem",
+    ]);
+    assert_eq!(code, Some(1));
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");
 
-    let out = std::process::Command::new(BIN)
-        .args(["send", "--tls-ca", "/nonexistent/ca.pem", "--message", "x"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = run(&["send", "--tls-ca", "/nonexistent/ca.pem", "--message", "x"]);
+    assert_eq!(code, Some(1));
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
 }
 

@@ -201,6 +201,16 @@ pub fn summary_value<'a>(summary: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
 }
 
+/// Messages a connection was sent, from its "disconnected" log line
+/// (`... (in 0 msgs/0 B, out 42 msgs/1234 B, dropped 0)`).
+pub fn out_count(line: &str) -> usize {
+    line.split("out ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no out count in {line}"))
+}
+
 /// Dropped count for one reason (`queue_full`, `slow_consumer`, ...).
 pub fn dropped(summary: &str, reason: &str) -> u64 {
     summary_value(summary, "dropped")
@@ -281,6 +291,16 @@ impl Raw {
                 Some(_) => return false,
             }
         }
+    }
+
+    /// Publishes to `channel` a payload frame that announces 100 bytes and
+    /// sends 10: a publisher cut in the middle of a frame.
+    pub async fn publish_cut(&mut self, channel: &str) {
+        let mut wire = (channel.len() as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(channel.as_bytes());
+        wire.extend_from_slice(&100u32.to_be_bytes());
+        wire.extend_from_slice(&[b'p'; 10]);
+        self.stream.write_all(&wire).await.unwrap();
     }
 
     pub async fn goodbye(&mut self) {
