@@ -36,6 +36,37 @@ fn zero_limits_are_refused_not_clamped() {
 }
 
 #[test]
+fn bad_cluster_flags_are_refused() {
+    let code = |args: &[&str]| {
+        let out = aioq(&[&["serve", "--port", "0"][..], args].concat());
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Without --cluster its settings mean nothing: a usage error.
+    let (c, err) = code(&["--cluster-ack-wait", "1s"]);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("--cluster"), "{err}");
+    let (c, err) = code(&["--cluster", "nats://127.0.0.1:1", "--cluster-replicas", "6"]);
+    assert_eq!(c, Some(2), "{err}");
+    let (c, err) = code(&[
+        "--cluster",
+        "nats://127.0.0.1:1",
+        "--cluster-ack-wait",
+        "0s",
+    ]);
+    assert_eq!(c, Some(1), "{err}");
+    assert!(
+        err.contains("--cluster-ack-wait must be more than 0"),
+        "{err}"
+    );
+    let (c, err) = code(&["--cluster", "not a url ::"]);
+    assert_eq!(c, Some(1), "{err}");
+    assert!(err.contains("cannot use --cluster not a url ::"), "{err}");
+}
+
+#[test]
 fn help_of_each_subcommand_renders_with_examples() {
     for cmd in ["serve", "listen", "send", "bench", "completions", "man"] {
         let out = aioq(&[cmd, "--help"]);
