@@ -22,6 +22,7 @@
 pub mod budget;
 pub mod cluster;
 mod conn;
+pub mod log_every;
 pub mod queue;
 pub mod router;
 pub mod stats;

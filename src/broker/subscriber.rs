@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -12,15 +12,12 @@ use bytes::Bytes;
 use super::budget::Budget;
 use super::cluster::Delivery;
 use super::lock;
+use super::log_every::LogEvery;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 
 use super::stats::ConnStats;
-
-/// How often, at most, one subscriber's losses are logged.
-const DROP_LOG_EVERY_MS: u64 = 1000;
-const NEVER: u64 = u64::MAX;
 
 /// Why [`Subscriber::offer`] gave a message back.
 #[derive(Debug)]
@@ -60,8 +57,7 @@ pub struct Subscriber {
     /// Why the connection ended, as the first side to notice tells it.
     end_reason: Mutex<Option<String>>,
     born: Instant,
-    last_drop_log_ms: AtomicU64,
-    drops_unlogged: AtomicU64,
+    drop_log: LogEvery,
     /// JetStream messages queued for this worker, oldest first, acknowledged
     /// once written to its socket (see [`written`](Self::written)).
     unacked: Mutex<VecDeque<Unacked>>,
@@ -99,8 +95,7 @@ impl Subscriber {
             slow: AtomicBool::new(false),
             end_reason: Mutex::new(None),
             born: Instant::now(),
-            last_drop_log_ms: AtomicU64::new(NEVER),
-            drops_unlogged: AtomicU64::new(0),
+            drop_log: LogEvery::default(),
             unacked: Mutex::new(VecDeque::new()),
             unacked_len: AtomicUsize::new(0),
         }
@@ -244,20 +239,7 @@ impl Subscriber {
     /// Records one message lost to a full queue; returns how many to report when
     /// it is time to log (at most once a second per subscriber), else `None`.
     pub fn note_drop(&self) -> Option<u64> {
-        self.drops_unlogged.fetch_add(1, Relaxed);
-        let now = self.born.elapsed().as_millis() as u64;
-        let last = self.last_drop_log_ms.load(Relaxed);
-        let due = last == NEVER || now >= last + DROP_LOG_EVERY_MS;
-        if due
-            && self
-                .last_drop_log_ms
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok()
-        {
-            Some(self.drops_unlogged.swap(0, Relaxed))
-        } else {
-            None
-        }
+        self.drop_log.due(self.born)
     }
 
     /// Records why the connection ends; the first reason given wins.

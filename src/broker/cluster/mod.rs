@@ -27,7 +27,7 @@ pub mod subject;
 mod topics;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::lock;
+use super::log_every::LogEvery;
 use super::router::{Channel, Kind};
 use super::Shared;
 
@@ -85,28 +86,6 @@ enum Reply {
     Flush(oneshot::Sender<()>),
 }
 
-/// Logs at most once a second, with how many events it stood for.
-#[derive(Default)]
-struct Every {
-    last_ms: AtomicU64,
-    unlogged: AtomicU64,
-}
-
-impl Every {
-    fn due(&self, base: Instant) -> Option<u64> {
-        self.unlogged.fetch_add(1, Relaxed);
-        // Plus one: 0 means never logged.
-        let now = base.elapsed().as_millis() as u64 + 1;
-        let last = self.last_ms.load(Relaxed);
-        ((last == 0 || now >= last + 1000)
-            && self
-                .last_ms
-                .compare_exchange(last, now, Relaxed, Relaxed)
-                .is_ok())
-        .then(|| self.unlogged.swap(0, Relaxed))
-    }
-}
-
 pub struct Cluster {
     client: async_nats::Client,
     connected: Arc<AtomicBool>,
@@ -120,8 +99,8 @@ pub struct Cluster {
     interest: mpsc::UnboundedSender<Interest>,
     consumers: Mutex<HashMap<Bytes, Arc<tokio::sync::OnceCell<jetstream::consumer::PullConsumer>>>>,
     base: Instant,
-    unforwarded_log: Every,
-    kept_local_log: Every,
+    unforwarded_log: LogEvery,
+    kept_local_log: LogEvery,
 }
 
 impl Cluster {
@@ -132,7 +111,7 @@ impl Cluster {
         config: ClusterConfig,
     ) -> anyhow::Result<Arc<Self>> {
         let url = config.url.clone();
-        let failed_log = Arc::new(Every::default());
+        let failed_log = Arc::new(LogEvery::default());
         // Kept from the client's events: its own state sits behind a lock,
         // too dear for the per-message check on the forwarding path.
         let connected = Arc::new(AtomicBool::new(false));
@@ -213,8 +192,8 @@ impl Cluster {
             interest,
             consumers: Mutex::new(HashMap::new()),
             base: Instant::now(),
-            unforwarded_log: Every::default(),
-            kept_local_log: Every::default(),
+            unforwarded_log: LogEvery::default(),
+            kept_local_log: LogEvery::default(),
         });
         tokio::spawn(topics::forward(shared.clone(), cluster.clone(), forward_rx));
         tokio::spawn(acknowledge(cluster.clone(), acks_rx));
@@ -448,22 +427,5 @@ async fn follow(
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rate_limited_logs_say_how_many_events_they_stand_for() {
-        let every = Every::default();
-        let base = Instant::now();
-        assert_eq!(every.due(base), Some(1), "the first event is logged");
-        assert_eq!(every.due(base), None);
-        assert_eq!(every.due(base), None);
-        // A second later the next line covers the two held back and itself.
-        let earlier = base - Duration::from_millis(1100);
-        assert_eq!(every.due(earlier), Some(3));
     }
 }
