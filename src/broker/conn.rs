@@ -1,7 +1,6 @@
 //! One connection's reader: the subscribe handshake, then publish pairs routed
 //! until the client says goodbye, breaks the protocol, or the broker stops.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -14,9 +13,9 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, FramedRead};
 use tokio_util::sync::CancellationToken;
 
-use super::cluster::Outbox;
-use super::router::{Channel, Kind};
-use super::stats::{ConnStats, DropReason};
+use super::end::EndReason;
+use super::publish::Publisher;
+use super::stats::ConnStats;
 use super::subscriber::Subscriber;
 use super::{writer, Shared};
 use crate::proto::message::{channel_name, Request, RequestParser};
@@ -29,9 +28,6 @@ use crate::proto::{FrameCodec, FrameError};
 /// 64 KiB segments every segment waited for a delayed ACK, and 256 KiB messages
 /// crawled at 2 MB/s. This caps only what the peer has not been sent yet.
 const QUEUE_WORKER_NOTSENT: u32 = 32 * 1024;
-
-/// Channels a reader remembers, so that publishing skips the registry lock.
-const CHANNEL_CACHE: usize = 256;
 
 /// Closes a connection over the limit with an end-of-stream frame, so the client
 /// knows it was turned away on purpose. A TLS port just closes: spending a
@@ -229,9 +225,9 @@ fn protocol_error(shared: &Shared, peer: SocketAddr, why: &str) {
 
 enum End {
     /// Flush what the client is owed, then close (goodbye, or the client closed).
-    Finish(String),
+    Finish(EndReason),
     /// Close at once.
-    Close(String),
+    Close(EndReason),
     /// The broker is shutting down, or the connection was already killed.
     Stop,
 }
@@ -241,24 +237,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
     frames: &mut FramedRead<R, FrameCodec>,
     sub: &Subscriber,
 ) -> End {
-    let mut cache = HashMap::new();
-    let mut outbox = Outbox::default();
-    let end = read_frames(shared, frames, sub, &mut cache, &mut outbox).await;
-    if let (false, Some(c)) = (outbox.is_empty(), shared.cluster.get()) {
-        // What this client published must be stored (or routed here) before
-        // its connection is done: a `send` that got end-of-stream is owed that.
-        for (channel, payload) in outbox.settle(shared, c, &shared.abort).await {
-            route_locally(
-                shared,
-                sub,
-                &mut cache,
-                channel.name.clone(),
-                payload,
-                false,
-            )
-            .await;
-        }
-    }
+    let cluster = shared.cluster.get().map(|c| &**c);
+    let mut publisher = Publisher::new(&shared.router, cluster, &shared.stop_reading, Some(sub));
+    let end = read_frames(shared, frames, sub, &mut publisher).await;
+    publisher.settle(&shared.abort).await;
     end
 }
 
@@ -266,8 +248,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     shared: &Shared,
     frames: &mut FramedRead<R, FrameCodec>,
     sub: &Subscriber,
-    cache: &mut HashMap<Bytes, Arc<Channel>>,
-    outbox: &mut Outbox,
+    publisher: &mut Publisher<'_>,
 ) -> End {
     let mut parser = RequestParser::new(shared.config.max_channel);
     // Created once: a fresh `cancelled()` per frame registers and deregisters a
@@ -293,9 +274,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 let partial = buffered > 0 || frames.decoder().mid_frame() || parser.mid_pair();
                 let now = (frames_read, buffered);
                 if partial && now == last_check {
-                    return End::Close(format!(
-                        "a frame was left half-sent for more than {frame_timeout:?}"
-                    ));
+                    return End::Close(EndReason::HalfFrame(frame_timeout));
                 }
                 last_check = now;
                 continue;
@@ -303,203 +282,28 @@ async fn read_frames<R: AsyncRead + Unpin>(
         };
         frames_read += 1;
         let frame = match frame {
-            None if parser.mid_pair() => {
-                return End::Close("closed between a channel frame and its payload".into())
-            }
-            None => return End::Finish("closed by the client".into()),
+            None if parser.mid_pair() => return End::Close(EndReason::ClosedMidPair),
+            None => return End::Finish(EndReason::ClientClosed),
             Some(Err(e @ FrameError::TooLarge { .. })) => {
                 protocol_error(shared, sub.peer, &e.to_string());
-                return End::Close(format!("protocol error: {e}"));
+                return End::Close(EndReason::Protocol(e.to_string()));
             }
-            Some(Err(e)) if e.is_truncated() => {
-                return End::Close("closed in the middle of a frame".into())
-            }
-            Some(Err(e)) => return End::Close(format!("read error: {e}")),
+            Some(Err(e)) if e.is_truncated() => return End::Close(EndReason::ClosedMidFrame),
+            Some(Err(e)) => return End::Close(EndReason::ReadError(e.to_string())),
             Some(Ok(frame)) => frame,
         };
         match parser.push(frame) {
             Err(e) => {
                 protocol_error(shared, sub.peer, &e.to_string());
-                return End::Close(format!("protocol error: {e}"));
+                return End::Close(EndReason::Protocol(e.to_string()));
             }
             Ok(None) => {}
-            Ok(Some(Request::Goodbye)) => return End::Finish("said goodbye".into()),
+            Ok(Some(Request::Goodbye)) => return End::Finish(EndReason::Goodbye),
             Ok(Some(Request::Publish { channel, payload })) => {
-                if !route(shared, sub, cache, outbox, channel, payload).await {
+                if !publisher.publish(channel, payload).await {
                     return End::Stop;
                 }
             }
-        }
-    }
-}
-
-/// Routes one publish; false when the broker stopped or the connection was
-/// killed while it waited for `/queue` backlog room.
-async fn route(
-    shared: &Shared,
-    sub: &Subscriber,
-    cache: &mut HashMap<Bytes, Arc<Channel>>,
-    outbox: &mut Outbox,
-    name: Bytes,
-    payload: Bytes,
-) -> bool {
-    let len = payload.len() as u64;
-    sub.stats.received.add(1, len);
-    if payload.is_empty() {
-        sub.stats.dropped.add(DropReason::EmptyPayload, 1);
-        shared.stats.dropped.add(DropReason::EmptyPayload, 1);
-        return true;
-    }
-    shared.stats.published.add(1, len);
-    let Some(cluster) = shared.cluster.get() else {
-        return route_locally(shared, sub, cache, name, payload, false).await;
-    };
-    if !crate::proto::is_queue(&name) {
-        cluster.forward(shared, &name, &payload);
-        return route_locally(shared, sub, cache, name, payload, false).await;
-    }
-    // Boxed: the JetStream futures are large, and would otherwise make every
-    // call of `route`, clustered or not, carry their size.
-    Box::pin(route_to_stream(
-        shared, sub, cache, outbox, cluster, name, payload,
-    ))
-    .await
-}
-
-/// A `/queue` message of a clustered broker: into its JetStream stream, or
-/// routed here when JetStream cannot take it.
-async fn route_to_stream(
-    shared: &Shared,
-    sub: &Subscriber,
-    cache: &mut HashMap<Bytes, Arc<Channel>>,
-    outbox: &mut Outbox,
-    cluster: &super::cluster::Cluster,
-    name: Bytes,
-    payload: Bytes,
-) -> bool {
-    let len = payload.len() as u64;
-    let Some(channel) = channel_for(shared, cache, &name) else {
-        return true;
-    };
-    match outbox
-        .publish(shared, cluster, &channel, payload, &shared.stop_reading)
-        .await
-    {
-        Ok(refused) => {
-            channel.stats.published.add(1, len);
-            for (channel, payload) in refused {
-                let name = channel.name.clone();
-                if !route_locally(shared, sub, cache, name, payload, true).await {
-                    return false;
-                }
-            }
-            true
-        }
-        Err(payload) => route_locally(shared, sub, cache, name, payload, false).await,
-    }
-}
-
-fn channel_for(
-    shared: &Shared,
-    cache: &mut HashMap<Bytes, Arc<Channel>>,
-    name: &Bytes,
-) -> Option<Arc<Channel>> {
-    if let Some(c) = cache.get(name) {
-        return Some(c.clone());
-    }
-    let c = shared.router.lookup(name)?;
-    if cache.len() >= CHANNEL_CACHE {
-        cache.clear();
-    }
-    cache.insert(name.clone(), c.clone());
-    Some(c)
-}
-
-/// Routes one message to this broker's subscribers or workers. `counted`: the
-/// channel's publish counter already has it.
-async fn route_locally(
-    shared: &Shared,
-    sub: &Subscriber,
-    cache: &mut HashMap<Bytes, Arc<Channel>>,
-    name: Bytes,
-    payload: Bytes,
-    counted: bool,
-) -> bool {
-    let len = payload.len() as u64;
-    loop {
-        let Some(channel) = channel_for(shared, cache, &name) else {
-            shared.stats.unrouted.fetch_add(1, Relaxed);
-            return true;
-        };
-        let routed = match &channel.kind {
-            Kind::Topic(_) => shared.router.publish_topic(&channel, &payload),
-            Kind::Queue(q) => tokio::select! {
-                r = q.publish(payload.clone()) => r,
-                _ = shared.stop_reading.cancelled() => {
-                    shared.router.count_drop(&channel, sub, DropReason::Shutdown, 1);
-                    return false;
-                }
-                _ = sub.kill.cancelled() => {
-                    shared.router.count_drop(&channel, sub, DropReason::SubscriberGone, 1);
-                    return false;
-                }
-            },
-        };
-        match routed {
-            Ok(()) => {
-                if !counted {
-                    channel.stats.published.add(1, len);
-                }
-                return true;
-            }
-            Err(_) => {
-                cache.remove(&name);
-            }
-        }
-    }
-}
-
-/// A publish from inside the broker's process (see [`super::Injector`]).
-pub(super) async fn inject(shared: &Shared, name: &Bytes, payload: Bytes) {
-    if payload.is_empty() {
-        return;
-    }
-    let len = payload.len() as u64;
-    shared.stats.published.add(1, len);
-    if let Some(cluster) = shared.cluster.get() {
-        if !crate::proto::is_queue(name) {
-            cluster.forward(shared, name, &payload);
-        } else if let Some(channel) = shared.router.lookup(name) {
-            let stored = super::cluster::store(
-                shared,
-                cluster,
-                &channel,
-                payload.clone(),
-                &shared.stop_reading,
-            )
-            .await;
-            if stored.is_ok() {
-                channel.stats.published.add(1, len);
-                return;
-            }
-            cluster.kept_local(shared, "JetStream did not take it");
-        }
-    }
-    loop {
-        let Some(channel) = shared.router.lookup(name) else {
-            shared.stats.unrouted.fetch_add(1, Relaxed);
-            return;
-        };
-        let routed = match &channel.kind {
-            Kind::Topic(_) => shared.router.publish_topic(&channel, &payload),
-            Kind::Queue(q) => tokio::select! {
-                r = q.publish(payload.clone()) => r,
-                _ = shared.stop_reading.cancelled() => return,
-            },
-        };
-        if routed.is_ok() {
-            channel.stats.published.add(1, len);
-            return;
         }
     }
 }

@@ -20,14 +20,19 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod budget;
-pub mod cluster;
+mod cluster;
 mod conn;
-pub mod log_every;
-pub mod queue;
-pub mod router;
+pub mod end;
+mod link;
+pub(crate) mod log_every;
+mod publish;
+mod queue;
+mod router;
 pub mod stats;
-pub mod subscriber;
+mod subscriber;
 mod writer;
+
+pub use cluster::ClusterConfig;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -39,7 +44,11 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::cluster::Cluster;
+use self::link::Replies;
+use self::publish::Publisher;
 use self::router::Router;
+use self::stats::{BrokerStats, DropReason, Summary};
 
 /// Locks a mutex, carrying on past poisoning: the state these mutexes guard
 /// (lists of subscribers, backlogs) stays consistent at every await-free step,
@@ -47,7 +56,6 @@ use self::router::Router;
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
-use self::stats::{BrokerStats, DropReason, Summary};
 
 /// What happens to a `/topic` subscriber whose send queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -118,7 +126,7 @@ impl Default for BrokerConfig {
 /// State every connection task shares.
 struct Shared {
     config: Arc<BrokerConfig>,
-    router: Router,
+    router: Arc<Router>,
     stats: Arc<BrokerStats>,
     next_id: AtomicU64,
     /// Cancelled first at shutdown: readers stop.
@@ -133,8 +141,10 @@ struct Shared {
     per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Serves TLS when set.
     tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Set once the broker has joined a cluster.
-    cluster: std::sync::OnceLock<Arc<cluster::Cluster>>,
+    /// Set once the broker has joined a cluster: the publish path forks there.
+    cluster: std::sync::OnceLock<Arc<Cluster>>,
+    /// Set with `cluster`: how writers answer JetStream's deliveries.
+    replies: std::sync::OnceLock<Replies>,
 }
 
 impl Shared {
@@ -184,6 +194,11 @@ impl Inspector {
     pub fn backlog_bytes(&self) -> usize {
         self.0.router.backlog_bytes()
     }
+
+    /// The broker's counters as they stand.
+    pub fn summary(&self) -> Summary {
+        self.0.stats.summary()
+    }
 }
 
 /// Publishes into a running broker from its own process, as a client
@@ -195,7 +210,12 @@ impl Injector {
     /// Routes one message to `channel` like a publish from a client; waits
     /// only where a client would (a full `/queue` backlog or stream).
     pub async fn publish(&self, channel: &bytes::Bytes, payload: bytes::Bytes) {
-        conn::inject(&self.0, channel, payload).await
+        let shared = &self.0;
+        let cluster = shared.cluster.get().map(|c| &**c);
+        let mut publisher = Publisher::new(&shared.router, cluster, &shared.stop_reading, None);
+        publisher.publish(channel.clone(), payload).await;
+        // Stored in JetStream (or routed here) before it counts as published.
+        publisher.settle(&shared.abort).await;
     }
 }
 
@@ -217,7 +237,7 @@ impl Broker {
         let stats = Arc::new(BrokerStats::default());
         Self {
             shared: Arc::new(Shared {
-                router: Router::new(config.clone(), stats.clone()),
+                router: Arc::new(Router::new(config.clone(), stats.clone())),
                 config,
                 stats,
                 next_id: AtomicU64::new(1),
@@ -229,6 +249,7 @@ impl Broker {
                 per_ip: Default::default(),
                 tls,
                 cluster: std::sync::OnceLock::new(),
+                replies: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -245,11 +266,12 @@ impl Broker {
 
     /// Joins the cluster `config` names (see [`cluster`]). Channels created from
     /// now on are carried across it; call before [`run`](Self::run).
-    pub async fn join_cluster(&self, config: cluster::ClusterConfig) -> anyhow::Result<()> {
-        let c = cluster::Cluster::join(&self.shared, config).await?;
-        self.shared.router.follow(c.interest());
-        self.shared.stats.clustered.store(true, Relaxed);
-        let _ = self.shared.cluster.set(c);
+    pub async fn join_cluster(&self, config: ClusterConfig) -> anyhow::Result<()> {
+        let shared = &self.shared;
+        let c = Cluster::join(shared.router.clone(), shared.stop_reading.clone(), config).await?;
+        shared.stats.clustered.store(true, Relaxed);
+        let _ = shared.replies.set(c.replies());
+        let _ = shared.cluster.set(c);
         Ok(())
     }
 
@@ -346,14 +368,15 @@ async fn shutdown_gracefully(shared: &Shared) {
     if let Some(c) = shared.cluster.get() {
         // Acknowledgements of what was written, and messages handed back, must
         // reach JetStream before the process ends.
-        c.flush(shared, Duration::from_secs(2)).await;
+        c.flush(Duration::from_secs(2)).await;
     }
     for channel in shared.router.channels() {
         if let router::Kind::Queue(q) = &channel.kind {
             let n = q.discard_backlog() as u64;
             if n > 0 {
-                channel.stats.dropped.add(DropReason::Shutdown, n);
-                shared.stats.dropped.add(DropReason::Shutdown, n);
+                shared
+                    .router
+                    .count_drop(Some(&channel), None, DropReason::Shutdown, n);
                 tracing::warn!(
                     "{} message(s) left in the backlog of {} at shutdown",
                     n,

@@ -12,9 +12,9 @@ use super::lock;
 use tokio::sync::Notify;
 
 use super::budget::Budget;
-use super::cluster::Delivery;
+use super::link::Delivery;
 use super::router::Retired;
-use super::subscriber::Subscriber;
+use super::subscriber::{Refused, Subscriber};
 
 pub struct QueueState {
     inner: Mutex<Inner>,
@@ -43,28 +43,36 @@ struct Inner {
 }
 
 impl Inner {
-    /// Hands `payload` to the next worker with room; gives it back if none has.
-    /// `held`: the budget already counts its bytes (it comes from the backlog).
-    fn dispatch(&mut self, payload: Bytes, held: bool) -> Result<(), Bytes> {
+    /// Offers `item` to each worker in turn, starting with the next in the
+    /// rotation; the first that takes it moves the rotation on. Gives it back
+    /// if none has room.
+    fn round_robin<T>(
+        &mut self,
+        item: T,
+        mut offer: impl FnMut(&Subscriber, T) -> Result<(), T>,
+    ) -> Result<(), T> {
         let n = self.workers.len();
-        let mut payload = payload;
+        let mut item = item;
         for k in 0..n {
             let i = (self.next + k) % n;
-            let w = &self.workers[i];
-            let offered = if held {
-                w.offer_held(payload)
-            } else {
-                w.offer(payload)
-            };
-            match offered {
+            match offer(&self.workers[i], item) {
                 Ok(()) => {
                     self.next = (i + 1) % n;
                     return Ok(());
                 }
-                Err(refused) => payload = refused.into_inner(),
+                Err(back) => item = back,
             }
         }
-        Err(payload)
+        Err(item)
+    }
+
+    /// Hands `payload` to the next worker with room; gives it back if none has.
+    /// `held`: the budget already counts its bytes (it comes from the backlog).
+    fn dispatch(&mut self, payload: Bytes, held: bool) -> Result<(), Bytes> {
+        self.round_robin(payload, |w, p| {
+            let offered = if held { w.offer_held(p) } else { w.offer(p) };
+            offered.map_err(Refused::into_inner)
+        })
     }
 
     /// Moves backlog to workers with room, oldest first; returns how many
@@ -99,76 +107,6 @@ impl QueueState {
         if self.room_wanted.load(Relaxed) && self.room_wanted.swap(false, Relaxed) {
             self.room.notify_one();
         }
-    }
-
-    /// Asks to be woken by [`wait_room`](Self::wait_room) at the next change of
-    /// worker room. Called before looking at the room: `notify_one` keeps a
-    /// permit, so a change between the look and the wait is not missed.
-    pub fn want_room(&self) {
-        self.room_wanted.store(true, Relaxed);
-    }
-
-    pub async fn wait_room(&self) {
-        self.room.notified().await;
-    }
-
-    /// Messages the workers can take now without waiting: what a cluster
-    /// puller may fetch. None while the local backlog has some, which goes first.
-    pub fn worker_room(&self) -> usize {
-        let inner = lock(&self.inner);
-        if !inner.backlog.is_empty() {
-            return 0;
-        }
-        inner.workers.iter().map(|w| w.room()).sum()
-    }
-
-    /// Hands a JetStream message to the next worker with room, to be
-    /// acknowledged once written; gives it back when none has room (or the
-    /// local backlog is not empty, which keeps its order).
-    pub fn offer_delivery(
-        &self,
-        payload: Bytes,
-        delivery: Delivery,
-    ) -> Result<(), (Bytes, Delivery)> {
-        let mut inner = lock(&self.inner);
-        if !inner.backlog.is_empty() {
-            return Err((payload, delivery));
-        }
-        let n = inner.workers.len();
-        let (mut payload, mut delivery) = (payload, delivery);
-        for k in 0..n {
-            let i = (inner.next + k) % n;
-            match inner.workers[i].offer_delivery(payload, delivery) {
-                Ok(()) => {
-                    inner.next = (i + 1) % n;
-                    return Ok(());
-                }
-                Err((refused, d)) => {
-                    payload = refused.into_inner();
-                    delivery = d;
-                }
-            }
-        }
-        Err((payload, delivery))
-    }
-
-    /// The backlog, when no worker is left to take it: a clustered broker
-    /// hands it back to JetStream rather than hold it. Its bytes leave the budget.
-    pub fn take_orphans(&self) -> Vec<Bytes> {
-        let mut inner = lock(&self.inner);
-        if !inner.workers.is_empty() || inner.draining > 0 || inner.backlog.is_empty() {
-            return Vec::new();
-        }
-        let orphans: Vec<Bytes> = inner.backlog.drain(..).collect();
-        self.budget.give_back(orphans.iter().map(Bytes::len).sum());
-        self.after_change(&inner, orphans.len());
-        orphans
-    }
-
-    /// Puts back orphans that could not be handed to JetStream.
-    pub fn restore(&self, orphans: Vec<Bytes>) {
-        let mut inner = lock(&self.inner);
-        self.push_front(&mut inner, orphans);
     }
 
     pub fn worker_count(&self) -> usize {
@@ -308,6 +246,68 @@ impl QueueState {
         self.budget.give_back(bytes);
         self.after_change(&inner, 0);
         n
+    }
+}
+
+/// For the cluster's puller: how much room the workers have, JetStream
+/// deliveries handed to them, and the backlog handed back when they are gone.
+impl QueueState {
+    /// Asks to be woken by [`wait_room`](Self::wait_room) at the next change of
+    /// worker room. Called before looking at the room: `notify_one` keeps a
+    /// permit, so a change between the look and the wait is not missed.
+    pub fn want_room(&self) {
+        self.room_wanted.store(true, Relaxed);
+    }
+
+    pub async fn wait_room(&self) {
+        self.room.notified().await;
+    }
+
+    /// Messages the workers can take now without waiting: what a cluster
+    /// puller may fetch. None while the local backlog has some, which goes first.
+    pub fn worker_room(&self) -> usize {
+        let inner = lock(&self.inner);
+        if !inner.backlog.is_empty() {
+            return 0;
+        }
+        inner.workers.iter().map(|w| w.room()).sum()
+    }
+
+    /// Hands a JetStream message to the next worker with room, to be
+    /// acknowledged once written; gives it back when none has room (or the
+    /// local backlog is not empty, which keeps its order).
+    pub fn offer_delivery(
+        &self,
+        payload: Bytes,
+        delivery: Delivery,
+    ) -> Result<(), (Bytes, Delivery)> {
+        let mut inner = lock(&self.inner);
+        if !inner.backlog.is_empty() {
+            return Err((payload, delivery));
+        }
+        inner.round_robin((payload, delivery), |w, (p, d)| {
+            w.offer_delivery(p, d)
+                .map_err(|(refused, d)| (refused.into_inner(), d))
+        })
+    }
+
+    /// The backlog, when no worker is left to take it: a clustered broker
+    /// hands it back to JetStream rather than hold it. Its bytes leave the budget.
+    pub fn take_orphans(&self) -> Vec<Bytes> {
+        let mut inner = lock(&self.inner);
+        if !inner.workers.is_empty() || inner.draining > 0 || inner.backlog.is_empty() {
+            return Vec::new();
+        }
+        let orphans: Vec<Bytes> = inner.backlog.drain(..).collect();
+        self.budget.give_back(orphans.iter().map(Bytes::len).sum());
+        self.after_change(&inner, orphans.len());
+        orphans
+    }
+
+    /// Puts back orphans that could not be handed to JetStream.
+    pub fn restore(&self, orphans: Vec<Bytes>) {
+        let mut inner = lock(&self.inner);
+        self.push_front(&mut inner, orphans);
     }
 }
 

@@ -17,9 +17,9 @@ use bytes::Bytes;
 use super::lock;
 
 use super::budget::Budget;
-use super::cluster::Interest;
+use super::link::ChannelLink;
 use super::queue::QueueState;
-use super::stats::{BrokerStats, ChannelStats, DropReason};
+use super::stats::{BrokerStats, ChannelStats, ConnStats, DropReason};
 use super::subscriber::{Refused, Subscriber};
 use super::{BrokerConfig, TopicOverflow};
 use crate::proto;
@@ -32,10 +32,15 @@ pub struct Channel {
     pub name: Bytes,
     pub stats: ChannelStats,
     pub kind: Kind,
-    /// The channel's NATS subject, once the cluster needs it.
-    pub cluster_subject: std::sync::OnceLock<async_nats::Subject>,
-    /// Its JetStream stream is known to exist (`/queue` in a cluster).
-    pub cluster_stream: std::sync::atomic::AtomicBool,
+    /// Its place in the cluster, when the broker is in one.
+    pub link: ChannelLink,
+}
+
+/// A channel gaining or losing its place in the registry, for whoever follows
+/// the router (the cluster, which subscribes or pulls while a channel exists).
+pub enum Interest {
+    On(Arc<Channel>),
+    Off(Arc<Channel>),
 }
 
 pub enum Kind {
@@ -54,17 +59,6 @@ impl Channel {
         String::from_utf8_lossy(&self.name).into_owned()
     }
 
-    pub fn is_queue(&self) -> bool {
-        matches!(self.kind, Kind::Queue(_))
-    }
-
-    pub fn subscriber_count(&self) -> usize {
-        match &self.kind {
-            Kind::Topic(t) => lock(t).subs.len(),
-            Kind::Queue(q) => q.worker_count(),
-        }
-    }
-
     pub fn backlog_len(&self) -> usize {
         match &self.kind {
             Kind::Topic(_) => 0,
@@ -75,7 +69,7 @@ impl Channel {
 
 pub struct Router {
     channels: Mutex<HashMap<Bytes, Arc<Channel>>>,
-    /// Told of every channel created and retired, when the broker is in a cluster.
+    /// Told of every channel created and retired, when someone follows (the cluster).
     interest: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Interest>>,
     pub budget: Arc<Budget>,
     config: Arc<BrokerConfig>,
@@ -108,10 +102,9 @@ impl Router {
             name,
             stats: ChannelStats::default(),
             kind,
-            cluster_subject: std::sync::OnceLock::new(),
-            cluster_stream: std::sync::atomic::AtomicBool::new(false),
+            link: ChannelLink::default(),
         });
-        // Sent under the registry lock, so On and Off reach the cluster in the
+        // Sent under the registry lock, so On and Off reach the follower in the
         // order channels come and go.
         if let Some(tx) = self.interest.get() {
             let _ = tx.send(Interest::On(channel.clone()));
@@ -169,7 +162,7 @@ impl Router {
                 Ok(()) => {}
                 Err(Refused::Full(_)) => match self.config.topic_overflow {
                     TopicOverflow::Drop => {
-                        self.count_drop(channel, sub, DropReason::QueueFull, 1);
+                        self.count_drop(Some(channel), Some(&sub.stats), DropReason::QueueFull, 1);
                         if let Some(n) = sub.note_drop() {
                             tracing::warn!(
                                 "Remote {} is a slow consumer on {}: dropped {n} message(s), \
@@ -183,7 +176,12 @@ impl Router {
                         }
                     }
                     TopicOverflow::Disconnect => {
-                        self.count_drop(channel, sub, DropReason::SlowConsumer, 1);
+                        self.count_drop(
+                            Some(channel),
+                            Some(&sub.stats),
+                            DropReason::SlowConsumer,
+                            1,
+                        );
                         sub.slow.store(true, Relaxed);
                         sub.kill.cancel();
                         evict = true;
@@ -192,7 +190,7 @@ impl Router {
                 // Every subscriber finds the budget spent, fast or slow: nobody
                 // is disconnected for it, whatever the overflow policy.
                 Err(Refused::OverBudget(_)) => {
-                    self.count_drop(channel, sub, DropReason::MemoryLimit, 1);
+                    self.count_drop(Some(channel), Some(&sub.stats), DropReason::MemoryLimit, 1);
                     if let Some(n) = sub.note_drop() {
                         tracing::warn!(
                             "Remote {} on {}: dropped {n} message(s), the broker's memory \
@@ -205,7 +203,12 @@ impl Router {
                     }
                 }
                 Err(Refused::Closed(_)) => {
-                    self.count_drop(channel, sub, DropReason::SubscriberGone, 1);
+                    self.count_drop(
+                        Some(channel),
+                        Some(&sub.stats),
+                        DropReason::SubscriberGone,
+                        1,
+                    );
                     evict = true;
                 }
             }
@@ -230,12 +233,26 @@ impl Router {
         Ok(())
     }
 
-    pub fn count_drop(&self, channel: &Channel, sub: &Subscriber, reason: DropReason, n: u64) {
+    /// The one place a loss is counted: at the broker, and at the channel and
+    /// the connection when the message had one (an empty payload has no
+    /// channel; a backlog discarded at shutdown, or a message from inside the
+    /// broker, has no connection).
+    pub fn count_drop(
+        &self,
+        channel: Option<&Channel>,
+        conn: Option<&ConnStats>,
+        reason: DropReason,
+        n: u64,
+    ) {
         if n == 0 {
             return;
         }
-        channel.stats.dropped.add(reason, n);
-        sub.stats.dropped.add(reason, n);
+        if let Some(channel) = channel {
+            channel.stats.dropped.add(reason, n);
+        }
+        if let Some(conn) = conn {
+            conn.dropped.add(reason, n);
+        }
         self.stats.dropped.add(reason, n);
     }
 
@@ -270,7 +287,7 @@ impl Router {
                 } else {
                     DropReason::SubscriberGone
                 };
-                self.count_drop(channel, sub, reason, unsent.len() as u64);
+                self.count_drop(Some(channel), Some(&sub.stats), reason, unsent.len() as u64);
                 let empty = state.subs.is_empty();
                 if empty {
                     state.retired = true;
@@ -307,7 +324,7 @@ impl Router {
         lock(&self.channels).values().cloned().collect()
     }
 
-    pub fn stats(&self) -> &BrokerStats {
+    pub fn stats(&self) -> &Arc<BrokerStats> {
         &self.stats
     }
 }

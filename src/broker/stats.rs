@@ -110,6 +110,8 @@ pub struct BrokerStats {
     /// by the protocol's rules, and not a loss, but worth knowing.
     pub unrouted: AtomicU64,
     pub dropped: Drops,
+    /// Connections that ended, by why.
+    pub ended: super::end::Ends,
     /// Set when the broker is part of a cluster: the summary then reports the
     /// cluster counters below.
     pub clustered: std::sync::atomic::AtomicBool,
@@ -161,6 +163,8 @@ pub struct Summary {
     pub unrouted: u64,
     pub slow_consumers_disconnected: u64,
     pub dropped: Vec<(DropReason, u64)>,
+    /// Connections that ended, by [`super::end::EndReason`] name.
+    pub ended: Vec<(&'static str, u64)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterSummary>,
 }
@@ -188,6 +192,7 @@ impl BrokerStats {
             unrouted: self.unrouted.load(Relaxed),
             slow_consumers_disconnected: self.slow_consumers_disconnected.load(Relaxed),
             dropped: self.dropped.snapshot(),
+            ended: self.ended.snapshot(),
             cluster: self.clustered.load(Relaxed).then(|| ClusterSummary {
                 from_cluster: self.cluster_in.messages(),
                 to_cluster: self.cluster_out.messages(),
@@ -221,6 +226,13 @@ impl std::fmt::Display for Summary {
                 .iter()
                 .map(|(r, n)| format!("{}:{n}", r.as_str()))
                 .collect();
+            write!(f, "{}", parts.join(","))?;
+        }
+        write!(f, " ended=")?;
+        if self.ended.is_empty() {
+            write!(f, "0")?;
+        } else {
+            let parts: Vec<String> = self.ended.iter().map(|(r, n)| format!("{r}:{n}")).collect();
             write!(f, "{}", parts.join(","))?;
         }
         if let Some(c) = &self.cluster {

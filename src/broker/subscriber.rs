@@ -10,7 +10,8 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::budget::Budget;
-use super::cluster::Delivery;
+use super::end::EndReason;
+use super::link::Delivery;
 use super::lock;
 use super::log_every::LogEvery;
 use tokio::sync::mpsc;
@@ -55,7 +56,7 @@ pub struct Subscriber {
     /// queued for it is counted under that reason.
     pub slow: AtomicBool,
     /// Why the connection ended, as the first side to notice tells it.
-    end_reason: Mutex<Option<String>>,
+    end_reason: Mutex<Option<EndReason>>,
     born: Instant,
     drop_log: LogEvery,
     /// JetStream messages queued for this worker, oldest first, acknowledged
@@ -243,17 +244,15 @@ impl Subscriber {
     }
 
     /// Records why the connection ends; the first reason given wins.
-    pub fn set_end_reason(&self, reason: impl Into<String>) {
+    pub fn set_end_reason(&self, reason: EndReason) {
         let mut r = lock(&self.end_reason);
         if r.is_none() {
-            *r = Some(reason.into());
+            *r = Some(reason);
         }
     }
 
-    pub fn end_reason(&self) -> String {
-        lock(&self.end_reason)
-            .clone()
-            .unwrap_or_else(|| "closed".into())
+    pub fn end_reason(&self) -> EndReason {
+        lock(&self.end_reason).clone().unwrap_or(EndReason::Closed)
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
+use super::end::EndReason;
 use super::router::{Channel, Kind};
 use super::subscriber::Subscriber;
 use super::Shared;
@@ -23,12 +24,12 @@ use crate::proto::FrameCodec;
 /// Frames taken off the send queue per write.
 const BATCH: usize = 256;
 
-type Sink<W> = FramedWrite<Progress<W>, FrameCodec>;
+type Sink<W> = FramedWrite<WatchedWrite<W>, FrameCodec>;
 
 /// A writer that notes when the socket last accepted bytes, so a write can be
 /// given up when the peer stops taking data (a vanished host, a stalled
 /// client), not merely because a large batch takes long to a slow reader.
-pub struct Progress<W> {
+pub struct WatchedWrite<W> {
     inner: W,
     base: Instant,
     last_ms: Arc<AtomicU64>,
@@ -37,7 +38,7 @@ pub struct Progress<W> {
     written: u64,
 }
 
-impl<W> Progress<W> {
+impl<W> WatchedWrite<W> {
     fn new(inner: W) -> Self {
         Self {
             inner,
@@ -53,7 +54,7 @@ impl<W> Progress<W> {
     }
 }
 
-impl<W: AsyncWrite + Unpin> AsyncWrite for Progress<W> {
+impl<W: AsyncWrite + Unpin> AsyncWrite for WatchedWrite<W> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -125,7 +126,10 @@ pub async fn run<W: AsyncWrite + Unpin>(
     channel: Arc<Channel>,
     finish: CancellationToken,
 ) {
-    let mut sink = FramedWrite::new(Progress::new(wr), FrameCodec::new(shared.config.max_frame));
+    let mut sink = FramedWrite::new(
+        WatchedWrite::new(wr),
+        FrameCodec::new(shared.config.max_frame),
+    );
     let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
     // Created once, not per batch (see the reader loop).
     let killed = sub.kill.cancelled();
@@ -153,7 +157,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             // The client is leaving: stop routing to it, but send what it is owed.
             shared.router.stop_routing(&channel, &sub);
         } else {
-            sub.set_end_reason("broker shutting down");
+            sub.set_end_reason(EndReason::BrokerShutdown);
         }
         match drain(
             &shared,
@@ -183,21 +187,23 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let stopping = shared.drain.is_cancelled();
     // Cluster messages this worker never got go back to JetStream, for any
     // broker's workers; only local ones stay in this broker's backlog.
-    let batch = match shared.cluster.get() {
-        Some(c) => {
+    let batch = match shared.replies.get() {
+        Some(replies) => {
             let (local, back) = sub.unwritten(batch);
-            c.nak(back);
+            replies.nak(back);
             local
         }
         None => batch,
     };
     shared.router.leave(&channel, &sub, batch, stopping);
+    let reason = sub.end_reason();
+    shared.stats.ended.add(&reason);
     let s = &sub.stats;
     tracing::info!(
         "Remote {} disconnected from {}: {} (in {} msgs/{} B, out {} msgs/{} B, dropped {})",
         sub.peer,
         channel.display_name(),
-        sub.end_reason(),
+        reason,
         s.received.messages(),
         s.received.bytes(),
         s.sent.messages(),
@@ -222,7 +228,7 @@ async fn drain<W: AsyncWrite + Unpin>(
     sub: &Subscriber,
     channel: &Channel,
     leaving: bool,
-) -> Result<(), String> {
+) -> Result<(), EndReason> {
     loop {
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -250,8 +256,8 @@ async fn drain<W: AsyncWrite + Unpin>(
         sink.flush().await
     };
     tokio::select! {
-        r = eos => r.map_err(|e| format!("write error: {e}")),
-        _ = sub.kill.cancelled() => Err("drain timeout passed".into()),
+        r = eos => r.map_err(|e| EndReason::WriteError(e.to_string())),
+        _ = sub.kill.cancelled() => Err(EndReason::DrainTimeout),
     }
 }
 
@@ -263,7 +269,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     batch: &mut Vec<Bytes>,
     sub: &Subscriber,
     channel: &Channel,
-) -> Result<(), String> {
+) -> Result<(), EndReason> {
     let (base, last_ms) = {
         let p = sink.get_ref();
         p.mark();
@@ -289,10 +295,10 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     sub.stats.sent.add(n, bytes);
     channel.stats.delivered.add(n, bytes);
     shared.stats.delivered.add(n, bytes);
-    if let Some(c) = shared.cluster.get() {
+    if let Some(replies) = shared.replies.get() {
         let due = sub.written(&batch[..whole]);
         if !due.is_empty() {
-            c.ack(due);
+            replies.ack(due);
         }
     }
     batch.drain(..whole);
@@ -320,23 +326,22 @@ async fn write_within(
     timeout: Duration,
     shared: &Shared,
     sub: &Subscriber,
-) -> Result<(), String> {
+) -> Result<(), EndReason> {
     tokio::pin!(write);
+    let failed = |e: std::io::Error| EndReason::WriteError(e.to_string());
     // Most writes complete at once: only a blocked one pays for a timer.
     match futures::poll!(&mut write) {
-        Poll::Ready(r) => r.map_err(|e| format!("write error: {e}")),
+        Poll::Ready(r) => r.map_err(failed),
         Poll::Pending => tokio::select! {
-        r = &mut write => r.map_err(|e| format!("write error: {e}")),
-        _ = no_progress(base, last_ms, timeout) => Err(format!(
-            "the socket accepted nothing for {timeout:?} (peer gone or stalled)"
-        )),
-        _ = sub.kill.cancelled() => Err(if sub.slow.load(Relaxed) {
-            "disconnected as a slow consumer".to_string()
-        } else if shared.abort.is_cancelled() {
-            "drain timeout passed".to_string()
-        } else {
-            "closed".to_string()
-        }),
+            r = &mut write => r.map_err(failed),
+            _ = no_progress(base, last_ms, timeout) => Err(EndReason::WriteTimeout(timeout)),
+            _ = sub.kill.cancelled() => Err(if sub.slow.load(Relaxed) {
+                EndReason::SlowConsumer
+            } else if shared.abort.is_cancelled() {
+                EndReason::DrainTimeout
+            } else {
+                EndReason::Closed
+            }),
         },
     }
 }

@@ -1,23 +1,28 @@
-//! The client side of the protocol, shared by `listen`, `send` and `bench`.
+//! The client side of the protocol, shared by `listen`, `send`, `metrics`,
+//! `watch-db --publish` and `bench`.
+//!
+//! [`Target`] is the flags; [`Target::connector`] checks them once and gives a
+//! [`Connector`], which every connection and reconnection reuses;
+//! [`reconnect::Reconnector`] keeps one subscription up across broker restarts.
 
 pub mod publisher;
 pub mod reconnect;
 pub mod subscriber;
 
-use std::sync::{Arc, OnceLock};
-
 use anyhow::Context;
 use bytes::Bytes;
 use futures::SinkExt;
-use tokio::net::TcpStream;
-use tokio_util::codec::Framed;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 use tokio_util::either::Either;
 
 use crate::exit::Unreachable;
 use crate::proto::FrameCodec;
-use crate::tls::TlsClient;
+use crate::tls::{ClientTlsArgs, TlsClient};
 
-/// Where the broker is.
+/// Where the broker is, as the flags say.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Target {
     /// Broker host name or address.
@@ -27,75 +32,161 @@ pub struct Target {
     #[arg(long, default_value_t = 25000, env = "AIOQ_PORT")]
     pub port: u16,
     #[command(flatten)]
-    pub tls: crate::tls::ClientTlsArgs,
-    /// The TLS client, built from the flags once (it reads certificate files)
-    /// and shared by every reconnection.
-    #[arg(skip)]
-    tls_client: Arc<OnceLock<Option<TlsClient>>>,
+    pub tls: ClientTlsArgs,
 }
 
 impl Target {
-    pub fn new(host: impl Into<String>, port: u16, tls: crate::tls::ClientTlsArgs) -> Self {
+    pub fn new(host: impl Into<String>, port: u16, tls: ClientTlsArgs) -> Self {
         Self {
             host: host.into(),
             port,
             tls,
-            tls_client: Default::default(),
         }
     }
 
-    /// A plain-TCP target.
+    /// Checks the flags (certificate files are read here, once) and gives what
+    /// every connection to the broker reuses.
+    pub fn connector(&self) -> anyhow::Result<Connector> {
+        Ok(Connector {
+            host: self.host.clone(),
+            port: self.port,
+            tls: self.tls.client(&self.host)?,
+        })
+    }
+}
+
+/// How to reach one broker: its address and, for TLS, a ready client.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    host: String,
+    port: u16,
+    tls: Option<TlsClient>,
+}
+
+/// Socket choices a client may make.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConnectOptions {
+    /// A 4 KiB receive buffer, so that a client that stops reading is felt by
+    /// the broker within seconds rather than after the kernel has absorbed
+    /// megabytes (the bench's stalled subscribers).
+    pub small_recv_buffer: bool,
+}
+
+impl Connector {
+    /// A plain-TCP connector.
     pub fn plain(host: impl Into<String>, port: u16) -> Self {
-        Self::new(host, port, Default::default())
-    }
-
-    /// Fails early, with a clear message, on TLS flags that cannot work
-    /// (unreadable certificates, a key that does not match).
-    pub fn check(&self) -> anyhow::Result<()> {
-        self.tls_client().map(drop)
-    }
-
-    fn tls_client(&self) -> anyhow::Result<Option<TlsClient>> {
-        if let Some(c) = self.tls_client.get() {
-            return Ok(c.clone());
+        Self {
+            host: host.into(),
+            port,
+            tls: None,
         }
-        let c = self.tls.client(&self.host)?;
-        Ok(self.tls_client.get_or_init(|| c).clone())
+    }
+
+    /// `HOST:PORT` (an IPv6 address in brackets), with TLS from `tls` when on.
+    pub fn parse(addr: &str, tls: &ClientTlsArgs) -> anyhow::Result<Self> {
+        let (host, port) = addr
+            .rsplit_once(':')
+            .with_context(|| format!("{addr:?} is not HOST:PORT"))?;
+        let port = port
+            .parse()
+            .with_context(|| format!("{addr:?} is not HOST:PORT (bad port)"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        anyhow::ensure!(!host.is_empty(), "{addr:?} is not HOST:PORT (no host)");
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            tls: tls.client(host)?,
+        })
+    }
+
+    /// Connects and subscribes to `channel`.
+    pub async fn connect(&self, channel: &str) -> anyhow::Result<Connection> {
+        self.connect_with(channel, ConnectOptions::default()).await
+    }
+
+    pub async fn connect_with(
+        &self,
+        channel: &str,
+        options: ConnectOptions,
+    ) -> anyhow::Result<Connection> {
+        let unreachable = |source| Unreachable {
+            addr: self.to_string(),
+            source,
+        };
+        let stream = if options.small_recv_buffer {
+            let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await
+                .map_err(unreachable)?
+                .next()
+                .ok_or_else(|| {
+                    unreachable(std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no address for the host",
+                    ))
+                })?;
+            let socket = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            socket.set_recv_buffer_size(4096)?;
+            socket.connect(addr).await
+        } else {
+            TcpStream::connect((self.host.as_str(), self.port)).await
+        }
+        .map_err(unreachable)?;
+        stream.set_nodelay(true)?;
+        let stream = match &self.tls {
+            None => Either::Left(stream),
+            Some(tls) => Either::Right(
+                tls.connect(stream)
+                    .await
+                    .with_context(|| format!("TLS handshake with {self} failed"))?,
+            ),
+        };
+        let mut conn = Framed::new(stream, FrameCodec::default());
+        conn.send(Bytes::copy_from_slice(channel.as_bytes()))
+            .await
+            .with_context(|| format!("subscribing to {channel}"))?;
+        Ok(conn)
     }
 }
 
-impl std::fmt::Display for Target {
+impl std::fmt::Display for Connector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.host, self.port)
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
     }
 }
+
+type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// Plain TCP or TLS, one type for every client.
-pub type Stream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+pub type Stream = Either<TcpStream, TlsStream>;
 
 pub type Connection = Framed<Stream, FrameCodec>;
 
-/// Connects and subscribes to `channel`.
-pub async fn connect(target: &Target, channel: &str) -> anyhow::Result<Connection> {
-    let tls = target.tls_client()?;
-    let stream = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|source| Unreachable {
-            addr: target.to_string(),
-            source,
-        })?;
-    stream.set_nodelay(true)?;
-    let stream = match tls {
-        None => Either::Left(stream),
-        Some(tls) => Either::Right(
-            tls.connect(stream)
-                .await
-                .with_context(|| format!("TLS handshake with {target} failed"))?,
-        ),
+/// The halves of a [`Connection`], for a client that reads and writes apart.
+pub type Reader = FramedRead<Either<OwnedReadHalf, ReadHalf<TlsStream>>, FrameCodec>;
+pub type Writer = FramedWrite<Either<OwnedWriteHalf, WriteHalf<TlsStream>>, FrameCodec>;
+
+/// Splits a connection; bytes already read stay with the reader.
+pub fn split(conn: Connection) -> (Reader, Writer) {
+    let parts = conn.into_parts();
+    let (rd, wr) = match parts.io {
+        Either::Left(tcp) => {
+            let (rd, wr) = tcp.into_split();
+            (Either::Left(rd), Either::Left(wr))
+        }
+        Either::Right(tls) => {
+            let (rd, wr) = tokio::io::split(tls);
+            (Either::Right(rd), Either::Right(wr))
+        }
     };
-    let mut conn = Framed::new(stream, FrameCodec::default());
-    conn.send(Bytes::copy_from_slice(channel.as_bytes()))
-        .await
-        .with_context(|| format!("subscribing to {channel}"))?;
-    Ok(conn)
+    let mut reader = FramedRead::new(rd, parts.codec);
+    *reader.read_buffer_mut() = parts.read_buf;
+    (reader, FramedWrite::new(wr, FrameCodec::default()))
 }

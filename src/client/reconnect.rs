@@ -1,84 +1,79 @@
-//! Capped exponential backoff with jitter, for clients that outlive the broker.
+//! Staying subscribed across broker restarts: the one connect → back off →
+//! reconnect loop of every client (`listen`, `send`, `metrics`, `watch-db
+//! --publish`).
 
-use std::time::Duration;
+use super::{ConnectOptions, Connection, Connector};
+use crate::runtime::backoff::Backoff;
 
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
-    seed: u64,
+pub struct Reconnector {
+    connector: Connector,
+    channel: String,
+    /// What the connection is for, as log lines say it ("subscribed to
+    /// /topic/x", "publishing to /queue/y").
+    role: String,
+    options: ConnectOptions,
+    backoff: Backoff,
+    was_connected: bool,
+    /// `--no-reconnect`: a failed connect is returned, not retried.
+    once: bool,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new(Duration::from_millis(100), Duration::from_secs(5))
-    }
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ u64::from(std::process::id()) << 32;
+impl Reconnector {
+    /// Subscribes to `channel` (the null channel for a publisher); `role` says
+    /// what for in the log.
+    pub fn new(connector: Connector, channel: &str, role: String) -> Self {
         Self {
-            initial,
-            max,
-            current: initial,
-            seed: seed | 1,
+            connector,
+            channel: channel.to_owned(),
+            role,
+            options: ConnectOptions::default(),
+            backoff: Backoff::default(),
+            was_connected: false,
+            once: false,
         }
     }
 
-    /// The delay before the next attempt: the current step, minus up to a quarter
-    /// of it at random (so many clients restarted together do not retry in
-    /// lockstep); the step then doubles, up to the cap.
-    pub fn next_delay(&mut self) -> Duration {
-        // xorshift64: jitter needs no cryptographic randomness.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let step = self.current;
-        let jitter = step.mul_f64((self.seed % 1000) as f64 / 4000.0);
-        self.current = (self.current * 2).min(self.max);
-        step - jitter
+    /// With `once`, [`connect`](Self::connect) tries one time.
+    pub fn once(mut self, once: bool) -> Self {
+        self.once = once;
+        self
     }
 
-    /// Called after a successful connection.
-    pub fn reset(&mut self) {
-        self.current = self.initial;
+    pub fn connector(&self) -> &Connector {
+        &self.connector
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grows_to_the_cap_with_bounded_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let mut steps = Vec::new();
-        for _ in 0..8 {
-            steps.push(b.next_delay());
-        }
-        let nominal = [100u64, 200, 400, 800, 1600, 2000, 2000, 2000];
-        for (got, want) in steps.iter().zip(nominal) {
-            let want = Duration::from_millis(want);
-            assert!(
-                *got <= want && *got >= want.mul_f64(0.75),
-                "{got:?} vs {want:?}"
-            );
+    /// Connects, retrying with backoff while the broker is unreachable; fails
+    /// only in `once` mode. Cancel-safe: it holds no connection while it waits.
+    pub async fn connect(&mut self) -> anyhow::Result<Connection> {
+        loop {
+            match self
+                .connector
+                .connect_with(&self.channel, self.options)
+                .await
+            {
+                Ok(conn) => {
+                    self.backoff.reset();
+                    if self.was_connected {
+                        tracing::warn!("reconnected to {}, {}", self.connector, self.role);
+                    } else {
+                        tracing::info!("connected to {}, {}", self.connector, self.role);
+                    }
+                    self.was_connected = true;
+                    return Ok(conn);
+                }
+                Err(e) if self.once => return Err(e),
+                Err(e) => {
+                    let delay = self.backoff.next_delay();
+                    tracing::warn!("{e:#}; retrying in {delay:.1?}");
+                    tokio::time::sleep(delay).await;
+                }
+            }
         }
     }
 
-    #[test]
-    fn reset_starts_over() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        for _ in 0..5 {
-            b.next_delay();
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
+    /// Says why the connection ended; the next [`connect`](Self::connect) follows.
+    pub fn lost(&self, why: &str) {
+        tracing::warn!("connection lost ({why}); reconnecting");
     }
 }

@@ -5,47 +5,32 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use super::reconnect::Backoff;
-use super::{connect, Target};
+use super::reconnect::Reconnector;
+use super::Connector;
 
 /// Runs until `tx` closes.
-pub async fn run(target: Target, channel: String, tx: mpsc::Sender<Bytes>) {
-    let mut backoff = Backoff::default();
-    let mut was_connected = false;
+pub async fn run(connector: Connector, channel: String, tx: mpsc::Sender<Bytes>) {
+    let role = format!("subscribed to {channel}");
+    let mut link = Reconnector::new(connector, &channel, role);
     loop {
-        match connect(&target, &channel).await {
-            Ok(mut conn) => {
-                backoff.reset();
-                if was_connected {
-                    tracing::warn!("reconnected to {target}, subscribed to {channel}");
-                } else {
-                    tracing::info!("connected to {target}, subscribed to {channel}");
-                }
-                was_connected = true;
-                let why = loop {
-                    match conn.next().await {
-                        Some(Ok(f)) if f.is_empty() => {
-                            break "the broker closed the stream".to_string()
-                        }
-                        Some(Ok(f)) => {
-                            if tx.send(f).await.is_err() {
-                                return;
-                            }
-                        }
-                        Some(Err(e)) => break e.to_string(),
-                        None => break "closed by the broker".to_string(),
+        let Ok(mut conn) = link.connect().await else {
+            return;
+        };
+        let why = loop {
+            match conn.next().await {
+                Some(Ok(f)) if f.is_empty() => break "the broker closed the stream".to_string(),
+                Some(Ok(f)) => {
+                    if tx.send(f).await.is_err() {
+                        return;
                     }
-                };
-                tracing::warn!("connection lost ({why}); reconnecting");
+                }
+                Some(Err(e)) => break e.to_string(),
+                None => break "closed by the broker".to_string(),
             }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!("{e:#}; retrying in {delay:.1?}");
-                tokio::time::sleep(delay).await;
-            }
-        }
+        };
         if tx.is_closed() {
             return;
         }
+        link.lost(&why);
     }
 }

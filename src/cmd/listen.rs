@@ -8,8 +8,8 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 
-use crate::client::reconnect::Backoff;
-use crate::client::{self, Connection, Target};
+use crate::client::reconnect::Reconnector;
+use crate::client::{Connection, Target};
 use crate::exit;
 
 const AFTER_HELP: &str = "\
@@ -58,45 +58,19 @@ enum Session {
 }
 
 pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
-    args.target.check()?;
+    let connector = args.target.connector()?;
     anyhow::ensure!(!args.channel.is_empty(), "--channel cannot be empty");
-    let mut backoff = Backoff::default();
+    let target = connector.to_string();
+    let role = format!("subscribed to {}", args.channel);
+    let mut link = Reconnector::new(connector, &args.channel, role).once(args.no_reconnect);
     let mut received = 0u64;
-    let mut was_connected = false;
     let interrupted = crate::runtime::shutdown::signal();
     tokio::pin!(interrupted);
     loop {
-        let conn = tokio::select! {
-            r = client::connect(&args.target, &args.channel) => r,
+        let mut conn = tokio::select! {
+            r = link.connect() => r?,
             _ = &mut interrupted => return Ok(ExitCode::from(exit::INTERRUPTED)),
         };
-        let mut conn = match conn {
-            Ok(c) => c,
-            Err(e) if args.no_reconnect => return Err(e),
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!("{e:#}; retrying in {delay:.1?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => continue,
-                    _ = &mut interrupted => return Ok(ExitCode::from(exit::INTERRUPTED)),
-                }
-            }
-        };
-        backoff.reset();
-        if was_connected {
-            tracing::warn!(
-                "reconnected to {}, subscribed to {}",
-                args.target,
-                args.channel
-            );
-        } else {
-            tracing::info!(
-                "connected to {}, subscribed to {}",
-                args.target,
-                args.channel
-            );
-        }
-        was_connected = true;
         let session = tokio::select! {
             s = session(&args, &mut conn, &mut received) => s?,
             _ = &mut interrupted => {
@@ -108,12 +82,10 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
             Session::Done(code) => return Ok(code),
             Session::EndOfStream if args.no_reconnect => return Ok(ExitCode::SUCCESS),
             Session::Broken(why) if args.no_reconnect => {
-                anyhow::bail!("connection to {} broke: {why}", args.target)
+                anyhow::bail!("connection to {target} broke: {why}")
             }
-            Session::EndOfStream => {
-                tracing::warn!("the broker closed the stream (end of stream); reconnecting")
-            }
-            Session::Broken(why) => tracing::warn!("connection lost ({why}); reconnecting"),
+            Session::EndOfStream => link.lost("the broker closed the stream (end of stream)"),
+            Session::Broken(why) => link.lost(&why),
         }
     }
 }

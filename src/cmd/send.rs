@@ -57,7 +57,7 @@ pub struct SendArgs {
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
-    args.target.check()?;
+    let connector = args.target.connector()?;
     anyhow::ensure!(!args.channel.is_empty(), "--channel cannot be empty");
     let (tx, rx) = mpsc::channel::<Bytes>(args.buffer as usize);
     let (drop_tx, mut drop_rx) = mpsc::unbounded_channel::<u64>();
@@ -68,7 +68,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     };
     let interrupted = crate::runtime::shutdown::signal();
     let result = tokio::select! {
-        r = publisher::run(&args.target, &args.channel, rx, args.no_reconnect) => r.map(|()| ExitCode::SUCCESS),
+        r = publisher::run(connector, &args.channel, rx, args.no_reconnect) => r.map(|()| ExitCode::SUCCESS),
         _ = interrupted => Ok(ExitCode::from(exit::INTERRUPTED)),
     };
     producer.abort();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
-use crate::broker::cluster::ClusterConfig;
+use crate::broker::ClusterConfig;
 use crate::broker::{Broker, BrokerConfig, TopicOverflow};
 use crate::units::{parse_duration, parse_size};
 

@@ -22,8 +22,7 @@ pub enum FrameError {
 impl FrameError {
     /// True when the peer closed its side in the middle of a frame.
     pub fn is_truncated(&self) -> bool {
-        matches!(self, FrameError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof
-            || e.to_string().contains("bytes remaining on stream"))
+        matches!(self, FrameError::Io(e) if e.kind() == std::io::ErrorKind::UnexpectedEof)
     }
 }
 

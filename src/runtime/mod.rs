@@ -1,5 +1,6 @@
 //! What every subcommand shares besides the protocol: logging, signals, output.
 
+pub mod backoff;
 pub mod fd_limit;
 pub mod logging;
 pub mod shutdown;

@@ -34,20 +34,17 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream;
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::link::{Replies, Reply};
 use super::lock;
 use super::log_every::LogEvery;
-use super::router::{Channel, Kind};
-use super::Shared;
+use super::router::{Channel, Interest, Kind, Router};
+use super::stats::BrokerStats;
+use crate::runtime::backoff::Backoff;
 
-pub(super) use queues::store;
 pub use queues::Outbox;
-
-/// A JetStream message on its way to a worker (boxed: it is large, and moves
-/// through queues and results).
-pub type Delivery = Box<jetstream::Message>;
 
 /// Name of the durable pull consumer every broker shares on each stream.
 const CONSUMER: &str = "aioq";
@@ -73,20 +70,9 @@ pub struct ClusterConfig {
     pub name: String,
 }
 
-/// A channel gaining or losing its place in the cluster: sent by the router
-/// when a channel is created or retired.
-pub enum Interest {
-    On(Arc<Channel>),
-    Off(Arc<Channel>),
-}
-
-enum Reply {
-    Ack(Delivery),
-    Nak(Delivery),
-    Flush(oneshot::Sender<()>),
-}
-
 pub struct Cluster {
+    router: Arc<Router>,
+    stats: Arc<BrokerStats>,
     client: async_nats::Client,
     connected: Arc<AtomicBool>,
     js: jetstream::Context,
@@ -95,8 +81,7 @@ pub struct Cluster {
     forward_bytes: AtomicUsize,
     /// Messages accepted for forwarding and not yet handed to the NATS client.
     forward_pending: AtomicUsize,
-    acks: mpsc::UnboundedSender<Reply>,
-    interest: mpsc::UnboundedSender<Interest>,
+    replies: Replies,
     consumers: Mutex<HashMap<Bytes, Arc<tokio::sync::OnceCell<jetstream::consumer::PullConsumer>>>>,
     base: Instant,
     unforwarded_log: LogEvery,
@@ -106,8 +91,10 @@ pub struct Cluster {
 impl Cluster {
     /// Connects to NATS (in the background if it is not reachable yet) and
     /// starts the tasks that carry channels between the broker and the cluster.
+    /// Follows `router`'s channels from then on; its tasks end with `stop`.
     pub(super) async fn join(
-        shared: &Arc<Shared>,
+        router: Arc<Router>,
+        stop: CancellationToken,
         config: ClusterConfig,
     ) -> anyhow::Result<Arc<Self>> {
         let url = config.url.clone();
@@ -117,6 +104,10 @@ impl Cluster {
         let connected = Arc::new(AtomicBool::new(false));
         let up = connected.clone();
         let started = Instant::now();
+        let backoff = Mutex::new(Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_secs(2),
+        ));
         let client = async_nats::ConnectOptions::new()
             .name(&config.name)
             .no_echo()
@@ -127,9 +118,13 @@ impl Cluster {
             .max_reconnects(None)
             // The first try at once (a broker starting next to NATS should not
             // wait), then 100 ms doubling up to 2 s.
-            .reconnect_delay_callback(|attempts| match attempts {
-                0 | 1 => Duration::ZERO,
-                n => Duration::from_millis(100 << (n - 2).min(5)).min(Duration::from_secs(2)),
+            .reconnect_delay_callback(move |attempts| {
+                let mut backoff = lock(&backoff);
+                if attempts <= 1 {
+                    backoff.reset();
+                    return Duration::ZERO;
+                }
+                backoff.next_delay()
             })
             .event_callback(move |event| {
                 let (url, failed_log, up) = (url.clone(), failed_log.clone(), up.clone());
@@ -178,9 +173,11 @@ impl Cluster {
         }
         let js = jetstream::new(client.clone());
         let (forward, forward_rx) = mpsc::channel(FORWARD_QUEUE);
-        let (acks, acks_rx) = mpsc::unbounded_channel();
+        let (replies, replies_rx) = Replies::new();
         let (interest, interest_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Self {
+            stats: router.stats().clone(),
+            router: router.clone(),
             client,
             connected,
             js,
@@ -188,21 +185,22 @@ impl Cluster {
             forward,
             forward_bytes: AtomicUsize::new(0),
             forward_pending: AtomicUsize::new(0),
-            acks,
-            interest,
+            replies,
             consumers: Mutex::new(HashMap::new()),
             base: Instant::now(),
             unforwarded_log: LogEvery::default(),
             kept_local_log: LogEvery::default(),
         });
-        tokio::spawn(topics::forward(shared.clone(), cluster.clone(), forward_rx));
-        tokio::spawn(acknowledge(cluster.clone(), acks_rx));
-        tokio::spawn(follow(shared.clone(), cluster.clone(), interest_rx));
+        tokio::spawn(topics::forward(cluster.clone(), forward_rx));
+        tokio::spawn(acknowledge(cluster.clone(), replies_rx));
+        tokio::spawn(follow(cluster.clone(), interest_rx, stop));
+        router.follow(interest);
         Ok(cluster)
     }
 
-    pub fn interest(&self) -> mpsc::UnboundedSender<Interest> {
-        self.interest.clone()
+    /// How the broker's writers answer JetStream deliveries.
+    pub fn replies(&self) -> Replies {
+        self.replies.clone()
     }
 
     pub fn connected(&self) -> bool {
@@ -211,17 +209,17 @@ impl Cluster {
 
     /// Hands a local `/topic` message to the forwarder without waiting; counts
     /// it when it cannot be forwarded.
-    pub(in crate::broker) fn forward(&self, shared: &Shared, name: &Bytes, payload: &Bytes) {
+    pub(in crate::broker) fn forward(&self, name: &Bytes, payload: &Bytes) {
         let len = payload.len();
         if !self.connected() {
-            return self.unforwarded(shared, "NATS is unreachable");
+            return self.unforwarded("NATS is unreachable");
         }
         let queued = self.forward_bytes.fetch_add(len, Relaxed);
         // The forward queue holds payloads like a send queue does: it counts
         // against --max-memory too.
         let refused = if queued > 0 && queued + len > FORWARD_QUEUE_BYTES {
             Some("the forward queue is full")
-        } else if !shared.router.budget.try_take(len) {
+        } else if !self.router.budget.try_take(len) {
             Some("the memory budget is spent")
         } else {
             self.forward_pending.fetch_add(1, Relaxed);
@@ -231,7 +229,7 @@ impl Cluster {
                 .is_err()
             {
                 self.forward_pending.fetch_sub(1, Relaxed);
-                shared.router.budget.give_back(len);
+                self.router.budget.give_back(len);
                 Some("the forward queue is full")
             } else {
                 None
@@ -239,29 +237,29 @@ impl Cluster {
         };
         if let Some(why) = refused {
             self.forward_bytes.fetch_sub(len, Relaxed);
-            self.unforwarded(shared, why);
+            self.unforwarded(why);
         }
     }
 
-    fn unforwarded(&self, shared: &Shared, why: &str) {
-        shared.stats.cluster_unforwarded.fetch_add(1, Relaxed);
+    fn unforwarded(&self, why: &str) {
+        self.stats.cluster_unforwarded.fetch_add(1, Relaxed);
         if let Some(n) = self.unforwarded_log.due(self.base) {
             tracing::warn!(
                 "cluster: {n} /topic message(s) not forwarded: {why} ({} in all); \
                  local subscribers still got them",
-                shared.stats.cluster_unforwarded.load(Relaxed)
+                self.stats.cluster_unforwarded.load(Relaxed)
             );
         }
     }
 
     /// Counts a `/queue` message kept on this broker because JetStream could
     /// not take it.
-    pub(in crate::broker) fn kept_local(&self, shared: &Shared, why: &str) {
-        shared.stats.cluster_kept_local.fetch_add(1, Relaxed);
+    pub(in crate::broker) fn kept_local(&self, why: &str) {
+        self.stats.cluster_kept_local.fetch_add(1, Relaxed);
         if let Some(n) = self.kept_local_log.due(self.base) {
             tracing::warn!(
                 "cluster: {n} /queue message(s) kept on this broker: {why} ({} in all)",
-                shared.stats.cluster_kept_local.load(Relaxed)
+                self.stats.cluster_kept_local.load(Relaxed)
             );
         }
     }
@@ -325,46 +323,28 @@ impl Cluster {
     /// Forgets what is known of `channel`'s stream, after an error that
     /// suggests it is gone (a NATS server restarted without its store).
     fn forget(&self, channel: &Channel) {
-        channel.cluster_stream.store(false, Relaxed);
+        channel.link.set_stream_known(false);
         lock(&self.consumers).remove(&channel.name);
-    }
-
-    pub fn ack(&self, deliveries: Vec<Delivery>) {
-        for d in deliveries {
-            let _ = self.acks.send(Reply::Ack(d));
-        }
-    }
-
-    /// Gives messages back to JetStream for any broker to deliver.
-    pub fn nak(&self, deliveries: Vec<Delivery>) {
-        for d in deliveries {
-            let _ = self.acks.send(Reply::Nak(d));
-        }
     }
 
     /// At shutdown: forwards what local publishers sent (counting what cannot
     /// go in time as unforwarded) and sends every acknowledgement queued so far.
-    pub(super) async fn flush(&self, shared: &Shared, within: Duration) {
+    pub(super) async fn flush(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         while self.forward_pending.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let left = self.forward_pending.load(Relaxed);
         if left > 0 {
-            shared
-                .stats
+            self.stats
                 .cluster_unforwarded
                 .fetch_add(left as u64, Relaxed);
             tracing::warn!("cluster: {left} /topic message(s) not forwarded before shutdown");
         }
-        let (tx, rx) = oneshot::channel();
-        if self.acks.send(Reply::Flush(tx)).is_ok() {
-            let _ = tokio::time::timeout_at(
-                deadline.max(tokio::time::Instant::now() + Duration::from_millis(500)),
-                rx,
-            )
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        self.replies
+            .flush(left.max(Duration::from_millis(500)))
             .await;
-        }
     }
 }
 
@@ -390,30 +370,23 @@ async fn acknowledge(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Repl
 /// subscribed on NATS, a queue channel gets a puller; both stop when the
 /// channel retires.
 async fn follow(
-    shared: Arc<Shared>,
     cluster: Arc<Cluster>,
     mut rx: mpsc::UnboundedReceiver<Interest>,
+    stop: CancellationToken,
 ) {
     let mut following: HashMap<Bytes, (Arc<Channel>, CancellationToken)> = HashMap::new();
     while let Some(event) = rx.recv().await {
         match event {
             Interest::On(channel) => {
-                let stop = shared.stop_reading.child_token();
+                let stop = stop.child_token();
                 if let Some((_, old)) =
                     following.insert(channel.name.clone(), (channel.clone(), stop.clone()))
                 {
                     old.cancel();
                 }
                 match &channel.kind {
-                    Kind::Topic(_) => tokio::spawn(topics::inbound(
-                        shared.clone(),
-                        cluster.clone(),
-                        channel,
-                        stop,
-                    )),
-                    Kind::Queue(_) => {
-                        tokio::spawn(queues::pull(shared.clone(), cluster.clone(), channel, stop))
-                    }
+                    Kind::Topic(_) => tokio::spawn(topics::inbound(cluster.clone(), channel, stop)),
+                    Kind::Queue(_) => tokio::spawn(queues::pull(cluster.clone(), channel, stop)),
                 };
             }
             Interest::Off(channel) => {

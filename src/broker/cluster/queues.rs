@@ -11,10 +11,11 @@ use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{subject, Cluster, Delivery};
+use super::{subject, Cluster};
+use crate::broker::link::Delivery;
 use crate::broker::queue::QueueState;
 use crate::broker::router::{Channel, Kind};
-use crate::broker::Shared;
+use crate::runtime::backoff::Backoff;
 
 /// JetStream publishes one connection may have awaiting acknowledgement.
 const WINDOW: usize = 256;
@@ -25,9 +26,8 @@ const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
 fn subject_of(channel: &Channel) -> async_nats::Subject {
     channel
-        .cluster_subject
-        .get_or_init(|| subject::encode(&channel.name).into())
-        .clone()
+        .link
+        .subject(|| subject::encode(&channel.name).into())
 }
 
 type Pending = BoxFuture<'static, Result<(), (Arc<Channel>, Bytes)>>;
@@ -49,23 +49,22 @@ impl Outbox {
     /// for good, for the same treatment.
     pub(in crate::broker) async fn publish(
         &mut self,
-        shared: &Shared,
         cluster: &Cluster,
         channel: &Arc<Channel>,
         payload: Bytes,
         stop: &CancellationToken,
     ) -> Result<Vec<(Arc<Channel>, Bytes)>, Bytes> {
         if !cluster.connected() {
-            cluster.kept_local(shared, "NATS is unreachable");
+            cluster.kept_local("NATS is unreachable");
             return Err(payload);
         }
         // Per channel, not per message: the registry lookup is a lock.
-        if !channel.cluster_stream.load(Relaxed) {
+        if !channel.link.stream_known() {
             if let Err(e) = cluster.consumer(&channel.name).await {
-                cluster.kept_local(shared, &format!("{e:#}"));
+                cluster.kept_local(&format!("{e:#}"));
                 return Err(payload);
             }
-            channel.cluster_stream.store(true, Relaxed);
+            channel.link.set_stream_known(true);
         }
         let ack = match cluster
             .js
@@ -74,12 +73,12 @@ impl Outbox {
         {
             Ok(ack) => ack,
             Err(e) => {
-                cluster.kept_local(shared, &e.to_string());
+                cluster.kept_local(&e.to_string());
                 return Err(payload);
             }
         };
         let len = payload.len() as u64;
-        let stats = shared.stats.clone();
+        let stats = cluster.stats.clone();
         let channel = channel.clone();
         self.inflight.push_back(Box::pin(async move {
             match ack.await {
@@ -95,7 +94,7 @@ impl Outbox {
         }));
         let mut refused = Vec::new();
         while self.inflight.len() >= WINDOW {
-            refused.extend(self.settle_one(shared, cluster, stop).await);
+            refused.extend(self.settle_one(cluster, stop).await);
         }
         Ok(refused)
     }
@@ -104,30 +103,28 @@ impl Outbox {
     /// take, to be routed on this broker.
     pub(in crate::broker) async fn settle(
         &mut self,
-        shared: &Shared,
         cluster: &Cluster,
         stop: &CancellationToken,
     ) -> Vec<(Arc<Channel>, Bytes)> {
         let mut refused = Vec::new();
         while !self.inflight.is_empty() {
-            refused.extend(self.settle_one(shared, cluster, stop).await);
+            refused.extend(self.settle_one(cluster, stop).await);
         }
         refused
     }
 
     async fn settle_one(
         &mut self,
-        shared: &Shared,
         cluster: &Cluster,
         stop: &CancellationToken,
     ) -> Option<(Arc<Channel>, Bytes)> {
         let Some(Err((channel, payload))) = self.inflight.next().await else {
             return None;
         };
-        match store(shared, cluster, &channel, payload, stop).await {
+        match store(cluster, &channel, payload, stop).await {
             Ok(()) => None,
             Err(payload) => {
-                cluster.kept_local(shared, "JetStream did not acknowledge it");
+                cluster.kept_local("JetStream did not acknowledge it");
                 Some((channel, payload))
             }
         }
@@ -137,14 +134,13 @@ impl Outbox {
 /// Publishes one message and waits for its acknowledgement, retrying while
 /// NATS is connected: a full stream is back-pressure, not a reason to give up.
 /// Gives the message back if NATS goes away or the broker stops.
-pub(in crate::broker) async fn store(
-    shared: &Shared,
+async fn store(
     cluster: &Cluster,
     channel: &Channel,
     payload: Bytes,
     stop: &CancellationToken,
 ) -> Result<(), Bytes> {
-    let mut delay = Duration::from_millis(20);
+    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
     loop {
         if !cluster.connected() || stop.is_cancelled() {
             return Err(payload);
@@ -159,7 +155,7 @@ pub(in crate::broker) async fn store(
                 Err(e) => e.to_string(),
                 Ok(ack) => match ack.await {
                     Ok(_) => {
-                        shared.stats.cluster_out.add(1, payload.len() as u64);
+                        cluster.stats.cluster_out.add(1, payload.len() as u64);
                         return Ok(());
                     }
                     Err(e) => {
@@ -173,6 +169,7 @@ pub(in crate::broker) async fn store(
                 },
             },
         };
+        let delay = backoff.next_delay();
         tracing::debug!(
             "cluster: {} not stored yet ({error}); retrying in {delay:?}",
             channel.display_name()
@@ -181,24 +178,18 @@ pub(in crate::broker) async fn store(
             _ = tokio::time::sleep(delay) => {}
             _ = stop.cancelled() => return Err(payload),
         }
-        delay = (delay * 2).min(Duration::from_secs(1));
     }
 }
 
 /// Pulls `/queue` channel `channel`'s messages from JetStream for as long as it
 /// exists on this broker, never more than its workers have room for.
-pub(super) async fn pull(
-    shared: Arc<Shared>,
-    cluster: Arc<Cluster>,
-    channel: Arc<Channel>,
-    stop: CancellationToken,
-) {
+pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: CancellationToken) {
     let Kind::Queue(q) = &channel.kind else {
         return;
     };
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     while !stop.is_cancelled() {
-        hand_back_orphans(&shared, &cluster, &channel, q, &stop).await;
+        hand_back_orphans(&cluster, &channel, q, &stop).await;
         q.want_room();
         let room = q.worker_room().min(MAX_PULL);
         if room == 0 || !cluster.connected() {
@@ -222,10 +213,11 @@ pub(super) async fn pull(
         };
         let mut batch = match batch {
             Ok(b) => {
-                delay = Duration::from_millis(100);
+                backoff.reset();
                 b
             }
             Err(e) => {
+                let delay = backoff.next_delay();
                 tracing::warn!(
                     "cluster: cannot pull {}: {e:#}; retrying in {delay:?}",
                     channel.display_name()
@@ -235,7 +227,6 @@ pub(super) async fn pull(
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.cancelled() => break,
                 }
-                delay = (delay * 2).min(Duration::from_secs(2));
                 continue;
             }
         };
@@ -252,14 +243,14 @@ pub(super) async fn pull(
                     tracing::info!("cluster: pull of {} ended: {e}", channel.display_name());
                     break;
                 }
-                Some(Ok(msg)) => hand(&shared, &cluster, &channel, q, Box::new(msg), &stop).await,
+                Some(Ok(msg)) => hand(&cluster, &channel, q, Box::new(msg), &stop).await,
             }
         }
         if stop.is_cancelled() {
             // Messages already on their way to this broker go straight back.
             let rest = tokio::time::timeout(Duration::from_millis(200), async {
                 while let Some(Ok(msg)) = batch.next().await {
-                    cluster.nak(vec![Box::new(msg)]);
+                    cluster.replies.nak(vec![Box::new(msg)]);
                 }
             });
             let _ = rest.await;
@@ -270,7 +261,6 @@ pub(super) async fn pull(
 /// Gives one pulled message to a worker, waiting for room; hands it back to
 /// JetStream if the workers leave or the broker stops first.
 async fn hand(
-    shared: &Shared,
     cluster: &Cluster,
     channel: &Channel,
     q: &QueueState,
@@ -278,11 +268,11 @@ async fn hand(
     stop: &CancellationToken,
 ) {
     if msg.info().is_ok_and(|i| i.delivered > 1) {
-        shared.stats.cluster_redelivered.fetch_add(1, Relaxed);
+        cluster.stats.cluster_redelivered.fetch_add(1, Relaxed);
     }
     let payload = msg.payload.clone();
     if payload.is_empty() {
-        cluster.ack(vec![msg]);
+        cluster.replies.ack(vec![msg]);
         return;
     }
     let len = payload.len() as u64;
@@ -292,13 +282,13 @@ async fn hand(
         q.want_room();
         match q.offer_delivery(payload, msg) {
             Ok(()) => {
-                shared.stats.cluster_in.add(1, len);
+                cluster.stats.cluster_in.add(1, len);
                 channel.stats.cluster_in.add(1, len);
                 return;
             }
             Err((p, m)) => {
                 if stop.is_cancelled() || q.worker_count() == 0 {
-                    cluster.nak(vec![m]);
+                    cluster.replies.nak(vec![m]);
                     return;
                 }
                 (payload, msg) = (p, m);
@@ -321,7 +311,6 @@ async fn hand(
 /// Sends what the local backlog holds back to JetStream once no worker is left
 /// here to take it, so that workers on other brokers can.
 async fn hand_back_orphans(
-    shared: &Shared,
     cluster: &Cluster,
     channel: &Channel,
     q: &QueueState,
@@ -334,7 +323,7 @@ async fn hand_back_orphans(
     let n = orphans.len();
     let mut rest = orphans.into_iter();
     while let Some(m) = rest.next() {
-        if let Err(m) = store(shared, cluster, channel, m, stop).await {
+        if let Err(m) = store(cluster, channel, m, stop).await {
             let mut back = vec![m];
             back.extend(rest);
             q.restore(back);

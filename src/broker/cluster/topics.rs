@@ -13,7 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::{subject, Cluster};
 use crate::broker::router::Channel;
-use crate::broker::Shared;
 
 /// Messages taken off the forward queue at a time.
 const BATCH: usize = 256;
@@ -21,21 +20,17 @@ const BATCH: usize = 256;
 const SUBJECTS: usize = 4096;
 
 /// Publishes what local publishers send to `/topic` channels on NATS, in order.
-pub(super) async fn forward(
-    shared: Arc<Shared>,
-    cluster: Arc<Cluster>,
-    mut rx: mpsc::Receiver<(Bytes, Bytes)>,
-) {
+pub(super) async fn forward(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(Bytes, Bytes)>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut subjects: HashMap<Bytes, async_nats::Subject> = HashMap::new();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         for (name, payload) in batch.drain(..) {
             let len = payload.len();
             cluster.forward_bytes.fetch_sub(len, Relaxed);
-            shared.router.budget.give_back(len);
+            cluster.router.budget.give_back(len);
             if !cluster.connected() {
                 cluster.forward_pending.fetch_sub(1, Relaxed);
-                cluster.unforwarded(&shared, "NATS is unreachable");
+                cluster.unforwarded("NATS is unreachable");
                 continue;
             }
             if subjects.len() >= SUBJECTS {
@@ -48,8 +43,8 @@ pub(super) async fn forward(
             let published = cluster.client.publish(subject, payload).await;
             cluster.forward_pending.fetch_sub(1, Relaxed);
             match published {
-                Ok(()) => shared.stats.cluster_out.add(1, len as u64),
-                Err(e) => cluster.unforwarded(&shared, &e.to_string()),
+                Ok(()) => cluster.stats.cluster_out.add(1, len as u64),
+                Err(e) => cluster.unforwarded(&e.to_string()),
             }
         }
     }
@@ -57,12 +52,7 @@ pub(super) async fn forward(
 
 /// Subscribes to `channel` on NATS while it has local subscribers and routes
 /// what other brokers publish to them.
-pub(super) async fn inbound(
-    shared: Arc<Shared>,
-    cluster: Arc<Cluster>,
-    channel: Arc<Channel>,
-    stop: CancellationToken,
-) {
+pub(super) async fn inbound(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: CancellationToken) {
     let shown = channel.display_name();
     let mut sub = match cluster
         .client
@@ -97,12 +87,12 @@ pub(super) async fn inbound(
             continue;
         }
         let len = payload.len() as u64;
-        shared.stats.cluster_in.add(1, len);
+        cluster.stats.cluster_in.add(1, len);
         channel.stats.cluster_in.add(1, len);
         // A retired channel's successor has its own subscription: routing there
         // from this one too would deliver twice.
-        if shared.router.publish_topic(&channel, &payload).is_err() {
-            shared.stats.unrouted.fetch_add(1, Relaxed);
+        if cluster.router.publish_topic(&channel, &payload).is_err() {
+            cluster.stats.unrouted.fetch_add(1, Relaxed);
         }
     }
     let _ = sub.unsubscribe().await;

@@ -8,71 +8,35 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use tokio::io::{ReadHalf, WriteHalf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_util::codec::{FramedRead, FramedWrite};
-use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 
 use super::payload::{self, Tracker};
-use crate::proto::{FrameCodec, NULL_CHANNEL};
-use crate::tls::TlsClient;
+use crate::client::publisher::finish;
+use crate::client::{self, ConnectOptions, Connection, Connector};
+use crate::proto::NULL_CHANNEL;
 
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
-pub type Reader = FramedRead<Either<OwnedReadHalf, ReadHalf<Tls>>, FrameCodec>;
-pub type Writer = FramedWrite<Either<OwnedWriteHalf, WriteHalf<Tls>>, FrameCodec>;
+pub use crate::client::{Reader, Writer};
 
-/// Connects and subscribes. `small_buffer` shrinks the receive buffer, so a
-/// client that stops reading is felt by the broker within seconds rather than
-/// after the kernel has absorbed megabytes.
+/// Connects and subscribes, halves apart. `small_buffer` shrinks the receive
+/// buffer, so a client that stops reading is felt by the broker within
+/// seconds rather than after the kernel has absorbed megabytes.
 pub async fn connect(
-    addr: &str,
-    tls: Option<&TlsClient>,
+    to: &Connector,
     channel: &str,
     small_buffer: bool,
 ) -> anyhow::Result<(Reader, Writer)> {
-    let sockaddr = tokio::net::lookup_host(addr)
-        .await
-        .with_context(|| format!("resolving {addr}"))?
-        .next()
-        .with_context(|| format!("no address for {addr}"))?;
-    let stream = if small_buffer {
-        let socket = if sockaddr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        socket.set_recv_buffer_size(4096)?;
-        socket.connect(sockaddr).await
-    } else {
-        TcpStream::connect(sockaddr).await
-    }
-    .map_err(|source| crate::exit::Unreachable {
-        addr: addr.to_string(),
-        source,
-    })?;
-    stream.set_nodelay(true)?;
-    let (rd, wr) = match tls {
-        None => {
-            let (rd, wr) = stream.into_split();
-            (Either::Left(rd), Either::Left(wr))
-        }
-        Some(tls) => {
-            let stream = tls
-                .connect(stream)
-                .await
-                .with_context(|| format!("TLS handshake with {addr} failed"))?;
-            let (rd, wr) = tokio::io::split(stream);
-            (Either::Right(rd), Either::Right(wr))
-        }
+    let options = ConnectOptions {
+        small_recv_buffer: small_buffer,
     };
-    let reader = FramedRead::new(rd, FrameCodec::default());
-    let mut writer = FramedWrite::new(wr, FrameCodec::default());
-    writer
-        .send(Bytes::copy_from_slice(channel.as_bytes()))
-        .await?;
-    Ok((reader, writer))
+    Ok(client::split(to.connect_with(channel, options).await?))
+}
+
+/// How long a bench publisher waits for its goodbye to be confirmed: what it
+/// sent has then been routed.
+const GOODBYE_WITHIN: Duration = Duration::from_secs(10);
+
+async fn goodbye(conn: &mut Connection) {
+    let _ = finish(conn, GOODBYE_WITHIN).await;
 }
 
 #[derive(Debug, Clone, Default)]
@@ -98,8 +62,7 @@ pub async fn publish_paced(
     warmup: u64,
     deadline: Instant,
 ) -> anyhow::Result<Published> {
-    let (mut reader, mut writer) =
-        connect(&plan.addr, plan.tls.as_ref(), NULL_CHANNEL, false).await?;
+    let mut writer = plan.addr.connect(NULL_CHANNEL).await?;
     let chan = Bytes::copy_from_slice(channel.as_bytes());
     let mut out = Published {
         first_ns: payload::now_ns(),
@@ -138,20 +101,19 @@ pub async fn publish_paced(
         out.measure_start_ns = out.last_ns;
     }
     if !out.gave_up {
-        goodbye(&mut reader, &mut writer).await;
+        goodbye(&mut writer).await;
     }
     Ok(out)
 }
 
 /// Publishes `total` messages as fast as the broker's back-pressure allows.
 pub async fn publish_flood(
-    addr: &str,
-    tls: Option<&TlsClient>,
+    to: &Connector,
     channel: &str,
     total: u64,
     size: usize,
 ) -> anyhow::Result<Published> {
-    let (mut reader, mut writer) = connect(addr, tls, NULL_CHANNEL, false).await?;
+    let mut writer = to.connect(NULL_CHANNEL).await?;
     let chan = Bytes::copy_from_slice(channel.as_bytes());
     let mut out = Published {
         first_ns: payload::now_ns(),
@@ -168,21 +130,8 @@ pub async fn publish_flood(
     writer.flush().await?;
     out.messages = total;
     out.last_ns = payload::now_ns();
-    goodbye(&mut reader, &mut writer).await;
+    goodbye(&mut writer).await;
     Ok(out)
-}
-
-async fn goodbye(reader: &mut Reader, writer: &mut Writer) {
-    let wait = async {
-        writer.send(Bytes::new()).await.ok()?;
-        while let Some(Ok(f)) = reader.next().await {
-            if f.is_empty() {
-                break;
-            }
-        }
-        Some(())
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(10), wait).await;
 }
 
 #[derive(Debug, Clone)]

@@ -17,6 +17,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use self::clients::SlowMode;
 use self::report::*;
 use crate::broker::{Broker, BrokerConfig, TopicOverflow};
+use crate::client::Connector;
 use crate::units::{parse_duration, parse_size};
 
 const AFTER_HELP: &str = "\
@@ -109,13 +110,12 @@ pub struct BenchArgs {
 /// A checked plan: what the scenarios read.
 pub struct Plan {
     /// Where publishers connect.
-    pub addr: String,
+    pub addr: Connector,
     /// Where subscribers and workers connect: `addr`, or another broker of
     /// the same cluster.
-    pub sub_addr: String,
+    pub sub_addr: Connector,
     /// Time given to new subscriptions before publishing starts.
     pub settle: Duration,
-    pub tls: Option<crate::tls::TlsClient>,
     pub subscribers: usize,
     pub slow: usize,
     pub slow_mode: SlowMode,
@@ -215,7 +215,7 @@ pub fn rss_bytes() -> Option<u64> {
 
 /// Runs the broker on its own runtime and threads, so the bench's clients never
 /// share its thread pool. Returns its address and a handle that stops it.
-fn start_embedded(config: BrokerConfig) -> anyhow::Result<(String, EmbeddedBroker)> {
+fn start_embedded(config: BrokerConfig) -> anyhow::Result<(std::net::SocketAddr, EmbeddedBroker)> {
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let thread = std::thread::Builder::new()
@@ -240,7 +240,7 @@ fn start_embedded(config: BrokerConfig) -> anyhow::Result<(String, EmbeddedBroke
         .recv()
         .context("the embedded broker did not start")?;
     Ok((
-        addr.to_string(),
+        addr,
         EmbeddedBroker {
             stop: Some(stop_tx),
             thread: Some(thread),
@@ -284,7 +284,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let (addr, _broker) = match &args.target {
-        Some(t) => (t.clone(), None),
+        Some(t) => (Connector::parse(t, &args.tls).context("--target")?, None),
         None => {
             let config = BrokerConfig {
                 send_queue: args.send_queue.max(1),
@@ -293,29 +293,22 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 max_connections: (args.connections as usize + 1024).max(10_000),
                 ..BrokerConfig::default()
             };
-            let (addr, b) = start_embedded(config)?;
-            (addr, Some(b))
-        }
-    };
-    let tls = match &args.target {
-        Some(t) => {
-            let host = t.rsplit_once(':').map_or(t.as_str(), |(h, _)| h);
-            args.tls
-                .client(host.trim_start_matches('[').trim_end_matches(']'))?
-        }
-        None => {
             anyhow::ensure!(
                 !args.tls.enabled(),
                 "--tls needs --target: the embedded broker serves plain TCP"
             );
-            None
+            let (addr, b) = start_embedded(config)?;
+            (
+                Connector::plain(addr.ip().to_string(), addr.port()),
+                Some(b),
+            )
         }
     };
     let plan = Plan {
-        sub_addr: args
-            .subscribe_target
-            .clone()
-            .unwrap_or_else(|| addr.clone()),
+        sub_addr: match &args.subscribe_target {
+            Some(t) => Connector::parse(t, &args.tls).context("--subscribe-target")?,
+            None => addr.clone(),
+        },
         // Across brokers a subscription travels through the cluster first.
         settle: Duration::from_millis(if args.subscribe_target.is_some() {
             500
@@ -323,7 +316,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             100
         }),
         addr,
-        tls,
         subscribers: args.subscribers as usize,
         slow: args.slow as usize,
         slow_mode: args.slow_mode,

@@ -92,7 +92,7 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
     let progress = Arc::new(AtomicU64::new(0));
     let mut fast = Vec::new();
     for _ in 0..plan.subscribers {
-        let (r, w) = clients::connect(&plan.sub_addr, plan.tls.as_ref(), &chan, false).await?;
+        let (r, w) = clients::connect(&plan.sub_addr, &chan, false).await?;
         fast.push(tokio::spawn(clients::measure(
             r,
             w,
@@ -104,7 +104,7 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
     let slow_stop = CancellationToken::new();
     let mut slow_tasks = Vec::new();
     for _ in 0..slow {
-        let (r, w) = clients::connect(&plan.sub_addr, plan.tls.as_ref(), &chan, true).await?;
+        let (r, w) = clients::connect(&plan.sub_addr, &chan, true).await?;
         slow_tasks.push(tokio::spawn(clients::slow(
             r,
             w,
@@ -267,7 +267,7 @@ pub async fn throughput(
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
     for _ in 0..plan.subscribers {
-        let (r, w) = clients::connect(&plan.sub_addr, plan.tls.as_ref(), &chan, false).await?;
+        let (r, w) = clients::connect(&plan.sub_addr, &chan, false).await?;
         subs.push(tokio::spawn(clients::measure(
             r,
             w,
@@ -283,11 +283,9 @@ pub async fn throughput(
         plan.messages * plan.subscribers as u64
     };
     let publisher = {
-        let (addr, tls, chan) = (plan.addr.clone(), plan.tls.clone(), chan.clone());
+        let (to, chan) = (plan.addr.clone(), chan.clone());
         let (n, size) = (plan.messages, plan.size);
-        tokio::spawn(
-            async move { clients::publish_flood(&addr, tls.as_ref(), &chan, n, size).await },
-        )
+        tokio::spawn(async move { clients::publish_flood(&to, &chan, n, size).await })
     };
     let ticker = progress.counter(expected);
     let watch = async {
@@ -339,7 +337,7 @@ pub async fn latency(plan: &Plan, progress: &super::Progress) -> anyhow::Result<
     let warmup = (plan.latency_rate as u64 / 2).min(total / 10);
     let stop = CancellationToken::new();
     let count = Arc::new(AtomicU64::new(0));
-    let (r, w) = clients::connect(&plan.sub_addr, plan.tls.as_ref(), &chan, false).await?;
+    let (r, w) = clients::connect(&plan.sub_addr, &chan, false).await?;
     let sub = tokio::spawn(clients::measure(r, w, warmup, count.clone(), stop.clone()));
     tokio::time::sleep(plan.settle).await;
     let deadline = Instant::now() + plan.latency_duration * 2 + Duration::from_secs(2);
@@ -378,7 +376,7 @@ pub async fn fanout(
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
-        let (r, w) = clients::connect(&plan.sub_addr, plan.tls.as_ref(), &chan, false).await?;
+        let (r, w) = clients::connect(&plan.sub_addr, &chan, false).await?;
         subs.push(tokio::spawn(clients::count(
             r,
             w,
@@ -388,13 +386,7 @@ pub async fn fanout(
     }
     let n = plan.connections as u64;
     // Probe until every subscription is in place: one message reaching all.
-    let (pr, mut pw) = clients::connect(
-        &plan.addr,
-        plan.tls.as_ref(),
-        crate::proto::NULL_CHANNEL,
-        false,
-    )
-    .await?;
+    let (pr, mut pw) = clients::connect(&plan.addr, crate::proto::NULL_CHANNEL, false).await?;
     let probe_chan = bytes::Bytes::copy_from_slice(chan.as_bytes());
     let mut seq = 0u64;
     let ready_by = Instant::now() + Duration::from_secs(30);

@@ -36,7 +36,7 @@ pub struct CollectArgs {
 }
 
 pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
-    args.target.check()?;
+    let connector = args.target.connector()?;
     let board = Arc::new(Mutex::new(Board::new(args.stale_after)));
     let web = Arc::new(Web {
         hub: Hub::default(),
@@ -55,11 +55,7 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         });
     }
     let (tx, mut rx) = mpsc::channel(1024);
-    tokio::spawn(subscriber::run(
-        args.target.clone(),
-        args.channel.clone(),
-        tx,
-    ));
+    tokio::spawn(subscriber::run(connector, args.channel.clone(), tx));
     let terminal = std::io::stdout().is_terminal();
     let color = terminal && std::env::var_os("NO_COLOR").is_none();
     let mut redraw = tokio::time::interval(Duration::from_secs(1));

@@ -39,7 +39,7 @@ pub struct ReportArgs {
 }
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
-    args.target.check()?;
+    let connector = args.target.connector()?;
     anyhow::ensure!(!args.interval.is_zero(), "--interval must be more than 0");
     let pid = args.pid.unwrap_or_else(std::process::id);
     let stop = Arc::new(AtomicBool::new(false));
@@ -48,8 +48,8 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     }
     let (tx, rx) = mpsc::channel::<Bytes>(1000);
     let publishing = {
-        let (target, channel) = (args.target.clone(), args.channel.clone());
-        tokio::spawn(async move { publisher::run(&target, &channel, rx, false).await })
+        let channel = args.channel.clone();
+        tokio::spawn(async move { publisher::run(connector, &channel, rx, false).await })
     };
     let mut sampler = Sampler::new(pid);
     let host = host_name();

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 use super::schema;
-use crate::client::reconnect::Backoff;
+use crate::runtime::backoff::Backoff;
 
 /// How often the idle LISTEN connection is probed; a half-open TCP connection
 /// would otherwise look like a quiet table forever.

@@ -98,17 +98,17 @@ fn redact(dsn: &str) -> String {
 }
 
 pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
-    let broker = args.publish.as_ref().map(|channel| {
-        let target = Target::new(
-            args.broker_host.clone(),
-            args.broker_port,
-            args.broker_tls.clone(),
-        );
-        (target, channel.clone())
-    });
-    if let Some((target, _)) = &broker {
-        target.check()?;
-    }
+    let broker = match &args.publish {
+        Some(channel) => {
+            let target = Target::new(
+                args.broker_host.clone(),
+                args.broker_port,
+                args.broker_tls.clone(),
+            );
+            Some((target.connector()?, channel.clone()))
+        }
+        None => None,
+    };
     let (mut db, connection) = tokio_postgres::connect(&args.dsn, NoTls)
         .await
         .with_context(|| format!("cannot connect to PostgreSQL ({})", redact(&args.dsn)))?;
@@ -181,7 +181,7 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
     let forward = broker.map(|(target, channel)| {
         let (tx, rx) = mpsc::channel::<Bytes>(10_000);
         tokio::spawn(async move {
-            if let Err(e) = publisher::run(&target, &channel, rx, false).await {
+            if let Err(e) = publisher::run(target, &channel, rx, false).await {
                 tracing::error!("forwarding to the broker stopped: {e:#}");
             }
         });

@@ -1,0 +1,183 @@
+//! Where a publish goes, whoever publishes: a connection's reader or the
+//! broker's own process ([`super::Injector`]). One path owns the counters, the
+//! empty-payload rule, the fork to the cluster, and local routing with its retry
+//! when a channel retires underneath it; the cluster's inbound side routes
+//! through the router's own `publish_topic` and queue hand-off.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio_util::sync::CancellationToken;
+
+use super::cluster::{Cluster, Outbox};
+use super::router::{Channel, Kind, Router};
+use super::stats::DropReason;
+use super::subscriber::Subscriber;
+
+/// Channels a publisher remembers, so that publishing skips the registry lock.
+const CHANNEL_CACHE: usize = 256;
+
+/// One source of publishes, with what it remembers between them.
+pub(crate) struct Publisher<'a> {
+    router: &'a Router,
+    cluster: Option<&'a Cluster>,
+    /// Cancelled when the broker stops reading: a publish waiting for room gives up.
+    stop: &'a CancellationToken,
+    /// The publishing connection; `None` for the broker's own process.
+    conn: Option<&'a Subscriber>,
+    cache: HashMap<Bytes, Arc<Channel>>,
+    /// `/queue` messages on their way into JetStream.
+    outbox: Outbox,
+}
+
+impl<'a> Publisher<'a> {
+    pub fn new(
+        router: &'a Router,
+        cluster: Option<&'a Cluster>,
+        stop: &'a CancellationToken,
+        conn: Option<&'a Subscriber>,
+    ) -> Self {
+        Self {
+            router,
+            cluster,
+            stop,
+            conn,
+            cache: HashMap::new(),
+            outbox: Outbox::default(),
+        }
+    }
+
+    /// Routes one publish; false when the broker stopped or the connection was
+    /// killed while it waited for `/queue` room (the message is counted lost).
+    pub async fn publish(&mut self, name: Bytes, payload: Bytes) -> bool {
+        let len = payload.len() as u64;
+        let stats = self.router.stats();
+        if let Some(conn) = self.conn {
+            conn.stats.received.add(1, len);
+        }
+        if payload.is_empty() {
+            let conn = self.conn.map(|c| &*c.stats);
+            self.router
+                .count_drop(None, conn, DropReason::EmptyPayload, 1);
+            return true;
+        }
+        stats.published.add(1, len);
+        let Some(cluster) = self.cluster else {
+            return self.route_locally(name, payload, false).await;
+        };
+        if !crate::proto::is_queue(&name) {
+            cluster.forward(&name, &payload);
+            return self.route_locally(name, payload, false).await;
+        }
+        // Boxed: the JetStream futures are large, and would otherwise make every
+        // publish, clustered or not, carry their size.
+        Box::pin(self.route_to_stream(cluster, name, payload)).await
+    }
+
+    /// Waits for the `/queue` messages still on their way into JetStream and
+    /// routes here those it would not take: what a client published is stored
+    /// (or routed) before its connection is done, since a `send` that gets
+    /// end-of-stream is owed that.
+    pub async fn settle(&mut self, stop: &CancellationToken) {
+        let Some(cluster) = self.cluster else {
+            return;
+        };
+        if self.outbox.is_empty() {
+            return;
+        }
+        for (channel, payload) in self.outbox.settle(cluster, stop).await {
+            self.route_locally(channel.name.clone(), payload, false)
+                .await;
+        }
+    }
+
+    /// A `/queue` message of a clustered broker: into its JetStream stream, or
+    /// routed here when JetStream cannot take it.
+    async fn route_to_stream(&mut self, cluster: &Cluster, name: Bytes, payload: Bytes) -> bool {
+        let len = payload.len() as u64;
+        let Some(channel) = self.channel(&name) else {
+            return true;
+        };
+        match self
+            .outbox
+            .publish(cluster, &channel, payload, self.stop)
+            .await
+        {
+            Ok(refused) => {
+                channel.stats.published.add(1, len);
+                for (channel, payload) in refused {
+                    let name = channel.name.clone();
+                    if !self.route_locally(name, payload, true).await {
+                        return false;
+                    }
+                }
+                true
+            }
+            Err(payload) => self.route_locally(name, payload, false).await,
+        }
+    }
+
+    fn channel(&mut self, name: &Bytes) -> Option<Arc<Channel>> {
+        if let Some(c) = self.cache.get(name) {
+            return Some(c.clone());
+        }
+        let c = self.router.lookup(name)?;
+        if self.cache.len() >= CHANNEL_CACHE {
+            self.cache.clear();
+        }
+        self.cache.insert(name.clone(), c.clone());
+        Some(c)
+    }
+
+    /// Routes one message to this broker's subscribers or workers. `counted`:
+    /// the channel's publish counter already has it.
+    async fn route_locally(&mut self, name: Bytes, payload: Bytes, counted: bool) -> bool {
+        let len = payload.len() as u64;
+        let conn = self.conn;
+        let killed = async {
+            match conn {
+                Some(c) => c.kill.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(killed);
+        loop {
+            let Some(channel) = self.channel(&name) else {
+                self.router.stats().unrouted.fetch_add(1, Relaxed);
+                return true;
+            };
+            let routed = match &channel.kind {
+                Kind::Topic(_) => self.router.publish_topic(&channel, &payload),
+                Kind::Queue(q) => tokio::select! {
+                    r = q.publish(payload.clone()) => r,
+                    _ = self.stop.cancelled() => {
+                        self.lost(&channel, DropReason::Shutdown);
+                        return false;
+                    }
+                    _ = &mut killed => {
+                        self.lost(&channel, DropReason::SubscriberGone);
+                        return false;
+                    }
+                },
+            };
+            match routed {
+                Ok(()) => {
+                    if !counted {
+                        channel.stats.published.add(1, len);
+                    }
+                    return true;
+                }
+                Err(_) => {
+                    self.cache.remove(&name);
+                }
+            }
+        }
+    }
+
+    fn lost(&self, channel: &Channel, reason: DropReason) {
+        let conn = self.conn.map(|c| &*c.stats);
+        self.router.count_drop(Some(channel), conn, reason, 1);
+    }
+}
