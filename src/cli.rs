@@ -14,7 +14,9 @@ Examples:
   aioq bench --scenario isolation
 
 Environment:
-  AIOQ_HOST, AIOQ_PORT   default --host and --port of every subcommand
+  AIOQ_HOST, AIOQ_PORT   the broker clients connect to (listen, send, metrics)
+  AIOQ_LISTEN_HOST, AIOQ_LISTEN_PORT
+                         where `aioq serve` listens
   NO_COLOR               no colour in logs and tables
   RUST_LOG               log filter, overrides -v/-q (e.g. RUST_LOG=aioq=debug)
 

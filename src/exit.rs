@@ -25,9 +25,42 @@ pub struct Unreachable {
     pub source: std::io::Error,
 }
 
+/// Marks an error as a bad flag or value found after clap's own parsing (a
+/// value out of range, a certificate file that cannot be read), so `main`
+/// exits with [`USAGE`]. The message names the flag.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// A usage error saying `why`.
+pub fn usage(why: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(why.into()))
+}
+
+/// Turns any error into a usage error with the same text, for checks of flag
+/// values that fail deep down (reading a `--tls-*` file).
+pub fn as_usage(err: anyhow::Error) -> anyhow::Error {
+    if err.chain().any(|e| e.downcast_ref::<Usage>().is_some()) {
+        return err;
+    }
+    usage(format!("{err:#}"))
+}
+
+/// Fails with a usage error unless `$cond` holds.
+#[macro_export]
+macro_rules! ensure_usage {
+    ($cond:expr, $($why:tt)+) => {
+        if !$cond {
+            return Err($crate::exit::usage(format!($($why)+)));
+        }
+    };
+}
+
 /// Picks the exit code for an error chain.
 pub fn code_for(err: &anyhow::Error) -> ExitCode {
-    if err
+    if err.chain().any(|e| e.downcast_ref::<Usage>().is_some()) {
+        ExitCode::from(USAGE)
+    } else if err
         .chain()
         .any(|e| e.downcast_ref::<Unreachable>().is_some())
     {

@@ -18,7 +18,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio_util::codec::{Framed, FramedRead, FramedWrite};
 use tokio_util::either::Either;
 
-use crate::exit::Unreachable;
+use crate::exit::{as_usage, usage, Unreachable};
 use crate::proto::FrameCodec;
 use crate::tls::{ClientTlsArgs, TlsClient};
 
@@ -45,12 +45,12 @@ impl Target {
     }
 
     /// Checks the flags (certificate files are read here, once) and gives what
-    /// every connection to the broker reuses.
+    /// every connection to the broker reuses. A bad value is a usage error.
     pub fn connector(&self) -> anyhow::Result<Connector> {
         Ok(Connector {
             host: self.host.clone(),
             port: self.port,
-            tls: self.tls.client(&self.host)?,
+            tls: self.tls.client(&self.host).map_err(as_usage)?,
         })
     }
 }
@@ -82,20 +82,20 @@ impl Connector {
         }
     }
 
-    /// `HOST:PORT` (an IPv6 address in brackets), with TLS from `tls` when on.
-    pub fn parse(addr: &str, tls: &ClientTlsArgs) -> anyhow::Result<Self> {
-        let (host, port) = addr
-            .rsplit_once(':')
-            .with_context(|| format!("{addr:?} is not HOST:PORT"))?;
-        let port = port
-            .parse()
-            .with_context(|| format!("{addr:?} is not HOST:PORT (bad port)"))?;
+    /// `HOST:PORT` (an IPv6 address in brackets), with TLS from `tls` when on;
+    /// `flag` names where it came from in a usage error.
+    pub fn parse(flag: &str, addr: &str, tls: &ClientTlsArgs) -> anyhow::Result<Self> {
+        let bad = || usage(format!("{flag} {addr:?}: expected HOST:PORT"));
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        anyhow::ensure!(!host.is_empty(), "{addr:?} is not HOST:PORT (no host)");
+        if host.is_empty() {
+            return Err(bad());
+        }
         Ok(Self {
             host: host.to_owned(),
             port,
-            tls: tls.client(host)?,
+            tls: tls.client(host).map_err(as_usage)?,
         })
     }
 

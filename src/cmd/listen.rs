@@ -59,7 +59,7 @@ enum Session {
 
 pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let connector = args.target.connector()?;
-    anyhow::ensure!(!args.channel.is_empty(), "--channel cannot be empty");
+    crate::ensure_usage!(!args.channel.is_empty(), "--channel cannot be empty");
     let target = connector.to_string();
     let role = format!("subscribed to {}", args.channel);
     let mut link = Reconnector::new(connector, &args.channel, role).once(args.no_reconnect);

@@ -58,7 +58,7 @@ pub struct SendArgs {
 
 pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let connector = args.target.connector()?;
-    anyhow::ensure!(!args.channel.is_empty(), "--channel cannot be empty");
+    crate::ensure_usage!(!args.channel.is_empty(), "--channel cannot be empty");
     let (tx, rx) = mpsc::channel::<Bytes>(args.buffer as usize);
     let (drop_tx, mut drop_rx) = mpsc::unbounded_channel::<u64>();
     let producer = if args.stdin {

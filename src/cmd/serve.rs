@@ -27,10 +27,11 @@ SIGINT or SIGTERM shut down gracefully: queued messages are flushed (up to
 pub struct ServeArgs {
     /// Address to listen on. Loopback by default: the protocol has no
     /// authentication, so exposing it is a decision to make on purpose.
-    #[arg(long, default_value = "127.0.0.1", env = "AIOQ_HOST")]
+    /// (AIOQ_HOST points clients at a broker; it does not move this one.)
+    #[arg(long, default_value = "127.0.0.1", env = "AIOQ_LISTEN_HOST")]
     pub host: String,
     /// TCP port; 0 picks a free one.
-    #[arg(long, default_value_t = 25000, env = "AIOQ_PORT")]
+    #[arg(long, default_value_t = 25000, env = "AIOQ_LISTEN_PORT")]
     pub port: u16,
     /// Messages each /topic subscriber's send queue holds.
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
@@ -120,23 +121,77 @@ pub struct ServeArgs {
     pub metrics_interval: Duration,
 }
 
+/// Everything `serve` needs, checked before anything is bound or printed.
+pub struct ServePlan {
+    pub broker: BrokerConfig,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// The cluster to join; its connection name is set once the port is known.
+    pub cluster: Option<ClusterConfig>,
+    /// `--metrics`: the channel and the interval of the broker's own samples.
+    pub metrics: Option<(String, Duration)>,
+}
+
 impl ServeArgs {
-    pub fn config(&self) -> anyhow::Result<BrokerConfig> {
-        anyhow::ensure!(self.max_frame >= 1, "--max-frame must be at least 1 byte");
-        anyhow::ensure!(
-            self.max_channel >= 1 && self.max_channel <= self.max_frame,
-            "--max-channel must be between 1 and --max-frame"
-        );
-        anyhow::ensure!(self.max_memory >= 1, "--max-memory must be more than 0");
-        anyhow::ensure!(
-            !self.write_timeout.is_zero() && !self.frame_timeout.is_zero(),
-            "--write-timeout and --frame-timeout must be more than 0"
-        );
-        anyhow::ensure!(
+    /// Checks every flag; a bad value is a usage error naming it.
+    pub fn plan(&self) -> anyhow::Result<ServePlan> {
+        use crate::ensure_usage;
+        ensure_usage!(self.max_frame >= 1, "--max-frame must be at least 1 byte");
+        ensure_usage!(
             self.max_frame <= u32::MAX as usize,
             "--max-frame cannot exceed 4GiB - 1 (the length prefix is 32 bits)"
         );
-        Ok(BrokerConfig {
+        ensure_usage!(
+            self.max_channel >= 1 && self.max_channel <= self.max_frame,
+            "--max-channel must be between 1 and --max-frame"
+        );
+        ensure_usage!(self.max_memory >= 1, "--max-memory must be more than 0");
+        ensure_usage!(
+            !self.write_timeout.is_zero(),
+            "--write-timeout must be more than 0"
+        );
+        ensure_usage!(
+            !self.frame_timeout.is_zero(),
+            "--frame-timeout must be more than 0"
+        );
+        ensure_usage!(
+            !self.metrics || !self.metrics_interval.is_zero(),
+            "--metrics-interval must be more than 0"
+        );
+        ensure_usage!(
+            !self.metrics || !self.metrics_channel.is_empty(),
+            "--metrics-channel cannot be empty"
+        );
+        let cluster = match &self.cluster {
+            None => None,
+            Some(url) => {
+                ensure_usage!(
+                    !self.cluster_ack_wait.is_zero(),
+                    "--cluster-ack-wait must be more than 0"
+                );
+                Some(ClusterConfig {
+                    url: url.clone(),
+                    ack_wait: self.cluster_ack_wait,
+                    queue_max_bytes: i64::try_from(self.cluster_queue_bytes).unwrap_or(i64::MAX),
+                    queue_max_messages: i64::try_from(self.cluster_queue_messages)
+                        .unwrap_or(i64::MAX),
+                    replicas: usize::from(self.cluster_replicas),
+                    memory: self.cluster_memory,
+                    name: "aioq".into(),
+                })
+            }
+        };
+        Ok(ServePlan {
+            broker: self.config(),
+            tls: self.tls.acceptor().map_err(crate::exit::as_usage)?,
+            cluster,
+            metrics: self
+                .metrics
+                .then(|| (self.metrics_channel.clone(), self.metrics_interval)),
+        })
+    }
+
+    fn config(&self) -> BrokerConfig {
+        BrokerConfig {
             send_queue: self.send_queue as usize,
             send_queue_bytes: self.send_queue_bytes.max(1),
             worker_queue: self.worker_queue as usize,
@@ -152,13 +207,17 @@ impl ServeArgs {
             max_connections_per_ip: self.max_connections_per_ip as usize,
             write_timeout: self.write_timeout,
             frame_timeout: self.frame_timeout,
-        })
+        }
     }
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = args.config()?;
-    let tls = args.tls.acceptor()?;
+    let ServePlan {
+        broker: config,
+        tls,
+        cluster,
+        metrics,
+    } = args.plan()?;
     // Room for every connection allowed, plus the listener, logs and spares.
     let want = config.max_connections as u64 + 64;
     let fds = crate::runtime::fd_limit::raise(want);
@@ -194,20 +253,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let broker = Broker::serving(config, tls);
-    if let Some(url) = &args.cluster {
-        anyhow::ensure!(
-            !args.cluster_ack_wait.is_zero(),
-            "--cluster-ack-wait must be more than 0"
-        );
+    if let Some(cluster) = cluster {
         broker
             .join_cluster(ClusterConfig {
-                url: url.clone(),
-                ack_wait: args.cluster_ack_wait,
-                queue_max_bytes: i64::try_from(args.cluster_queue_bytes).unwrap_or(i64::MAX),
-                queue_max_messages: i64::try_from(args.cluster_queue_messages).unwrap_or(i64::MAX),
-                replicas: usize::from(args.cluster_replicas),
-                memory: args.cluster_memory,
                 name: format!("aioq {addr}"),
+                ..cluster
             })
             .await?;
     }
@@ -218,15 +268,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
-    if args.metrics {
-        anyhow::ensure!(
-            !args.metrics_interval.is_zero(),
-            "--metrics-interval must be more than 0"
-        );
+    if let Some((channel, interval)) = metrics {
         tokio::spawn(crate::cmd::metrics::report::broker_self(
             broker.injector(),
-            args.metrics_channel.clone(),
-            args.metrics_interval,
+            channel,
+            interval,
             broker.stats(),
             broker.budget(),
         ));

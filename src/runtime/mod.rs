@@ -3,4 +3,5 @@
 pub mod backoff;
 pub mod fd_limit;
 pub mod logging;
+pub mod output;
 pub mod shutdown;

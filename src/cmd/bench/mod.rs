@@ -6,7 +6,6 @@ mod payload;
 mod report;
 mod scenarios;
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use self::clients::SlowMode;
 use self::report::*;
 use crate::broker::{Broker, BrokerConfig, TopicOverflow};
 use crate::client::Connector;
+use crate::runtime::output::Stream;
 use crate::units::{parse_duration, parse_size};
 
 const AFTER_HELP: &str = "\
@@ -265,11 +265,11 @@ impl Drop for EmbeddedBroker {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
-    anyhow::ensure!(args.latency_rate > 0.0, "--latency-rate must be positive");
-    anyhow::ensure!(args.trickle_rate > 0.0, "--trickle-rate must be positive");
-    anyhow::ensure!(args.messages > 0, "--messages must be at least 1");
-    anyhow::ensure!(!args.duration.is_zero(), "--duration must be more than 0");
+    crate::ensure_usage!(args.rate > 0.0, "--rate must be positive");
+    crate::ensure_usage!(args.latency_rate > 0.0, "--latency-rate must be positive");
+    crate::ensure_usage!(args.trickle_rate > 0.0, "--trickle-rate must be positive");
+    crate::ensure_usage!(args.messages > 0, "--messages must be at least 1");
+    crate::ensure_usage!(!args.duration.is_zero(), "--duration must be more than 0");
     let size = args.size.max(payload::HEADER);
     let embedded = args.target.is_none();
     let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;
@@ -277,14 +277,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         // Embedded, each connection holds two descriptors in this process.
         let need = args.connections as u64 * if embedded { 2 } else { 1 } + 256;
         let have = crate::runtime::fd_limit::raise(need);
-        anyhow::ensure!(
+        crate::ensure_usage!(
             have >= need,
             "--connections {} needs about {need} open files, the limit is {have} (ulimit -n)",
             args.connections
         );
     }
     let (addr, _broker) = match &args.target {
-        Some(t) => (Connector::parse(t, &args.tls).context("--target")?, None),
+        Some(t) => (Connector::parse("--target", t, &args.tls)?, None),
         None => {
             let config = BrokerConfig {
                 send_queue: args.send_queue.max(1),
@@ -293,7 +293,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 max_connections: (args.connections as usize + 1024).max(10_000),
                 ..BrokerConfig::default()
             };
-            anyhow::ensure!(
+            crate::ensure_usage!(
                 !args.tls.enabled(),
                 "--tls needs --target: the embedded broker serves plain TCP"
             );
@@ -306,7 +306,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let plan = Plan {
         sub_addr: match &args.subscribe_target {
-            Some(t) => Connector::parse(t, &args.tls).context("--subscribe-target")?,
+            Some(t) => Connector::parse("--subscribe-target", t, &args.tls)?,
             None => addr.clone(),
         },
         // Across brokers a subscription travels through the cluster first.
@@ -330,7 +330,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         fanout_probes: 100,
         fanout_burst: 1000,
     };
-    let progress = Progress::new(!args.json && std::io::stderr().is_terminal());
+    let progress = Progress::new(Stream::Stderr.live(args.json));
     let mut report = Report {
         schema_version: 1,
         aioq_version: env!("CARGO_PKG_VERSION"),
@@ -389,7 +389,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED);
-    if std::env::var_os("NO_COLOR").is_some() || !std::io::stdout().is_terminal() {
+    if !Stream::Stdout.styled() {
         t.force_no_tty();
     }
     t.set_header(header.iter().map(Cell::new));

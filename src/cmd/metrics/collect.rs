@@ -2,7 +2,7 @@
 //! terminal (or as JSON lines when stdout is not one) and, with `--http`, in a
 //! browser page with live charts.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,6 +14,7 @@ use super::board::Board;
 use super::sample::Sample;
 use super::web::{self, Hub, Web};
 use crate::client::{subscriber, Target};
+use crate::runtime::output::Stream;
 use crate::units::parse_duration;
 
 #[derive(Debug, clap::Args)]
@@ -56,8 +57,8 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     }
     let (tx, mut rx) = mpsc::channel(1024);
     tokio::spawn(subscriber::run(connector, args.channel.clone(), tx));
-    let terminal = std::io::stdout().is_terminal();
-    let color = terminal && std::env::var_os("NO_COLOR").is_none();
+    let terminal = Stream::Stdout.is_terminal();
+    let color = Stream::Stdout.styled();
     let mut redraw = tokio::time::interval(Duration::from_secs(1));
     let interrupted = crate::runtime::shutdown::signal();
     tokio::pin!(interrupted);

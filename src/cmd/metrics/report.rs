@@ -40,7 +40,7 @@ pub struct ReportArgs {
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let connector = args.target.connector()?;
-    anyhow::ensure!(!args.interval.is_zero(), "--interval must be more than 0");
+    crate::ensure_usage!(!args.interval.is_zero(), "--interval must be more than 0");
     let pid = args.pid.unwrap_or_else(std::process::id);
     let stop = Arc::new(AtomicBool::new(false));
     if args.pid.is_none() {
