@@ -41,7 +41,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             break
         }
         'aioq;serve' {
-            [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose')
+            [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose. (AIOQ_HOST points clients at a broker; it does not move this one.)')
             [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'TCP port; 0 picks a free one')
             [CompletionResult]::new('--send-queue', '--send-queue', [CompletionResultType]::ParameterName, 'Messages each /topic subscriber''s send queue holds')
             [CompletionResult]::new('--send-queue-bytes', '--send-queue-bytes', [CompletionResultType]::ParameterName, 'Payload bytes each subscriber''s send queue holds; the queue is full at whichever bound comes first, so memory stays bounded for large messages')

@@ -37,7 +37,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'aioq;serve'= {
-            cand --host 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose'
+            cand --host 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose. (AIOQ_HOST points clients at a broker; it does not move this one.)'
             cand --port 'TCP port; 0 picks a free one'
             cand --send-queue 'Messages each /topic subscriber''s send queue holds'
             cand --send-queue-bytes 'Payload bytes each subscriber''s send queue holds; the queue is full at whichever bound comes first, so memory stays bounded for large messages'

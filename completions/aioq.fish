@@ -37,7 +37,7 @@ complete -c aioq -n "__fish_aioq_needs_command" -f -a "metrics" -d 'Application 
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "man" -d 'Write man pages for aioq and each subcommand'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c aioq -n "__fish_aioq_using_subcommand serve" -l host -d 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l host -d 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose. (AIOQ_HOST points clients at a broker; it does not move this one.)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l port -d 'TCP port; 0 picks a free one' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l send-queue -d 'Messages each /topic subscriber\'s send queue holds' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l send-queue-bytes -d 'Payload bytes each subscriber\'s send queue holds; the queue is full at whichever bound comes first, so memory stays bounded for large messages' -r

@@ -50,7 +50,8 @@ pub fn as_usage(err: anyhow::Error) -> anyhow::Error {
 #[macro_export]
 macro_rules! ensure_usage {
     ($cond:expr, $($why:tt)+) => {
-        if !$cond {
+        let holds: bool = $cond;
+        if !holds {
             return Err($crate::exit::usage(format!($($why)+)));
         }
     };

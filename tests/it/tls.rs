@@ -213,11 +213,15 @@ fn unreadable_certificate_files_are_a_clear_error() {
         "--tls-key",
         "/nonexistent/key.pem",
     ]);
-    assert_eq!(code, Some(1));
+    assert_eq!(
+        code,
+        Some(2),
+        "a file a flag names that cannot be used: {err}"
+    );
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");
 
     let (code, err) = run(&["send", "--tls-ca", "/nonexistent/ca.pem", "--message", "x"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
 }
 
