@@ -17,8 +17,8 @@ use super::end::EndReason;
 use super::publish::Publisher;
 use super::stats::ConnStats;
 use super::subscriber::Subscriber;
-use super::{writer, Shared};
-use crate::proto::message::{channel_name, Request, RequestParser};
+use super::{writer, Shared, Slot};
+use crate::proto::message::{channel_name, ProtocolError, Request, RequestParser};
 use crate::proto::{FrameCodec, FrameError};
 
 /// Unsent bytes a `/queue` worker's socket may hold. Left alone, loopback
@@ -87,11 +87,12 @@ impl Transport for TlsStream {
     }
 }
 
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+/// Serves one admitted connection; `slot` is its place under the connection
+/// limits, held by the reader here and by the writer until both are done.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slot: Arc<Slot>) {
     configure(&stream, &shared);
-    shared.stats.open.fetch_add(1, Relaxed);
     match shared.tls.clone() {
-        None => serve_on(&shared, stream, peer).await,
+        None => serve_on(&shared, stream, peer, slot).await,
         Some(acceptor) => {
             // The handshake shares the subscribe deadline: a peer that starts
             // one and goes quiet holds a slot no longer than a silent one.
@@ -100,7 +101,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
                 r = tokio::time::timeout(shared.config.subscribe_timeout, acceptor.accept(stream)) => Some(r),
             };
             match accepted {
-                Some(Ok(Ok(tls))) => serve_on(&shared, tls, peer).await,
+                Some(Ok(Ok(tls))) => serve_on(&shared, tls, peer, slot).await,
                 Some(Ok(Err(e))) => {
                     shared.stats.protocol_errors.fetch_add(1, Relaxed);
                     tracing::warn!("Remote {peer} refused: TLS handshake failed: {e}");
@@ -113,11 +114,17 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             }
         }
     }
-    shared.stats.open.fetch_sub(1, Relaxed);
 }
 
-async fn serve_on<T: Transport>(shared: &Arc<Shared>, stream: T, peer: SocketAddr) {
-    let mut framed = Framed::new(stream, FrameCodec::new(shared.config.max_frame));
+async fn serve_on<T: Transport>(
+    shared: &Arc<Shared>,
+    stream: T,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+) {
+    // The subscribe frame is a channel name: read with that limit, so nobody
+    // makes the broker buffer a whole --max-frame before subscribing.
+    let mut framed = Framed::new(stream, FrameCodec::new(shared.config.max_channel));
     let Some(name) = handshake(shared, &mut framed, peer).await else {
         return;
     };
@@ -132,7 +139,7 @@ async fn serve_on<T: Transport>(shared: &Arc<Shared>, stream: T, peer: SocketAdd
     let parts = framed.into_parts();
     let (rd, wr) = parts.io.split();
     let rd = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(parts.read_buf), rd);
-    let mut frames = FramedRead::new(rd, parts.codec);
+    let mut frames = FramedRead::new(rd, FrameCodec::new(shared.config.max_frame));
 
     let capacity = if crate::proto::is_queue(&name) {
         shared.config.worker_queue
@@ -162,6 +169,7 @@ async fn serve_on<T: Transport>(shared: &Arc<Shared>, stream: T, peer: SocketAdd
         sub.clone(),
         channel,
         finish.clone(),
+        slot,
     ));
     let end = read_loop(shared, &mut frames, &sub).await;
     match end {
@@ -197,6 +205,15 @@ async fn handshake<T: Transport>(
         }
         Ok(None) => {
             tracing::debug!("Remote {peer} disconnected before subscribing");
+            return None;
+        }
+        // Read with the name limit: too long a frame is too long a name.
+        Ok(Some(Err(FrameError::TooLarge { announced, max }))) => {
+            let e = ProtocolError::ChannelTooLong {
+                len: announced as usize,
+                max,
+            };
+            protocol_error(shared, peer, &e.to_string());
             return None;
         }
         Ok(Some(Err(e))) => {

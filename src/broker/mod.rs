@@ -40,7 +40,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -174,6 +174,33 @@ impl Shared {
                 per_ip.remove(&ip);
             }
         }
+    }
+}
+
+/// A connection's place under `--max-connections` and
+/// `--max-connections-per-ip`, given back when the last of its tasks (reader,
+/// writer) lets go: a writer still draining to a slow peer holds a socket too.
+pub(crate) struct Slot {
+    shared: Arc<Shared>,
+    ip: std::net::IpAddr,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Slot {
+    fn new(shared: &Arc<Shared>, ip: std::net::IpAddr, permit: OwnedSemaphorePermit) -> Arc<Self> {
+        shared.stats.open.fetch_add(1, Relaxed);
+        Arc::new(Self {
+            shared: shared.clone(),
+            ip,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.release_ip(self.ip);
+        self.shared.stats.open.fetch_sub(1, Relaxed);
     }
 }
 
@@ -312,12 +339,9 @@ impl Broker {
                     }
                     match permits.clone().try_acquire_owned() {
                         Ok(permit) => {
+                            let slot = Slot::new(&shared, peer.ip(), permit);
                             let s = shared.clone();
-                            shared.readers.spawn(async move {
-                                conn::serve(s.clone(), stream, peer).await;
-                                s.release_ip(peer.ip());
-                                drop(permit);
-                            });
+                            shared.readers.spawn(conn::serve(s, stream, peer, slot));
                         }
                         Err(_) => {
                             shared.release_ip(peer.ip());
@@ -370,6 +394,8 @@ async fn shutdown_gracefully(shared: &Shared) {
         // reach JetStream before the process ends.
         c.flush(Duration::from_secs(2)).await;
     }
+    // One line for all of them: a broker can hold millions of backlogs.
+    let (mut messages, mut channels, mut largest) = (0u64, 0u64, (0u64, String::new()));
     for channel in shared.router.channels() {
         if let router::Kind::Queue(q) = &channel.kind {
             let n = q.discard_backlog() as u64;
@@ -377,12 +403,20 @@ async fn shutdown_gracefully(shared: &Shared) {
                 shared
                     .router
                     .count_drop(Some(&channel), None, DropReason::Shutdown, n);
-                tracing::warn!(
-                    "{} message(s) left in the backlog of {} at shutdown",
-                    n,
-                    channel.display_name()
-                );
+                messages += n;
+                channels += 1;
+                if n > largest.0 {
+                    largest = (n, channel.display_name());
+                }
             }
         }
+    }
+    if messages > 0 {
+        tracing::warn!(
+            "{messages} message(s) left in the backlogs of {channels} /queue channel(s) at \
+             shutdown (most in {}: {})",
+            largest.1,
+            largest.0
+        );
     }
 }

@@ -55,8 +55,9 @@ pub struct TopicState {
 }
 
 impl Channel {
+    /// The name as logs show it (escaped: it is client text).
     pub fn display_name(&self) -> String {
-        String::from_utf8_lossy(&self.name).into_owned()
+        proto::shown(&self.name)
     }
 
     pub fn backlog_len(&self) -> usize {
@@ -112,8 +113,21 @@ impl Router {
         channel
     }
 
-    /// Adds `sub` to channel `name`, creating the channel if needed.
+    /// Adds `sub` to channel `name`, creating the channel if needed. The null
+    /// channel gets a channel of its own that nothing routes to: a publish-only
+    /// client subscribes to nothing.
     pub fn subscribe(&self, name: Bytes, sub: Arc<Subscriber>) -> Arc<Channel> {
+        if proto::is_null(&name) {
+            return Arc::new(Channel {
+                name,
+                stats: ChannelStats::default(),
+                kind: Kind::Topic(Mutex::new(TopicState {
+                    subs: Vec::new(),
+                    retired: true,
+                })),
+                link: ChannelLink::default(),
+            });
+        }
         let mut channels = lock(&self.channels);
         let channel = channels
             .entry(name.clone())
@@ -130,6 +144,9 @@ impl Router {
     /// subscriber do not exist (nothing would be stored); `/queue` channels are
     /// created so their backlog can hold messages for workers yet to come.
     pub fn lookup(&self, name: &Bytes) -> Option<Arc<Channel>> {
+        if proto::is_null(name) {
+            return None;
+        }
         let mut channels = lock(&self.channels);
         if let Some(c) = channels.get(name) {
             return Some(c.clone());

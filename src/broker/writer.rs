@@ -125,6 +125,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
     sub: Arc<Subscriber>,
     channel: Arc<Channel>,
     finish: CancellationToken,
+    // Held until the writer is done: the socket and the queue are the
+    // connection's, and so is its place under the connection limits.
+    _slot: Arc<super::Slot>,
 ) {
     let mut sink = FramedWrite::new(
         WatchedWrite::new(wr),
@@ -171,7 +174,10 @@ pub async fn run<W: AsyncWrite + Unpin>(
         .await
         {
             Ok(()) => {
-                let _ = sink.get_mut().shutdown().await;
+                // A peer that stops reading cannot hold the socket open here
+                // (a TLS close writes).
+                let timeout = shared.config.write_timeout;
+                let _ = tokio::time::timeout(timeout, sink.get_mut().shutdown()).await;
             }
             Err(e) => {
                 sub.set_end_reason(e);
@@ -251,14 +257,24 @@ async fn drain<W: AsyncWrite + Unpin>(
         }
         write_batch(shared, sink, batch, sub, channel).await?;
     }
+    let (base, last_ms) = {
+        let p = sink.get_ref();
+        p.mark();
+        (p.base, p.last_ms.clone())
+    };
     let eos = async {
         sink.send(Bytes::new()).await?;
         sink.flush().await
     };
-    tokio::select! {
-        r = eos => r.map_err(|e| EndReason::WriteError(e.to_string())),
-        _ = sub.kill.cancelled() => Err(EndReason::DrainTimeout),
-    }
+    // Under the write timeout like every other write: a peer that stops
+    // reading at the last frame cannot keep the connection.
+    let timeout = shared.config.write_timeout;
+    write_within(eos, base, last_ms, timeout, shared, sub)
+        .await
+        .map_err(|e| match e {
+            EndReason::Closed => EndReason::DrainTimeout,
+            e => e,
+        })
 }
 
 /// Writes `batch` with one flush. On success the batch is emptied and counted

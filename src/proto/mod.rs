@@ -25,10 +25,50 @@ pub const DEFAULT_MAX_CHANNEL: usize = 1024;
 /// Channels whose name starts with this prefix share messages among workers.
 pub const QUEUE_PREFIX: &[u8] = b"/queue";
 
-/// The channel a publish-only client subscribes to by convention.
+/// The channel a publish-only client subscribes to: the broker subscribes it
+/// to nothing, and a publish there reaches nobody (counted as unrouted).
 pub const NULL_CHANNEL: &str = "/null";
+
+/// Whether `name` is the subscribe-to-nothing channel.
+pub fn is_null(name: &[u8]) -> bool {
+    name == NULL_CHANNEL.as_bytes()
+}
+
+/// A channel name (client text) as it may appear in a log line or on a
+/// terminal: invalid UTF-8 replaced, control characters escaped, so no name can
+/// end a log line early or steer a terminal.
+pub fn shown(name: &[u8]) -> String {
+    let text = String::from_utf8_lossy(name);
+    if !text.chars().any(char::is_control) {
+        return text.into_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
 
 /// Whether `name` is a point-to-point (round robin) channel.
 pub fn is_queue(name: &[u8]) -> bool {
     name.starts_with(QUEUE_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_names_cannot_break_a_line_or_steer_a_terminal() {
+        assert_eq!(shown(b"/topic/plain"), "/topic/plain");
+        assert_eq!(
+            shown(b"/topic/x\nfake\r\x1b[2J"),
+            "/topic/x\\nfake\\r\\u{1b}[2J"
+        );
+        assert_eq!(shown(b"/topic/\xff"), "/topic/\u{fffd}");
+    }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod cluster;
 mod generated;
 mod hardening;
+mod hostile;
 mod listen_send;
 mod metrics;
 mod python_compat;

@@ -1,0 +1,164 @@
+//! Clients that try to take the broker from the others: each test is an attack
+//! that worked once, and the bound that now holds against it.
+
+use tokio::io::AsyncWriteExt;
+
+use crate::util::*;
+
+/// `/null` is where publish-only clients say they subscribe to nothing: a
+/// publish there must not reach every `send`, `metrics report` and
+/// `watch-db --publish` connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_subscribes_to_nothing_and_a_publish_there_is_unrouted() {
+    let mut broker = Broker::spawn(&[]);
+    let mut quiet = Raw::subscribe(broker.port, "/null").await;
+    let mut loud = Raw::subscribe(broker.port, "/null").await;
+    let mut marker = Raw::subscribe(broker.port, "/topic/mark").await;
+    wait_subscribed(&broker, "/null", 2).await;
+    wait_subscribed(&broker, "/topic/mark", 1).await;
+    loud.publish("/null", b"to every publisher?").await;
+    loud.publish("/topic/mark", b"after").await;
+    // Routed in order: once "after" arrived, the /null publish was routed.
+    assert_eq!(within(5.0, "marker", marker.read_text()).await, "after");
+    // The first frame `quiet` gets must be the end-of-stream answering its
+    // goodbye, not the /null message.
+    quiet.goodbye().await;
+    let first = within(5.0, "quiet's end of stream", quiet.read()).await;
+    assert_eq!(first, Some(Vec::new()), "a /null subscriber got a message");
+    let summary = broker.terminate();
+    assert_eq!(summary_field(&summary, "unrouted"), 1, "{summary}");
+}
+
+/// A channel name is client text: a newline in it must not let a client write
+/// whole lines into the broker's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_names_cannot_forge_log_lines() {
+    let broker = Broker::spawn(&[]);
+    let forged = "2026-11-27T00:00:00.000000Z  WARN Remote 10.0.0.9:1 forged by a client";
+    let name = format!("/topic/x\n{forged}\r\x1b[2J");
+    let _client = Raw::subscribe(broker.port, &name).await;
+    let line = broker
+        .log
+        .wait_for_async(5.0, "subscribed to /topic/x")
+        .await;
+    assert!(
+        line.contains("forged by a client"),
+        "shown, escaped: {line}"
+    );
+    assert!(!line.contains('\x1b'), "no raw escape sequence: {line:?}");
+    assert!(
+        !broker
+            .log
+            .snapshot()
+            .iter()
+            .any(|l| l.starts_with("2026-11-27T00:00:00.000000Z")),
+        "a client wrote a line of its own:\n{}",
+        broker.log.text()
+    );
+}
+
+/// Shutdown with many worker-less backlogs: one summary line, not a line per
+/// channel (a million channels made a million lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlogs_left_at_shutdown_are_summed_up_in_one_line() {
+    let mut broker = Broker::spawn(&[]);
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let mut wire = Vec::new();
+    for i in 0..500 {
+        let name = format!("/queue/left-{i}");
+        wire.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        wire.extend_from_slice(name.as_bytes());
+        wire.extend_from_slice(&1u32.to_be_bytes());
+        wire.push(b'x');
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    p.goodbye().await;
+    assert_eq!(
+        within(5.0, "goodbye answered", p.read()).await,
+        Some(vec![])
+    );
+    let summary = broker.terminate();
+    assert_eq!(dropped(&summary, "shutdown"), 500, "{summary}");
+    let lines: Vec<String> = broker
+        .log
+        .snapshot()
+        .into_iter()
+        .filter(|l| l.contains("at shutdown") && l.contains("backlog"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(
+        lines[0].contains("500 message(s)") && lines[0].contains("500 /queue channel(s)"),
+        "{}",
+        lines[0]
+    );
+}
+
+/// The subscribe frame is a channel name: the broker reads it with the
+/// channel-name limit, so a connection cannot make it buffer `--max-frame`
+/// bytes before it has even subscribed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscribe_frame_is_read_with_the_channel_name_limit() {
+    let broker = Broker::spawn(&["--subscribe-timeout", "60s"]);
+    let mut bad = Raw::connect(broker.port).await;
+    // 64 KiB announced for a channel name (the limit is 1 KiB), nothing sent.
+    bad.stream
+        .write_all(&(64u32 << 10).to_be_bytes())
+        .await
+        .unwrap();
+    assert!(within(5.0, "disconnected at once", bad.closed()).await);
+    let line = broker
+        .log
+        .wait_for_async(5.0, "breaking the protocol")
+        .await;
+    assert!(line.contains("limit is 1024"), "{line}");
+}
+
+/// A connection holds its slot (and its address's count) until both of its
+/// tasks are done: a client that says goodbye and then stops reading keeps its
+/// socket and queue in the broker, so it must keep its slot too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_keeps_its_slot_until_its_writer_is_done() {
+    let broker = Broker::spawn(&["--max-connections", "2", "--write-timeout", "3s"]);
+    let mut watcher = Raw::subscribe(broker.port, "/topic/mark").await;
+    wait_subscribed(&broker, "/topic/mark", 1).await;
+    // Subscribed to its own topic, it floods itself and never reads.
+    let mut hog = Raw::connect_small_buffer(broker.port).await;
+    hog.frame(b"/topic/me").await;
+    wait_subscribed(&broker, "/topic/me", 1).await;
+    let chunk = vec![b'h'; 64 << 10];
+    for _ in 0..128 {
+        hog.publish("/topic/me", &chunk).await;
+    }
+    hog.publish("/topic/mark", b"flooded").await;
+    hog.goodbye().await;
+    assert_eq!(within(10.0, "marker", watcher.read_text()).await, "flooded");
+    watcher.goodbye().await;
+    assert!(within(5.0, "watcher gone", watcher.closed()).await);
+    broker
+        .log
+        .wait_for_async(5.0, "disconnected from /topic/mark")
+        .await;
+    // The hog's reader is done, its writer is stuck on a full socket: it still
+    // holds a slot, so with the watcher's free there is room for one client.
+    let mut first = Raw::subscribe(broker.port, "/topic/one").await;
+    wait_subscribed(&broker, "/topic/one", 1).await;
+    let mut second = Raw::subscribe(broker.port, "/topic/two").await;
+    assert_eq!(
+        within(5.0, "refused with end-of-stream", second.read()).await,
+        Some(vec![]),
+        "a third connection got in while two were held"
+    );
+    // The write timeout covers the goodbye's drain too: the hog is cut off,
+    // and its slot comes back.
+    broker
+        .log
+        .wait_for_async(10.0, "disconnected from /topic/me")
+        .await;
+    let mut third = Raw::subscribe(broker.port, "/topic/three").await;
+    wait_subscribed(&broker, "/topic/three", 1).await;
+    first.goodbye().await;
+    third.goodbye().await;
+    assert!(within(5.0, "first closes", first.closed()).await);
+    assert!(within(5.0, "third closes", third.closed()).await);
+    drop(hog);
+}
