@@ -50,6 +50,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--topic-overflow', '--topic-overflow', [CompletionResultType]::ParameterName, 'What happens to a /topic subscriber whose send queue is full')
             [CompletionResult]::new('--max-frame', '--max-frame', [CompletionResultType]::ParameterName, 'Largest frame accepted (e.g. 16MiB); a client announcing more is disconnected')
             [CompletionResult]::new('--max-channel', '--max-channel', [CompletionResultType]::ParameterName, 'Longest channel name accepted, in bytes')
+            [CompletionResult]::new('--max-channels', '--max-channels', [CompletionResultType]::ParameterName, 'Channels held at once. A publish that would create one more (a new /queue name) is dropped and counted as channel_limit; a subscription to a new channel is refused with end-of-stream')
             [CompletionResult]::new('--max-connections', '--max-connections', [CompletionResultType]::ParameterName, 'Connections served at once; more are refused with an end-of-stream frame')
             [CompletionResult]::new('--subscribe-timeout', '--subscribe-timeout', [CompletionResultType]::ParameterName, 'How long a new connection has to send its subscribe frame')
             [CompletionResult]::new('--keepalive', '--keepalive', [CompletionResultType]::ParameterName, 'Idle time before TCP keepalive probes; 0 turns keepalive off')

@@ -46,6 +46,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --topic-overflow 'What happens to a /topic subscriber whose send queue is full'
             cand --max-frame 'Largest frame accepted (e.g. 16MiB); a client announcing more is disconnected'
             cand --max-channel 'Longest channel name accepted, in bytes'
+            cand --max-channels 'Channels held at once. A publish that would create one more (a new /queue name) is dropped and counted as channel_limit; a subscription to a new channel is refused with end-of-stream'
             cand --max-connections 'Connections served at once; more are refused with an end-of-stream frame'
             cand --subscribe-timeout 'How long a new connection has to send its subscribe frame'
             cand --keepalive 'Idle time before TCP keepalive probes; 0 turns keepalive off'

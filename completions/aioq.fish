@@ -47,6 +47,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l topic-overflow -d 'W
 disconnect\t'The subscriber is disconnected as a slow consumer; the loss is counted'"
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-frame -d 'Largest frame accepted (e.g. 16MiB); a client announcing more is disconnected' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-channel -d 'Longest channel name accepted, in bytes' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-channels -d 'Channels held at once. A publish that would create one more (a new /queue name) is dropped and counted as channel_limit; a subscription to a new channel is refused with end-of-stream' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-connections -d 'Connections served at once; more are refused with an end-of-stream frame' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l subscribe-timeout -d 'How long a new connection has to send its subscribe frame' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l keepalive -d 'Idle time before TCP keepalive probes; 0 turns keepalive off' -r

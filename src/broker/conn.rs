@@ -159,7 +159,19 @@ async fn serve_on<T: Transport>(
         stats,
         kill,
     ));
-    let channel = shared.router.subscribe(name, sub.clone());
+    let Ok(channel) = shared.router.subscribe(name, sub.clone()) else {
+        // Told with end-of-stream, like a refusal at the connection limit.
+        shared.stats.refused.fetch_add(1, Relaxed);
+        shared.router.channel_limit_reached();
+        tracing::debug!("Remote {peer} refused: --max-channels reached");
+        let mut wr = wr;
+        let eos = async {
+            wr.write_all(&0u32.to_be_bytes()).await?;
+            wr.shutdown().await
+        };
+        let _ = tokio::time::timeout(shared.config.write_timeout, eos).await;
+        return;
+    };
     tracing::info!("Remote {peer} subscribed to {}", channel.display_name());
     let finish = CancellationToken::new();
     shared.writers.spawn(writer::run(

@@ -84,6 +84,9 @@ pub struct BrokerConfig {
     pub topic_overflow: TopicOverflow,
     pub max_frame: usize,
     pub max_channel: usize,
+    /// Channels the registry holds at most: each costs memory outside the
+    /// payload budget, and a `/queue` name creates one on first publish.
+    pub max_channels: usize,
     pub max_connections: usize,
     /// How long a new connection has to send its subscribe frame.
     pub subscribe_timeout: Duration,
@@ -111,6 +114,7 @@ impl Default for BrokerConfig {
             topic_overflow: TopicOverflow::Drop,
             max_frame: crate::proto::DEFAULT_MAX_FRAME,
             max_channel: crate::proto::DEFAULT_MAX_CHANNEL,
+            max_channels: 100_000,
             max_connections: 10_000,
             subscribe_timeout: Duration::from_secs(10),
             keepalive: Some(Duration::from_secs(30)),

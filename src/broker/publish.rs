@@ -12,12 +12,21 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{Cluster, Outbox};
-use super::router::{Channel, Kind, Router};
+use super::router::{Channel, Full, Kind, Router};
 use super::stats::DropReason;
 use super::subscriber::Subscriber;
 
 /// Channels a publisher remembers, so that publishing skips the registry lock.
 const CHANNEL_CACHE: usize = 256;
+
+/// What a publish finds under its channel's name.
+enum Found {
+    Channel(Arc<Channel>),
+    /// A `/topic` nobody subscribes to (or `/null`): nothing to route to.
+    Unrouted,
+    /// It would be a new channel, and the registry is full.
+    Refused,
+}
 
 /// One source of publishes, with what it remembers between them.
 pub(crate) struct Publisher<'a> {
@@ -97,8 +106,13 @@ impl<'a> Publisher<'a> {
     /// routed here when JetStream cannot take it.
     async fn route_to_stream(&mut self, cluster: &Cluster, name: Bytes, payload: Bytes) -> bool {
         let len = payload.len() as u64;
-        let Some(channel) = self.channel(&name) else {
-            return true;
+        let channel = match self.channel(&name) {
+            Found::Channel(c) => c,
+            Found::Unrouted => return true,
+            Found::Refused => {
+                self.refused();
+                return true;
+            }
         };
         match self
             .outbox
@@ -119,16 +133,29 @@ impl<'a> Publisher<'a> {
         }
     }
 
-    fn channel(&mut self, name: &Bytes) -> Option<Arc<Channel>> {
+    fn channel(&mut self, name: &Bytes) -> Found {
         if let Some(c) = self.cache.get(name) {
-            return Some(c.clone());
+            return Found::Channel(c.clone());
         }
-        let c = self.router.lookup(name)?;
+        let c = match self.router.lookup(name) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Found::Unrouted,
+            Err(Full) => return Found::Refused,
+        };
         if self.cache.len() >= CHANNEL_CACHE {
             self.cache.clear();
         }
-        self.cache.insert(name.clone(), c.clone());
-        Some(c)
+        // Keyed by the channel's own copy of the name, not the read buffer's.
+        self.cache.insert(c.name.clone(), c.clone());
+        Found::Channel(c)
+    }
+
+    /// A publish that would have created a channel past `--max-channels`.
+    fn refused(&self) {
+        let conn = self.conn.map(|c| &*c.stats);
+        self.router
+            .count_drop(None, conn, DropReason::ChannelLimit, 1);
+        self.router.channel_limit_reached();
     }
 
     /// Routes one message to this broker's subscribers or workers. `counted`:
@@ -144,9 +171,16 @@ impl<'a> Publisher<'a> {
         };
         tokio::pin!(killed);
         loop {
-            let Some(channel) = self.channel(&name) else {
-                self.router.stats().unrouted.fetch_add(1, Relaxed);
-                return true;
+            let channel = match self.channel(&name) {
+                Found::Channel(c) => c,
+                Found::Unrouted => {
+                    self.router.stats().unrouted.fetch_add(1, Relaxed);
+                    return true;
+                }
+                Found::Refused => {
+                    self.refused();
+                    return true;
+                }
             };
             let routed = match &channel.kind {
                 Kind::Topic(_) => self.router.publish_topic(&channel, &payload),

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use super::lock;
+use super::log_every::LogEvery;
 
 use super::budget::Budget;
 use super::link::ChannelLink;
@@ -27,6 +28,10 @@ use crate::proto;
 /// The channel was retired from the registry; look it up again.
 #[derive(Debug)]
 pub struct Retired;
+
+/// The registry holds `--max-channels` channels: no new one can be created.
+#[derive(Debug)]
+pub struct Full;
 
 pub struct Channel {
     pub name: Bytes,
@@ -75,11 +80,15 @@ pub struct Router {
     pub budget: Arc<Budget>,
     config: Arc<BrokerConfig>,
     stats: Arc<BrokerStats>,
+    born: std::time::Instant,
+    channel_limit_log: LogEvery,
 }
 
 impl Router {
     pub fn new(config: Arc<BrokerConfig>, stats: Arc<BrokerStats>) -> Self {
         Self {
+            born: std::time::Instant::now(),
+            channel_limit_log: LogEvery::default(),
             channels: Mutex::new(HashMap::new()),
             interest: std::sync::OnceLock::new(),
             budget: Arc::new(Budget::new(config.max_memory)),
@@ -93,7 +102,10 @@ impl Router {
         let _ = self.interest.set(interest);
     }
 
+    /// A new channel. Its name is copied out of the read buffer it came in:
+    /// a slice would keep that whole buffer alive as long as the channel.
     fn new_channel(&self, name: Bytes) -> Arc<Channel> {
+        let name = Bytes::copy_from_slice(&name);
         let kind = if proto::is_queue(&name) {
             Kind::Queue(QueueState::new(self.config.backlog, self.budget.clone()))
         } else {
@@ -116,9 +128,9 @@ impl Router {
     /// Adds `sub` to channel `name`, creating the channel if needed. The null
     /// channel gets a channel of its own that nothing routes to: a publish-only
     /// client subscribes to nothing.
-    pub fn subscribe(&self, name: Bytes, sub: Arc<Subscriber>) -> Arc<Channel> {
+    pub fn subscribe(&self, name: Bytes, sub: Arc<Subscriber>) -> Result<Arc<Channel>, Full> {
         if proto::is_null(&name) {
-            return Arc::new(Channel {
+            return Ok(Arc::new(Channel {
                 name,
                 stats: ChannelStats::default(),
                 kind: Kind::Topic(Mutex::new(TopicState {
@@ -126,37 +138,47 @@ impl Router {
                     retired: true,
                 })),
                 link: ChannelLink::default(),
-            });
+            }));
         }
         let mut channels = lock(&self.channels);
-        let channel = channels
-            .entry(name.clone())
-            .or_insert_with(|| self.new_channel(name))
-            .clone();
+        let channel = match channels.get(&name) {
+            Some(c) => c.clone(),
+            None => {
+                if channels.len() >= self.config.max_channels {
+                    return Err(Full);
+                }
+                let c = self.new_channel(name);
+                channels.insert(c.name.clone(), c.clone());
+                c
+            }
+        };
         match &channel.kind {
             Kind::Topic(t) => lock(t).subs.push(sub),
             Kind::Queue(q) => q.add_worker(sub),
         }
-        channel
+        Ok(channel)
     }
 
     /// The channel a publish to `name` goes to. `/topic` channels with no
     /// subscriber do not exist (nothing would be stored); `/queue` channels are
     /// created so their backlog can hold messages for workers yet to come.
-    pub fn lookup(&self, name: &Bytes) -> Option<Arc<Channel>> {
+    pub fn lookup(&self, name: &Bytes) -> Result<Option<Arc<Channel>>, Full> {
         if proto::is_null(name) {
-            return None;
+            return Ok(None);
         }
         let mut channels = lock(&self.channels);
         if let Some(c) = channels.get(name) {
-            return Some(c.clone());
+            return Ok(Some(c.clone()));
         }
-        if proto::is_queue(name) {
-            let c = self.new_channel(name.clone());
-            channels.insert(name.clone(), c.clone());
-            return Some(c);
+        if !proto::is_queue(name) {
+            return Ok(None);
         }
-        None
+        if channels.len() >= self.config.max_channels {
+            return Err(Full);
+        }
+        let c = self.new_channel(name.clone());
+        channels.insert(c.name.clone(), c.clone());
+        Ok(Some(c))
     }
 
     /// Routes one `/topic` message; never waits.
@@ -334,6 +356,18 @@ impl Router {
                 Kind::Topic(_) => 0,
             })
             .sum()
+    }
+
+    /// Says (at most once a second) that channels were refused at the limit.
+    pub fn channel_limit_reached(&self) {
+        if let Some(n) = self.channel_limit_log.due(self.born) {
+            tracing::warn!(
+                "{n} publish(es) or subscription(s) refused: the broker holds \
+                 --max-channels {} channels ({} refused in all)",
+                self.config.max_channels,
+                self.stats.dropped.get(DropReason::ChannelLimit),
+            );
+        }
     }
 
     /// Every channel, for counters and the shutdown summary.

@@ -24,16 +24,19 @@ pub enum DropReason {
     EmptyPayload,
     /// A `/topic` message found the broker-wide memory budget (`--max-memory`) spent.
     MemoryLimit,
+    /// A publish to a channel that did not exist, with `--max-channels` reached.
+    ChannelLimit,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::QueueFull,
         DropReason::SlowConsumer,
         DropReason::SubscriberGone,
         DropReason::Shutdown,
         DropReason::EmptyPayload,
         DropReason::MemoryLimit,
+        DropReason::ChannelLimit,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +47,7 @@ impl DropReason {
             DropReason::Shutdown => "shutdown",
             DropReason::EmptyPayload => "empty_payload",
             DropReason::MemoryLimit => "memory_limit",
+            DropReason::ChannelLimit => "channel_limit",
         }
     }
 }

@@ -57,6 +57,11 @@ pub struct ServeArgs {
     /// Longest channel name accepted, in bytes.
     #[arg(long, default_value = "1KiB", value_parser = parse_size)]
     pub max_channel: usize,
+    /// Channels held at once. A publish that would create one more (a new
+    /// /queue name) is dropped and counted as channel_limit; a subscription to
+    /// a new channel is refused with end-of-stream.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_channels: u32,
     /// Connections served at once; more are refused with an end-of-stream frame.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -199,6 +204,7 @@ impl ServeArgs {
             topic_overflow: self.topic_overflow,
             max_frame: self.max_frame,
             max_channel: self.max_channel,
+            max_channels: self.max_channels as usize,
             max_connections: self.max_connections as usize,
             subscribe_timeout: self.subscribe_timeout,
             keepalive: (!self.keepalive.is_zero()).then_some(self.keepalive),

@@ -162,3 +162,35 @@ async fn a_connection_keeps_its_slot_until_its_writer_is_done() {
     assert!(within(5.0, "third closes", third.closed()).await);
     drop(hog);
 }
+
+/// Every `/queue` name a client publishes to is a channel the broker keeps:
+/// `--max-channels` bounds them, what is refused is counted, and the channels
+/// that exist keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_channel_names_stops_at_the_channel_limit() {
+    let mut broker = Broker::spawn(&["--max-channels", "100"]);
+    let mut news = Raw::subscribe(broker.port, "/topic/news").await;
+    wait_subscribed(&broker, "/topic/news", 1).await;
+    let mut flood = Raw::subscribe(broker.port, "/null").await;
+    let mut wire = Vec::new();
+    for i in 0..20_000 {
+        let name = format!("/queue/junk-{i}");
+        wire.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        wire.extend_from_slice(name.as_bytes());
+        wire.extend_from_slice(&1u32.to_be_bytes());
+        wire.push(b'x');
+    }
+    flood.stream.write_all(&wire).await.unwrap();
+    flood.publish("/topic/news", b"still here").await;
+    assert_eq!(within(10.0, "news", news.read_text()).await, "still here");
+    // A subscription that would be a new channel is refused the same way.
+    let mut late = Raw::subscribe(broker.port, "/topic/new-one").await;
+    assert_eq!(within(5.0, "refused", late.read()).await, Some(vec![]));
+    broker.log.wait_for_async(5.0, "--max-channels 100").await;
+    flood.goodbye().await;
+    assert!(within(5.0, "flood answered", flood.closed()).await);
+    let summary = broker.terminate();
+    // 99 queues fit beside /topic/news; every other name is counted.
+    assert_eq!(dropped(&summary, "channel_limit"), 20_000 - 99, "{summary}");
+    assert_eq!(dropped(&summary, "shutdown"), 99, "{summary}");
+}
