@@ -119,10 +119,10 @@ where
         conn.send(Bytes::new()).await.context("saying goodbye")?;
         while let Some(frame) = conn.next().await {
             if frame?.is_empty() {
-                break;
+                return anyhow::Ok(());
             }
         }
-        anyhow::Ok(())
+        anyhow::bail!("the connection closed without end-of-stream")
     };
     match tokio::time::timeout(within, wait).await {
         Ok(r) => r.context("the broker did not confirm the end of the stream"),

@@ -225,3 +225,33 @@ fn listen_and_send_survive_a_broker_restart_without_losing_buffered_messages() {
     );
     drop(broker);
 }
+
+/// Only the broker's end-of-stream after a goodbye says everything sent was
+/// routed: a connection that just closes has confirmed nothing, and `send`
+/// must not report success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_does_not_take_a_close_for_a_confirmation() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // A broker that reads everything, goodbye included, and closes unanswered.
+    let broker = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let expected = (4 + "/null".len()) + (4 + "/topic/x".len()) + (4 + "hi".len()) + 4;
+        let mut wire = vec![0u8; expected];
+        s.read_exact(&mut wire).await.unwrap();
+        assert!(wire.ends_with(&[0, 0, 0, 0]), "the goodbye came last");
+    });
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(BIN)
+            .args(["send", "--port", &port.to_string(), "--channel", "/topic/x"])
+            .args(["--message", "hi", "--no-reconnect"])
+            .output()
+            .unwrap()
+    });
+    let out = within(15.0, "send exits", out).await.unwrap();
+    within(5.0, "fake broker", broker).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("end-of-stream"), "{err}");
+}
