@@ -1,6 +1,12 @@
 //! The broker-wide memory budget: payload bytes held in every send queue and
 //! backlog together. Reaching it is handled like a full queue: `/topic`
 //! subscribers miss the message (counted), `/queue` publishers wait.
+//!
+//! Fair shares: `/queue` backlogs (messages parked for workers that are not
+//! there or not ready) may hold at most half of the budget between them, so
+//! that no flood of worker-less queues can take the room live subscribers'
+//! send queues need; each backlog is also bounded on its own (`--backlog`,
+//! `--backlog-bytes`), and each send queue by `--send-queue-bytes`.
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
@@ -10,6 +16,9 @@ use tokio::sync::Notify;
 pub struct Budget {
     used: AtomicUsize,
     max: usize,
+    /// Of `used`, the bytes parked in `/queue` backlogs, and their share.
+    parked: AtomicUsize,
+    max_parked: usize,
     /// `/queue` publishers waiting for bytes to be given back. Counted so that
     /// giving back stays a single atomic operation while nobody waits.
     waiting: AtomicUsize,
@@ -30,6 +39,8 @@ impl Budget {
         Self {
             used: AtomicUsize::new(0),
             max,
+            parked: AtomicUsize::new(0),
+            max_parked: (max / 2).max(1),
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
         }
@@ -38,6 +49,71 @@ impl Budget {
     fn fits(&self, len: usize) -> bool {
         let used = self.used.load(SeqCst);
         used == 0 || used + len <= self.max
+    }
+
+    fn fits_parked(&self, len: usize) -> bool {
+        let parked = self.parked.load(SeqCst);
+        self.fits(len) && (parked == 0 || parked + len <= self.max_parked)
+    }
+
+    /// Waits until `len` more bytes would fit in a backlog.
+    pub async fn room_for_parking(&self, len: usize) {
+        let _waiting = Waiting(&self.waiting);
+        self.waiting.fetch_add(1, SeqCst);
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            if self.fits_parked(len) {
+                return;
+            }
+            freed.await;
+        }
+    }
+
+    /// Takes `len` bytes for a backlog unless that would pass the budget or the
+    /// backlogs' share of it (one message always fits an empty share).
+    pub fn try_park(&self, len: usize) -> bool {
+        let before = self.parked.fetch_add(len, SeqCst);
+        if before > 0 && before + len > self.max_parked {
+            self.unpark(len);
+            return false;
+        }
+        if !self.try_take(len) {
+            self.unpark(len);
+            return false;
+        }
+        true
+    }
+
+    /// Parks bytes that must not be dropped (a departing worker's unsent
+    /// messages, back in the backlog), past the share if need be.
+    pub fn force_park(&self, len: usize) {
+        self.parked.fetch_add(len, SeqCst);
+        self.force_take(len);
+    }
+
+    /// Bytes leave a backlog for a worker's send queue: still held, no longer
+    /// parked.
+    pub fn unpark(&self, len: usize) {
+        if len == 0 {
+            return;
+        }
+        self.parked.fetch_sub(len, SeqCst);
+        if self.waiting.load(SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Bytes leave a backlog and the broker (discarded, or handed to JetStream).
+    pub fn give_back_parked(&self, len: usize) {
+        self.parked.fetch_sub(len, SeqCst);
+        self.give_back(len);
+    }
+
+    /// Payload bytes parked in `/queue` backlogs.
+    pub fn parked(&self) -> usize {
+        self.parked.load(SeqCst)
     }
 
     /// Waits until `len` more bytes would fit.
@@ -100,6 +176,25 @@ mod tests {
         assert!(!b.try_take(6));
         assert!(b.try_take(4));
         assert_eq!(b.used(), 10);
+    }
+
+    #[test]
+    fn backlogs_hold_at_most_half_and_leave_the_rest_to_send_queues() {
+        let b = Budget::new(100);
+        assert!(b.try_park(30));
+        assert!(b.try_park(20));
+        assert!(!b.try_park(1), "the backlogs' half is full");
+        assert!(b.try_take(50), "send queues still have their half");
+        b.unpark(20);
+        assert_eq!(
+            (b.used(), b.parked()),
+            (100, 30),
+            "moved to a worker: still held"
+        );
+        b.give_back(70);
+        assert!(b.try_park(20));
+        b.give_back_parked(50);
+        assert_eq!((b.used(), b.parked()), (0, 0));
     }
 
     #[tokio::test]

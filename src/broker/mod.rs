@@ -81,6 +81,8 @@ pub struct BrokerConfig {
     pub worker_queue: usize,
     /// Messages each `/queue` channel holds when no worker has room.
     pub backlog: usize,
+    /// Payload bytes each `/queue` backlog holds (one message always fits).
+    pub backlog_bytes: usize,
     pub topic_overflow: TopicOverflow,
     pub max_frame: usize,
     pub max_channel: usize,
@@ -108,9 +110,10 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             send_queue: 65_536,
-            send_queue_bytes: 8 << 20,
+            send_queue_bytes: 32 << 20,
             worker_queue: 64,
             backlog: 10_000,
+            backlog_bytes: 64 << 20,
             topic_overflow: TopicOverflow::Drop,
             max_frame: crate::proto::DEFAULT_MAX_FRAME,
             max_channel: crate::proto::DEFAULT_MAX_CHANNEL,

@@ -23,6 +23,8 @@ pub struct QueueState {
     /// Mirror of the backlog's length, so workers can skip the lock when it is 0.
     backlog_len: AtomicUsize,
     capacity: usize,
+    /// Payload bytes the backlog holds at most (one message always fits).
+    max_bytes: usize,
     budget: Arc<Budget>,
     /// Set by a cluster puller waiting for worker room; whoever makes room
     /// (a writer taking messages, a worker joining or leaving) wakes it.
@@ -35,6 +37,8 @@ struct Inner {
     workers: Vec<Arc<Subscriber>>,
     next: usize,
     backlog: VecDeque<Bytes>,
+    /// Payload bytes in `backlog`.
+    bytes: usize,
     /// Workers taken off the rotation that may still hand messages back (they
     /// said goodbye and are being sent what they were owed). The channel stays
     /// alive until they are gone, so what they hand back has a home.
@@ -76,27 +80,32 @@ impl Inner {
     }
 
     /// Moves backlog to workers with room, oldest first; returns how many
-    /// moved. Their bytes stay counted in the budget, now as the worker's.
-    fn refill(&mut self) -> usize {
-        let mut moved = 0;
+    /// messages and bytes moved. Their bytes stay counted in the budget, now as
+    /// the worker's rather than parked.
+    fn refill(&mut self) -> (usize, usize) {
+        let (mut moved, mut bytes) = (0, 0);
         while let Some(front) = self.backlog.pop_front() {
+            let len = front.len();
             if let Err(back) = self.dispatch(front, true) {
                 self.backlog.push_front(back);
                 break;
             }
             moved += 1;
+            bytes += len;
         }
-        moved
+        self.bytes -= bytes;
+        (moved, bytes)
     }
 }
 
 impl QueueState {
-    pub fn new(capacity: usize, budget: Arc<Budget>) -> Self {
+    pub fn new(capacity: usize, max_bytes: usize, budget: Arc<Budget>) -> Self {
         Self {
             inner: Mutex::new(Inner::default()),
             space: Notify::new(),
             backlog_len: AtomicUsize::new(0),
             capacity,
+            max_bytes,
             budget,
             room_wanted: AtomicBool::new(false),
             room: Notify::new(),
@@ -114,7 +123,15 @@ impl QueueState {
     }
 
     pub fn backlog_bytes(&self) -> usize {
-        lock(&self.inner).backlog.iter().map(Bytes::len).sum()
+        lock(&self.inner).bytes
+    }
+
+    /// Moves what workers have room for out of the backlog (see
+    /// [`Inner::refill`]) and tells the budget; returns how many moved.
+    fn refill_locked(&self, inner: &mut Inner) -> usize {
+        let (moved, bytes) = inner.refill();
+        self.budget.unpark(bytes);
+        moved
     }
 
     pub fn backlog_len(&self) -> usize {
@@ -132,7 +149,7 @@ impl QueueState {
     pub fn add_worker(&self, sub: Arc<Subscriber>) {
         let mut inner = lock(&self.inner);
         inner.workers.push(sub);
-        let moved = inner.refill();
+        let moved = self.refill_locked(&mut inner);
         self.after_change(&inner, moved);
         self.room_changed();
     }
@@ -157,8 +174,11 @@ impl QueueState {
                 } else {
                     payload.clone()
                 };
-                if inner.backlog.len() < self.capacity {
-                    if self.budget.try_take(payload.len()) {
+                let len = payload.len();
+                let fits = inner.backlog.is_empty() || inner.bytes + len <= self.max_bytes;
+                if inner.backlog.len() < self.capacity && fits {
+                    if self.budget.try_park(len) {
+                        inner.bytes += len;
                         inner.backlog.push_back(payload);
                         self.backlog_len.store(inner.backlog.len(), Relaxed);
                         return Ok(());
@@ -173,7 +193,7 @@ impl QueueState {
             if over_budget {
                 tokio::select! {
                     _ = &mut room => {}
-                    _ = self.budget.room_for(payload.len()) => {}
+                    _ = self.budget.room_for_parking(payload.len()) => {}
                 }
             } else {
                 room.await;
@@ -188,7 +208,7 @@ impl QueueState {
             return;
         }
         let mut inner = lock(&self.inner);
-        let moved = inner.refill();
+        let moved = self.refill_locked(&mut inner);
         self.after_change(&inner, moved);
     }
 
@@ -231,10 +251,11 @@ impl QueueState {
     fn push_front(&self, inner: &mut Inner, unsent: Vec<Bytes>) {
         for m in unsent.into_iter().rev() {
             // Never dropped, so taken whatever the budget says.
-            self.budget.force_take(m.len());
+            self.budget.force_park(m.len());
+            inner.bytes += m.len();
             inner.backlog.push_front(m);
         }
-        let moved = inner.refill();
+        let moved = self.refill_locked(inner);
         self.after_change(inner, moved);
     }
 
@@ -242,8 +263,9 @@ impl QueueState {
     pub fn discard_backlog(&self) -> usize {
         let mut inner = lock(&self.inner);
         let n = inner.backlog.len();
-        let bytes = inner.backlog.drain(..).map(|m| m.len()).sum();
-        self.budget.give_back(bytes);
+        inner.backlog.clear();
+        let bytes = std::mem::take(&mut inner.bytes);
+        self.budget.give_back_parked(bytes);
         self.after_change(&inner, 0);
         n
     }
@@ -299,7 +321,8 @@ impl QueueState {
             return Vec::new();
         }
         let orphans: Vec<Bytes> = inner.backlog.drain(..).collect();
-        self.budget.give_back(orphans.iter().map(Bytes::len).sum());
+        let bytes = std::mem::take(&mut inner.bytes);
+        self.budget.give_back_parked(bytes);
         self.after_change(&inner, orphans.len());
         orphans
     }
@@ -334,7 +357,7 @@ mod tests {
     #[tokio::test]
     async fn what_a_leaving_worker_hands_back_reaches_the_next_worker() {
         let budget = Arc::new(Budget::new(1 << 20));
-        let q = QueueState::new(10, budget.clone());
+        let q = QueueState::new(10, 1 << 20, budget.clone());
         let (a, mut rx_a) = worker(1, &budget);
         q.add_worker(a.clone());
         q.publish(Bytes::from_static(b"owed")).await.unwrap();
@@ -354,18 +377,44 @@ mod tests {
 
     #[tokio::test]
     async fn moving_backlog_to_a_worker_keeps_the_budget_count() {
-        let budget = Arc::new(Budget::new(10));
-        let q = QueueState::new(10, budget.clone());
+        let budget = Arc::new(Budget::new(20));
+        let q = QueueState::new(10, 1 << 20, budget.clone());
         q.publish(Bytes::from_static(b"12345")).await.unwrap();
         q.publish(Bytes::from_static(b"67890")).await.unwrap();
-        assert_eq!(budget.used(), 10, "the backlog holds the whole budget");
-        // A spent budget must not stop the backlog from reaching a worker.
+        assert_eq!(budget.used(), 10, "the backlog holds its whole share");
+        assert_eq!(budget.parked(), 10);
+        // A spent share must not stop the backlog from reaching a worker.
         let (w, mut rx) = worker(1, &budget);
         q.add_worker(w.clone());
         assert_eq!(q.backlog_len(), 0);
         assert_eq!(budget.used(), 10);
+        assert_eq!(
+            budget.parked(),
+            0,
+            "both moved to the worker: held, not parked"
+        );
         let m = rx.try_recv().unwrap();
         w.taken(m.len());
         assert_eq!(budget.used(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_backlog_is_bounded_in_bytes_and_its_publisher_waits() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let q = QueueState::new(100, 10, budget.clone());
+        q.publish(Bytes::from_static(b"123456")).await.unwrap();
+        let blocked = q.publish(Bytes::from_static(b"789012"));
+        tokio::pin!(blocked);
+        assert!(
+            futures::poll!(&mut blocked).is_pending(),
+            "past 10 bytes: wait"
+        );
+        let (w, mut rx) = worker(1, &budget);
+        q.add_worker(w);
+        assert_eq!(rx.try_recv().unwrap(), "123456");
+        tokio::time::timeout(std::time::Duration::from_secs(5), blocked)
+            .await
+            .expect("room made by the worker wakes the publisher")
+            .unwrap();
     }
 }

@@ -107,7 +107,11 @@ impl Router {
     fn new_channel(&self, name: Bytes) -> Arc<Channel> {
         let name = Bytes::copy_from_slice(&name);
         let kind = if proto::is_queue(&name) {
-            Kind::Queue(QueueState::new(self.config.backlog, self.budget.clone()))
+            Kind::Queue(QueueState::new(
+                self.config.backlog,
+                self.config.backlog_bytes,
+                self.budget.clone(),
+            ))
         } else {
             Kind::Topic(Mutex::new(TopicState::default()))
         };

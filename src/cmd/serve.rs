@@ -38,7 +38,7 @@ pub struct ServeArgs {
     pub send_queue: u32,
     /// Payload bytes each subscriber's send queue holds; the queue is full at
     /// whichever bound comes first, so memory stays bounded for large messages.
-    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     pub send_queue_bytes: usize,
     /// Messages each /queue worker's send queue holds (its prefetch): what a
     /// stalled worker can hold back from the others.
@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// publisher is back-pressured.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub backlog: u32,
+    /// Payload bytes a /queue channel's backlog holds; beyond it the publisher
+    /// is back-pressured. All backlogs together hold at most half of
+    /// --max-memory, so the other half stays for live subscribers.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub backlog_bytes: usize,
     /// What happens to a /topic subscriber whose send queue is full.
     #[arg(long, value_enum, default_value_t = TopicOverflow::Drop)]
     pub topic_overflow: TopicOverflow,
@@ -201,6 +206,7 @@ impl ServeArgs {
             send_queue_bytes: self.send_queue_bytes.max(1),
             worker_queue: self.worker_queue as usize,
             backlog: self.backlog as usize,
+            backlog_bytes: self.backlog_bytes.max(1),
             topic_overflow: self.topic_overflow,
             max_frame: self.max_frame,
             max_channel: self.max_channel,

@@ -194,3 +194,75 @@ async fn a_flood_of_channel_names_stops_at_the_channel_limit() {
     assert_eq!(dropped(&summary, "channel_limit"), 20_000 - 99, "{summary}");
     assert_eq!(dropped(&summary, "shutdown"), 99, "{summary}");
 }
+
+/// One client parks big messages in worker-less queues of its own, as many as
+/// the whole budget: the backlogs' share fills, its publisher waits, and a live
+/// subscriber elsewhere keeps receiving (before, every /topic delivery in the
+/// broker was dropped as memory_limit, for as long as the backlogs stayed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_less_backlogs_cannot_take_the_budget_from_live_subscribers() {
+    let mut broker = Broker::spawn(&["--max-memory", "64MiB"]);
+    let mut news = Raw::subscribe(broker.port, "/topic/news").await;
+    wait_subscribed(&broker, "/topic/news", 1).await;
+    let mut attacker = Raw::subscribe(broker.port, "/null").await;
+    let junk = vec![b'j'; 8 << 20];
+    let flood = async {
+        for i in 0..8 {
+            attacker.publish(&format!("/queue/junk-{i}"), &junk).await;
+        }
+        attacker.goodbye().await;
+        attacker.read().await
+    };
+    // The whole flood confirmed means the broker took the whole budget; now
+    // the attacker is held back after half of it. Either way, go on.
+    let confirmed = tokio::time::timeout(std::time::Duration::from_secs(3), flood).await;
+    assert!(
+        confirmed.is_err(),
+        "the flood was taken whole: {confirmed:?}"
+    );
+    drop(attacker);
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    for i in 0..10 {
+        p.publish("/topic/news", format!("news {i}").as_bytes())
+            .await;
+    }
+    for i in 0..10 {
+        let got = within(10.0, "news", news.read_text()).await;
+        assert_eq!(got, format!("news {i}"));
+    }
+    let summary = broker.terminate();
+    assert_eq!(dropped(&summary, "memory_limit"), 0, "{summary}");
+}
+
+/// A burst to a subscriber that is not reading at the moment: 20 MB, beyond
+/// what the kernel's buffers hold, must wait in its send queue, not be dropped
+/// (nats-server keeps 64 MiB pending per subscriber, redis-server 32 MB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_20_mb_burst_to_a_subscriber_that_pauses_is_kept() {
+    let mut broker = Broker::spawn(&[]);
+    let mut sub = Raw::subscribe(broker.port, "/topic/burst").await;
+    wait_subscribed(&broker, "/topic/burst", 1).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let body = vec![b'b'; 1000];
+    let mut wire = Vec::new();
+    for _ in 0..20_000 {
+        wire.extend_from_slice(&12u32.to_be_bytes());
+        wire.extend_from_slice(b"/topic/burst");
+        wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        wire.extend_from_slice(&body);
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    p.goodbye().await;
+    // End-of-stream after the goodbye: all 20,000 were routed.
+    assert!(within(10.0, "publisher confirmed", p.closed()).await);
+    let mut n = 0;
+    while n < 20_000 {
+        let m = within(10.0, "the burst", sub.read())
+            .await
+            .expect("a frame");
+        assert_eq!(m.len(), 1000);
+        n += 1;
+    }
+    let summary = broker.terminate();
+    assert_eq!(dropped(&summary, "queue_full"), 0, "{summary}");
+}

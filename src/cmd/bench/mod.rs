@@ -100,7 +100,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 65_536)]
     pub send_queue: usize,
     /// Embedded broker: payload bytes per subscriber send queue.
-    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     pub send_queue_bytes: usize,
     /// Embedded broker: what happens to a /topic subscriber whose queue is full.
     #[arg(long, value_enum, default_value_t = TopicOverflow::Drop)]
