@@ -29,6 +29,29 @@ use crate::proto::{FrameCodec, FrameError};
 /// crawled at 2 MB/s. This caps only what the peer has not been sent yet.
 const QUEUE_WORKER_NOTSENT: u32 = 32 * 1024;
 
+/// Slowest a frame in progress may arrive, in bytes per second.
+const MIN_FRAME_RATE: u64 = 16 * 1024;
+
+/// A reader that counts the bytes it gave, so the watchdog can tell a frame
+/// that moves from one that trickles.
+pub struct Counted<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        self.read += (buf.filled().len() - before) as u64;
+        r
+    }
+}
+
 /// Closes a connection over the limit with an end-of-stream frame, so the client
 /// knows it was turned away on purpose. A TLS port just closes: spending a
 /// handshake on a connection that is refused anyway would be a gift to a flood.
@@ -139,6 +162,7 @@ async fn serve_on<T: Transport>(
     let parts = framed.into_parts();
     let (rd, wr) = parts.io.split();
     let rd = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(parts.read_buf), rd);
+    let rd = Counted { inner: rd, read: 0 };
     let mut frames = FramedRead::new(rd, FrameCodec::new(shared.config.max_frame));
 
     let capacity = if crate::proto::is_queue(&name) {
@@ -263,7 +287,7 @@ enum End {
 
 async fn read_loop<R: AsyncRead + Unpin>(
     shared: &Shared,
-    frames: &mut FramedRead<R, FrameCodec>,
+    frames: &mut FramedRead<Counted<R>, FrameCodec>,
     sub: &Subscriber,
 ) -> End {
     let cluster = shared.cluster.get().map(|c| &**c);
@@ -275,7 +299,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 
 async fn read_frames<R: AsyncRead + Unpin>(
     shared: &Shared,
-    frames: &mut FramedRead<R, FrameCodec>,
+    frames: &mut FramedRead<Counted<R>, FrameCodec>,
     sub: &Subscriber,
     publisher: &mut Publisher<'_>,
 ) -> End {
@@ -289,8 +313,14 @@ async fn read_frames<R: AsyncRead + Unpin>(
     let frame_timeout = shared.config.frame_timeout;
     let mut watchdog =
         tokio::time::interval_at(tokio::time::Instant::now() + frame_timeout, frame_timeout);
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A frame in progress must move at MIN_FRAME_RATE: one byte now and then
+    // would otherwise hold a --max-frame buffer for ever.
+    let min_progress = (MIN_FRAME_RATE as f64 * frame_timeout.as_secs_f64()) as u64;
     let mut frames_read = 0u64;
-    let mut last_check = (0u64, 0usize);
+    // (frames read, bytes read) at the last tick that found a frame in
+    // progress: the next tick judges the progress over one whole interval.
+    let mut last_check: Option<(u64, u64)> = None;
     tokio::pin!(stop, killed);
     loop {
         let frame = tokio::select! {
@@ -299,13 +329,29 @@ async fn read_frames<R: AsyncRead + Unpin>(
             _ = &mut killed => return End::Stop,
             f = frames.next() => f,
             _ = watchdog.tick() => {
-                let buffered = frames.read_buffer().len();
-                let partial = buffered > 0 || frames.decoder().mid_frame() || parser.mid_pair();
-                let now = (frames_read, buffered);
-                if partial && now == last_check {
-                    return End::Close(EndReason::HalfFrame(frame_timeout));
+                let partial = !frames.read_buffer().is_empty()
+                    || frames.decoder().mid_frame()
+                    || parser.mid_pair();
+                if !partial {
+                    last_check = None;
+                    continue;
                 }
-                last_check = now;
+                let now = (frames_read, frames.get_ref().read);
+                if let Some((frames_then, read_then)) = last_check {
+                    if frames_then == now.0 {
+                        let arrived = now.1 - read_then;
+                        if arrived == 0 {
+                            return End::Close(EndReason::HalfFrame(frame_timeout));
+                        }
+                        if arrived < min_progress {
+                            return End::Close(EndReason::FrameTooSlow {
+                                bytes: arrived,
+                                within: frame_timeout,
+                            });
+                        }
+                    }
+                }
+                last_check = Some(now);
                 continue;
             }
         };

@@ -16,6 +16,8 @@ pub enum EndReason {
     ClosedMidFrame,
     /// A frame stayed half-sent for longer than `--frame-timeout`.
     HalfFrame(Duration),
+    /// A frame in progress arrived slower than the minimum rate.
+    FrameTooSlow { bytes: u64, within: Duration },
     /// The client broke the protocol.
     Protocol(String),
     /// Reading the socket failed.
@@ -36,7 +38,7 @@ pub enum EndReason {
 
 impl EndReason {
     /// Every reason's counter name, in [`index`](Self::index) order.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "goodbye",
         "client_closed",
         "closed_mid_pair",
@@ -50,6 +52,7 @@ impl EndReason {
         "drain_timeout",
         "broker_shutdown",
         "closed",
+        "frame_too_slow",
     ];
 
     pub fn index(&self) -> usize {
@@ -67,6 +70,7 @@ impl EndReason {
             EndReason::DrainTimeout => 10,
             EndReason::BrokerShutdown => 11,
             EndReason::Closed => 12,
+            EndReason::FrameTooSlow { .. } => 13,
         }
     }
 
@@ -98,6 +102,10 @@ impl std::fmt::Display for EndReason {
             EndReason::DrainTimeout => write!(f, "drain timeout passed"),
             EndReason::BrokerShutdown => write!(f, "broker shutting down"),
             EndReason::Closed => write!(f, "closed"),
+            EndReason::FrameTooSlow { bytes, within } => write!(
+                f,
+                "a frame arrived too slowly ({bytes} bytes in {within:?})"
+            ),
         }
     }
 }
@@ -149,6 +157,10 @@ mod tests {
             EndReason::DrainTimeout,
             EndReason::BrokerShutdown,
             EndReason::Closed,
+            EndReason::FrameTooSlow {
+                bytes: 1,
+                within: Duration::from_secs(1),
+            },
         ];
         let ends = Ends::default();
         for (i, r) in all.iter().enumerate() {

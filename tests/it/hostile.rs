@@ -266,3 +266,46 @@ async fn a_20_mb_burst_to_a_subscriber_that_pauses_is_kept() {
     let summary = broker.terminate();
     assert_eq!(dropped(&summary, "queue_full"), 0, "{summary}");
 }
+
+/// A frame that trickles in (a few bytes each `--frame-timeout`) makes progress
+/// but would hold its buffer for ever: below the minimum rate it is cut, and
+/// nothing partial is routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_trickles_in_is_cut_off() {
+    let mut broker = Broker::spawn(&["--frame-timeout", "300ms"]);
+    let mut slow = Raw::subscribe(broker.port, "/null").await;
+    slow.stream
+        .write_all(
+            &[
+                &8u32.to_be_bytes()[..],
+                b"/topic/t",
+                &(1u32 << 20).to_be_bytes(),
+            ]
+            .concat(),
+        )
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = slow.stream.into_split();
+    let trickle = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            if wr.write_all(b"t").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut rest = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut rd, &mut rest);
+    // Whether the close reads as an EOF or a reset, it must come.
+    let _ = within(5.0, "cut off", read).await;
+    trickle.abort();
+    let line = broker
+        .log
+        .wait_for_async(5.0, "a frame arrived too slowly")
+        .await;
+    assert!(line.contains("Remote 127.0.0.1:"), "{line}");
+    let summary = broker.terminate();
+    assert_eq!(summary_field(&summary, "messages_in"), 0, "{summary}");
+    assert!(summary.contains("frame_too_slow:1"), "{summary}");
+}
