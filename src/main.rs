@@ -10,7 +10,7 @@ fn main() -> ExitCode {
     // The bench's embedded broker would log every connection it serves: keep
     // its output to warnings unless asked.
     let quieter = matches!(cli.command, Command::Bench(_)) as i8;
-    runtime::logging::init(cli.verbosity() - quieter);
+    let logging = runtime::logging::init(cli.verbosity() - quieter);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,6 +35,12 @@ fn main() -> ExitCode {
     });
     // Do not wait for a blocked stdin reader (`send --stdin`) to finish.
     rt.shutdown_timeout(std::time::Duration::from_millis(100));
+    let dropped = logging.dropped_lines();
+    // Flushes the log lines still buffered before anything else is said.
+    drop(logging);
+    if dropped > 0 {
+        eprintln!("aioq: {dropped} log line(s) dropped: stderr did not keep up");
+    }
     match result {
         Ok(code) => code,
         Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,

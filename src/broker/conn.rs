@@ -127,7 +127,12 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slo
                 Some(Ok(Ok(tls))) => serve_on(&shared, tls, peer, slot).await,
                 Some(Ok(Err(e))) => {
                     shared.stats.protocol_errors.fetch_add(1, Relaxed);
-                    tracing::warn!("Remote {peer} refused: TLS handshake failed: {e}");
+                    if let Some(n) = shared.protocol_log.due(peer.ip()) {
+                        tracing::warn!(
+                            "Remote {peer} refused: TLS handshake failed: {e} ({n} from this \
+                             address since the last line)"
+                        );
+                    }
                 }
                 Some(Err(_)) => tracing::info!(
                     "Remote {peer} closed: no TLS handshake within {:?}",
@@ -273,7 +278,12 @@ async fn handshake<T: Transport>(
 
 fn protocol_error(shared: &Shared, peer: SocketAddr, why: &str) {
     shared.stats.protocol_errors.fetch_add(1, Relaxed);
-    tracing::warn!("Remote {peer} disconnected for breaking the protocol: {why}");
+    if let Some(n) = shared.protocol_log.due(peer.ip()) {
+        tracing::warn!(
+            "Remote {peer} disconnected for breaking the protocol: {why} ({n} from this \
+             address since the last line)"
+        );
+    }
 }
 
 enum End {

@@ -29,6 +29,13 @@ impl LogEvery {
     }
 }
 
+impl LogEvery {
+    /// The events not reported yet, now reported by the caller.
+    pub fn take(&self) -> u64 {
+        self.unlogged.swap(0, Relaxed)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

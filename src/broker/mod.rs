@@ -25,6 +25,7 @@ mod conn;
 pub mod end;
 mod link;
 pub(crate) mod log_every;
+mod peer_log;
 mod publish;
 mod queue;
 mod router;
@@ -46,6 +47,7 @@ use tokio_util::task::TaskTracker;
 
 use self::cluster::Cluster;
 use self::link::Replies;
+use self::peer_log::PeerLog;
 use self::publish::Publisher;
 use self::router::Router;
 use self::stats::{BrokerStats, DropReason, Summary};
@@ -148,6 +150,9 @@ struct Shared {
     per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Serves TLS when set.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Per-address rate limits of the warnings a client can cause.
+    refused_log: PeerLog,
+    protocol_log: PeerLog,
     /// Set once the broker has joined a cluster: the publish path forks there.
     cluster: std::sync::OnceLock<Arc<Cluster>>,
     /// Set with `cluster`: how writers answer JetStream's deliveries.
@@ -282,6 +287,8 @@ impl Broker {
                 writers: TaskTracker::new(),
                 per_ip: Default::default(),
                 tls,
+                refused_log: PeerLog::new("refused connection(s)"),
+                protocol_log: PeerLog::new("protocol error(s) or failed TLS handshake(s)"),
                 cluster: std::sync::OnceLock::new(),
                 replies: std::sync::OnceLock::new(),
             }),
@@ -336,11 +343,14 @@ impl Broker {
                     shared.stats.accepted.fetch_add(1, Relaxed);
                     if !shared.admit_ip(peer.ip()) {
                         shared.stats.refused.fetch_add(1, Relaxed);
-                        tracing::warn!(
-                            "Remote {peer} refused: {} connections from {} already",
-                            shared.config.max_connections_per_ip,
-                            peer.ip()
-                        );
+                        if let Some(n) = shared.refused_log.due(peer.ip()) {
+                            tracing::warn!(
+                                "Remote {peer} refused: {} connections from {} already \
+                                 ({n} refused from this address since the last line)",
+                                shared.config.max_connections_per_ip,
+                                peer.ip()
+                            );
+                        }
                         tokio::spawn(conn::refuse(stream, shared.tls.is_some()));
                         continue;
                     }
@@ -353,10 +363,13 @@ impl Broker {
                         Err(_) => {
                             shared.release_ip(peer.ip());
                             shared.stats.refused.fetch_add(1, Relaxed);
-                            tracing::warn!(
-                                "Remote {peer} refused: connection limit of {} reached",
-                                shared.config.max_connections
-                            );
+                            if let Some(n) = shared.refused_log.due(peer.ip()) {
+                                tracing::warn!(
+                                    "Remote {peer} refused: connection limit of {} reached \
+                                     ({n} refused from this address since the last line)",
+                                    shared.config.max_connections
+                                );
+                            }
                             tokio::spawn(conn::refuse(stream, shared.tls.is_some()));
                         }
                     }
@@ -385,6 +398,7 @@ async fn shutdown_gracefully(shared: &Shared) {
     );
     shared.stop_reading.cancel();
     shared.readers.close();
+    shared.refused_log.flush();
     let _ = tokio::time::timeout_at(deadline, shared.readers.wait()).await;
     shared.drain.cancel();
     shared.writers.close();
@@ -401,6 +415,7 @@ async fn shutdown_gracefully(shared: &Shared) {
         // reach JetStream before the process ends.
         c.flush(Duration::from_secs(2)).await;
     }
+    shared.protocol_log.flush();
     // One line for all of them: a broker can hold millions of backlogs.
     let (mut messages, mut channels, mut largest) = (0u64, 0u64, (0u64, String::new()));
     for channel in shared.router.channels() {

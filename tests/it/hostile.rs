@@ -309,3 +309,93 @@ async fn a_frame_that_trickles_in_is_cut_off() {
     assert_eq!(summary_field(&summary, "messages_in"), 0, "{summary}");
     assert!(summary.contains("frame_too_slow:1"), "{summary}");
 }
+
+/// A loop of bad connections from one address writes a line a second, not a
+/// line each; the lines' counts, with what shutdown says of the rest, add up
+/// to the broker's counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate_and_adds_up() {
+    let mut broker = Broker::spawn(&[]);
+    for _ in 0..300 {
+        let mut bad = Raw::connect(broker.port).await;
+        bad.stream.write_all(&[0xff; 8]).await.unwrap();
+        assert!(within(5.0, "garbage client closed", bad.closed()).await);
+    }
+    let summary = broker.terminate();
+    assert_eq!(summary_field(&summary, "protocol_errors"), 300, "{summary}");
+    let lines = broker.log.snapshot();
+    let per_line: Vec<u64> = lines
+        .iter()
+        .filter(|l| l.contains("breaking the protocol"))
+        .map(|l| {
+            let n = l.rsplit('(').next().unwrap();
+            n.split(' ').next().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert!(
+        per_line.len() <= 10,
+        "{} lines for 300 bad connections",
+        per_line.len()
+    );
+    let rest: u64 = lines
+        .iter()
+        .filter(|l| l.contains("more protocol error(s)"))
+        .map(|l| {
+            let n = l.split(" more ").next().unwrap();
+            n.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(per_line.iter().sum::<u64>() + rest, 300, "{lines:#?}");
+}
+
+/// A stderr nobody reads (a full pipe, a stuck log collector) must not stop
+/// the broker: log lines are dropped and counted instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stderr_never_stops_the_broker() {
+    use std::process::{Command, Stdio};
+    /// Killed however the test ends.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Killed(
+        Command::new(BIN)
+            .args(["serve", "--port", "0", "-v"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    // Held open and never read: the pipe fills after some 64 KiB of log.
+    let _stderr = child.stderr.take().unwrap();
+    let out = Lines::follow(child.stdout.take().unwrap());
+    let first = out.wait_for(10.0, "listening on");
+    let port: u16 = first.rsplit(':').next().unwrap().trim().parse().unwrap();
+    // Each connection writes a few lines: a few thousand fill any pipe.
+    within(60.0, "2,000 connections served", async {
+        for _ in 0..2000 {
+            let mut c = Raw::subscribe(port, "/topic/churn").await;
+            c.goodbye().await;
+            assert_eq!(c.read().await, Some(vec![]), "goodbye answered");
+        }
+    })
+    .await;
+    let mut sub = Raw::subscribe(port, "/topic/alive").await;
+    let mut p = Raw::subscribe(port, "/null").await;
+    let got = within(10.0, "still routing", async {
+        loop {
+            p.publish("/topic/alive", b"yes").await;
+            if let Ok(Some(m)) =
+                tokio::time::timeout(std::time::Duration::from_millis(50), sub.read()).await
+            {
+                return m;
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, b"yes");
+}
