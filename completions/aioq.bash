@@ -653,7 +653,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__send)
-            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --channel --interval --size --count --message --stdin --buffer --no-reconnect --verbose --quiet --help --version"
+            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --channel --interval --size --count --message --stdin --buffer --no-reconnect --no-confirm --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -115,6 +115,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --tls 'Connect with TLS (implied by any other --tls-* flag)'
             cand --stdin 'Send one message per line of standard input; exit when it ends, after everything was written and the broker acknowledged the goodbye'
             cand --no-reconnect 'Exit when the connection breaks instead of reconnecting'
+            cand --no-confirm 'At the end, do not wait for the broker to confirm (with end-of-stream) that it routed everything: flush, close and exit 0. For brokers that do not answer the goodbye'
             cand -v 'More log output on stderr (-v debug, -vv trace)'
             cand --verbose 'More log output on stderr (-v debug, -vv trace)'
             cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'

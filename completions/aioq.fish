@@ -105,6 +105,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand send" -l buffer -d 'Messages h
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l stdin -d 'Send one message per line of standard input; exit when it ends, after everything was written and the broker acknowledged the goodbye'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l no-reconnect -d 'Exit when the connection breaks instead of reconnecting'
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l no-confirm -d 'At the end, do not wait for the broker to confirm (with end-of-stream) that it routed everything: flush, close and exit 0. For brokers that do not answer the goodbye'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s h -l help -d 'Print help'

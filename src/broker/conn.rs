@@ -29,6 +29,10 @@ use crate::proto::{FrameCodec, FrameError};
 /// crawled at 2 MB/s. This caps only what the peer has not been sent yet.
 const QUEUE_WORKER_NOTSENT: u32 = 32 * 1024;
 
+/// At shutdown, how long a reader waits for more of what a client is sending
+/// before it takes the input as complete.
+const SHUTDOWN_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Slowest a frame in progress may arrive, in bytes per second.
 const MIN_FRAME_RATE: u64 = 16 * 1024;
 
@@ -331,11 +335,39 @@ async fn read_frames<R: AsyncRead + Unpin>(
     // (frames read, bytes read) at the last tick that found a frame in
     // progress: the next tick judges the progress over one whole interval.
     let mut last_check: Option<(u64, u64)> = None;
+    // Set once the broker is shutting down: what the client already sent is
+    // still read and routed, so that an end-of-stream confirms all of it.
+    let mut stopping = false;
     tokio::pin!(stop, killed);
     loop {
+        if stopping {
+            let partial = !frames.read_buffer().is_empty()
+                || frames.decoder().mid_frame()
+                || parser.mid_pair();
+            let frame = tokio::select! {
+                biased;
+                _ = &mut killed => return End::Stop,
+                _ = shared.cut_reading.cancelled() => return End::Close(EndReason::InputCut),
+                f = frames.next() => f,
+                // Nothing more is coming: what was sent is routed. A frame
+                // left half-sent was not, so that client gets no end-of-stream.
+                _ = tokio::time::sleep(SHUTDOWN_QUIET) => return if partial {
+                    End::Close(EndReason::InputCut)
+                } else {
+                    End::Stop
+                },
+            };
+            match step(shared, sub, publisher, &mut parser, frame).await {
+                Some(end) => return end,
+                None => continue,
+            }
+        }
         let frame = tokio::select! {
             biased;
-            _ = &mut stop => return End::Stop,
+            _ = &mut stop => {
+                stopping = true;
+                continue;
+            }
             _ = &mut killed => return End::Stop,
             f = frames.next() => f,
             _ = watchdog.tick() => {
@@ -366,28 +398,47 @@ async fn read_frames<R: AsyncRead + Unpin>(
             }
         };
         frames_read += 1;
-        let frame = match frame {
-            None if parser.mid_pair() => return End::Close(EndReason::ClosedMidPair),
-            None => return End::Finish(EndReason::ClientClosed),
-            Some(Err(e @ FrameError::TooLarge { .. })) => {
-                protocol_error(shared, sub.peer, &e.to_string());
-                return End::Close(EndReason::Protocol(e.to_string()));
-            }
-            Some(Err(e)) if e.is_truncated() => return End::Close(EndReason::ClosedMidFrame),
-            Some(Err(e)) => return End::Close(EndReason::ReadError(e.to_string())),
-            Some(Ok(frame)) => frame,
-        };
-        match parser.push(frame) {
-            Err(e) => {
-                protocol_error(shared, sub.peer, &e.to_string());
-                return End::Close(EndReason::Protocol(e.to_string()));
-            }
-            Ok(None) => {}
-            Ok(Some(Request::Goodbye)) => return End::Finish(EndReason::Goodbye),
-            Ok(Some(Request::Publish { channel, payload })) => {
-                if !publisher.publish(channel, payload).await {
-                    return End::Stop;
-                }
+        if let Some(end) = step(shared, sub, publisher, &mut parser, frame).await {
+            return end;
+        }
+    }
+}
+
+/// Handles one frame (or the end of input); `Some` ends the connection.
+async fn step(
+    shared: &Shared,
+    sub: &Subscriber,
+    publisher: &mut Publisher<'_>,
+    parser: &mut RequestParser,
+    frame: Option<Result<Bytes, FrameError>>,
+) -> Option<End> {
+    let frame = match frame {
+        None if parser.mid_pair() => return Some(End::Close(EndReason::ClosedMidPair)),
+        None => return Some(End::Finish(EndReason::ClientClosed)),
+        Some(Err(e @ FrameError::TooLarge { .. })) => {
+            protocol_error(shared, sub.peer, &e.to_string());
+            return Some(End::Close(EndReason::Protocol(e.to_string())));
+        }
+        Some(Err(e)) if e.is_truncated() => return Some(End::Close(EndReason::ClosedMidFrame)),
+        Some(Err(e)) => return Some(End::Close(EndReason::ReadError(e.to_string()))),
+        Some(Ok(frame)) => frame,
+    };
+    match parser.push(frame) {
+        Err(e) => {
+            protocol_error(shared, sub.peer, &e.to_string());
+            Some(End::Close(EndReason::Protocol(e.to_string())))
+        }
+        Ok(None) => None,
+        Ok(Some(Request::Goodbye)) => Some(End::Finish(EndReason::Goodbye)),
+        Ok(Some(Request::Publish { channel, payload })) => {
+            if publisher.publish(channel, payload).await {
+                None
+            } else if shared.stop_reading.is_cancelled() && !sub.kill.is_cancelled() {
+                // A publish cut by the shutdown: this client's input was not
+                // all routed, so it must not get an end-of-stream.
+                Some(End::Close(EndReason::InputCut))
+            } else {
+                Some(End::Stop)
             }
         }
     }

@@ -18,6 +18,9 @@ pub enum EndReason {
     HalfFrame(Duration),
     /// A frame in progress arrived slower than the minimum rate.
     FrameTooSlow { bytes: u64, within: Duration },
+    /// The broker shut down before it could read and route everything the
+    /// client sent: closed without end-of-stream, which would confirm it.
+    InputCut,
     /// The client broke the protocol.
     Protocol(String),
     /// Reading the socket failed.
@@ -38,7 +41,7 @@ pub enum EndReason {
 
 impl EndReason {
     /// Every reason's counter name, in [`index`](Self::index) order.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "goodbye",
         "client_closed",
         "closed_mid_pair",
@@ -53,6 +56,7 @@ impl EndReason {
         "broker_shutdown",
         "closed",
         "frame_too_slow",
+        "input_cut",
     ];
 
     pub fn index(&self) -> usize {
@@ -71,6 +75,7 @@ impl EndReason {
             EndReason::BrokerShutdown => 11,
             EndReason::Closed => 12,
             EndReason::FrameTooSlow { .. } => 13,
+            EndReason::InputCut => 14,
         }
     }
 
@@ -102,6 +107,10 @@ impl std::fmt::Display for EndReason {
             EndReason::DrainTimeout => write!(f, "drain timeout passed"),
             EndReason::BrokerShutdown => write!(f, "broker shutting down"),
             EndReason::Closed => write!(f, "closed"),
+            EndReason::InputCut => write!(
+                f,
+                "broker shutting down before all input was read (no end-of-stream)"
+            ),
             EndReason::FrameTooSlow { bytes, within } => write!(
                 f,
                 "a frame arrived too slowly ({bytes} bytes in {within:?})"
@@ -161,6 +170,7 @@ mod tests {
                 bytes: 1,
                 within: Duration::from_secs(1),
             },
+            EndReason::InputCut,
         ];
         let ends = Ends::default();
         for (i, r) in all.iter().enumerate() {

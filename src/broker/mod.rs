@@ -138,8 +138,12 @@ struct Shared {
     router: Arc<Router>,
     stats: Arc<BrokerStats>,
     next_id: AtomicU64,
-    /// Cancelled first at shutdown: readers stop.
+    /// Cancelled first at shutdown: readers read what clients already sent,
+    /// then stop; new waits for `/queue` room give up.
     stop_reading: CancellationToken,
+    /// Cancelled when readers have had their share of the drain timeout:
+    /// those still reading stop, and their clients get no end-of-stream.
+    cut_reading: CancellationToken,
     /// Cancelled once readers are done: writers flush and say end-of-stream.
     drain: CancellationToken,
     /// Cancelled when the drain timeout passes: everything closes now.
@@ -281,6 +285,7 @@ impl Broker {
                 stats,
                 next_id: AtomicU64::new(1),
                 stop_reading: CancellationToken::new(),
+                cut_reading: CancellationToken::new(),
                 drain: CancellationToken::new(),
                 abort: CancellationToken::new(),
                 readers: TaskTracker::new(),
@@ -399,7 +404,16 @@ async fn shutdown_gracefully(shared: &Shared) {
     shared.stop_reading.cancel();
     shared.readers.close();
     shared.refused_log.flush();
-    let _ = tokio::time::timeout_at(deadline, shared.readers.wait()).await;
+    // Half of the drain timeout to read what clients sent before the stop; the
+    // rest to write what they are owed.
+    let read_by = tokio::time::Instant::now() + shared.config.drain_timeout / 2;
+    if tokio::time::timeout_at(read_by, shared.readers.wait())
+        .await
+        .is_err()
+    {
+        shared.cut_reading.cancel();
+        let _ = tokio::time::timeout_at(deadline, shared.readers.wait()).await;
+    }
     shared.drain.cancel();
     shared.writers.close();
     if tokio::time::timeout_at(deadline, shared.writers.wait())

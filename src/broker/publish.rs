@@ -184,7 +184,10 @@ impl<'a> Publisher<'a> {
             };
             let routed = match &channel.kind {
                 Kind::Topic(_) => self.router.publish_topic(&channel, &payload),
+                // Biased: a message that can be routed at once is, even
+                // while the broker is stopping.
                 Kind::Queue(q) => tokio::select! {
+                    biased;
                     r = q.publish(payload.clone()) => r,
                     _ = self.stop.cancelled() => {
                         self.lost(&channel, DropReason::Shutdown);

@@ -35,35 +35,89 @@ pub enum Broken {
     Io(#[from] std::io::Error),
 }
 
+/// How a publisher behaves at the edges.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Exit on a broken connection instead of reconnecting.
+    pub no_reconnect: bool,
+    /// At the end, do not wait for the broker to confirm the goodbye (for
+    /// brokers that do not answer it): flush, close, done.
+    pub no_confirm: bool,
+}
+
+/// What a publisher did, once its input ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    pub messages: u64,
+    /// The broker confirmed, with end-of-stream after the goodbye, that it
+    /// routed everything sent on the last connection.
+    pub confirmed: bool,
+}
+
 /// Keeps a connection up and writes what the producer makes, in order. A batch
 /// whose write failed is sent again after reconnecting.
 pub async fn run(
     connector: Connector,
     channel_name: &str,
     mut rx: mpsc::Receiver<Bytes>,
-    no_reconnect: bool,
-) -> anyhow::Result<()> {
+    options: Options,
+) -> anyhow::Result<Sent> {
     let channel = Bytes::copy_from_slice(channel_name.as_bytes());
     let mut outbox: VecDeque<Bytes> = VecDeque::new();
     let role = format!("publishing to {channel_name}");
-    let mut link = Reconnector::new(connector, NULL_CHANNEL, role).once(no_reconnect);
+    let mut link = Reconnector::new(connector, NULL_CHANNEL, role).once(options.no_reconnect);
+    let mut messages = 0u64;
     loop {
         let mut conn = link.connect().await?;
         let buffered = outbox.len() + rx.len();
-        if buffered > 0 {
+        if buffered > 0 && messages > 0 {
             tracing::info!("sending {buffered} buffered message(s)");
         }
         let target = link.connector().to_string();
-        match session(&mut conn, &channel, &mut rx, &mut outbox).await {
+        // Messages written on this connection: none is confirmed until the
+        // broker answers the goodbye with end-of-stream.
+        let mut written = 0u64;
+        let ended = session(&mut conn, &channel, &mut rx, &mut outbox, &mut written).await;
+        messages += written;
+        let unconfirmed = || {
+            format!(
+                "{written} message(s) sent on that connection were not confirmed \
+                 (the broker may or may not have routed them)"
+            )
+        };
+        match ended {
+            Ok(()) if options.no_confirm => {
+                use tokio::io::AsyncWriteExt;
+                conn.send(Bytes::new()).await.context("saying goodbye")?;
+                let _ = conn.get_mut().shutdown().await;
+                return Ok(Sent {
+                    messages,
+                    confirmed: false,
+                });
+            }
             Ok(()) => {
-                return finish(&mut conn, CONFIRM_WITHIN)
+                tracing::debug!(
+                    "input done, {written} message(s) written on this connection: saying \
+                     goodbye and waiting for the broker to confirm"
+                );
+                finish(&mut conn, CONFIRM_WITHIN)
                     .await
-                    .with_context(|| target)
+                    .with_context(unconfirmed)
+                    .with_context(|| target)?;
+                return Ok(Sent {
+                    messages,
+                    confirmed: true,
+                });
             }
-            Err(why) if no_reconnect => {
-                anyhow::bail!("connection to {target} broke: {why}")
+            Err(why) if options.no_reconnect => {
+                anyhow::bail!("connection to {target} broke: {why}; {}", unconfirmed())
             }
-            Err(why) => link.lost(&why.to_string()),
+            Err(why) => {
+                if written > 0 && !matches!(why, Broken::EndOfStream) {
+                    tracing::warn!("{}", unconfirmed());
+                }
+                link.lost(&why.to_string())
+            }
         }
     }
 }
@@ -74,6 +128,7 @@ async fn session(
     channel: &Bytes,
     rx: &mut mpsc::Receiver<Bytes>,
     outbox: &mut VecDeque<Bytes>,
+    written: &mut u64,
 ) -> Result<(), Broken> {
     loop {
         if outbox.is_empty() {
@@ -102,6 +157,7 @@ async fn session(
             conn.feed(m.clone()).await?;
         }
         conn.flush().await?;
+        *written += outbox.len() as u64;
         outbox.clear();
     }
 }
@@ -126,6 +182,9 @@ where
     };
     match tokio::time::timeout(within, wait).await {
         Ok(r) => r.context("the broker did not confirm the end of the stream"),
-        Err(_) => anyhow::bail!("no end-of-stream from the broker within {within:?}"),
+        Err(_) => anyhow::bail!(
+            "no end-of-stream from the broker within {within:?} (for a broker that does \
+             not answer the goodbye, use --no-confirm)"
+        ),
     }
 }

@@ -19,7 +19,8 @@ Examples:
   aioq send --channel /topic/bench --interval 0 --count 100000 --size 64
   tail -f app.log | aioq send --channel /topic/logs --stdin
 
-Exit codes: 0 all sent, 1 failure, 3 broker unreachable (with --no-reconnect),
+Exit codes: 0 all sent and confirmed by the broker (or flushed, with --no-confirm),
+1 failure (messages not confirmed), 3 broker unreachable (with --no-reconnect),
 4 messages dropped because the buffer overflowed while disconnected, 130 interrupted.";
 
 #[derive(Debug, clap::Args)]
@@ -54,6 +55,11 @@ pub struct SendArgs {
     /// Exit when the connection breaks instead of reconnecting.
     #[arg(long)]
     pub no_reconnect: bool,
+    /// At the end, do not wait for the broker to confirm (with end-of-stream)
+    /// that it routed everything: flush, close and exit 0. For brokers that do
+    /// not answer the goodbye.
+    #[arg(long)]
+    pub no_confirm: bool,
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
@@ -66,9 +72,28 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     } else {
         tokio::spawn(generate(generator(&args), tx, drop_tx))
     };
+    let options = publisher::Options {
+        no_reconnect: args.no_reconnect,
+        no_confirm: args.no_confirm,
+    };
     let interrupted = crate::runtime::shutdown::signal();
     let result = tokio::select! {
-        r = publisher::run(connector, &args.channel, rx, args.no_reconnect) => r.map(|()| ExitCode::SUCCESS),
+        r = publisher::run(connector, &args.channel, rx, options) => r.map(|sent| {
+            if sent.confirmed {
+                tracing::info!(
+                    "sent {} message(s) to {}; the broker confirmed them",
+                    sent.messages,
+                    args.channel
+                );
+            } else {
+                tracing::info!(
+                    "sent {} message(s) to {}; not confirmed (--no-confirm)",
+                    sent.messages,
+                    args.channel
+                );
+            }
+            ExitCode::SUCCESS
+        }),
         _ = interrupted => Ok(ExitCode::from(exit::INTERRUPTED)),
     };
     producer.abort();

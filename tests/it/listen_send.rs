@@ -255,3 +255,78 @@ async fn send_does_not_take_a_close_for_a_confirmation() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("end-of-stream"), "{err}");
 }
+
+/// A broker shutting down while a publisher's messages still wait to be read
+/// (a /queue backlog full, no worker) must not confirm them: no end-of-stream,
+/// and `send` exits 1 saying how many were not confirmed.
+#[test]
+fn a_shutdown_does_not_confirm_what_it_never_read() {
+    let mut broker = Broker::spawn(&["--backlog", "10"]);
+    let port = broker.port.to_string();
+    let mut send = Client::spawn(
+        &[
+            "send",
+            "--port",
+            &port,
+            "--channel",
+            "/queue/q",
+            "--count",
+            "1000",
+            "--interval",
+            "0",
+            "--no-reconnect",
+            "-v",
+        ],
+        false,
+    );
+    send.err
+        .wait_for(10.0, "saying goodbye and waiting for the broker to confirm");
+    let summary = broker.terminate();
+    assert!(summary_field(&summary, "messages_in") < 1000, "{summary}");
+    assert_eq!(send.exit_code(10.0), Some(1), "{}", send.err.text());
+    let err = send.err.text();
+    assert!(
+        err.contains("1000 message(s) sent on that connection were not confirmed"),
+        "{err}"
+    );
+    assert!(summary.contains("input_cut:1"), "{summary}");
+}
+
+/// Against a broker that never answers the goodbye (one that knows nothing of
+/// it), `send` fails saying which flag to use, and with it flushes and exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_confirm_is_for_brokers_that_never_answer_the_goodbye() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Reads everything and answers nothing, for as long as the client stays.
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut sink = Vec::new();
+                let _ = s.read_to_end(&mut sink).await;
+            });
+        }
+    });
+    let run = |extra: &'static [&'static str]| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(BIN)
+                .args(["send", "--port", &port.to_string(), "--message", "hi"])
+                .args(["--no-reconnect"])
+                .args(extra)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = within(15.0, "send --no-confirm", run(&["--no-confirm"]))
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("not confirmed (--no-confirm)"), "{err}");
+    let out = within(15.0, "send", run(&[])).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("use --no-confirm"), "{err}");
+}

@@ -49,7 +49,11 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let (tx, rx) = mpsc::channel::<Bytes>(1000);
     let publishing = {
         let channel = args.channel.clone();
-        tokio::spawn(async move { publisher::run(connector, &channel, rx, false).await })
+        tokio::spawn(async move {
+            publisher::run(connector, &channel, rx, Default::default())
+                .await
+                .map(drop)
+        })
     };
     let mut sampler = Sampler::new(pid);
     let host = host_name();

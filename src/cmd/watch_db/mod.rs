@@ -181,7 +181,7 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
     let forward = broker.map(|(target, channel)| {
         let (tx, rx) = mpsc::channel::<Bytes>(10_000);
         tokio::spawn(async move {
-            if let Err(e) = publisher::run(target, &channel, rx, false).await {
+            if let Err(e) = publisher::run(target, &channel, rx, Default::default()).await {
                 tracing::error!("forwarding to the broker stopped: {e:#}");
             }
         });
