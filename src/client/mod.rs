@@ -144,7 +144,7 @@ impl Connector {
                     .with_context(|| format!("TLS handshake with {self} failed"))?,
             ),
         };
-        let mut conn = Framed::new(stream, FrameCodec::default());
+        let mut conn = Framed::new(Counted::new(stream), FrameCodec::default());
         conn.send(Bytes::copy_from_slice(channel.as_bytes()))
             .await
             .with_context(|| format!("subscribing to {channel}"))?;
@@ -167,7 +167,64 @@ type TlsStream = tokio_rustls::client::TlsStream<TcpStream>;
 /// Plain TCP or TLS, one type for every client.
 pub type Stream = Either<TcpStream, TlsStream>;
 
-pub type Connection = Framed<Stream, FrameCodec>;
+pub type Connection = Framed<Counted<Stream>, FrameCodec>;
+
+/// A stream that counts the bytes its socket accepted: after a failed write,
+/// tells which frames went out whole, so that only the others are sent again.
+#[derive(Debug)]
+pub struct Counted<S> {
+    inner: S,
+    written: u64,
+}
+
+impl<S> Counted<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, written: 0 }
+    }
+
+    /// Bytes the socket has accepted so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = r {
+            self.written += n as u64;
+        }
+        r
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
 
 /// The halves of a [`Connection`], for a client that reads and writes apart.
 pub type Reader = FramedRead<Either<OwnedReadHalf, ReadHalf<TlsStream>>, FrameCodec>;
@@ -176,7 +233,7 @@ pub type Writer = FramedWrite<Either<OwnedWriteHalf, WriteHalf<TlsStream>>, Fram
 /// Splits a connection; bytes already read stay with the reader.
 pub fn split(conn: Connection) -> (Reader, Writer) {
     let parts = conn.into_parts();
-    let (rd, wr) = match parts.io {
+    let (rd, wr) = match parts.io.inner {
         Either::Left(tcp) => {
             let (rd, wr) = tcp.into_split();
             (Either::Left(rd), Either::Left(wr))

@@ -35,6 +35,24 @@ pub enum Broken {
     Io(#[from] std::io::Error),
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_messages_the_socket_took_whole_count_as_sent() {
+        // "/t" + "abc": 4 + 2 + 4 + 3 = 13 bytes; "/t" + "de": 12 bytes.
+        let outbox: VecDeque<Bytes> = [Bytes::from_static(b"abc"), Bytes::from_static(b"de")]
+            .into_iter()
+            .collect();
+        assert_eq!(whole_messages(2, &outbox, 0), 0);
+        assert_eq!(whole_messages(2, &outbox, 12), 0);
+        assert_eq!(whole_messages(2, &outbox, 13), 1);
+        assert_eq!(whole_messages(2, &outbox, 24), 1);
+        assert_eq!(whole_messages(2, &outbox, 25), 2);
+    }
+}
+
 /// How a publisher behaves at the edges.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -54,8 +72,9 @@ pub struct Sent {
     pub confirmed: bool,
 }
 
-/// Keeps a connection up and writes what the producer makes, in order. A batch
-/// whose write failed is sent again after reconnecting.
+/// Keeps a connection up and writes what the producer makes, in order. Of a
+/// batch whose write failed, the messages the socket had not taken whole are
+/// sent again after reconnecting; the others are not, which would double them.
 pub async fn run(
     connector: Connector,
     channel_name: &str,
@@ -67,6 +86,8 @@ pub async fn run(
     let role = format!("publishing to {channel_name}");
     let mut link = Reconnector::new(connector, NULL_CHANNEL, role).once(options.no_reconnect);
     let mut messages = 0u64;
+    // Sent on connections that ended without the broker confirming them.
+    let mut unconfirmed = 0u64;
     loop {
         let mut conn = link.connect().await?;
         let buffered = outbox.len() + rx.len();
@@ -79,7 +100,7 @@ pub async fn run(
         let mut written = 0u64;
         let ended = session(&mut conn, &channel, &mut rx, &mut outbox, &mut written).await;
         messages += written;
-        let unconfirmed = || {
+        let not_confirmed = || {
             format!(
                 "{written} message(s) sent on that connection were not confirmed \
                  (the broker may or may not have routed them)"
@@ -95,6 +116,17 @@ pub async fn run(
                     confirmed: false,
                 });
             }
+            Ok(()) if unconfirmed > 0 => {
+                finish(&mut conn, CONFIRM_WITHIN)
+                    .await
+                    .with_context(not_confirmed)
+                    .with_context(|| target)?;
+                anyhow::bail!(
+                    "{unconfirmed} of {messages} message(s) were not confirmed: they were \
+                     sent on connections that ended without end-of-stream, and the broker \
+                     may or may not have routed them"
+                );
+            }
             Ok(()) => {
                 tracing::debug!(
                     "input done, {written} message(s) written on this connection: saying \
@@ -102,7 +134,7 @@ pub async fn run(
                 );
                 finish(&mut conn, CONFIRM_WITHIN)
                     .await
-                    .with_context(unconfirmed)
+                    .with_context(not_confirmed)
                     .with_context(|| target)?;
                 return Ok(Sent {
                     messages,
@@ -110,11 +142,14 @@ pub async fn run(
                 });
             }
             Err(why) if options.no_reconnect => {
-                anyhow::bail!("connection to {target} broke: {why}; {}", unconfirmed())
+                anyhow::bail!("connection to {target} broke: {why}; {}", not_confirmed())
             }
             Err(why) => {
+                // An end-of-stream confirms what the broker read before it;
+                // any other end confirms nothing.
                 if written > 0 && !matches!(why, Broken::EndOfStream) {
-                    tracing::warn!("{}", unconfirmed());
+                    unconfirmed += written;
+                    tracing::warn!("{}", not_confirmed());
                 }
                 link.lost(&why.to_string())
             }
@@ -152,14 +187,39 @@ async fn session(
                 }
             }
         }
-        for m in outbox.iter() {
-            conn.feed(channel.clone()).await?;
-            conn.feed(m.clone()).await?;
+        let start = conn.get_ref().written();
+        let sent = async {
+            for m in outbox.iter() {
+                conn.feed(channel.clone()).await?;
+                conn.feed(m.clone()).await?;
+            }
+            conn.flush().await
+        };
+        if let Err(e) = sent.await {
+            // What the socket took whole is gone to the broker: sending it
+            // again would deliver it twice. Only the rest is kept for the
+            // next connection.
+            let whole = whole_messages(channel.len(), outbox, conn.get_ref().written() - start);
+            outbox.drain(..whole);
+            *written += whole as u64;
+            return Err(e.into());
         }
-        conn.flush().await?;
         *written += outbox.len() as u64;
         outbox.clear();
     }
+}
+
+/// How many of `outbox`'s messages (each a channel frame of `channel` bytes
+/// and a payload frame) fit whole in the first `accepted` bytes.
+fn whole_messages(channel: usize, outbox: &VecDeque<Bytes>, accepted: u64) -> usize {
+    let mut end = 0u64;
+    outbox
+        .iter()
+        .take_while(|m| {
+            end += (2 * crate::proto::LEN_PREFIX + channel + m.len()) as u64;
+            end <= accepted
+        })
+        .count()
 }
 
 /// Says goodbye and waits for the broker's end-of-stream: only then has
