@@ -207,6 +207,7 @@ async fn serve_on<T: Transport>(
     };
     tracing::info!("Remote {peer} subscribed to {}", channel.display_name());
     let finish = CancellationToken::new();
+    let null = crate::proto::is_null(&channel.name);
     shared.writers.spawn(writer::run(
         shared.clone(),
         wr,
@@ -216,7 +217,10 @@ async fn serve_on<T: Transport>(
         finish.clone(),
         slot,
     ));
-    let end = read_loop(shared, &mut frames, &sub).await;
+    // A publish-only client is owed nothing: at shutdown it can be told at once,
+    // so that it stops sending while what it sent is still read.
+    let early_eos = null.then_some(&finish);
+    let end = read_loop(shared, &mut frames, &sub, early_eos).await;
     match end {
         End::Finish(reason) => {
             sub.set_end_reason(reason);
@@ -303,10 +307,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     shared: &Shared,
     frames: &mut FramedRead<Counted<R>, FrameCodec>,
     sub: &Subscriber,
+    early_eos: Option<&CancellationToken>,
 ) -> End {
     let cluster = shared.cluster.get().map(|c| &**c);
     let mut publisher = Publisher::new(&shared.router, cluster, &shared.stop_reading, Some(sub));
-    let end = read_frames(shared, frames, sub, &mut publisher).await;
+    let end = read_frames(shared, frames, sub, &mut publisher, early_eos).await;
     publisher.settle(&shared.abort).await;
     end
 }
@@ -316,6 +321,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     frames: &mut FramedRead<Counted<R>, FrameCodec>,
     sub: &Subscriber,
     publisher: &mut Publisher<'_>,
+    early_eos: Option<&CancellationToken>,
 ) -> End {
     let mut parser = RequestParser::new(shared.config.max_channel);
     // Created once: a fresh `cancelled()` per frame registers and deregisters a
@@ -366,6 +372,15 @@ async fn read_frames<R: AsyncRead + Unpin>(
             biased;
             _ = &mut stop => {
                 stopping = true;
+                // Between frames, nothing routed waits for this client: the
+                // end-of-stream goes now, a well-behaved client stops sending,
+                // and what it sent until then arrives and is read below.
+                let partial = !frames.read_buffer().is_empty()
+                    || frames.decoder().mid_frame()
+                    || parser.mid_pair();
+                if let (Some(eos), false) = (early_eos, partial) {
+                    eos.cancel();
+                }
                 continue;
             }
             _ = &mut killed => return End::Stop,

@@ -327,6 +327,15 @@ impl QueueState {
         orphans
     }
 
+    /// Retires the channel if it has no worker, none leaving and no backlog.
+    pub fn retire_if_idle(&self) -> bool {
+        let mut inner = lock(&self.inner);
+        if inner.workers.is_empty() && inner.draining == 0 && inner.backlog.is_empty() {
+            inner.retired = true;
+        }
+        inner.retired
+    }
+
     /// Puts back orphans that could not be handed to JetStream.
     pub fn restore(&self, orphans: Vec<Bytes>) {
         let mut inner = lock(&self.inner);

@@ -379,6 +379,34 @@ impl Router {
         lock(&self.channels).values().cloned().collect()
     }
 
+    /// Largest payload a subscriber here can be sent.
+    pub fn max_frame(&self) -> usize {
+        self.config.max_frame
+    }
+
+    /// Retires `/queue` channel `channel` if nothing uses it here (no worker,
+    /// none leaving, no backlog): for the cluster, whose worker-less channels
+    /// would otherwise stay (and be pulled for) for ever. True when retired.
+    pub fn retire_if_idle(&self, channel: &Arc<Channel>) -> bool {
+        let mut channels = lock(&self.channels);
+        let Kind::Queue(q) = &channel.kind else {
+            return false;
+        };
+        if !q.retire_if_idle() {
+            return false;
+        }
+        if channels
+            .get(&channel.name)
+            .is_some_and(|c| Arc::ptr_eq(c, channel))
+        {
+            channels.remove(&channel.name);
+            if let Some(tx) = self.interest.get() {
+                let _ = tx.send(Interest::Off(channel.clone()));
+            }
+        }
+        true
+    }
+
     pub fn stats(&self) -> &Arc<BrokerStats> {
         &self.stats
     }

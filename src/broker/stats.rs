@@ -26,10 +26,14 @@ pub enum DropReason {
     MemoryLimit,
     /// A publish to a channel that did not exist, with `--max-channels` reached.
     ChannelLimit,
+    /// A message from the cluster larger than this broker's `--max-frame`: no
+    /// subscriber here could be sent it (a `/queue` one is acknowledged, so
+    /// that it does not go round the workers of every broker).
+    TooLarge,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::QueueFull,
         DropReason::SlowConsumer,
         DropReason::SubscriberGone,
@@ -37,6 +41,7 @@ impl DropReason {
         DropReason::EmptyPayload,
         DropReason::MemoryLimit,
         DropReason::ChannelLimit,
+        DropReason::TooLarge,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +53,7 @@ impl DropReason {
             DropReason::EmptyPayload => "empty_payload",
             DropReason::MemoryLimit => "memory_limit",
             DropReason::ChannelLimit => "channel_limit",
+            DropReason::TooLarge => "too_large",
         }
     }
 }

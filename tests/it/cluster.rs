@@ -548,3 +548,67 @@ async fn a_worker_that_leaves_hands_its_queue_back_to_the_cluster_at_once() {
     )
     .await;
 }
+
+/// NATS credentials travel in the `--cluster` URL: no log line may show them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_credentials_never_reach_the_log() {
+    let nats = Nats::start();
+    let url = format!("nats://someone:s3cr3t@127.0.0.1:{}", nats.port);
+    let mut broker = Broker::spawn(&["--cluster", &url, "-v"]);
+    drop(nats);
+    broker
+        .log
+        .wait_for_async(10.0, "cluster: NATS at nats://someone:***@127.0.0.1")
+        .await;
+    broker.terminate();
+    assert!(
+        !broker.log.text().contains("s3cr3t"),
+        "{}",
+        broker.log.text()
+    );
+}
+
+/// A message from another broker larger than this broker's `--max-frame`
+/// cannot be written to any subscriber here: it is counted, and the
+/// subscriber stays (before, its writer failed and it was disconnected).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_too_large_for_this_broker_is_counted_not_fatal() {
+    let nats = Nats::start();
+    let a = clustered(&nats, &[]);
+    let mut b = clustered(&nats, &["--max-frame", "64KiB"]);
+    let mut sub = Raw::subscribe(b.port, "/topic/big").await;
+    following(&b, "/topic/big").await;
+    let mut p = publisher(a.port).await;
+    p.publish("/topic/big", &vec![b'x'; 100 << 10]).await;
+    p.publish("/topic/big", b"small").await;
+    assert_eq!(
+        within(10.0, "the small one", sub.read_text()).await,
+        "small"
+    );
+    let summary = b.terminate();
+    assert_eq!(dropped(&summary, "too_large"), 1, "{summary}");
+}
+
+/// Each new `/queue` name published to on a clustered broker becomes a
+/// channel with a puller; with no worker here, its messages wait in
+/// JetStream, and the channel retires instead of being pulled for for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_less_queue_channels_retire_and_their_messages_wait_in_jetstream() {
+    const N: usize = 50;
+    let nats = Nats::start();
+    let broker = clustered(&nats, &["-v"]);
+    let mut p = publisher(broker.port).await;
+    for i in 0..N {
+        p.publish(&format!("/queue/idle-{i}"), format!("m{i}").as_bytes())
+            .await;
+    }
+    wait_until_async(20.0, "every idle channel retired", || {
+        count(&broker.log, "retired here: no worker") >= N
+    })
+    .await;
+    let mut worker = Raw::subscribe(broker.port, "/queue/idle-7").await;
+    assert_eq!(
+        within(10.0, "from JetStream", worker.read_text()).await,
+        "m7"
+    );
+}

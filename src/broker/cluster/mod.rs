@@ -70,6 +70,30 @@ pub struct ClusterConfig {
     pub name: String,
 }
 
+/// The `--cluster` URL list as logs may show it: the password of any
+/// `user:password@` replaced (a token alone, `token@`, too).
+pub fn redact(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let Some((userinfo, host)) = rest.rsplit_once('@') else {
+                return url.to_owned();
+            };
+            let shown = match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".to_owned(),
+            };
+            let scheme = if scheme.is_empty() {
+                String::new()
+            } else {
+                format!("{scheme}://")
+            };
+            format!("{scheme}{shown}@{host}")
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub struct Cluster {
     router: Arc<Router>,
     stats: Arc<BrokerStats>,
@@ -86,6 +110,7 @@ pub struct Cluster {
     base: Instant,
     unforwarded_log: LogEvery,
     kept_local_log: LogEvery,
+    too_large_log: LogEvery,
 }
 
 impl Cluster {
@@ -97,7 +122,8 @@ impl Cluster {
         stop: CancellationToken,
         config: ClusterConfig,
     ) -> anyhow::Result<Arc<Self>> {
-        let url = config.url.clone();
+        // Shown in logs and errors without the password a URL may carry.
+        let url = redact(&config.url);
         let failed_log = Arc::new(LogEvery::default());
         // Kept from the client's events: its own state sits behind a lock,
         // too dear for the per-message check on the forwarding path.
@@ -156,7 +182,7 @@ impl Cluster {
             })
             .connect(config.url.as_str())
             .await
-            .with_context(|| format!("cannot use --cluster {}", config.url))?;
+            .with_context(|| format!("cannot use --cluster {}", redact(&config.url)))?;
         // Up to a few seconds for the first connection, so that a broker started
         // next to its NATS server forwards from its first message; past that it
         // serves anyway and the connection follows when NATS is up.
@@ -165,7 +191,7 @@ impl Cluster {
             if Instant::now() >= deadline {
                 tracing::warn!(
                     "cluster: NATS at {} not reachable yet; serving locally until it is",
-                    config.url
+                    redact(&config.url)
                 );
                 break;
             }
@@ -190,6 +216,7 @@ impl Cluster {
             base: Instant::now(),
             unforwarded_log: LogEvery::default(),
             kept_local_log: LogEvery::default(),
+            too_large_log: LogEvery::default(),
         });
         tokio::spawn(topics::forward(cluster.clone(), forward_rx));
         tokio::spawn(acknowledge(cluster.clone(), replies_rx));
@@ -248,6 +275,21 @@ impl Cluster {
                 "cluster: {n} /topic message(s) not forwarded: {why} ({} in all); \
                  local subscribers still got them",
                 self.stats.cluster_unforwarded.load(Relaxed)
+            );
+        }
+    }
+
+    /// Counts a message from the cluster too large for this broker's
+    /// `--max-frame`.
+    fn too_large(&self, channel: &Channel, len: usize) {
+        self.router
+            .count_drop(Some(channel), None, super::stats::DropReason::TooLarge, 1);
+        if let Some(n) = self.too_large_log.due(self.base) {
+            tracing::warn!(
+                "cluster: {n} message(s) from other brokers dropped: larger than this \
+                 broker's --max-frame {} (the last, {len} bytes, on {})",
+                self.router.max_frame(),
+                channel.display_name()
             );
         }
     }
@@ -400,5 +442,21 @@ async fn follow(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_never_reach_a_log_line() {
+        assert_eq!(redact("nats://u:secret@h:4222"), "nats://u:***@h:4222");
+        assert_eq!(redact("nats://tok@h"), "nats://***@h");
+        assert_eq!(
+            redact("nats://a:1@h1,nats://h2:4222"),
+            "nats://a:***@h1,nats://h2:4222"
+        );
+        assert_eq!(redact("nats://h"), "nats://h");
     }
 }

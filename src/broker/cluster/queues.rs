@@ -15,12 +15,16 @@ use super::{subject, Cluster};
 use crate::broker::link::Delivery;
 use crate::broker::queue::QueueState;
 use crate::broker::router::{Channel, Kind};
+use crate::broker::stats::DropReason;
 use crate::runtime::backoff::Backoff;
 
 /// JetStream publishes one connection may have awaiting acknowledgement.
 const WINDOW: usize = 256;
 /// Most messages asked for in one pull request.
 const MAX_PULL: usize = 1024;
+/// Looks (about a second apart) without a worker before a puller retires
+/// its channel.
+const IDLE_LOOKS: u32 = 3;
 /// How long a pull request waits for messages before it is renewed.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
 
@@ -188,8 +192,26 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
         return;
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    // Looks in a row that found no worker and no backlog here.
+    let mut idle = 0;
     while !stop.is_cancelled() {
         hand_back_orphans(&cluster, &channel, q, &stop).await;
+        if q.worker_count() == 0 && q.backlog_len() == 0 {
+            idle += 1;
+            // A publish to a new /queue name made this channel; with no
+            // worker here its messages wait in JetStream, not here: retire
+            // it, or a flood of names would leave a puller each for ever.
+            if idle >= IDLE_LOOKS && cluster.router.retire_if_idle(&channel) {
+                tracing::debug!(
+                    "cluster: {} retired here: no worker (its stream keeps its messages)",
+                    channel.display_name()
+                );
+                cluster.forget(&channel);
+                return;
+            }
+        } else {
+            idle = 0;
+        }
         q.want_room();
         let room = q.worker_room().min(MAX_PULL);
         if room == 0 || !cluster.connected() {
@@ -273,6 +295,16 @@ async fn hand(
     let payload = msg.payload.clone();
     if payload.is_empty() {
         cluster.replies.ack(vec![msg]);
+        cluster
+            .router
+            .count_drop(Some(channel), None, DropReason::EmptyPayload, 1);
+        return;
+    }
+    if payload.len() > cluster.router.max_frame() {
+        // Undeliverable by any worker here; handed back, it would go round
+        // every broker's workers. Acknowledged, and counted.
+        cluster.replies.ack(vec![msg]);
+        cluster.too_large(channel, payload.len());
         return;
     }
     let len = payload.len() as u64;

@@ -89,6 +89,12 @@ pub(super) async fn inbound(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: 
         let len = payload.len() as u64;
         cluster.stats.cluster_in.add(1, len);
         channel.stats.cluster_in.add(1, len);
+        if payload.len() > cluster.router.max_frame() {
+            // Another broker (or a foreign NATS client) allows larger frames:
+            // no subscriber here may be sent it.
+            cluster.too_large(&channel, payload.len());
+            continue;
+        }
         // A retired channel's successor has its own subscription: routing there
         // from this one too would deliver twice.
         if cluster.router.publish_topic(&channel, &payload).is_err() {
