@@ -1,7 +1,12 @@
 //! Arbitrary bytes as a whole connection to a running broker, beside a healthy
 //! subscriber: the broker never panics (a panic in any task aborts the
-//! process here), lets every connection go, holds no bytes afterwards, and
-//! still delivers to the healthy subscriber.
+//! process here), lets every connection go, holds no bytes afterwards, still
+//! delivers to the healthy subscriber, and shuts down cleanly.
+//!
+//! Each input gets a broker of its own, so that an input's failure is that
+//! input's alone and replays the same way by itself (no state is carried from
+//! the inputs before it). Deadlines are generous (20 s): they catch a broker
+//! that never lets go, not a loaded machine.
 
 #![no_main]
 
@@ -15,43 +20,50 @@ use tokio::runtime::Runtime;
 
 use aioq::broker::{Broker, BrokerConfig, Inspector};
 
-struct World {
-    rt: Runtime,
-    port: u16,
-    broker: Inspector,
-}
+/// How long anything may take before it counts as stuck.
+const DEADLINE: Duration = Duration::from_secs(20);
 
-fn world() -> &'static World {
-    static WORLD: OnceLock<World> = OnceLock::new();
-    WORLD.get_or_init(|| {
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
         // A panic in a broker task is caught by tokio; the fuzzer must see it.
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             default(info);
             std::process::abort();
         }));
-        let rt = tokio::runtime::Builder::new_multi_thread()
+        tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
-            .unwrap();
-        let (port, broker) = rt.block_on(async {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port();
-            let broker = Broker::new(BrokerConfig {
-                max_frame: 4096,
-                max_channel: 64,
-                send_queue: 64,
-                frame_timeout: Duration::from_millis(200),
-                subscribe_timeout: Duration::from_millis(200),
-                ..BrokerConfig::default()
-            });
-            let inspector = broker.inspector();
-            tokio::spawn(broker.run(listener, std::future::pending()));
-            (port, inspector)
-        });
-        World { rt, port, broker }
+            .unwrap()
     })
+}
+
+/// A broker of its own for one input: its port, a view of it, and a way to
+/// stop it.
+async fn start() -> (
+    u16,
+    Inspector,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<aioq::broker::stats::Summary>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let broker = Broker::new(BrokerConfig {
+        max_frame: 4096,
+        max_channel: 64,
+        send_queue: 64,
+        frame_timeout: Duration::from_millis(200),
+        subscribe_timeout: Duration::from_millis(200),
+        ..BrokerConfig::default()
+    });
+    let inspector = broker.inspector();
+    let (stop, stopped) = tokio::sync::oneshot::channel();
+    let run = tokio::spawn(broker.run(listener, async {
+        let _ = stopped.await;
+    }));
+    (port, inspector, stop, run)
 }
 
 fn frame(b: &[u8]) -> Vec<u8> {
@@ -69,31 +81,37 @@ async fn read_frame(s: &mut TcpStream) -> Option<Vec<u8>> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let w = world();
-    w.rt.block_on(async {
-        let mut healthy = TcpStream::connect(("127.0.0.1", w.port)).await.unwrap();
-        healthy.write_all(&frame(b"/topic/fuzz")).await.unwrap();
+    runtime().block_on(async {
+        let (port, b, stop, run) = start().await;
+        // Subscribed before anything else happens: its own message, published
+        // after its subscribe frame, comes back only once it is.
+        let mut healthy = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut hello = frame(b"/topic/fuzz");
+        hello.extend(frame(b"/topic/fuzz"));
+        hello.extend(frame(b"ready"));
+        healthy.write_all(&hello).await.unwrap();
+        let ready = tokio::time::timeout(DEADLINE, read_frame(&mut healthy)).await;
+        assert_eq!(ready.expect("not subscribed in time").as_deref(), Some(&b"ready"[..]));
 
-        let mut hostile = TcpStream::connect(("127.0.0.1", w.port)).await.unwrap();
+        let mut hostile = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let _ = hostile.write_all(data).await;
         let _ = hostile.shutdown().await;
         // Whatever it sent, the broker ends the connection (EOF, error,
         // deadline) and the client sees it close.
         let mut sink = Vec::new();
-        let closed =
-            tokio::time::timeout(Duration::from_secs(5), hostile.read_to_end(&mut sink)).await;
+        let closed = tokio::time::timeout(DEADLINE, hostile.read_to_end(&mut sink)).await;
         assert!(closed.is_ok(), "the broker kept a finished connection open");
         drop(hostile);
 
         // The healthy subscriber still gets what it is sent.
-        let mut p = TcpStream::connect(("127.0.0.1", w.port)).await.unwrap();
+        let mut p = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let mut wire = frame(b"/null");
         wire.extend(frame(b"/topic/fuzz"));
         wire.extend(frame(b"check"));
         wire.extend(frame(b""));
         p.write_all(&wire).await.unwrap();
         loop {
-            let got = tokio::time::timeout(Duration::from_secs(5), read_frame(&mut healthy))
+            let got = tokio::time::timeout(DEADLINE, read_frame(&mut healthy))
                 .await
                 .expect("healthy subscriber starved")
                 .expect("healthy subscriber cut off");
@@ -114,8 +132,7 @@ fuzz_target!(|data: &[u8]| {
 
         // Every connection let go, and nothing held but messages waiting in
         // /queue backlogs for workers to come (held for them, not leaked).
-        let b = &w.broker;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + DEADLINE;
         while b.open_connections() != 0 || b.held_bytes() != b.backlog_bytes() {
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -126,5 +143,13 @@ fuzz_target!(|data: &[u8]| {
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+
+        // And it stops: what backlogs hold is counted as dropped at shutdown.
+        let _ = stop.send(());
+        let summary = tokio::time::timeout(DEADLINE, run)
+            .await
+            .expect("the broker did not shut down")
+            .expect("the broker's task failed");
+        assert_eq!(b.held_bytes(), 0, "bytes held after shutdown: {summary}");
     });
 });
