@@ -44,6 +44,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --worker-queue 'Messages each /queue worker''s send queue holds (its prefetch): what a stalled worker can hold back from the others'
             cand --backlog 'Messages a /queue channel holds when no worker has room; beyond it the publisher is back-pressured'
             cand --backlog-bytes 'Payload bytes a /queue channel''s backlog holds; beyond it the publisher is back-pressured. All backlogs together hold at most half of --max-memory, so the other half stays for live subscribers'
+            cand --backlog-ttl 'Discard the backlog of a /queue channel that has had no worker for this long (counted as expired). Default: keep it until a worker comes'
             cand --topic-overflow 'What happens to a /topic subscriber whose send queue is full'
             cand --max-frame 'Largest frame accepted (e.g. 16MiB); a client announcing more is disconnected'
             cand --max-channel 'Longest channel name accepted, in bytes'

@@ -44,6 +44,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l send-queue-bytes -d 
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l worker-queue -d 'Messages each /queue worker\'s send queue holds (its prefetch): what a stalled worker can hold back from the others' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l backlog -d 'Messages a /queue channel holds when no worker has room; beyond it the publisher is back-pressured' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l backlog-bytes -d 'Payload bytes a /queue channel\'s backlog holds; beyond it the publisher is back-pressured. All backlogs together hold at most half of --max-memory, so the other half stays for live subscribers' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l backlog-ttl -d 'Discard the backlog of a /queue channel that has had no worker for this long (counted as expired). Default: keep it until a worker comes' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l topic-overflow -d 'What happens to a /topic subscriber whose send queue is full' -r -f -a "drop\t'The subscriber misses the message; the loss is counted'
 disconnect\t'The subscriber is disconnected as a slow consumer; the loss is counted'"
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-frame -d 'Largest frame accepted (e.g. 16MiB); a client announcing more is disconnected' -r

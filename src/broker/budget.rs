@@ -19,6 +19,9 @@ pub struct Budget {
     /// Of `used`, the bytes parked in `/queue` backlogs, and their share.
     parked: AtomicUsize,
     max_parked: usize,
+    /// Memory that is not payload but that clients cause: each channel's own
+    /// state. It leaves that much less room for payloads.
+    overhead: AtomicUsize,
     /// `/queue` publishers waiting for bytes to be given back. Counted so that
     /// giving back stays a single atomic operation while nobody waits.
     waiting: AtomicUsize,
@@ -41,6 +44,7 @@ impl Budget {
             max,
             parked: AtomicUsize::new(0),
             max_parked: (max / 2).max(1),
+            overhead: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             freed: Notify::new(),
         }
@@ -48,7 +52,7 @@ impl Budget {
 
     fn fits(&self, len: usize) -> bool {
         let used = self.used.load(SeqCst);
-        used == 0 || used + len <= self.max
+        used == 0 || used + self.overhead.load(SeqCst) + len <= self.max
     }
 
     fn fits_parked(&self, len: usize) -> bool {
@@ -137,11 +141,28 @@ impl Budget {
     /// budget cannot wedge the broker.
     pub fn try_take(&self, len: usize) -> bool {
         let before = self.used.fetch_add(len, SeqCst);
-        if before > 0 && before + len > self.max {
+        if before > 0 && before + self.overhead.load(SeqCst) + len > self.max {
             self.give_back(len);
             return false;
         }
         true
+    }
+
+    /// Counts `len` bytes of non-payload memory (a channel's state).
+    pub fn add_overhead(&self, len: usize) {
+        self.overhead.fetch_add(len, SeqCst);
+    }
+
+    pub fn remove_overhead(&self, len: usize) {
+        self.overhead.fetch_sub(len, SeqCst);
+        if self.waiting.load(SeqCst) > 0 {
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Non-payload bytes counted (channels' own state).
+    pub fn overhead(&self) -> usize {
+        self.overhead.load(SeqCst)
     }
 
     /// Takes `len` bytes even past the budget: for messages that must not be
@@ -195,6 +216,17 @@ mod tests {
         assert!(b.try_park(20));
         b.give_back_parked(50);
         assert_eq!((b.used(), b.parked()), (0, 0));
+    }
+
+    #[test]
+    fn channels_state_leaves_less_room_for_payloads() {
+        let b = Budget::new(100);
+        b.add_overhead(60);
+        assert!(b.try_take(30));
+        assert!(!b.try_take(20), "30 payload + 60 channels: 10 left");
+        b.remove_overhead(60);
+        assert!(b.try_take(20));
+        assert_eq!((b.used(), b.overhead()), (50, 0));
     }
 
     #[tokio::test]

@@ -85,6 +85,9 @@ pub struct BrokerConfig {
     pub backlog: usize,
     /// Payload bytes each `/queue` backlog holds (one message always fits).
     pub backlog_bytes: usize,
+    /// A backlog that has had no worker for this long is discarded (counted
+    /// as `expired`); `None` keeps backlogs until a worker comes.
+    pub backlog_ttl: Option<Duration>,
     pub topic_overflow: TopicOverflow,
     pub max_frame: usize,
     pub max_channel: usize,
@@ -116,6 +119,7 @@ impl Default for BrokerConfig {
             worker_queue: 64,
             backlog: 10_000,
             backlog_bytes: 64 << 20,
+            backlog_ttl: None,
             topic_overflow: TopicOverflow::Drop,
             max_frame: crate::proto::DEFAULT_MAX_FRAME,
             max_channel: crate::proto::DEFAULT_MAX_CHANNEL,
@@ -336,6 +340,9 @@ impl Broker {
     pub async fn run(self, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Summary {
         let shared = self.shared;
         let permits = Arc::new(Semaphore::new(shared.config.max_connections));
+        if let Some(ttl) = shared.config.backlog_ttl {
+            tokio::spawn(expire_backlogs(shared.clone(), ttl));
+        }
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -391,6 +398,18 @@ impl Broker {
         let summary = shared.stats.summary();
         tracing::info!("shutdown complete: {summary}");
         summary
+    }
+}
+
+/// Looks for stale backlogs a few times per `ttl`, until shutdown.
+async fn expire_backlogs(shared: Arc<Shared>, ttl: Duration) {
+    let mut every = tokio::time::interval((ttl / 4).max(Duration::from_millis(100)));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => shared.router.expire_backlogs(ttl),
+            _ = shared.stop_reading.cancelled() => return,
+        }
     }
 }
 

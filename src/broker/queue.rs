@@ -39,6 +39,8 @@ struct Inner {
     backlog: VecDeque<Bytes>,
     /// Payload bytes in `backlog`.
     bytes: usize,
+    /// Since when the channel has had no worker (`None` while it has one).
+    workerless_since: Option<std::time::Instant>,
     /// Workers taken off the rotation that may still hand messages back (they
     /// said goodbye and are being sent what they were owed). The channel stays
     /// alive until they are gone, so what they hand back has a home.
@@ -101,7 +103,10 @@ impl Inner {
 impl QueueState {
     pub fn new(capacity: usize, max_bytes: usize, budget: Arc<Budget>) -> Self {
         Self {
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                workerless_since: Some(std::time::Instant::now()),
+                ..Inner::default()
+            }),
             space: Notify::new(),
             backlog_len: AtomicUsize::new(0),
             capacity,
@@ -149,6 +154,7 @@ impl QueueState {
     pub fn add_worker(&self, sub: Arc<Subscriber>) {
         let mut inner = lock(&self.inner);
         inner.workers.push(sub);
+        inner.workerless_since = None;
         let moved = self.refill_locked(&mut inner);
         self.after_change(&inner, moved);
         self.room_changed();
@@ -233,6 +239,9 @@ impl QueueState {
         let mut inner = lock(&self.inner);
         let before = inner.workers.len();
         inner.workers.retain(|w| w.id != id);
+        if inner.workers.is_empty() && inner.workerless_since.is_none() {
+            inner.workerless_since = Some(std::time::Instant::now());
+        }
         if inner.workers.len() == before {
             // It had left the rotation already.
             inner.draining = inner.draining.saturating_sub(1);
@@ -257,6 +266,25 @@ impl QueueState {
         }
         let moved = self.refill_locked(inner);
         self.after_change(inner, moved);
+    }
+
+    /// Empties a backlog that has had no worker for `ttl` (and no worker
+    /// leaving, which may still hand messages back); returns how many
+    /// messages it held.
+    pub fn expire(&self, ttl: std::time::Duration) -> usize {
+        let mut inner = lock(&self.inner);
+        let stale = inner.draining == 0
+            && inner.workers.is_empty()
+            && inner.workerless_since.is_some_and(|t| t.elapsed() >= ttl);
+        if !stale || inner.backlog.is_empty() {
+            return 0;
+        }
+        let n = inner.backlog.len();
+        inner.backlog.clear();
+        let bytes = std::mem::take(&mut inner.bytes);
+        self.budget.give_back_parked(bytes);
+        self.after_change(&inner, n);
+        n
     }
 
     /// Empties the backlog at shutdown; returns how many messages it held.

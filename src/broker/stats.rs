@@ -30,10 +30,13 @@ pub enum DropReason {
     /// subscriber here could be sent it (a `/queue` one is acknowledged, so
     /// that it does not go round the workers of every broker).
     TooLarge,
+    /// A `/queue` message that waited longer than `--backlog-ttl` in a backlog
+    /// with no worker.
+    Expired,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::QueueFull,
         DropReason::SlowConsumer,
         DropReason::SubscriberGone,
@@ -42,6 +45,7 @@ impl DropReason {
         DropReason::MemoryLimit,
         DropReason::ChannelLimit,
         DropReason::TooLarge,
+        DropReason::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +58,7 @@ impl DropReason {
             DropReason::MemoryLimit => "memory_limit",
             DropReason::ChannelLimit => "channel_limit",
             DropReason::TooLarge => "too_large",
+            DropReason::Expired => "expired",
         }
     }
 }

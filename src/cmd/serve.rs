@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// --max-memory, so the other half stays for live subscribers.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     pub backlog_bytes: usize,
+    /// Discard the backlog of a /queue channel that has had no worker for
+    /// this long (counted as expired). Default: keep it until a worker comes.
+    #[arg(long, value_parser = parse_duration)]
+    pub backlog_ttl: Option<Duration>,
     /// What happens to a /topic subscriber whose send queue is full.
     #[arg(long, value_enum, default_value_t = TopicOverflow::Drop)]
     pub topic_overflow: TopicOverflow,
@@ -156,6 +160,10 @@ impl ServeArgs {
         );
         ensure_usage!(self.max_memory >= 1, "--max-memory must be more than 0");
         ensure_usage!(
+            self.backlog_ttl.is_none_or(|t| !t.is_zero()),
+            "--backlog-ttl must be more than 0"
+        );
+        ensure_usage!(
             !self.write_timeout.is_zero(),
             "--write-timeout must be more than 0"
         );
@@ -207,6 +215,7 @@ impl ServeArgs {
             worker_queue: self.worker_queue as usize,
             backlog: self.backlog as usize,
             backlog_bytes: self.backlog_bytes.max(1),
+            backlog_ttl: self.backlog_ttl,
             topic_overflow: self.topic_overflow,
             max_frame: self.max_frame,
             max_channel: self.max_channel,

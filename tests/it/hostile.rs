@@ -399,3 +399,27 @@ async fn a_stalled_stderr_never_stops_the_broker() {
     .await;
     assert_eq!(got, b"yes");
 }
+
+/// With `--backlog-ttl`, a backlog nobody comes for is let go (and counted):
+/// the junk of a client that has left does not hold memory for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlogs_with_no_worker_expire_with_a_ttl() {
+    let mut broker = Broker::spawn(&["--backlog-ttl", "1s"]);
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    for m in ["old 1", "old 2", "old 3"] {
+        p.publish("/queue/old", m.as_bytes()).await;
+    }
+    broker
+        .log
+        .wait_for_async(
+            10.0,
+            "3 message(s) expired in the backlogs of 1 /queue channel(s)",
+        )
+        .await;
+    let mut worker = Raw::subscribe(broker.port, "/queue/old").await;
+    wait_subscribed(&broker, "/queue/old", 1).await;
+    p.publish("/queue/old", b"new").await;
+    assert_eq!(within(5.0, "the new one", worker.read_text()).await, "new");
+    let summary = broker.terminate();
+    assert_eq!(dropped(&summary, "expired"), 3, "{summary}");
+}
