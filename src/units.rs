@@ -34,22 +34,45 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
 /// `2s`, `1m 30s`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        return if secs.is_finite() && secs >= 0.0 {
-            Ok(Duration::from_secs_f64(secs))
-        } else {
-            Err(format!(
+    let d = if let Ok(secs) = t.parse::<f64>() {
+        if !(secs.is_finite() && secs >= 0.0) {
+            return Err(format!(
                 "'{s}' is not a duration: must be zero or more seconds"
-            ))
-        };
+            ));
+        }
+        if secs > MAX_DURATION.as_secs_f64() {
+            return Err(too_long(s));
+        }
+        Duration::from_secs_f64(secs)
+    } else {
+        humantime::parse_duration(t)
+            .map_err(|e| format!("'{s}' is not a duration ({e}; examples: 0.5, 500ms, 2s)"))?
+    };
+    // A deadline this far away would overflow the clock it is added to.
+    if d > MAX_DURATION {
+        return Err(too_long(s));
     }
-    humantime::parse_duration(t)
-        .map_err(|e| format!("'{s}' is not a duration ({e}; examples: 0.5, 500ms, 2s)"))
+    Ok(d)
+}
+
+/// The longest duration any flag takes: ten years.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+fn too_long(s: &str) -> String {
+    format!("'{s}' is too long a duration (at most ten years)")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_that_would_overflow_a_deadline_are_refused() {
+        assert!(parse_duration("2e19").is_err());
+        assert!(parse_duration("1e19").is_err());
+        assert!(parse_duration("500000000years").is_err());
+        assert!(parse_duration("3650days").is_ok());
+    }
 
     #[test]
     fn sizes() {

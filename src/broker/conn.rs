@@ -118,17 +118,19 @@ impl Transport for TlsStream {
 /// limits, held by the reader here and by the writer until both are done.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slot: Arc<Slot>) {
     configure(&stream, &shared);
+    // One deadline for the TLS handshake and the subscribe frame together: a
+    // peer that starts either and goes quiet holds a slot no longer than a
+    // silent one.
+    let deadline = tokio::time::Instant::now() + shared.config.subscribe_timeout;
     match shared.tls.clone() {
-        None => serve_on(&shared, stream, peer, slot).await,
+        None => serve_on(&shared, stream, peer, slot, deadline).await,
         Some(acceptor) => {
-            // The handshake shares the subscribe deadline: a peer that starts
-            // one and goes quiet holds a slot no longer than a silent one.
             let accepted = tokio::select! {
                 _ = shared.stop_reading.cancelled() => None,
-                r = tokio::time::timeout(shared.config.subscribe_timeout, acceptor.accept(stream)) => Some(r),
+                r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => Some(r),
             };
             match accepted {
-                Some(Ok(Ok(tls))) => serve_on(&shared, tls, peer, slot).await,
+                Some(Ok(Ok(tls))) => serve_on(&shared, tls, peer, slot, deadline).await,
                 Some(Ok(Err(e))) => {
                     shared.stats.protocol_errors.fetch_add(1, Relaxed);
                     if let Some(n) = shared.protocol_log.due(peer.ip()) {
@@ -153,11 +155,12 @@ async fn serve_on<T: Transport>(
     stream: T,
     peer: SocketAddr,
     slot: Arc<Slot>,
+    deadline: tokio::time::Instant,
 ) {
     // The subscribe frame is a channel name: read with that limit, so nobody
     // makes the broker buffer a whole --max-frame before subscribing.
     let mut framed = Framed::new(stream, FrameCodec::new(shared.config.max_channel));
-    let Some(name) = handshake(shared, &mut framed, peer).await else {
+    let Some(name) = handshake(shared, &mut framed, peer, deadline).await else {
         return;
     };
     if crate::proto::is_queue(&name) {
@@ -239,10 +242,11 @@ async fn handshake<T: Transport>(
     shared: &Shared,
     frames: &mut Framed<T, FrameCodec>,
     peer: SocketAddr,
+    deadline: tokio::time::Instant,
 ) -> Option<Bytes> {
     let first = tokio::select! {
         _ = shared.stop_reading.cancelled() => return None,
-        r = tokio::time::timeout(shared.config.subscribe_timeout, frames.next()) => r,
+        r = tokio::time::timeout_at(deadline, frames.next()) => r,
     };
     let frame = match first {
         Err(_) => {

@@ -174,6 +174,7 @@ impl Shared {
         if max == 0 {
             return true;
         }
+        let ip = address_key(ip);
         let mut per_ip = lock(&self.per_ip);
         let n = per_ip.entry(ip).or_insert(0);
         if *n >= max {
@@ -187,6 +188,7 @@ impl Shared {
         if self.config.max_connections_per_ip == 0 {
             return;
         }
+        let ip = address_key(ip);
         let mut per_ip = lock(&self.per_ip);
         if let Some(n) = per_ip.get_mut(&ip) {
             *n -= 1;
@@ -221,6 +223,22 @@ impl Drop for Slot {
     fn drop(&mut self) {
         self.shared.release_ip(self.ip);
         self.shared.stats.open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// What `--max-connections-per-ip` counts by: the address, or for IPv6 its
+/// /64 network (one host is routinely given a whole /64, and would otherwise
+/// have 2^64 addresses to spread over). IPv4 mapped into IPv6 counts as IPv4.
+fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => std::net::IpAddr::V4(v4),
+            None => {
+                let net = u128::from(v6) & !((1u128 << 64) - 1);
+                std::net::IpAddr::V6(net.into())
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -472,6 +490,25 @@ async fn shutdown_gracefully(shared: &Shared) {
              shutdown (most in {}: {})",
             largest.1,
             largest.0
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_key;
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64_network() {
+        let a = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let c = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(address_key(a), address_key(b));
+        assert_ne!(address_key(a), address_key(c));
+        let mapped = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(
+            address_key(mapped),
+            "10.0.0.1".parse::<std::net::IpAddr>().unwrap()
         );
     }
 }

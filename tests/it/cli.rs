@@ -133,3 +133,13 @@ fn environment_supplies_default_port() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("localhost:1"));
 }
+
+#[test]
+fn a_duration_too_long_for_the_clock_is_a_usage_error_not_a_panic() {
+    for flag in ["--drain-timeout", "--frame-timeout", "--write-timeout"] {
+        let out = aioq(&["serve", "--port", "0", flag, "1e19"]);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("too long a duration"), "{err}");
+    }
+}
