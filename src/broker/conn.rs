@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, FramedRead};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::Budget;
 use super::end::EndReason;
 use super::publish::Publisher;
 use super::stats::ConnStats;
@@ -36,11 +37,69 @@ const SHUTDOWN_QUIET: std::time::Duration = std::time::Duration::from_millis(50)
 /// Slowest a frame in progress may arrive, in bytes per second.
 const MIN_FRAME_RATE: u64 = 16 * 1024;
 
-/// A reader that counts the bytes it gave, so the watchdog can tell a frame
-/// that moves from one that trickles.
+/// A connection's reader: counts the bytes it gave (so the watchdog can tell a
+/// frame that moves from one that trickles), and holds its read buffer to the
+/// broker's read budget. The first [`FREE_READ_BUFFER`] bytes a connection has
+/// buffered are its own; past them, each further chunk is taken from the read
+/// budget before it is read, and the socket is not read while the budget is
+/// spent (TCP back-pressure): partially received frames cannot take more
+/// memory than the budget, however many connections send them.
 pub struct Counted<R> {
     inner: R,
     read: u64,
+    /// Bytes of the frames handed on: `read - consumed` is in the read buffer.
+    consumed: u64,
+    budget: Arc<Budget>,
+    /// Bytes of the read budget this connection holds.
+    charged: usize,
+    waiting: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+/// Read buffer a connection may hold outside the read budget: every frame up
+/// to this size is read without asking.
+pub const FREE_READ_BUFFER: usize = 64 * 1024;
+
+impl<R> Counted<R> {
+    fn new(inner: R, budget: Arc<Budget>) -> Self {
+        Self {
+            inner,
+            read: 0,
+            consumed: 0,
+            budget,
+            charged: 0,
+            waiting: None,
+        }
+    }
+
+    /// A frame of `len` payload bytes left the read buffer.
+    pub fn frame_done(&mut self, len: usize) {
+        self.consumed += (crate::proto::LEN_PREFIX + len) as u64;
+        self.settle();
+    }
+
+    /// Waiting for read budget: the socket is not being read, on purpose.
+    pub fn held_back(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    fn buffered(&self) -> usize {
+        self.read.saturating_sub(self.consumed) as usize
+    }
+
+    /// Gives back what the buffer no longer needs.
+    fn settle(&mut self) {
+        let need = self.buffered().saturating_sub(FREE_READ_BUFFER);
+        if self.charged > need {
+            self.budget.give_back(self.charged - need);
+            self.charged = need;
+        }
+    }
+}
+
+impl<R> Drop for Counted<R> {
+    fn drop(&mut self) {
+        self.budget.give_back(self.charged);
+    }
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
@@ -49,9 +108,42 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        self.read += (buf.filled().len() - before) as u64;
+        use std::task::Poll;
+        self.settle();
+        let free = (FREE_READ_BUFFER + self.charged).saturating_sub(self.buffered());
+        let mut allowed = buf.remaining().min(free);
+        if allowed == 0 {
+            let step = buf.remaining().min(FREE_READ_BUFFER);
+            loop {
+                if let Some(wait) = self.waiting.as_mut() {
+                    if wait.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    self.waiting = None;
+                }
+                if self.budget.try_take(step) {
+                    self.charged += step;
+                    allowed = step;
+                    break;
+                }
+                let budget = self.budget.clone();
+                self.waiting = Some(Box::pin(async move { budget.room_for(step).await }));
+            }
+        }
+        if allowed == buf.remaining() {
+            let before = buf.filled().len();
+            let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+            self.read += (buf.filled().len() - before) as u64;
+            return r;
+        }
+        // Fewer bytes than `buf` has room for: through a buffer of that size
+        // (a copy, only while a large frame is being received).
+        let mut chunk = vec![0u8; allowed];
+        let mut limited = tokio::io::ReadBuf::new(&mut chunk);
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut limited);
+        let n = limited.filled().len();
+        buf.put_slice(&chunk[..n]);
+        self.read += n as u64;
         r
     }
 }
@@ -174,7 +266,7 @@ async fn serve_on<T: Transport>(
     let parts = framed.into_parts();
     let (rd, wr) = parts.io.split();
     let rd = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(parts.read_buf), rd);
-    let rd = Counted { inner: rd, read: 0 };
+    let rd = Counted::new(rd, shared.reading.clone());
     let mut frames = FramedRead::new(rd, FrameCodec::new(shared.config.max_frame));
 
     let capacity = if crate::proto::is_queue(&name) {
@@ -367,6 +459,9 @@ async fn read_frames<R: AsyncRead + Unpin>(
                     End::Stop
                 },
             };
+            if let Some(Ok(f)) = &frame {
+                frames.get_mut().frame_done(f.len());
+            }
             match step(shared, sub, publisher, &mut parser, frame).await {
                 Some(end) => return end,
                 None => continue,
@@ -393,7 +488,9 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 let partial = !frames.read_buffer().is_empty()
                     || frames.decoder().mid_frame()
                     || parser.mid_pair();
-                if !partial {
+                // Held back by the read budget, the frame cannot move: that
+                // is the broker's doing, not the client's.
+                if !partial || frames.get_ref().held_back() {
                     last_check = None;
                     continue;
                 }
@@ -417,6 +514,9 @@ async fn read_frames<R: AsyncRead + Unpin>(
             }
         };
         frames_read += 1;
+        if let Some(Ok(f)) = &frame {
+            frames.get_mut().frame_done(f.len());
+        }
         if let Some(end) = step(shared, sub, publisher, &mut parser, frame).await {
             return end;
         }

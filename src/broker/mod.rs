@@ -158,6 +158,10 @@ struct Shared {
     per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Serves TLS when set.
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Read buffers past each connection's free allowance: a quarter of
+    /// --max-memory, apart from the payload budget (a full payload budget must
+    /// not stop /topic publishers, whose messages are then dropped and counted).
+    reading: Arc<budget::Budget>,
     /// Per-address rate limits of the warnings a client can cause.
     refused_log: PeerLog,
     protocol_log: PeerLog,
@@ -299,6 +303,7 @@ impl Broker {
     /// or plain TCP with `None`.
     pub fn serving(config: BrokerConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let config = Arc::new(config);
+        let reading = Arc::new(budget::Budget::new((config.max_memory / 4).max(1)));
         let stats = Arc::new(BrokerStats::default());
         Self {
             shared: Arc::new(Shared {
@@ -314,6 +319,7 @@ impl Broker {
                 writers: TaskTracker::new(),
                 per_ip: Default::default(),
                 tls,
+                reading,
                 refused_log: PeerLog::new("refused connection(s)"),
                 protocol_log: PeerLog::new("protocol error(s) or failed TLS handshake(s)"),
                 cluster: std::sync::OnceLock::new(),
