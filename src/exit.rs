@@ -18,7 +18,8 @@ pub const INTERRUPTED: u8 = 130;
 /// Marks an error chain as "the broker is unreachable", so `main` exits with
 /// [`UNREACHABLE`].
 #[derive(Debug, thiserror::Error)]
-#[error("cannot reach the broker at {addr}: {source}")]
+// The cause is the source, printed by the error chain: not in the text too.
+#[error("cannot reach the broker at {addr}")]
 pub struct Unreachable {
     pub addr: String,
     #[source]

@@ -97,6 +97,8 @@ fn unreachable_broker_exits_3_without_reconnect() {
             err.contains("cannot reach the broker at localhost:1"),
             "{err}"
         );
+        // Each cause once: the chain is printed, not the cause twice.
+        assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
     }
 }
 
