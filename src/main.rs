@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("aioq: error: cannot start the runtime: {e}");
+            say(format_args!("aioq: error: cannot start the runtime: {e}"));
             return ExitCode::from(exit::FAILURE);
         }
     };
@@ -39,14 +39,23 @@ fn main() -> ExitCode {
     // Flushes the log lines still buffered before anything else is said.
     drop(logging);
     if dropped > 0 {
-        eprintln!("aioq: {dropped} log line(s) dropped: stderr did not keep up");
+        say(format_args!(
+            "aioq: {dropped} log line(s) dropped: stderr did not keep up"
+        ));
     }
     match result {
         Ok(code) => code,
         Err(e) if exit::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("aioq: error: {e:#}");
+            say(format_args!("aioq: error: {e:#}"));
             exit::code_for(&e)
         }
     }
+}
+
+/// One line on stderr. A stderr that cannot be written (a closed pipe) loses
+/// the line, not the exit code: `eprintln!` would panic and exit 101.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }

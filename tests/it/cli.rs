@@ -145,3 +145,16 @@ fn a_duration_too_long_for_the_clock_is_a_usage_error_not_a_panic() {
         assert!(err.contains("too long a duration"), "{err}");
     }
 }
+
+#[test]
+fn a_closed_stderr_changes_nothing_about_the_exit_code() {
+    // The reading end of stderr is gone before aioq writes its error.
+    let mut child = Command::new(BIN)
+        .args(["listen", "--port", "1", "--no-reconnect"])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    assert_eq!(child.wait().unwrap().code(), Some(3), "not a panic (101)");
+}
