@@ -79,7 +79,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand listen" -l port -d 'Broker TCP
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
-complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l channel -l listen -d 'Channel to subscribe to' -r
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l count -d 'Exit 0 after this many messages' -r
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l format -d 'How each message is printed' -r -f -a "text\t'One line per message, UTF-8 shown lossily'
@@ -96,7 +96,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand send" -l port -d 'Broker TCP p
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
-complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l channel -d 'Channel to publish to' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l interval -d 'Time between generated messages (seconds, or 500ms); 0 sends as fast as the broker\'s back-pressure allows' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l size -d 'Payload size in bytes (padding the generated text); default: the text alone' -r
@@ -116,7 +116,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -l subscribe-target -d 
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
-complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l scenario -d 'Which scenario to run' -r -f -a "all\t''
 isolation\t''
 throughput\t''
@@ -153,7 +153,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l publish -d 'Forwa
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
-complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l broker-host -d 'Broker host for --publish' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l broker-port -d 'Broker port for --publish' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l cache-size -d 'Rows the cache holds (least recently used go first)' -r
@@ -177,7 +177,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subco
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
-complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l name -d 'Name shown by the collector' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l pid -d 'Process to watch (default: this one, running a small demo workload)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l interval -d 'Time between samples' -r
@@ -193,7 +193,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subco
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
-complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: --host]' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l channel -d 'Channel the reporters publish on' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l http -d 'Serve the live page, `/feed` (server-sent events) and `/api/reporters` here' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l stale-after -d 'A reporter not heard from for this long is marked stale' -r

@@ -102,7 +102,8 @@ pub struct ClientTlsArgs {
     /// Private key for --tls-cert (PEM).
     #[arg(long, value_name = "PEM", requires = "tls_cert", env = "AIOQ_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
-    /// Name to expect in the broker's certificate [default: --host].
+    /// Name to expect in the broker's certificate [default: the host the
+    /// client connects to].
     #[arg(long, value_name = "NAME")]
     pub tls_server_name: Option<String>,
 }

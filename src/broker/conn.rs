@@ -224,8 +224,10 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slo
             match accepted {
                 Some(Ok(Ok(tls))) => serve_on(&shared, tls, peer, slot, deadline).await,
                 Some(Ok(Err(e))) => {
-                    shared.stats.protocol_errors.fetch_add(1, Relaxed);
-                    if let Some(n) = shared.protocol_log.due(peer.ip()) {
+                    // A refusal (no certificate, or a stranger's), said as one
+                    // and counted as one.
+                    shared.stats.refused.fetch_add(1, Relaxed);
+                    if let Some(n) = shared.refused_log.due(peer.ip()) {
                         tracing::warn!(
                             "Remote {peer} refused: TLS handshake failed: {e} ({n} from this \
                              address since the last line)"

@@ -243,6 +243,12 @@ impl Subscriber {
         self.drop_log.due(self.born)
     }
 
+    /// Losses recorded by [`note_drop`](Self::note_drop) that no line has
+    /// reported yet: said when the subscriber goes, so the lines add up.
+    pub fn unlogged_drops(&self) -> u64 {
+        self.drop_log.take()
+    }
+
     /// Records why the connection ends; the first reason given wins.
     pub fn set_end_reason(&self, reason: EndReason) {
         let mut r = lock(&self.end_reason);

@@ -204,6 +204,15 @@ pub async fn run<W: AsyncWrite + Unpin>(
     shared.router.leave(&channel, &sub, batch, stopping);
     let reason = sub.end_reason();
     shared.stats.ended.add(&reason);
+    let unsaid = sub.unlogged_drops();
+    if unsaid > 0 {
+        tracing::warn!(
+            "Remote {} on {}: dropped {unsaid} more message(s) before it left ({} dropped in all)",
+            sub.peer,
+            channel.display_name(),
+            sub.stats.dropped.total(),
+        );
+    }
     let s = &sub.stats;
     tracing::info!(
         "Remote {} disconnected from {}: {} (in {} msgs/{} B, out {} msgs/{} B, dropped {})",

@@ -65,6 +65,11 @@ pub struct SendArgs {
 pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let connector = args.target.connector()?;
     crate::ensure_usage!(!args.channel.is_empty(), "--channel cannot be empty");
+    crate::ensure_usage!(
+        args.message.as_deref() != Some(""),
+        "--message cannot be empty: an empty payload means end-of-stream, and the broker \
+         discards it"
+    );
     let (tx, rx) = mpsc::channel::<Bytes>(args.buffer as usize);
     let (drop_tx, mut drop_rx) = mpsc::unbounded_channel::<u64>();
     let producer = if args.stdin {

@@ -158,3 +158,11 @@ fn a_closed_stderr_changes_nothing_about_the_exit_code() {
     drop(child.stderr.take());
     assert_eq!(child.wait().unwrap().code(), Some(3), "not a panic (101)");
 }
+
+#[test]
+fn an_empty_message_is_a_usage_error() {
+    let out = aioq(&["send", "--message", "", "--port", "1", "--no-reconnect"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--message cannot be empty"), "{err}");
+}

@@ -471,3 +471,47 @@ async fn partially_received_frames_are_held_to_a_read_budget() {
     assert!(peak < 10 << 10, "broker RSS grew by {peak} KiB");
     drop(hogs);
 }
+
+/// A burst to a subscriber that reads nothing: the rate-limited WARN lines, with
+/// the one said when it leaves, add up to what the summary counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_consumer_warnings_add_up_to_the_counter() {
+    let mut broker = Broker::spawn(&["--send-queue", "100"]);
+    let mut stalled = Raw::connect_small_buffer(broker.port).await;
+    stalled.frame(b"/topic/burst").await;
+    wait_subscribed(&broker, "/topic/burst", 1).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let mut wire = Vec::new();
+    for _ in 0..20_000 {
+        wire.extend_from_slice(&12u32.to_be_bytes());
+        wire.extend_from_slice(b"/topic/burst");
+        wire.extend_from_slice(&100u32.to_be_bytes());
+        wire.extend_from_slice(&[b'b'; 100]);
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    p.goodbye().await;
+    assert!(within(10.0, "burst routed", p.closed()).await);
+    drop(stalled);
+    broker
+        .log
+        .wait_for_async(10.0, "disconnected from /topic/burst")
+        .await;
+    let summary = broker.terminate();
+    let counted = dropped(&summary, "queue_full");
+    assert!(counted > 0, "{summary}");
+    let said: u64 = broker
+        .log
+        .snapshot()
+        .iter()
+        .filter(|l| l.contains("/topic/burst") && l.contains(" WARN "))
+        .filter_map(|l| {
+            l.split("dropped ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert_eq!(said, counted, "{}", broker.log.text());
+}
