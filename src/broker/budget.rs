@@ -62,17 +62,7 @@ impl Budget {
 
     /// Waits until `len` more bytes would fit in a backlog.
     pub async fn room_for_parking(&self, len: usize) {
-        let _waiting = Waiting(&self.waiting);
-        self.waiting.fetch_add(1, SeqCst);
-        loop {
-            let freed = self.freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            if self.fits_parked(len) {
-                return;
-            }
-            freed.await;
-        }
+        self.wait_until(|b| b.fits_parked(len)).await
     }
 
     /// Takes `len` bytes for a backlog unless that would pass the budget or the
@@ -104,9 +94,7 @@ impl Budget {
             return;
         }
         self.parked.fetch_sub(len, SeqCst);
-        if self.waiting.load(SeqCst) > 0 {
-            self.freed.notify_waiters();
-        }
+        self.wake();
     }
 
     /// Bytes leave a backlog and the broker (discarded, or handed to JetStream).
@@ -122,6 +110,11 @@ impl Budget {
 
     /// Waits until `len` more bytes would fit.
     pub async fn room_for(&self, len: usize) {
+        self.wait_until(|b| b.fits(len)).await
+    }
+
+    /// Waits until `fits` holds, woken by every give-back.
+    async fn wait_until(&self, fits: impl Fn(&Self) -> bool) {
         let _waiting = Waiting(&self.waiting);
         self.waiting.fetch_add(1, SeqCst);
         loop {
@@ -129,10 +122,18 @@ impl Budget {
             tokio::pin!(freed);
             freed.as_mut().enable();
             // Checked after registering, so bytes given back in between wake us.
-            if self.fits(len) {
+            if fits(self) {
                 return;
             }
             freed.await;
+        }
+    }
+
+    /// Wakes the waiters, if any: giving back stays one atomic operation while
+    /// nobody waits.
+    fn wake(&self) {
+        if self.waiting.load(SeqCst) > 0 {
+            self.freed.notify_waiters();
         }
     }
 
@@ -155,9 +156,7 @@ impl Budget {
 
     pub fn remove_overhead(&self, len: usize) {
         self.overhead.fetch_sub(len, SeqCst);
-        if self.waiting.load(SeqCst) > 0 {
-            self.freed.notify_waiters();
-        }
+        self.wake();
     }
 
     /// Non-payload bytes counted (channels' own state).
@@ -173,9 +172,7 @@ impl Budget {
 
     pub fn give_back(&self, len: usize) {
         self.used.fetch_sub(len, SeqCst);
-        if self.waiting.load(SeqCst) > 0 {
-            self.freed.notify_waiters();
-        }
+        self.wake();
     }
 
     pub fn used(&self) -> usize {

@@ -445,9 +445,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
     tokio::pin!(stop, killed);
     loop {
         if stopping {
-            let partial = !frames.read_buffer().is_empty()
-                || frames.decoder().mid_frame()
-                || parser.mid_pair();
+            let partial = in_progress(frames, &parser);
             let frame = tokio::select! {
                 biased;
                 _ = &mut killed => return End::Stop,
@@ -476,9 +474,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 // Between frames, nothing routed waits for this client: the
                 // end-of-stream goes now, a well-behaved client stops sending,
                 // and what it sent until then arrives and is read below.
-                let partial = !frames.read_buffer().is_empty()
-                    || frames.decoder().mid_frame()
-                    || parser.mid_pair();
+                let partial = in_progress(frames, &parser);
                 if let (Some(eos), false) = (early_eos, partial) {
                     eos.cancel();
                 }
@@ -487,9 +483,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
             _ = &mut killed => return End::Stop,
             f = frames.next() => f,
             _ = watchdog.tick() => {
-                let partial = !frames.read_buffer().is_empty()
-                    || frames.decoder().mid_frame()
-                    || parser.mid_pair();
+                let partial = in_progress(frames, &parser);
                 // Held back by the read budget, the frame cannot move: that
                 // is the broker's doing, not the client's.
                 if !partial || frames.get_ref().held_back() {
@@ -523,6 +517,11 @@ async fn read_frames<R: AsyncRead + Unpin>(
             return end;
         }
     }
+}
+
+/// A frame, or a channel-and-payload pair, is partly received.
+fn in_progress<R>(frames: &FramedRead<R, FrameCodec>, parser: &RequestParser) -> bool {
+    !frames.read_buffer().is_empty() || frames.decoder().mid_frame() || parser.mid_pair()
 }
 
 /// Handles one frame (or the end of input); `Some` ends the connection.

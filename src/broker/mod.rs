@@ -263,11 +263,6 @@ impl Inspector {
     pub fn backlog_bytes(&self) -> usize {
         self.0.router.backlog_bytes()
     }
-
-    /// The broker's counters as they stand.
-    pub fn summary(&self) -> Summary {
-        self.0.stats.summary()
-    }
 }
 
 /// Publishes into a running broker from its own process, as a client
@@ -474,28 +469,17 @@ async fn shutdown_gracefully(shared: &Shared) {
     }
     shared.protocol_log.flush();
     // One line for all of them: a broker can hold millions of backlogs.
-    let (mut messages, mut channels, mut largest) = (0u64, 0u64, (0u64, String::new()));
-    for channel in shared.router.channels() {
-        if let router::Kind::Queue(q) = &channel.kind {
-            let n = q.discard_backlog() as u64;
-            if n > 0 {
-                shared
-                    .router
-                    .count_drop(Some(&channel), None, DropReason::Shutdown, n);
-                messages += n;
-                channels += 1;
-                if n > largest.0 {
-                    largest = (n, channel.display_name());
-                }
-            }
-        }
-    }
-    if messages > 0 {
+    let d = shared
+        .router
+        .drop_backlogs(DropReason::Shutdown, |q| q.discard_backlog());
+    if d.messages > 0 {
         tracing::warn!(
-            "{messages} message(s) left in the backlogs of {channels} /queue channel(s) at \
-             shutdown (most in {}: {})",
-            largest.1,
-            largest.0
+            "{} message(s) left in the backlogs of {} /queue channel(s) at shutdown (most \
+             in {}: {})",
+            d.messages,
+            d.channels,
+            d.most.1,
+            d.most.0
         );
     }
 }

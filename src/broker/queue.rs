@@ -276,25 +276,24 @@ impl QueueState {
         let stale = inner.draining == 0
             && inner.workers.is_empty()
             && inner.workerless_since.is_some_and(|t| t.elapsed() >= ttl);
-        if !stale || inner.backlog.is_empty() {
+        if !stale {
             return 0;
         }
-        let n = inner.backlog.len();
-        inner.backlog.clear();
-        let bytes = std::mem::take(&mut inner.bytes);
-        self.budget.give_back_parked(bytes);
-        self.after_change(&inner, n);
-        n
+        self.clear(&mut inner)
     }
 
     /// Empties the backlog at shutdown; returns how many messages it held.
     pub fn discard_backlog(&self) -> usize {
         let mut inner = lock(&self.inner);
+        self.clear(&mut inner)
+    }
+
+    fn clear(&self, inner: &mut Inner) -> usize {
         let n = inner.backlog.len();
         inner.backlog.clear();
         let bytes = std::mem::take(&mut inner.bytes);
         self.budget.give_back_parked(bytes);
-        self.after_change(&inner, 0);
+        self.after_change(inner, n);
         n
     }
 }

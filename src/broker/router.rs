@@ -29,6 +29,15 @@ use crate::proto;
 #[derive(Debug)]
 pub struct Retired;
 
+/// What [`Router::drop_backlogs`] let go, for its one log line.
+#[derive(Default)]
+pub struct Dropped {
+    pub messages: u64,
+    pub channels: u64,
+    /// The channel that held the most, and how many.
+    pub most: (u64, String),
+}
+
 /// The registry holds `--max-channels` channels: no new one can be created.
 #[derive(Debug)]
 pub struct Full;
@@ -408,25 +417,42 @@ impl Router {
     /// Discards the backlogs of `/queue` channels that have had no worker for
     /// `ttl` (counted as `expired`) and retires those channels; one line for all.
     pub fn expire_backlogs(&self, ttl: std::time::Duration) {
-        let (mut messages, mut channels) = (0u64, 0u64);
+        let d = self.drop_backlogs(DropReason::Expired, |q| q.expire(ttl));
+        if d.messages > 0 {
+            tracing::warn!(
+                "{} message(s) expired in the backlogs of {} /queue channel(s) that had no \
+                 worker for {ttl:?} (--backlog-ttl)",
+                d.messages,
+                d.channels
+            );
+        }
+    }
+
+    /// Empties what `take` takes from each `/queue` backlog, counting it under
+    /// `reason`; channels left idle retire.
+    pub fn drop_backlogs(
+        &self,
+        reason: DropReason,
+        take: impl Fn(&QueueState) -> usize,
+    ) -> Dropped {
+        let mut d = Dropped::default();
         for channel in self.channels() {
             let Kind::Queue(q) = &channel.kind else {
                 continue;
             };
-            let n = q.expire(ttl) as u64;
-            if n > 0 {
-                self.count_drop(Some(&channel), None, DropReason::Expired, n);
-                messages += n;
-                channels += 1;
-                self.retire_if_idle(&channel);
+            let n = take(q) as u64;
+            if n == 0 {
+                continue;
             }
+            self.count_drop(Some(&channel), None, reason, n);
+            d.messages += n;
+            d.channels += 1;
+            if n > d.most.0 {
+                d.most = (n, channel.display_name());
+            }
+            self.retire_if_idle(&channel);
         }
-        if messages > 0 {
-            tracing::warn!(
-                "{messages} message(s) expired in the backlogs of {channels} /queue \
-                 channel(s) that had no worker for {ttl:?} (--backlog-ttl)"
-            );
-        }
+        d
     }
 
     /// Largest payload a subscriber here can be sent.

@@ -65,11 +65,7 @@ async fn backlogs_left_at_shutdown_are_summed_up_in_one_line() {
     let mut p = Raw::subscribe(broker.port, "/null").await;
     let mut wire = Vec::new();
     for i in 0..500 {
-        let name = format!("/queue/left-{i}");
-        wire.extend_from_slice(&(name.len() as u32).to_be_bytes());
-        wire.extend_from_slice(name.as_bytes());
-        wire.extend_from_slice(&1u32.to_be_bytes());
-        wire.push(b'x');
+        publish_wire(&mut wire, &format!("/queue/left-{i}"), b"x");
     }
     p.stream.write_all(&wire).await.unwrap();
     p.goodbye().await;
@@ -174,11 +170,7 @@ async fn a_flood_of_channel_names_stops_at_the_channel_limit() {
     let mut flood = Raw::subscribe(broker.port, "/null").await;
     let mut wire = Vec::new();
     for i in 0..20_000 {
-        let name = format!("/queue/junk-{i}");
-        wire.extend_from_slice(&(name.len() as u32).to_be_bytes());
-        wire.extend_from_slice(name.as_bytes());
-        wire.extend_from_slice(&1u32.to_be_bytes());
-        wire.push(b'x');
+        publish_wire(&mut wire, &format!("/queue/junk-{i}"), b"x");
     }
     flood.stream.write_all(&wire).await.unwrap();
     flood.publish("/topic/news", b"still here").await;
@@ -246,10 +238,7 @@ async fn a_20_mb_burst_to_a_subscriber_that_pauses_is_kept() {
     let body = vec![b'b'; 1000];
     let mut wire = Vec::new();
     for _ in 0..20_000 {
-        wire.extend_from_slice(&12u32.to_be_bytes());
-        wire.extend_from_slice(b"/topic/burst");
-        wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        wire.extend_from_slice(&body);
+        publish_wire(&mut wire, "/topic/burst", &body);
     }
     p.stream.write_all(&wire).await.unwrap();
     p.goodbye().await;
@@ -483,10 +472,7 @@ async fn slow_consumer_warnings_add_up_to_the_counter() {
     let mut p = Raw::subscribe(broker.port, "/null").await;
     let mut wire = Vec::new();
     for _ in 0..20_000 {
-        wire.extend_from_slice(&12u32.to_be_bytes());
-        wire.extend_from_slice(b"/topic/burst");
-        wire.extend_from_slice(&100u32.to_be_bytes());
-        wire.extend_from_slice(&[b'b'; 100]);
+        publish_wire(&mut wire, "/topic/burst", &[b'b'; 100]);
     }
     p.stream.write_all(&wire).await.unwrap();
     p.goodbye().await;

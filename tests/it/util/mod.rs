@@ -221,6 +221,15 @@ pub fn dropped(summary: &str, reason: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Appends one publish (a channel frame and a payload frame) to `wire`, for
+/// tests that send many in one write.
+pub fn publish_wire(wire: &mut Vec<u8>, channel: &str, payload: &[u8]) {
+    wire.extend_from_slice(&(channel.len() as u32).to_be_bytes());
+    wire.extend_from_slice(channel.as_bytes());
+    wire.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    wire.extend_from_slice(payload);
+}
+
 /// A protocol client written straight from PROTOCOL.md.
 pub struct Raw {
     pub stream: TcpStream,
@@ -259,10 +268,7 @@ impl Raw {
 
     pub async fn publish(&mut self, channel: &str, payload: &[u8]) {
         let mut buf = Vec::with_capacity(8 + channel.len() + payload.len());
-        buf.extend_from_slice(&(channel.len() as u32).to_be_bytes());
-        buf.extend_from_slice(channel.as_bytes());
-        buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-        buf.extend_from_slice(payload);
+        publish_wire(&mut buf, channel, payload);
         self.stream.write_all(&buf).await.unwrap();
     }
 
