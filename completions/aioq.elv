@@ -62,7 +62,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --tls-client-ca 'Require client certificates signed by this CA (mutual TLS): only admitted clients connect'
             cand --cluster 'Join a cluster of brokers through this NATS server (e.g. nats://10.0.0.9:4222; several, comma-separated). /topic messages reach subscribers on every broker; /queue channels become JetStream work-queue streams shared by every broker''s workers'
             cand --cluster-ack-wait 'How long JetStream waits for a broker to acknowledge a /queue message before giving it to another broker (a broker that died holding it)'
-            cand --cluster-queue-bytes 'Bytes each /queue stream holds in JetStream; past it publishers wait'
+            cand --cluster-queue-bytes 'Bytes each /queue stream may hold in JetStream; past it publishers wait [default: no byte limit, only --cluster-queue-messages]. JetStream sets this much of its storage aside for every stream when it is created, so a limit also caps the number of /queue channels at the server''s storage divided by it'
             cand --cluster-queue-messages 'Messages each /queue stream holds in JetStream; past it publishers wait'
             cand --cluster-replicas 'Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs a clustered NATS)'
             cand --metrics-channel 'Channel for --metrics'

@@ -110,9 +110,13 @@ pub struct ServeArgs {
     /// before giving it to another broker (a broker that died holding it).
     #[arg(long, default_value = "30s", value_parser = parse_duration, requires = "cluster")]
     pub cluster_ack_wait: Duration,
-    /// Bytes each /queue stream holds in JetStream; past it publishers wait.
-    #[arg(long, default_value = "1GiB", value_parser = parse_size, requires = "cluster")]
-    pub cluster_queue_bytes: usize,
+    /// Bytes each /queue stream may hold in JetStream; past it publishers
+    /// wait [default: no byte limit, only --cluster-queue-messages].
+    /// JetStream sets this much of its storage aside for every stream when it
+    /// is created, so a limit also caps the number of /queue channels at the
+    /// server's storage divided by it.
+    #[arg(long, value_parser = parse_size, requires = "cluster")]
+    pub cluster_queue_bytes: Option<usize>,
     /// Messages each /queue stream holds in JetStream; past it publishers wait.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..), requires = "cluster")]
     pub cluster_queue_messages: u64,
@@ -189,7 +193,9 @@ impl ServeArgs {
                 Some(ClusterConfig {
                     url: url.clone(),
                     ack_wait: self.cluster_ack_wait,
-                    queue_max_bytes: i64::try_from(self.cluster_queue_bytes).unwrap_or(i64::MAX),
+                    queue_max_bytes: self
+                        .cluster_queue_bytes
+                        .map_or(-1, |b| i64::try_from(b).unwrap_or(i64::MAX)),
                     queue_max_messages: i64::try_from(self.cluster_queue_messages)
                         .unwrap_or(i64::MAX),
                     replicas: usize::from(self.cluster_replicas),

@@ -60,7 +60,9 @@ pub struct ClusterConfig {
     /// How long JetStream waits for a broker's acknowledgement before giving
     /// the message to another broker.
     pub ack_wait: Duration,
-    /// Limits of each `/queue` stream; past them publishers wait.
+    /// Limits of each `/queue` stream; past them publishers wait. -1 for
+    /// no byte limit: JetStream reserves a stream's byte limit in its store at
+    /// creation, so a default limit would cap the number of channels.
     pub queue_max_bytes: i64,
     pub queue_max_messages: i64,
     pub replicas: usize,
@@ -337,7 +339,17 @@ impl Cluster {
                         ..Default::default()
                     })
                     .await
-                    .map_err(|e| anyhow::anyhow!("creating the stream: {e}"))?;
+                    .map_err(|e| {
+                        // 10047: the store is full, or set aside for the byte
+                        // limits of streams created before.
+                        let hint = if e.to_string().contains("10047") {
+                            " (JetStream's storage is used up or set aside by \
+                             other streams' byte limits; see --cluster-queue-bytes)"
+                        } else {
+                            ""
+                        };
+                        anyhow::anyhow!("creating the stream: {e}{hint}")
+                    })?;
                 let subjects = &stream.cached_info().config.subjects;
                 anyhow::ensure!(
                     subjects.len() == 1 && subjects[0] == subject::encode(name),

@@ -50,11 +50,23 @@ impl Nats {
     }
 
     fn run(&mut self) {
+        // A fixed, small store: JetStream sets aside each stream's byte limit
+        // against it, so the tests see the same room on every machine
+        // instead of three quarters of whatever disk the machine has free.
+        let conf = self.store.path().join("nats.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "jetstream {{\n  store_dir: {:?}\n  max_file_store: 4GB\n  max_memory_store: 1GB\n}}\n",
+                self.store.path()
+            ),
+        )
+        .unwrap();
         let mut child = Command::new(find_bin())
-            .args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(["-m", &self.monitor.to_string()])
-            .arg("-sd")
-            .arg(self.store.path())
+            .arg("-c")
+            .arg(&conf)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
