@@ -86,7 +86,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand listen" -l format -d 'How each
 raw\t'The payload bytes only, nothing between messages'
 json\t'One JSON object per line: channel, size, payload (UTF-8 or base64), time'"
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
-complete -c aioq -n "__fish_aioq_using_subcommand listen" -l no-reconnect -d 'Exit when the connection ends instead of reconnecting (0 on end-of-stream, 1 on a broken connection, 3 when the broker cannot be reached)'
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l no-reconnect -d 'Exit when the connection ends instead of reconnecting (0 on end-of-stream, 1 on a broken connection, 3 when the broker cannot be reached, 5 when it turns the connection away at once)'
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -s h -l help -d 'Print help (see more with \'--help\')'
@@ -105,7 +105,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand send" -l message -d 'Send this
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l buffer -d 'Messages held while the broker is unreachable. Generated messages beyond it are dropped and counted; with --stdin, reading input pauses instead' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l stdin -d 'Send one message per line of standard input; exit when it ends, after everything was written and the broker acknowledged the goodbye'
-complete -c aioq -n "__fish_aioq_using_subcommand send" -l no-reconnect -d 'Exit when the connection breaks instead of reconnecting'
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l no-reconnect -d 'Exit when the connection breaks instead of reconnecting (3 when the broker cannot be reached, 5 when it turns the connection away)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l no-confirm -d 'At the end, do not wait for the broker to confirm (with end-of-stream) that it routed everything: flush, close and exit 0. For brokers that do not answer the goodbye'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'

@@ -27,7 +27,10 @@ Exit status:
   2    usage error (bad flag or value)
   3    the broker cannot be reached (connection refused, unknown host)
   4    send: messages dropped because its buffer overflowed while disconnected
-  130  interrupted by SIGINT or SIGTERM before the work was done";
+  5    --no-reconnect: the broker turned the connection away at once
+  130  SIGINT or SIGTERM cut short a job with an end (listen --count, send
+       --count or --message); where a signal is how a command ends (serve,
+       watch-db, metrics, an endless listen or send) it stops cleanly, exit 0";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -12,6 +12,9 @@ pub const USAGE: u8 = 2;
 pub const UNREACHABLE: u8 = 3;
 /// Messages were lost on the client side (`send` overflowed its buffer).
 pub const LOST: u8 = 4;
+/// The broker turned the connection away at once (`--no-reconnect`): its
+/// connection limits, a refused certificate, or it was stopping.
+pub const REFUSED: u8 = 5;
 /// Stopped by SIGINT or SIGTERM before the work was done.
 pub const INTERRUPTED: u8 = 130;
 
@@ -24,6 +27,15 @@ pub struct Unreachable {
     pub addr: String,
     #[source]
     pub source: std::io::Error,
+}
+
+/// Marks an error chain as "the broker turned us away", so `main` exits with
+/// [`REFUSED`].
+#[derive(Debug, thiserror::Error)]
+#[error("the broker at {addr} turned the connection away: {why}")]
+pub struct Refused {
+    pub addr: String,
+    pub why: String,
 }
 
 /// Marks an error as a bad flag or value found after clap's own parsing (a
@@ -67,6 +79,8 @@ pub fn code_for(err: &anyhow::Error) -> ExitCode {
         .any(|e| e.downcast_ref::<Unreachable>().is_some())
     {
         ExitCode::from(UNREACHABLE)
+    } else if err.chain().any(|e| e.downcast_ref::<Refused>().is_some()) {
+        ExitCode::from(REFUSED)
     } else {
         ExitCode::from(FAILURE)
     }

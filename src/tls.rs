@@ -59,6 +59,21 @@ pub struct ServerTlsArgs {
     pub tls_client_ca: Option<PathBuf>,
 }
 
+/// Why a certificate and key cannot serve, in the terms of the recipe that
+/// made them: `openssl x509 -req` without `-extfile` makes an X.509 v1
+/// certificate, which TLS libraries refuse though the pair matches.
+fn unusable_pair(e: rustls::Error) -> anyhow::Error {
+    if format!("{e:?}").contains("UnsupportedCertVersion") {
+        anyhow::anyhow!(
+            "--tls-cert is an X.509 v1 certificate; TLS needs v3: sign it again with \
+             `openssl x509 -req ... -extfile EXT` where EXT holds \
+             `subjectAltName=DNS:yourhost` and `basicConstraints=CA:FALSE`"
+        )
+    } else {
+        anyhow::Error::new(e).context("--tls-cert and --tls-key do not make a usable pair")
+    }
+}
+
 impl ServerTlsArgs {
     /// The acceptor, or `None` when serving plain TCP.
     pub fn acceptor(&self) -> anyhow::Result<Option<TlsAcceptor>> {
@@ -80,7 +95,7 @@ impl ServerTlsArgs {
         };
         let config = builder
             .with_single_cert(certs(cert)?, key(key_path)?)
-            .context("--tls-cert and --tls-key do not make a usable pair")?;
+            .map_err(unusable_pair)?;
         Ok(Some(TlsAcceptor::from(Arc::new(config))))
     }
 }
@@ -132,7 +147,7 @@ impl ClientTlsArgs {
         let config = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key_path)) => builder
                 .with_client_auth_cert(certs(cert)?, key(key_path)?)
-                .context("--tls-cert and --tls-key do not make a usable pair")?,
+                .map_err(unusable_pair)?,
             _ => builder.with_no_client_auth(),
         };
         let name = self.tls_server_name.as_deref().unwrap_or(host);

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 need_pkgs=()
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v runuser >/dev/null || need_pkgs+=(util-linux)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
   || need_pkgs+=(postgresql)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -352,6 +352,18 @@ async fn handshake<T: Transport>(
         }
         Ok(None) => {
             tracing::debug!("Remote {peer} disconnected before subscribing");
+            return None;
+        }
+        Ok(Some(Err(FrameError::TooLarge { announced, .. })))
+            if crate::proto::looks_like_tls(announced) =>
+        {
+            protocol_error(shared, peer, "it speaks TLS, and this port does not");
+            // An end-of-stream is not a TLS record: the client's TLS library
+            // reports a corrupt message, not an end of file that would look
+            // like a refusal.
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), frames.send(Bytes::new()))
+                    .await;
             return None;
         }
         // Read with the name limit: too long a frame is too long a name.

@@ -138,11 +138,21 @@ impl Connector {
         stream.set_nodelay(true)?;
         let stream = match &self.tls {
             None => Either::Left(stream),
-            Some(tls) => Either::Right(
-                tls.connect(stream)
-                    .await
-                    .with_context(|| format!("TLS handshake with {self} failed"))?,
-            ),
+            Some(tls) => Either::Right(tls.connect(stream).await.map_err(|e| {
+                match explain(&e) {
+                    Some(Diagnosis::Mismatch(why)) => usage(format!(
+                        "TLS handshake with the broker at {self} failed: {why}"
+                    )),
+                    Some(Diagnosis::Refused(why)) => crate::exit::Refused {
+                        addr: self.to_string(),
+                        why,
+                    }
+                    .into(),
+                    None => {
+                        anyhow::Error::new(e).context(format!("TLS handshake with {self} failed"))
+                    }
+                }
+            })?),
         };
         let mut conn = Framed::new(Counted::new(stream), FrameCodec::default());
         conn.send(Bytes::copy_from_slice(channel.as_bytes()))
@@ -150,6 +160,103 @@ impl Connector {
             .with_context(|| format!("subscribing to {channel}"))?;
         Ok(conn)
     }
+}
+
+/// What a connection error means for the user, when it means more than
+/// its text says.
+#[derive(Debug)]
+pub enum Diagnosis {
+    /// The flags do not match the broker (TLS on one side only, an untrusted
+    /// certificate): a usage error.
+    Mismatch(String),
+    /// The broker turned us away.
+    Refused(String),
+}
+
+impl Diagnosis {
+    pub fn text(&self) -> &str {
+        match self {
+            Diagnosis::Mismatch(s) | Diagnosis::Refused(s) => s,
+        }
+    }
+}
+
+/// Reads a connection error the way a user needs it: which side speaks TLS,
+/// whose certificate was refused, and what to change.
+pub fn explain(err: &(dyn std::error::Error + 'static)) -> Option<Diagnosis> {
+    use rustls::{AlertDescription as Alert, CertificateError, Error as Tls};
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(crate::proto::FrameError::TooLarge { announced, .. }) = e.downcast_ref() {
+            if crate::proto::looks_like_tls(*announced) {
+                return Some(Diagnosis::Mismatch(
+                    "it speaks TLS: add --tls (and --tls-ca when its certificate is not from \
+                     a public CA)"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(tls) = e.downcast_ref::<Tls>() {
+            return match tls {
+                Tls::AlertReceived(Alert::CertificateRequired) => Some(Diagnosis::Mismatch(
+                    "it requires a client certificate: add --tls-cert and --tls-key".into(),
+                )),
+                Tls::AlertReceived(
+                    alert @ (Alert::BadCertificate
+                    | Alert::UnknownCA
+                    | Alert::CertificateUnknown
+                    | Alert::UnsupportedCertificate
+                    | Alert::CertificateExpired
+                    | Alert::CertificateRevoked
+                    | Alert::AccessDenied),
+                ) => Some(Diagnosis::Refused(format!(
+                    "it refused our certificate ({alert:?}): --tls-cert must be signed by a CA \
+                     in the broker's --tls-client-ca, and be valid now"
+                ))),
+                Tls::InvalidMessage(_) | Tls::InappropriateMessage { .. } => {
+                    Some(Diagnosis::Mismatch(
+                        "it does not speak TLS: drop --tls and the other --tls-* flags".into(),
+                    ))
+                }
+                Tls::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                    Some(Diagnosis::Mismatch(
+                        "its certificate is not signed by a CA we trust: pass its CA with \
+                         --tls-ca"
+                            .into(),
+                    ))
+                }
+                Tls::InvalidCertificate(
+                    CertificateError::NotValidForName
+                    | CertificateError::NotValidForNameContext { .. },
+                ) => Some(Diagnosis::Mismatch(
+                    "its certificate is not for this host name: connect by a name it holds, \
+                     or say which with --tls-server-name"
+                        .into(),
+                )),
+                _ => None,
+            };
+        }
+        let io = match e.downcast_ref::<crate::proto::FrameError>() {
+            // Transparent: its source() would skip the io::Error itself.
+            Some(crate::proto::FrameError::Io(io)) => Some(io),
+            _ => e.downcast_ref::<std::io::Error>(),
+        };
+        if let Some(io) = io {
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+                continue;
+            }
+            if io.kind() == std::io::ErrorKind::UnexpectedEof {
+                return Some(Diagnosis::Refused(
+                    "it closed the connection in the TLS handshake (it refuses more \
+                     connections, or is stopping)"
+                        .into(),
+                ));
+            }
+        }
+        next = e.source();
+    }
+    None
 }
 
 impl std::fmt::Display for Connector {
@@ -185,6 +292,10 @@ impl<S> Counted<S> {
     /// Bytes the socket has accepted so far.
     pub fn written(&self) -> u64 {
         self.written
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
     }
 }
 

@@ -1,9 +1,31 @@
 //! Staying subscribed across broker restarts: the one connect → back off →
 //! reconnect loop of every client (`listen`, `send`, `metrics`, `watch-db
 //! --publish`).
+//!
+//! Every way a connection ends goes through the same backoff: a failed
+//! connect, and a connection the broker ends at once (its refusal when a
+//! connection limit is reached is an immediate end-of-stream). Only a
+//! connection that lived starts the backoff over. Retries are said once per
+//! episode at WARN, each try at DEBUG (`-v`), and a reminder every minute.
 
-use super::{ConnectOptions, Connection, Connector};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+
+use super::{ConnectOptions, Connection, Connector, Diagnosis};
 use crate::runtime::backoff::Backoff;
+
+/// A connection that ends sooner than this after it was made was turned away
+/// (or met a broker that was stopping): reconnecting at once would spin.
+pub const SETTLED: Duration = Duration::from_secs(1);
+
+/// How long a new connection is watched for the broker's refusal (an
+/// end-of-stream sent as soon as it accepts) before it is said to be
+/// connected. Later refusals (a slow network) are caught by [`SETTLED`].
+const REFUSAL_WINDOW: Duration = Duration::from_millis(20);
+
+/// How often a retry episode that goes on is said again at WARN.
+const REMIND_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Reconnector {
     connector: Connector,
@@ -16,6 +38,13 @@ pub struct Reconnector {
     was_connected: bool,
     /// `--no-reconnect`: a failed connect is returned, not retried.
     once: bool,
+    connected_at: Option<Instant>,
+    /// The wait owed before the next try, after a connection ended at once.
+    pause: Option<Duration>,
+    /// Failed tries (connects and immediate ends) since the last connection
+    /// that lived, and when that was last said at WARN.
+    tries: u64,
+    said_at: Option<Instant>,
 }
 
 impl Reconnector {
@@ -30,6 +59,10 @@ impl Reconnector {
             backoff: Backoff::default(),
             was_connected: false,
             once: false,
+            connected_at: None,
+            pause: None,
+            tries: 0,
+            said_at: None,
         }
     }
 
@@ -47,33 +80,142 @@ impl Reconnector {
     /// only in `once` mode. Cancel-safe: it holds no connection while it waits.
     pub async fn connect(&mut self) -> anyhow::Result<Connection> {
         loop {
+            if let Some(pause) = self.pause {
+                tokio::time::sleep(pause).await;
+                self.pause = None;
+            }
             match self
                 .connector
                 .connect_with(&self.channel, self.options)
                 .await
             {
-                Ok(conn) => {
-                    self.backoff.reset();
-                    if self.was_connected {
-                        tracing::warn!("reconnected to {}, {}", self.connector, self.role);
-                    } else {
-                        tracing::info!("connected to {}, {}", self.connector, self.role);
+                Ok(mut conn) => {
+                    let Some(why) = refused_at_once(&mut conn).await else {
+                        return Ok(self.connected(conn));
+                    };
+                    if self.once {
+                        return Err(match why {
+                            super::Diagnosis::Mismatch(why) => crate::exit::usage(format!(
+                                "cannot talk to the broker at {}: {why}",
+                                self.connector
+                            )),
+                            super::Diagnosis::Refused(why) => crate::exit::Refused {
+                                addr: self.connector.to_string(),
+                                why,
+                            }
+                            .into(),
+                        });
                     }
-                    self.was_connected = true;
-                    return Ok(conn);
+                    let what = match why {
+                        Diagnosis::Mismatch(why) => {
+                            format!("cannot talk to the broker at {}: {why}", self.connector)
+                        }
+                        Diagnosis::Refused(why) => format!(
+                            "the broker at {} turned the connection away: {why}",
+                            self.connector
+                        ),
+                    };
+                    self.back_off(what);
                 }
                 Err(e) if self.once => return Err(e),
                 Err(e) => {
                     let delay = self.backoff.next_delay();
-                    tracing::warn!("{e:#}; retrying in {delay:.1?}");
+                    self.retrying(&format!("{e:#}"), delay);
                     tokio::time::sleep(delay).await;
                 }
             }
         }
     }
 
-    /// Says why the connection ended; the next [`connect`](Self::connect) follows.
-    pub fn lost(&self, why: &str) {
-        tracing::warn!("connection lost ({why}); reconnecting");
+    fn connected(&mut self, conn: Connection) -> Connection {
+        let after = match self.tries {
+            0 => String::new(),
+            n => format!(" after {n} failed tr{}", if n == 1 { "y" } else { "ies" }),
+        };
+        if self.was_connected {
+            tracing::warn!("reconnected to {}{after}, {}", self.connector, self.role);
+        } else if self.tries > 0 {
+            tracing::warn!("connected to {}{after}, {}", self.connector, self.role);
+        } else {
+            tracing::info!("connected to {}, {}", self.connector, self.role);
+        }
+        self.was_connected = true;
+        self.connected_at = Some(Instant::now());
+        conn
+    }
+
+    /// True when the connection ended sooner than [`SETTLED`] after it was
+    /// made: the broker turned it away (or was stopping).
+    fn ended_at_once(&self) -> bool {
+        self.connected_at.is_some_and(|t| t.elapsed() < SETTLED)
+    }
+
+    /// Says why the connection ended; the next [`connect`](Self::connect)
+    /// follows, at once after a connection that lived, after the backoff's
+    /// next step after one that ended at once.
+    pub fn lost(&mut self, why: &str) {
+        if self.ended_at_once() {
+            self.back_off(format!(
+                "the broker at {} ended the connection at once ({why}): it refuses more \
+                 connections, or is stopping",
+                self.connector
+            ));
+        } else {
+            self.backoff.reset();
+            self.tries = 0;
+            self.said_at = None;
+            tracing::warn!("connection lost ({why}); reconnecting");
+        }
+        self.connected_at = None;
+    }
+
+    /// A connection ended at once: the next try waits the backoff's next step.
+    fn back_off(&mut self, what: String) {
+        let delay = self.backoff.next_delay();
+        self.pause = Some(delay);
+        self.connected_at = None;
+        self.retrying(&what, delay);
+    }
+
+    /// One failed try: said at WARN when an episode starts and once a
+    /// minute while it lasts, at DEBUG otherwise.
+    fn retrying(&mut self, what: &str, delay: Duration) {
+        self.tries += 1;
+        let due = self.said_at.is_none_or(|t| t.elapsed() >= REMIND_EVERY);
+        if !due {
+            tracing::debug!("{what}; retrying in {delay:.1?}");
+        } else if self.tries == 1 {
+            self.said_at = Some(Instant::now());
+            tracing::warn!("{what}; retrying with backoff (every try is logged with -v)");
+        } else {
+            self.said_at = Some(Instant::now());
+            tracing::warn!("{what}; still retrying ({} tries so far)", self.tries);
+        }
+    }
+}
+
+/// Whether the broker ended a new connection as soon as it accepted it (its
+/// refusal: an end-of-stream, a close, a TLS alert for our certificate),
+/// and why. A message that arrives meanwhile is put back, unread.
+async fn refused_at_once(conn: &mut Connection) -> Option<Diagnosis> {
+    const AT_ONCE: &str = "as soon as it accepted (it refuses more connections, or is stopping)";
+    let first = match tokio::time::timeout(REFUSAL_WINDOW, conn.next()).await {
+        Err(_) => return None,
+        Ok(first) => first,
+    };
+    match first {
+        Some(Ok(frame)) if !frame.is_empty() => {
+            let buf = conn.read_buffer_mut();
+            let rest = buf.split();
+            buf.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            buf.extend_from_slice(&frame);
+            buf.unsplit(rest);
+            None
+        }
+        Some(Ok(_)) => Some(Diagnosis::Refused(format!("end of stream {AT_ONCE}"))),
+        Some(Err(e)) => {
+            Some(super::explain(&e).unwrap_or_else(|| Diagnosis::Refused(format!("{e} {AT_ONCE}"))))
+        }
+        None => Some(Diagnosis::Refused(format!("closed {AT_ONCE}"))),
     }
 }

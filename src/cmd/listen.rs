@@ -43,7 +43,8 @@ pub struct ListenArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// Exit when the connection ends instead of reconnecting (0 on end-of-stream,
-    /// 1 on a broken connection, 3 when the broker cannot be reached).
+    /// 1 on a broken connection, 3 when the broker cannot be reached, 5 when it
+    /// turns the connection away at once).
     #[arg(long)]
     pub no_reconnect: bool,
 }
@@ -69,13 +70,13 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     loop {
         let mut conn = tokio::select! {
             r = link.connect() => r?,
-            _ = &mut interrupted => return Ok(ExitCode::from(exit::INTERRUPTED)),
+            _ = &mut interrupted => return Ok(stopped(&args, received)),
         };
         let session = tokio::select! {
             s = session(&args, &mut conn, &mut received) => s?,
             _ = &mut interrupted => {
                 let _ = conn.send(Bytes::new()).await;
-                Session::Done(ExitCode::from(exit::INTERRUPTED))
+                Session::Done(stopped(&args, received))
             }
         };
         match session {
@@ -87,6 +88,15 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
             Session::EndOfStream => link.lost("the broker closed the stream (end of stream)"),
             Session::Broken(why) => link.lost(&why),
         }
+    }
+}
+
+/// The exit code of a listener stopped by SIGINT or SIGTERM: a signal is
+/// how an endless listener ends (0); it cuts a `--count` short (130).
+fn stopped(args: &ListenArgs, received: u64) -> ExitCode {
+    match args.count {
+        Some(n) if received < n => ExitCode::from(exit::INTERRUPTED),
+        _ => ExitCode::SUCCESS,
     }
 }
 

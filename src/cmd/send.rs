@@ -21,7 +21,10 @@ Examples:
 
 Exit codes: 0 all sent and confirmed by the broker (or flushed, with --no-confirm),
 1 failure (messages not confirmed), 3 broker unreachable (with --no-reconnect),
-4 messages dropped because the buffer overflowed while disconnected, 130 interrupted.";
+4 messages dropped because the buffer overflowed while disconnected, 5 turned away
+by the broker (with --no-reconnect), 130 interrupted before --count or --message
+was sent. SIGINT/SIGTERM: what was read is sent and confirmed first; endless input
+(no --count, or --stdin) then exits 0.";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
@@ -52,7 +55,8 @@ pub struct SendArgs {
     /// it are dropped and counted; with --stdin, reading input pauses instead.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub buffer: u32,
-    /// Exit when the connection breaks instead of reconnecting.
+    /// Exit when the connection breaks instead of reconnecting (3 when the
+    /// broker cannot be reached, 5 when it turns the connection away).
     #[arg(long)]
     pub no_reconnect: bool,
     /// At the end, do not wait for the broker to confirm (with end-of-stream)
@@ -81,25 +85,51 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         no_reconnect: args.no_reconnect,
         no_confirm: args.no_confirm,
     };
+    let report = |sent: publisher::Sent| {
+        let confirmed = if sent.confirmed {
+            "the broker confirmed them"
+        } else {
+            "not confirmed (--no-confirm)"
+        };
+        tracing::info!(
+            "sent {} message(s) to {}; {confirmed}",
+            sent.messages,
+            args.channel
+        );
+    };
+    // Endless input (generated without --count, or standard input) ends by a
+    // signal: that is success once what was read is confirmed. A --count or
+    // --message cut short is not.
+    let endless = args.stdin || generator(&args).count.is_none();
+    let publishing = publisher::run(connector, &args.channel, rx, options);
+    tokio::pin!(publishing);
     let interrupted = crate::runtime::shutdown::signal();
     let result = tokio::select! {
-        r = publisher::run(connector, &args.channel, rx, options) => r.map(|sent| {
-            if sent.confirmed {
-                tracing::info!(
-                    "sent {} message(s) to {}; the broker confirmed them",
-                    sent.messages,
-                    args.channel
-                );
-            } else {
-                tracing::info!(
-                    "sent {} message(s) to {}; not confirmed (--no-confirm)",
-                    sent.messages,
-                    args.channel
-                );
-            }
+        r = &mut publishing => r.map(|sent| {
+            report(sent);
             ExitCode::SUCCESS
         }),
-        _ = interrupted => Ok(ExitCode::from(exit::INTERRUPTED)),
+        _ = interrupted => {
+            // Stop producing; what was produced is sent and confirmed, within
+            // a bound, unless a second signal says not to wait.
+            producer.abort();
+            tracing::info!("interrupted: sending what was read, then saying goodbye");
+            let within = publisher::CONFIRM_WITHIN + Duration::from_secs(1);
+            tokio::select! {
+                r = tokio::time::timeout(within, &mut publishing) => match r {
+                    Ok(Ok(sent)) => {
+                        report(sent);
+                        Ok(ExitCode::from(if endless { exit::OK } else { exit::INTERRUPTED }))
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => {
+                        tracing::warn!("interrupted: the broker did not confirm within {within:?}");
+                        Ok(ExitCode::from(exit::INTERRUPTED))
+                    }
+                },
+                _ = crate::runtime::shutdown::signal() => Ok(ExitCode::from(exit::INTERRUPTED)),
+            }
+        }
     };
     producer.abort();
     let mut dropped = 0;

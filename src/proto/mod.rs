@@ -29,6 +29,14 @@ pub const QUEUE_PREFIX: &[u8] = b"/queue";
 /// to nothing, and a publish there reaches nobody (counted as unrouted).
 pub const NULL_CHANNEL: &str = "/null";
 
+/// True when a frame length is really the start of a TLS record (a
+/// handshake or an alert, version 3.x): the peer speaks TLS where plain
+/// frames were expected.
+pub fn looks_like_tls(announced: u64) -> bool {
+    let [_, _, _, _, kind, major, _, _] = announced.to_be_bytes();
+    matches!(kind, 0x15 | 0x16) && major == 0x03
+}
+
 /// Whether `name` is the subscribe-to-nothing channel.
 pub fn is_null(name: &[u8]) -> bool {
     name == NULL_CHANNEL.as_bytes()

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::util::BIN;
+use crate::util::*;
 
 fn aioq(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run aioq")
@@ -165,4 +165,168 @@ fn an_empty_message_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--message cannot be empty"), "{err}");
+}
+
+/// A client turned away by the broker's connection limit backs off like one
+/// that cannot connect, says so once (each try only at -v), and with
+/// --no-reconnect exits 5 without ever saying it connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_client_backs_off_says_it_once_and_exits_5_without_reconnect() {
+    let broker = Broker::spawn(&["--max-connections", "1"]);
+    let _holder = Raw::subscribe(broker.port, "/topic/held").await;
+    wait_subscribed(&broker, "/topic/held", 1).await;
+    let port = broker.port.to_string();
+
+    for cmd in [&["listen"][..], &["send", "--message", "x"]] {
+        let mut args = cmd.to_vec();
+        args.extend(["--port", &port, "--no-reconnect"]);
+        let mut c = Proc::spawn(&args, false);
+        assert_eq!(c.exit_code(10.0), Some(5), "{args:?}: {}", c.err.text());
+        let err = c.err.text();
+        assert!(err.contains("turned the connection away"), "{err}");
+        assert!(!err.contains("connected to"), "{err}");
+    }
+
+    let listen = Proc::spawn(&["listen", "-v", "--port", &port], false);
+    // 100 ms, 200, 400, 800: the fifth try comes 1.5 s or more after the
+    // first (jitter takes up to a quarter off); without backoff it would
+    // come within milliseconds.
+    let tries = |c: &Proc| {
+        c.err
+            .snapshot()
+            .iter()
+            .filter(|l| l.contains("retrying"))
+            .count()
+    };
+    let first = std::time::Instant::now();
+    wait_until(15.0, "five tries", || tries(&listen) >= 5);
+    let took = first.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(1100),
+        "five tries in {took:?}: no backoff\n{}",
+        listen.err.text()
+    );
+    let warned = listen
+        .err
+        .snapshot()
+        .iter()
+        .filter(|l| l.contains(" WARN ") && l.contains("turned the connection away"))
+        .count();
+    assert_eq!(warned, 1, "one WARN per episode:\n{}", listen.err.text());
+}
+
+/// The Exit status table of `aioq --help`, walked for every subcommand: a bad
+/// flag is 2 everywhere, and SIGINT/SIGTERM follow one rule: 0 where a signal
+/// is how the command ends (serve, metrics, an endless listen or send), 130
+/// where it cuts short a job with an end (listen --count, send --count).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_follow_one_table_across_subcommands() {
+    for cmd in [
+        &["serve"][..],
+        &["listen"],
+        &["send"],
+        &["bench"],
+        &["watch-db"],
+        &["metrics", "report"],
+        &["metrics", "collect"],
+        &["completions"],
+        &["man"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.push("--no-such-flag");
+        let out = aioq(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--no-such-flag"));
+    }
+
+    let mut broker = Broker::spawn(&[]);
+    let port = broker.port.to_string();
+    let p = port.as_str();
+    let cases: [(&[&str], &str, i32); 7] = [
+        (
+            &["listen", "--port", p, "--channel", "/topic/s"],
+            "subscribed",
+            0,
+        ),
+        (
+            &[
+                "listen",
+                "--port",
+                p,
+                "--channel",
+                "/topic/s",
+                "--count",
+                "5",
+            ],
+            "subscribed",
+            130,
+        ),
+        (
+            &[
+                "send",
+                "--port",
+                p,
+                "--channel",
+                "/topic/s",
+                "--interval",
+                "20ms",
+            ],
+            "publishing",
+            0,
+        ),
+        (
+            &[
+                "send",
+                "--port",
+                p,
+                "--channel",
+                "/topic/s",
+                "--interval",
+                "20ms",
+                "--count",
+                "100000",
+            ],
+            "publishing",
+            130,
+        ),
+        (
+            &[
+                "metrics",
+                "report",
+                "--port",
+                p,
+                "--name",
+                "me",
+                "--interval",
+                "100ms",
+            ],
+            "publishing",
+            0,
+        ),
+        (
+            &["metrics", "collect", "--port", p, "--http", "127.0.0.1:0"],
+            "subscribed",
+            0,
+        ),
+        (&["serve", "--port", "0"], "broker ready", 0),
+    ];
+    for (args, ready, want) in cases {
+        for sig in ["INT", "TERM"] {
+            let mut c = Proc::spawn(args, false);
+            c.err.wait_for(10.0, ready);
+            signal(&c.child, sig);
+            assert_eq!(c.exit_code(15.0), Some(want), "{args:?} on SIG{sig}");
+        }
+    }
+    // An endless send stopped by a signal still has its messages confirmed.
+    let mut send = Proc::spawn(&["send", "--port", p, "--interval", "10ms"], false);
+    send.err.wait_for(10.0, "publishing");
+    signal(&send.child, "TERM");
+    assert_eq!(send.exit_code(15.0), Some(0));
+    assert!(
+        send.err.contains("the broker confirmed them"),
+        "{}",
+        send.err.text()
+    );
+    broker.terminate();
 }

@@ -162,6 +162,7 @@ fn listen_and_send_survive_a_broker_restart_without_losing_buffered_messages() {
     let mut send = Client::spawn(
         &[
             "send",
+            "-v",
             "--port",
             &port,
             "--channel",
@@ -176,7 +177,7 @@ fn listen_and_send_survive_a_broker_restart_without_losing_buffered_messages() {
     wait_until(10.0, "first messages", || listen.out.len() >= 5);
     broker.terminate();
     // The sender notices, and keeps producing into its buffer while the broker is down.
-    send.err.wait_for(10.0, "retrying in");
+    send.err.wait_for(10.0, "retrying with backoff");
     let before = listen.out.len();
     wait_until(10.0, "sender buffering", || {
         send.err
@@ -374,7 +375,7 @@ fn send_never_sends_twice_what_a_restarted_broker_had_taken() {
     );
     wait_until(20.0, "first messages", || listen.out.len() >= 100);
     broker.terminate();
-    send.err.wait_for(10.0, "retrying in");
+    send.err.wait_for(10.0, "retrying with backoff");
     let mut broker = Broker::spawn_on(broker.port, &[]);
     // Cut off mid-flood, `send` cannot know what the first broker routed: it
     // says so and fails, rather than sending any of it twice.

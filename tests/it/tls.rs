@@ -282,3 +282,110 @@ async fn the_broker_reports_itself_behind_mutual_tls() {
     assert_eq!(sample["pid"], broker.child.id());
     assert!(sample["broker"]["connections"].as_u64().unwrap() >= 1);
 }
+
+/// Each way a client's TLS flags can disagree with the broker is said for
+/// what it is, with the flag that fixes it, and never after a "connected"
+/// line: a mismatch is a usage error (2), a refused certificate a refusal (5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_mismatches_are_diagnosed_with_the_flag_that_fixes_them() {
+    let pki = pki();
+    let tls = mutual_tls_broker(&pki, &[]);
+    let plain = Broker::spawn(&[]);
+    tls.log
+        .wait_for_async(5.0, "client certificates required")
+        .await;
+    let ca = ["--tls-ca", pki.ca.as_str()];
+    let stranger = client_flags(&pki.ca, &pki.stranger);
+    let mut wrong_name = client_flags(&pki.ca, &pki.client).to_vec();
+    wrong_name.extend(["--tls-server-name", "elsewhere.example"]);
+    let cases: [(u16, &[&str], i32, &str); 6] = [
+        (tls.port, &[], 2, "it speaks TLS: add --tls"),
+        (plain.port, &ca, 2, "it does not speak TLS: drop --tls"),
+        (
+            tls.port,
+            &ca,
+            2,
+            "it requires a client certificate: add --tls-cert",
+        ),
+        (tls.port, &stranger, 5, "it refused our certificate"),
+        (tls.port, &["--tls"], 2, "pass its CA with --tls-ca"),
+        (tls.port, &wrong_name, 2, "--tls-server-name"),
+    ];
+    for (port, flags, want, says) in cases {
+        for command in ["listen", "send"] {
+            let port = port.to_string();
+            let mut args = vec![command, "--port", &port, "--no-reconnect"];
+            if command == "send" {
+                args.extend(["--message", "x"]);
+            }
+            args.extend_from_slice(flags);
+            let mut client = Client::spawn(&args, false);
+            let code = client.exit_code(15.0);
+            let err = client.err.text();
+            assert_eq!(code, Some(want), "{args:?}: {err}");
+            assert!(err.contains(says), "{args:?} should say {says:?}: {err}");
+            assert!(!err.contains("connected to"), "{args:?}: {err}");
+        }
+    }
+}
+
+/// The certificate recipe most tutorials give (`openssl x509 -req` without
+/// `-extfile`) makes an X.509 v1 certificate: the broker says so and how to
+/// make a v3 one, instead of calling a matching pair unusable. The README's
+/// recipe then works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openssl_v1_certificate_is_named_and_the_readme_recipe_works() {
+    let dir = tempfile::tempdir().unwrap();
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-ec", script])
+            .current_dir(dir.path())
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{script}: {} (install openssl with `apt-get install openssl`)",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    sh(
+        "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 \
+        -subj '/CN=test CA' 2>/dev/null
+        openssl req -newkey rsa:2048 -nodes -keyout broker.key -out broker.csr \
+        -subj '/CN=localhost' 2>/dev/null
+        openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+        -out v1.pem -days 2 2>/dev/null",
+    );
+    let at = |f: &str| path(&dir.path().join(f));
+    let (code, err) = run(&[
+        "serve",
+        "--port",
+        "0",
+        "--tls-cert",
+        &at("v1.pem"),
+        "--tls-key",
+        &at("broker.key"),
+    ]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("X.509 v1") && err.contains("-extfile"),
+        "{err}"
+    );
+
+    // The README's recipe.
+    sh("printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > broker.ext
+        openssl x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+        -out broker.pem -days 2 -extfile broker.ext 2>/dev/null");
+    let broker = Broker::spawn(&[
+        "--tls-cert",
+        &at("broker.pem"),
+        "--tls-key",
+        &at("broker.key"),
+    ]);
+    let ca = at("ca.pem");
+    let mut listen = listen_one(broker.port, &["--tls-ca", &ca]);
+    wait_subscribed(&broker, "/topic/tls", 1).await;
+    assert_eq!(send_one(broker.port, &["--tls-ca", &ca], "v3"), Some(0));
+    assert_eq!(listen.exit_code(10.0), Some(0));
+    assert_eq!(listen.out.snapshot(), vec!["v3".to_string()]);
+}
