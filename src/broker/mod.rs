@@ -33,7 +33,7 @@ pub mod stats;
 mod subscriber;
 mod writer;
 
-pub use cluster::ClusterConfig;
+pub use cluster::{redact, ClusterConfig};
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};

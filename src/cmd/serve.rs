@@ -149,6 +149,34 @@ pub struct ServePlan {
     pub metrics: Option<(String, Duration)>,
 }
 
+/// `--cluster` is one or more NATS URLs, comma-separated, each with its
+/// scheme: a bare word (`--cluster foo`) would be taken for a host named foo
+/// and retried for ever.
+fn check_cluster_url(urls: &str) -> anyhow::Result<()> {
+    for one in urls.split(',').map(str::trim) {
+        let shown = crate::broker::redact(one);
+        let bad = |why: &str| {
+            crate::exit::usage(format!(
+                "--cluster {shown:?}: {why} (expected nats://[USER:PASSWORD@]HOST:PORT, \
+                 comma-separated for several)"
+            ))
+        };
+        let Some((scheme, rest)) = one.split_once("://") else {
+            return Err(bad("not a URL"));
+        };
+        if !matches!(scheme, "nats" | "tls" | "ws" | "wss") {
+            return Err(bad("the scheme must be nats, tls, ws or wss"));
+        }
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        if host.is_empty() || host.starts_with(':') {
+            return Err(bad("no host"));
+        }
+        one.parse::<async_nats::ServerAddr>()
+            .map_err(|e| bad(&e.to_string()))?;
+    }
+    Ok(())
+}
+
 impl ServeArgs {
     /// Checks every flag; a bad value is a usage error naming it.
     pub fn plan(&self) -> anyhow::Result<ServePlan> {
@@ -190,6 +218,7 @@ impl ServeArgs {
                     !self.cluster_ack_wait.is_zero(),
                     "--cluster-ack-wait must be more than 0"
                 );
+                check_cluster_url(url)?;
                 Some(ClusterConfig {
                     url: url.clone(),
                     ack_wait: self.cluster_ack_wait,

@@ -612,3 +612,57 @@ async fn worker_less_queue_channels_retire_and_their_messages_wait_in_jetstream(
         "m7"
     );
 }
+
+/// `--cluster` trouble is said at start, not discovered later: a value that
+/// is not a NATS URL is a usage error; an unreachable NATS does not hold back
+/// `listening on`; a NATS without JetStream is named in one warning; and a
+/// publish-only client is not followed on NATS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_trouble_is_said_at_start() {
+    for bad in ["foo", "http://127.0.0.1:4222", "nats://"] {
+        let mut serve = Proc::spawn(&["serve", "--port", "0", "--cluster", bad], false);
+        assert_eq!(serve.exit_code(10.0), Some(2), "--cluster {bad}");
+        assert!(serve.err.contains("--cluster"));
+    }
+
+    let started = std::time::Instant::now();
+    let unreachable = Broker::spawn(&["--cluster", "nats://127.0.0.1:1"]);
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(4),
+        "`listening on` after {took:?} (the wait for NATS is 2 s at most)"
+    );
+    unreachable
+        .log
+        .wait_for_async(5.0, "not reachable yet")
+        .await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut plain_nats = std::process::Command::new(crate::util::nats::find_bin())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let nats_log = Lines::follow(plain_nats.stderr.take().unwrap());
+    nats_log.wait_for(15.0, "Server is ready");
+    let broker = Broker::spawn(&["--cluster", &format!("nats://127.0.0.1:{port}")]);
+    broker.log.wait_for_async(10.0, "offers no JetStream").await;
+
+    let mut send = Proc::spawn(
+        &["send", "--port", &broker.port.to_string(), "--message", "x"],
+        false,
+    );
+    assert_eq!(send.exit_code(10.0), Some(0));
+    assert!(
+        !broker.log.contains("following /null"),
+        "{}",
+        broker.log.text()
+    );
+    let _ = plain_nats.kill();
+    let _ = plain_nats.wait();
+}

@@ -72,6 +72,9 @@ pub struct ClusterConfig {
     pub name: String,
 }
 
+/// How long `join` waits for the first attempt to reach NATS.
+const FIRST_ATTEMPT: Duration = Duration::from_secs(2);
+
 /// The `--cluster` URL list as logs may show it: the password of any
 /// `user:password@` replaced (a token alone, `token@`, too).
 pub fn redact(urls: &str) -> String {
@@ -131,6 +134,9 @@ impl Cluster {
         // too dear for the per-message check on the forwarding path.
         let connected = Arc::new(AtomicBool::new(false));
         let up = connected.clone();
+        // Set when the first connection attempt has succeeded or failed.
+        let tried = Arc::new(tokio::sync::Notify::new());
+        let tried_event = tried.clone();
         let started = Instant::now();
         let backoff = Mutex::new(Backoff::new(
             Duration::from_millis(100),
@@ -156,7 +162,14 @@ impl Cluster {
             })
             .event_callback(move |event| {
                 let (url, failed_log, up) = (url.clone(), failed_log.clone(), up.clone());
+                let tried = tried_event.clone();
                 async move {
+                    if matches!(
+                        event,
+                        async_nats::Event::Connected | async_nats::Event::ClientError(_)
+                    ) {
+                        tried.notify_one();
+                    }
                     match event {
                         async_nats::Event::Connected => {
                             up.store(true, Relaxed);
@@ -185,19 +198,15 @@ impl Cluster {
             .connect(config.url.as_str())
             .await
             .with_context(|| format!("cannot use --cluster {}", redact(&config.url)))?;
-        // Up to a few seconds for the first connection, so that a broker started
-        // next to its NATS server forwards from its first message; past that it
-        // serves anyway and the connection follows when NATS is up.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !connected.load(Relaxed) {
-            if Instant::now() >= deadline {
-                tracing::warn!(
-                    "cluster: NATS at {} not reachable yet; serving locally until it is",
-                    redact(&config.url)
-                );
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        // The first attempt's outcome, so that a broker started next to its
+        // NATS server forwards from its first message; but not long: a NATS
+        // that does not answer must not hold the port's announcement back.
+        let first = tokio::time::timeout(FIRST_ATTEMPT, tried.notified()).await;
+        if first.is_err() || !connected.load(Relaxed) {
+            tracing::warn!(
+                "cluster: NATS at {} not reachable yet; serving locally until it is",
+                redact(&config.url)
+            );
         }
         let js = jetstream::new(client.clone());
         let (forward, forward_rx) = mpsc::channel(FORWARD_QUEUE);
@@ -222,6 +231,7 @@ impl Cluster {
         });
         tokio::spawn(topics::forward(cluster.clone(), forward_rx));
         tokio::spawn(acknowledge(cluster.clone(), replies_rx));
+        tokio::spawn(check_jetstream(cluster.clone(), stop.clone()));
         tokio::spawn(follow(cluster.clone(), interest_rx, stop));
         router.follow(interest);
         Ok(cluster)
@@ -454,6 +464,27 @@ async fn follow(
                 }
             }
         }
+    }
+}
+
+/// Says once, when NATS is first reached, whether it offers JetStream:
+/// without it `/queue` channels cannot be shared, and every `/queue` message
+/// would wait in its broker while the store is retried.
+async fn check_jetstream(cluster: Arc<Cluster>, stop: CancellationToken) {
+    while !cluster.connected() {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    match cluster.js.query_account().await {
+        Ok(_) => tracing::debug!("cluster: JetStream available"),
+        Err(e) => tracing::warn!(
+            "cluster: NATS at {} offers no JetStream ({e}): /queue channels cannot be shared \
+             across brokers; start nats-server with -js (until then each /queue message waits \
+             on its broker)",
+            redact(&cluster.config.url)
+        ),
     }
 }
 

@@ -16,7 +16,7 @@ pub struct Nats {
     pub log: Lines,
 }
 
-fn find_bin() -> &'static str {
+pub fn find_bin() -> &'static str {
     for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
         if std::path::Path::new(p).exists() {
             return p;
