@@ -595,7 +595,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__metrics__subcmd__report)
-            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --name --pid --interval --channel --leak --verbose --quiet --help --version"
+            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --name --pid --interval --channel --leak --leak-limit --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -642,6 +642,10 @@ _aioq() {
                     return 0
                     ;;
                 --leak)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --leak-limit)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

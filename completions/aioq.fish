@@ -182,7 +182,8 @@ complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subco
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l pid -d 'Process to watch (default: this one, running a small demo workload)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l interval -d 'Time between samples' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l channel -d 'Channel to publish on' -r
-complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l leak -d 'Demo workload: grow memory by this many 100-byte items per sample' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l leak -d 'Demo workload: grow memory by this many 100-byte items per sample, up to --leak-limit' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l leak-limit -d 'Where the --leak demo stops growing (it then holds steady)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'

@@ -65,13 +65,48 @@ pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
 
 fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let cmd = Cli::command();
+    let mut cmd = Cli::command();
+    // Built, so that clap's own `help` subcommands are there to be documented
+    // like the others (the parent pages list them).
+    cmd.build();
     render(&cmd, "aioq", dir)?;
     let version = cmd.get_version().unwrap_or_default().to_string();
+    render_subcommands(&cmd, "aioq", &version, dir)
+}
+
+/// A page per subcommand, nested ones too (`aioq-metrics-report.1`), each
+/// with the command as it is typed (`aioq metrics report`) in its SYNOPSIS.
+fn render_subcommands(
+    cmd: &clap::Command,
+    parent: &str,
+    version: &str,
+    dir: &Path,
+) -> anyhow::Result<()> {
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("aioq-{}", sub.get_name());
-        let sub = sub.clone().name(name.clone()).version(version.clone());
-        render(&sub, &name, dir)?;
+        let typed = format!("{parent} {}", sub.get_name());
+        let page = typed.replace(' ', "-");
+        if sub.get_name() == "help" {
+            // Its children mirror the real commands, which have pages: one
+            // page that says what it takes.
+            let help = clap::Command::new(page.clone())
+                .bin_name(typed.clone())
+                .version(version.to_owned())
+                .about(sub.get_about().cloned().unwrap_or_default())
+                .arg(
+                    clap::Arg::new("COMMAND")
+                        .num_args(0..)
+                        .help("The subcommand whose help to print"),
+                );
+            render(&help, &page, dir)?;
+            continue;
+        }
+        let sub = sub
+            .clone()
+            .name(page.clone())
+            .bin_name(typed.clone())
+            .version(version.to_owned());
+        render(&sub, &page, dir)?;
+        render_subcommands(&sub, &typed, version, dir)?;
     }
     Ok(())
 }

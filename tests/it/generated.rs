@@ -106,3 +106,34 @@ fn bash_completion_completes_subcommands_and_flags() {
         "{values:?}"
     );
 }
+
+/// Every page another page points to exists, and each SYNOPSIS names the
+/// command as it is typed (`aioq metrics report`, not `aioq-metrics-report`).
+#[test]
+fn every_man_page_referred_to_exists_and_synopses_name_the_typed_command() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("man");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let page = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        for word in page.split(|c: char| c.is_whitespace() || c == ',') {
+            if let Some(target) = word.strip_suffix("(1)") {
+                let file = format!("{}.1", target.replace("\\-", "-"));
+                assert!(
+                    dir.join(&file).exists(),
+                    "{name}.1 refers to {file}, which is missing"
+                );
+            }
+        }
+        let synopsis = page
+            .split(".SH SYNOPSIS\n")
+            .nth(1)
+            .and_then(|s| s.lines().next())
+            .unwrap_or_else(|| panic!("{name}.1 has no SYNOPSIS"));
+        let typed = name.replace('-', " ").replace("watch db", "watch-db");
+        assert!(
+            synopsis.starts_with(&format!("\\fB{}\\fR", typed.replace('-', "\\-"))),
+            "{name}.1 SYNOPSIS: {synopsis}"
+        );
+    }
+}

@@ -256,3 +256,32 @@ async fn page_draws_live_charts_in_headless_chromium() {
     );
     eprintln!("screenshot: {}", png.display());
 }
+
+/// The README's `--leak` demo left running holds steady at --leak-limit
+/// instead of taking the machine (100,000 items every 200 ms would be
+/// 50 MB a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leak_demo_stops_at_its_limit() {
+    let broker = Broker::spawn(&[]);
+    let mut samples = Raw::subscribe(broker.port, "/topic/metrics").await;
+    wait_subscribed(&broker, "/topic/metrics", 1).await;
+    let demo = report(
+        broker.port,
+        "leaky",
+        &["--leak", "100000", "--leak-limit", "8MiB"],
+    );
+    for _ in 0..12 {
+        within(10.0, "a sample", samples.read_text()).await;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", demo.child.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(
+        rss_kib < 64 * 1024,
+        "RSS {rss_kib} KiB after 12 samples of the demo"
+    );
+}

@@ -33,9 +33,13 @@ pub struct ReportArgs {
     /// Channel to publish on.
     #[arg(long, default_value = "/topic/metrics")]
     pub channel: String,
-    /// Demo workload: grow memory by this many 100-byte items per sample.
+    /// Demo workload: grow memory by this many 100-byte items per sample,
+    /// up to --leak-limit.
     #[arg(long, default_value_t = 0, conflicts_with = "pid")]
     pub leak: u64,
+    /// Where the --leak demo stops growing (it then holds steady).
+    #[arg(long, default_value = "256MiB", value_parser = crate::units::parse_size)]
+    pub leak_limit: usize,
 }
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
@@ -44,7 +48,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let pid = args.pid.unwrap_or_else(std::process::id);
     let stop = Arc::new(AtomicBool::new(false));
     if args.pid.is_none() {
-        start_workload(args.leak, args.interval, stop.clone());
+        start_workload(args.leak, args.leak_limit, args.interval, stop.clone());
     }
     let (tx, rx) = mpsc::channel::<Bytes>(1000);
     let publishing = {
@@ -87,8 +91,9 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A little CPU work that rises and falls (so the graphs move), and an optional
-/// leak of `leak` 100-byte items per interval.
-fn start_workload(leak: u64, interval: Duration, stop: Arc<AtomicBool>) {
+/// leak of `leak` 100-byte items per interval, up to `limit` bytes: a demo
+/// left running must not take the machine.
+fn start_workload(leak: u64, limit: usize, interval: Duration, stop: Arc<AtomicBool>) {
     std::thread::spawn(move || {
         let mut hoard: Vec<Box<[u8; 100]>> = Vec::new();
         let started = std::time::Instant::now();
@@ -102,6 +107,9 @@ fn start_workload(leak: u64, interval: Duration, stop: Arc<AtomicBool>) {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             }
             for _ in 0..leak {
+                if hoard.len() * 100 >= limit {
+                    break;
+                }
                 hoard.push(Box::new([x as u8; 100]));
             }
             std::thread::sleep(interval.saturating_sub(busy));
