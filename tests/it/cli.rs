@@ -64,7 +64,10 @@ fn bad_cluster_flags_are_refused() {
     );
     let (c, err) = code(&["--cluster", "not a url ::"]);
     assert_eq!(c, Some(2), "{err}");
-    assert!(err.contains("--cluster \"not a url ::\": not a URL"), "{err}");
+    assert!(
+        err.contains("--cluster \"not a url ::\": not a URL"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -49,16 +49,26 @@ pub struct Published {
     pub measure_start_ns: u64,
     /// The publisher gave up at its deadline: the broker held it back.
     pub gave_up: bool,
+    /// Frame bytes written, priming burst included.
+    pub bytes: u64,
 }
 
-/// Publishes `total` messages at `rate` per second, catching up every
-/// millisecond, until done or `deadline`. Says goodbye and waits for the
-/// broker's end-of-stream, so that everything sent has been routed.
+/// How long a paced publisher's write may wait on the broker before the
+/// publisher counts as held back.
+const STUCK: Duration = Duration::from_secs(2);
+
+/// Publishes `prime` messages of [`super::PRIME_SIZE`] as fast as the broker
+/// takes them (a burst that fills every kernel buffer on a stalled
+/// subscriber's path, so that the broker has to deal with the stall), then
+/// `total` messages at `rate` per second, catching up every millisecond, until
+/// done or `deadline`. Says goodbye and waits for the broker's end-of-stream,
+/// so that everything sent has been routed. The first `warmup` messages,
+/// the burst included, are not measured.
 pub async fn publish_paced(
     plan: &super::Plan,
     channel: &str,
     rate: f64,
-    total: u64,
+    (prime, total): (u64, u64),
     warmup: u64,
     deadline: Instant,
 ) -> anyhow::Result<Published> {
@@ -68,16 +78,36 @@ pub async fn publish_paced(
         first_ns: payload::now_ns(),
         ..Default::default()
     };
+    let frame = |size: usize| (2 * crate::proto::LEN_PREFIX + chan.len() + size) as u64;
+    let deadline_at = tokio::time::Instant::from_std(deadline);
+    let burst = async {
+        while out.messages < prime {
+            writer.feed(chan.clone()).await?;
+            writer
+                .feed(payload::encode(out.messages, super::PRIME_SIZE))
+                .await?;
+            out.messages += 1;
+            out.bytes += frame(super::PRIME_SIZE);
+        }
+        writer.flush().await
+    };
+    tokio::select! {
+        r = burst => r.context("publishing the priming burst")?,
+        _ = tokio::time::sleep_until(deadline_at.min(tokio::time::Instant::now() + STUCK)) => {
+            out.gave_up = true
+        }
+    }
+    let total = total + prime;
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let deadline = tokio::time::Instant::from_std(deadline);
-    while out.messages < total {
+    let deadline = deadline_at;
+    while out.messages < total && !out.gave_up {
         tokio::select! {
             _ = tick.tick() => {}
             _ = tokio::time::sleep_until(deadline) => { out.gave_up = true; break; }
         }
-        let due = ((start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
+        let due = (prime + (start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
         let send = async {
             while out.messages < due {
                 if out.messages == warmup {
@@ -88,12 +118,16 @@ pub async fn publish_paced(
                     .feed(payload::encode(out.messages, plan.size))
                     .await?;
                 out.messages += 1;
+                out.bytes += frame(plan.size);
             }
             writer.flush().await
         };
+        // A write the broker has not taken for STUCK is a publisher held
+        // back: waiting for the deadline would only make the run longer.
+        let stuck = deadline.min(tokio::time::Instant::now() + STUCK);
         tokio::select! {
             r = send => r.context("publishing")?,
-            _ = tokio::time::sleep_until(deadline) => { out.gave_up = true; break; }
+            _ = tokio::time::sleep_until(stuck) => { out.gave_up = true; break; }
         }
     }
     out.last_ns = payload::now_ns();

@@ -52,6 +52,11 @@ pub struct IsolationRun {
     pub slow_subscribers: usize,
     pub target_rate: f64,
     pub published: u64,
+    /// Frame bytes published, the priming burst included.
+    pub published_bytes: u64,
+    /// The publisher could not keep to its schedule: the broker held it back.
+    pub publisher_held_back: bool,
+    /// Measured messages per second, past the warm-up.
     pub publish_rate: f64,
     /// False when the publisher could not finish by its deadline (held back by
     /// the broker) or a fast subscriber lost its connection.
@@ -60,13 +65,42 @@ pub struct IsolationRun {
     pub slow: Vec<Slow>,
 }
 
+/// Whether a slow subscriber's stall reached the broker at all: the kernel
+/// buffers on its path (the broker's send buffer, its own receive buffer)
+/// absorb megabytes, and a stall they absorb tells nothing about the broker.
+#[derive(Debug, Clone, Serialize)]
+pub struct Stall {
+    /// Frame bytes each stalled subscriber was owed in the run (a worker's
+    /// round-robin share, for a queue).
+    pub owed_bytes: u64,
+    /// What the kernel can hold on a stalled path: this machine's largest
+    /// TCP send buffer plus the stalled subscriber's receive buffer.
+    pub path_bytes: u64,
+    pub publisher_held_back: bool,
+    /// Owed well past `path_bytes`, or the publisher held back.
+    pub felt: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The stall was felt: `isolation_ratio` says how well the broker
+    /// isolated the fast subscribers from it.
+    Measured,
+    /// The stall may not have reached the broker: no ratio is claimed.
+    Inconclusive,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Isolation {
     pub channel_kind: &'static str,
     pub baseline: IsolationRun,
     pub with_slow: IsolationRun,
-    /// Fast subscribers' delivered rate with the slow ones ÷ without.
-    pub isolation_ratio: f64,
+    pub verdict: Verdict,
+    pub stall: Stall,
+    /// Fast subscribers' delivered rate with the slow ones ÷ without; null
+    /// when the verdict is inconclusive.
+    pub isolation_ratio: Option<f64>,
     /// Fast subscribers' p99 latency with the slow ones ÷ without.
     pub p99_ratio: f64,
 }

@@ -60,12 +60,43 @@ pub async fn isolation(
     );
     let with_slow = isolation_run(plan, queue, plan.slow).await?;
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    // What each stalled subscriber was owed: all of a topic, a worker's share
+    // of a queue under round robin.
+    let workers = if queue {
+        plan.subscribers + plan.slow
+    } else {
+        1
+    };
+    let stall = Stall {
+        owed_bytes: with_slow.published_bytes / workers as u64,
+        path_bytes: plan.stall_path_bytes,
+        publisher_held_back: with_slow.publisher_held_back,
+        felt: false,
+    };
+    // Felt when the stall held the publisher back (the broker waited on it),
+    // or when the stalled subscriber was owed well past what the kernel can
+    // absorb on its path, so the broker had to hold, drop or wait. Otherwise
+    // the kernel's buffers may have hidden the stall: no ratio can be claimed.
+    let stall = Stall {
+        felt: plan.slow == 0
+            || stall.publisher_held_back
+            || with_slow.slow.iter().any(|s| s.disconnected_by_broker)
+            || stall.owed_bytes as f64 >= FELT_MARGIN * stall.path_bytes as f64,
+        ..stall
+    };
+    let isolation_ratio = ratio(
+        with_slow.fast.delivered_per_s,
+        baseline.fast.delivered_per_s,
+    );
     Ok(Isolation {
         channel_kind: kind,
-        isolation_ratio: ratio(
-            with_slow.fast.delivered_per_s,
-            baseline.fast.delivered_per_s,
-        ),
+        verdict: if stall.felt {
+            Verdict::Measured
+        } else {
+            Verdict::Inconclusive
+        },
+        isolation_ratio: stall.felt.then_some(isolation_ratio),
+        stall,
         p99_ratio: ratio(
             with_slow.fast.latency.p99_us as f64,
             baseline.fast.latency.p99_us as f64,
@@ -73,6 +104,27 @@ pub async fn isolation(
         baseline,
         with_slow,
     })
+}
+
+/// How far past the kernel's share of a stalled path the bytes owed to a
+/// stalled subscriber must go for the stall to count as felt by the broker.
+const FELT_MARGIN: f64 = 1.5;
+
+/// The priming burst's size for one isolation run: twice the kernel's share
+/// of the stalled path, per stalled subscriber (each worker's share, for a
+/// queue), in messages of [`super::PRIME_SIZE`].
+fn prime_messages(plan: &Plan, queue: bool, channel: &str) -> u64 {
+    if !plan.prime || plan.slow == 0 {
+        return 0;
+    }
+    let workers = if queue {
+        plan.subscribers + plan.slow
+    } else {
+        1
+    } as u64;
+    let bytes = 2 * plan.stall_path_bytes * workers;
+    let frame = (2 * crate::proto::LEN_PREFIX + channel.len() + super::PRIME_SIZE) as u64;
+    bytes.div_ceil(frame)
 }
 
 fn mode_name(m: SlowMode) -> &'static str {
@@ -84,10 +136,13 @@ fn mode_name(m: SlowMode) -> &'static str {
 
 async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<IsolationRun> {
     let chan = channel(if queue { "queue" } else { "topic" }, "isolation");
-    let total = (plan.rate * plan.duration.as_secs_f64()).ceil() as u64;
-    // The first second (at most a tenth of the run) is warm-up: subscriptions
-    // settle and connections warm; it counts for nothing but ordering.
-    let warmup = (plan.rate as u64).min(total / 10);
+    let paced = (plan.rate * plan.duration.as_secs_f64()).ceil() as u64;
+    let prime = prime_messages(plan, queue, &chan);
+    let total = paced + prime;
+    // The priming burst and the first second (at most a tenth of the run) are
+    // warm-up: subscriptions settle, connections warm, the stalled path fills;
+    // it counts for nothing but ordering.
+    let warmup = prime + (plan.rate as u64).min(paced / 10);
     let stop = CancellationToken::new();
     let progress = Arc::new(AtomicU64::new(0));
     let mut fast = Vec::new();
@@ -119,7 +174,8 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
     // before the clock starts (the warm-up absorbs any that are still late).
     tokio::time::sleep(plan.settle).await;
     let deadline = Instant::now() + plan.duration + plan.duration.max(Duration::from_secs(2));
-    let published = clients::publish_paced(plan, &chan, plan.rate, total, warmup, deadline).await?;
+    let published =
+        clients::publish_paced(plan, &chan, plan.rate, (prime, paced), warmup, deadline).await?;
     // Slow /queue workers catch up now, so that late is not counted as lost.
     slow_stop.cancel();
     let mut slow_results = Vec::new();
@@ -225,8 +281,10 @@ fn summarise_isolation(
         slow_subscribers: slow,
         target_rate: plan.rate,
         published: published.messages,
-        publish_rate: published.messages as f64
-            / ((published.last_ns - published.first_ns).max(1) as f64 / 1e9),
+        published_bytes: published.bytes,
+        publisher_held_back: published.gave_up,
+        publish_rate: published.messages.saturating_sub(warmup) as f64
+            / ((published.last_ns.saturating_sub(published.measure_start_ns)).max(1) as f64 / 1e9),
         complete: !published.gave_up
             && published.messages == total
             && !fast.iter().any(|f| f.disconnected),
@@ -342,7 +400,8 @@ pub async fn latency(plan: &Plan, progress: &super::Progress) -> anyhow::Result<
     tokio::time::sleep(plan.settle).await;
     let deadline = Instant::now() + plan.latency_duration * 2 + Duration::from_secs(2);
     let published =
-        clients::publish_paced(plan, &chan, plan.latency_rate, total, warmup, deadline).await?;
+        clients::publish_paced(plan, &chan, plan.latency_rate, (0, total), warmup, deadline)
+            .await?;
     settle(
         &count,
         published.messages,
