@@ -148,7 +148,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--rate', '--rate', [CompletionResultType]::ParameterName, 'Publish rate of the isolation runs, messages per second')
             [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Length of each isolation run')
             [CompletionResult]::new('--messages', '--messages', [CompletionResultType]::ParameterName, 'Messages published in the throughput runs')
-            [CompletionResult]::new('--size', '--size', [CompletionResultType]::ParameterName, 'Payload size (at least 16 bytes: sequence number and send time)')
+            [CompletionResult]::new('--size', '--size', [CompletionResultType]::ParameterName, 'Payload size (at least 24 bytes: sequence number, due and send times)')
             [CompletionResult]::new('--latency-rate', '--latency-rate', [CompletionResultType]::ParameterName, 'Publish rate of the latency run, messages per second')
             [CompletionResult]::new('--latency-duration', '--latency-duration', [CompletionResultType]::ParameterName, 'Length of the latency run')
             [CompletionResult]::new('--connections', '--connections', [CompletionResultType]::ParameterName, 'Subscriber connections in the fan-out run')

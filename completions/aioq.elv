@@ -141,7 +141,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --rate 'Publish rate of the isolation runs, messages per second'
             cand --duration 'Length of each isolation run'
             cand --messages 'Messages published in the throughput runs'
-            cand --size 'Payload size (at least 16 bytes: sequence number and send time)'
+            cand --size 'Payload size (at least 24 bytes: sequence number, due and send times)'
             cand --latency-rate 'Publish rate of the latency run, messages per second'
             cand --latency-duration 'Length of the latency run'
             cand --connections 'Subscriber connections in the fan-out run'

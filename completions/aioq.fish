@@ -130,7 +130,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -l trickle-rate -d 'Mes
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l rate -d 'Publish rate of the isolation runs, messages per second' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l duration -d 'Length of each isolation run' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l messages -d 'Messages published in the throughput runs' -r
-complete -c aioq -n "__fish_aioq_using_subcommand bench" -l size -d 'Payload size (at least 16 bytes: sequence number and send time)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l size -d 'Payload size (at least 24 bytes: sequence number, due and send times)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l latency-rate -d 'Publish rate of the latency run, messages per second' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l latency-duration -d 'Length of the latency run' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l connections -d 'Subscriber connections in the fan-out run' -r

@@ -188,7 +188,10 @@ fn json_report_has_every_documented_field() {
     assert_eq!(l["received"], l["published"]);
     for key in lat {
         assert!(l["latency"].get(key).is_some(), "latency.{key}");
+        assert!(l["intended_latency"].get(key).is_some(), "intended.{key}");
     }
+    // From the due time is never less than from the send time.
+    assert!(l["intended_latency"]["p50_us"].as_u64() >= l["latency"]["p50_us"].as_u64());
     let f = &doc["fanout"];
     assert_eq!(f["connections"], 50);
     assert_eq!(f["complete"], true, "{f:#}");

@@ -98,27 +98,49 @@ pub async fn publish_paced(
         }
     }
     let total = total + prime;
-    let start = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The schedule is kept by a thread of its own with the OS's sleep (tens
+    // of microseconds late, where the runtime's timer is up to a millisecond
+    // late): it hands over each sequence number when it is due. A message's
+    // due time comes from its place in the schedule, not from when it was
+    // handed over, so a publisher held back counts the delay for every
+    // message behind it (no coordinated omission).
+    let start_ns = payload::now_ns() + 1_000_000;
+    let due_ns = move |seq: u64| start_ns + ((seq - prime) as f64 * 1e9 / rate) as u64;
+    let (due_tx, mut due_rx) = tokio::sync::mpsc::channel::<u64>(4096);
+    let first = out.messages;
+    std::thread::spawn(move || {
+        for seq in first..total {
+            let wait = due_ns(seq).saturating_sub(payload::now_ns());
+            if wait > 0 {
+                std::thread::sleep(Duration::from_nanos(wait));
+            }
+            if due_tx.blocking_send(seq).is_err() {
+                return;
+            }
+        }
+    });
     let deadline = deadline_at;
     while out.messages < total && !out.gave_up {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let seq = tokio::select! {
+            s = due_rx.recv() => match s {
+                Some(s) => s,
+                None => break,
+            },
             _ = tokio::time::sleep_until(deadline) => { out.gave_up = true; break; }
-        }
-        let due = (prime + (start.elapsed().as_secs_f64() * rate) as u64 + 1).min(total);
+        };
         let send = async {
-            while out.messages < due {
-                if out.messages == warmup {
+            let mut next = Some(seq);
+            while let Some(seq) = next {
+                if seq == warmup {
                     out.measure_start_ns = payload::now_ns();
                 }
                 writer.feed(chan.clone()).await?;
                 writer
-                    .feed(payload::encode(out.messages, plan.size))
+                    .feed(payload::encode_due(seq, due_ns(seq), plan.size))
                     .await?;
                 out.messages += 1;
                 out.bytes += frame(plan.size);
+                next = due_rx.try_recv().ok();
             }
             writer.flush().await
         };

@@ -78,7 +78,7 @@ pub struct BenchArgs {
     /// Messages published in the throughput runs.
     #[arg(long, default_value_t = 1_000_000)]
     pub messages: u64,
-    /// Payload size (at least 16 bytes: sequence number and send time).
+    /// Payload size (at least 24 bytes: sequence number, due and send times).
     #[arg(long, default_value = "64", value_parser = parse_size)]
     pub size: usize,
     /// Publish rate of the latency run, messages per second.
@@ -556,7 +556,13 @@ fn print_tables(r: &Report) {
         println!("{t}\n");
     }
     if let Some(l) = &r.latency {
-        let mut t = table(&["latency", "rate", "received", "µs p50/p90/p99/p99.9/max"]);
+        let mut t = table(&[
+            "latency",
+            "rate",
+            "received",
+            "µs p50/p90/p99/p99.9/max from send",
+            "from schedule (open loop)",
+        ]);
         t.add_row(vec![
             format!(
                 "1 subscriber{}",
@@ -565,6 +571,7 @@ fn print_tables(r: &Report) {
             format!("{:.0}/s", l.rate),
             format!("{}/{}", l.received, l.published),
             lat(&l.latency),
+            lat(&l.intended_latency),
         ]);
         println!("{t}\n");
     }

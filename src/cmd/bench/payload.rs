@@ -1,5 +1,8 @@
-//! Bench payloads carry a sequence number and a send time; subscribers turn them
-//! into loss, duplicate, reorder and latency figures.
+//! Bench payloads carry a sequence number, the time the message was due by
+//! the publisher's schedule and the time it was sent; subscribers turn them
+//! into loss, duplicate, reorder and latency figures. Latency from the due
+//! time counts every delay a late publisher passed on to the messages after
+//! it (coordinated omission); latency from the send time does not.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -7,8 +10,8 @@ use std::time::Instant;
 use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 
-/// Sequence number (8 bytes) and send time (8 bytes), big-endian.
-pub const HEADER: usize = 16;
+/// Sequence number, due time and send time (8 bytes each), big-endian.
+pub const HEADER: usize = 24;
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -21,21 +24,28 @@ pub fn now_ns() -> u64 {
     epoch().elapsed().as_nanos() as u64
 }
 
+/// A message due now (no schedule: sent as fast as the broker takes it).
 pub fn encode(seq: u64, size: usize) -> Bytes {
+    encode_due(seq, now_ns(), size)
+}
+
+/// A message the schedule wanted sent at `due_ns`.
+pub fn encode_due(seq: u64, due_ns: u64, size: usize) -> Bytes {
     let mut b = BytesMut::with_capacity(size.max(HEADER));
     b.put_u64(seq);
+    b.put_u64(due_ns);
     b.put_u64(now_ns());
     b.resize(size.max(HEADER), b'.');
     b.freeze()
 }
 
-pub fn decode(payload: &[u8]) -> Option<(u64, u64)> {
+/// Sequence number, due time, send time.
+pub fn decode(payload: &[u8]) -> Option<(u64, u64, u64)> {
     if payload.len() < HEADER {
         return None;
     }
-    let seq = u64::from_be_bytes(payload[..8].try_into().ok()?);
-    let sent = u64::from_be_bytes(payload[8..16].try_into().ok()?);
-    Some((seq, sent))
+    let word = |i: usize| payload[i..i + 8].try_into().ok().map(u64::from_be_bytes);
+    Some((word(0)?, word(8)?, word(16)?))
 }
 
 pub fn new_histogram() -> Histogram<u64> {
@@ -57,7 +67,10 @@ pub struct Tracker {
     pub duplicates: u64,
     pub reordered: u64,
     pub malformed: u64,
+    /// From the send time.
     pub latency_us: Histogram<u64>,
+    /// From the due time: corrected for coordinated omission.
+    pub intended_us: Histogram<u64>,
     pub last_receive_ns: u64,
 }
 
@@ -74,15 +87,20 @@ impl Tracker {
             reordered: 0,
             malformed: 0,
             latency_us: new_histogram(),
+            intended_us: new_histogram(),
             last_receive_ns: 0,
         }
     }
 
     pub fn record(&mut self, payload: &[u8]) {
-        let now = now_ns();
+        self.record_at(payload, now_ns());
+    }
+
+    /// Records `payload` as received at `now` (ns on the bench's clock).
+    fn record_at(&mut self, payload: &[u8], now: u64) {
         self.last_receive_ns = now;
         self.received += 1;
-        let Some((seq, sent)) = decode(payload) else {
+        let Some((seq, due, sent)) = decode(payload) else {
             self.malformed += 1;
             return;
         };
@@ -104,6 +122,8 @@ impl Tracker {
             self.measured += 1;
             let us = now.saturating_sub(sent) / 1000;
             let _ = self.latency_us.record(us.max(1));
+            let us = now.saturating_sub(due.min(sent)) / 1000;
+            let _ = self.intended_us.record(us.max(1));
         }
     }
 
@@ -122,9 +142,9 @@ mod tests {
     fn round_trip() {
         let p = encode(42, 64);
         assert_eq!(p.len(), 64);
-        let (seq, sent) = decode(&p).unwrap();
+        let (seq, due, sent) = decode(&p).unwrap();
         assert_eq!(seq, 42);
-        assert!(sent <= now_ns());
+        assert!(due <= sent && sent <= now_ns());
         assert_eq!(
             encode(1, 4).len(),
             HEADER,
@@ -136,7 +156,7 @@ mod tests {
     fn counts_gaps_duplicates_and_reorders() {
         let mut t = Tracker::new(0);
         for seq in [0, 1, 3, 2, 3, 5] {
-            t.record(&encode(seq, 16));
+            t.record(&encode(seq, HEADER));
         }
         assert_eq!(t.received, 6);
         assert_eq!(t.unique, 5);
@@ -152,9 +172,31 @@ mod tests {
     fn warmup_is_left_out_of_latency() {
         let mut t = Tracker::new(10);
         for seq in 0..20 {
-            t.record(&encode(seq, 16));
+            t.record(&encode(seq, HEADER));
         }
         assert_eq!(t.measured, 10);
         assert_eq!(t.latency_us.len(), 10);
+    }
+}
+
+#[cfg(test)]
+mod intended {
+    use super::*;
+
+    #[test]
+    fn latency_from_the_due_time_counts_what_a_late_publisher_passed_on() {
+        let mut t = Tracker::new(0);
+        // Due at 1 ms, sent at 51 ms (a publisher held back 50 ms), received
+        // at 52 ms.
+        let mut p = BytesMut::new();
+        for word in [0u64, 1_000_000, 51_000_000] {
+            p.put_u64(word);
+        }
+        t.record_at(&p, 52_000_000);
+        assert_eq!(t.latency_us.max(), 1000);
+        assert_eq!(
+            t.intended_us.max(),
+            t.intended_us.highest_equivalent(51_000)
+        );
     }
 }

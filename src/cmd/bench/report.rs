@@ -125,7 +125,12 @@ pub struct LatencyReport {
     pub rate: f64,
     pub published: u64,
     pub received: u64,
+    /// From each message's send time.
     pub latency: Latency,
+    /// From each message's due time by the publisher's schedule: a stall
+    /// that held the publisher back counts for every message it delayed
+    /// (corrected for coordinated omission).
+    pub intended_latency: Latency,
     pub complete: bool,
 }
 

@@ -416,6 +416,7 @@ pub async fn latency(plan: &Plan, progress: &super::Progress) -> anyhow::Result<
         published: published.messages,
         received: r.tracker.unique,
         latency: Latency::from(&r.tracker.latency_us),
+        intended_latency: Latency::from(&r.tracker.intended_us),
         complete: !published.gave_up && !r.disconnected && r.tracker.unique == published.messages,
     })
 }
