@@ -170,10 +170,12 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             break
         }
         'aioq;watch-db' {
-            [CompletionResult]::new('--dsn', '--dsn', [CompletionResultType]::ParameterName, 'PostgreSQL connection string (a direct connection: LISTEN does not work through a pooler in transaction mode)')
+            [CompletionResult]::new('--dsn', '--dsn', [CompletionResultType]::ParameterName, 'PostgreSQL connection string (a direct connection: LISTEN does not work through a pooler in transaction mode). Keep the password out of it: PGPASSWORD is read as libpq does')
+            [CompletionResult]::new('--payload', '--payload', [CompletionResultType]::ParameterName, 'What events carry (with --install: what the trigger sends; otherwise: what this watcher trusts). In keys mode a notification only says which row changed, and the row is read with this watcher''s privileges')
             [CompletionResult]::new('--table', '--table', [CompletionResultType]::ParameterName, 'Table to watch, optionally schema-qualified; repeat for more. Each needs a single-column primary key')
             [CompletionResult]::new('--channel', '--channel', [CompletionResultType]::ParameterName, 'NOTIFY channel for every table (default: chan_<table> for each)')
             [CompletionResult]::new('--http', '--http', [CompletionResultType]::ParameterName, 'Serve the JSON API on this address (port 0 picks one; the log says which)')
+            [CompletionResult]::new('--http-token-file', '--http-token-file', [CompletionResultType]::ParameterName, 'A file holding a token every HTTP request must bear (`Authorization: Bearer TOKEN`)')
             [CompletionResult]::new('--publish', '--publish', [CompletionResultType]::ParameterName, 'Forward every event into this broker channel')
             [CompletionResult]::new('--tls-ca', '--tls-ca', [CompletionResultType]::ParameterName, 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]')
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Client certificate chain (PEM), for brokers that require one; needs --tls-key')
@@ -190,8 +192,8 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
-            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
-            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break

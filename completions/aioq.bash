@@ -853,7 +853,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__watch__subcmd__db)
-            opts="-v -q -h -V --dsn --table --channel --install --uninstall --http --publish --tls --tls-ca --tls-cert --tls-key --tls-server-name --broker-host --broker-port --cache-size --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --dsn --payload --table --channel --install --uninstall --http --http-token-file --publish --tls --tls-ca --tls-cert --tls-key --tls-server-name --broker-host --broker-port --cache-size --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -861,6 +861,10 @@ _aioq() {
             case "${prev}" in
                 --dsn)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --payload)
+                    COMPREPLY=($(compgen -W "keys rows" -- "${cur}"))
                     return 0
                     ;;
                 --table)
@@ -872,6 +876,10 @@ _aioq() {
                     return 0
                     ;;
                 --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-token-file)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -162,10 +162,12 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --version 'Print version'
         }
         &'aioq;watch-db'= {
-            cand --dsn 'PostgreSQL connection string (a direct connection: LISTEN does not work through a pooler in transaction mode)'
+            cand --dsn 'PostgreSQL connection string (a direct connection: LISTEN does not work through a pooler in transaction mode). Keep the password out of it: PGPASSWORD is read as libpq does'
+            cand --payload 'What events carry (with --install: what the trigger sends; otherwise: what this watcher trusts). In keys mode a notification only says which row changed, and the row is read with this watcher''s privileges'
             cand --table 'Table to watch, optionally schema-qualified; repeat for more. Each needs a single-column primary key'
             cand --channel 'NOTIFY channel for every table (default: chan_<table> for each)'
             cand --http 'Serve the JSON API on this address (port 0 picks one; the log says which)'
+            cand --http-token-file 'A file holding a token every HTTP request must bear (`Authorization: Bearer TOKEN`)'
             cand --publish 'Forward every event into this broker channel'
             cand --tls-ca 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]'
             cand --tls-cert 'Client certificate chain (PEM), for brokers that require one; needs --tls-key'
@@ -182,8 +184,8 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --verbose 'More log output on stderr (-v debug, -vv trace)'
             cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
             cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
-            cand -h 'Print help'
-            cand --help 'Print help'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
             cand -V 'Print version'
             cand --version 'Print version'
         }

@@ -146,10 +146,13 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -s v -l verbose -d 'Mor
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -s V -l version -d 'Print version'
-complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l dsn -d 'PostgreSQL connection string (a direct connection: LISTEN does not work through a pooler in transaction mode)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l dsn -d 'PostgreSQL connection string (a direct connection: LISTEN does not work through a pooler in transaction mode). Keep the password out of it: PGPASSWORD is read as libpq does' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l payload -d 'What events carry (with --install: what the trigger sends; otherwise: what this watcher trusts). In keys mode a notification only says which row changed, and the row is read with this watcher\'s privileges' -r -f -a "keys\t'Table, schema, key and operation only; the watcher reads the row with its own privileges. A forged notification can at worst cause a re-read'
+rows\t'Old and new rows and the diff in the event (no read per event; every role that can LISTEN on the channel reads them, and any role can NOTIFY one)'"
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l table -d 'Table to watch, optionally schema-qualified; repeat for more. Each needs a single-column primary key' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l channel -d 'NOTIFY channel for every table (default: chan_<table> for each)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http -d 'Serve the JSON API on this address (port 0 picks one; the log says which)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http-token-file -d 'A file holding a token every HTTP request must bear (`Authorization: Bearer TOKEN`)' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l publish -d 'Forward every event into this broker channel' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
@@ -164,7 +167,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls -d 'Connect w
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l json -d 'One JSON object per line on stdout instead of pretty JSON'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
-complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s h -l help -d 'Print help'
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -s V -l version -d 'Print version'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and not __fish_seen_subcommand_from report collect help" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and not __fish_seen_subcommand_from report collect help" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'

@@ -46,9 +46,12 @@ async fn install_is_idempotent_and_events_carry_rows_and_diffs() {
     let db = pg.database("restaurant").await;
     db.batch_execute(PATRON).await.unwrap();
     for _ in 0..2 {
-        let mut p = watch(&pg, "restaurant", &["--install"]);
+        let mut p = watch(&pg, "restaurant", &["--install", "--payload", "rows"]);
         assert_eq!(p.exit_code(20.0), Some(0));
-        assert!(p.out.text().contains("notifying chan_patron"));
+        assert!(p
+            .out
+            .text()
+            .contains("notifying chan_patron (rows payload)"));
     }
     let triggers: i64 = db
         .query_one(
@@ -59,7 +62,7 @@ async fn install_is_idempotent_and_events_carry_rows_and_diffs() {
         .unwrap()
         .get(0);
     assert_eq!(triggers, 1, "installing twice leaves one trigger");
-    let w = watch(&pg, "restaurant", &["--json"]);
+    let w = watch(&pg, "restaurant", &["--json", "--payload", "rows"]);
     w.err.wait_for_async(20.0, "listening on chan_patron").await;
 
     db.batch_execute("INSERT INTO patron (name, visits) VALUES ('Ada', 1)")
@@ -162,10 +165,18 @@ async fn two_instances_stay_coherent_and_bad_requests_get_400() {
     let pg = Pg::start();
     let db = pg.database("app").await;
     db.batch_execute(PATRON).await.unwrap();
-    let mut install = watch(&pg, "app", &["--install"]);
+    let mut install = watch(&pg, "app", &["--install", "--payload", "rows"]);
     assert_eq!(install.exit_code(20.0), Some(0));
-    let a = watch(&pg, "app", &["--json", "--http", "127.0.0.1:0"]);
-    let b = watch(&pg, "app", &["--json", "--http", "127.0.0.1:0"]);
+    let a = watch(
+        &pg,
+        "app",
+        &["--json", "--http", "127.0.0.1:0", "--payload", "rows"],
+    );
+    let b = watch(
+        &pg,
+        "app",
+        &["--json", "--http", "127.0.0.1:0", "--payload", "rows"],
+    );
     let (pa, pb) = (http_port(&a), http_port(&b));
     a.err.wait_for_async(20.0, "listening on chan_patron").await;
     b.err.wait_for_async(20.0, "listening on chan_patron").await;
@@ -291,9 +302,13 @@ async fn reconnect_after_terminate_invalidates_the_cache_and_events_flow_again()
     db.batch_execute("INSERT INTO patron (name) VALUES ('Linus')")
         .await
         .unwrap();
-    let mut install = watch(&pg, "app", &["--install"]);
+    let mut install = watch(&pg, "app", &["--install", "--payload", "rows"]);
     assert_eq!(install.exit_code(20.0), Some(0));
-    let w = watch(&pg, "app", &["--json", "--http", "127.0.0.1:0"]);
+    let w = watch(
+        &pg,
+        "app",
+        &["--json", "--http", "127.0.0.1:0", "--payload", "rows"],
+    );
     let port = http_port(&w);
     w.err.wait_for_async(20.0, "listening on chan_patron").await;
     let (_, row) = http(port, "GET", "/patron/1", None).await;
@@ -362,4 +377,189 @@ async fn publish_delivers_events_to_a_broker_subscriber() {
     let ev: Value = serde_json::from_str(&line).unwrap();
     assert_eq!(ev["type"], "INSERT");
     assert_eq!(ev["data"]["new"]["name"], "Barbara");
+}
+
+/// In keys mode (the default) LISTEN/NOTIFY carries no row: a role with no
+/// grant on the table that LISTENs learns only which row changed, and one that
+/// forges a NOTIFY can at worst make the watcher read the row again. The
+/// cache is keyed by the key as PostgreSQL prints it (`01` is `1`), and
+/// writes need a JSON content type and a loopback Host.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_mode_cannot_be_poisoned_or_read_and_the_http_face_is_guarded() {
+    let pg = Pg::start();
+    let db = pg.database("shop").await;
+    db.batch_execute(PATRON).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO patron (name, visits) VALUES ('Ada', 1);
+         CREATE ROLE mallory LOGIN;
+         GRANT CONNECT ON DATABASE shop TO mallory;",
+    )
+    .await
+    .unwrap();
+    let mut install = watch(&pg, "shop", &["--install"]);
+    assert_eq!(install.exit_code(20.0), Some(0));
+    assert!(install.out.text().contains("(keys payload)"));
+    let w = watch(&pg, "shop", &["--json", "--http", "127.0.0.1:0"]);
+    let port = http_port(&w);
+    w.err.wait_for_async(20.0, "listening on chan_patron").await;
+
+    // Mallory listens, and forges an event with a row of her own.
+    let mallory = {
+        let (client, connection) = tokio_postgres::connect(
+            &pg.dsn("shop").replace("postgres@", "mallory@"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("mallory connects");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut connection = connection;
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            use futures::StreamExt;
+            while let Some(Ok(m)) = messages.next().await {
+                if let tokio_postgres::AsyncMessage::Notification(n) = m {
+                    let _ = tx.send(n.payload().to_string());
+                }
+            }
+        });
+        client.batch_execute("LISTEN chan_patron").await.unwrap();
+        (client, move || {
+            let mut got = Vec::new();
+            while let Ok(p) = rx.try_recv() {
+                got.push(p);
+            }
+            got
+        })
+    };
+    let (mallory_db, mut overheard) = mallory;
+    assert_eq!(http(port, "GET", "/patron/1", None).await.1["name"], "Ada");
+    mallory_db
+        .batch_execute(
+            r#"NOTIFY chan_patron, '{"table":"patron","schema":"public","id":1,"type":"UPDATE","data":{"new":{"id":1,"name":"pwned","visits":0,"note":null}}}'"#,
+        )
+        .await
+        .unwrap();
+    mallory_db
+        .batch_execute(
+            r#"NOTIFY chan_patron, '{"table":"patron","schema":"public","id":1,"type":"DELETE"}'"#,
+        )
+        .await
+        .unwrap();
+    wait_until_async(10.0, "both forged events seen", || w.out.len() >= 2).await;
+    let (status, row) = http(port, "GET", "/patron/1", None).await;
+    assert_eq!((status, &row["name"]), (200, &json!("Ada")), "{row}");
+
+    // The owner's update reaches Mallory as a key, not a row.
+    db.batch_execute("UPDATE patron SET name = 'Ada L.' WHERE id = 1")
+        .await
+        .unwrap();
+    wait_until_async(10.0, "the real event", || w.out.len() >= 3).await;
+    let heard = overheard();
+    let real: Vec<_> = heard
+        .iter()
+        .filter(|p| !p.contains("pwned") && p.contains("UPDATE"))
+        .collect();
+    assert_eq!(real.len(), 1, "{heard:?}");
+    assert!(
+        !real[0].contains("Ada"),
+        "Mallory read the row: {}",
+        real[0]
+    );
+
+    // One row, whatever the URL's spelling of its key.
+    assert_eq!(
+        http(port, "GET", "/patron/01", None).await.1["name"],
+        "Ada L."
+    );
+    db.batch_execute("UPDATE patron SET visits = 9 WHERE id = 1")
+        .await
+        .unwrap();
+    wait_until_async(10.0, "the visits event", || w.out.len() >= 4).await;
+    assert_eq!(http(port, "GET", "/patron/01", None).await.1["visits"], 9);
+    let long = format!("/patron/{}", "9".repeat(300));
+    assert_eq!(http(port, "GET", &long, None).await.0, 400);
+
+    // The HTTP face: a JSON content type for writes, a loopback Host.
+    let raw = |req: String| async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).await.unwrap();
+        String::from_utf8_lossy(&resp)
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+    };
+    let body = r#"{"name":"csrf"}"#;
+    let post = |ctype: &str, host: &str| {
+        format!(
+            "POST /patron HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+             Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    assert_eq!(raw(post("text/plain", "localhost")).await, 415);
+    assert_eq!(raw(post("application/json", "evil.example")).await, 403);
+    assert_eq!(
+        raw(post("application/json", &format!("127.0.0.1:{port}"))).await,
+        200
+    );
+    let rows: i64 = db
+        .query_one("SELECT count(*) FROM patron WHERE name = 'csrf'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 1, "only the JSON request from a loopback Host wrote");
+}
+
+/// `--http-token-file`: every route needs the bearer token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_file_guards_every_route() {
+    let pg = Pg::start();
+    let db = pg.database("tok").await;
+    db.batch_execute(PATRON).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    let w = watch(
+        &pg,
+        "tok",
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--http-token-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    let port = http_port(&w);
+    assert_eq!(http(port, "GET", "/_stats", None).await.0, 401);
+    let authed = |token: &str| {
+        let token = token.to_string();
+        async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap();
+            let req = format!(
+                "GET /_stats HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+                 Authorization: Bearer {token}\r\n\r\n"
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut resp = Vec::new();
+            s.read_to_end(&mut resp).await.unwrap();
+            String::from_utf8_lossy(&resp)
+                .split(' ')
+                .nth(1)
+                .unwrap()
+                .parse::<u16>()
+                .unwrap()
+        }
+    };
+    assert_eq!(authed("wrong").await, 401);
+    assert_eq!(authed("s3cret").await, 200);
 }

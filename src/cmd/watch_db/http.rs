@@ -14,13 +14,24 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
-use super::cache::Cache;
+use super::cache::{canonical_id, Cache};
 use super::schema::Table;
 
 pub struct App {
     pub tables: HashMap<String, Table>,
     pub cache: Cache,
     pub pool: deadpool_postgres::Pool,
+    pub guard: Guard,
+}
+
+/// Who may call the API: checked before any route.
+#[derive(Debug, Default)]
+pub struct Guard {
+    /// `--http-token-file`: every request needs `Authorization: Bearer`.
+    pub token: Option<String>,
+    /// Bound to a loopback address: only a loopback Host header is served,
+    /// so a web page that rebinds its own name to 127.0.0.1 gets nothing.
+    pub loopback: bool,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -28,7 +39,67 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_stats", get(stats))
         .route("/{table}", post(insert))
         .route("/{table}/{id}", get(read).put(update).delete(remove))
+        .layer(axum::middleware::from_fn_with_state(app.clone(), guard))
         .with_state(app)
+}
+
+/// The checks every request passes: the token, the Host header on a
+/// loopback address, and a JSON content type for writes, so that a web page
+/// cannot write rows with a form or a "simple" cross-site request.
+async fn guard(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let refuse = |status: StatusCode, why: &str| ApiError(status, why.to_string()).into_response();
+    let headers = request.headers();
+    if let Some(token) = &app.guard.token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| constant_time_eq(g.as_bytes(), token.as_bytes())) {
+            return refuse(StatusCode::UNAUTHORIZED, "a bearer token is required");
+        }
+    }
+    if app.guard.loopback {
+        let host = headers
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let name = match host.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host.split(':').next().unwrap_or(""),
+        };
+        if !matches!(name, "localhost" | "127.0.0.1" | "::1") {
+            return refuse(
+                StatusCode::FORBIDDEN,
+                "this API is bound to loopback and answers only a loopback Host",
+            );
+        }
+    }
+    let writes = matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    );
+    if writes {
+        let json = headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return refuse(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "writes need Content-Type: application/json",
+            );
+        }
+    }
+    next.run(request).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Quotes an identifier (one that came from the catalog).
@@ -83,6 +154,19 @@ impl From<deadpool_postgres::PoolError> for ApiError {
 }
 
 type ApiResult = Result<(StatusCode, Json<Value>), ApiError>;
+
+/// Longest id a URL may carry.
+const MAX_ID: usize = 256;
+
+fn check_id(id: &str) -> Result<(), ApiError> {
+    if id.len() > MAX_ID {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            format!("id of {} bytes: at most {MAX_ID}", id.len()),
+        ));
+    }
+    Ok(())
+}
 
 fn table<'a>(app: &'a App, name: &str) -> Result<&'a Table, ApiError> {
     app.tables.get(name).ok_or_else(|| {
@@ -149,9 +233,15 @@ async fn read(State(app): State<Arc<App>>, Path((name, id)): Path<(String, Strin
     let mut hit = true;
     let result: ApiResult = async {
         let t = table(&app, &name)?;
-        let row = match app.cache.get(&t.name, &id) {
-            Some(row) => row,
-            None => {
+        check_id(&id)?;
+        let key = canonical_id(&t.pk_type, &id);
+        let cached = match &key {
+            Some(key) => app.cache.get(&t.name, key).map_err(Some),
+            None => Err(None),
+        };
+        let row = match cached {
+            Ok(row) => row,
+            Err(miss) => {
                 hit = false;
                 let db = app.pool.get().await?;
                 app.cache.stats.db_queries.fetch_add(1, Relaxed);
@@ -159,7 +249,9 @@ async fn read(State(app): State<Arc<App>>, Path((name, id)): Path<(String, Strin
                     .query_opt(&select_sql(t), &[&id])
                     .await?
                     .map(|r| r.get(0));
-                app.cache.put(&t.name, &id, row.clone());
+                if let Some(miss) = miss {
+                    app.cache.fill(miss, row.clone());
+                }
                 row
             }
         };

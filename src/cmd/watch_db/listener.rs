@@ -35,12 +35,16 @@ pub enum Feed {
 
 /// Runs until `tx` closes. Fails only if the very first connection fails (a
 /// wrong DSN should stop the program, not retry forever).
-pub async fn run(dsn: String, channels: Vec<String>, tx: mpsc::Sender<Feed>) -> anyhow::Result<()> {
+pub async fn run(
+    config: tokio_postgres::Config,
+    channels: Vec<String>,
+    tx: mpsc::Sender<Feed>,
+) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut connected_before = false;
     loop {
         let mut connected = false;
-        match session(&dsn, &channels, &tx, connected_before, &mut connected).await {
+        match session(&config, &channels, &tx, connected_before, &mut connected).await {
             Ok(()) => return Ok(()),
             Err(e) if !connected_before && !connected => return Err(e),
             Err(e) => {
@@ -57,13 +61,13 @@ pub async fn run(dsn: String, channels: Vec<String>, tx: mpsc::Sender<Feed>) -> 
 }
 
 async fn session(
-    dsn: &str,
+    config: &tokio_postgres::Config,
     channels: &[String],
     tx: &mpsc::Sender<Feed>,
     reconnect: bool,
     connected: &mut bool,
 ) -> anyhow::Result<()> {
-    let mut config: tokio_postgres::Config = dsn.parse().context("parsing the DSN")?;
+    let mut config = config.clone();
     // Named, so operators (and tests) can tell this connection apart.
     config.application_name("aioq watch-db listener");
     let (client, mut connection) = config

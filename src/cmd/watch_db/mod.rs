@@ -38,9 +38,15 @@ printed on stdout (pretty JSON, or one line each with --json) until SIGINT/SIGTE
 #[command(after_help = AFTER_HELP)]
 pub struct WatchDbArgs {
     /// PostgreSQL connection string (a direct connection: LISTEN does not work
-    /// through a pooler in transaction mode).
-    #[arg(long, env = "AIOQ_DSN")]
+    /// through a pooler in transaction mode). Keep the password out of it:
+    /// PGPASSWORD is read as libpq does.
+    #[arg(long, env = "AIOQ_DSN", hide_env_values = true)]
     pub dsn: String,
+    /// What events carry (with --install: what the trigger sends; otherwise:
+    /// what this watcher trusts). In keys mode a notification only says
+    /// which row changed, and the row is read with this watcher's privileges.
+    #[arg(long, value_enum, default_value_t = schema::Payload::Keys)]
+    pub payload: schema::Payload,
     /// Table to watch, optionally schema-qualified; repeat for more. Each needs a
     /// single-column primary key.
     #[arg(long = "table", required = true)]
@@ -57,6 +63,10 @@ pub struct WatchDbArgs {
     /// Serve the JSON API on this address (port 0 picks one; the log says which).
     #[arg(long)]
     pub http: Option<String>,
+    /// A file holding a token every HTTP request must bear
+    /// (`Authorization: Bearer TOKEN`).
+    #[arg(long, value_name = "FILE", requires = "http")]
+    pub http_token_file: Option<std::path::PathBuf>,
     /// Forward every event into this broker channel.
     #[arg(long)]
     pub publish: Option<String>,
@@ -97,7 +107,23 @@ fn redact(dsn: &str) -> String {
     }
 }
 
+/// The DSN as a connection config, with the password from PGPASSWORD when
+/// the DSN has none (as libpq does), so that it need not be on the command
+/// line where `ps` shows it.
+fn pg_config(dsn: &str) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = dsn.parse().map_err(|e| {
+        crate::exit::usage(format!("--dsn is not a PostgreSQL connection string: {e}"))
+    })?;
+    if config.get_password().is_none() {
+        if let Ok(password) = std::env::var("PGPASSWORD") {
+            config.password(password);
+        }
+    }
+    Ok(config)
+}
+
 pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
+    let pg = pg_config(&args.dsn)?;
     let broker = match &args.publish {
         Some(channel) => {
             let target = Target::new(
@@ -109,7 +135,8 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let (mut db, connection) = tokio_postgres::connect(&args.dsn, NoTls)
+    let (mut db, connection) = pg
+        .connect(NoTls)
         .await
         .with_context(|| format!("cannot connect to PostgreSQL ({})", redact(&args.dsn)))?;
     let conn_task = tokio::spawn(connection);
@@ -118,14 +145,15 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
         tables.push(schema::describe(&db, name, args.channel.as_deref()).await?);
     }
     if args.install {
-        schema::install(&mut db, &tables).await?;
+        schema::install(&mut db, &tables, args.payload).await?;
         for t in &tables {
             println!(
-                "installed trigger {} on {}.{} notifying {}",
+                "installed trigger {} on {}.{} notifying {} ({} payload)",
                 t.trigger_name(),
                 t.schema,
                 t.relname,
-                t.channel
+                t.channel,
+                args.payload.as_str()
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -160,23 +188,57 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
     drop(db);
     conn_task.abort();
 
-    let mut pool_config = deadpool_postgres::Config::new();
-    pool_config.url = Some(args.dsn.clone());
-    pool_config.pool = Some(deadpool_postgres::PoolConfig::new(4));
-    let pool = pool_config
-        .create_pool(Some(deadpool_postgres::Runtime::Tokio1), NoTls)
+    let token = match &args.http_token_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--http-token-file {}", path.display()))
+                .map_err(crate::exit::as_usage)?;
+            let token = text.trim().to_string();
+            crate::ensure_usage!(
+                !token.is_empty(),
+                "--http-token-file {} is empty",
+                path.display()
+            );
+            Some(token)
+        }
+        None => None,
+    };
+    let http_listener = match &args.http {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?,
+        ),
+        None => None,
+    };
+    let manager = deadpool_postgres::Manager::from_config(
+        pg.clone(),
+        NoTls,
+        deadpool_postgres::ManagerConfig::default(),
+    );
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(4)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
         .context("creating the connection pool")?;
     let app = Arc::new(App {
         tables: tables.iter().map(|t| (t.name.clone(), t.clone())).collect(),
         cache: Cache::new(args.cache_size as usize),
         pool,
+        guard: http::Guard {
+            token,
+            loopback: http_listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .is_some_and(|a| a.ip().is_loopback()),
+        },
     });
 
     let mut channels: Vec<String> = tables.iter().map(|t| t.channel.clone()).collect();
     channels.sort();
     channels.dedup();
     let (feed_tx, mut feed_rx) = mpsc::channel(1024);
-    let mut listener = tokio::spawn(listener::run(args.dsn.clone(), channels.clone(), feed_tx));
+    let mut listener = tokio::spawn(listener::run(pg.clone(), channels.clone(), feed_tx));
 
     let forward = broker.map(|(target, channel)| {
         let (tx, rx) = mpsc::channel::<Bytes>(10_000);
@@ -188,10 +250,7 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
         tx
     });
 
-    if let Some(addr) = &args.http {
-        let l = tokio::net::TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr}"))?;
+    if let Some(l) = http_listener {
         tracing::info!("serving HTTP on http://{}", l.local_addr()?);
         let router = http::router(app.clone());
         tokio::spawn(async move {
@@ -229,13 +288,15 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
                 );
                 json!({ "type": "RESYNC", "reason": "reconnected to PostgreSQL", "invalidated": n })
             }
-            Feed::Notification { channel, payload } => match apply(&app, &payload).await {
-                Some(e) => e,
-                None => {
-                    tracing::warn!("ignoring a notification on {channel} that is not an aioq event: {payload:.200}");
-                    continue;
+            Feed::Notification { channel, payload } => {
+                match apply(&app, &payload, args.payload).await {
+                    Some(e) => e,
+                    None => {
+                        tracing::warn!("ignoring a notification on {channel} that is not an aioq event: {payload:.200}");
+                        continue;
+                    }
                 }
-            },
+            }
         };
         emit(&event, args.json)?;
         if let Some(tx) = &forward {
@@ -259,9 +320,19 @@ fn emit(event: &Value, one_line: bool) -> anyhow::Result<()> {
 }
 
 /// Brings the cache up to date with one event (fetching the row when the
-/// trigger had to leave it out) and returns the event as printed.
-async fn apply(app: &App, payload: &str) -> Option<Value> {
+/// trigger left it out, or when rows in events are not trusted) and returns
+/// the event as printed.
+async fn apply(app: &App, payload: &str, trust: schema::Payload) -> Option<Value> {
     let mut event: Value = serde_json::from_str(payload).ok()?;
+    // Any role can NOTIFY: in keys mode what an event says about a row is
+    // not taken, only that the row changed; the row is read with our
+    // privileges.
+    let keys_only = trust == schema::Payload::Keys;
+    if keys_only {
+        if let Some(obj) = event.as_object_mut() {
+            obj.remove("data");
+        }
+    }
     let relname = event.get("table")?.as_str()?.to_string();
     let schema_name = event
         .get("schema")
@@ -275,7 +346,7 @@ async fn apply(app: &App, payload: &str) -> Option<Value> {
     let id = id_key(event.get("id")?);
     let kind = event.get("type")?.as_str()?.to_string();
     app.cache.stats.events.fetch_add(1, Relaxed);
-    if event.get("truncated") == Some(&Value::Bool(true)) && kind != "DELETE" {
+    if (keys_only || event.get("truncated") == Some(&Value::Bool(true))) && kind != "DELETE" {
         match fetch(app, table, &id).await {
             Ok(row) => {
                 event["data"] = json!({ "new": row });
@@ -283,7 +354,7 @@ async fn apply(app: &App, payload: &str) -> Option<Value> {
             }
             Err(e) => {
                 tracing::warn!(
-                    "could not fetch {} {id} after a truncated event: {e:#}",
+                    "could not read {} {id} after its change event: {e:#}",
                     table.name
                 );
                 app.cache.remove(&table.name, &id);
@@ -291,11 +362,21 @@ async fn apply(app: &App, payload: &str) -> Option<Value> {
             }
         }
     }
+    // A row gone, as an event says: trusted, it is cached as absent; not
+    // trusted (keys mode), it is only forgotten, and the next read asks the
+    // database.
+    let gone = |id: &str| {
+        if keys_only {
+            app.cache.remove(&table.name, id)
+        } else {
+            app.cache.put(&table.name, id, None)
+        }
+    };
     if let Some(old) = event.get("old_id") {
-        app.cache.put(&table.name, &id_key(old), None);
+        gone(&id_key(old));
     }
     match kind.as_str() {
-        "DELETE" => app.cache.put(&table.name, &id, None),
+        "DELETE" => gone(&id),
         _ => match event.pointer("/data/new") {
             Some(row) if !row.is_null() => app.cache.put(&table.name, &id, Some(row.clone())),
             _ => app.cache.remove(&table.name, &id),

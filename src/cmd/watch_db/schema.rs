@@ -15,12 +15,18 @@ pub const FUNCTION: &str = "aioq_notify";
 /// The trigger function: builds the event, falls back to table/id/type (and
 /// `"truncated": true`) when it would not fit a NOTIFY payload (under 8000
 /// bytes, or the writing transaction fails), and notifies on the channel given as the trigger's first
-/// argument (the primary key column is the second).
+/// argument (the primary key column is the second). The third says what the
+/// event carries: `keys` (table, key, operation: every role may LISTEN, so
+/// rows stay out) or `rows` (old and new rows and the diff). Schema-qualified,
+/// with its search_path fixed, so no object a role creates elsewhere can stand
+/// in for the functions it calls.
 const FUNCTION_SQL: &str = r#"
-CREATE OR REPLACE FUNCTION aioq_notify() RETURNS trigger LANGUAGE plpgsql AS $fn$
+CREATE OR REPLACE FUNCTION public.aioq_notify() RETURNS trigger LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp AS $fn$
 DECLARE
   chan text := TG_ARGV[0];
   pk text := TG_ARGV[1];
+  keys_only boolean := COALESCE(TG_ARGV[2], 'rows') = 'keys';
   old_row jsonb;
   new_row jsonb;
   data jsonb := '{}'::jsonb;
@@ -40,7 +46,11 @@ BEGIN
   IF TG_OP = 'UPDATE' AND (old_row -> pk) IS DISTINCT FROM (new_row -> pk) THEN
     event := event || jsonb_build_object('old_id', old_row -> pk);
   END IF;
-  msg := (event || jsonb_build_object('data', data))::text;
+  IF keys_only THEN
+    msg := event::text;
+  ELSE
+    msg := (event || jsonb_build_object('data', data))::text;
+  END IF;
   IF octet_length(msg) > 7999 THEN
     msg := (event || jsonb_build_object('truncated', true))::text;
   END IF;
@@ -48,6 +58,28 @@ BEGIN
   RETURN NULL;
 END
 $fn$"#;
+
+/// What the trigger's events carry, and what the watcher trusts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Payload {
+    /// Table, schema, key and operation only; the watcher reads the row with
+    /// its own privileges. A forged notification can at worst cause a
+    /// re-read.
+    Keys,
+    /// Old and new rows and the diff in the event (no read per event; every
+    /// role that can LISTEN on the channel reads them, and any role can
+    /// NOTIFY one).
+    Rows,
+}
+
+impl Payload {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Payload::Keys => "keys",
+            Payload::Rows => "rows",
+        }
+    }
+}
 
 /// A watched table, as read from the catalog.
 #[derive(Debug, Clone)]
@@ -148,7 +180,11 @@ pub async fn formatted(
 
 /// Creates the function and the triggers, in one transaction; running it again
 /// changes nothing.
-pub async fn install(db: &mut tokio_postgres::Client, tables: &[Table]) -> anyhow::Result<()> {
+pub async fn install(
+    db: &mut tokio_postgres::Client,
+    tables: &[Table],
+    payload: Payload,
+) -> anyhow::Result<()> {
     let tx = db.transaction().await?;
     tx.batch_execute(FUNCTION_SQL)
         .await
@@ -157,8 +193,15 @@ pub async fn install(db: &mut tokio_postgres::Client, tables: &[Table]) -> anyho
         let ddl = formatted(
             &tx,
             "CREATE OR REPLACE TRIGGER %I AFTER INSERT OR UPDATE OR DELETE ON %I.%I \
-             FOR EACH ROW EXECUTE FUNCTION aioq_notify(%L, %L)",
-            &[&t.trigger_name(), &t.schema, &t.relname, &t.channel, &t.pk],
+             FOR EACH ROW EXECUTE FUNCTION public.aioq_notify(%L, %L, %L)",
+            &[
+                &t.trigger_name(),
+                &t.schema,
+                &t.relname,
+                &t.channel,
+                &t.pk,
+                payload.as_str(),
+            ],
         )
         .await?;
         tx.batch_execute(&ddl)
@@ -189,7 +232,7 @@ pub async fn uninstall(db: &mut tokio_postgres::Client, tables: &[Table]) -> any
         .await?
         .get(0);
     if users == 0 {
-        tx.batch_execute("DROP FUNCTION IF EXISTS aioq_notify()")
+        tx.batch_execute("DROP FUNCTION IF EXISTS public.aioq_notify()")
             .await?;
     }
     tx.commit().await?;
