@@ -563,3 +563,79 @@ async fn a_token_file_guards_every_route() {
     assert_eq!(authed("wrong").await, 401);
     assert_eq!(authed("s3cret").await, 200);
 }
+
+/// Coherence under concurrency: a read-through that read a row before an
+/// update committed must not land after that update's event. B reads as a
+/// role whose reads row-level security slows to a second; while B's GET of
+/// row 1 is in flight, the row is updated and B applies the event; B's next
+/// GET serves the update (before: the slow read's old row, for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_started_before_an_update_never_lands_after_its_event() {
+    let pg = Pg::start();
+    let db = pg.database("race").await;
+    db.batch_execute(PATRON).await.unwrap();
+    db.batch_execute(
+        "INSERT INTO patron (name, visits) VALUES ('one', 1);
+         CREATE ROLE app LOGIN;
+         GRANT SELECT ON patron TO app;
+         CREATE FUNCTION slowly() RETURNS boolean LANGUAGE sql AS 'SELECT pg_sleep(1) IS NOT NULL';
+         ALTER TABLE patron ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY slow_reads ON patron FOR SELECT TO app USING (slowly());",
+    )
+    .await
+    .unwrap();
+    let mut install = watch(&pg, "race", &["--install", "--payload", "rows"]);
+    assert_eq!(install.exit_code(20.0), Some(0));
+    let dsn = pg.dsn("race").replace("postgres@", "app@");
+    let b = Proc::spawn(
+        &[
+            "watch-db",
+            "--dsn",
+            &dsn,
+            "--table",
+            "patron",
+            "--payload",
+            "rows",
+            "--json",
+            "--http",
+            "127.0.0.1:0",
+        ],
+        false,
+    );
+    let port = http_port(&b);
+    b.err.wait_for_async(20.0, "listening on chan_patron").await;
+
+    let read = tokio::spawn(async move { http(port, "GET", "/patron/1", None).await });
+    let running_by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let running: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE usename = 'app' \
+                 AND state = 'active' AND query LIKE '%to_jsonb%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if running > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < running_by,
+            "B's read never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    db.batch_execute("UPDATE patron SET visits = 2 WHERE id = 1")
+        .await
+        .unwrap();
+    wait_until_async(10.0, "B applied the event", || b.out.len() >= 1).await;
+    let (status, first) = read.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(first["visits"], 1, "the read began before the update");
+    let (_, now) = http(port, "GET", "/patron/1", None).await;
+    assert_eq!(
+        now["visits"], 2,
+        "B serves the update, not the slow read's row"
+    );
+}
