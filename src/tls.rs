@@ -13,9 +13,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// Where Debian and most distributions keep the system's trusted CAs.
-const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
+pub(crate) const SYSTEM_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -35,7 +35,7 @@ fn key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
         .with_context(|| format!("cannot read a private key from {}", path.display()))
 }
 
-fn roots(path: &Path) -> anyhow::Result<RootCertStore> {
+pub(crate) fn roots(path: &Path) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(certs(path)?);
     if added == 0 {

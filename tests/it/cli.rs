@@ -333,3 +333,16 @@ async fn exit_codes_follow_one_table_across_subcommands() {
     );
     broker.terminate();
 }
+
+/// A password in the environment never reaches `--help`.
+#[test]
+fn help_hides_the_dsn_from_the_environment() {
+    let out = Command::new(BIN)
+        .args(["watch-db", "--help"])
+        .env("AIOQ_DSN", "postgres://u:s3cr3t@db.example/app")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("AIOQ_DSN"), "{help}");
+    assert!(!help.contains("s3cr3t"), "{help}");
+}

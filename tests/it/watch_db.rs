@@ -154,7 +154,7 @@ async fn bad_setups_exit_non_zero_with_a_clear_message() {
     assert_eq!(p.exit_code(20.0), Some(1));
     let err = p.err.text();
     assert!(
-        err.contains("cannot connect to PostgreSQL (postgres@127.0.0.1/shop)"),
+        err.contains("cannot connect to PostgreSQL (postgres@127.0.0.1/shop, sslmode=prefer)"),
         "{err}"
     );
     assert!(!err.contains("secret"), "the password is not printed");
@@ -638,4 +638,95 @@ async fn a_read_that_started_before_an_update_never_lands_after_its_event() {
         now["visits"], 2,
         "B serves the update, not the slow read's row"
     );
+}
+
+/// TLS to PostgreSQL as libpq does it: against a server with `ssl = on` and
+/// a certificate from a CA the test makes, `sslmode=verify-full` with that CA
+/// connects and the connection is encrypted; another CA, or a host name the
+/// certificate does not hold, is refused with the reason; `sslmode=disable`
+/// connects in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_postgresql_honours_sslmode_and_sslrootcert() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca = |name: &str| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca_cert, ca_key) = ca("pg test CA");
+    let (other_ca, _) = ca("another CA");
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &ca_cert, &ca_key)
+        .unwrap();
+    let pg = Pg::start_tls(&server.pem(), &server_key.serialize_pem());
+    let db = pg.database("secure").await;
+    db.batch_execute(PATRON).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    std::fs::write(&good, ca_cert.pem()).unwrap();
+    std::fs::write(&bad, other_ca.pem()).unwrap();
+
+    let dsn =
+        |host: &str, query: &str| format!("postgres://postgres@{host}:{}/secure?{query}", pg.port);
+    let install = |dsn: String| {
+        let mut p = Proc::spawn(
+            &["watch-db", "--dsn", &dsn, "--table", "patron", "--install"],
+            false,
+        );
+        (p.exit_code(20.0), p.err.text())
+    };
+    let verify_full = dsn(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", good.display()),
+    );
+    let (code, err) = install(verify_full.clone());
+    assert_eq!(code, Some(0), "{err}");
+
+    let (code, err) = install(dsn(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={}", bad.display()),
+    ));
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("sslmode=verify-full") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+
+    // 127.0.0.1 reaches the same server, but the certificate holds only
+    // "localhost": verify-full refuses, verify-ca (the chain only) accepts.
+    let (code, err) = install(dsn(
+        "127.0.0.1",
+        &format!("sslmode=verify-full&sslrootcert={}", good.display()),
+    ));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("not valid for name"), "{err}");
+    let (code, err) = install(dsn(
+        "127.0.0.1",
+        &format!("sslmode=verify-ca&sslrootcert={}", good.display()),
+    ));
+    assert_eq!(code, Some(0), "{err}");
+
+    // The watcher's own connections are encrypted; with sslmode=disable not.
+    let w = Proc::spawn(
+        &["watch-db", "--dsn", &verify_full, "--table", "patron"],
+        false,
+    );
+    w.err.wait_for_async(20.0, "listening on chan_patron").await;
+    let encrypted: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'aioq watch-db listener' AND s.ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(encrypted, 1, "the LISTEN connection uses TLS");
+    let (code, err) = install(dsn("localhost", "sslmode=disable"));
+    assert_eq!(code, Some(0), "{err}");
 }

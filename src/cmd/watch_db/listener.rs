@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use futures::StreamExt;
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::schema;
 use crate::runtime::backoff::Backoff;
@@ -37,6 +37,7 @@ pub enum Feed {
 /// wrong DSN should stop the program, not retry forever).
 pub async fn run(
     config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
     channels: Vec<String>,
     tx: mpsc::Sender<Feed>,
 ) -> anyhow::Result<()> {
@@ -44,7 +45,16 @@ pub async fn run(
     let mut connected_before = false;
     loop {
         let mut connected = false;
-        match session(&config, &channels, &tx, connected_before, &mut connected).await {
+        match session(
+            &config,
+            &tls,
+            &channels,
+            &tx,
+            connected_before,
+            &mut connected,
+        )
+        .await
+        {
             Ok(()) => return Ok(()),
             Err(e) if !connected_before && !connected => return Err(e),
             Err(e) => {
@@ -62,6 +72,7 @@ pub async fn run(
 
 async fn session(
     config: &tokio_postgres::Config,
+    tls: &tokio_postgres_rustls::MakeRustlsConnect,
     channels: &[String],
     tx: &mpsc::Sender<Feed>,
     reconnect: bool,
@@ -71,7 +82,7 @@ async fn session(
     // Named, so operators (and tests) can tell this connection apart.
     config.application_name("aioq watch-db listener");
     let (client, mut connection) = config
-        .connect(NoTls)
+        .connect(tls.clone())
         .await
         .context("connecting to PostgreSQL")?;
     let (ntx, mut nrx) = mpsc::unbounded_channel();

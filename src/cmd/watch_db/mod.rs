@@ -5,6 +5,7 @@
 mod cache;
 mod http;
 mod listener;
+mod pg;
 mod schema;
 
 use std::io::Write;
@@ -16,7 +17,6 @@ use anyhow::Context;
 use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use tokio_postgres::NoTls;
 
 use self::cache::{id_key, Cache};
 use self::http::App;
@@ -89,6 +89,7 @@ pub struct WatchDbArgs {
 
 /// A DSN fit for messages: without its password.
 fn redact(dsn: &str) -> String {
+    let dsn = pg::without_tls(dsn);
     match dsn.parse::<tokio_postgres::Config>() {
         Ok(c) => format!(
             "{}@{}/{}",
@@ -107,23 +108,8 @@ fn redact(dsn: &str) -> String {
     }
 }
 
-/// The DSN as a connection config, with the password from PGPASSWORD when
-/// the DSN has none (as libpq does), so that it need not be on the command
-/// line where `ps` shows it.
-fn pg_config(dsn: &str) -> anyhow::Result<tokio_postgres::Config> {
-    let mut config: tokio_postgres::Config = dsn.parse().map_err(|e| {
-        crate::exit::usage(format!("--dsn is not a PostgreSQL connection string: {e}"))
-    })?;
-    if config.get_password().is_none() {
-        if let Ok(password) = std::env::var("PGPASSWORD") {
-            config.password(password);
-        }
-    }
-    Ok(config)
-}
-
 pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
-    let pg = pg_config(&args.dsn)?;
+    let pg = pg::from_dsn(&args.dsn)?;
     let broker = match &args.publish {
         Some(channel) => {
             let target = Target::new(
@@ -135,10 +121,13 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let (mut db, connection) = pg
-        .connect(NoTls)
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL ({})", redact(&args.dsn)))?;
+    let (mut db, connection) = pg.config.connect(pg.tls.clone()).await.with_context(|| {
+        format!(
+            "cannot connect to PostgreSQL ({}, sslmode={})",
+            redact(&args.dsn),
+            pg.mode
+        )
+    })?;
     let conn_task = tokio::spawn(connection);
     let mut tables = Vec::new();
     for name in &args.tables {
@@ -212,8 +201,8 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let manager = deadpool_postgres::Manager::from_config(
-        pg.clone(),
-        NoTls,
+        pg.config.clone(),
+        pg.tls.clone(),
         deadpool_postgres::ManagerConfig::default(),
     );
     let pool = deadpool_postgres::Pool::builder(manager)
@@ -238,7 +227,12 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
     channels.sort();
     channels.dedup();
     let (feed_tx, mut feed_rx) = mpsc::channel(1024);
-    let mut listener = tokio::spawn(listener::run(pg.clone(), channels.clone(), feed_tx));
+    let mut listener = tokio::spawn(listener::run(
+        pg.config.clone(),
+        pg.tls.clone(),
+        channels.clone(),
+        feed_tx,
+    ));
 
     let forward = broker.map(|(target, channel)| {
         let (tx, rx) = mpsc::channel::<Bytes>(10_000);

@@ -70,6 +70,15 @@ fn run_as_owner(bin: &Path, tool: &str, args: &[&str]) {
 
 impl Pg {
     pub fn start() -> Pg {
+        Self::start_with(None)
+    }
+
+    /// A cluster serving TLS (`ssl = on`) with this certificate and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Pg {
+        Self::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Pg {
         let bin = find_bin();
         let dir = tempfile::Builder::new()
             .prefix("aioq-pg-")
@@ -106,10 +115,27 @@ impl Pg {
             .local_addr()
             .unwrap()
             .port();
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100",
             dir.path().display()
         );
+        if let Some((cert, key)) = tls {
+            let (c, k) = (data.join("server.crt"), data.join("server.key"));
+            std::fs::write(&c, cert).unwrap();
+            std::fs::write(&k, key).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&k, std::fs::Permissions::from_mode(0o600)).unwrap();
+            if is_root() {
+                let ok = Command::new("chown")
+                    .args(["postgres:postgres"])
+                    .args([&c, &k])
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "chown the certificate to postgres");
+            }
+            opts.push_str(" -c ssl=on");
+        }
         let log = dir.path().join("log");
         run_as_owner(
             &bin,
