@@ -183,6 +183,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--tls-server-name', '--tls-server-name', [CompletionResultType]::ParameterName, 'Name to expect in the broker''s certificate [default: the host the client connects to]')
             [CompletionResult]::new('--broker-host', '--broker-host', [CompletionResultType]::ParameterName, 'Broker host for --publish')
             [CompletionResult]::new('--broker-port', '--broker-port', [CompletionResultType]::ParameterName, 'Broker port for --publish')
+            [CompletionResult]::new('--event-queue', '--event-queue', [CompletionResultType]::ParameterName, 'Notifications held between PostgreSQL and the cache; past it they are dropped, counted, and the cache starts over (a RESYNC event)')
             [CompletionResult]::new('--cache-size', '--cache-size', [CompletionResultType]::ParameterName, 'Rows the cache holds (least recently used go first)')
             [CompletionResult]::new('--install', '--install', [CompletionResultType]::ParameterName, 'Create (or update) the trigger function and triggers, then exit')
             [CompletionResult]::new('--uninstall', '--uninstall', [CompletionResultType]::ParameterName, 'Remove the triggers (and the function when unused), then exit')

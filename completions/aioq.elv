@@ -175,6 +175,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --tls-server-name 'Name to expect in the broker''s certificate [default: the host the client connects to]'
             cand --broker-host 'Broker host for --publish'
             cand --broker-port 'Broker port for --publish'
+            cand --event-queue 'Notifications held between PostgreSQL and the cache; past it they are dropped, counted, and the cache starts over (a RESYNC event)'
             cand --cache-size 'Rows the cache holds (least recently used go first)'
             cand --install 'Create (or update) the trigger function and triggers, then exit'
             cand --uninstall 'Remove the triggers (and the function when unused), then exit'

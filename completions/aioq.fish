@@ -160,6 +160,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-key -d 'Priva
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l broker-host -d 'Broker host for --publish' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l broker-port -d 'Broker port for --publish' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l event-queue -d 'Notifications held between PostgreSQL and the cache; past it they are dropped, counted, and the cache starts over (a RESYNC event)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l cache-size -d 'Rows the cache holds (least recently used go first)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l install -d 'Create (or update) the trigger function and triggers, then exit'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l uninstall -d 'Remove the triggers (and the function when unused), then exit'

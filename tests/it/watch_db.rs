@@ -730,3 +730,58 @@ async fn tls_to_postgresql_honours_sslmode_and_sslrootcert() {
     let (code, err) = install(dsn("localhost", "sslmode=disable"));
     assert_eq!(code, Some(0), "{err}");
 }
+
+/// A NOTIFY flood faster than the watcher can read rows fills a bounded
+/// queue: what does not fit is dropped and counted, the cache starts over
+/// with a RESYNC event saying how many were missed, and every event carries
+/// this watcher's sequence number (and, from the trigger, the transaction id),
+/// so a consumer can tell "nothing happened" from "I missed something".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notify_flood_overflows_a_bounded_queue_into_a_counted_resync() {
+    let pg = Pg::start();
+    let db = pg.database("flood").await;
+    db.batch_execute(PATRON).await.unwrap();
+    let mut install = watch(&pg, "flood", &["--install"]);
+    assert_eq!(install.exit_code(20.0), Some(0));
+    let w = watch(
+        &pg,
+        "flood",
+        &["--json", "--http", "127.0.0.1:0", "--event-queue", "50"],
+    );
+    let port = http_port(&w);
+    w.err.wait_for_async(20.0, "listening on chan_patron").await;
+    db.batch_execute("INSERT INTO patron (name) VALUES ('first')")
+        .await
+        .unwrap();
+    let first = wait_events(&w, 1).await;
+    assert!(first[0]["txid"].as_i64().is_some(), "{}", first[0]);
+    db.batch_execute(
+        "SELECT pg_notify('chan_patron', json_build_object('table', 'patron', 'schema', 'public',
+                'id', i, 'type', 'UPDATE')::text)
+         FROM generate_series(1, 20000) i",
+    )
+    .await
+    .unwrap();
+    w.err.wait_for_async(30.0, "notification(s) dropped").await;
+    wait_until_async(30.0, "a RESYNC event", || {
+        events(&w)
+            .iter()
+            .any(|e| e["reason"] == "event queue overflow")
+    })
+    .await;
+    let resync = events(&w)
+        .into_iter()
+        .find(|e| e["reason"] == "event queue overflow")
+        .unwrap();
+    let missed = resync["missed"].as_u64().unwrap();
+    assert!(missed > 0, "{resync}");
+    assert!(stat(port, "overflows").await >= missed);
+    let seqs: Vec<u64> = events(&w)
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|p| p[1] == p[0] + 1),
+        "one number per event, no gap in what this watcher printed"
+    );
+}

@@ -48,6 +48,8 @@ pub struct CacheStats {
     pub db_queries: AtomicU64,
     pub events: AtomicU64,
     pub invalidations: AtomicU64,
+    /// Notifications dropped because the event queue was full.
+    pub overflows: AtomicU64,
 }
 
 /// The canonical text of a primary key, whether it came from a URL (`29`) or an

@@ -223,6 +223,7 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
         "db_queries": s.db_queries.load(Relaxed),
         "events": s.events.load(Relaxed),
         "invalidations": s.invalidations.load(Relaxed),
+        "overflows": s.overflows.load(Relaxed),
         "cached_rows": app.cache.len(),
     }))
 }

@@ -31,6 +31,11 @@ pub enum Feed {
         channel: String,
         payload: String,
     },
+    /// The event queue was full: this many notifications were dropped, so
+    /// the cache cannot know what changed.
+    Overflow {
+        missed: u64,
+    },
 }
 
 /// Runs until `tx` closes. Fails only if the very first connection fails (a
@@ -39,22 +44,21 @@ pub async fn run(
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     channels: Vec<String>,
+    queue: usize,
     tx: mpsc::Sender<Feed>,
 ) -> anyhow::Result<()> {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut connected_before = false;
     loop {
         let mut connected = false;
-        match session(
-            &config,
-            &tls,
-            &channels,
-            &tx,
-            connected_before,
-            &mut connected,
-        )
-        .await
-        {
+        let link = Link {
+            config: &config,
+            tls: &tls,
+            channels: &channels,
+            queue,
+            tx: &tx,
+        };
+        match session(link, connected_before, &mut connected).await {
             Ok(()) => return Ok(()),
             Err(e) if !connected_before && !connected => return Err(e),
             Err(e) => {
@@ -70,14 +74,25 @@ pub async fn run(
     }
 }
 
-async fn session(
-    config: &tokio_postgres::Config,
-    tls: &tokio_postgres_rustls::MakeRustlsConnect,
-    channels: &[String],
-    tx: &mpsc::Sender<Feed>,
-    reconnect: bool,
-    connected: &mut bool,
-) -> anyhow::Result<()> {
+/// What a session connects with, and where it sends what it hears.
+#[derive(Clone, Copy)]
+struct Link<'a> {
+    config: &'a tokio_postgres::Config,
+    tls: &'a tokio_postgres_rustls::MakeRustlsConnect,
+    channels: &'a [String],
+    /// Notifications held between the connection and the cache.
+    queue: usize,
+    tx: &'a mpsc::Sender<Feed>,
+}
+
+async fn session(link: Link<'_>, reconnect: bool, connected: &mut bool) -> anyhow::Result<()> {
+    let Link {
+        config,
+        tls,
+        channels,
+        queue,
+        tx,
+    } = link;
     let mut config = config.clone();
     // Named, so operators (and tests) can tell this connection apart.
     config.application_name("aioq watch-db listener");
@@ -85,19 +100,26 @@ async fn session(
         .connect(tls.clone())
         .await
         .context("connecting to PostgreSQL")?;
-    let (ntx, mut nrx) = mpsc::unbounded_channel();
+    // Bounded: the connection must go on being driven (the probes and the
+    // LISTENs ride on it), so a notification that finds the queue full is
+    // dropped and counted, and the cache is told to start over.
+    let (ntx, mut nrx) = mpsc::channel(queue.max(1));
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let dropping = dropped.clone();
     let driver = tokio::spawn(async move {
         let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(m) = messages.next().await {
             match m {
-                Ok(AsyncMessage::Notification(n)) => {
-                    if ntx.send(Ok(n)).is_err() {
-                        return;
+                Ok(AsyncMessage::Notification(n)) => match ntx.try_send(Ok(n)) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        dropping.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                }
+                    Err(mpsc::error::TrySendError::Closed(_)) => return,
+                },
                 Ok(_) => {}
                 Err(e) => {
-                    let _ = ntx.send(Err(e));
+                    let _ = ntx.send(Err(e)).await;
                     return;
                 }
             }
@@ -136,6 +158,10 @@ async fn session(
     let mut probe_timer = tokio::time::interval(PROBE_EVERY);
     probe_timer.tick().await;
     loop {
+        let missed = dropped.swap(0, std::sync::atomic::Ordering::Relaxed);
+        if missed > 0 && tx.send(Feed::Overflow { missed }).await.is_err() {
+            return Ok(());
+        }
         tokio::select! {
             n = nrx.recv() => match n {
                 Some(Ok(n)) if n.channel() == probe => {}

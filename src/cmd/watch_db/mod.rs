@@ -79,6 +79,10 @@ pub struct WatchDbArgs {
     /// Broker port for --publish.
     #[arg(long, default_value_t = 25000, env = "AIOQ_PORT")]
     pub broker_port: u16,
+    /// Notifications held between PostgreSQL and the cache; past it they are
+    /// dropped, counted, and the cache starts over (a RESYNC event).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub event_queue: u64,
     /// Rows the cache holds (least recently used go first).
     #[arg(long, default_value_t = 65536, value_parser = clap::value_parser!(u64).range(1..))]
     pub cache_size: u64,
@@ -231,6 +235,7 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
         pg.config.clone(),
         pg.tls.clone(),
         channels.clone(),
+        args.event_queue as usize,
         feed_tx,
     ));
 
@@ -256,6 +261,7 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
 
     let interrupted = crate::runtime::shutdown::signal();
     tokio::pin!(interrupted);
+    let mut seq = 0u64;
     loop {
         let feed = tokio::select! {
             f = feed_rx.recv() => f,
@@ -282,6 +288,21 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
                 );
                 json!({ "type": "RESYNC", "reason": "reconnected to PostgreSQL", "invalidated": n })
             }
+            Feed::Overflow { missed } => {
+                let n = app.cache.invalidate_all();
+                app.cache.stats.overflows.fetch_add(missed, Relaxed);
+                tracing::warn!(
+                    "{missed} notification(s) dropped: the event queue (--event-queue {}) was \
+                     full; cache invalidated ({n} rows)",
+                    args.event_queue
+                );
+                json!({
+                    "type": "RESYNC",
+                    "reason": "event queue overflow",
+                    "missed": missed,
+                    "invalidated": n,
+                })
+            }
             Feed::Notification { channel, payload } => {
                 match apply(&app, &payload, args.payload).await {
                     Some(e) => e,
@@ -292,6 +313,11 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         };
+        // A number per event of this watcher: a consumer that sees a gap, or
+        // a RESYNC, knows it missed something.
+        seq += 1;
+        let mut event = event;
+        event["seq"] = json!(seq);
         emit(&event, args.json)?;
         if let Some(tx) = &forward {
             let line = Bytes::from(event.to_string());

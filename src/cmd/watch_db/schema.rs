@@ -42,7 +42,8 @@ BEGIN
       WHERE n.value IS DISTINCT FROM old_row -> n.key));
   END IF;
   event := jsonb_build_object('table', TG_TABLE_NAME, 'schema', TG_TABLE_SCHEMA,
-                              'id', COALESCE(new_row, old_row) -> pk, 'type', TG_OP);
+                              'id', COALESCE(new_row, old_row) -> pk, 'type', TG_OP,
+                              'txid', txid_current());
   IF TG_OP = 'UPDATE' AND (old_row -> pk) IS DISTINCT FROM (new_row -> pk) THEN
     event := event || jsonb_build_object('old_id', old_row -> pk);
   END IF;
