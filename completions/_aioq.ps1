@@ -185,6 +185,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--broker-port', '--broker-port', [CompletionResultType]::ParameterName, 'Broker port for --publish')
             [CompletionResult]::new('--event-queue', '--event-queue', [CompletionResultType]::ParameterName, 'Notifications held between PostgreSQL and the cache; past it they are dropped, counted, and the cache starts over (a RESYNC event)')
             [CompletionResult]::new('--cache-size', '--cache-size', [CompletionResultType]::ParameterName, 'Rows the cache holds (least recently used go first)')
+            [CompletionResult]::new('--check', '--check', [CompletionResultType]::ParameterName, 'Check that the database is ready to be watched (connection, TLS, a NOTIFY round trip, the notification queue, each table''s trigger and privileges), print a line per check, exit 0 only when all pass')
             [CompletionResult]::new('--install', '--install', [CompletionResultType]::ParameterName, 'Create (or update) the trigger function and triggers, then exit')
             [CompletionResult]::new('--uninstall', '--uninstall', [CompletionResultType]::ParameterName, 'Remove the triggers (and the function when unused), then exit')
             [CompletionResult]::new('--tls', '--tls', [CompletionResultType]::ParameterName, 'Connect with TLS (implied by any other --tls-* flag)')

@@ -177,6 +177,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --broker-port 'Broker port for --publish'
             cand --event-queue 'Notifications held between PostgreSQL and the cache; past it they are dropped, counted, and the cache starts over (a RESYNC event)'
             cand --cache-size 'Rows the cache holds (least recently used go first)'
+            cand --check 'Check that the database is ready to be watched (connection, TLS, a NOTIFY round trip, the notification queue, each table''s trigger and privileges), print a line per check, exit 0 only when all pass'
             cand --install 'Create (or update) the trigger function and triggers, then exit'
             cand --uninstall 'Remove the triggers (and the function when unused), then exit'
             cand --tls 'Connect with TLS (implied by any other --tls-* flag)'

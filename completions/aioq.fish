@@ -162,6 +162,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l broker-host -d 'B
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l broker-port -d 'Broker port for --publish' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l event-queue -d 'Notifications held between PostgreSQL and the cache; past it they are dropped, counted, and the cache starts over (a RESYNC event)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l cache-size -d 'Rows the cache holds (least recently used go first)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l check -d 'Check that the database is ready to be watched (connection, TLS, a NOTIFY round trip, the notification queue, each table\'s trigger and privileges), print a line per check, exit 0 only when all pass'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l install -d 'Create (or update) the trigger function and triggers, then exit'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l uninstall -d 'Remove the triggers (and the function when unused), then exit'
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'

@@ -785,3 +785,49 @@ async fn a_notify_flood_overflows_a_bounded_queue_into_a_counted_resync() {
         "one number per event, no gap in what this watcher printed"
     );
 }
+
+/// `--check` says whether a database is ready to be watched, one line per
+/// check, and exits 0 only when all pass: a missing trigger, a trigger
+/// installed for the other payload mode, and a role without SELECT each fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_each_condition_and_exits_0_only_when_all_pass() {
+    let pg = Pg::start();
+    let db = pg.database("ready").await;
+    db.batch_execute(PATRON).await.unwrap();
+    db.batch_execute("CREATE ROLE reader LOGIN").await.unwrap();
+    let check = |extra: &[&str], dsn: Option<String>| {
+        let dsn = dsn.unwrap_or_else(|| pg.dsn("ready"));
+        let mut args = vec!["watch-db", "--dsn", &dsn, "--table", "patron", "--check"];
+        args.extend_from_slice(extra);
+        let mut p = Proc::spawn(&args, false);
+        let code = p.exit_code(20.0);
+        (code, p.out.text())
+    };
+    let (code, out) = check(&[], None);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("FAIL  trigger on public.patron") && out.contains("--install"),
+        "{out}"
+    );
+    assert!(out.contains("ok    LISTEN/NOTIFY"), "{out}");
+
+    let mut install = watch(&pg, "ready", &["--install"]);
+    assert_eq!(install.exit_code(20.0), Some(0));
+    let (code, out) = check(&[], None);
+    assert_eq!(code, Some(0), "{out}");
+    for line in [
+        "connection",
+        "LISTEN/NOTIFY",
+        "notification queue",
+        "trigger on",
+        "privileges on",
+    ] {
+        assert!(out.contains(&format!("ok    {line}")), "{line}: {out}");
+    }
+    let (code, out) = check(&["--payload", "rows"], None);
+    assert_eq!(code, Some(1), "the trigger sends keys: {out}");
+
+    let (code, out) = check(&[], Some(pg.dsn("ready").replace("postgres@", "reader@")));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("no SELECT"), "{out}");
+}

@@ -3,6 +3,7 @@
 //! HTTP, and forwards changes into an aioq broker.
 
 mod cache;
+mod check;
 mod http;
 mod listener;
 mod pg;
@@ -54,6 +55,11 @@ pub struct WatchDbArgs {
     /// NOTIFY channel for every table (default: chan_<table> for each).
     #[arg(long)]
     pub channel: Option<String>,
+    /// Check that the database is ready to be watched (connection, TLS, a
+    /// NOTIFY round trip, the notification queue, each table's trigger and
+    /// privileges), print a line per check, exit 0 only when all pass.
+    #[arg(long, conflicts_with_all = ["install", "uninstall"])]
+    pub check: bool,
     /// Create (or update) the trigger function and triggers, then exit.
     #[arg(long, conflicts_with = "uninstall")]
     pub install: bool,
@@ -136,6 +142,14 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
     let mut tables = Vec::new();
     for name in &args.tables {
         tables.push(schema::describe(&db, name, args.channel.as_deref()).await?);
+    }
+    if args.check {
+        let ok = check::run(&pg, &redact(&args.dsn), &tables, args.payload).await?;
+        return Ok(ExitCode::from(if ok {
+            crate::exit::OK
+        } else {
+            crate::exit::FAILURE
+        }));
     }
     if args.install {
         schema::install(&mut db, &tables, args.payload).await?;

@@ -82,6 +82,15 @@ impl Payload {
     }
 }
 
+/// The trigger function's body as PostgreSQL keeps it (`pg_proc.prosrc`),
+/// to tell a current installation from an older one.
+pub fn function_body() -> &'static str {
+    FUNCTION_SQL
+        .split("$fn$")
+        .nth(1)
+        .expect("the function's body is between $fn$ quotes")
+}
+
 /// A watched table, as read from the catalog.
 #[derive(Debug, Clone)]
 pub struct Table {
