@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GET latency and requests/s of `aioq watch-db --http`: cache hits (one hot row)
-# and misses (random ids over 100,000 rows with a 1-row cache), with wrk.
+# and misses (random ids over 100,000 rows with a 1-row cache), with wrk; then
+# how fast a watcher applies change events in keys mode (it reads each row)
+# beside rows mode (the event carries it).
 # Starts a throwaway PostgreSQL cluster; as root it runs it as `postgres` and
 # installs wrk when missing.
 #
@@ -44,3 +46,25 @@ wrk -t2 -c"$CONNS" -d"$DURATION" --latency -s "$DIR/random.lua" http://127.0.0.1
 echo "== one request at a time (latency without queueing)"
 wrk -t1 -c1 -d"$DURATION" --latency http://127.0.0.1:18081/patron/1 | grep -E 'Latency|50%|99%|Requests/sec'
 wrk -t1 -c1 -d"$DURATION" --latency -s "$DIR/random.lua" http://127.0.0.1:18082 | grep -E 'Latency|50%|99%|Requests/sec'
+
+echo "== events: 20,000 single-row UPDATEs (one transaction each, 4 writers), keys vs rows"
+kill $W1 $W2 2>/dev/null || true; W1=; W2=
+for mode in keys rows; do
+  target/release/aioq watch-db --dsn "$DSN" --table patron --install --payload $mode >/dev/null
+  target/release/aioq -q watch-db --dsn "$DSN" --table patron --payload $mode --json \
+    --http 127.0.0.1:18083 >/dev/null & W1=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:18083/_stats" >/dev/null 2>&1 && break; sleep 0.1; done
+  start=$(date +%s.%N)
+  for w in 0 1 2 3; do
+    (for i in $(seq 1 5000); do echo "UPDATE patron SET visits = visits + 1 WHERE id = $((w * 5000 + i));"; done \
+      | psql -q "$DSN" >/dev/null) &
+  done
+  wait $(jobs -p | grep -v "^$W1$") 2>/dev/null || true
+  written=$(date +%s.%N)
+  stats() { curl -s http://127.0.0.1:18083/_stats | python3 -c "import json,sys; s=json.load(sys.stdin); print(s['events'] + s['overflows'], s['overflows'])"; }
+  until [ "$(stats | cut -d' ' -f1)" -ge 20000 ]; do sleep 0.05; done
+  applied=$(date +%s.%N)
+  dropped=$(stats | cut -d' ' -f2)
+  python3 -c "w=$written-$start; a=$applied-$start; print(f'{\"$mode\":5}: written in {w:.2f} s, all 20,000 handled after {a:.2f} s ({20000/a:,.0f} events/s), {$dropped} dropped by the event queue')"
+  kill $W1; wait $W1 2>/dev/null || true; W1=
+done

@@ -13,6 +13,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -276,14 +277,27 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
     let interrupted = crate::runtime::shutdown::signal();
     tokio::pin!(interrupted);
     let mut seq = 0u64;
+    let mut overflow_log = OverflowLog::default();
+    let said_at_exit = |log: &OverflowLog| {
+        if log.unsaid > 0 {
+            tracing::warn!(
+                "{} notification(s) dropped since the last line: the event queue was full",
+                log.unsaid
+            );
+        }
+    };
     loop {
         let feed = tokio::select! {
             f = feed_rx.recv() => f,
             r = &mut listener => {
+                said_at_exit(&overflow_log);
                 r??;
                 return Ok(ExitCode::SUCCESS);
             }
-            _ = &mut interrupted => return Ok(ExitCode::SUCCESS),
+            _ = &mut interrupted => {
+                said_at_exit(&overflow_log);
+                return Ok(ExitCode::SUCCESS);
+            }
         };
         let Some(feed) = feed else { continue };
         let event = match feed {
@@ -305,11 +319,23 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
             Feed::Overflow { missed } => {
                 let n = app.cache.invalidate_all();
                 app.cache.stats.overflows.fetch_add(missed, Relaxed);
-                tracing::warn!(
-                    "{missed} notification(s) dropped: the event queue (--event-queue {}) was \
-                     full; cache invalidated ({n} rows)",
-                    args.event_queue
-                );
+                overflow_log.unsaid += missed;
+                // A line a second at most: a flood must not become a log flood.
+                if overflow_log
+                    .said
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                {
+                    tracing::warn!(
+                        "{} notification(s) dropped since the last line: the event queue \
+                         (--event-queue {}) was full; cache invalidated",
+                        overflow_log.unsaid,
+                        args.event_queue
+                    );
+                    overflow_log = OverflowLog {
+                        said: Some(std::time::Instant::now()),
+                        unsaid: 0,
+                    };
+                }
                 json!({
                     "type": "RESYNC",
                     "reason": "event queue overflow",
@@ -340,6 +366,13 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// Overflow warnings not said yet, and when the last was.
+#[derive(Default)]
+struct OverflowLog {
+    said: Option<std::time::Instant>,
+    unsaid: u64,
 }
 
 fn emit(event: &Value, one_line: bool) -> anyhow::Result<()> {
