@@ -175,6 +175,8 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--table', '--table', [CompletionResultType]::ParameterName, 'Table to watch, optionally schema-qualified; repeat for more. Each needs a single-column primary key')
             [CompletionResult]::new('--channel', '--channel', [CompletionResultType]::ParameterName, 'NOTIFY channel for every table (default: chan_<table> for each)')
             [CompletionResult]::new('--http', '--http', [CompletionResultType]::ParameterName, 'Serve the JSON API on this address (port 0 picks one; the log says which)')
+            [CompletionResult]::new('--http-max-connections', '--http-max-connections', [CompletionResultType]::ParameterName, 'HTTP connections served at once; more wait until one closes')
+            [CompletionResult]::new('--http-header-timeout', '--http-header-timeout', [CompletionResultType]::ParameterName, 'Time a client has to send a request''s headers once it has begun')
             [CompletionResult]::new('--http-token-file', '--http-token-file', [CompletionResultType]::ParameterName, 'A file holding a token every HTTP request must bear (`Authorization: Bearer TOKEN`)')
             [CompletionResult]::new('--publish', '--publish', [CompletionResultType]::ParameterName, 'Forward every event into this broker channel')
             [CompletionResult]::new('--tls-ca', '--tls-ca', [CompletionResultType]::ParameterName, 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]')

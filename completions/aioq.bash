@@ -853,7 +853,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__watch__subcmd__db)
-            opts="-v -q -h -V --dsn --payload --table --channel --check --install --uninstall --http --http-token-file --publish --tls --tls-ca --tls-cert --tls-key --tls-server-name --broker-host --broker-port --event-queue --cache-size --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --dsn --payload --table --channel --check --install --uninstall --http --http-max-connections --http-header-timeout --http-token-file --publish --tls --tls-ca --tls-cert --tls-key --tls-server-name --broker-host --broker-port --event-queue --cache-size --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -876,6 +876,14 @@ _aioq() {
                     return 0
                     ;;
                 --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-header-timeout)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

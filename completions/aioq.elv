@@ -167,6 +167,8 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --table 'Table to watch, optionally schema-qualified; repeat for more. Each needs a single-column primary key'
             cand --channel 'NOTIFY channel for every table (default: chan_<table> for each)'
             cand --http 'Serve the JSON API on this address (port 0 picks one; the log says which)'
+            cand --http-max-connections 'HTTP connections served at once; more wait until one closes'
+            cand --http-header-timeout 'Time a client has to send a request''s headers once it has begun'
             cand --http-token-file 'A file holding a token every HTTP request must bear (`Authorization: Bearer TOKEN`)'
             cand --publish 'Forward every event into this broker channel'
             cand --tls-ca 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]'

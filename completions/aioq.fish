@@ -152,6 +152,8 @@ rows\t'Old and new rows and the diff in the event (no read per event; every role
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l table -d 'Table to watch, optionally schema-qualified; repeat for more. Each needs a single-column primary key' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l channel -d 'NOTIFY channel for every table (default: chan_<table> for each)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http -d 'Serve the JSON API on this address (port 0 picks one; the log says which)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http-max-connections -d 'HTTP connections served at once; more wait until one closes' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http-header-timeout -d 'Time a client has to send a request\'s headers once it has begun' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http-token-file -d 'A file holding a token every HTTP request must bear (`Authorization: Bearer TOKEN`)' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l publish -d 'Forward every event into this broker channel' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F

@@ -831,3 +831,61 @@ async fn check_reports_each_condition_and_exits_0_only_when_all_pass() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("no SELECT"), "{out}");
 }
+
+/// The HTTP face cannot be held by idle or dripping clients: headers must
+/// arrive within --http-header-timeout, and past --http-max-connections new
+/// connections wait until one closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_excess_http_clients_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pg = Pg::start();
+    let db = pg.database("limits").await;
+    db.batch_execute(PATRON).await.unwrap();
+    let w = watch(
+        &pg,
+        "limits",
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--http-max-connections",
+            "2",
+            "--http-header-timeout",
+            "500ms",
+        ],
+    );
+    let port = http_port(&w);
+
+    // Half a request line, then nothing: closed after the header timeout.
+    let mut drip = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    drip.write_all(b"GET /_stats HTTP/1.1\r\nHo").await.unwrap();
+    let mut buf = Vec::new();
+    within(
+        10.0,
+        "the dripping client is cut",
+        drip.read_to_end(&mut buf),
+    )
+    .await
+    .unwrap();
+
+    // Two idle connections take both places; a third waits, and is served
+    // once one of them leaves.
+    let hold1 = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let _hold2 = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut third = tokio::spawn(async move { http(port, "GET", "/_stats", None).await.0 });
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut third).await;
+    assert!(
+        early.is_err(),
+        "the third connection was served past the limit"
+    );
+    drop(hold1);
+    assert_eq!(
+        within(10.0, "the third is served", third).await.unwrap(),
+        200
+    );
+}

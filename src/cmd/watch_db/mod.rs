@@ -70,6 +70,12 @@ pub struct WatchDbArgs {
     /// Serve the JSON API on this address (port 0 picks one; the log says which).
     #[arg(long)]
     pub http: Option<String>,
+    /// HTTP connections served at once; more wait until one closes.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), requires = "http")]
+    pub http_max_connections: u64,
+    /// Time a client has to send a request's headers once it has begun.
+    #[arg(long, default_value = "10s", value_parser = crate::units::parse_duration, requires = "http")]
+    pub http_header_timeout: std::time::Duration,
     /// A file holding a token every HTTP request must bear
     /// (`Authorization: Bearer TOKEN`).
     #[arg(long, value_name = "FILE", requires = "http")]
@@ -267,11 +273,12 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
     if let Some(l) = http_listener {
         tracing::info!("serving HTTP on http://{}", l.local_addr()?);
         let router = http::router(app.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, router).await {
-                tracing::error!("HTTP server stopped: {e}");
-            }
-        });
+        tokio::spawn(http::serve(
+            l,
+            router,
+            args.http_max_connections as usize,
+            args.http_header_timeout,
+        ));
     }
 
     let interrupted = crate::runtime::shutdown::signal();
