@@ -258,3 +258,56 @@ fn the_bench_never_calls_a_non_isolating_broker_isolating() {
     assert!(topic["isolation_ratio"].is_null());
     assert_eq!(code, Some(1), "an inconclusive run fails --min-isolation");
 }
+
+/// Comparable runs: a run set beside a baseline prints each figure with its
+/// change; --max-regression fails a run that got worse by more; --csv gives
+/// the same figures to a spreadsheet.
+#[test]
+fn compare_marks_changes_and_max_regression_gates_a_worse_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let quick = ["--scenario", "latency", "--latency-duration", "1s"];
+    let (code, doc, err) = bench(&quick);
+    assert_eq!(code, Some(0), "{err}");
+    let base = dir.path().join("base.json");
+    std::fs::write(&base, doc.to_string()).unwrap();
+    let base_s = base.to_str().unwrap();
+
+    let mut args = quick.to_vec();
+    args.extend(["--compare", base_s, "--max-regression", "10000"]);
+    let (code, now, err) = bench(&args);
+    assert_eq!(code, Some(0), "{err}");
+    let cmp = now["comparison"].as_array().unwrap();
+    assert!(cmp.iter().any(|c| c["name"] == "latency.p99_us"), "{cmp:?}");
+    for c in cmp {
+        assert!(["better", "worse", "noise"].contains(&c["verdict"].as_str().unwrap()));
+    }
+
+    // A baseline that was ten times faster: this run is a regression.
+    let mut fast = doc.clone();
+    for p in ["p50_us", "p99_us", "p999_us"] {
+        let v = fast["latency"]["latency"][p].as_f64().unwrap();
+        fast["latency"]["latency"][p] = serde_json::json!((v / 10.0).max(1.0));
+    }
+    let fast_path = dir.path().join("fast.json");
+    std::fs::write(&fast_path, fast.to_string()).unwrap();
+    let mut args = quick.to_vec();
+    args.extend([
+        "--compare",
+        fast_path.to_str().unwrap(),
+        "--max-regression",
+        "50",
+    ]);
+    let (code, _, err) = bench(&args);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("latency.p99_us got worse"), "{err}");
+
+    let out = Command::new(BIN)
+        .args(["bench", "--csv"])
+        .args(quick)
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("figure,value,unit"));
+    assert!(lines.any(|l| l.starts_with("latency.p99_us,")), "{csv}");
+}

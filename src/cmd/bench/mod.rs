@@ -2,6 +2,7 @@
 //! embedded broker or any broker that speaks the protocol.
 
 mod clients;
+mod compare;
 mod payload;
 mod report;
 mod scenarios;
@@ -97,6 +98,20 @@ pub struct BenchArgs {
     /// is inconclusive.
     #[arg(long)]
     pub min_isolation: Option<f64>,
+    /// Print every figure beside this earlier run's (`--json` output), with
+    /// the change, changes within --noise marked as such.
+    #[arg(long, value_name = "BASELINE.json")]
+    pub compare: Option<std::path::PathBuf>,
+    /// With --compare: exit 1 when a figure got worse by more than this many
+    /// percent.
+    #[arg(long, value_name = "PCT", requires = "compare")]
+    pub max_regression: Option<f64>,
+    /// With --compare: changes within this many percent are noise.
+    #[arg(long, value_name = "PCT", default_value_t = 5.0)]
+    pub noise: f64,
+    /// Print the figures as CSV (figure,value,unit) instead of tables.
+    #[arg(long, conflicts_with = "json")]
+    pub csv: bool,
     /// Skip the priming burst that fills the stalled subscribers' kernel
     /// buffers before an isolation run is measured (the verdict is then
     /// inconclusive unless the run itself owes them enough).
@@ -364,7 +379,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         stall_path_bytes: stall_path_bytes(),
         prime: !args.no_prime,
     };
-    let progress = Progress::new(Stream::Stderr.live(args.json));
+    // Read before the run: a missing baseline should not cost a run.
+    let baseline: Option<serde_json::Value> = match &args.compare {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
+                .with_context(|| format!("--compare {}", path.display()))
+                .map_err(crate::exit::as_usage)?,
+        ),
+        None => None,
+    };
+    let progress = Progress::new(Stream::Stderr.live(args.json || args.csv));
     let mut report = Report {
         schema_version: 2,
         aioq_version: env!("CARGO_PKG_VERSION"),
@@ -401,10 +427,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         report.fanout = Some(scenarios::fanout(&plan, embedded, &progress).await?);
     }
     progress.finish();
+    let doc = serde_json::to_value(&report)?;
+    let changes = match &baseline {
+        Some(base) => Some(compare::compare(
+            &compare::figures(base),
+            &compare::figures(&doc),
+            args.noise,
+        )),
+        None => None,
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut doc = doc.clone();
+        if let Some(c) = &changes {
+            doc["comparison"] = serde_json::to_value(c)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else if args.csv {
+        print!("{}", compare::csv(&compare::figures(&doc)));
     } else {
         print_tables(&report);
+        if let Some(c) = &changes {
+            print_changes(c, args.noise);
+        }
+    }
+    if let (Some(c), Some(max)) = (&changes, args.max_regression) {
+        let worse: Vec<_> = c.iter().filter(|c| -c.better_by_pct > max).collect();
+        if !worse.is_empty() {
+            for w in &worse {
+                eprintln!(
+                    "aioq bench: {} got worse by {:.1}% ({} -> {}), past --max-regression {max}%",
+                    w.name, -w.better_by_pct, w.baseline, w.now
+                );
+            }
+            return Ok(ExitCode::from(crate::exit::FAILURE));
+        }
     }
     if let Some(min) = args.min_isolation {
         for i in &report.isolation {
@@ -447,6 +503,23 @@ fn lat(l: &Latency) -> String {
         "{} / {} / {} / {} / {}",
         l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
     )
+}
+
+fn print_changes(changes: &[compare::Change], noise: f64) {
+    let mut t = table(&["figure", "baseline", "now", "change", ""]);
+    for c in changes {
+        t.add_row(vec![
+            c.name.clone(),
+            format!("{:.1} {}", c.baseline, c.unit),
+            format!("{:.1} {}", c.now, c.unit),
+            format!("{:+.1}%", c.better_by_pct),
+            match c.verdict {
+                "noise" => format!("within ±{noise}%"),
+                v => v.to_string(),
+            },
+        ]);
+    }
+    println!("compared with the baseline (change: + is better)\n{t}");
 }
 
 fn print_tables(r: &Report) {
