@@ -889,3 +889,65 @@ async fn slow_and_excess_http_clients_are_bounded() {
         200
     );
 }
+
+/// The password need not be on the command line: PGPASSWORD, or a password
+/// file (PGPASSFILE, as libpq reads it, ignored when others may read it),
+/// against a PostgreSQL that requires a password of this role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_come_from_pgpassword_or_a_private_password_file() {
+    let pg = Pg::start();
+    let db = pg.database("secret").await;
+    db.batch_execute(PATRON).await.unwrap();
+    let hba: String = db.query_one("SHOW hba_file", &[]).await.unwrap().get(0);
+    db.batch_execute(&format!(
+        "CREATE ROLE app LOGIN PASSWORD 'pw:1';
+         GRANT SELECT ON patron TO app;
+         CREATE TEMP TABLE hba (line text);
+         INSERT INTO hba VALUES ('host all app 127.0.0.1/32 scram-sha-256'),
+                                ('local all all trust'), ('host all all 127.0.0.1/32 trust');
+         COPY hba TO '{hba}';
+         SELECT pg_reload_conf();"
+    ))
+    .await
+    .unwrap();
+    let dsn = pg.dsn("secret").replace("postgres@", "app@");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pgpass");
+    std::fs::write(&file, format!("127.0.0.1:{}:secret:app:pw\\:1\n", pg.port)).unwrap();
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["watch-db", "--dsn", &dsn, "--table", "patron", "--check"])
+            .env_remove("PGPASSWORD")
+            .env_remove("PGPASSFILE")
+            .env("HOME", dir.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = check(&[]);
+    assert_eq!(code, Some(1), "no password: {out}");
+    assert!(out.contains("password"), "{out}");
+    let (code, out) = check(&[("PGPASSWORD", "pw:1")]);
+    assert!(out.contains("ok    connection"), "{out}");
+    assert_eq!(
+        code,
+        Some(1),
+        "connected; only the trigger is missing: {out}"
+    );
+
+    use std::os::unix::fs::PermissionsExt;
+    let pgpass = file.to_str().unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (_, out) = check(&[("PGPASSFILE", pgpass)]);
+    assert!(out.contains("ok    connection"), "{out}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, out) = check(&[("PGPASSFILE", pgpass)]);
+    assert!(out.contains("others may read it"), "{out}");
+    assert!(!out.contains("ok    connection"), "{out}");
+}

@@ -94,7 +94,10 @@ pub fn from_dsn(dsn: &str) -> anyhow::Result<Pg> {
     let (rest, mode, root) = split_tls(dsn)?;
     let mut config: tokio_postgres::Config = rest.parse().map_err(|e| bad(format!("{e}")))?;
     if config.get_password().is_none() {
-        if let Ok(password) = std::env::var("PGPASSWORD") {
+        if let Some(password) = std::env::var("PGPASSWORD")
+            .ok()
+            .or_else(|| passfile(&config))
+        {
             config.password(password);
         }
     }
@@ -162,6 +165,72 @@ pub fn from_dsn(dsn: &str) -> anyhow::Result<Pg> {
         tls: MakeRustlsConnect::new(tls),
         mode: name,
     })
+}
+
+/// The password for `config` from the password file, as libpq finds it:
+/// `PGPASSFILE`, else `~/.pgpass`; lines `host:port:database:user:password`,
+/// `*` matching anything, `\` escaping `:` and `\`; the first match wins. As
+/// libpq, a file that others may read is ignored.
+fn passfile(config: &tokio_postgres::Config) -> Option<String> {
+    let path = std::env::var_os("PGPASSFILE")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pgpass")))?;
+    let meta = std::fs::metadata(&path).ok()?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(
+                "ignoring the password file {}: others may read it (chmod 0600 it)",
+                path.display()
+            );
+            return None;
+        }
+    }
+    let text = std::fs::read_to_string(&path).ok()?;
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(_)) | None => "localhost".into(),
+    };
+    let port = config
+        .get_ports()
+        .first()
+        .copied()
+        .unwrap_or(5432)
+        .to_string();
+    let user = config.get_user().unwrap_or_default().to_string();
+    let db = config
+        .get_dbname()
+        .map_or_else(|| user.clone(), str::to_string);
+    let want = [host.as_str(), port.as_str(), db.as_str(), user.as_str()];
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .find_map(|line| {
+            let fields = pgpass_fields(line);
+            (fields.len() == 5
+                && fields[..4]
+                    .iter()
+                    .zip(want)
+                    .all(|(f, w)| f == "*" || f == w))
+            .then(|| fields[4].clone())
+        })
+}
+
+/// A password-file line's fields, `\:` and `\\` unescaped.
+fn pgpass_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(n) = chars.next() {
+                    fields.last_mut().expect("one field at least").push(n);
+                }
+            }
+            ':' => fields.push(String::new()),
+            c => fields.last_mut().expect("one field at least").push(c),
+        }
+    }
+    fields
 }
 
 /// `prefer`, `require`: encrypted, the certificate not checked (libpq's
@@ -270,6 +339,14 @@ impl ServerCertVerifier for Checked {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn password_file_lines_unescape_and_split() {
+        assert_eq!(
+            pgpass_fields(r"db\:1:5432:*:app:pa\:ss\\w"),
+            ["db:1", "5432", "*", "app", r"pa:ss\w"]
+        );
+    }
 
     #[test]
     fn tls_settings_come_out_of_either_dsn_form() {
