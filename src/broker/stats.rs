@@ -144,6 +144,10 @@ pub struct BrokerStats {
     /// `/queue` messages JetStream delivered more than once (a broker died or
     /// a worker left before they were written).
     pub cluster_redelivered: AtomicU64,
+    /// Write system calls to subscribers' sockets that took bytes (as
+    /// `messages`) and the bytes they took: the physics behind delivery
+    /// figures (messages per write, bytes per write).
+    pub socket_writes: Flow,
 }
 
 /// Per-channel counters.

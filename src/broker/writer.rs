@@ -36,21 +36,30 @@ pub struct WatchedWrite<W> {
     /// Bytes the socket has accepted: after a failed batch, tells which of its
     /// frames went out whole.
     written: u64,
+    stats: Arc<super::stats::BrokerStats>,
 }
 
 impl<W> WatchedWrite<W> {
-    fn new(inner: W) -> Self {
+    fn new(inner: W, stats: Arc<super::stats::BrokerStats>) -> Self {
         Self {
             inner,
             base: Instant::now(),
             last_ms: Arc::new(AtomicU64::new(0)),
             written: 0,
+            stats,
         }
     }
 
     fn mark(&self) {
         self.last_ms
             .store(self.base.elapsed().as_millis() as u64, Relaxed);
+    }
+
+    /// The socket took `n` bytes in one call.
+    fn took(&mut self, n: usize) {
+        self.written += n as u64;
+        self.stats.socket_writes.add(1, n as u64);
+        self.mark();
     }
 }
 
@@ -63,8 +72,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WatchedWrite<W> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
-                self.written += n as u64;
-                self.mark();
+                self.took(n);
             }
         }
         r
@@ -78,8 +86,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WatchedWrite<W> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
-                self.written += n as u64;
-                self.mark();
+                self.took(n);
             }
         }
         r
@@ -130,7 +137,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     _slot: Arc<super::Slot>,
 ) {
     let mut sink = FramedWrite::new(
-        WatchedWrite::new(wr),
+        WatchedWrite::new(wr, shared.stats.clone()),
         FrameCodec::new(shared.config.max_frame),
     );
     let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);

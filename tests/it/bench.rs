@@ -178,6 +178,12 @@ fn json_report_has_every_documented_field() {
             assert!(t.get(key).is_some(), "throughput.{key}");
         }
         assert_eq!(t["published"], 20000);
+        // The embedded broker's physics: a flood is written in batches, and
+        // the broker's threads spent CPU on it.
+        let p = &t["physics"];
+        assert!(p["messages_per_write"].as_f64().unwrap() >= 1.0, "{p}");
+        assert!(p["bytes_per_write"].as_f64().unwrap() > 64.0, "{p}");
+        assert!(p["cpu_ns_per_delivery"].as_f64().unwrap() > 0.0, "{p}");
     }
     assert_eq!(
         doc["throughput"][1]["lost"], 0,

@@ -58,6 +58,18 @@ pub fn figures(doc: &Value) -> Vec<Figure> {
             "msg/s",
             true,
         );
+        add(
+            format!("throughput.{kind}.messages_per_write"),
+            num(t, "/physics/messages_per_write"),
+            "msg",
+            true,
+        );
+        add(
+            format!("throughput.{kind}.cpu_ns_per_delivery"),
+            num(t, "/physics/cpu_ns_per_delivery"),
+            "ns",
+            false,
+        );
     }
     let l = &doc["latency"];
     for (name, path) in [

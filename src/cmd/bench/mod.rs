@@ -155,6 +155,8 @@ pub struct Plan {
     pub stall_path_bytes: u64,
     /// Prime isolation runs (baseline too: same conditions).
     pub prime: bool,
+    /// The embedded broker's counters, for the physics of a run.
+    pub broker_stats: Option<std::sync::Arc<crate::broker::stats::BrokerStats>>,
 }
 
 /// Payload size of the priming burst's messages: large enough to fill
@@ -274,8 +276,9 @@ fn start_embedded(config: BrokerConfig) -> anyhow::Result<(std::net::SocketAddr,
                 .build()?;
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-                addr_tx.send(listener.local_addr()?)?;
-                Broker::new(config)
+                let broker = Broker::new(config);
+                addr_tx.send((listener.local_addr()?, broker.stats()))?;
+                broker
                     .run(listener, async {
                         let _ = stop_rx.await;
                     })
@@ -283,7 +286,7 @@ fn start_embedded(config: BrokerConfig) -> anyhow::Result<(std::net::SocketAddr,
                 anyhow::Ok(())
             })
         })?;
-    let addr = addr_rx
+    let (addr, stats) = addr_rx
         .recv()
         .context("the embedded broker did not start")?;
     Ok((
@@ -291,6 +294,7 @@ fn start_embedded(config: BrokerConfig) -> anyhow::Result<(std::net::SocketAddr,
         EmbeddedBroker {
             stop: Some(stop_tx),
             thread: Some(thread),
+            stats,
         },
     ))
 }
@@ -298,6 +302,58 @@ fn start_embedded(config: BrokerConfig) -> anyhow::Result<(std::net::SocketAddr,
 struct EmbeddedBroker {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+    stats: std::sync::Arc<crate::broker::stats::BrokerStats>,
+}
+
+/// What the embedded broker did, read before and after a run: its socket
+/// writes and deliveries, and the CPU time of its runtime's threads.
+#[derive(Debug, Clone, Copy)]
+pub struct Gauge {
+    writes: u64,
+    write_bytes: u64,
+    delivered: u64,
+    cpu_ns: u64,
+}
+
+impl Gauge {
+    pub fn read(stats: &crate::broker::stats::BrokerStats) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        Self {
+            writes: stats.socket_writes.messages.load(Relaxed),
+            write_bytes: stats.socket_writes.bytes.load(Relaxed),
+            delivered: stats.delivered.messages.load(Relaxed),
+            cpu_ns: broker_cpu_ns(),
+        }
+    }
+
+    /// The physics of the run from `self` to `after`.
+    pub fn since(self, after: Gauge) -> Option<Physics> {
+        let writes = after.writes.checked_sub(self.writes)?;
+        let delivered = after.delivered.checked_sub(self.delivered)?;
+        (writes > 0 && delivered > 0).then(|| Physics {
+            messages_per_write: delivered as f64 / writes as f64,
+            bytes_per_write: after.write_bytes.saturating_sub(self.write_bytes) as f64
+                / writes as f64,
+            cpu_ns_per_delivery: after.cpu_ns.saturating_sub(self.cpu_ns) as f64 / delivered as f64,
+        })
+    }
+}
+
+/// CPU time of the embedded broker's runtime threads (`aioq-broker-rt`), in
+/// nanoseconds, from the kernel's scheduler statistics.
+fn broker_cpu_ns() -> u64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .is_ok_and(|c| c.trim() == "aioq-broker-rt")
+        })
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 impl Drop for EmbeddedBroker {
@@ -330,7 +386,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             args.connections
         );
     }
-    let (addr, _broker) = match &args.target {
+    let (addr, broker) = match &args.target {
         Some(t) => (Connector::parse("--target", t, &args.tls)?, None),
         None => {
             let config = BrokerConfig {
@@ -378,6 +434,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         fanout_burst: 1000,
         stall_path_bytes: stall_path_bytes(),
         prime: !args.no_prime,
+        broker_stats: broker.as_ref().map(|b| b.stats.clone()),
     };
     // Read before the run: a missing baseline should not cost a run.
     let baseline: Option<serde_json::Value> = match &args.compare {
@@ -609,8 +666,19 @@ fn print_tables(r: &Report) {
             "MB/s",
             "delivered",
             "lost",
+            "msgs/write",
+            "B/write",
+            "broker CPU/delivery",
         ]);
         for x in &r.throughput {
+            let (per_write, bytes, cpu) = match &x.physics {
+                Some(p) => (
+                    format!("{:.1}", p.messages_per_write),
+                    format!("{:.0}", p.bytes_per_write),
+                    format!("{:.0} ns", p.cpu_ns_per_delivery),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
             t.add_row(vec![
                 format!(
                     "/{}{}",
@@ -624,6 +692,9 @@ fn print_tables(r: &Report) {
                 format!("{:.1}", x.delivered_mb_per_s),
                 format!("{}/{}", x.delivered, x.expected_deliveries),
                 x.lost.to_string(),
+                per_write,
+                bytes,
+                cpu,
             ]);
         }
         println!("{t}\n");

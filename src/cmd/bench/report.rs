@@ -118,6 +118,17 @@ pub struct Throughput {
     pub delivered_mb_per_s: f64,
     pub lost: u64,
     pub complete: bool,
+    /// Embedded broker only.
+    pub physics: Option<Physics>,
+}
+
+/// What a delivery cost the broker: how many messages each write system call
+/// carried, how many bytes, and the broker's CPU time per delivery.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Physics {
+    pub messages_per_write: f64,
+    pub bytes_per_write: f64,
+    pub cpu_ns_per_delivery: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -340,6 +340,7 @@ pub async fn throughput(
     } else {
         plan.messages * plan.subscribers as u64
     };
+    let gauge = plan.broker_stats.as_deref().map(super::Gauge::read);
     let publisher = {
         let (to, chan) = (plan.addr.clone(), chan.clone());
         let (n, size) = (plan.messages, plan.size);
@@ -360,6 +361,10 @@ pub async fn throughput(
         Duration::from_secs(60),
     )
     .await;
+    let physics = match (gauge, plan.broker_stats.as_deref()) {
+        (Some(before), Some(stats)) => before.since(super::Gauge::read(stats)),
+        _ => None,
+    };
     stop.cancel();
     let mut results = Vec::new();
     for s in subs {
@@ -385,6 +390,7 @@ pub async fn throughput(
         delivered_mb_per_s: got as f64 * plan.size as f64 / secs / 1e6,
         lost: expected.saturating_sub(got),
         complete: !results.iter().any(|r| r.disconnected),
+        physics,
     })
 }
 
