@@ -10,6 +10,7 @@ need_pkgs=()
 command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v runuser >/dev/null || need_pkgs+=(util-linux)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
+command -v script >/dev/null || need_pkgs+=(bsdutils)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null \
   || need_pkgs+=(postgresql)
 [ -x /usr/bin/chromium ] || need_pkgs+=(chromium)

@@ -317,3 +317,25 @@ fn compare_marks_changes_and_max_regression_gates_a_worse_run() {
     assert_eq!(lines.next(), Some("figure,value,unit"));
     assert!(lines.any(|l| l.starts_with("latency.p99_us,")), "{csv}");
 }
+
+/// On a terminal the bench says each second what went through; piped, its
+/// stderr stays quiet.
+#[test]
+fn a_live_line_on_a_terminal_and_nothing_when_piped() {
+    let cmd = format!("{BIN} bench --scenario latency --latency-duration 2s");
+    let tty = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .output()
+        .expect("script(1), from bsdutils");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(
+        shown.contains("latency: sent ") && shown.contains("/s, delivered "),
+        "{shown}"
+    );
+    let piped = Command::new(BIN)
+        .args(["bench", "--scenario", "latency", "--latency-duration", "1s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&piped.stderr);
+    assert!(!err.contains("sent "), "{err}");
+}

@@ -53,6 +53,11 @@ pub struct Published {
     pub bytes: u64,
 }
 
+/// Messages every publisher of this bench has sent and every subscriber
+/// received, for the live progress line.
+pub static SENT: AtomicU64 = AtomicU64::new(0);
+pub static RECEIVED: AtomicU64 = AtomicU64::new(0);
+
 /// How long a paced publisher's write may wait on the broker before the
 /// publisher counts as held back.
 const STUCK: Duration = Duration::from_secs(2);
@@ -88,6 +93,7 @@ pub async fn publish_paced(
                 .await?;
             out.messages += 1;
             out.bytes += frame(super::PRIME_SIZE);
+            SENT.fetch_add(1, Relaxed);
         }
         writer.flush().await
     };
@@ -140,6 +146,7 @@ pub async fn publish_paced(
                     .await?;
                 out.messages += 1;
                 out.bytes += frame(plan.size);
+                SENT.fetch_add(1, Relaxed);
                 next = due_rx.try_recv().ok();
             }
             writer.flush().await
@@ -181,6 +188,7 @@ pub async fn publish_flood(
         writer.feed(payload::encode(seq, size)).await?;
         if seq % 64 == 63 {
             writer.flush().await?;
+            SENT.fetch_add(64, Relaxed);
         }
     }
     writer.flush().await?;
@@ -217,6 +225,7 @@ pub async fn measure(
             Some(Ok(f)) if !f.is_empty() => {
                 tracker.record(&f);
                 progress.fetch_add(1, Relaxed);
+                RECEIVED.fetch_add(1, Relaxed);
             }
             _ => break true,
         }
@@ -248,6 +257,7 @@ pub async fn count(
             Some(Ok(f)) if !f.is_empty() => {
                 last = payload::now_ns();
                 progress.fetch_add(1, Relaxed);
+                RECEIVED.fetch_add(1, Relaxed);
             }
             _ => break true,
         }

@@ -208,7 +208,7 @@ impl Progress {
         } else {
             let b = ProgressBar::new(length.as_millis() as u64);
             b.set_style(
-                ProgressStyle::with_template("{msg:45} [{bar:30}] {elapsed}/{duration}")
+                ProgressStyle::with_template("{msg:70} [{bar:20}] {elapsed}/{duration}")
                     .expect("valid template")
                     .progress_chars("=> "),
             );
@@ -224,6 +224,24 @@ impl Progress {
         };
         b.set_message(name.to_string());
         b.enable_steady_tick(Duration::from_millis(100));
+        // Once a second: what went through in that second.
+        let (b2, name) = (b.clone(), name.to_string());
+        tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            let mut last = (clients::SENT.load(Relaxed), clients::RECEIVED.load(Relaxed));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            while !b2.is_finished() {
+                tick.tick().await;
+                let now = (clients::SENT.load(Relaxed), clients::RECEIVED.load(Relaxed));
+                b2.set_message(format!(
+                    "{name}: sent {}/s, delivered {}/s",
+                    now.0 - last.0,
+                    now.1 - last.1
+                ));
+                last = now;
+            }
+        });
         *bar = Some(b);
     }
 
