@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod cluster;
+mod docs;
 mod generated;
 mod hardening;
 mod hostile;
