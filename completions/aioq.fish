@@ -210,6 +210,9 @@ complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subco
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l channel -d 'Channel the reporters publish on' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l http -d 'Serve the live page, `/feed` (server-sent events) and `/api/reporters` here' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l stale-after -d 'A reporter not heard from for this long is marked stale' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l forget-after -d 'A reporter not heard from for this long is forgotten' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l max-reporters -d 'Reporters followed at once; samples from more are refused and counted' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l http-max-connections -d 'Browsers (and other HTTP clients) served at once' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'

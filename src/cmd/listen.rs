@@ -137,8 +137,19 @@ async fn session(
     }
 }
 
+/// Asked once: a terminal does not become a pipe.
+fn stdout_is_terminal() -> bool {
+    static TERMINAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TERMINAL.get_or_init(|| crate::runtime::output::Stream::Stdout.is_terminal())
+}
+
 fn print_message(out: &mut impl Write, args: &ListenArgs, payload: &[u8]) -> std::io::Result<()> {
     match args.format {
+        // On a terminal, a payload's control characters are shown escaped:
+        // any client of the broker can publish bytes that would steer it.
+        Format::Text if stdout_is_terminal() => {
+            writeln!(out, "{}", crate::proto::shown(payload))
+        }
         Format::Text => writeln!(out, "{}", String::from_utf8_lossy(payload)),
         Format::Raw => out.write_all(payload),
         Format::Json => {

@@ -2,6 +2,7 @@
 
 pub mod backoff;
 pub mod fd_limit;
+pub mod http;
 pub mod logging;
 pub mod output;
 pub mod shutdown;

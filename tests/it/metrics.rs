@@ -285,3 +285,113 @@ async fn the_leak_demo_stops_at_its_limit() {
         "RSS {rss_kib} KiB after 12 samples of the demo"
     );
 }
+
+/// Any client of the broker can publish on /topic/metrics. Hostile samples
+/// (a megabyte name, thousands of distinct names, a far-future timestamp, a
+/// name holding terminal escapes) leave the collector bounded and its output
+/// safe: long names are refused and counted, reporters past
+/// --max-reporters too, times are the collector's, and names reach the
+/// terminal escaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_samples_leave_the_collector_bounded_and_its_display_safe() {
+    let broker = Broker::spawn(&[]);
+    let port = broker.port.to_string();
+    let c = Proc::spawn(
+        &[
+            "metrics",
+            "collect",
+            "--port",
+            &port,
+            "--http",
+            "127.0.0.1:0",
+            "--max-reporters",
+            "50",
+        ],
+        false,
+    );
+    let line = c.err.wait_for(10.0, "serving the metrics page on http://");
+    let http_port: u16 = line
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .trim()
+        .parse()
+        .unwrap();
+    wait_subscribed(&broker, "/topic/metrics", 1).await;
+    let sample = |name: &str, timestamp: &str| {
+        serde_json::json!({
+            "name": name, "pid": 1, "host": "h", "timestamp": timestamp,
+            "cpu_percent": 1.0, "memory_mib": 1.0,
+        })
+        .to_string()
+    };
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    p.publish(
+        "/topic/metrics",
+        sample(&"x".repeat(1 << 20), "2026-01-01T00:00:00Z").as_bytes(),
+    )
+    .await;
+    for i in 0..2000 {
+        p.publish(
+            "/topic/metrics",
+            sample(&format!("r{i}"), "2026-01-01T00:00:00Z").as_bytes(),
+        )
+        .await;
+    }
+    p.publish(
+        "/topic/metrics",
+        sample("r0", "2999-01-01T00:00:00Z").as_bytes(),
+    )
+    .await;
+    // 50 admitted, then r0 once more: 51 lines once every sample is handled.
+    wait_until_async(20.0, "every sample handled", || c.out.len() >= 51).await;
+    let doc = http(http_port, "GET", "/api/reporters", None).await.1;
+    let reporters = doc["reporters"].as_array().unwrap();
+    assert_eq!(reporters.len(), 50, "bounded by --max-reporters");
+    assert_eq!(doc["refused"]["name_too_long"], 1, "{}", doc["refused"]);
+    assert_eq!(
+        doc["refused"]["too_many_reporters"], 1950,
+        "{}",
+        doc["refused"]
+    );
+    // Times are the collector's: nothing from 2999, nothing from January.
+    for line in c.out.snapshot() {
+        let s: Value = serde_json::from_str(&line).unwrap();
+        let t = s["timestamp"].as_str().unwrap();
+        assert!(
+            !t.starts_with("2999") && !t.starts_with("2026-01-01"),
+            "{t}"
+        );
+    }
+}
+
+/// On a terminal, names with control characters are shown escaped: a
+/// reporter cannot clear or rewrite the operator's screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reporter_name_cannot_steer_the_terminal() {
+    let broker = Broker::spawn(&[]);
+    let cmd = format!("{BIN} metrics collect --port {}", broker.port);
+    let mut tty = std::process::Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script(1), from bsdutils");
+    let out = Lines::follow(tty.stdout.take().unwrap());
+    wait_subscribed(&broker, "/topic/metrics", 1).await;
+    let evil = "evil\u{1b}[2J\u{1b}[31mred";
+    let sample = serde_json::json!({
+        "name": evil, "pid": 1, "host": "h\u{7}", "timestamp": "x",
+        "cpu_percent": 1.0, "memory_mib": 1.0,
+    });
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    p.publish("/topic/metrics", sample.to_string().as_bytes())
+        .await;
+    out.wait_for_async(10.0, "evil\\u{1b}[2J").await;
+    assert!(
+        !out.text().contains(evil),
+        "the raw escape reached the terminal"
+    );
+    let _ = tty.kill();
+    let _ = tty.wait();
+}

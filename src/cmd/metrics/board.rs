@@ -25,22 +25,64 @@ pub struct Reporter {
     last_seen: Instant,
 }
 
+/// Longest reporter name or host name accepted.
+pub const MAX_NAME: usize = 128;
+
+/// How the board is bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub stale_after: Duration,
+    /// Reporters unseen this long are forgotten.
+    pub forget_after: Duration,
+    /// Reporters followed at once; samples from more are refused.
+    pub max_reporters: usize,
+}
+
 pub struct Board {
     pub reporters: BTreeMap<String, Reporter>,
     pub history: VecDeque<Sample>,
-    stale_after: Duration,
+    limits: Limits,
+    /// Samples refused, by why: too long a name or host, too many reporters.
+    pub refused: BTreeMap<&'static str, u64>,
 }
 
 impl Board {
-    pub fn new(stale_after: Duration) -> Self {
+    pub fn new(limits: Limits) -> Self {
         Self {
             reporters: BTreeMap::new(),
             history: VecDeque::new(),
-            stale_after,
+            limits,
+            refused: BTreeMap::new(),
         }
     }
 
-    pub fn record(&mut self, s: Sample) {
+    /// Takes a sample unless it breaks a bound; says why it did not.
+    pub fn admit(&mut self, s: Sample) -> Result<(), &'static str> {
+        let why = if s.name.len() > MAX_NAME || s.host.len() > MAX_NAME {
+            Some("name_too_long")
+        } else if !self.reporters.contains_key(&s.name)
+            && self.reporters.len() >= self.limits.max_reporters
+        {
+            self.forget_unseen();
+            (self.reporters.len() >= self.limits.max_reporters).then_some("too_many_reporters")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            *self.refused.entry(why).or_default() += 1;
+            return Err(why);
+        }
+        self.record(s);
+        Ok(())
+    }
+
+    /// Forgets reporters not heard from for `forget_after`.
+    pub fn forget_unseen(&mut self) {
+        let after = self.limits.forget_after;
+        self.reporters.retain(|_, r| r.last_seen.elapsed() < after);
+    }
+
+    fn record(&mut self, s: Sample) {
         let r = self
             .reporters
             .entry(s.name.clone())
@@ -66,7 +108,7 @@ impl Board {
     }
 
     pub fn is_stale(&self, r: &Reporter) -> bool {
-        r.last_seen.elapsed() > self.stale_after
+        r.last_seen.elapsed() > self.limits.stale_after
     }
 
     /// Memory change over the last samples, in MiB.
@@ -98,7 +140,7 @@ impl Board {
                 })
             })
             .collect();
-        json!({ "reporters": reporters })
+        json!({ "reporters": reporters, "refused": self.refused })
     }
 
     pub fn table(&self, color: bool) -> Table {
@@ -121,10 +163,12 @@ impl Board {
         ]);
         for r in self.reporters.values() {
             let trend = Self::trend(r);
+            // Names come from any client of the broker: shown with control
+            // characters escaped, so none can steer the operator's terminal.
             t.add_row(vec![
-                r.last.name.clone(),
+                crate::proto::shown(r.last.name.as_bytes()),
                 r.last.pid.to_string(),
-                r.last.host.clone(),
+                crate::proto::shown(r.last.host.as_bytes()),
                 format!("{:.1}", r.last.cpu_percent),
                 format!("{:.1}", r.cpu_sum / r.samples.max(1) as f64),
                 format!("{:.1}", r.last.memory_mib),

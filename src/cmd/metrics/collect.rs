@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::mpsc;
 
-use super::board::Board;
+use super::board::{Board, Limits};
 use super::sample::Sample;
 use super::web::{self, Hub, Web};
 use crate::client::{subscriber, Target};
@@ -34,11 +34,24 @@ pub struct CollectArgs {
     /// A reporter not heard from for this long is marked stale.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub stale_after: Duration,
+    /// A reporter not heard from for this long is forgotten.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub forget_after: Duration,
+    /// Reporters followed at once; samples from more are refused and counted.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_reporters: u64,
+    /// Browsers (and other HTTP clients) served at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_max_connections: u64,
 }
 
 pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     let connector = args.target.connector()?;
-    let board = Arc::new(Mutex::new(Board::new(args.stale_after)));
+    let board = Arc::new(Mutex::new(Board::new(Limits {
+        stale_after: args.stale_after,
+        forget_after: args.forget_after,
+        max_reporters: args.max_reporters as usize,
+    })));
     let web = Arc::new(Web {
         hub: Hub::default(),
         board: board.clone(),
@@ -49,11 +62,12 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         tracing::info!("serving the metrics page on http://{}/", l.local_addr()?);
         let router = web::router(web.clone());
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, router).await {
-                tracing::error!("HTTP server stopped: {e}");
-            }
-        });
+        tokio::spawn(crate::runtime::http::serve(
+            l,
+            router,
+            args.http_max_connections as usize,
+            Duration::from_secs(10),
+        ));
     }
     let (tx, mut rx) = mpsc::channel(1024);
     tokio::spawn(subscriber::run(connector, args.channel.clone(), tx));
@@ -62,27 +76,42 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     let mut redraw = tokio::time::interval(Duration::from_secs(1));
     let interrupted = crate::runtime::shutdown::signal();
     tokio::pin!(interrupted);
+    let mut refused_log = std::time::Instant::now() - Duration::from_secs(1);
     loop {
         tokio::select! {
             m = rx.recv() => {
                 let Some(m) = m else { break };
-                let sample: Sample = match serde_json::from_slice(&m) {
+                let mut sample: Sample = match serde_json::from_slice(&m) {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::warn!("ignoring a message that is not a metrics sample: {e}");
                         continue;
                     }
                 };
+                // Points are placed at this collector's time: a reporter's
+                // clock (or a forged timestamp far in the future) cannot move
+                // everyone's charts.
+                sample.timestamp = super::sample::now_rfc3339();
                 let json: Arc<str> = serde_json::to_string(&sample)?.into();
+                if let Err(why) = board.lock().unwrap().admit(sample) {
+                    if refused_log.elapsed() >= Duration::from_secs(1) {
+                        tracing::warn!("refusing samples ({why}; counts in /api/reporters)");
+                        refused_log = std::time::Instant::now();
+                    }
+                    continue;
+                }
                 if !terminal {
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "{json}")?;
                     out.flush()?;
                 }
-                board.lock().unwrap().record(sample);
                 web.hub.publish(json);
             }
-            _ = redraw.tick(), if terminal => {
+            _ = redraw.tick() => {
+                board.lock().unwrap().forget_unseen();
+                if !terminal {
+                    continue;
+                }
                 let table = board.lock().unwrap().table(color);
                 let mut out = std::io::stdout().lock();
                 // Clear the screen and draw from the top.

@@ -273,7 +273,7 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
     if let Some(l) = http_listener {
         tracing::info!("serving HTTP on http://{}", l.local_addr()?);
         let router = http::router(app.clone());
-        tokio::spawn(http::serve(
+        tokio::spawn(crate::runtime::http::serve(
             l,
             router,
             args.http_max_connections as usize,
