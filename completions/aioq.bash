@@ -743,7 +743,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__serve)
-            opts="-v -q -h -V --host --port --send-queue --send-queue-bytes --worker-queue --backlog --backlog-bytes --backlog-ttl --topic-overflow --max-frame --max-channel --max-channels --max-connections --subscribe-timeout --keepalive --drain-timeout --max-memory --max-connections-per-ip --write-timeout --frame-timeout --tls-cert --tls-key --tls-client-ca --cluster --cluster-ack-wait --cluster-queue-bytes --cluster-queue-messages --cluster-replicas --cluster-memory --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
+            opts="-v -q -h -V --host --port --send-queue --send-queue-bytes --worker-queue --backlog --backlog-bytes --backlog-ttl --topic-overflow --max-frame --max-channel --max-channels --max-connections --subscribe-timeout --keepalive --drain-timeout --max-memory --max-connections-per-ip --write-timeout --frame-timeout --tls-cert --tls-key --tls-client-ca --cluster --cluster-ack-wait --cluster-queue-bytes --cluster-queue-messages --cluster-replicas --cluster-memory --http --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -858,6 +858,10 @@ _aioq() {
                     return 0
                     ;;
                 --cluster-replicas)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -65,6 +65,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --cluster-queue-bytes 'Bytes each /queue stream may hold in JetStream; past it publishers wait [default: no byte limit, only --cluster-queue-messages]. JetStream sets this much of its storage aside for every stream when it is created, so a limit also caps the number of /queue channels at the server''s storage divided by it'
             cand --cluster-queue-messages 'Messages each /queue stream holds in JetStream; past it publishers wait'
             cand --cluster-replicas 'Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs a clustered NATS)'
+            cand --http 'Serve monitoring over HTTP here: /healthz, /api/server and /metrics (Prometheus). Read-only; keep it on loopback or a private network'
             cand --metrics-channel 'Channel for --metrics'
             cand --metrics-interval 'Time between --metrics samples'
             cand --cluster-memory 'Keep /queue streams in NATS memory instead of on disk (faster; lost when nats-server restarts)'

@@ -66,6 +66,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-ack-wait -d 
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-queue-bytes -d 'Bytes each /queue stream may hold in JetStream; past it publishers wait [default: no byte limit, only --cluster-queue-messages]. JetStream sets this much of its storage aside for every stream when it is created, so a limit also caps the number of /queue channels at the server\'s storage divided by it' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-queue-messages -d 'Messages each /queue stream holds in JetStream; past it publishers wait' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-replicas -d 'Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs a clustered NATS)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l http -d 'Serve monitoring over HTTP here: /healthz, /api/server and /metrics (Prometheus). Read-only; keep it on loopback or a private network' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-channel -d 'Channel for --metrics' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-interval -d 'Time between --metrics samples' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-memory -d 'Keep /queue streams in NATS memory instead of on disk (faster; lost when nats-server restarts)'

@@ -25,6 +25,7 @@ mod conn;
 pub mod end;
 mod link;
 pub(crate) mod log_every;
+pub mod monitor;
 mod peer_log;
 mod publish;
 mod queue;
@@ -342,6 +343,11 @@ impl Broker {
         let _ = shared.replies.set(c.replies());
         let _ = shared.cluster.set(c);
         Ok(())
+    }
+
+    /// A read-only view for monitoring.
+    pub fn monitor(&self) -> monitor::Monitor {
+        monitor::Monitor::new(self.shared.clone())
     }
 
     /// A way to publish into this broker from the same process.

@@ -163,6 +163,11 @@ impl Router {
         channel
     }
 
+    /// Channels in the registry now.
+    pub fn channel_count(&self) -> usize {
+        lock(&self.channels).len()
+    }
+
     /// Adds `sub` to channel `name`, creating the channel if needed. The null
     /// channel gets a channel of its own that nothing routes to: a publish-only
     /// client subscribes to nothing.

@@ -6,4 +6,5 @@ pub mod listen;
 pub mod metrics;
 pub mod send;
 pub mod serve;
+pub mod serve_http;
 pub mod watch_db;

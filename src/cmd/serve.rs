@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// when nats-server restarts).
     #[arg(long, requires = "cluster")]
     pub cluster_memory: bool,
+    /// Serve monitoring over HTTP here: /healthz, /api/server and /metrics
+    /// (Prometheus). Read-only; keep it on loopback or a private network.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
     /// Publish the broker's own CPU, memory and counters, like `aioq metrics report`.
     #[arg(long)]
     pub metrics: bool,
@@ -309,6 +313,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let broker = Broker::serving(config, tls);
+    if let Some(addr) = &args.http {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("--http {addr}: cannot listen there"))?;
+        tracing::info!("monitoring on http://{}", l.local_addr()?);
+        tokio::spawn(crate::runtime::http::serve(
+            l,
+            crate::cmd::serve_http::router(broker.monitor()),
+            64,
+            std::time::Duration::from_secs(10),
+        ));
+    }
     if let Some(cluster) = cluster {
         broker
             .join_cluster(ClusterConfig {

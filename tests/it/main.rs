@@ -10,6 +10,7 @@ mod hardening;
 mod hostile;
 mod listen_send;
 mod metrics;
+mod ops;
 mod python_compat;
 mod serve;
 mod serve_limits;

@@ -1,0 +1,309 @@
+//! `serve --http ADDR`: the broker seen from inside while it runs.
+//! `/healthz` (200 while accepting, 503 while draining), `/api/server`
+//! (version, uptime, limits in effect, totals) and `/metrics` (the same
+//! counters in the Prometheus text format, with the standard `process_*`
+//! metrics). Read-only; every figure is read from the broker's counters.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use serde_json::json;
+
+use crate::broker::monitor::Monitor;
+use crate::broker::stats::DropReason;
+
+pub fn router(monitor: Monitor) -> Router {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Counters(monitor.clone())));
+    registry.register_collector(Box::new(Process));
+    let state = Arc::new((monitor, registry));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/api/server", get(server))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+type AppState = Arc<(Monitor, Registry)>;
+
+async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
+    if s.0.draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        (StatusCode::OK, "ok\n")
+    }
+}
+
+async fn server(State(s): State<AppState>) -> impl IntoResponse {
+    let m = &s.0;
+    let c = m.config();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "protocol": crate::proto::PROTOCOL_VERSION,
+        "uptime_seconds": m.uptime().as_secs_f64(),
+        "draining": m.draining(),
+        "clustered": m.clustered(),
+        "config": {
+            "send_queue": c.send_queue,
+            "send_queue_bytes": c.send_queue_bytes,
+            "worker_queue": c.worker_queue,
+            "backlog": c.backlog,
+            "backlog_bytes": c.backlog_bytes,
+            "backlog_ttl_seconds": c.backlog_ttl.map(|d| d.as_secs_f64()),
+            "topic_overflow": format!("{:?}", c.topic_overflow).to_lowercase(),
+            "max_frame": c.max_frame,
+            "max_channel": c.max_channel,
+            "max_channels": c.max_channels,
+            "max_connections": c.max_connections,
+            "max_connections_per_ip": c.max_connections_per_ip,
+            "max_memory": c.max_memory,
+            "write_timeout_seconds": c.write_timeout.as_secs_f64(),
+            "frame_timeout_seconds": c.frame_timeout.as_secs_f64(),
+            "drain_timeout_seconds": c.drain_timeout.as_secs_f64(),
+        },
+        "open_connections": m.open_connections(),
+        "channels": m.channels(),
+        "held_bytes": m.held_bytes(),
+        "totals": m.summary(),
+    }))
+}
+
+async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &s.1) {
+        Ok(()) => (
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("encoding the metrics: {e}\n"),
+        ),
+    }
+}
+
+/// The broker's counters, read at each scrape.
+#[derive(Debug)]
+struct Counters(Monitor);
+
+fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fmt::Result {
+    let c = ConstCounter::new(v);
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
+    let g = ConstGauge::new(v);
+    g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+impl Collector for Counters {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let m = &self.0;
+        let s = m.summary();
+        counter(
+            &mut e,
+            "aioq_connections_accepted",
+            "Connections accepted.",
+            s.connections,
+        )?;
+        counter(
+            &mut e,
+            "aioq_connections_refused",
+            "Connections refused (limits, failed TLS handshakes).",
+            s.refused,
+        )?;
+        counter(
+            &mut e,
+            "aioq_protocol_errors",
+            "Connections closed for breaking the protocol.",
+            s.protocol_errors,
+        )?;
+        gauge(
+            &mut e,
+            "aioq_connections_open",
+            "Connections open now.",
+            m.open_connections() as i64,
+        )?;
+        counter(
+            &mut e,
+            "aioq_messages_in",
+            "Messages published to the broker.",
+            s.messages_in,
+        )?;
+        counter(
+            &mut e,
+            "aioq_bytes_in",
+            "Payload bytes published.",
+            s.bytes_in,
+        )?;
+        counter(
+            &mut e,
+            "aioq_messages_delivered",
+            "Messages written to subscribers.",
+            s.delivered,
+        )?;
+        counter(
+            &mut e,
+            "aioq_bytes_delivered",
+            "Payload bytes written.",
+            s.bytes_out,
+        )?;
+        counter(
+            &mut e,
+            "aioq_messages_unrouted",
+            "Topic messages published while nobody subscribed.",
+            s.unrouted,
+        )?;
+        let dropped = ConstCounter::new(0u64);
+        let mut family = e.encode_descriptor(
+            "aioq_messages_dropped",
+            "Messages not delivered, by reason.",
+            None,
+            dropped.metric_type(),
+        )?;
+        for reason in DropReason::ALL {
+            let labels = vec![("reason", reason.as_str())];
+            ConstCounter::new(m.dropped(reason)).encode(family.encode_family(&labels)?)?;
+        }
+        let ended = ConstCounter::new(0u64);
+        let mut family = e.encode_descriptor(
+            "aioq_connections_ended",
+            "Connections that ended, by why.",
+            None,
+            ended.metric_type(),
+        )?;
+        for (reason, n) in &s.ended {
+            let labels = vec![("reason", *reason)];
+            ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+        }
+        gauge(
+            &mut e,
+            "aioq_held_bytes",
+            "Payload bytes held in send queues and backlogs.",
+            m.held_bytes() as i64,
+        )?;
+        gauge(
+            &mut e,
+            "aioq_memory_limit_bytes",
+            "The payload budget (--max-memory).",
+            m.config().max_memory as i64,
+        )?;
+        gauge(
+            &mut e,
+            "aioq_channels",
+            "Channels in the registry.",
+            m.channels() as i64,
+        )?;
+        gauge(
+            &mut e,
+            "aioq_draining",
+            "1 while the broker shuts down.",
+            i64::from(m.draining()),
+        )?;
+        if let Some(c) = &s.cluster {
+            counter(
+                &mut e,
+                "aioq_cluster_in",
+                "Messages from other brokers.",
+                c.from_cluster,
+            )?;
+            counter(
+                &mut e,
+                "aioq_cluster_out",
+                "Messages handed to the cluster.",
+                c.to_cluster,
+            )?;
+            counter(
+                &mut e,
+                "aioq_cluster_unforwarded",
+                "Topic messages that could not be forwarded.",
+                c.unforwarded,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The standard `process_*` metrics, from /proc/self.
+#[derive(Debug)]
+struct Process;
+
+impl Collector for Process {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name (which may hold spaces), from field 3.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<u64>().ok());
+        // Clock ticks per second: 100 on every Linux this runs on.
+        const TICKS: f64 = 100.0;
+        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+            let c = ConstCounter::new((utime + stime) as f64 / TICKS);
+            c.encode(e.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds.",
+                None,
+                c.metric_type(),
+            )?)?;
+        }
+        let page = 4096;
+        if let Some(rss) = std::fs::read_to_string("/proc/self/statm")
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        {
+            gauge(
+                &mut e,
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                (rss * page) as i64,
+            )?;
+        }
+        if let Some(vsize) = field(23) {
+            gauge(
+                &mut e,
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                vsize as i64,
+            )?;
+        }
+        if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+            gauge(
+                &mut e,
+                "process_open_fds",
+                "Number of open file descriptors.",
+                fds.count() as i64,
+            )?;
+        }
+        let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("btime "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        if let (Some(boot), Some(start)) = (boot, field(22)) {
+            let g = ConstGauge::new(boot as f64 + start as f64 / TICKS);
+            g.encode(e.encode_descriptor(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+                None,
+                g.metric_type(),
+            )?)?;
+        }
+        Ok(())
+    }
+}
