@@ -395,3 +395,67 @@ async fn a_reporter_name_cannot_steer_the_terminal() {
     let _ = tty.kill();
     let _ = tty.wait();
 }
+
+/// A reporter whose memory grows at every sample is flagged (API, table,
+/// Prometheus), a steady one is not; the collector's /metrics parses as the
+/// Prometheus text format, one series per reporter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leak_is_flagged_and_the_collector_exports_prometheus() {
+    let broker = Broker::spawn(&[]);
+    let (c, http_port) = collect(broker.port);
+    wait_subscribed(&broker, "/topic/metrics", 1).await;
+    let _leaky = report(broker.port, "leaky", &["--leak", "100000"]);
+    let _steady = report(broker.port, "steady", &[]);
+    // report() samples every 200 ms: twelve samples fill the trend window.
+    wait_until_async(20.0, "a full trend window", || {
+        samples(&c, "leaky").len() >= 12
+    })
+    .await;
+    let leaky = reporter(http_port, "leaky").await.unwrap();
+    assert_eq!(leaky["leak_suspected"], true, "{leaky}");
+    assert!(
+        leaky["memory_growth_mib_per_min"].as_f64().unwrap() > 10.0,
+        "{leaky}"
+    );
+    wait_until_async(20.0, "steady has a full window", || {
+        samples(&c, "steady").len() >= 12
+    })
+    .await;
+    let steady = reporter(http_port, "steady").await.unwrap();
+    assert_eq!(steady["leak_suspected"], false, "{steady}");
+
+    let (status, _) = http(http_port, "GET", "/metrics", None).await;
+    assert_eq!(status, 200);
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
+        .await
+        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).await.unwrap();
+    let resp = String::from_utf8(resp).unwrap();
+    let body = resp.split_once("\r\n\r\n").unwrap().1;
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
+        .expect("the Prometheus text format");
+    let leak = |who: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "aioq_reporter_leak_suspected" && s.labels.get("reporter") == Some(who)
+            })
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    assert_eq!(leak("leaky"), Some(1.0), "{body}");
+    assert_eq!(leak("steady"), Some(0.0), "{body}");
+    assert!(scrape
+        .samples
+        .iter()
+        .any(|s| s.metric == "process_resident_memory_bytes"
+            && s.labels.get("reporter") == Some("steady")));
+}

@@ -21,9 +21,14 @@ pub struct Reporter {
     pub last: Sample,
     pub samples: u64,
     cpu_sum: f64,
-    memory: VecDeque<f64>,
+    /// Recent memory readings, with when they came.
+    memory: VecDeque<(Instant, f64)>,
     last_seen: Instant,
 }
+
+/// Memory growth past which a reporter is flagged as leaking, MiB per
+/// minute, when it grew at every one of the last samples.
+pub const LEAK_MIB_PER_MIN: f64 = 10.0;
 
 /// Longest reporter name or host name accepted.
 pub const MAX_NAME: usize = 128;
@@ -95,7 +100,7 @@ impl Board {
             });
         r.samples += 1;
         r.cpu_sum += s.cpu_percent;
-        r.memory.push_back(s.memory_mib);
+        r.memory.push_back((Instant::now(), s.memory_mib));
         if r.memory.len() > TREND_WINDOW {
             r.memory.pop_front();
         }
@@ -114,9 +119,30 @@ impl Board {
     /// Memory change over the last samples, in MiB.
     fn trend(r: &Reporter) -> f64 {
         match (r.memory.front(), r.memory.back()) {
-            (Some(a), Some(b)) => b - a,
+            (Some(a), Some(b)) => b.1 - a.1,
             _ => 0.0,
         }
+    }
+
+    /// Memory growth over the last samples, MiB per minute.
+    pub fn growth_per_min(r: &Reporter) -> f64 {
+        match (r.memory.front(), r.memory.back()) {
+            (Some(a), Some(b)) if b.0 > a.0 => {
+                (b.1 - a.1) / b.0.duration_since(a.0).as_secs_f64() * 60.0
+            }
+            _ => 0.0,
+        }
+    }
+
+    /// Growing at each of the last samples (a full trend window), faster
+    /// than [`LEAK_MIB_PER_MIN`]: a leak, not a burst.
+    pub fn leaking(r: &Reporter) -> bool {
+        r.memory.len() >= TREND_WINDOW
+            && r.memory
+                .iter()
+                .zip(r.memory.iter().skip(1))
+                .all(|(a, b)| b.1 > a.1)
+            && Self::growth_per_min(r) > LEAK_MIB_PER_MIN
     }
 
     pub fn api(&self) -> Value {
@@ -132,6 +158,8 @@ impl Board {
                     "cpu_average": round1(r.cpu_sum / r.samples.max(1) as f64),
                     "memory_mib": r.last.memory_mib,
                     "memory_trend_mib": (Self::trend(r) * 100.0).round() / 100.0,
+                    "memory_growth_mib_per_min": round1(Self::growth_per_min(r)),
+                    "leak_suspected": Self::leaking(r),
                     "samples": r.samples,
                     "last_seen": r.last.timestamp,
                     "seconds_since_seen": r.last_seen.elapsed().as_secs_f64(),
@@ -179,10 +207,10 @@ impl Board {
                 },
                 r.samples.to_string(),
                 format!("{:.0}s ago", r.last_seen.elapsed().as_secs_f64()),
-                if self.is_stale(r) {
-                    "STALE".into()
-                } else {
-                    String::new()
+                match (self.is_stale(r), Self::leaking(r)) {
+                    (true, _) => "STALE".into(),
+                    (false, true) => "LEAK?".into(),
+                    (false, false) => String::new(),
                 },
             ]);
         }

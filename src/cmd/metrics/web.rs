@@ -90,6 +90,7 @@ pub fn router(web: Arc<Web>) -> Router {
         )
         .route("/uPlot.LICENSE", get(|| async { UPLOT_LICENSE }))
         .route("/api/reporters", get(reporters))
+        .route("/metrics", get(prometheus))
         .route("/feed", get(feed))
         .with_state(web)
 }
@@ -99,6 +100,115 @@ async fn reporters(State(web): State<Arc<Web>>) -> impl IntoResponse {
     doc["browsers"] = web.hub.browsers().into();
     doc["browser_samples_dropped"] = web.hub.dropped.load(Relaxed).into();
     Json(doc)
+}
+
+/// Every reporter's last sample in the Prometheus text format: one series
+/// per reporter (labels `reporter`, `host`, `pid`), with the standard
+/// process metric names, and the collector's own refusals.
+async fn prometheus(State(web): State<Arc<Web>>) -> impl IntoResponse {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(Reporters(web.board.clone())));
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &registry) {
+        Ok(()) => (
+            axum::http::StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        ),
+        Err(e) => (
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("encoding the metrics: {e}\n"),
+        ),
+    }
+}
+
+struct Reporters(Arc<Mutex<Board>>);
+
+impl std::fmt::Debug for Reporters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Reporters")
+    }
+}
+
+impl prometheus_client::collector::Collector for Reporters {
+    fn encode(&self, mut e: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let board = self.0.lock().unwrap();
+        let labels = |r: &super::board::Reporter| {
+            vec![
+                ("reporter", r.last.name.clone()),
+                ("host", r.last.host.clone()),
+                ("pid", r.last.pid.to_string()),
+            ]
+        };
+        let gauges: [(&str, &str, fn(&super::board::Reporter) -> f64); 4] = [
+            (
+                "process_cpu_percent",
+                "CPU use at the last sample, percent of one core.",
+                |r| r.last.cpu_percent,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory at the last sample.",
+                |r| r.last.memory_mib * 1024.0 * 1024.0,
+            ),
+            (
+                "aioq_reporter_memory_growth_mib_per_minute",
+                "Memory growth over the last samples.",
+                Board::growth_per_min,
+            ),
+            (
+                "aioq_reporter_leak_suspected",
+                "1 when memory grew at every recent sample faster than the leak threshold.",
+                |r| f64::from(u8::from(Board::leaking(r))),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let kind = ConstGauge::new(0.0f64);
+            let mut family = e.encode_descriptor(name, help, None, kind.metric_type())?;
+            for r in board.reporters.values() {
+                ConstGauge::new(value(r)).encode(family.encode_family(&labels(r))?)?;
+            }
+        }
+        let stale = ConstGauge::new(0i64);
+        let mut family = e.encode_descriptor(
+            "aioq_reporter_stale",
+            "1 when the reporter has not been heard from for --stale-after.",
+            None,
+            stale.metric_type(),
+        )?;
+        for r in board.reporters.values() {
+            ConstGauge::new(i64::from(board.is_stale(r)))
+                .encode(family.encode_family(&labels(r))?)?;
+        }
+        let samples = ConstCounter::new(0u64);
+        let mut family = e.encode_descriptor(
+            "aioq_reporter_samples",
+            "Samples received from the reporter.",
+            None,
+            samples.metric_type(),
+        )?;
+        for r in board.reporters.values() {
+            ConstCounter::new(r.samples).encode(family.encode_family(&labels(r))?)?;
+        }
+        let mut family = e.encode_descriptor(
+            "aioq_collector_samples_refused",
+            "Samples refused, by reason.",
+            None,
+            samples.metric_type(),
+        )?;
+        for reason in ["name_too_long", "too_many_reporters"] {
+            let n = board.refused.get(reason).copied().unwrap_or(0);
+            ConstCounter::new(n).encode(family.encode_family(&vec![("reason", reason)])?)?;
+        }
+        Ok(())
+    }
 }
 
 /// Recent history first (so a new page starts with full charts), then live
