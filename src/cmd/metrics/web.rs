@@ -128,6 +128,9 @@ async fn prometheus(State(web): State<Arc<Web>>) -> impl IntoResponse {
 
 struct Reporters(Arc<Mutex<Board>>);
 
+/// One figure of a reporter's last sample.
+type Reading = fn(&super::board::Reporter) -> f64;
+
 impl std::fmt::Debug for Reporters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Reporters")
@@ -147,7 +150,7 @@ impl prometheus_client::collector::Collector for Reporters {
                 ("pid", r.last.pid.to_string()),
             ]
         };
-        let gauges: [(&str, &str, fn(&super::board::Reporter) -> f64); 4] = [
+        let gauges: [(&str, &str, Reading); 4] = [
             (
                 "process_cpu_percent",
                 "CPU use at the last sample, percent of one core.",
