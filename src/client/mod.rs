@@ -138,21 +138,14 @@ impl Connector {
         stream.set_nodelay(true)?;
         let stream = match &self.tls {
             None => Either::Left(stream),
-            Some(tls) => Either::Right(tls.connect(stream).await.map_err(|e| {
-                match explain(&e) {
-                    Some(Diagnosis::Mismatch(why)) => usage(format!(
-                        "TLS handshake with the broker at {self} failed: {why}"
-                    )),
-                    Some(Diagnosis::Refused(why)) => crate::exit::Refused {
-                        addr: self.to_string(),
-                        why,
-                    }
-                    .into(),
+            Some(tls) => {
+                Either::Right(tls.connect(stream).await.map_err(|e| match explain(&e) {
+                    Some(d) => d.into_error(self.to_string()),
                     None => {
                         anyhow::Error::new(e).context(format!("TLS handshake with {self} failed"))
                     }
-                }
-            })?),
+                })?)
+            }
         };
         let mut conn = Framed::new(Counted::new(stream), FrameCodec::default());
         conn.send(Bytes::copy_from_slice(channel.as_bytes()))
@@ -174,9 +167,14 @@ pub enum Diagnosis {
 }
 
 impl Diagnosis {
-    pub fn text(&self) -> &str {
+    /// The error a user gets: a mismatch is a usage error (exit 2), a
+    /// refusal a [`Refused`](crate::exit::Refused) (exit 5).
+    pub fn into_error(self, addr: String) -> anyhow::Error {
         match self {
-            Diagnosis::Mismatch(s) | Diagnosis::Refused(s) => s,
+            Diagnosis::Mismatch(why) => {
+                usage(format!("cannot talk to the broker at {addr}: {why}"))
+            }
+            Diagnosis::Refused(why) => crate::exit::Refused { addr, why }.into(),
         }
     }
 }

@@ -93,29 +93,11 @@ impl Reconnector {
                     let Some(why) = refused_at_once(&mut conn).await else {
                         return Ok(self.connected(conn));
                     };
+                    let e = why.into_error(self.connector.to_string());
                     if self.once {
-                        return Err(match why {
-                            super::Diagnosis::Mismatch(why) => crate::exit::usage(format!(
-                                "cannot talk to the broker at {}: {why}",
-                                self.connector
-                            )),
-                            super::Diagnosis::Refused(why) => crate::exit::Refused {
-                                addr: self.connector.to_string(),
-                                why,
-                            }
-                            .into(),
-                        });
+                        return Err(e);
                     }
-                    let what = match why {
-                        Diagnosis::Mismatch(why) => {
-                            format!("cannot talk to the broker at {}: {why}", self.connector)
-                        }
-                        Diagnosis::Refused(why) => format!(
-                            "the broker at {} turned the connection away: {why}",
-                            self.connector
-                        ),
-                    };
-                    self.back_off(what);
+                    self.back_off(format!("{e:#}"));
                 }
                 Err(e) if self.once => return Err(e),
                 Err(e) => {

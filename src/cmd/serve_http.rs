@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -77,23 +77,8 @@ async fn server(State(s): State<AppState>) -> impl IntoResponse {
     }))
 }
 
-async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &s.1) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        ),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("encoding the metrics: {e}\n"),
-        ),
-    }
+async fn metrics(State(s): State<AppState>) -> axum::response::Response {
+    crate::runtime::http::prometheus(&s.1)
 }
 
 /// The broker's counters, read at each scrape.

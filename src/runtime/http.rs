@@ -44,3 +44,25 @@ pub async fn serve(
         });
     }
 }
+
+/// A Prometheus registry as a `/metrics` response, in the text format.
+pub fn prometheus(registry: &prometheus_client::registry::Registry) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}

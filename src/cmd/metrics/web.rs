@@ -105,25 +105,10 @@ async fn reporters(State(web): State<Arc<Web>>) -> impl IntoResponse {
 /// Every reporter's last sample in the Prometheus text format: one series
 /// per reporter (labels `reporter`, `host`, `pid`), with the standard
 /// process metric names, and the collector's own refusals.
-async fn prometheus(State(web): State<Arc<Web>>) -> impl IntoResponse {
+async fn prometheus(State(web): State<Arc<Web>>) -> axum::response::Response {
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(Reporters(web.board.clone())));
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &registry) {
-        Ok(()) => (
-            axum::http::StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
-            text,
-        ),
-        Err(e) => (
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("encoding the metrics: {e}\n"),
-        ),
-    }
+    crate::runtime::http::prometheus(&registry)
 }
 
 struct Reporters(Arc<Mutex<Board>>);

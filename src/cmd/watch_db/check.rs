@@ -172,17 +172,18 @@ async fn trigger(db: &tokio_postgres::Client, t: &Table, payload: Payload) -> an
 
 /// The watcher reads rows (events, reads); `--http` also writes.
 async fn privileges(db: &tokio_postgres::Client, t: &Table) -> anyhow::Result<Line> {
-    let mut have = Vec::new();
-    let mut lack = Vec::new();
-    for p in ["SELECT", "INSERT", "UPDATE", "DELETE"] {
-        let ok: bool = db
-            .query_one(
-                "SELECT has_table_privilege(to_regclass($1), $2)",
-                &[&t.name, &p],
-            )
-            .await?
-            .get(0);
-        if ok {
+    const PRIVILEGES: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
+    let row = db
+        .query_one(
+            "SELECT has_table_privilege(t, 'SELECT'), has_table_privilege(t, 'INSERT'),
+                    has_table_privilege(t, 'UPDATE'), has_table_privilege(t, 'DELETE')
+             FROM to_regclass($1) t",
+            &[&t.name],
+        )
+        .await?;
+    let (mut have, mut lack) = (Vec::new(), Vec::new());
+    for (i, p) in PRIVILEGES.into_iter().enumerate() {
+        if row.get::<_, bool>(i) {
             have.push(p)
         } else {
             lack.push(p)

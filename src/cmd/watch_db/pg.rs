@@ -135,7 +135,9 @@ pub fn from_dsn(dsn: &str) -> anyhow::Result<Pg> {
     let tls = match mode {
         Mode::Disable | Mode::Prefer | Mode::Require => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Unchecked))
+            .with_custom_certificate_verifier(Arc::new(Unchecked(
+                crate::tls::provider().signature_verification_algorithms,
+            )))
             .with_no_client_auth(),
         Mode::VerifyCa | Mode::VerifyFull => {
             let path = match root.as_deref() {
@@ -236,7 +238,7 @@ fn pgpass_fields(line: &str) -> Vec<String> {
 /// `prefer`, `require`: encrypted, the certificate not checked (libpq's
 /// meaning of these modes). Handshake signatures are still verified.
 #[derive(Debug)]
-struct Unchecked;
+struct Unchecked(rustls::crypto::WebPkiSupportedAlgorithms);
 
 impl ServerCertVerifier for Unchecked {
     fn verify_server_cert(
@@ -256,12 +258,7 @@ impl ServerCertVerifier for Unchecked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &crate::tls::provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
     }
 
     fn verify_tls13_signature(
@@ -270,18 +267,11 @@ impl ServerCertVerifier for Unchecked {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &crate::tls::provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        crate::tls::provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.supported_schemes()
     }
 }
 
