@@ -224,17 +224,7 @@ async fn a_refused_client_backs_off_says_it_once_and_exits_5_without_reconnect()
 /// where it cuts short a job with an end (listen --count, send --count).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_codes_follow_one_table_across_subcommands() {
-    for cmd in [
-        &["serve"][..],
-        &["listen"],
-        &["send"],
-        &["bench"],
-        &["watch-db"],
-        &["metrics", "report"],
-        &["metrics", "collect"],
-        &["completions"],
-        &["man"],
-    ] {
+    for cmd in SUBCOMMANDS {
         let mut args = cmd.to_vec();
         args.push("--no-such-flag");
         let out = aioq(&args);

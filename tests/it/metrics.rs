@@ -28,20 +28,22 @@ fn report(port: u16, name: &str, extra: &[&str]) -> Proc {
 }
 
 fn collect(port: u16) -> (Proc, u16) {
+    collect_with(port, &["--stale-after", "1s"])
+}
+
+/// A collector with its page on a free port, and that port.
+fn collect_with(port: u16, extra: &[&str]) -> (Proc, u16) {
     let port = port.to_string();
-    let c = Proc::spawn(
-        &[
-            "metrics",
-            "collect",
-            "--port",
-            &port,
-            "--http",
-            "127.0.0.1:0",
-            "--stale-after",
-            "1s",
-        ],
-        false,
-    );
+    let mut args = vec![
+        "metrics",
+        "collect",
+        "--port",
+        &port,
+        "--http",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    let c = Proc::spawn(&args, false);
     let line = c.err.wait_for(10.0, "serving the metrics page on http://");
     let http = line
         .rsplit(':')
@@ -295,29 +297,7 @@ async fn the_leak_demo_stops_at_its_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_samples_leave_the_collector_bounded_and_its_display_safe() {
     let broker = Broker::spawn(&[]);
-    let port = broker.port.to_string();
-    let c = Proc::spawn(
-        &[
-            "metrics",
-            "collect",
-            "--port",
-            &port,
-            "--http",
-            "127.0.0.1:0",
-            "--max-reporters",
-            "50",
-        ],
-        false,
-    );
-    let line = c.err.wait_for(10.0, "serving the metrics page on http://");
-    let http_port: u16 = line
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .trim()
-        .parse()
-        .unwrap();
+    let (c, http_port) = collect_with(broker.port, &["--max-reporters", "50"]);
     wait_subscribed(&broker, "/topic/metrics", 1).await;
     let sample = |name: &str, timestamp: &str| {
         serde_json::json!({
@@ -424,19 +404,8 @@ async fn a_leak_is_flagged_and_the_collector_exports_prometheus() {
     let steady = reporter(http_port, "steady").await.unwrap();
     assert_eq!(steady["leak_suspected"], false, "{steady}");
 
-    let (status, _) = http(http_port, "GET", "/metrics", None).await;
+    let (status, _, body) = http_get(http_port, "/metrics").await;
     assert_eq!(status, 200);
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", http_port))
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).await.unwrap();
-    let resp = String::from_utf8(resp).unwrap();
-    let body = resp.split_once("\r\n\r\n").unwrap().1;
     let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string())))
         .expect("the Prometheus text format");
     let leak = |who: &str| {
@@ -458,4 +427,32 @@ async fn a_leak_is_flagged_and_the_collector_exports_prometheus() {
         .iter()
         .any(|s| s.metric == "process_resident_memory_bytes"
             && s.labels.get("reporter") == Some("steady")));
+}
+
+/// A reporter that goes quiet is forgotten after --forget-after: the map of
+/// reporters does not keep every name it ever saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_reporter_is_forgotten() {
+    let broker = Broker::spawn(&[]);
+    let (_c, http_port) = collect_with(broker.port, &["--forget-after", "1s"]);
+    wait_subscribed(&broker, "/topic/metrics", 1).await;
+    let mut r = report(broker.port, "brief", &[]);
+    let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reporter(http_port, "brief").await.is_none() {
+        assert!(
+            std::time::Instant::now() < by,
+            "the reporter never appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _ = r.child.kill();
+    let _ = r.child.wait();
+    let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reporter(http_port, "brief").await.is_some() {
+        assert!(
+            std::time::Instant::now() < by,
+            "the quiet reporter was never forgotten"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }

@@ -97,19 +97,10 @@ async fn the_monitoring_endpoint_reports_what_the_broker_did() {
 }
 
 async fn metrics_text(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).await.unwrap();
-    let text = String::from_utf8(resp).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let (status, head, body) = http_get(port, "/metrics").await;
+    assert_eq!(status, 200);
     assert!(head.contains("text/plain; version=0.0.4"), "{head}");
-    body.to_string()
+    body
 }
 
 /// `/healthz`'s status now, over a blocking socket (for a wait condition).

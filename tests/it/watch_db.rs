@@ -480,21 +480,7 @@ async fn keys_mode_cannot_be_poisoned_or_read_and_the_http_face_is_guarded() {
     assert_eq!(http(port, "GET", &long, None).await.0, 400);
 
     // The HTTP face: a JSON content type for writes, a loopback Host.
-    let raw = |req: String| async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut resp = Vec::new();
-        s.read_to_end(&mut resp).await.unwrap();
-        String::from_utf8_lossy(&resp)
-            .split(' ')
-            .nth(1)
-            .unwrap()
-            .parse::<u16>()
-            .unwrap()
-    };
+    let raw = |req: String| async move { http_raw(port, &req).await.0 };
     let body = r#"{"name":"csrf"}"#;
     let post = |ctype: &str, host: &str| {
         format!(
@@ -539,29 +525,29 @@ async fn a_token_file_guards_every_route() {
     let port = http_port(&w);
     assert_eq!(http(port, "GET", "/_stats", None).await.0, 401);
     let authed = |token: &str| {
-        let token = token.to_string();
-        async move {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .unwrap();
-            let req = format!(
-                "GET /_stats HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
-                 Authorization: Bearer {token}\r\n\r\n"
-            );
-            s.write_all(req.as_bytes()).await.unwrap();
-            let mut resp = Vec::new();
-            s.read_to_end(&mut resp).await.unwrap();
-            String::from_utf8_lossy(&resp)
-                .split(' ')
-                .nth(1)
-                .unwrap()
-                .parse::<u16>()
-                .unwrap()
-        }
+        let req = format!(
+            "GET /_stats HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
+             Authorization: Bearer {token}\r\n\r\n"
+        );
+        async move { http_raw(port, &req).await.0 }
     };
     assert_eq!(authed("wrong").await, 401);
     assert_eq!(authed("s3cret").await, 200);
+
+    // An empty token file would admit the empty token: a usage error.
+    std::fs::write(&file, "\n").unwrap();
+    let mut empty = watch(
+        &pg,
+        "tok",
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--http-token-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(empty.exit_code(20.0), Some(2));
+    assert!(empty.err.contains("is empty"), "{}", empty.err.text());
 }
 
 /// Coherence under concurrency: a read-through that read a row before an

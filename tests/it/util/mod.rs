@@ -380,24 +380,53 @@ pub async fn http(
     path: &str,
     body: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let body = body.unwrap_or("");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    s.write_all(req.as_bytes()).await.unwrap();
+    let (status, _, payload) = http_raw(port, &req).await;
+    (
+        status,
+        serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// One request written as given (headers and all) over a fresh connection:
+/// (status, head, body).
+pub async fn http_raw(port: u16, request: &str) -> (u16, String, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
     let mut resp = Vec::new();
     s.read_to_end(&mut resp).await.unwrap();
     let text = String::from_utf8_lossy(&resp);
-    let (head, payload) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (
-        status,
-        serde_json::from_str(payload).unwrap_or(serde_json::Value::Null),
-    )
+    (status, head.to_string(), body.to_string())
 }
+
+/// `GET path` with only a Host header.
+pub async fn http_get(port: u16, path: &str) -> (u16, String, String) {
+    http_raw(
+        port,
+        &format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
+/// Every subcommand as typed, nested ones included.
+pub const SUBCOMMANDS: [&[&str]; 9] = [
+    &["serve"],
+    &["listen"],
+    &["send"],
+    &["bench"],
+    &["watch-db"],
+    &["metrics", "report"],
+    &["metrics", "collect"],
+    &["completions"],
+    &["man"],
+];
 
 pub mod naive;
 pub mod nats;
