@@ -17,6 +17,16 @@ fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 
+/// A full window of readings that never fell and rose at most steps.
+fn leak_shape(memory: &VecDeque<(Instant, f64)>) -> bool {
+    if memory.len() < TREND_WINDOW {
+        return false;
+    }
+    let steps = || memory.iter().zip(memory.iter().skip(1));
+    let rises = steps().filter(|(a, b)| b.1 > a.1).count();
+    steps().all(|(a, b)| b.1 >= a.1) && rises * 2 > memory.len() - 1
+}
+
 pub struct Reporter {
     pub last: Sample,
     pub samples: u64,
@@ -27,7 +37,7 @@ pub struct Reporter {
 }
 
 /// Memory growth past which a reporter is flagged as leaking, MiB per
-/// minute, when it grew at every one of the last samples.
+/// minute, when it never fell over the last samples.
 pub const LEAK_MIB_PER_MIN: f64 = 10.0;
 
 /// Longest reporter name or host name accepted.
@@ -134,15 +144,12 @@ impl Board {
         }
     }
 
-    /// Growing at each of the last samples (a full trend window), faster
-    /// than [`LEAK_MIB_PER_MIN`]: a leak, not a burst.
+    /// Never falling over a full trend window, rising at most of its steps,
+    /// faster than [`LEAK_MIB_PER_MIN`]: a leak, not a burst. A flat step is
+    /// allowed because the reporter samples on its own clock: two readings
+    /// can fall between one allocation and the next.
     pub fn leaking(r: &Reporter) -> bool {
-        r.memory.len() >= TREND_WINDOW
-            && r.memory
-                .iter()
-                .zip(r.memory.iter().skip(1))
-                .all(|(a, b)| b.1 > a.1)
-            && Self::growth_per_min(r) > LEAK_MIB_PER_MIN
+        leak_shape(&r.memory) && Self::growth_per_min(r) > LEAK_MIB_PER_MIN
     }
 
     pub fn api(&self) -> Value {
@@ -215,5 +222,37 @@ impl Board {
             ]);
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(mib: &[f64]) -> VecDeque<(Instant, f64)> {
+        let t = Instant::now();
+        mib.iter()
+            .enumerate()
+            .map(|(i, m)| (t + Duration::from_millis(200 * i as u64), *m))
+            .collect()
+    }
+
+    #[test]
+    fn a_flat_step_between_allocations_is_still_a_leak() {
+        let mut m: Vec<f64> = (0..TREND_WINDOW).map(|i| 40.0 + 10.0 * i as f64).collect();
+        m[5] = m[4];
+        assert!(leak_shape(&window(&m)));
+    }
+
+    #[test]
+    fn a_fall_or_a_plateau_is_not_a_leak() {
+        let mut m: Vec<f64> = (0..TREND_WINDOW).map(|i| 40.0 + 10.0 * i as f64).collect();
+        m[5] = m[4] - 1.0;
+        assert!(!leak_shape(&window(&m)));
+        let flat: Vec<f64> = (0..TREND_WINDOW)
+            .map(|i| if i < 7 { 40.0 } else { 50.0 })
+            .collect();
+        assert!(!leak_shape(&window(&flat)));
+        assert!(!leak_shape(&window(&[40.0, 50.0, 60.0])));
     }
 }
