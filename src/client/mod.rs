@@ -72,6 +72,26 @@ pub struct ConnectOptions {
     pub small_recv_buffer: bool,
 }
 
+/// A TCP connection to `host:port`, with the socket `options` asks for.
+pub async fn dial(host: &str, port: u16, options: ConnectOptions) -> std::io::Result<TcpStream> {
+    if !options.small_recv_buffer {
+        return TcpStream::connect((host, port)).await;
+    }
+    let addr = tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no address for the host")
+        })?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_recv_buffer_size(4096)?;
+    socket.connect(addr).await
+}
+
 impl Connector {
     /// A plain-TCP connector.
     pub fn plain(host: impl Into<String>, port: u16) -> Self {
@@ -113,28 +133,9 @@ impl Connector {
             addr: self.to_string(),
             source,
         };
-        let stream = if options.small_recv_buffer {
-            let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
-                .await
-                .map_err(unreachable)?
-                .next()
-                .ok_or_else(|| {
-                    unreachable(std::io::Error::new(
-                        std::io::ErrorKind::NotFound,
-                        "no address for the host",
-                    ))
-                })?;
-            let socket = if addr.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            socket.set_recv_buffer_size(4096)?;
-            socket.connect(addr).await
-        } else {
-            TcpStream::connect((self.host.as_str(), self.port)).await
-        }
-        .map_err(unreachable)?;
+        let stream = dial(&self.host, self.port, options)
+            .await
+            .map_err(unreachable)?;
         stream.set_nodelay(true)?;
         let stream = match &self.tls {
             None => Either::Left(stream),

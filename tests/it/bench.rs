@@ -339,3 +339,82 @@ fn a_live_line_on_a_terminal_and_nothing_when_piped() {
     let err = String::from_utf8_lossy(&piped.stderr);
     assert!(!err.contains("sent "), "{err}");
 }
+
+/// Every scenario a broker supports, short, as `--json`.
+fn peer_run(target: &str) -> Value {
+    let (code, doc, err) = bench(&[
+        "--target",
+        target,
+        "--duration",
+        "2s",
+        "--rate",
+        "2000",
+        "--messages",
+        "20000",
+        "--latency-duration",
+        "1s",
+        "--connections",
+        "50",
+    ]);
+    assert_eq!(code, Some(0), "{err}\n{doc:#}");
+    doc
+}
+
+/// What any lossless broker must show in a short run of every scenario.
+fn assert_peer_measured(doc: &Value, broker: &str, kinds: &[&str]) {
+    assert_eq!(doc["broker"], broker, "{doc:#}");
+    let iso = doc["isolation"].as_array().unwrap();
+    let got: Vec<&str> = iso
+        .iter()
+        .map(|i| i["channel_kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, kinds, "{doc:#}");
+    for i in iso {
+        // Stalled in the broker's own protocol and owed past the kernel's
+        // buffers: the stall reached the broker, so a ratio is claimed.
+        assert_eq!(i["verdict"], "measured", "{i:#}");
+        assert!(i["isolation_ratio"].as_f64().is_some(), "{i:#}");
+        assert_eq!(i["baseline"]["fast"]["lost"], 0, "{i:#}");
+        assert_eq!(i["with_slow"]["slow"].as_array().unwrap().len(), 1);
+    }
+    let tp = doc["throughput"].as_array().unwrap();
+    assert_eq!(tp.len(), kinds.len(), "{doc:#}");
+    for t in tp {
+        assert_eq!(t["lost"], 0, "{t:#}");
+        assert_eq!(t["delivered"], t["expected_deliveries"], "{t:#}");
+    }
+    let lat = &doc["latency"];
+    assert_eq!(lat["complete"], true, "{lat:#}");
+    assert_eq!(lat["received"], lat["published"], "{lat:#}");
+    assert_eq!(doc["fanout"]["complete"], true, "{doc:#}");
+}
+
+#[test]
+fn nats_is_measured_in_its_own_protocol_with_queue_groups() {
+    let nats = crate::util::nats::Nats::start();
+    let doc = peer_run(&nats.url());
+    assert_peer_measured(&doc, "nats", &["topic", "queue"]);
+    assert_eq!(doc["skipped"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn redis_is_measured_in_its_own_protocol_and_says_it_has_no_queues() {
+    let redis = crate::util::redis::Redis::start();
+    let doc = peer_run(&redis.url());
+    assert_peer_measured(&doc, "redis", &["topic"]);
+    let skipped = doc["skipped"].to_string();
+    assert!(skipped.contains("/queue"), "{skipped}");
+}
+
+#[test]
+fn a_target_in_no_known_protocol_is_a_usage_error() {
+    for target in ["amqp://127.0.0.1:5672", "nats://127.0.0.1", "redis://:6379"] {
+        let out = Command::new(BIN)
+            .args(["bench", "--target", target])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{target}: {err}");
+        assert!(err.contains("nats://HOST:PORT"), "{target}: {err}");
+    }
+}

@@ -7,37 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use tokio_util::sync::CancellationToken;
 
+use super::link::{Event, Sub, Target};
 use super::payload::{self, Tracker};
-use crate::client::publisher::finish;
-use crate::client::{self, ConnectOptions, Connection, Connector};
-use crate::proto::NULL_CHANNEL;
-
-pub use crate::client::{Reader, Writer};
-
-/// Connects and subscribes, halves apart. `small_buffer` shrinks the receive
-/// buffer, so a client that stops reading is felt by the broker within
-/// seconds rather than after the kernel has absorbed megabytes.
-pub async fn connect(
-    to: &Connector,
-    channel: &str,
-    small_buffer: bool,
-) -> anyhow::Result<(Reader, Writer)> {
-    let options = ConnectOptions {
-        small_recv_buffer: small_buffer,
-    };
-    Ok(client::split(to.connect_with(channel, options).await?))
-}
-
-/// How long a bench publisher waits for its goodbye to be confirmed: what it
-/// sent has then been routed.
-const GOODBYE_WITHIN: Duration = Duration::from_secs(10);
-
-async fn goodbye(conn: &mut Connection) {
-    let _ = finish(conn, GOODBYE_WITHIN).await;
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct Published {
@@ -77,7 +50,7 @@ pub async fn publish_paced(
     warmup: u64,
     deadline: Instant,
 ) -> anyhow::Result<Published> {
-    let mut writer = plan.addr.connect(NULL_CHANNEL).await?;
+    let mut writer = plan.addr.publisher().await?;
     let chan = Bytes::copy_from_slice(channel.as_bytes());
     let mut out = Published {
         first_ns: payload::now_ns(),
@@ -87,9 +60,8 @@ pub async fn publish_paced(
     let deadline_at = tokio::time::Instant::from_std(deadline);
     let burst = async {
         while out.messages < prime {
-            writer.feed(chan.clone()).await?;
             writer
-                .feed(payload::encode(out.messages, super::PRIME_SIZE))
+                .feed(&chan, payload::encode(out.messages, super::PRIME_SIZE))
                 .await?;
             out.messages += 1;
             out.bytes += frame(super::PRIME_SIZE);
@@ -140,9 +112,8 @@ pub async fn publish_paced(
                 if seq == warmup {
                     out.measure_start_ns = payload::now_ns();
                 }
-                writer.feed(chan.clone()).await?;
                 writer
-                    .feed(payload::encode_due(seq, due_ns(seq), plan.size))
+                    .feed(&chan, payload::encode_due(seq, due_ns(seq), plan.size))
                     .await?;
                 out.messages += 1;
                 out.bytes += frame(plan.size);
@@ -164,19 +135,19 @@ pub async fn publish_paced(
         out.measure_start_ns = out.last_ns;
     }
     if !out.gave_up {
-        goodbye(&mut writer).await;
+        let _ = writer.finish().await;
     }
     Ok(out)
 }
 
 /// Publishes `total` messages as fast as the broker's back-pressure allows.
 pub async fn publish_flood(
-    to: &Connector,
+    to: &Target,
     channel: &str,
     total: u64,
     size: usize,
 ) -> anyhow::Result<Published> {
-    let mut writer = to.connect(NULL_CHANNEL).await?;
+    let mut writer = to.publisher().await?;
     let chan = Bytes::copy_from_slice(channel.as_bytes());
     let mut out = Published {
         first_ns: payload::now_ns(),
@@ -184,8 +155,7 @@ pub async fn publish_flood(
     };
     out.measure_start_ns = out.first_ns;
     for seq in 0..total {
-        writer.feed(chan.clone()).await?;
-        writer.feed(payload::encode(seq, size)).await?;
+        writer.feed(&chan, payload::encode(seq, size)).await?;
         if seq % 64 == 63 {
             writer.flush().await?;
             SENT.fetch_add(64, Relaxed);
@@ -195,7 +165,7 @@ pub async fn publish_flood(
     SENT.fetch_add(total % 64, Relaxed);
     out.messages = total;
     out.last_ns = payload::now_ns();
-    goodbye(&mut writer).await;
+    let _ = writer.finish().await;
     Ok(out)
 }
 
@@ -209,8 +179,7 @@ pub struct SubResult {
 /// Reads and tracks every message until `stop`. `progress` counts messages
 /// received, for the orchestrator to see when everyone is done.
 pub async fn measure(
-    mut reader: Reader,
-    writer: Writer,
+    mut sub: Sub,
     warmup: u64,
     progress: Arc<AtomicU64>,
     stop: CancellationToken,
@@ -220,10 +189,10 @@ pub async fn measure(
         let frame = tokio::select! {
             biased;
             _ = stop.cancelled() => break false,
-            f = reader.next() => f,
+            e = sub.next() => e,
         };
         match frame {
-            Some(Ok(f)) if !f.is_empty() => {
+            Event::Message(f) => {
                 tracker.record(&f);
                 progress.fetch_add(1, Relaxed);
                 RECEIVED.fetch_add(1, Relaxed);
@@ -231,7 +200,7 @@ pub async fn measure(
             _ => break true,
         }
     };
-    drop(writer);
+    drop(sub);
     SubResult {
         tracker,
         disconnected,
@@ -241,21 +210,16 @@ pub async fn measure(
 /// Counts messages and notes when the last one came, nothing more: for runs
 /// with many connections, where per-subscriber histograms would dwarf the
 /// broker's own memory.
-pub async fn count(
-    mut reader: Reader,
-    writer: Writer,
-    progress: Arc<AtomicU64>,
-    stop: CancellationToken,
-) -> (u64, bool) {
+pub async fn count(mut sub: Sub, progress: Arc<AtomicU64>, stop: CancellationToken) -> (u64, bool) {
     let mut last = 0;
     let disconnected = loop {
         let frame = tokio::select! {
             biased;
             _ = stop.cancelled() => break false,
-            f = reader.next() => f,
+            e = sub.next() => e,
         };
         match frame {
-            Some(Ok(f)) if !f.is_empty() => {
+            Event::Message(_) => {
                 last = payload::now_ns();
                 progress.fetch_add(1, Relaxed);
                 RECEIVED.fetch_add(1, Relaxed);
@@ -263,7 +227,7 @@ pub async fn count(
             _ => break true,
         }
     };
-    drop(writer);
+    drop(sub);
     (last, disconnected)
 }
 
@@ -281,8 +245,7 @@ pub enum SlowMode {
 /// so that nothing counts as lost that was only late); otherwise it reads what
 /// is buffered to learn whether the broker disconnected it.
 pub async fn slow(
-    mut reader: Reader,
-    mut writer: Writer,
+    mut sub: Sub,
     mode: SlowMode,
     trickle_rate: f64,
     warmup: u64,
@@ -300,8 +263,8 @@ pub async fn slow(
                 _ = stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            match tokio::select! { _ = stop.cancelled() => break, f = reader.next() => f } {
-                Some(Ok(f)) if !f.is_empty() => tracker.record(&f),
+            match tokio::select! { _ = stop.cancelled() => break, e = sub.next() => e } {
+                Event::Message(f) => tracker.record(&f),
                 _ => {
                     disconnected = true;
                     break;
@@ -314,13 +277,13 @@ pub async fn slow(
     let during_run = tracker.clone();
     if !disconnected {
         if drain {
-            let _ = writer.send(Bytes::new()).await;
+            sub.goodbye().await;
         }
         let idle = Duration::from_millis(if drain { 5000 } else { 300 });
         loop {
-            match tokio::time::timeout(idle, reader.next()).await {
-                Ok(Some(Ok(f))) if !f.is_empty() => tracker.record(&f),
-                Ok(Some(Ok(_))) => break, // end of stream after a goodbye
+            match tokio::time::timeout(idle, sub.next()).await {
+                Ok(Event::Message(f)) => tracker.record(&f),
+                Ok(Event::End) => break, // everything owed, after a goodbye
                 Ok(_) => {
                     disconnected = !drain;
                     break;

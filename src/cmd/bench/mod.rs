@@ -3,6 +3,7 @@
 
 mod clients;
 mod compare;
+mod link;
 mod payload;
 mod report;
 mod scenarios;
@@ -15,6 +16,7 @@ use comfy_table::{presets, Cell, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use self::clients::SlowMode;
+use self::link::Target;
 use self::report::*;
 use crate::broker::{Broker, BrokerConfig, TopicOverflow};
 use crate::client::Connector;
@@ -29,6 +31,8 @@ Examples:
   aioq bench --scenario throughput --size 1KiB --subscribers 8
   aioq bench --scenario isolation --min-isolation 0.9   # exit 1 below 0.9
   aioq bench --target a:25000 --subscribe-target b:25000  # across a cluster
+  aioq bench --target nats://127.0.0.1:4222   # NATS core; /queue as a queue group
+  aioq bench --target redis://127.0.0.1:6379  # Redis pub/sub; no /queue runs
 
 Without --target the broker runs in this process, on its own runtime threads,
 with default settings unless the broker flags below say otherwise.";
@@ -45,7 +49,8 @@ pub enum Scenario {
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct BenchArgs {
-    /// Broker to measure (HOST:PORT); default: an embedded broker on a free port.
+    /// Broker to measure: HOST:PORT (aioq), nats://HOST:PORT or
+    /// redis://HOST:PORT; default: an embedded aioq broker on a free port.
     #[arg(long)]
     pub target: Option<String>,
     /// Subscribers and workers connect here (HOST:PORT) while publishers use
@@ -131,10 +136,10 @@ pub struct BenchArgs {
 /// A checked plan: what the scenarios read.
 pub struct Plan {
     /// Where publishers connect.
-    pub addr: Connector,
+    pub addr: Target,
     /// Where subscribers and workers connect: `addr`, or another broker of
     /// the same cluster.
-    pub sub_addr: Connector,
+    pub sub_addr: Target,
     /// Time given to new subscriptions before publishing starts.
     pub settle: Duration,
     pub subscribers: usize,
@@ -405,7 +410,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let (addr, broker) = match &args.target {
-        Some(t) => (Connector::parse("--target", t, &args.tls)?, None),
+        Some(t) => (Target::parse("--target", t, &args.tls)?, None),
         None => {
             let config = BrokerConfig {
                 send_queue: args.send_queue.max(1),
@@ -420,14 +425,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             );
             let (addr, b) = start_embedded(config)?;
             (
-                Connector::plain(addr.ip().to_string(), addr.port()),
+                Target::Aioq(Connector::plain(addr.ip().to_string(), addr.port())),
                 Some(b),
             )
         }
     };
     let plan = Plan {
         sub_addr: match &args.subscribe_target {
-            Some(t) => Connector::parse("--subscribe-target", t, &args.tls)?,
+            Some(t) => {
+                let sub = Target::parse("--subscribe-target", t, &args.tls)?;
+                crate::ensure_usage!(
+                    sub.kind() == addr.kind(),
+                    "--subscribe-target {t}: a {} broker, where --target is {}",
+                    sub.kind(),
+                    addr.kind()
+                );
+                sub
+            }
             None => addr.clone(),
         },
         // Across brokers a subscription travels through the cluster first.
@@ -474,26 +488,39 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             (Some(t), None) => t.clone(),
             _ => "embedded".into(),
         },
+        broker: plan.addr.kind(),
+        skipped: Vec::new(),
         isolation: Vec::new(),
         throughput: Vec::new(),
         latency: None,
         fanout: None,
     };
+    let queues = plan.addr.has_queues();
+    if !queues && (wants(Scenario::Isolation) || wants(Scenario::Throughput)) {
+        report.skipped.push(format!(
+            "/queue runs: {} pub/sub has no work queues",
+            plan.addr.kind()
+        ));
+    }
     if wants(Scenario::Isolation) {
         report
             .isolation
             .push(scenarios::isolation(&plan, false, &progress).await?);
-        report
-            .isolation
-            .push(scenarios::isolation(&plan, true, &progress).await?);
+        if queues {
+            report
+                .isolation
+                .push(scenarios::isolation(&plan, true, &progress).await?);
+        }
     }
     if wants(Scenario::Throughput) {
         report
             .throughput
             .push(scenarios::throughput(&plan, false, &progress).await?);
-        report
-            .throughput
-            .push(scenarios::throughput(&plan, true, &progress).await?);
+        if queues {
+            report
+                .throughput
+                .push(scenarios::throughput(&plan, true, &progress).await?);
+        }
     }
     if wants(Scenario::Latency) {
         report.latency = Some(scenarios::latency(&plan, &progress).await?);
@@ -598,7 +625,10 @@ fn print_changes(changes: &[compare::Change], noise: f64) {
 }
 
 fn print_tables(r: &Report) {
-    println!("aioq bench against {}\n", r.target);
+    println!("aioq bench against {} ({})\n", r.target, r.broker);
+    for s in &r.skipped {
+        println!("skipped: {s}\n");
+    }
     if !r.isolation.is_empty() {
         let mut t = table(&[
             "isolation",

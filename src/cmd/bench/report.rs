@@ -165,6 +165,10 @@ pub struct Report {
     pub aioq_version: &'static str,
     /// "embedded" or the `--target` address.
     pub target: String,
+    /// aioq, nats or redis.
+    pub broker: &'static str,
+    /// Scenarios the broker cannot run, and why.
+    pub skipped: Vec<String>,
     pub isolation: Vec<Isolation>,
     pub throughput: Vec<Throughput>,
     pub latency: Option<LatencyReport>,

@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::SinkExt;
 use tokio_util::sync::CancellationToken;
 
 use super::clients::{self, Published, SlowMode, SubResult};
@@ -147,10 +146,9 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
     let progress = Arc::new(AtomicU64::new(0));
     let mut fast = Vec::new();
     for _ in 0..plan.subscribers {
-        let (r, w) = clients::connect(&plan.sub_addr, &chan, false).await?;
+        let sub = plan.sub_addr.subscribe(&chan).await?;
         fast.push(tokio::spawn(clients::measure(
-            r,
-            w,
+            sub,
             warmup,
             progress.clone(),
             stop.clone(),
@@ -159,10 +157,9 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
     let slow_stop = CancellationToken::new();
     let mut slow_tasks = Vec::new();
     for _ in 0..slow {
-        let (r, w) = clients::connect(&plan.sub_addr, &chan, true).await?;
+        let sub = plan.sub_addr.subscribe_raw(&chan, true).await?;
         slow_tasks.push(tokio::spawn(clients::slow(
-            r,
-            w,
+            sub,
             plan.slow_mode,
             plan.trickle_rate,
             warmup,
@@ -325,10 +322,9 @@ pub async fn throughput(
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::new();
     for _ in 0..plan.subscribers {
-        let (r, w) = clients::connect(&plan.sub_addr, &chan, false).await?;
+        let sub = plan.sub_addr.subscribe(&chan).await?;
         subs.push(tokio::spawn(clients::measure(
-            r,
-            w,
+            sub,
             0,
             delivered.clone(),
             stop.clone(),
@@ -401,8 +397,8 @@ pub async fn latency(plan: &Plan, progress: &super::Progress) -> anyhow::Result<
     let warmup = (plan.latency_rate as u64 / 2).min(total / 10);
     let stop = CancellationToken::new();
     let count = Arc::new(AtomicU64::new(0));
-    let (r, w) = clients::connect(&plan.sub_addr, &chan, false).await?;
-    let sub = tokio::spawn(clients::measure(r, w, warmup, count.clone(), stop.clone()));
+    let sub = plan.sub_addr.subscribe(&chan).await?;
+    let sub = tokio::spawn(clients::measure(sub, warmup, count.clone(), stop.clone()));
     tokio::time::sleep(plan.settle).await;
     let deadline = Instant::now() + plan.latency_duration * 2 + Duration::from_secs(2);
     let published =
@@ -442,24 +438,23 @@ pub async fn fanout(
     let delivered = Arc::new(AtomicU64::new(0));
     let mut subs = Vec::with_capacity(plan.connections);
     for _ in 0..plan.connections {
-        let (r, w) = clients::connect(&plan.sub_addr, &chan, false).await?;
+        let sub = plan.sub_addr.subscribe(&chan).await?;
         subs.push(tokio::spawn(clients::count(
-            r,
-            w,
+            sub,
             delivered.clone(),
             stop.clone(),
         )));
     }
     let n = plan.connections as u64;
     // Probe until every subscription is in place: one message reaching all.
-    let (pr, mut pw) = clients::connect(&plan.addr, crate::proto::NULL_CHANNEL, false).await?;
+    let mut pw = plan.addr.publisher().await?;
     let probe_chan = bytes::Bytes::copy_from_slice(chan.as_bytes());
     let mut seq = 0u64;
     let ready_by = Instant::now() + Duration::from_secs(30);
     loop {
         let before = delivered.load(Relaxed);
-        pw.send(probe_chan.clone()).await?;
-        pw.send(payload::encode(seq, plan.size)).await?;
+        pw.send(&probe_chan, payload::encode(seq, plan.size))
+            .await?;
         seq += 1;
         settle(
             &delivered,
@@ -478,8 +473,8 @@ pub async fn fanout(
     for _ in 0..plan.fanout_probes {
         let before = delivered.load(Relaxed);
         let t0 = Instant::now();
-        pw.send(probe_chan.clone()).await?;
-        pw.send(payload::encode(seq, plan.size)).await?;
+        pw.send(&probe_chan, payload::encode(seq, plan.size))
+            .await?;
         seq += 1;
         settle(
             &delivered,
@@ -495,8 +490,8 @@ pub async fn fanout(
     let before = delivered.load(Relaxed);
     let t0 = payload::now_ns();
     for _ in 0..burst {
-        pw.feed(probe_chan.clone()).await?;
-        pw.feed(payload::encode(seq, plan.size)).await?;
+        pw.feed(&probe_chan, payload::encode(seq, plan.size))
+            .await?;
         seq += 1;
     }
     pw.flush().await?;
@@ -508,7 +503,7 @@ pub async fn fanout(
     )
     .await;
     let burst_got = delivered.load(Relaxed) - before;
-    drop((pr, pw));
+    drop(pw);
     stop.cancel();
     let mut disconnected = false;
     let mut last = t0;

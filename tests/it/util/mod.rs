@@ -431,3 +431,4 @@ pub const SUBCOMMANDS: [&[&str]; 9] = [
 pub mod naive;
 pub mod nats;
 pub mod pg;
+pub mod redis;

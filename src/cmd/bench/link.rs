@@ -1,0 +1,688 @@
+//! The brokers the bench can measure, each in its own protocol: aioq, NATS
+//! (core pub/sub, `/queue` as a queue group) and Redis (pub/sub, no queues).
+//!
+//! Every scenario drives the same three operations whatever the broker:
+//! publish (pipelined), subscribe and take the next delivery, and a goodbye
+//! that is confirmed once the broker has routed everything sent before it.
+//! Publishers and measuring subscribers use each broker's usual client (aioq's
+//! own, async-nats with its buffers raised so that the client library never
+//! drops by itself, RESP over a socket for Redis); slow subscribers always
+//! speak the protocol over a bare socket with a small receive buffer, so that
+//! a stall reaches the broker instead of a client library's buffers.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::client::{self, ConnectOptions, Connection, Connector, Reader, Writer};
+use crate::exit::usage;
+use crate::proto::NULL_CHANNEL;
+
+/// How long a goodbye may take to be confirmed.
+pub const GOODBYE_WITHIN: Duration = Duration::from_secs(10);
+
+/// A broker to measure.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Aioq(Connector),
+    Nats { host: String, port: u16 },
+    Redis { host: String, port: u16 },
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Aioq(c) => write!(f, "{c}"),
+            Target::Nats { host, port } => write!(f, "nats://{host}:{port}"),
+            Target::Redis { host, port } => write!(f, "redis://{host}:{port}"),
+        }
+    }
+}
+
+impl Target {
+    /// `HOST:PORT` (aioq), `nats://HOST:PORT` or `redis://HOST:PORT`.
+    pub fn parse(flag: &str, text: &str, tls: &crate::tls::ClientTlsArgs) -> anyhow::Result<Self> {
+        let (scheme, rest) = match text.split_once("://") {
+            Some((s, r)) => (s, r),
+            None => return Ok(Target::Aioq(Connector::parse(flag, text, tls)?)),
+        };
+        let bad = || {
+            usage(format!(
+                "{flag} {text:?}: expected HOST:PORT (aioq), nats://HOST:PORT or redis://HOST:PORT"
+            ))
+        };
+        let (host, port) = rest
+            .trim_end_matches('/')
+            .rsplit_once(':')
+            .ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if host.is_empty() {
+            return Err(bad());
+        }
+        let target = match scheme {
+            "aioq" => return Ok(Target::Aioq(Connector::parse(flag, rest, tls)?)),
+            "nats" => Target::Nats { host, port },
+            "redis" => Target::Redis { host, port },
+            _ => return Err(bad()),
+        };
+        if tls.enabled() {
+            return Err(usage(format!(
+                "{flag} {text}: --tls applies to aioq brokers only"
+            )));
+        }
+        Ok(target)
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Aioq(_) => "aioq",
+            Target::Nats { .. } => "nats",
+            Target::Redis { .. } => "redis",
+        }
+    }
+
+    /// Whether the broker has work queues (`/queue` channels).
+    pub fn has_queues(&self) -> bool {
+        !matches!(self, Target::Redis { .. })
+    }
+
+    /// The broker's name for an aioq channel: NATS subjects are separated by
+    /// dots (`/topic/x` becomes `topic.x`), the others take it as it is.
+    fn subject(&self, channel: &str) -> String {
+        match self {
+            Target::Nats { .. } => channel.trim_start_matches('/').replace('/', "."),
+            _ => channel.to_owned(),
+        }
+    }
+
+    /// A subscriber (a worker, on a `/queue` channel) that reads deliveries as
+    /// they come, confirmed subscribed.
+    pub async fn subscribe(&self, channel: &str) -> anyhow::Result<Sub> {
+        match self {
+            Target::Aioq(c) => {
+                let (reader, writer) = client::split(c.connect(channel).await?);
+                Ok(Sub::Aioq { reader, writer })
+            }
+            Target::Nats { host, port } => {
+                let nats = nats_client(host, *port).await?;
+                let subject = self.subject(channel);
+                let sub = if is_queue(channel) {
+                    nats.queue_subscribe(subject, QUEUE_GROUP.into()).await
+                } else {
+                    nats.subscribe(subject).await
+                }
+                .context("subscribing on NATS")?;
+                // The server has the subscription once it answers a ping.
+                nats.flush().await.context("subscribing on NATS")?;
+                Ok(Sub::Nats { sub, _nats: nats })
+            }
+            Target::Redis { .. } => self.subscribe_raw(channel, false).await,
+        }
+    }
+
+    /// A subscriber over a bare socket in the broker's own protocol, with a
+    /// 4 KiB receive buffer when `small_buffer`: the slow ones.
+    pub async fn subscribe_raw(&self, channel: &str, small_buffer: bool) -> anyhow::Result<Sub> {
+        let options = ConnectOptions {
+            small_recv_buffer: small_buffer,
+        };
+        match self {
+            Target::Aioq(c) => {
+                let (reader, writer) = client::split(c.connect_with(channel, options).await?);
+                Ok(Sub::Aioq { reader, writer })
+            }
+            Target::Nats { host, port } => {
+                let mut wire = Wire::dial(Proto::Nats, host, *port, options).await?;
+                let subject = self.subject(channel);
+                let group = if is_queue(channel) { QUEUE_GROUP } else { "" };
+                wire.write(
+                    format!(
+                        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1,\
+                         \"name\":\"aioq-bench\"}}\r\nSUB {subject} {group} 1\r\nPING\r\n"
+                    )
+                    .as_bytes(),
+                )
+                .await?;
+                wire.expect_end("subscribing on NATS").await?;
+                Ok(Sub::Wire(wire))
+            }
+            Target::Redis { host, port } => {
+                let mut wire = Wire::dial(Proto::Redis, host, *port, options).await?;
+                wire.write(&resp_command(&[b"SUBSCRIBE", channel.as_bytes()]))
+                    .await?;
+                wire.expect_end("subscribing on Redis").await?;
+                Ok(Sub::Wire(wire))
+            }
+        }
+    }
+
+    /// A publisher that subscribes to nothing.
+    pub async fn publisher(&self) -> anyhow::Result<Pub> {
+        match self {
+            Target::Aioq(c) => Ok(Pub::Aioq(Box::new(c.connect(NULL_CHANNEL).await?))),
+            Target::Nats { host, port } => Ok(Pub::Nats {
+                nats: nats_client(host, *port).await?,
+                subjects: Vec::new(),
+            }),
+            Target::Redis { host, port } => {
+                let stream = client::dial(host, *port, ConnectOptions::default())
+                    .await
+                    .with_context(|| format!("cannot reach redis://{host}:{port}"))?;
+                stream.set_nodelay(true)?;
+                let (rd, wr) = stream.into_split();
+                let replies = Arc::new(AtomicU64::new(0));
+                let (done_tx, done_rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(count_replies(rd, replies.clone(), done_tx));
+                Ok(Pub::Redis {
+                    out: BufWriter::with_capacity(64 * 1024, wr),
+                    sent: 0,
+                    replies,
+                    closed: done_rx,
+                })
+            }
+        }
+    }
+}
+
+/// The queue group every bench worker joins on NATS.
+const QUEUE_GROUP: &str = "aioq-bench";
+
+fn is_queue(channel: &str) -> bool {
+    channel.starts_with("/queue/")
+}
+
+async fn nats_client(host: &str, port: u16) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name("aioq-bench")
+        // Raised far past a run's messages, so that the client library never
+        // drops a delivery (or holds a publish back) by itself.
+        .subscription_capacity(1 << 20)
+        .client_capacity(1 << 16)
+        .read_buffer_capacity(u16::MAX)
+        .connection_timeout(Duration::from_secs(5))
+        .connect(format!("nats://{host}:{port}"))
+        .await
+        .with_context(|| format!("cannot reach nats://{host}:{port}"))
+}
+
+/// What a subscriber read.
+#[derive(Debug)]
+pub enum Event {
+    Message(Bytes),
+    /// The broker confirmed a goodbye: nothing more is owed.
+    End,
+    /// The connection ended.
+    Closed,
+    /// A NATS server's ping, answered by the subscriber itself.
+    Ping,
+}
+
+pub enum Sub {
+    Aioq {
+        reader: Reader,
+        writer: Writer,
+    },
+    Nats {
+        sub: async_nats::Subscriber,
+        _nats: async_nats::Client,
+    },
+    Wire(Wire),
+}
+
+impl Sub {
+    pub async fn next(&mut self) -> Event {
+        match self {
+            Sub::Aioq { reader, .. } => match reader.next().await {
+                Some(Ok(f)) if !f.is_empty() => Event::Message(f),
+                Some(Ok(_)) => Event::End,
+                _ => Event::Closed,
+            },
+            Sub::Nats { sub, .. } => match sub.next().await {
+                Some(m) => Event::Message(m.payload),
+                None => Event::Closed,
+            },
+            Sub::Wire(w) => w.next().await,
+        }
+    }
+
+    /// Asks the broker to end the subscription once it has delivered what it
+    /// still owes; [`Event::End`] follows the last of it.
+    pub async fn goodbye(&mut self) {
+        let _ = match self {
+            Sub::Aioq { writer, .. } => writer.send(Bytes::new()).await.map_err(Into::into),
+            Sub::Nats { sub, .. } => sub.unsubscribe().await.map_err(Into::into),
+            Sub::Wire(w) => w.goodbye().await,
+        };
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    Nats,
+    Redis,
+}
+
+/// A subscriber speaking NATS or Redis over a bare socket.
+pub struct Wire {
+    proto: Proto,
+    rd: OwnedReadHalf,
+    wr: OwnedWriteHalf,
+    buf: BytesMut,
+}
+
+impl Wire {
+    async fn dial(
+        proto: Proto,
+        host: &str,
+        port: u16,
+        options: ConnectOptions,
+    ) -> anyhow::Result<Self> {
+        let scheme = if proto == Proto::Nats {
+            "nats"
+        } else {
+            "redis"
+        };
+        let stream: TcpStream = client::dial(host, port, options)
+            .await
+            .with_context(|| format!("cannot reach {scheme}://{host}:{port}"))?;
+        stream.set_nodelay(true)?;
+        let (rd, wr) = stream.into_split();
+        Ok(Self {
+            proto,
+            rd,
+            wr,
+            buf: BytesMut::with_capacity(8192),
+        })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
+        self.wr.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// Reads until the broker confirms (NATS: the pong; Redis: the
+    /// subscription), within a few seconds.
+    async fn expect_end(&mut self, doing: &str) -> anyhow::Result<()> {
+        let confirmed = async {
+            loop {
+                match self.next().await {
+                    Event::End => return Ok(()),
+                    Event::Message(_) | Event::Ping => {}
+                    Event::Closed => bail!("the broker closed the connection"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), confirmed)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within 5 s"))?
+            .context(doing.to_owned())
+    }
+
+    async fn goodbye(&mut self) -> anyhow::Result<()> {
+        match self.proto {
+            Proto::Nats => self.write(b"UNSUB 1\r\nPING\r\n").await,
+            Proto::Redis => self.write(&resp_command(&[b"UNSUBSCRIBE"])).await,
+        }
+    }
+
+    async fn next(&mut self) -> Event {
+        loop {
+            let parsed = match self.proto {
+                Proto::Nats => nats_frame(&mut self.buf),
+                Proto::Redis => resp_frame(&mut self.buf).map(|r| r.map(redis_event)),
+            };
+            match parsed {
+                Ok(Some(Some(Event::Ping))) => {
+                    // Alive, however slow: a ping read is answered.
+                    if self.write(b"PONG\r\n").await.is_err() {
+                        return Event::Closed;
+                    }
+                }
+                Ok(Some(Some(event))) => return event,
+                Ok(Some(None)) => {}
+                Ok(None) => {
+                    self.buf.reserve(8192);
+                    match self.rd.read_buf(&mut self.buf).await {
+                        Ok(0) | Err(_) => return Event::Closed,
+                        Ok(_) => {}
+                    }
+                }
+                Err(()) => return Event::Closed,
+            }
+        }
+    }
+}
+
+/// One NATS server frame from the front of `buf`: `Some(Some(event))` for a
+/// delivery, the pong that confirms a ping, or an error (the end);
+/// `Some(None)` for what needs no answer; `None` until a frame is whole.
+fn nats_frame(buf: &mut BytesMut) -> Result<Option<Option<Event>>, ()> {
+    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let line = &buf[..eol];
+    if line.starts_with(b"MSG ") {
+        let fields: Vec<&[u8]> = line.split(|&b| b == b' ').collect();
+        let len: usize = std::str::from_utf8(fields.last().ok_or(())?)
+            .map_err(|_| ())?
+            .parse()
+            .map_err(|_| ())?;
+        if buf.len() < eol + 2 + len + 2 {
+            return Ok(None);
+        }
+        buf.advance(eol + 2);
+        let payload = buf.split_to(len).freeze();
+        buf.advance(2);
+        return Ok(Some(Some(Event::Message(payload))));
+    }
+    let event = if line == b"PONG" {
+        Some(Event::End)
+    } else if line == b"PING" {
+        Some(Event::Ping)
+    } else if line.starts_with(b"-ERR") {
+        Some(Event::Closed)
+    } else {
+        None // INFO, +OK
+    };
+    buf.advance(eol + 2);
+    Ok(Some(event))
+}
+
+/// A RESP value, as much of it as the bench needs.
+#[derive(Debug)]
+enum Resp {
+    Simple,
+    Error,
+    Int,
+    Bulk(Option<Bytes>),
+    Array(Vec<Resp>),
+}
+
+/// One RESP value from the front of `buf`, `None` until it is whole.
+fn resp_frame(buf: &mut BytesMut) -> Result<Option<Resp>, ()> {
+    let mut at = 0;
+    match resp_value(buf, &mut at)? {
+        Some(v) => {
+            buf.advance(at);
+            Ok(Some(v))
+        }
+        None => Ok(None),
+    }
+}
+
+fn resp_value(buf: &BytesMut, at: &mut usize) -> Result<Option<Resp>, ()> {
+    let Some(eol) = buf[*at..].windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let line = &buf[*at..*at + eol];
+    let (&kind, rest) = line.split_first().ok_or(())?;
+    let number = || -> Result<i64, ()> {
+        std::str::from_utf8(rest)
+            .map_err(|_| ())?
+            .parse()
+            .map_err(|_| ())
+    };
+    let after_line = *at + eol + 2;
+    Ok(Some(match kind {
+        b'+' => {
+            *at = after_line;
+            Resp::Simple
+        }
+        b'-' => {
+            *at = after_line;
+            Resp::Error
+        }
+        b':' => {
+            *at = after_line;
+            Resp::Int
+        }
+        b'$' => {
+            let len = number()?;
+            if len < 0 {
+                *at = after_line;
+                Resp::Bulk(None)
+            } else {
+                let len = len as usize;
+                if buf.len() < after_line + len + 2 {
+                    return Ok(None);
+                }
+                *at = after_line + len + 2;
+                Resp::Bulk(Some(Bytes::copy_from_slice(
+                    &buf[after_line..after_line + len],
+                )))
+            }
+        }
+        b'*' => {
+            let n = number()?.max(0) as usize;
+            let mut items = Vec::with_capacity(n.min(16));
+            let mut cursor = after_line;
+            for _ in 0..n {
+                match resp_value(buf, &mut cursor)? {
+                    Some(v) => items.push(v),
+                    None => return Ok(None),
+                }
+            }
+            *at = cursor;
+            Resp::Array(items)
+        }
+        _ => return Err(()),
+    }))
+}
+
+/// What a subscribed Redis connection's value means to the bench.
+fn redis_event(value: Resp) -> Option<Event> {
+    match value {
+        Resp::Array(mut items) if items.len() == 3 => {
+            let kind = match &items[0] {
+                Resp::Bulk(Some(k)) => k.clone(),
+                _ => return None,
+            };
+            match &kind[..] {
+                b"message" => match items.pop() {
+                    Some(Resp::Bulk(Some(payload))) => Some(Event::Message(payload)),
+                    _ => None,
+                },
+                b"subscribe" | b"unsubscribe" => Some(Event::End),
+                _ => None,
+            }
+        }
+        Resp::Error => Some(Event::Closed),
+        _ => None,
+    }
+}
+
+fn resp_command(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Counts a Redis publisher's replies, one per PUBLISH, until the
+/// connection ends.
+async fn count_replies(
+    mut rd: OwnedReadHalf,
+    replies: Arc<AtomicU64>,
+    closed: tokio::sync::watch::Sender<bool>,
+) {
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    'read: loop {
+        loop {
+            match resp_frame(&mut buf) {
+                Ok(Some(_)) => {
+                    replies.fetch_add(1, Relaxed);
+                }
+                Ok(None) => break,
+                Err(()) => break 'read,
+            }
+        }
+        buf.reserve(64 * 1024);
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let _ = closed.send(true);
+}
+
+pub enum Pub {
+    Aioq(Box<Connection>),
+    Nats {
+        nats: async_nats::Client,
+        /// Subjects already made, by channel.
+        subjects: Vec<(Bytes, async_nats::Subject)>,
+    },
+    Redis {
+        out: BufWriter<OwnedWriteHalf>,
+        sent: u64,
+        replies: Arc<AtomicU64>,
+        closed: tokio::sync::watch::Receiver<bool>,
+    },
+}
+
+impl Pub {
+    /// Queues one message; it goes out with the next flush at the latest.
+    pub async fn feed(&mut self, channel: &Bytes, payload: Bytes) -> anyhow::Result<()> {
+        match self {
+            Pub::Aioq(conn) => {
+                conn.feed(channel.clone()).await?;
+                conn.feed(payload).await?;
+            }
+            Pub::Nats { nats, subjects } => {
+                let subject = match subjects.iter().find(|(c, _)| c == channel) {
+                    Some((_, s)) => s.clone(),
+                    None => {
+                        let name = std::str::from_utf8(channel)?;
+                        let s = async_nats::Subject::from(
+                            name.trim_start_matches('/').replace('/', "."),
+                        );
+                        subjects.push((channel.clone(), s.clone()));
+                        s
+                    }
+                };
+                nats.publish(subject, payload).await?;
+            }
+            Pub::Redis { out, sent, .. } => {
+                out.write_all(&resp_command(&[b"PUBLISH", channel, &payload]))
+                    .await?;
+                *sent += 1;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        match self {
+            Pub::Aioq(conn) => conn.flush().await?,
+            // The client writes as soon as its connection task can.
+            Pub::Nats { .. } => {}
+            Pub::Redis { out, .. } => out.flush().await?,
+        }
+        Ok(())
+    }
+
+    pub async fn send(&mut self, channel: &Bytes, payload: Bytes) -> anyhow::Result<()> {
+        self.feed(channel, payload).await?;
+        self.flush().await
+    }
+
+    /// Waits, up to [`GOODBYE_WITHIN`], until the broker has routed
+    /// everything published: aioq's confirmed goodbye, a NATS message to itself that came back,
+    /// a reply to every Redis PUBLISH.
+    pub async fn finish(&mut self) -> anyhow::Result<()> {
+        match self {
+            Pub::Aioq(conn) => {
+                crate::client::publisher::finish(conn, GOODBYE_WITHIN).await?;
+            }
+            Pub::Nats { nats, .. } => {
+                // A flush only writes the socket: a message to itself that
+                // comes back shows that the server read every publish before
+                // it (one connection's messages are processed in order).
+                let round_trip = async {
+                    let inbox = nats.new_inbox();
+                    let mut echo = nats.subscribe(inbox.clone()).await?;
+                    nats.publish(inbox, Bytes::new()).await?;
+                    nats.flush().await?;
+                    echo.next().await.context("the connection ended")?;
+                    anyhow::Ok(())
+                };
+                tokio::time::timeout(GOODBYE_WITHIN, round_trip)
+                    .await
+                    .context("NATS did not confirm within the goodbye time")??;
+            }
+            Pub::Redis {
+                out,
+                sent,
+                replies,
+                closed,
+            } => {
+                out.flush().await?;
+                let all = async {
+                    while replies.load(Relaxed) < *sent && !*closed.borrow() {
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(5), closed.changed()).await;
+                    }
+                };
+                tokio::time::timeout(GOODBYE_WITHIN, all)
+                    .await
+                    .context("Redis did not answer every publish within the goodbye time")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_frames_split_anywhere_parse_whole() {
+        let wire = b"INFO {}\r\nMSG a.b 1 5\r\nhello\r\nPING\r\nMSG a.b 1 q 0\r\n\r\nPONG\r\n";
+        let mut got = Vec::new();
+        let mut buf = BytesMut::new();
+        for &b in wire.iter() {
+            buf.extend_from_slice(&[b]);
+            while let Ok(Some(e)) = nats_frame(&mut buf) {
+                if let Some(e) = e {
+                    got.push(format!("{e:?}"));
+                }
+            }
+        }
+        assert_eq!(
+            got,
+            ["Message(b\"hello\")", "Ping", "Message(b\"\")", "End"]
+        );
+    }
+
+    #[test]
+    fn redis_messages_split_anywhere_parse_whole() {
+        let wire = b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$4\r\nab\r\n\r\n";
+        let mut got = Vec::new();
+        let mut buf = BytesMut::new();
+        for &b in wire.iter() {
+            buf.extend_from_slice(&[b]);
+            while let Ok(Some(v)) = resp_frame(&mut buf) {
+                if let Some(e) = redis_event(v) {
+                    got.push(format!("{e:?}"));
+                }
+            }
+        }
+        assert_eq!(got, ["End", "Message(b\"ab\\r\\n\")"]);
+    }
+}

@@ -1,0 +1,49 @@
+//! A throwaway redis-server: loopback, a free port, no persistence; stopped
+//! on drop.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+
+use super::Lines;
+
+pub struct Redis {
+    pub port: u16,
+    child: Child,
+    log: Lines,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("start redis-server ({e}): install it with `apt-get install redis-server`")
+            });
+        let log = Lines::follow(child.stdout.take().unwrap());
+        log.wait_for(15.0, "Ready to accept connections");
+        Redis { port, child, log }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- redis-server log ---\n{}\n---", self.log.text());
+        }
+    }
+}
