@@ -13,12 +13,13 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, FramedRead};
 use tokio_util::sync::CancellationToken;
 
+use super::access::{Identity, Rules};
 use super::budget::Budget;
 use super::end::EndReason;
-use super::publish::Publisher;
+use super::publish::{Publisher, Rights};
 use super::stats::ConnStats;
 use super::subscriber::Subscriber;
-use super::{writer, Shared, Slot};
+use super::{writer, Registered, Shared, Slot};
 use crate::proto::message::{channel_name, ProtocolError, Request, RequestParser};
 use crate::proto::{FrameCodec, FrameError};
 
@@ -176,6 +177,13 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     type Writer: AsyncWrite + Unpin + Send + 'static;
     fn tcp(&self) -> &TcpStream;
     fn split(self) -> (Self::Reader, Self::Writer);
+    /// The client certificate's identity, when it presented one.
+    fn identity(&self) -> Option<Identity> {
+        None
+    }
+    fn is_tls(&self) -> bool {
+        false
+    }
 }
 
 impl Transport for TcpStream {
@@ -203,6 +211,15 @@ impl Transport for TlsStream {
 
     fn split(self) -> (Self::Reader, Self::Writer) {
         tokio::io::split(self)
+    }
+
+    fn identity(&self) -> Option<Identity> {
+        let certs = self.get_ref().1.peer_certificates()?;
+        Identity::from_der(certs.first()?)
+    }
+
+    fn is_tls(&self) -> bool {
+        true
     }
 }
 
@@ -257,6 +274,36 @@ async fn serve_on<T: Transport>(
     let Some(name) = handshake(shared, &mut framed, peer, deadline).await else {
         return;
     };
+    let identity = framed.get_ref().identity();
+    let tls = framed.get_ref().is_tls();
+    // Read before the policy: a reload in between is then seen at once.
+    let generation = shared.router.generation();
+    let policy = shared.router.policy();
+    let rules = policy.access.rules_for(identity.as_ref());
+    let allowed = rules.as_ref().is_some_and(|r| r.may_subscribe(&name));
+    if !allowed {
+        shared.stats.denied.fetch_add(1, Relaxed);
+        if let Some(n) = shared.denied_log.due(peer.ip()) {
+            let who = identity
+                .as_ref()
+                .map_or_else(|| "no client certificate".to_string(), |i| i.shown());
+            let why = if rules.is_none() {
+                "connections without a client certificate are refused".to_string()
+            } else {
+                format!("may not subscribe to {}", crate::proto::shown(&name))
+            };
+            tracing::warn!(
+                "Remote {peer} ({who}) refused: {why} ({n} from this address since the last line)"
+            );
+        }
+        let eos = async {
+            framed.send(Bytes::new()).await?;
+            framed.get_mut().shutdown().await
+        };
+        let _ = tokio::time::timeout(shared.config.write_timeout, eos).await;
+        return;
+    }
+    let channel_policy = policy.for_channel(&name);
     if crate::proto::is_queue(&name) {
         let _ = socket2::SockRef::from(framed.get_ref().tcp())
             .set_tcp_notsent_lowat(QUEUE_WORKER_NOTSENT);
@@ -271,11 +318,7 @@ async fn serve_on<T: Transport>(
     let rd = Counted::new(rd, shared.reading.clone());
     let mut frames = FramedRead::new(rd, FrameCodec::new(shared.config.max_frame));
 
-    let capacity = if crate::proto::is_queue(&name) {
-        shared.config.worker_queue
-    } else {
-        shared.config.send_queue
-    };
+    let (capacity, max_bytes) = channel_policy.send_bounds(&name);
     let (tx, rx) = mpsc::channel(capacity);
     let id = shared.next_id.fetch_add(1, Relaxed);
     let stats = Arc::new(ConnStats::default());
@@ -284,7 +327,7 @@ async fn serve_on<T: Transport>(
         id,
         peer,
         tx,
-        shared.config.send_queue_bytes,
+        max_bytes,
         shared.router.budget.clone(),
         stats,
         kill,
@@ -304,6 +347,14 @@ async fn serve_on<T: Transport>(
     };
     tracing::info!("Remote {peer} subscribed to {}", channel.display_name());
     let finish = CancellationToken::new();
+    slot.register(Registered {
+        sub: sub.clone(),
+        channel: channel.clone(),
+        since: std::time::SystemTime::now(),
+        identity: identity.clone(),
+        tls,
+        finish: finish.clone(),
+    });
     let null = crate::proto::is_null(&channel.name);
     shared.writers.spawn(writer::run(
         shared.clone(),
@@ -317,7 +368,13 @@ async fn serve_on<T: Transport>(
     // A publish-only client is owed nothing: at shutdown it can be told at once,
     // so that it stops sending while what it sent is still read.
     let early_eos = null.then_some(&finish);
-    let end = read_loop(shared, &mut frames, &sub, early_eos).await;
+    let rights = Rights::new(
+        identity,
+        rules.unwrap_or_else(Rules::allow_all),
+        generation,
+        peer,
+    );
+    let end = read_loop(shared, &mut frames, &sub, early_eos, rights).await;
     match end {
         End::Finish(reason) => {
             sub.set_end_reason(reason);
@@ -418,9 +475,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
     frames: &mut FramedRead<Counted<R>, FrameCodec>,
     sub: &Subscriber,
     early_eos: Option<&CancellationToken>,
+    rights: Rights,
 ) -> End {
     let cluster = shared.cluster.get().map(|c| &**c);
-    let mut publisher = Publisher::new(&shared.router, cluster, &shared.stop_reading, Some(sub));
+    let mut publisher = Publisher::new(&shared.router, cluster, &shared.stop_reading, Some(sub))
+        .with_rights(rights);
     let end = read_frames(shared, frames, sub, &mut publisher, early_eos).await;
     publisher.settle(&shared.abort).await;
     end

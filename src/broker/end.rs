@@ -37,11 +37,13 @@ pub enum EndReason {
     BrokerShutdown,
     /// Closed for no reason either side recorded.
     Closed,
+    /// A reload's access rules no longer allow its subscription.
+    Denied,
 }
 
 impl EndReason {
     /// Every reason's counter name, in [`index`](Self::index) order.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "goodbye",
         "client_closed",
         "closed_mid_pair",
@@ -57,6 +59,7 @@ impl EndReason {
         "closed",
         "frame_too_slow",
         "input_cut",
+        "denied",
     ];
 
     pub fn index(&self) -> usize {
@@ -76,6 +79,7 @@ impl EndReason {
             EndReason::Closed => 12,
             EndReason::FrameTooSlow { .. } => 13,
             EndReason::InputCut => 14,
+            EndReason::Denied => 15,
         }
     }
 
@@ -107,6 +111,7 @@ impl std::fmt::Display for EndReason {
             EndReason::DrainTimeout => write!(f, "drain timeout passed"),
             EndReason::BrokerShutdown => write!(f, "broker shutting down"),
             EndReason::Closed => write!(f, "closed"),
+            EndReason::Denied => write!(f, "no longer allowed by the access rules"),
             EndReason::InputCut => write!(
                 f,
                 "broker shutting down before all input was read (no end-of-stream)"

@@ -19,6 +19,7 @@
 // Connection paths must not panic on any input: no unwrap/expect outside tests.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod access;
 pub mod budget;
 mod cluster;
 mod conn;
@@ -27,6 +28,7 @@ mod link;
 pub(crate) mod log_every;
 pub mod monitor;
 mod peer_log;
+pub mod policy;
 mod publish;
 mod queue;
 mod router;
@@ -61,7 +63,9 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// What happens to a `/topic` subscriber whose send queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum TopicOverflow {
     /// The subscriber misses the message; the loss is counted.
@@ -166,6 +170,10 @@ struct Shared {
     /// Per-address rate limits of the warnings a client can cause.
     refused_log: PeerLog,
     protocol_log: PeerLog,
+    denied_log: PeerLog,
+    /// Connections that have subscribed, by id: for the monitoring endpoint,
+    /// and for a reload to end those its access rules no longer allow.
+    connections: std::sync::Mutex<std::collections::HashMap<u64, Registered>>,
     /// Set once the broker has joined a cluster: the publish path forks there.
     cluster: std::sync::OnceLock<Arc<Cluster>>,
     /// Set with `cluster`: how writers answer JetStream's deliveries.
@@ -204,6 +212,19 @@ impl Shared {
     }
 }
 
+/// A connection that has subscribed, as monitoring and reloads see it.
+#[derive(Clone)]
+pub(crate) struct Registered {
+    pub sub: Arc<subscriber::Subscriber>,
+    pub channel: Arc<router::Channel>,
+    pub since: std::time::SystemTime,
+    pub identity: Option<access::Identity>,
+    pub tls: bool,
+    /// Ends the connection as a goodbye does: what it is owed, then
+    /// end-of-stream.
+    pub finish: CancellationToken,
+}
+
 /// A connection's place under `--max-connections` and
 /// `--max-connections-per-ip`, given back when the last of its tasks (reader,
 /// writer) lets go: a writer still draining to a slow peer holds a socket too.
@@ -211,6 +232,8 @@ pub(crate) struct Slot {
     shared: Arc<Shared>,
     ip: std::net::IpAddr,
     _permit: OwnedSemaphorePermit,
+    /// Its id in `Shared::connections` once subscribed (0: not yet).
+    registered: AtomicU64,
 }
 
 impl Slot {
@@ -220,12 +243,24 @@ impl Slot {
             shared: shared.clone(),
             ip,
             _permit: permit,
+            registered: AtomicU64::new(0),
         })
+    }
+
+    /// Lists the connection until its last task lets go of the slot.
+    fn register(&self, entry: Registered) {
+        let id = entry.sub.id;
+        lock(&self.shared.connections).insert(id, entry);
+        self.registered.store(id, Relaxed);
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        let id = self.registered.load(Relaxed);
+        if id != 0 {
+            lock(&self.shared.connections).remove(&id);
+        }
         self.shared.release_ip(self.ip);
         self.shared.stats.open.fetch_sub(1, Relaxed);
     }
@@ -263,6 +298,41 @@ impl Inspector {
     /// Payload bytes waiting in `/queue` backlogs for workers.
     pub fn backlog_bytes(&self) -> usize {
         self.0.router.backlog_bytes()
+    }
+}
+
+/// Changes a running broker's policy.
+#[derive(Clone)]
+pub struct Reloader(Arc<Shared>);
+
+impl Reloader {
+    /// Applies `policy`; returns how many connections it ended.
+    pub fn apply(&self, policy: policy::Policy) -> usize {
+        let shared = &self.0;
+        shared.router.set_policy(policy);
+        let policy = shared.router.policy();
+        let entries: Vec<Registered> = lock(&shared.connections).values().cloned().collect();
+        let mut ended = 0;
+        for e in entries {
+            let allowed = policy
+                .access
+                .rules_for(e.identity.as_ref())
+                .is_some_and(|r| r.may_subscribe(&e.channel.name));
+            if !allowed && !e.finish.is_cancelled() {
+                tracing::warn!(
+                    "Remote {} ({}) ended: the reloaded access rules no longer allow {}",
+                    e.sub.peer,
+                    e.identity
+                        .as_ref()
+                        .map_or_else(|| "no certificate".to_string(), |i| i.shown()),
+                    e.channel.display_name()
+                );
+                e.sub.set_end_reason(end::EndReason::Denied);
+                e.finish.cancel();
+                ended += 1;
+            }
+        }
+        ended
     }
 }
 
@@ -318,6 +388,8 @@ impl Broker {
                 reading,
                 refused_log: PeerLog::new("refused connection(s) or TLS handshake(s)"),
                 protocol_log: PeerLog::new("protocol error(s)"),
+                denied_log: PeerLog::new("subscription(s) refused by the access rules"),
+                connections: Default::default(),
                 cluster: std::sync::OnceLock::new(),
                 replies: std::sync::OnceLock::new(),
             }),
@@ -343,6 +415,13 @@ impl Broker {
         let _ = shared.replies.set(c.replies());
         let _ = shared.cluster.set(c);
         Ok(())
+    }
+
+    /// Puts a new policy in force (a reload): channels follow it at once,
+    /// connections at their next subscribe or publish, and connections whose
+    /// subscription it no longer allows are ended with end-of-stream.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.shared.clone())
     }
 
     /// A read-only view for monitoring.
@@ -474,6 +553,7 @@ async fn shutdown_gracefully(shared: &Shared) {
         c.flush(Duration::from_secs(2)).await;
     }
     shared.protocol_log.flush();
+    shared.denied_log.flush();
     // One line for all of them: a broker can hold millions of backlogs.
     let d = shared
         .router

@@ -5,19 +5,96 @@
 //! through the router's own `publish_topic` and queue hand-off.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use super::access::{Identity, Rules};
 use super::cluster::{Cluster, Outbox};
+use super::log_every::LogEvery;
 use super::router::{Channel, Full, Kind, Router};
 use super::stats::DropReason;
 use super::subscriber::Subscriber;
 
 /// Channels a publisher remembers, so that publishing skips the registry lock.
 const CHANNEL_CACHE: usize = 256;
+
+/// What a connection may publish, decided per channel and remembered until
+/// a reload changes the rules.
+pub(crate) struct Rights {
+    identity: Option<Identity>,
+    rules: Rules,
+    /// Every publish allowed: nothing to look up.
+    all: bool,
+    generation: u64,
+    decisions: HashMap<Bytes, bool>,
+    peer: SocketAddr,
+    log: LogEvery,
+    born: Instant,
+}
+
+impl Rights {
+    pub fn new(
+        identity: Option<Identity>,
+        rules: Rules,
+        generation: u64,
+        peer: SocketAddr,
+    ) -> Self {
+        Self {
+            all: rules.allows_every_publish(),
+            identity,
+            rules,
+            generation,
+            decisions: HashMap::new(),
+            peer,
+            log: LogEvery::default(),
+            born: Instant::now(),
+        }
+    }
+
+    fn may_publish(&mut self, router: &Router, name: &Bytes) -> bool {
+        let now = router.generation();
+        if now != self.generation {
+            self.generation = now;
+            self.rules = router
+                .policy()
+                .access
+                .rules_for(self.identity.as_ref())
+                .unwrap_or_else(Rules::none);
+            self.all = self.rules.allows_every_publish();
+            self.decisions.clear();
+        }
+        if self.all {
+            return true;
+        }
+        if let Some(&d) = self.decisions.get(name) {
+            return d;
+        }
+        let d = self.rules.may_publish(name);
+        if self.decisions.len() >= CHANNEL_CACHE {
+            self.decisions.clear();
+        }
+        self.decisions.insert(Bytes::copy_from_slice(name), d);
+        d
+    }
+
+    fn denied(&self, name: &[u8]) {
+        if let Some(n) = self.log.due(self.born) {
+            tracing::warn!(
+                "Remote {} ({}) may not publish to {}: {n} publish(es) refused since the last line",
+                self.peer,
+                self.identity
+                    .as_ref()
+                    .map_or_else(|| "no client certificate".to_string(), |i| i.shown()),
+                crate::proto::shown(name)
+            );
+        }
+    }
+}
 
 /// What a publish finds under its channel's name.
 enum Found {
@@ -39,6 +116,8 @@ pub(crate) struct Publisher<'a> {
     cache: HashMap<Bytes, Arc<Channel>>,
     /// `/queue` messages on their way into JetStream.
     outbox: Outbox,
+    /// The connection's rights; `None` for the broker's own process.
+    rights: Option<Rights>,
 }
 
 impl<'a> Publisher<'a> {
@@ -55,7 +134,14 @@ impl<'a> Publisher<'a> {
             conn,
             cache: HashMap::new(),
             outbox: Outbox::default(),
+            rights: None,
         }
+    }
+
+    /// Publishes only where `rights` allow.
+    pub fn with_rights(mut self, rights: Rights) -> Self {
+        self.rights = Some(rights);
+        self
     }
 
     /// Routes one publish; false when the broker stopped or the connection was
@@ -65,6 +151,14 @@ impl<'a> Publisher<'a> {
         let stats = self.router.stats();
         if let Some(conn) = self.conn {
             conn.stats.received.add(1, len);
+        }
+        if let Some(rights) = &mut self.rights {
+            if !rights.may_publish(self.router, &name) {
+                rights.denied(&name);
+                let conn = self.conn.map(|c| &*c.stats);
+                self.router.count_drop(None, conn, DropReason::Denied, 1);
+                return true;
+            }
         }
         if payload.is_empty() {
             let conn = self.conn.map(|c| &*c.stats);

@@ -22,9 +22,10 @@ pub struct QueueState {
     space: Notify,
     /// Mirror of the backlog's length, so workers can skip the lock when it is 0.
     backlog_len: AtomicUsize,
-    capacity: usize,
+    /// Messages the backlog holds at most; a reload may change it.
+    capacity: AtomicUsize,
     /// Payload bytes the backlog holds at most (one message always fits).
-    max_bytes: usize,
+    max_bytes: AtomicUsize,
     budget: Arc<Budget>,
     /// Set by a cluster puller waiting for worker room; whoever makes room
     /// (a writer taking messages, a worker joining or leaving) wakes it.
@@ -109,12 +110,21 @@ impl QueueState {
             }),
             space: Notify::new(),
             backlog_len: AtomicUsize::new(0),
-            capacity,
-            max_bytes,
+            capacity: AtomicUsize::new(capacity),
+            max_bytes: AtomicUsize::new(max_bytes),
             budget,
             room_wanted: AtomicBool::new(false),
             room: Notify::new(),
         }
+    }
+
+    /// New bounds (a reload). A backlog already past them keeps what it
+    /// holds; publishers wait until it is back under.
+    pub fn set_bounds(&self, capacity: usize, max_bytes: usize) {
+        self.capacity.store(capacity.max(1), Relaxed);
+        self.max_bytes.store(max_bytes.max(1), Relaxed);
+        // Publishers waiting for room look again under the new bounds.
+        self.space.notify_waiters();
     }
 
     fn room_changed(&self) {
@@ -181,8 +191,9 @@ impl QueueState {
                     payload.clone()
                 };
                 let len = payload.len();
-                let fits = inner.backlog.is_empty() || inner.bytes + len <= self.max_bytes;
-                if inner.backlog.len() < self.capacity && fits {
+                let fits =
+                    inner.backlog.is_empty() || inner.bytes + len <= self.max_bytes.load(Relaxed);
+                if inner.backlog.len() < self.capacity.load(Relaxed) && fits {
                     if self.budget.try_park(len) {
                         inner.bytes += len;
                         inner.backlog.push_back(payload);

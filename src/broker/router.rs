@@ -9,8 +9,8 @@
 //! own mutex. Order when both are needed: registry, then channel.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
@@ -19,6 +19,7 @@ use super::log_every::LogEvery;
 
 use super::budget::Budget;
 use super::link::ChannelLink;
+use super::policy::{ChannelPolicy, Policy};
 use super::queue::QueueState;
 use super::stats::{BrokerStats, ChannelStats, ConnStats, DropReason};
 use super::subscriber::{Refused, Subscriber};
@@ -48,6 +49,9 @@ pub struct Channel {
     pub kind: Kind,
     /// Its place in the cluster, when the broker is in one.
     pub link: ChannelLink,
+    /// Disconnect (rather than skip) a `/topic` subscriber whose send queue
+    /// is full: the channel's policy, which a reload may change.
+    disconnect_slow: AtomicBool,
     /// Its own memory, counted in the budget for as long as it lives.
     _cost: Option<Cost>,
 }
@@ -88,6 +92,41 @@ pub struct TopicState {
 }
 
 impl Channel {
+    pub fn overflow(&self) -> TopicOverflow {
+        if self.disconnect_slow.load(Relaxed) {
+            TopicOverflow::Disconnect
+        } else {
+            TopicOverflow::Drop
+        }
+    }
+
+    /// Applies a (reloaded) policy to a channel that exists: the overflow
+    /// policy and the backlog's bounds; send queues keep the bounds they
+    /// were made with.
+    fn apply(&self, policy: &ChannelPolicy) {
+        self.disconnect_slow
+            .store(policy.topic_overflow == TopicOverflow::Disconnect, Relaxed);
+        if let Kind::Queue(q) = &self.kind {
+            q.set_bounds(policy.backlog, policy.backlog_bytes);
+        }
+    }
+
+    /// Subscribers (`/topic`) or workers (`/queue`) now.
+    pub fn subscriber_count(&self) -> usize {
+        match &self.kind {
+            Kind::Topic(t) => lock(t).subs.len(),
+            Kind::Queue(q) => q.worker_count(),
+        }
+    }
+
+    /// Payload bytes in the backlog (`/queue`).
+    pub fn backlog_bytes(&self) -> usize {
+        match &self.kind {
+            Kind::Topic(_) => 0,
+            Kind::Queue(q) => q.backlog_bytes(),
+        }
+    }
+
     /// The name as logs show it (escaped: it is client text).
     pub fn display_name(&self) -> String {
         proto::shown(&self.name)
@@ -107,6 +146,10 @@ pub struct Router {
     interest: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Interest>>,
     pub budget: Arc<Budget>,
     config: Arc<BrokerConfig>,
+    /// Swapped whole on reload; read when a channel or a connection begins.
+    policy: RwLock<Arc<Policy>>,
+    /// Bumped at every reload, so that connections know to look again.
+    generation: AtomicU64,
     stats: Arc<BrokerStats>,
     born: std::time::Instant,
     channel_limit_log: LogEvery,
@@ -120,6 +163,8 @@ impl Router {
             channels: Mutex::new(HashMap::new()),
             interest: std::sync::OnceLock::new(),
             budget: Arc::new(Budget::new(config.max_memory)),
+            policy: RwLock::new(Arc::new(Policy::from_config(&config))),
+            generation: AtomicU64::new(0),
             config,
             stats,
         }
@@ -132,12 +177,40 @@ impl Router {
 
     /// A new channel. Its name is copied out of the read buffer it came in:
     /// a slice would keep that whole buffer alive as long as the channel.
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Which policy connections should be following: it changes at reload.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Relaxed)
+    }
+
+    /// Puts `policy` in force: for channels made from now on, and for the
+    /// overflow policy and backlog bounds of those that exist.
+    pub fn set_policy(&self, policy: Policy) {
+        let policy = Arc::new(policy);
+        *self
+            .policy
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy.clone();
+        self.generation.fetch_add(1, Relaxed);
+        for c in self.channels() {
+            c.apply(&policy.for_channel(&c.name));
+        }
+    }
+
     fn new_channel(&self, name: Bytes) -> Arc<Channel> {
         let name = Bytes::copy_from_slice(&name);
+        let policy = self.policy().for_channel(&name);
         let kind = if proto::is_queue(&name) {
             Kind::Queue(QueueState::new(
-                self.config.backlog,
-                self.config.backlog_bytes,
+                policy.backlog,
+                policy.backlog_bytes,
                 self.budget.clone(),
             ))
         } else {
@@ -150,6 +223,7 @@ impl Router {
             stats: ChannelStats::default(),
             kind,
             link: ChannelLink::default(),
+            disconnect_slow: AtomicBool::new(policy.topic_overflow == TopicOverflow::Disconnect),
             _cost: Some(Cost {
                 budget: self.budget.clone(),
                 bytes,
@@ -181,6 +255,7 @@ impl Router {
                     retired: true,
                 })),
                 link: ChannelLink::default(),
+                disconnect_slow: AtomicBool::new(false),
                 _cost: None,
             }));
         }
@@ -243,7 +318,7 @@ impl Router {
         for sub in &state.subs {
             match sub.offer(payload.clone()) {
                 Ok(()) => {}
-                Err(Refused::Full(_)) => match self.config.topic_overflow {
+                Err(Refused::Full(_)) => match channel.overflow() {
                     TopicOverflow::Drop => {
                         self.count_drop(Some(channel), Some(&sub.stats), DropReason::QueueFull, 1);
                         if let Some(n) = sub.note_drop() {
@@ -252,8 +327,8 @@ impl Router {
                                  its send queue is full ({} messages or {} bytes; {} dropped in all)",
                                 sub.peer,
                                 channel.display_name(),
-                                self.config.send_queue,
-                                self.config.send_queue_bytes,
+                                sub.bounds().0,
+                                sub.bounds().1,
                                 sub.stats.dropped.total(),
                             );
                         }
@@ -306,8 +381,8 @@ impl Router {
                          ({} messages or {} bytes)",
                         s.peer,
                         channel.display_name(),
-                        self.config.send_queue,
-                        self.config.send_queue_bytes,
+                        s.bounds().0,
+                        s.bounds().1,
                     );
                 }
                 keep

@@ -33,10 +33,12 @@ pub enum DropReason {
     /// A `/queue` message that waited longer than `--backlog-ttl` in a backlog
     /// with no worker.
     Expired,
+    /// A publish the access rules do not allow this connection.
+    Denied,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::QueueFull,
         DropReason::SlowConsumer,
         DropReason::SubscriberGone,
@@ -46,6 +48,7 @@ impl DropReason {
         DropReason::ChannelLimit,
         DropReason::TooLarge,
         DropReason::Expired,
+        DropReason::Denied,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +62,7 @@ impl DropReason {
             DropReason::ChannelLimit => "channel_limit",
             DropReason::TooLarge => "too_large",
             DropReason::Expired => "expired",
+            DropReason::Denied => "denied",
         }
     }
 }
@@ -116,6 +120,8 @@ impl Flow {
 pub struct BrokerStats {
     pub accepted: AtomicU64,
     pub refused: AtomicU64,
+    /// Subscriptions the access rules refused.
+    pub denied: AtomicU64,
     pub open: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub slow_consumers_disconnected: AtomicU64,
@@ -174,6 +180,8 @@ pub struct ConnStats {
 pub struct Summary {
     pub connections: u64,
     pub refused: u64,
+    /// Subscriptions the access rules refused.
+    pub denied: u64,
     pub protocol_errors: u64,
     pub messages_in: u64,
     pub bytes_in: u64,
@@ -203,6 +211,7 @@ impl BrokerStats {
         Summary {
             connections: self.accepted.load(Relaxed),
             refused: self.refused.load(Relaxed),
+            denied: self.denied.load(Relaxed),
             protocol_errors: self.protocol_errors.load(Relaxed),
             messages_in: self.published.messages(),
             bytes_in: self.published.bytes(),

@@ -102,6 +102,19 @@ impl Subscriber {
         }
     }
 
+    /// The send queue's bounds: messages, payload bytes.
+    pub fn bounds(&self) -> (usize, usize) {
+        (self.tx.max_capacity(), self.max_bytes)
+    }
+
+    /// What waits in the send queue now: messages, payload bytes.
+    pub fn queued(&self) -> (usize, usize) {
+        (
+            self.tx.max_capacity() - self.tx.capacity(),
+            self.queued_bytes.load(Relaxed),
+        )
+    }
+
     /// Free places in the send queue (by message count).
     pub fn room(&self) -> usize {
         self.tx.capacity()

@@ -17,14 +17,28 @@ Examples:
   aioq serve --port 0                     # a free port, printed on the first line
   aioq serve --host 0.0.0.0 --topic-overflow disconnect --send-queue 4096
   aioq serve --host 0.0.0.0 --cluster nats://10.0.0.9:4222   # one of several brokers
+  aioq serve --config /etc/aioq.toml      # settings, per-channel policy, access rules
+  aioq serve --config /etc/aioq.toml --check-config
 
 The first line on stdout is `listening on HOST:PORT`. Logs go to stderr.
 SIGINT or SIGTERM shut down gracefully: queued messages are flushed (up to
---drain-timeout), each subscriber gets the end-of-stream frame, a summary is logged.";
+--drain-timeout), each subscriber gets the end-of-stream frame, a summary is logged.
+SIGHUP reloads --config: [[channel]], [access] and the policy defaults
+(send-queue, send-queue-bytes, worker-queue, backlog, backlog-bytes,
+topic-overflow) apply at once; other settings need a restart.";
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct ServeArgs {
+    /// Settings from this TOML file (flags and environment override it):
+    /// every flag by its name without dashes, [[channel]] policies by prefix,
+    /// [access] rules by TLS identity. SIGHUP reloads it.
+    #[arg(long, value_name = "FILE", env = "AIOQ_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Check --config and the flags, say what is in force, and exit (0 when
+    /// valid, 2 when not).
+    #[arg(long, requires = "config")]
+    pub check_config: bool,
     /// Address to listen on. Loopback by default: the protocol has no
     /// authentication, so exposing it is a decision to make on purpose.
     /// (AIOQ_HOST points clients at a broker; it does not move this one.)
@@ -128,8 +142,9 @@ pub struct ServeArgs {
     /// when nats-server restarts).
     #[arg(long, requires = "cluster")]
     pub cluster_memory: bool,
-    /// Serve monitoring over HTTP here: /healthz, /api/server and /metrics
-    /// (Prometheus). Read-only; keep it on loopback or a private network.
+    /// Serve monitoring over HTTP here: /healthz, /api/server,
+    /// /api/connections, /api/channels and /metrics (Prometheus). Read-only;
+    /// keep it on loopback or a private network.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
     /// Publish the broker's own CPU, memory and counters, like `aioq metrics report`.
@@ -272,12 +287,41 @@ impl ServeArgs {
 }
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (args, loaded, policy) = match &args.config {
+        Some(path) => {
+            let loaded = super::serve_config::load(path)?;
+            let policy = loaded.policy()?;
+            (loaded.args.clone(), Some(loaded), Some(policy))
+        }
+        None => (args, None, None),
+    };
     let ServePlan {
         broker: config,
         tls,
         cluster,
         metrics,
     } = args.plan()?;
+    if args.check_config {
+        let l = loaded.as_ref().context("--check-config needs --config")?;
+        println!(
+            "{}: ok ({} [[channel]] entr{}, {} [[access.identity]] entr{}, plain connections {})",
+            l.path.display(),
+            l.rules.len(),
+            if l.rules.len() == 1 { "y" } else { "ies" },
+            l.access.identity.len(),
+            if l.access.identity.len() == 1 {
+                "y"
+            } else {
+                "ies"
+            },
+            match &l.access.plain {
+                Some(crate::broker::access::Plain::Refuse) => "refused",
+                Some(crate::broker::access::Plain::Rules(_)) => "by their own rules",
+                None => "by the default rules",
+            }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     // Room for every connection allowed, plus the listener, logs and spares.
     let want = config.max_connections as u64 + 64;
     let fds = crate::runtime::fd_limit::raise(want);
@@ -313,6 +357,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let broker = Broker::serving(config, tls);
+    if let Some(policy) = policy {
+        broker.reloader().apply(policy);
+    }
+    if let Some(loaded) = loaded {
+        tokio::spawn(reload_on_hangup(loaded, broker.reloader()));
+    }
     if let Some(addr) = &args.http {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -353,4 +403,57 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .run(listener, crate::runtime::shutdown::signal())
         .await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the file again at every SIGHUP and applies what can change while the
+/// broker runs; a file that does not load changes nothing.
+async fn reload_on_hangup(
+    mut running: super::serve_config::Loaded,
+    reloader: crate::broker::Reloader,
+) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot watch for SIGHUP: --config will not be reloaded");
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        let path = running.path.clone();
+        let loaded = super::serve_config::load(&path).and_then(|l| {
+            let policy = l.policy()?;
+            Ok((l, policy))
+        });
+        match loaded {
+            Err(e) => tracing::error!(
+                "reload of {} refused, the running configuration stays: {e:#}",
+                path.display()
+            ),
+            Ok((loaded, policy)) => {
+                for (setting, value) in loaded.needs_restart(&running) {
+                    tracing::warn!(
+                        "reload of {}: {setting} changed, which needs a restart; still {value}",
+                        path.display()
+                    );
+                }
+                let ended = reloader.apply(policy);
+                tracing::info!(
+                    "reloaded {}: {} [[channel]] entr{}, {} identit{}{}",
+                    path.display(),
+                    loaded.rules.len(),
+                    if loaded.rules.len() == 1 { "y" } else { "ies" },
+                    loaded.access.identity.len(),
+                    if loaded.access.identity.len() == 1 {
+                        "y"
+                    } else {
+                        "ies"
+                    },
+                    if ended > 0 {
+                        format!("; {ended} connection(s) no longer allowed were ended")
+                    } else {
+                        String::new()
+                    }
+                );
+                running = loaded;
+            }
+        }
+    }
 }

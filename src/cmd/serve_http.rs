@@ -1,6 +1,7 @@
 //! `serve --http ADDR`: the broker seen from inside while it runs.
 //! `/healthz` (200 while accepting, 503 while draining), `/api/server`
-//! (version, uptime, limits in effect, totals) and `/metrics` (the same
+//! (version, uptime, limits in effect, totals), `/api/connections` and
+//! `/api/channels` (one row each, `?sort=FIELD&limit=N`), and `/metrics` (the same
 //! counters in the Prometheus text format, with the standard `process_*`
 //! metrics). Read-only; every figure is read from the broker's counters.
 
@@ -29,6 +30,8 @@ pub fn router(monitor: Monitor) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/server", get(server))
+        .route("/api/connections", get(connections))
+        .route("/api/channels", get(channels))
         .route("/metrics", get(metrics))
         .with_state(state)
 }
@@ -77,6 +80,78 @@ async fn server(State(s): State<AppState>) -> impl IntoResponse {
     }))
 }
 
+/// `?sort=FIELD&limit=N` on the lists: largest first by a number (a stable
+/// sort: ties keep the listing order, by id or name); at most `limit` (100 unless said, 10,000 at most).
+#[derive(Debug, serde::Deserialize)]
+struct ListQuery {
+    sort: Option<String>,
+    limit: Option<usize>,
+}
+
+const LIST_LIMIT: usize = 100;
+const LIST_MAX: usize = 10_000;
+
+/// Sorts `items` by the numeric field `sort` names (largest first), keeps
+/// `limit`; an unknown field is a 400 naming the ones there are.
+fn listed<T: serde::Serialize>(
+    items: Vec<T>,
+    q: &ListQuery,
+    what: &str,
+) -> axum::response::Response {
+    let total = items.len();
+    let mut rows: Vec<serde_json::Value> = items
+        .iter()
+        .filter_map(|i| serde_json::to_value(i).ok())
+        .collect();
+    if let Some(field) = &q.sort {
+        let numeric: Vec<&String> = rows
+            .first()
+            .and_then(|r| r.as_object())
+            .map(|o| {
+                o.iter()
+                    .filter(|(_, v)| v.is_number())
+                    .map(|(k, _)| k)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !rows.is_empty() && !numeric.contains(&field) {
+            let known: Vec<&str> = numeric.iter().map(|s| s.as_str()).collect();
+            return (
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "sort={field}: not a number of {what}; one of {}\n",
+                    known.join(", ")
+                ),
+            )
+                .into_response();
+        }
+        rows.sort_by(|a, b| {
+            let n = |v: &serde_json::Value| v[field.as_str()].as_f64().unwrap_or(0.0);
+            n(b).total_cmp(&n(a))
+        });
+    }
+    rows.truncate(q.limit.unwrap_or(LIST_LIMIT).min(LIST_MAX));
+    Json(json!({ "total": total, what: rows })).into_response()
+}
+
+async fn connections(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+) -> axum::response::Response {
+    let mut list = s.0.connections();
+    list.sort_by_key(|c| c.id);
+    listed(list, &q, "connections")
+}
+
+async fn channels(
+    State(s): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+) -> axum::response::Response {
+    let mut list = s.0.channel_views();
+    list.sort_by(|a, b| a.name.cmp(&b.name));
+    listed(list, &q, "channels")
+}
+
 async fn metrics(State(s): State<AppState>) -> axum::response::Response {
     crate::runtime::http::prometheus(&s.1)
 }
@@ -110,6 +185,12 @@ impl Collector for Counters {
             "aioq_connections_refused",
             "Connections refused (limits, failed TLS handshakes).",
             s.refused,
+        )?;
+        counter(
+            &mut e,
+            "aioq_subscriptions_denied",
+            "Subscriptions the access rules refused.",
+            s.denied,
         )?;
         counter(
             &mut e,

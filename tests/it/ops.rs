@@ -115,3 +115,199 @@ fn healthz_now(port: u16) -> Option<u16> {
     s.read_to_string(&mut resp).ok()?;
     resp.split(' ').nth(1)?.parse().ok()
 }
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+    f
+}
+
+fn rewrite(f: &tempfile::NamedTempFile, text: &str) {
+    std::fs::write(f.path(), text).unwrap();
+}
+
+/// The rows of `/api/{what}` with a query.
+async fn rows(port: u16, what: &str, query: &str) -> Vec<serde_json::Value> {
+    let (status, v) = http(port, "GET", &format!("/api/{what}{query}"), None).await;
+    assert_eq!(status, 200, "{v}");
+    v[what].as_array().unwrap().clone()
+}
+
+/// Publishes 16 KiB messages to both channels until the broker has dealt
+/// with a stalled subscriber on each (dropped for it, or disconnected it).
+async fn flood(broker_port: u16, channels: &[&str], n: usize) {
+    let mut p = Raw::subscribe(broker_port, "/null").await;
+    let payload = vec![b'x'; 16 * 1024];
+    for _ in 0..n {
+        for c in channels {
+            p.publish(c, &payload).await;
+        }
+    }
+    p.goodbye().await;
+    assert!(p.closed().await);
+}
+
+/// A config file sets the flags (a flag given at start wins), `[[channel]]`
+/// gives `/topic/orders` a policy of its own (a stalled subscriber there is
+/// disconnected, one on `/topic/metrics` only misses messages), and
+/// `/api/connections` and `/api/channels` show each connection and channel
+/// with its counters, sorted and limited as asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_sets_flags_and_per_channel_policy_shown_per_connection() {
+    let file = config_file(
+        r#"
+send-queue = 10
+max-connections = 100
+http = "127.0.0.1:0"
+
+[[channel]]
+prefix = "/topic/orders"
+topic-overflow = "disconnect"
+"#,
+    );
+    let path = file.path().to_str().unwrap();
+    let broker = Broker::spawn(&["--config", path, "--max-connections", "50"]);
+    let port = monitor_port(&broker);
+    let (_, server) = http(port, "GET", "/api/server", None).await;
+    assert_eq!(server["config"]["send_queue"], 10, "from the file");
+    assert_eq!(server["config"]["max_connections"], 50, "the flag wins");
+
+    let mut orders = Raw::connect_small_buffer(broker.port).await;
+    orders.frame(b"/topic/orders").await;
+    let mut metrics = Raw::connect_small_buffer(broker.port).await;
+    metrics.frame(b"/topic/metrics").await;
+    wait_subscribed(&broker, "/topic/orders", 1).await;
+    wait_subscribed(&broker, "/topic/metrics", 1).await;
+    let channels = rows(port, "channels", "").await;
+    let by_name = |n: &str| channels.iter().find(|c| c["name"] == n).cloned().unwrap();
+    assert_eq!(by_name("/topic/orders")["topic_overflow"], "disconnect");
+    assert_eq!(by_name("/topic/metrics")["topic_overflow"], "drop");
+    assert_eq!(by_name("/topic/orders")["subscribers"], 1);
+
+    flood(broker.port, &["/topic/orders", "/topic/metrics"], 300).await;
+    broker
+        .log
+        .wait_for_async(10.0, "disconnected as a slow consumer on /topic/orders")
+        .await;
+    let channels = rows(port, "channels", "").await;
+    let metrics_row = channels
+        .iter()
+        .find(|c| c["name"] == "/topic/metrics")
+        .unwrap();
+    assert_eq!(metrics_row["published"], 300);
+    assert!(metrics_row["dropped_by_reason"]["queue_full"].as_u64() > Some(0));
+    // The stalled orders subscriber is gone (and its channel with it); the
+    // metrics one stays, with its drops.
+    let conns = rows(port, "connections", "").await;
+    assert!(
+        !conns.iter().any(|c| c["channel"] == "/topic/orders"),
+        "{conns:?}"
+    );
+    let m = conns
+        .iter()
+        .find(|c| c["channel"] == "/topic/metrics")
+        .unwrap();
+    assert_eq!(m["send_queue"], 10);
+    assert_eq!(m["tls"], false);
+    assert!(m["dropped"].as_u64().unwrap() > 0, "{m}");
+    assert!(m["queued_messages"].as_u64().unwrap() <= 10, "{m}");
+
+    // Sorted by drops, limited to one: the stalled subscriber, not the others.
+    let _idle = Raw::subscribe(broker.port, "/topic/idle").await;
+    wait_subscribed(&broker, "/topic/idle", 1).await;
+    let top = rows(port, "connections", "?sort=dropped&limit=1").await;
+    assert!(rows(port, "connections", "").await.len() >= 2);
+    assert_eq!(top.len(), 1);
+    assert_eq!(top[0]["channel"], "/topic/metrics");
+    let (status, _) = http(port, "GET", "/api/connections?sort=colour", None).await;
+    assert_eq!(status, 400);
+    drop((orders, metrics));
+}
+
+/// SIGHUP reloads the file: a good file's per-channel policy applies to the
+/// channels that exist, a setting that needs a restart is said to, and a
+/// broken file is refused with the running configuration kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_good_file_and_refuses_a_broken_one() {
+    let file = config_file("http = \"127.0.0.1:0\"\n");
+    let broker = Broker::spawn(&["--config", file.path().to_str().unwrap()]);
+    let port = monitor_port(&broker);
+    let _s = Raw::subscribe(broker.port, "/topic/orders").await;
+    wait_subscribed(&broker, "/topic/orders", 1).await;
+    let overflow = |rows: Vec<serde_json::Value>| rows[0]["topic_overflow"].clone();
+    assert_eq!(overflow(rows(port, "channels", "").await), "drop");
+
+    rewrite(
+        &file,
+        "http = \"127.0.0.1:0\"\nmax-connections = 7\n[[channel]]\nprefix = \"/topic/\"\ntopic-overflow = \"disconnect\"\n",
+    );
+    signal(&broker.child, "HUP");
+    broker.log.wait_for_async(10.0, "reloaded ").await;
+    assert_eq!(overflow(rows(port, "channels", "").await), "disconnect");
+    broker
+        .log
+        .wait_for_async(
+            5.0,
+            "max-connections changed, which needs a restart; still 10000",
+        )
+        .await;
+
+    rewrite(
+        &file,
+        "[[channel]]\nprefix = \"/topic/\"\ntopic-overflow = \"sometimes\"\n",
+    );
+    signal(&broker.child, "HUP");
+    let line = broker
+        .log
+        .wait_for_async(10.0, "refused, the running configuration stays")
+        .await;
+    assert!(line.contains("sometimes"), "{line}");
+    assert_eq!(overflow(rows(port, "channels", "").await), "disconnect");
+    // The broker still serves.
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    p.publish("/topic/orders", b"still here").await;
+}
+
+/// `--check-config` says whether a file is valid without starting anything:
+/// 0 and a summary, or 2 and what is wrong where.
+#[test]
+fn check_config_validates_without_serving() {
+    let good = config_file(
+        "send-queue = 100\n[[channel]]\nprefix = \"/topic/a\"\nsend-queue-bytes = \"1MiB\"\n\
+         [access]\nplain = \"refuse\"\n[[access.identity]]\nmatch = \"CN=alice*\"\nsubscribe = [\"*\"]\n",
+    );
+    let run = |f: &tempfile::NamedTempFile| {
+        let out = std::process::Command::new(BIN)
+            .args(["serve", "--check-config", "--config"])
+            .arg(f.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, text) = run(&good);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(
+            "1 [[channel]] entry, 1 [[access.identity]] entry, plain connections refused"
+        ),
+        "{text}"
+    );
+    for (bad, says) in [
+        ("send-queue = 0\n", "send-queue"),
+        ("sendqueue = 1\n", "unknown setting \"sendqueue\""),
+        (
+            "[[channel]]\nprefix = \"/a\"\nbacklog = 0\n",
+            "backlog must be at least 1",
+        ),
+        ("[access]\nplain = \"maybe\"\n", "expected \"refuse\""),
+        ("send-queue = \n", "expected"),
+    ] {
+        let (code, text) = run(&config_file(bad));
+        assert_eq!(code, Some(2), "{bad}: {text}");
+        assert!(text.contains(says), "{bad}: {text}");
+    }
+}
