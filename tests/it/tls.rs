@@ -61,6 +61,9 @@ struct Pki {
     client: (String, String),
     /// A client certificate from a CA the broker does not trust.
     stranger: (String, String),
+    /// Two more clients of the test CA, for access rules by identity.
+    alice: (String, String),
+    bob: (String, String),
 }
 
 fn pki() -> Pki {
@@ -72,6 +75,8 @@ fn pki() -> Pki {
         server: ca.issue(dir.path(), "server", ExtendedKeyUsagePurpose::ServerAuth),
         client: ca.issue(dir.path(), "client", ExtendedKeyUsagePurpose::ClientAuth),
         stranger: other.issue(dir.path(), "stranger", ExtendedKeyUsagePurpose::ClientAuth),
+        alice: ca.issue(dir.path(), "alice", ExtendedKeyUsagePurpose::ClientAuth),
+        bob: ca.issue(dir.path(), "bob", ExtendedKeyUsagePurpose::ClientAuth),
         _dir: dir,
     }
 }
@@ -388,4 +393,97 @@ async fn an_openssl_v1_certificate_is_named_and_the_readme_recipe_works() {
     assert_eq!(send_one(broker.port, &["--tls-ca", &ca], "v3"), Some(0));
     assert_eq!(listen.exit_code(10.0), Some(0));
     assert_eq!(listen.out.snapshot(), vec!["v3".to_string()]);
+}
+
+/// `aioq listen --channel CHANNEL --count 1 --no-reconnect` with `flags`.
+fn listen_on(port: u16, channel: &str, flags: &[&str]) -> Client {
+    let port = port.to_string();
+    let mut args = vec!["listen", "--port", &port, "--channel", channel];
+    args.extend_from_slice(&["--count", "1", "--no-reconnect"]);
+    args.extend_from_slice(flags);
+    Client::spawn(&args, false)
+}
+
+/// `aioq send --message MESSAGE` to `channel`; its exit code.
+fn send_to(port: u16, channel: &str, message: &str, flags: &[&str]) -> Option<i32> {
+    let port = port.to_string();
+    let mut args = vec!["send", "--port", &port, "--channel", channel];
+    args.extend_from_slice(&["--message", message, "--no-reconnect"]);
+    args.extend_from_slice(flags);
+    Client::spawn(&args, false).exit_code(15.0)
+}
+
+/// Access rules by certificate: each identity subscribes and publishes only
+/// where its rules allow (a refused subscription is end-of-stream, exit 5
+/// for `--no-reconnect`; a refused publish is counted and never routed);
+/// a client no entry names gets the default, here nothing. SIGHUP applies
+/// new rules: a subscription they no longer allow is ended, a publish they
+/// now allow is routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_rules_by_certificate_decide_who_subscribes_and_publishes() {
+    let pki = pki();
+    let rules = |bob_publishes: &str, alice_subscribes: &str| {
+        format!(
+            "http = \"127.0.0.1:0\"\n[access.default]\n\
+             [[access.identity]]\nmatch = \"CN=alice\"\nsubscribe = [{alice_subscribes}]\npublish = [\"/topic/*\"]\n\
+             [[access.identity]]\nmatch = \"CN=bob\"\nsubscribe = [\"/topic/news\"]\npublish = [{bob_publishes}]\n"
+        )
+    };
+    let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    std::fs::write(file.path(), rules("", "\"/topic/*\"")).unwrap();
+    let broker = mutual_tls_broker(&pki, &["--config", file.path().to_str().unwrap()]);
+    let port: u16 = broker
+        .log
+        .wait_for(10.0, "monitoring on http://")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let alice = client_flags(&pki.ca, &pki.alice);
+    let bob = client_flags(&pki.ca, &pki.bob);
+    let nobody = client_flags(&pki.ca, &pki.client);
+
+    // Subscriptions outside the rules: end-of-stream at once.
+    assert_eq!(listen_on(broker.port, "/topic/secret", &bob).exit_code(15.0), Some(5));
+    broker
+        .log
+        .wait_for_async(5.0, "(CN=bob) refused: may not subscribe to /topic/secret")
+        .await;
+    assert_eq!(listen_on(broker.port, "/topic/news", &nobody).exit_code(15.0), Some(5));
+
+    // Bob may not publish: his message is counted and goes nowhere, so the
+    // first message Alice's listener sees is her own.
+    let mut news = listen_on(broker.port, "/topic/news", &alice);
+    wait_subscribed(&broker, "/topic/news", 1).await;
+    assert_eq!(send_to(broker.port, "/topic/news", "from bob", &bob), Some(0));
+    broker.log.wait_for_async(5.0, "(CN=bob) may not publish to /topic/news").await;
+    assert_eq!(send_to(broker.port, "/topic/news", "from alice", &alice), Some(0));
+    assert_eq!(news.exit_code(10.0), Some(0));
+    assert_eq!(news.out.snapshot(), vec!["from alice".to_string()]);
+    let (_, server) = http(port, "GET", "/api/server", None).await;
+    assert_eq!(server["totals"]["denied"], 2, "{server}");
+    let dropped = server["totals"]["dropped"].to_string();
+    assert!(dropped.contains("denied"), "{dropped}");
+    let mut watching = listen_on(broker.port, "/topic/news", &alice);
+    wait_subscribed(&broker, "/topic/news", 2).await;
+    let conns = http(port, "GET", "/api/connections", None).await.1;
+    assert!(conns.to_string().contains("CN=alice"), "{conns}");
+
+    // New rules: Bob may publish to /topic/news, Alice may no longer
+    // subscribe there. Her open subscription is ended; his publish goes out.
+    std::fs::write(file.path(), rules("\"/topic/news\"", "\"/topic/other\"")).unwrap();
+    signal(&broker.child, "HUP");
+    broker
+        .log
+        .wait_for_async(10.0, "the reloaded access rules no longer allow /topic/news")
+        .await;
+    assert_eq!(watching.exit_code(10.0), Some(0));
+    assert!(watching.out.snapshot().is_empty());
+    let mut bobs = listen_on(broker.port, "/topic/news", &bob);
+    wait_subscribed(&broker, "/topic/news", 3).await;
+    assert_eq!(send_to(broker.port, "/topic/news", "bob again", &bob), Some(0));
+    assert_eq!(bobs.exit_code(10.0), Some(0));
+    assert_eq!(bobs.out.snapshot(), vec!["bob again".to_string()]);
 }
