@@ -311,3 +311,46 @@ fn check_config_validates_without_serving() {
         assert!(text.contains(says), "{bad}: {text}");
     }
 }
+
+/// Connections without a client certificate follow `[access.plain]`, or are
+/// refused with `plain = "refuse"`: end-of-stream before anything else, and
+/// a publish they make is counted as denied, never routed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_connections_get_their_own_rules_or_are_refused() {
+    let file = config_file(
+        "http = \"127.0.0.1:0\"\n[access.plain]\nsubscribe = [\"/topic/a*\"]\npublish = [\"/topic/a\"]\n",
+    );
+    let broker = Broker::spawn(&["--config", file.path().to_str().unwrap()]);
+    let port = monitor_port(&broker);
+    let mut refused = Raw::subscribe(broker.port, "/topic/b").await;
+    assert_eq!(refused.read().await, Some(Vec::new()), "end-of-stream");
+    assert!(refused.closed().await);
+    let mut a = Raw::subscribe(broker.port, "/topic/a").await;
+    wait_subscribed(&broker, "/topic/a", 1).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    p.publish("/topic/ab", b"not allowed").await;
+    p.publish("/topic/a", b"allowed").await;
+    assert_eq!(a.read_text().await, "allowed");
+    let (_, server) = http(port, "GET", "/api/server", None).await;
+    assert_eq!(server["totals"]["denied"], 1, "{server}");
+
+    rewrite(
+        &file,
+        "http = \"127.0.0.1:0\"\n[access]\nplain = \"refuse\"\n",
+    );
+    signal(&broker.child, "HUP");
+    broker.log.wait_for_async(10.0, "reloaded ").await;
+    // The open subscription is ended; a new connection is refused.
+    assert!(a.closed().await);
+    let mut late = Raw::subscribe(broker.port, "/topic/a").await;
+    assert_eq!(late.read().await, Some(Vec::new()));
+    let (_, server) = http(port, "GET", "/api/server", None).await;
+    assert_eq!(server["totals"]["denied"], 2, "{server}");
+    // Both plain connections were ended by the reload: the subscriber and
+    // the publisher (refused connections may not even publish).
+    assert_eq!(
+        server["totals"]["ended"],
+        serde_json::json!([["denied", 2]]),
+        "{server}"
+    );
+}

@@ -446,20 +446,35 @@ async fn access_rules_by_certificate_decide_who_subscribes_and_publishes() {
     let nobody = client_flags(&pki.ca, &pki.client);
 
     // Subscriptions outside the rules: end-of-stream at once.
-    assert_eq!(listen_on(broker.port, "/topic/secret", &bob).exit_code(15.0), Some(5));
+    assert_eq!(
+        listen_on(broker.port, "/topic/secret", &bob).exit_code(15.0),
+        Some(5)
+    );
     broker
         .log
         .wait_for_async(5.0, "(CN=bob) refused: may not subscribe to /topic/secret")
         .await;
-    assert_eq!(listen_on(broker.port, "/topic/news", &nobody).exit_code(15.0), Some(5));
+    assert_eq!(
+        listen_on(broker.port, "/topic/news", &nobody).exit_code(15.0),
+        Some(5)
+    );
 
     // Bob may not publish: his message is counted and goes nowhere, so the
     // first message Alice's listener sees is her own.
     let mut news = listen_on(broker.port, "/topic/news", &alice);
     wait_subscribed(&broker, "/topic/news", 1).await;
-    assert_eq!(send_to(broker.port, "/topic/news", "from bob", &bob), Some(0));
-    broker.log.wait_for_async(5.0, "(CN=bob) may not publish to /topic/news").await;
-    assert_eq!(send_to(broker.port, "/topic/news", "from alice", &alice), Some(0));
+    assert_eq!(
+        send_to(broker.port, "/topic/news", "from bob", &bob),
+        Some(0)
+    );
+    broker
+        .log
+        .wait_for_async(5.0, "(CN=bob) may not publish to /topic/news")
+        .await;
+    assert_eq!(
+        send_to(broker.port, "/topic/news", "from alice", &alice),
+        Some(0)
+    );
     assert_eq!(news.exit_code(10.0), Some(0));
     assert_eq!(news.out.snapshot(), vec!["from alice".to_string()]);
     let (_, server) = http(port, "GET", "/api/server", None).await;
@@ -477,13 +492,19 @@ async fn access_rules_by_certificate_decide_who_subscribes_and_publishes() {
     signal(&broker.child, "HUP");
     broker
         .log
-        .wait_for_async(10.0, "the reloaded access rules no longer allow /topic/news")
+        .wait_for_async(
+            10.0,
+            "the reloaded access rules no longer allow /topic/news",
+        )
         .await;
     assert_eq!(watching.exit_code(10.0), Some(0));
     assert!(watching.out.snapshot().is_empty());
     let mut bobs = listen_on(broker.port, "/topic/news", &bob);
     wait_subscribed(&broker, "/topic/news", 3).await;
-    assert_eq!(send_to(broker.port, "/topic/news", "bob again", &bob), Some(0));
+    assert_eq!(
+        send_to(broker.port, "/topic/news", "bob again", &bob),
+        Some(0)
+    );
     assert_eq!(bobs.exit_code(10.0), Some(0));
     assert_eq!(bobs.out.snapshot(), vec!["bob again".to_string()]);
 }
