@@ -41,6 +41,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             break
         }
         'aioq;serve' {
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Settings from this TOML file (flags and environment override it): every flag by its name without dashes, [[channel]] policies by prefix, [access] rules by TLS identity. SIGHUP reloads it')
             [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose. (AIOQ_HOST points clients at a broker; it does not move this one.)')
             [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'TCP port; 0 picks a free one')
             [CompletionResult]::new('--send-queue', '--send-queue', [CompletionResultType]::ParameterName, 'Messages each /topic subscriber''s send queue holds')
@@ -69,9 +70,10 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--cluster-queue-bytes', '--cluster-queue-bytes', [CompletionResultType]::ParameterName, 'Bytes each /queue stream may hold in JetStream; past it publishers wait [default: no byte limit, only --cluster-queue-messages]. JetStream sets this much of its storage aside for every stream when it is created, so a limit also caps the number of /queue channels at the server''s storage divided by it')
             [CompletionResult]::new('--cluster-queue-messages', '--cluster-queue-messages', [CompletionResultType]::ParameterName, 'Messages each /queue stream holds in JetStream; past it publishers wait')
             [CompletionResult]::new('--cluster-replicas', '--cluster-replicas', [CompletionResultType]::ParameterName, 'Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs a clustered NATS)')
-            [CompletionResult]::new('--http', '--http', [CompletionResultType]::ParameterName, 'Serve monitoring over HTTP here: /healthz, /api/server and /metrics (Prometheus). Read-only; keep it on loopback or a private network')
+            [CompletionResult]::new('--http', '--http', [CompletionResultType]::ParameterName, 'Serve monitoring over HTTP here: /healthz, /api/server, /api/connections, /api/channels and /metrics (Prometheus). Read-only; keep it on loopback or a private network')
             [CompletionResult]::new('--metrics-channel', '--metrics-channel', [CompletionResultType]::ParameterName, 'Channel for --metrics')
             [CompletionResult]::new('--metrics-interval', '--metrics-interval', [CompletionResultType]::ParameterName, 'Time between --metrics samples')
+            [CompletionResult]::new('--check-config', '--check-config', [CompletionResultType]::ParameterName, 'Check --config and the flags, say what is in force, and exit (0 when valid, 2 when not)')
             [CompletionResult]::new('--cluster-memory', '--cluster-memory', [CompletionResultType]::ParameterName, 'Keep /queue streams in NATS memory instead of on disk (faster; lost when nats-server restarts)')
             [CompletionResult]::new('--metrics', '--metrics', [CompletionResultType]::ParameterName, 'Publish the broker''s own CPU, memory and counters, like `aioq metrics report`')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
@@ -135,7 +137,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             break
         }
         'aioq;bench' {
-            [CompletionResult]::new('--target', '--target', [CompletionResultType]::ParameterName, 'Broker to measure (HOST:PORT); default: an embedded broker on a free port')
+            [CompletionResult]::new('--target', '--target', [CompletionResultType]::ParameterName, 'Broker to measure: HOST:PORT (aioq), nats://HOST:PORT or redis://HOST:PORT; default: an embedded aioq broker on a free port')
             [CompletionResult]::new('--subscribe-target', '--subscribe-target', [CompletionResultType]::ParameterName, 'Subscribers and workers connect here (HOST:PORT) while publishers use --target: two brokers of one cluster, to measure across it')
             [CompletionResult]::new('--tls-ca', '--tls-ca', [CompletionResultType]::ParameterName, 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]')
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Client certificate chain (PEM), for brokers that require one; needs --tls-key')
@@ -234,6 +236,8 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--channel', '--channel', [CompletionResultType]::ParameterName, 'Channel to publish on')
             [CompletionResult]::new('--leak', '--leak', [CompletionResultType]::ParameterName, 'Demo workload: grow memory by this many 100-byte items per sample, up to --leak-limit')
             [CompletionResult]::new('--leak-limit', '--leak-limit', [CompletionResultType]::ParameterName, 'Where the --leak demo stops growing (it then holds steady)')
+            [CompletionResult]::new('--idle-interval', '--idle-interval', [CompletionResultType]::ParameterName, 'Time between samples while the collectors say nobody watches (no terminal table, no browser on the page). A reporter that hears from no collector keeps --interval')
+            [CompletionResult]::new('--control-channel', '--control-channel', [CompletionResultType]::ParameterName, 'Channel on which collectors say whether anyone watches')
             [CompletionResult]::new('--tls', '--tls', [CompletionResultType]::ParameterName, 'Connect with TLS (implied by any other --tls-* flag)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
@@ -258,6 +262,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--forget-after', '--forget-after', [CompletionResultType]::ParameterName, 'A reporter not heard from for this long is forgotten')
             [CompletionResult]::new('--max-reporters', '--max-reporters', [CompletionResultType]::ParameterName, 'Reporters followed at once; samples from more are refused and counted')
             [CompletionResult]::new('--http-max-connections', '--http-max-connections', [CompletionResultType]::ParameterName, 'Browsers (and other HTTP clients) served at once')
+            [CompletionResult]::new('--control-channel', '--control-channel', [CompletionResultType]::ParameterName, 'Channel on which the collector tells reporters whether anyone watches (the table on a terminal, the JSON lines in a pipe or a file, or a browser on the page; not stdout sent to /dev/null): they sample at their --interval while someone does, at their --idle-interval while nobody does')
             [CompletionResult]::new('--tls', '--tls', [CompletionResultType]::ParameterName, 'Connect with TLS (implied by any other --tls-* flag)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')

@@ -501,7 +501,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__metrics__subcmd__collect)
-            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --channel --http --stale-after --forget-after --max-reporters --http-max-connections --verbose --quiet --help --version"
+            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --channel --http --stale-after --forget-after --max-reporters --http-max-connections --control-channel --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -552,6 +552,10 @@ _aioq() {
                     return 0
                     ;;
                 --http-max-connections)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --control-channel)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -619,7 +623,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__metrics__subcmd__report)
-            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --name --pid --interval --channel --leak --leak-limit --verbose --quiet --help --version"
+            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --name --pid --interval --channel --leak --leak-limit --idle-interval --control-channel --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -670,6 +674,14 @@ _aioq() {
                     return 0
                     ;;
                 --leak-limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --control-channel)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -743,12 +755,16 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__serve)
-            opts="-v -q -h -V --host --port --send-queue --send-queue-bytes --worker-queue --backlog --backlog-bytes --backlog-ttl --topic-overflow --max-frame --max-channel --max-channels --max-connections --subscribe-timeout --keepalive --drain-timeout --max-memory --max-connections-per-ip --write-timeout --frame-timeout --tls-cert --tls-key --tls-client-ca --cluster --cluster-ack-wait --cluster-queue-bytes --cluster-queue-messages --cluster-replicas --cluster-memory --http --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
+            opts="-v -q -h -V --config --check-config --host --port --send-queue --send-queue-bytes --worker-queue --backlog --backlog-bytes --backlog-ttl --topic-overflow --max-frame --max-channel --max-channels --max-connections --subscribe-timeout --keepalive --drain-timeout --max-memory --max-connections-per-ip --write-timeout --frame-timeout --tls-cert --tls-key --tls-client-ca --cluster --cluster-ack-wait --cluster-queue-bytes --cluster-queue-messages --cluster-replicas --cluster-memory --http --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

@@ -37,6 +37,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'aioq;serve'= {
+            cand --config 'Settings from this TOML file (flags and environment override it): every flag by its name without dashes, [[channel]] policies by prefix, [access] rules by TLS identity. SIGHUP reloads it'
             cand --host 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose. (AIOQ_HOST points clients at a broker; it does not move this one.)'
             cand --port 'TCP port; 0 picks a free one'
             cand --send-queue 'Messages each /topic subscriber''s send queue holds'
@@ -65,9 +66,10 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --cluster-queue-bytes 'Bytes each /queue stream may hold in JetStream; past it publishers wait [default: no byte limit, only --cluster-queue-messages]. JetStream sets this much of its storage aside for every stream when it is created, so a limit also caps the number of /queue channels at the server''s storage divided by it'
             cand --cluster-queue-messages 'Messages each /queue stream holds in JetStream; past it publishers wait'
             cand --cluster-replicas 'Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs a clustered NATS)'
-            cand --http 'Serve monitoring over HTTP here: /healthz, /api/server and /metrics (Prometheus). Read-only; keep it on loopback or a private network'
+            cand --http 'Serve monitoring over HTTP here: /healthz, /api/server, /api/connections, /api/channels and /metrics (Prometheus). Read-only; keep it on loopback or a private network'
             cand --metrics-channel 'Channel for --metrics'
             cand --metrics-interval 'Time between --metrics samples'
+            cand --check-config 'Check --config and the flags, say what is in force, and exit (0 when valid, 2 when not)'
             cand --cluster-memory 'Keep /queue streams in NATS memory instead of on disk (faster; lost when nats-server restarts)'
             cand --metrics 'Publish the broker''s own CPU, memory and counters, like `aioq metrics report`'
             cand -v 'More log output on stderr (-v debug, -vv trace)'
@@ -128,7 +130,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --version 'Print version'
         }
         &'aioq;bench'= {
-            cand --target 'Broker to measure (HOST:PORT); default: an embedded broker on a free port'
+            cand --target 'Broker to measure: HOST:PORT (aioq), nats://HOST:PORT or redis://HOST:PORT; default: an embedded aioq broker on a free port'
             cand --subscribe-target 'Subscribers and workers connect here (HOST:PORT) while publishers use --target: two brokers of one cluster, to measure across it'
             cand --tls-ca 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]'
             cand --tls-cert 'Client certificate chain (PEM), for brokers that require one; needs --tls-key'
@@ -224,6 +226,8 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --channel 'Channel to publish on'
             cand --leak 'Demo workload: grow memory by this many 100-byte items per sample, up to --leak-limit'
             cand --leak-limit 'Where the --leak demo stops growing (it then holds steady)'
+            cand --idle-interval 'Time between samples while the collectors say nobody watches (no terminal table, no browser on the page). A reporter that hears from no collector keeps --interval'
+            cand --control-channel 'Channel on which collectors say whether anyone watches'
             cand --tls 'Connect with TLS (implied by any other --tls-* flag)'
             cand -v 'More log output on stderr (-v debug, -vv trace)'
             cand --verbose 'More log output on stderr (-v debug, -vv trace)'
@@ -247,6 +251,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --forget-after 'A reporter not heard from for this long is forgotten'
             cand --max-reporters 'Reporters followed at once; samples from more are refused and counted'
             cand --http-max-connections 'Browsers (and other HTTP clients) served at once'
+            cand --control-channel 'Channel on which the collector tells reporters whether anyone watches (the table on a terminal, the JSON lines in a pipe or a file, or a browser on the page; not stdout sent to /dev/null): they sample at their --interval while someone does, at their --idle-interval while nobody does'
             cand --tls 'Connect with TLS (implied by any other --tls-* flag)'
             cand -v 'More log output on stderr (-v debug, -vv trace)'
             cand --verbose 'More log output on stderr (-v debug, -vv trace)'

@@ -37,6 +37,7 @@ complete -c aioq -n "__fish_aioq_needs_command" -f -a "metrics" -d 'Application 
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "man" -d 'Write man pages for aioq and each subcommand'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l config -d 'Settings from this TOML file (flags and environment override it): every flag by its name without dashes, [[channel]] policies by prefix, [access] rules by TLS identity. SIGHUP reloads it' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l host -d 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose. (AIOQ_HOST points clients at a broker; it does not move this one.)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l port -d 'TCP port; 0 picks a free one' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l send-queue -d 'Messages each /topic subscriber\'s send queue holds' -r
@@ -66,9 +67,10 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-ack-wait -d 
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-queue-bytes -d 'Bytes each /queue stream may hold in JetStream; past it publishers wait [default: no byte limit, only --cluster-queue-messages]. JetStream sets this much of its storage aside for every stream when it is created, so a limit also caps the number of /queue channels at the server\'s storage divided by it' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-queue-messages -d 'Messages each /queue stream holds in JetStream; past it publishers wait' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-replicas -d 'Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs a clustered NATS)' -r
-complete -c aioq -n "__fish_aioq_using_subcommand serve" -l http -d 'Serve monitoring over HTTP here: /healthz, /api/server and /metrics (Prometheus). Read-only; keep it on loopback or a private network' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l http -d 'Serve monitoring over HTTP here: /healthz, /api/server, /api/connections, /api/channels and /metrics (Prometheus). Read-only; keep it on loopback or a private network' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-channel -d 'Channel for --metrics' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-interval -d 'Time between --metrics samples' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l check-config -d 'Check --config and the flags, say what is in force, and exit (0 when valid, 2 when not)'
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-memory -d 'Keep /queue streams in NATS memory instead of on disk (faster; lost when nats-server restarts)'
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics -d 'Publish the broker\'s own CPU, memory and counters, like `aioq metrics report`'
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
@@ -112,7 +114,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand send" -s v -l verbose -d 'More
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s h -l help -d 'Print help'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s V -l version -d 'Print version'
-complete -c aioq -n "__fish_aioq_using_subcommand bench" -l target -d 'Broker to measure (HOST:PORT); default: an embedded broker on a free port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l target -d 'Broker to measure: HOST:PORT (aioq), nats://HOST:PORT or redis://HOST:PORT; default: an embedded aioq broker on a free port' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l subscribe-target -d 'Subscribers and workers connect here (HOST:PORT) while publishers use --target: two brokers of one cluster, to measure across it' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
@@ -197,6 +199,8 @@ complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subco
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l channel -d 'Channel to publish on' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l leak -d 'Demo workload: grow memory by this many 100-byte items per sample, up to --leak-limit' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l leak-limit -d 'Where the --leak demo stops growing (it then holds steady)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l idle-interval -d 'Time between samples while the collectors say nobody watches (no terminal table, no browser on the page). A reporter that hears from no collector keeps --interval' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l control-channel -d 'Channel on which collectors say whether anyone watches' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from report" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
@@ -214,6 +218,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subco
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l forget-after -d 'A reporter not heard from for this long is forgotten' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l max-reporters -d 'Reporters followed at once; samples from more are refused and counted' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l http-max-connections -d 'Browsers (and other HTTP clients) served at once' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l control-channel -d 'Channel on which the collector tells reporters whether anyone watches (the table on a terminal, the JSON lines in a pipe or a file, or a browser on the page; not stdout sent to /dev/null): they sample at their --interval while someone does, at their --idle-interval while nobody does' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'

@@ -54,13 +54,15 @@ mod tests {
 }
 
 /// How a publisher behaves at the edges.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Exit on a broken connection instead of reconnecting.
     pub no_reconnect: bool,
     /// At the end, do not wait for the broker to confirm the goodbye (for
     /// brokers that do not answer it): flush, close, done.
     pub no_confirm: bool,
+    /// Counts the connections made, for whoever reports reconnects.
+    pub connects: Option<std::sync::Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// What a publisher did, once its input ended.
@@ -90,6 +92,9 @@ pub async fn run(
     let mut unconfirmed = 0u64;
     loop {
         let mut conn = link.connect().await?;
+        if let Some(c) = &options.connects {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let buffered = outbox.len() + rx.len();
         if buffered > 0 && messages > 0 {
             tracing::info!("sending {buffered} buffered message(s)");

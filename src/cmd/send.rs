@@ -84,6 +84,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let options = publisher::Options {
         no_reconnect: args.no_reconnect,
         no_confirm: args.no_confirm,
+        ..Default::default()
     };
     let report = |sent: publisher::Sent| {
         let confirmed = if sent.confirmed {

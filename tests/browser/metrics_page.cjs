@@ -1,6 +1,7 @@
 // Loads the metrics page in headless Chromium, waits until both charts have
-// drawn a series for at least two reporters, saves a screenshot and prints what
-// the page drew as JSON. Usage: node metrics_page.cjs URL SCREENSHOT.png
+// drawn a series for at least two reporters, a gap and a restart are marked
+// and the table flags a leak, saves a screenshot and prints what the page drew
+// as JSON. Usage: node metrics_page.cjs URL SCREENSHOT.png
 // PLAYWRIGHT_CORE is the path of an installed playwright-core package.
 const { chromium } = require(process.env.PLAYWRIGHT_CORE);
 
@@ -19,12 +20,20 @@ const { chromium } = require(process.env.PLAYWRIGHT_CORE);
     await page.waitForFunction(
       () => window.aioq && window.aioq.drawn().cpu >= 2 && window.aioq.drawn().mem >= 2,
       null, { timeout: 20000 });
+    await page.waitForFunction(() => {
+      const m = window.aioq.marks().map(m => m.what);
+      const f = window.aioq.flags();
+      return m.some(w => w.startsWith("gap")) && m.includes("restart")
+        && (f.green || []).includes("LEAK?") && f.red !== undefined;
+    }, null, { timeout: 30000 });
     // A little more data, so the screenshot shows lines rather than dots.
     await page.waitForTimeout(1500);
     const drawn = await page.evaluate(() => window.aioq.drawn());
+    const marks = await page.evaluate(() => window.aioq.marks());
+    const flags = await page.evaluate(() => window.aioq.flags());
     const status = await page.textContent("#status");
     await page.screenshot({ path: out, fullPage: true });
-    console.log(JSON.stringify({ drawn, status, errors }));
+    console.log(JSON.stringify({ drawn, status, errors, marks, flags }));
   } finally {
     await browser.close();
   }

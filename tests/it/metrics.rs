@@ -213,8 +213,27 @@ fn playwright() -> PathBuf {
     module
 }
 
+/// Publishes samples as reporter `name`, one per (pid, seq), a few
+/// milliseconds apart (the collector stamps each with its own time).
+async fn forge(port: u16, name: &str, samples: &[(u32, u64)]) {
+    let mut p = Raw::subscribe(port, "/null").await;
+    for &(pid, seq) in samples {
+        let s = serde_json::json!({
+            "name": name, "pid": pid, "host": "h", "timestamp": "2026-01-01T00:00:00Z",
+            "cpu_percent": 1.0, "memory_mib": 10.0, "seq": seq, "started": 1000 + pid,
+            "connects": 1, "cpus": 2,
+        });
+        p.publish("/topic/metrics", s.to_string().as_bytes()).await;
+        p.goodbye().await;
+        assert!(p.closed().await, "the broker confirmed the sample");
+        p = Raw::subscribe(port, "/null").await;
+    }
+}
+
 /// The page in a real headless Chromium: both charts draw a series for each of
-/// two reporters. The screenshot is left for people to look at.
+/// two reporters, a gap and a restart are marked on the charts, the leaking
+/// reporter is flagged in the table and the steady one is not. The
+/// screenshot is left for people to look at.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn page_draws_live_charts_in_headless_chromium() {
     assert!(
@@ -227,6 +246,13 @@ async fn page_draws_live_charts_in_headless_chromium() {
     wait_subscribed(&broker, "/topic/metrics", 1).await;
     let _red = report(broker.port, "red", &[]);
     let _green = report(broker.port, "green", &["--leak", "20000"]);
+    // A reporter of its own making: samples lost on the way, then a restart.
+    forge(
+        broker.port,
+        "forged",
+        &[(1, 0), (1, 1), (1, 2), (1, 5), (2, 0)],
+    )
+    .await;
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics-page.png");
     let _ = std::fs::remove_file(&shot);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/metrics_page.cjs");
@@ -250,6 +276,17 @@ async fn page_draws_live_charts_in_headless_chromium() {
     assert!(report["drawn"]["cpu"].as_u64().unwrap() >= 2, "{report}");
     assert!(report["drawn"]["mem"].as_u64().unwrap() >= 2, "{report}");
     assert_eq!(report["status"], "live");
+    let marks = report["marks"].to_string();
+    assert!(
+        marks.contains("gap: 2 sample(s) lost") && marks.contains("restart"),
+        "{marks}"
+    );
+    assert_eq!(
+        report["flags"]["green"],
+        serde_json::json!(["LEAK?"]),
+        "{report}"
+    );
+    assert_eq!(report["flags"]["red"], serde_json::json!([]), "{report}");
     assert_eq!(report["errors"], serde_json::json!([]), "no script errors");
     let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics-page.png");
     assert!(
@@ -455,4 +492,137 @@ async fn a_quiet_reporter_is_forgotten() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// The pipeline is watched: lost samples and restarts are counted and marked
+/// in the API, and the history downloads as CSV (names defused for
+/// spreadsheets) and JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gaps_and_restarts_are_counted_and_the_history_downloads() {
+    let broker = Broker::spawn(&[]);
+    let (_c, web) = collect(broker.port);
+    wait_subscribed(&broker, "/topic/metrics", 1).await;
+    forge(
+        broker.port,
+        "=1+1",
+        &[(7, 0), (7, 1), (7, 4), (8, 0), (8, 1)],
+    )
+    .await;
+    let r = loop {
+        if let Some(r) = reporter(web, "=1+1").await.filter(|r| r["samples"] == 5) {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(r["lost_samples"], 2, "{r}");
+    assert_eq!(r["restarts"], 1, "{r}");
+    assert_eq!(r["cpu_percent_of_machine"], 0.5, "{r}");
+    let marks: Vec<&str> = r["marks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["what"].as_str().unwrap())
+        .collect();
+    assert_eq!(marks, ["gap: 2 sample(s) lost", "restart"]);
+
+    let (status, head, csv) = http_get(web, "/history.csv").await;
+    assert_eq!(status, 200);
+    assert!(head.contains("attachment"), "{head}");
+    let rows: Vec<&str> = csv.lines().filter(|l| l.contains("1+1")).collect();
+    assert_eq!(rows.len(), 5, "{csv}");
+    assert!(rows.iter().all(|r| r.contains(",'=1+1,")), "defused: {csv}");
+    assert!(rows[2].ends_with(",gap: 2 sample(s) lost"), "{csv}");
+    let (status, _, json) = http_get(web, "/history.json").await;
+    assert_eq!(status, 200);
+    let history: Vec<Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(history.iter().filter(|s| s["name"] == "=1+1").count(), 5);
+}
+
+/// Quiet when nobody watches: with its stdout on /dev/null and no browser,
+/// the collector tells reporters so, and they sample at --idle-interval; a
+/// browser on the feed brings them back to --interval at once, and they slow
+/// down again when it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reporters_slow_down_when_nobody_watches_and_speed_up_for_a_viewer() {
+    let broker = Broker::spawn(&[]);
+    let port = broker.port.to_string();
+    let mut c = std::process::Command::new(BIN)
+        .args([
+            "metrics",
+            "collect",
+            "--port",
+            &port,
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = Lines::follow(c.stderr.take().unwrap());
+    let web: u16 = log
+        .wait_for(10.0, "serving the metrics page on http://")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    wait_subscribed(&broker, "/topic/metrics", 1).await;
+    let r = report(broker.port, "calm", &["--idle-interval", "3s"]);
+    let since = |v: &Value| v["seconds_since_seen"].as_f64().unwrap_or(0.0);
+    // Nobody watches: a sample every 3 s, so one goes unseen for over 1 s.
+    let mut quiet = false;
+    let by = std::time::Instant::now() + Duration::from_secs(20);
+    while !quiet {
+        assert!(
+            std::time::Instant::now() < by,
+            "the reporter never slowed down"
+        );
+        quiet = reporter(web, "calm").await.is_some_and(|v| since(&v) > 1.0);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    r.err.wait_for(5.0, "nobody watches: sampling every 3s");
+
+    // A browser connects: at 200 ms again, within a second or two.
+    let mut feed = TcpStream::connect(("127.0.0.1", web)).await.unwrap();
+    feed.write_all(b"GET /feed HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(feed).lines();
+    let mut live = Vec::new();
+    let by = std::time::Instant::now() + Duration::from_secs(15);
+    while live.len() < 10 {
+        let line = within(15.0, "a feed line", lines.next_line())
+            .await
+            .unwrap()
+            .unwrap();
+        if line.starts_with("id:") {
+            live.push(std::time::Instant::now());
+        }
+        assert!(
+            std::time::Instant::now() < by,
+            "no fast samples: {}",
+            live.len()
+        );
+    }
+    let span = live[9].duration_since(live[5]);
+    assert!(span < Duration::from_secs(2), "4 samples took {span:?}");
+    r.err.wait_for(5.0, "someone watches: sampling every 200ms");
+
+    // The browser leaves: slow again.
+    drop(lines);
+    let by = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(
+            std::time::Instant::now() < by,
+            "the reporter never slowed down again"
+        );
+        if reporter(web, "calm").await.is_some_and(|v| since(&v) > 1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = c.kill();
+    let _ = c.wait();
 }

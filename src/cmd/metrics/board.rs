@@ -8,8 +8,12 @@ use serde_json::{json, Value};
 
 use super::sample::Sample;
 
-/// Samples kept for browsers that connect later (their charts start full).
-const HISTORY: usize = 3000;
+/// Samples kept for browsers that connect later (their charts start full)
+/// and for download: an hour of one reporter sampling every second, or a
+/// shorter span of more (about 250 bytes each: a few MiB).
+const HISTORY: usize = 20_000;
+/// Marks (gaps, restarts, reconnects) remembered per reporter.
+const MARKS: usize = 100;
 /// Samples over which the memory trend is taken.
 const TREND_WINDOW: usize = 10;
 
@@ -34,6 +38,33 @@ pub struct Reporter {
     /// Recent memory readings, with when they came.
     memory: VecDeque<(Instant, f64)>,
     last_seen: Instant,
+    /// Samples that never came (gaps in the reporter's sequence).
+    pub lost: u64,
+    /// Times the watched process (or the reporter) started again.
+    pub restarts: u64,
+    /// Times the reporter reconnected to the broker.
+    pub reconnects: u64,
+    /// The latest marks: (collector time, what).
+    pub marks: VecDeque<(String, String)>,
+}
+
+/// What changed between a reporter's last sample and this one, if anything
+/// worth a mark: a restart (another pid or start time, or the sequence
+/// starting over), samples lost on the way, a reconnect.
+fn mark(last: &Sample, s: &Sample) -> Option<(&'static str, u64)> {
+    let other_process =
+        last.pid != s.pid || matches!((last.started, s.started), (Some(a), Some(b)) if a != b);
+    let seq = last.seq.zip(s.seq);
+    if other_process || seq.is_some_and(|(a, b)| b <= a) {
+        return Some(("restart", 1));
+    }
+    if let Some((a, b)) = seq.filter(|(a, b)| *b > a + 1) {
+        return Some(("gap", b - a - 1));
+    }
+    match (last.connects, s.connects) {
+        (Some(a), Some(b)) if b > a => Some(("reconnect", b - a)),
+        _ => None,
+    }
 }
 
 /// Memory growth past which a reporter is flagged as leaking, MiB per
@@ -71,8 +102,9 @@ impl Board {
         }
     }
 
-    /// Takes a sample unless it breaks a bound; says why it did not.
-    pub fn admit(&mut self, s: Sample) -> Result<(), &'static str> {
+    /// Takes a sample unless it breaks a bound (says why it did not); gives
+    /// it back marked with what changed since the reporter's last one.
+    pub fn admit(&mut self, s: Sample) -> Result<Sample, &'static str> {
         let why = if s.name.len() > MAX_NAME || s.host.len() > MAX_NAME {
             Some("name_too_long")
         } else if !self.reporters.contains_key(&s.name)
@@ -87,8 +119,7 @@ impl Board {
             *self.refused.entry(why).or_default() += 1;
             return Err(why);
         }
-        self.record(s);
-        Ok(())
+        Ok(self.record(s))
     }
 
     /// Forgets reporters not heard from for `forget_after`.
@@ -97,7 +128,7 @@ impl Board {
         self.reporters.retain(|_, r| r.last_seen.elapsed() < after);
     }
 
-    fn record(&mut self, s: Sample) {
+    fn record(&mut self, mut s: Sample) -> Sample {
         let r = self
             .reporters
             .entry(s.name.clone())
@@ -107,7 +138,35 @@ impl Board {
                 cpu_sum: 0.0,
                 memory: VecDeque::new(),
                 last_seen: Instant::now(),
+                lost: 0,
+                restarts: 0,
+                reconnects: 0,
+                marks: VecDeque::new(),
             });
+        s.mark = None;
+        if r.samples > 0 {
+            if let Some((what, n)) = mark(&r.last, &s) {
+                match what {
+                    "restart" => {
+                        r.restarts += n;
+                        // A new process: its memory is no trend of the old one.
+                        r.memory.clear();
+                    }
+                    "gap" => r.lost += n,
+                    _ => r.reconnects += n,
+                }
+                let text = if what == "gap" {
+                    format!("gap: {n} sample(s) lost")
+                } else {
+                    what.to_string()
+                };
+                r.marks.push_back((s.timestamp.clone(), text.clone()));
+                if r.marks.len() > MARKS {
+                    r.marks.pop_front();
+                }
+                s.mark = Some(text);
+            }
+        }
         r.samples += 1;
         r.cpu_sum += s.cpu_percent;
         r.memory.push_back((Instant::now(), s.memory_mib));
@@ -116,10 +175,11 @@ impl Board {
         }
         r.last_seen = Instant::now();
         r.last = s.clone();
-        self.history.push_back(s);
+        self.history.push_back(s.clone());
         if self.history.len() > HISTORY {
             self.history.pop_front();
         }
+        s
     }
 
     pub fn is_stale(&self, r: &Reporter) -> bool {
@@ -172,6 +232,12 @@ impl Board {
                     "seconds_since_seen": r.last_seen.elapsed().as_secs_f64(),
                     "stale": self.is_stale(r),
                     "broker": r.last.broker,
+                    "cpus": r.last.cpus,
+                    "cpu_percent_of_machine": r.last.cpus.map(|n| round1(r.last.cpu_percent / n.max(1) as f64)),
+                    "lost_samples": r.lost,
+                    "restarts": r.restarts,
+                    "reconnects": r.reconnects,
+                    "marks": r.marks.iter().map(|(t, m)| json!({"at": t, "what": m})).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -193,6 +259,9 @@ impl Board {
             "memory MiB",
             "trend",
             "samples",
+            "lost",
+            "restarts",
+            "reconnects",
             "last seen",
             "",
         ]);
@@ -213,6 +282,9 @@ impl Board {
                     format!("{trend:+.1}")
                 },
                 r.samples.to_string(),
+                r.lost.to_string(),
+                r.restarts.to_string(),
+                r.reconnects.to_string(),
                 format!("{:.0}s ago", r.last_seen.elapsed().as_secs_f64()),
                 match (self.is_stale(r), Self::leaking(r)) {
                     (true, _) => "STALE".into(),
@@ -228,6 +300,58 @@ impl Board {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sample(pid: u32, seq: u64, started: u64, connects: u64) -> Sample {
+        Sample {
+            name: "r".into(),
+            pid,
+            host: "h".into(),
+            timestamp: "2026-11-27T00:00:00Z".into(),
+            cpu_percent: 1.0,
+            memory_mib: 10.0,
+            threads: None,
+            open_files: None,
+            broker: None,
+            seq: Some(seq),
+            started: Some(started),
+            connects: Some(connects),
+            cpus: Some(2),
+            mark: None,
+        }
+    }
+
+    #[test]
+    fn gaps_restarts_and_reconnects_are_marked_and_counted() {
+        let mut b = Board::new(Limits {
+            stale_after: Duration::from_secs(5),
+            forget_after: Duration::from_secs(60),
+            max_reporters: 10,
+        });
+        let marks: Vec<Option<String>> = [
+            sample(1, 0, 100, 1),
+            sample(1, 1, 100, 1),
+            sample(1, 4, 100, 1), // two lost
+            sample(1, 5, 100, 2), // reconnected
+            sample(2, 0, 200, 1), // another process
+            sample(2, 1, 200, 1),
+        ]
+        .into_iter()
+        .map(|s| b.admit(s).unwrap().mark)
+        .collect();
+        assert_eq!(
+            marks,
+            [
+                None,
+                None,
+                Some("gap: 2 sample(s) lost".into()),
+                Some("reconnect".into()),
+                Some("restart".into()),
+                None
+            ]
+        );
+        let r = &b.reporters["r"];
+        assert_eq!((r.lost, r.restarts, r.reconnects), (2, 1, 1));
+    }
 
     fn window(mib: &[f64]) -> VecDeque<(Instant, f64)> {
         let t = Instant::now();

@@ -43,7 +43,18 @@ pub struct CollectArgs {
     /// Browsers (and other HTTP clients) served at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
     pub http_max_connections: u64,
+    /// Channel on which the collector tells reporters whether anyone watches
+    /// (the table on a terminal, the JSON lines in a pipe or a file, or a
+    /// browser on the page; not stdout sent to /dev/null): they sample at
+    /// their --interval while someone does, at their --idle-interval while
+    /// nobody does.
+    #[arg(long, default_value = "/topic/metrics/control")]
+    pub control_channel: String,
 }
+
+/// How often the collector repeats whether anyone watches, for reporters
+/// that start later (and so that a reporter knows a collector is there).
+pub const CONTROL_EVERY: Duration = Duration::from_secs(5);
 
 pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     let connector = args.target.connector()?;
@@ -70,8 +81,30 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         ));
     }
     let (tx, mut rx) = mpsc::channel(1024);
-    tokio::spawn(subscriber::run(connector, args.channel.clone(), tx));
+    tokio::spawn(subscriber::run(connector.clone(), args.channel.clone(), tx));
+    let (control, control_rx) = mpsc::channel::<bytes::Bytes>(16);
+    {
+        let channel = args.control_channel.clone();
+        tokio::spawn(async move {
+            let _ =
+                crate::client::publisher::run(connector, &channel, control_rx, Default::default())
+                    .await;
+        });
+    }
+    // Unique enough among the collectors of one broker: reporters keep each
+    // one's word apart.
+    let me = format!(
+        "{}-{}-{}",
+        super::sample::host_name(),
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .subsec_nanos()
+    );
+    let mut said: Option<(bool, std::time::Instant)> = None;
     let terminal = Stream::Stdout.is_terminal();
+    let stdout_read = stdout_is_read();
     let color = Stream::Stdout.styled();
     let mut redraw = tokio::time::interval(Duration::from_secs(1));
     let interrupted = crate::runtime::shutdown::signal();
@@ -92,14 +125,18 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
                 // clock (or a forged timestamp far in the future) cannot move
                 // everyone's charts.
                 sample.timestamp = super::sample::now_rfc3339();
-                let json: Arc<str> = serde_json::to_string(&sample)?.into();
-                if let Err(why) = board.lock().unwrap().admit(sample) {
-                    if refused_log.elapsed() >= Duration::from_secs(1) {
-                        tracing::warn!("refusing samples ({why}; counts in /api/reporters)");
-                        refused_log = std::time::Instant::now();
+                let admitted = board.lock().unwrap().admit(sample);
+                let sample = match admitted {
+                    Ok(s) => s,
+                    Err(why) => {
+                        if refused_log.elapsed() >= Duration::from_secs(1) {
+                            tracing::warn!("refusing samples ({why}; counts in /api/reporters)");
+                            refused_log = std::time::Instant::now();
+                        }
+                        continue;
                     }
-                    continue;
-                }
+                };
+                let json: Arc<str> = serde_json::to_string(&sample)?.into();
                 if !terminal {
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "{json}")?;
@@ -109,6 +146,20 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
             }
             _ = redraw.tick() => {
                 board.lock().unwrap().forget_unseen();
+                let watched = stdout_read || web.hub.browsers() > 0;
+                let due = said.is_none_or(|(w, at)| w != watched || at.elapsed() >= CONTROL_EVERY);
+                if due {
+                    if said.is_some_and(|(w, _)| w != watched) {
+                        tracing::info!(
+                            "{}: telling reporters on {}",
+                            if watched { "someone watches" } else { "nobody watches" },
+                            args.control_channel
+                        );
+                    }
+                    let word = serde_json::json!({ "collector": me, "watched": watched });
+                    let _ = control.try_send(bytes::Bytes::from(word.to_string()));
+                    said = Some((watched, std::time::Instant::now()));
+                }
                 if !terminal {
                     continue;
                 }
@@ -122,4 +173,18 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether anything reads stdout: a terminal, a pipe or a file do; a
+/// character device that is not a terminal (/dev/null) does not.
+fn stdout_is_read() -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    if Stream::Stdout.is_terminal() {
+        return true;
+    }
+    match std::fs::metadata("/proc/self/fd/1") {
+        Ok(m) => !m.file_type().is_char_device(),
+        // Unknown: count it as read, the way reporters behave without word.
+        Err(_) => true,
+    }
 }

@@ -40,6 +40,53 @@ pub struct ReportArgs {
     /// Where the --leak demo stops growing (it then holds steady).
     #[arg(long, default_value = "256MiB", value_parser = crate::units::parse_size)]
     pub leak_limit: usize,
+    /// Time between samples while the collectors say nobody watches (no
+    /// terminal table, no browser on the page). A reporter that hears from
+    /// no collector keeps --interval.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub idle_interval: Duration,
+    /// Channel on which collectors say whether anyone watches.
+    #[arg(long, default_value = "/topic/metrics/control")]
+    pub control_channel: String,
+}
+
+/// A collector not heard from for this long no longer counts.
+const HEARD_WITHIN: Duration = Duration::from_secs(3 * super::collect::CONTROL_EVERY.as_secs());
+/// Collectors remembered at most (the control channel is open to any client).
+const COLLECTORS: usize = 64;
+
+/// What the collectors said, each in its own words.
+#[derive(Default)]
+struct Watchers(std::collections::HashMap<String, (bool, std::time::Instant)>);
+
+impl Watchers {
+    fn heard(&mut self, message: &[u8]) {
+        #[derive(serde::Deserialize)]
+        struct Word {
+            collector: String,
+            watched: bool,
+        }
+        let Ok(w) = serde_json::from_slice::<Word>(message) else {
+            return;
+        };
+        self.0.retain(|_, (_, at)| at.elapsed() < HEARD_WITHIN);
+        if self.0.len() < COLLECTORS || self.0.contains_key(&w.collector) {
+            self.0
+                .insert(w.collector, (w.watched, std::time::Instant::now()));
+        }
+    }
+
+    /// Slow only when some collector was heard lately and none of those
+    /// heard lately has a viewer.
+    fn idle(&self) -> bool {
+        let recent: Vec<bool> = self
+            .0
+            .values()
+            .filter(|(_, at)| at.elapsed() < HEARD_WITHIN)
+            .map(|(w, _)| *w)
+            .collect();
+        !recent.is_empty() && !recent.contains(&true)
+    }
 }
 
 pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
@@ -51,29 +98,79 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         start_workload(args.leak, args.leak_limit, args.interval, stop.clone());
     }
     let (tx, rx) = mpsc::channel::<Bytes>(1000);
+    let connects = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let publishing = {
         let channel = args.channel.clone();
+        let options = publisher::Options {
+            connects: Some(connects.clone()),
+            ..Default::default()
+        };
+        let connector = connector.clone();
         tokio::spawn(async move {
-            publisher::run(connector, &channel, rx, Default::default())
+            publisher::run(connector, &channel, rx, options)
                 .await
                 .map(drop)
         })
     };
+    let (control_tx, mut control) = mpsc::channel::<Bytes>(64);
+    tokio::spawn(crate::client::subscriber::run(
+        connector,
+        args.control_channel.clone(),
+        control_tx,
+    ));
+    let mut watchers = Watchers::default();
     let mut sampler = Sampler::new(pid);
     let host = host_name();
-    let mut tick = tokio::time::interval(args.interval);
     let interrupted = crate::runtime::shutdown::signal();
     tokio::pin!(interrupted);
     let mut dropped = 0u64;
+    let mut seq = 0u64;
+    let mut idle = false;
+    let interval = |idle: bool| {
+        if idle {
+            args.idle_interval.max(args.interval)
+        } else {
+            args.interval
+        }
+    };
+    let mut last = tokio::time::Instant::now();
+    let mut next = last;
     loop {
         tokio::select! {
-            _ = tick.tick() => {}
+            _ = tokio::time::sleep_until(next) => {}
+            Some(word) = control.recv() => {
+                watchers.heard(&word);
+                if watchers.idle() != idle {
+                    idle = !idle;
+                    tracing::info!(
+                        "{}: sampling every {}",
+                        if idle { "nobody watches" } else { "someone watches" },
+                        humantime::format_duration(interval(idle))
+                    );
+                    // Faster at once when someone starts watching.
+                    next = next.min(last + interval(idle));
+                }
+                continue;
+            }
             _ = &mut interrupted => break,
         }
-        let Some(sample) = sampler.sample(&args.name, &host) else {
+        // Collectors that went quiet no longer count: back to --interval.
+        if watchers.idle() != idle {
+            idle = !idle;
+            tracing::info!(
+                "no collector heard from lately: sampling every {}",
+                humantime::format_duration(interval(idle))
+            );
+        }
+        last = tokio::time::Instant::now();
+        next = last + interval(idle);
+        let Some(mut sample) = sampler.sample(&args.name, &host) else {
             stop.store(true, Relaxed);
             anyhow::bail!("process {pid} exited: nothing left to report");
         };
+        sample.seq = Some(seq);
+        seq += 1;
+        sample.connects = Some(connects.load(Relaxed));
         let json = serde_json::to_string(&sample)?;
         if tx.try_send(Bytes::from(json)).is_err() {
             // The broker has been away for a long time: the oldest samples stay

@@ -23,6 +23,24 @@ pub struct Sample {
     /// Present when the reporter is the broker itself (`aioq serve --metrics`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broker: Option<BrokerCounters>,
+    /// The reporter's count of samples, from 0 when it starts: a jump is
+    /// samples lost on the way, a fall a reporter that restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// When the watched process started, seconds since the Unix epoch: a
+    /// change is a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<u64>,
+    /// Connections the reporter has made to the broker (1 until it reconnects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connects: Option<u64>,
+    /// Logical CPUs of the host: `cpu_percent / cpus` is the share of the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<usize>,
+    /// What the collector noticed on arrival (a gap, a restart, a reconnect):
+    /// set by the collector only, never read from a reporter.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -93,6 +111,11 @@ impl Sampler {
                 .ok()
                 .map(|d| d.count()),
             broker: None,
+            seq: None,
+            started: Some(p.start_time()),
+            connects: None,
+            cpus: std::thread::available_parallelism().ok().map(|n| n.get()),
+            mark: None,
         })
     }
 }

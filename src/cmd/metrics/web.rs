@@ -63,8 +63,12 @@ impl Hub {
         rx
     }
 
+    /// Browsers connected now (one that left is gone at once, not at the
+    /// next sample).
     pub fn browsers(&self) -> usize {
-        self.browsers.lock().unwrap().len()
+        let mut b = self.browsers.lock().unwrap();
+        b.retain(|tx| !tx.is_closed());
+        b.len()
     }
 }
 
@@ -90,6 +94,8 @@ pub fn router(web: Arc<Web>) -> Router {
         )
         .route("/uPlot.LICENSE", get(|| async { UPLOT_LICENSE }))
         .route("/api/reporters", get(reporters))
+        .route("/history.json", get(history_json))
+        .route("/history.csv", get(history_csv))
         .route("/metrics", get(prometheus))
         .route("/feed", get(feed))
         .with_state(web)
@@ -100,6 +106,71 @@ async fn reporters(State(web): State<Arc<Web>>) -> impl IntoResponse {
     doc["browsers"] = web.hub.browsers().into();
     doc["browser_samples_dropped"] = web.hub.dropped.load(Relaxed).into();
     Json(doc)
+}
+
+/// The buffered history as a download: every sample, oldest first.
+async fn history_json(State(web): State<Arc<Web>>) -> impl IntoResponse {
+    let history: Vec<super::sample::Sample> =
+        web.board.lock().unwrap().history.iter().cloned().collect();
+    (
+        [(
+            header::CONTENT_DISPOSITION,
+            "attachment; filename=\"aioq-metrics.json\"",
+        )],
+        Json(history),
+    )
+}
+
+async fn history_csv(State(web): State<Arc<Web>>) -> impl IntoResponse {
+    let mut out = String::from(
+        "timestamp,name,host,pid,cpu_percent,cpus,memory_mib,threads,open_files,seq,started,connects,mark\n",
+    );
+    let opt = |v: Option<String>| v.unwrap_or_default();
+    for s in web.board.lock().unwrap().history.iter() {
+        let row = [
+            s.timestamp.clone(),
+            csv_field(&s.name),
+            csv_field(&s.host),
+            s.pid.to_string(),
+            s.cpu_percent.to_string(),
+            opt(s.cpus.map(|v| v.to_string())),
+            s.memory_mib.to_string(),
+            opt(s.threads.map(|v| v.to_string())),
+            opt(s.open_files.map(|v| v.to_string())),
+            opt(s.seq.map(|v| v.to_string())),
+            opt(s.started.map(|v| v.to_string())),
+            opt(s.connects.map(|v| v.to_string())),
+            csv_field(s.mark.as_deref().unwrap_or("")),
+        ];
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"aioq-metrics.csv\"",
+            ),
+        ],
+        out,
+    )
+}
+
+/// A CSV field, quoted when it holds a comma, a quote or a line break (names
+/// come from any client). A leading `=`, `+`, `-` or `@` is defused with a
+/// quote mark, so a spreadsheet does not run it as a formula.
+fn csv_field(text: &str) -> String {
+    let text = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_string()
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
 }
 
 /// Every reporter's last sample in the Prometheus text format: one series
