@@ -481,8 +481,21 @@ async fn access_rules_by_certificate_decide_who_subscribes_and_publishes() {
     assert_eq!(server["totals"]["denied"], 2, "{server}");
     let dropped = server["totals"]["dropped"].to_string();
     assert!(dropped.contains("denied"), "{dropped}");
-    let mut watching = listen_on(broker.port, "/topic/news", &alice);
+    // A listener that has seen a message is past the client's refusal
+    // window (an end-of-stream within 20 ms of connecting reads as refused).
+    let mut watching = {
+        let port = broker.port.to_string();
+        let mut args = vec!["listen", "--port", &port, "--channel", "/topic/news"];
+        args.extend_from_slice(&["--count", "2", "--no-reconnect"]);
+        args.extend_from_slice(&alice);
+        Client::spawn(&args, false)
+    };
     wait_subscribed(&broker, "/topic/news", 2).await;
+    assert_eq!(
+        send_to(broker.port, "/topic/news", "before", &alice),
+        Some(0)
+    );
+    watching.out.wait_for(10.0, "before");
     let conns = http(port, "GET", "/api/connections", None).await.1;
     assert!(conns.to_string().contains("CN=alice"), "{conns}");
 
@@ -498,7 +511,7 @@ async fn access_rules_by_certificate_decide_who_subscribes_and_publishes() {
         )
         .await;
     assert_eq!(watching.exit_code(10.0), Some(0));
-    assert!(watching.out.snapshot().is_empty());
+    assert_eq!(watching.out.snapshot(), vec!["before".to_string()]);
     let mut bobs = listen_on(broker.port, "/topic/news", &bob);
     wait_subscribed(&broker, "/topic/news", 3).await;
     assert_eq!(
