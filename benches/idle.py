@@ -1,20 +1,25 @@
 #!/usr/bin/env python3
 """What an idle subscriber costs the broker: opens N connections to an
-`aioq serve` (started here, release build), each subscribed to its own
-/topic channel and then silent, and reads the broker's resident memory
-(VmRSS) before and with them. Prints KiB per connection.
+`aioq serve` (started here, release build), subscribed to one /topic channel
+(or, with --own-channels, each to its own) and then silent, and reads the
+broker's resident memory (VmRSS) before and with them. Prints KiB per
+connection.
 
-    benches/idle.py [N]            # default 10,000
+    benches/idle.py [N] [--own-channels]     # default 10,000 on one channel
 """
-import os, resource, socket, struct, subprocess, sys, time
+import json, os, resource, socket, struct, subprocess, sys, time, urllib.request
 
-n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+own = "--own-channels" in sys.argv
+n = int(args[0]) if args else 10_000
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 binary = os.path.join(root, "target", "release", "aioq")
 subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, n + 1024), hard))
-broker = subprocess.Popen([binary, "serve", "--port", "0", "-q", "--max-connections", str(n + 100)],
+probe = socket.socket(); probe.bind(("127.0.0.1", 0)); http = probe.getsockname()[1]; probe.close()
+broker = subprocess.Popen([binary, "serve", "--port", "0", "-q", "--max-connections", str(n + 100),
+                           "--http", f"127.0.0.1:{http}"],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
 try:
     port = int(broker.stdout.readline().rsplit(":", 1)[1])
@@ -28,19 +33,23 @@ try:
     socks = []
     for i in range(n):
         s = socket.create_connection(("127.0.0.1", port))
-        name = f"/topic/idle-{i}".encode()
+        name = (f"/topic/idle-{i}" if own else "/topic/idle").encode()
         s.sendall(struct.pack(">I", len(name)) + name)
         socks.append(s)
-    # Every subscription in place: one round trip through the last channel.
-    probe = socket.create_connection(("127.0.0.1", port))
-    probe.sendall(struct.pack(">I", 5) + b"/null" + struct.pack(">I", len(name)) + name + struct.pack(">I", 2) + b"ok")
-    socks[-1].settimeout(10)
-    got = b""
-    while len(got) < 6:
-        got += socks[-1].recv(64)
-    time.sleep(0.5)  # let allocator caches settle before reading
+    # Every connection in place, from the monitoring endpoint's cheapest
+    # figure (no message is sent: writing one would give every writer a
+    # buffer), then a second for the last subscribe frames to be read.
+    deadline = time.time() + 60
+    while True:
+        server = json.load(urllib.request.urlopen(f"http://127.0.0.1:{http}/api/server"))
+        if server["open_connections"] >= n:
+            break
+        assert time.time() < deadline, f"only {server['open_connections']} of {n} connected"
+        time.sleep(0.1)
+    time.sleep(1.0)
     after = rss_kib()
-    print(f"{n} idle subscribers: broker RSS {before} KiB -> {after} KiB, "
+    where = "each on its own channel" if own else "on one channel"
+    print(f"{n} idle subscribers {where}: broker RSS {before} KiB -> {after} KiB, "
           f"{(after - before) / n:.1f} KiB per connection")
 finally:
     broker.kill()

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -30,6 +30,9 @@ use crate::proto::{FrameCodec, FrameError};
 /// 64 KiB segments every segment waited for a delayed ACK, and 256 KiB messages
 /// crawled at 2 MB/s. This caps only what the peer has not been sent yet.
 const QUEUE_WORKER_NOTSENT: u32 = 32 * 1024;
+
+/// The handshake's read buffer: room for a subscribe frame of a usual name.
+const HANDSHAKE_BUFFER: usize = 256;
 
 /// At shutdown, how long a reader waits for more of what a client is sending
 /// before it takes the input as complete.
@@ -170,10 +173,85 @@ fn configure(stream: &TcpStream, shared: &Shared) {
     }
 }
 
+/// Waiting until a reader has bytes for us without holding a buffer for them:
+/// an idle connection then holds no read buffer at all.
+pub trait WaitData {
+    /// Whether [`wait_data`](Self::wait_data) waits: false where it cannot
+    /// (the reader then keeps its buffer).
+    const WAITS: bool = true;
+    /// Returns once bytes (or the end of the stream, or an error) are there
+    /// to be read.
+    fn wait_data(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl WaitData for tokio::net::tcp::OwnedReadHalf {
+    async fn wait_data(&mut self) {
+        // A one-byte peek waits for data the way a read would, consumes
+        // nothing, and needs no heap buffer.
+        let mut byte = [0u8; 1];
+        let _ = self.peek(&mut byte).await;
+    }
+}
+
+impl WaitData for tokio::io::ReadHalf<TlsStream> {
+    // TLS keeps its own buffers in rustls; there is no socket to peek past
+    // them, so a TLS reader keeps its read buffer too.
+    const WAITS: bool = false;
+    async fn wait_data(&mut self) {}
+}
+
+impl<R: AsyncRead + WaitData + Send> WaitData for tokio::io::Chain<std::io::Cursor<Bytes>, R> {
+    const WAITS: bool = R::WAITS;
+    async fn wait_data(&mut self) {
+        let (first, rest) = self.get_mut();
+        if (first.position() as usize) < first.get_ref().len() {
+            return;
+        }
+        rest.wait_data().await
+    }
+}
+
+impl<R: WaitData + Send> WaitData for Counted<R> {
+    const WAITS: bool = R::WAITS;
+    async fn wait_data(&mut self) {
+        self.inner.wait_data().await
+    }
+}
+
+/// Read buffer a connection takes when bytes arrive.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// The next frame, holding no read buffer while the connection is idle: when
+/// nothing is buffered and nothing is on the socket, the buffer is given back
+/// and taken again once bytes arrive. A busy connection never lets go of it.
+async fn next_frame<R: AsyncRead + WaitData + Unpin + Send>(
+    frames: &mut FramedRead<Counted<R>, FrameCodec>,
+) -> Option<Result<Bytes, FrameError>> {
+    loop {
+        if !R::WAITS || !frames.read_buffer().is_empty() {
+            return frames.next().await;
+        }
+        // Polled once: a frame that is there is read at once.
+        if let Some(frame) = frames.next().now_or_never() {
+            return frame;
+        }
+        if !frames.read_buffer().is_empty() {
+            // Part of a frame came: its buffer stays while the rest comes.
+            return frames.next().await;
+        }
+        *frames.read_buffer_mut() = bytes::BytesMut::new();
+        frames.get_mut().wait_data().await;
+        // A fresh buffer, not a reserve on the empty one: a BytesMut
+        // remembers the capacity it was made with, and grows in steps of it
+        // (from an empty one, reads of a few bytes at a time).
+        *frames.read_buffer_mut() = bytes::BytesMut::with_capacity(READ_BUFFER);
+    }
+}
+
 /// A connection's byte stream: plain TCP, or TLS over it. Split into a reader
 /// and a writer once the client has subscribed.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    type Reader: AsyncRead + Unpin + Send + 'static;
+    type Reader: AsyncRead + WaitData + Unpin + Send + 'static;
     type Writer: AsyncWrite + Unpin + Send + 'static;
     fn tcp(&self) -> &TcpStream;
     fn split(self) -> (Self::Reader, Self::Writer);
@@ -236,10 +314,12 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slo
         Some(acceptor) => {
             let accepted = tokio::select! {
                 _ = shared.stop_reading.cancelled() => None,
-                r = tokio::time::timeout_at(deadline, acceptor.accept(stream)) => Some(r),
+                r = tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(stream))) => Some(r),
             };
             match accepted {
-                Some(Ok(Ok(tls))) => serve_on(&shared, tls, peer, slot, deadline).await,
+                // Boxed: a plain connection's task does not carry the
+                // larger state of a TLS one.
+                Some(Ok(Ok(tls))) => Box::pin(serve_on(&shared, tls, peer, slot, deadline)).await,
                 Some(Ok(Err(e))) => {
                     // A refusal (no certificate, or a stranger's), said as one
                     // and counted as one.
@@ -269,8 +349,13 @@ async fn serve_on<T: Transport>(
     deadline: tokio::time::Instant,
 ) {
     // The subscribe frame is a channel name: read with that limit, so nobody
-    // makes the broker buffer a whole --max-frame before subscribing.
-    let mut framed = Framed::new(stream, FrameCodec::new(shared.config.max_channel));
+    // makes the broker buffer a whole --max-frame before subscribing; and into
+    // a buffer sized for one, which is all most connections ever send.
+    let mut framed = Framed::with_capacity(
+        stream,
+        FrameCodec::new(shared.config.max_channel),
+        HANDSHAKE_BUFFER,
+    );
     let Some(name) = handshake(shared, &mut framed, peer, deadline).await else {
         return;
     };
@@ -312,11 +397,17 @@ async fn serve_on<T: Transport>(
     // buffer: they go on to the reader with the codec.
     // (A FramedRead given a filled buffer would still wait for the socket before
     // decoding it, so the bytes are read again, ahead of the socket.)
+    // Copied out, so that the handshake's buffer is not kept for the
+    // connection's life (nothing to copy, and no allocation, for most).
     let parts = framed.into_parts();
     let (rd, wr) = parts.io.split();
-    let rd = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(parts.read_buf), rd);
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    // Given back now, not when this function ends with the connection.
+    drop((parts.read_buf, parts.write_buf));
+    let rd = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(early), rd);
     let rd = Counted::new(rd, shared.reading.clone());
-    let mut frames = FramedRead::new(rd, FrameCodec::new(shared.config.max_frame));
+    let mut frames =
+        FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
 
     let (capacity, max_bytes) = channel_policy.send_bounds(&name);
     let (tx, rx) = mpsc::channel(capacity);
@@ -470,7 +561,7 @@ enum End {
     Stop,
 }
 
-async fn read_loop<R: AsyncRead + Unpin>(
+async fn read_loop<R: AsyncRead + WaitData + Unpin + Send>(
     shared: &Shared,
     frames: &mut FramedRead<Counted<R>, FrameCodec>,
     sub: &Subscriber,
@@ -481,11 +572,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut publisher = Publisher::new(&shared.router, cluster, &shared.stop_reading, Some(sub))
         .with_rights(rights);
     let end = read_frames(shared, frames, sub, &mut publisher, early_eos).await;
-    publisher.settle(&shared.abort).await;
+    // Boxed: the cluster's settling (JetStream futures, several KiB) would
+    // otherwise be part of every connection's task, clustered or not,
+    // for the whole life of the connection.
+    Box::pin(publisher.settle(&shared.abort)).await;
     end
 }
 
-async fn read_frames<R: AsyncRead + Unpin>(
+async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
     shared: &Shared,
     frames: &mut FramedRead<Counted<R>, FrameCodec>,
     sub: &Subscriber,
@@ -552,7 +646,7 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 continue;
             }
             _ = &mut killed => return End::Stop,
-            f = frames.next() => f,
+            f = next_frame(frames) => f,
             _ = watchdog.tick() => {
                 let partial = in_progress(frames, &parser);
                 // Held back by the read budget, the frame cannot move: that

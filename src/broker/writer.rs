@@ -24,6 +24,9 @@ use crate::proto::FrameCodec;
 /// Frames taken off the send queue per write.
 const BATCH: usize = 256;
 
+/// Write buffer a writer takes when it has something to send.
+const WRITE_BUFFER: usize = 8 * 1024;
+
 type Sink<W> = FramedWrite<WatchedWrite<W>, FrameCodec>;
 
 /// A writer that notes when the socket last accepted bytes, so a write can be
@@ -140,13 +143,23 @@ pub async fn run<W: AsyncWrite + Unpin>(
         WatchedWrite::new(wr, shared.stats.clone()),
         FrameCodec::new(shared.config.max_frame),
     );
-    let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
+    let mut batch: Vec<Bytes> = Vec::new();
     // Created once, not per batch (see the reader loop).
     let killed = sub.kill.cancelled();
     let finished = finish.cancelled();
     let draining = shared.drain.cancelled();
     tokio::pin!(killed, finished, draining);
     let outcome = loop {
+        if rx.is_empty() {
+            // Idle: the write buffers go back until there is something to
+            // send (a connection that is rarely sent anything holds none).
+            if sink.write_buffer().capacity() > 0 {
+                *sink.write_buffer_mut() = bytes::BytesMut::new();
+            }
+            if batch.capacity() > 0 {
+                batch = Vec::new();
+            }
+        }
         tokio::select! {
             biased;
             _ = &mut killed => break Outcome::Close,
@@ -155,6 +168,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
             n = rx.recv_many(&mut batch, BATCH) => if n == 0 { break Outcome::Close },
         }
         sub.taken(batch.iter().map(Bytes::len).sum());
+        if sink.write_buffer().capacity() == 0 {
+            *sink.write_buffer_mut() = bytes::BytesMut::with_capacity(WRITE_BUFFER);
+        }
         if let Err(e) = write_batch(&shared, &mut sink, &mut batch, &sub, &channel).await {
             sub.set_end_reason(e);
             sub.kill.cancel();
@@ -169,7 +185,9 @@ pub async fn run<W: AsyncWrite + Unpin>(
         } else {
             sub.set_end_reason(EndReason::BrokerShutdown);
         }
-        match drain(
+        // Boxed: once per connection, and its state would otherwise be
+        // part of every writer's task for the connection's whole life.
+        match Box::pin(drain(
             &shared,
             &mut sink,
             &mut rx,
@@ -177,7 +195,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             &sub,
             &channel,
             leave_first,
-        )
+        ))
         .await
         {
             Ok(()) => {
