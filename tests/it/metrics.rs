@@ -546,20 +546,24 @@ async fn gaps_and_restarts_are_counted_and_the_history_downloads() {
 async fn reporters_slow_down_when_nobody_watches_and_speed_up_for_a_viewer() {
     let broker = Broker::spawn(&[]);
     let port = broker.port.to_string();
-    let mut c = std::process::Command::new(BIN)
-        .args([
-            "metrics",
-            "collect",
-            "--port",
-            &port,
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = Lines::follow(c.stderr.take().unwrap());
+    // Killed on drop, a panic included.
+    struct Collector(std::process::Child);
+    impl Drop for Collector {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut c = Collector(
+        std::process::Command::new(BIN)
+            .args(["metrics", "collect", "--port", &port])
+            .args(["--http", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let log = Lines::follow(c.0.stderr.take().unwrap());
     let web: u16 = log
         .wait_for(10.0, "serving the metrics page on http://")
         .rsplit(':')
@@ -623,6 +627,5 @@ async fn reporters_slow_down_when_nobody_watches_and_speed_up_for_a_viewer() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = c.kill();
-    let _ = c.wait();
+    drop(c);
 }
