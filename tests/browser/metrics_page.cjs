@@ -20,12 +20,18 @@ const { chromium } = require(process.env.PLAYWRIGHT_CORE);
     await page.waitForFunction(
       () => window.aioq && window.aioq.drawn().cpu >= 2 && window.aioq.drawn().mem >= 2,
       null, { timeout: 20000 });
-    await page.waitForFunction(() => {
-      const m = window.aioq.marks().map(m => m.what);
-      const f = window.aioq.flags();
-      return m.some(w => w.startsWith("gap")) && m.includes("restart")
-        && (f.green || []).includes("LEAK?") && f.red !== undefined;
-    }, null, { timeout: 30000 });
+    try {
+      await page.waitForFunction(() => {
+        const m = window.aioq.marks().map(m => m.what);
+        const f = window.aioq.flags();
+        return m.some(w => w.startsWith("gap")) && m.includes("restart")
+          && (f.green || []).includes("LEAK?") && f.red !== undefined;
+      }, null, { timeout: 30000 });
+    } catch (e) {
+      const seen = await page.evaluate(() => ({ marks: window.aioq.marks(), flags: window.aioq.flags() }));
+      console.error("waiting for marks and flags:", JSON.stringify(seen));
+      throw e;
+    }
     // A little more data, so the screenshot shows lines rather than dots.
     await page.waitForTimeout(1500);
     const drawn = await page.evaluate(() => window.aioq.drawn());

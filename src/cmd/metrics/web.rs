@@ -270,25 +270,36 @@ impl prometheus_client::collector::Collector for Reporters {
     }
 }
 
+/// Samples of history a browser is sent per lock of the board.
+const HISTORY_PAGE: usize = 256;
+
 /// Recent history first (so a new page starts with full charts), then live
-/// samples. The browser's EventSource reconnects by itself (`retry`), and the
-/// page ignores samples it already has.
+/// samples. The history is read a page at a time as the browser takes it,
+/// never copied whole per browser; live samples that arrive meanwhile are
+/// queued and may repeat the last of it. The browser's EventSource
+/// reconnects by itself (`retry`), and the page ignores samples it already
+/// has.
 async fn feed(State(web): State<Arc<Web>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let rx = web.hub.join();
-    let history: Vec<String> = {
-        let board = web.board.lock().unwrap();
-        board
-            .history
-            .iter()
-            .filter_map(|s| serde_json::to_string(s).ok())
-            .collect()
-    };
+    let from = web.board.lock().unwrap().history_base;
     let hello = Event::default()
         .retry(Duration::from_secs(2))
         .comment("aioq metrics feed");
-    let backlog = history
-        .into_iter()
-        .map(|json| Ok(Event::default().event("sample").data(json)));
+    let board = web.board.clone();
+    let pages = futures::stream::unfold(Some(from), move |from| {
+        let board = board.clone();
+        async move {
+            let (next, page) = board.lock().unwrap().history_page(from?, HISTORY_PAGE);
+            let more = (page.len() == HISTORY_PAGE).then_some(next);
+            (!page.is_empty()).then(|| {
+                let events = page
+                    .into_iter()
+                    .map(|json| Ok(Event::default().event("sample").data(json)));
+                (futures::stream::iter(events), more)
+            })
+        }
+    });
+    let backlog = futures::StreamExt::flatten(pages);
     let live = futures::stream::unfold(rx, |mut rx| async move {
         let (id, json) = rx.recv().await?;
         Some((
@@ -300,7 +311,7 @@ async fn feed(State(web): State<Arc<Web>>) -> Sse<impl Stream<Item = Result<Even
         ))
     });
     let stream = futures::StreamExt::chain(
-        futures::stream::iter(std::iter::once(Ok(hello)).chain(backlog)),
+        futures::StreamExt::chain(futures::stream::iter([Ok(hello)]), backlog),
         live,
     );
     Sse::new(stream).keep_alive(

@@ -11,7 +11,7 @@ const PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4
                  "#f032e6", "#9a6324", "#800000", "#469990", "#000075", "#808000"];
 
 const names = [];                 // reporter names, in order of appearance
-const lastSeen = new Map();       // name -> last timestamp (ms), to skip replays
+const lastSeen = new Map();       // name -> { ms, raw } of the last sample, to skip replays
 const cpu = new Map();            // name -> Map(second -> value)
 const mem = new Map();
 const seconds = new Set();
@@ -89,10 +89,14 @@ function later() {
   if (!dirty) { dirty = true; requestAnimationFrame(redraw); }
 }
 
-function onSample(s) {
+function onSample(s, raw) {
   const ms = Date.parse(s.timestamp);
-  if (!(ms > (lastSeen.get(s.name) ?? 0))) return; // a replay after reconnecting
-  lastSeen.set(s.name, ms);
+  // A replay after reconnecting (or the history's last sample again live):
+  // older than the last one seen, or that very sample. Two samples can share
+  // a millisecond.
+  const last = lastSeen.get(s.name) ?? { ms: 0, raw: "" };
+  if (!(ms >= last.ms) || raw === last.raw) return;
+  lastSeen.set(s.name, { ms, raw });
   if (!cpu.has(s.name)) addReporter(s.name);
   const t = Math.floor(ms / 1000);
   seconds.add(t);
@@ -148,7 +152,7 @@ refreshTable();
 
 const status = document.getElementById("status");
 const feed = new EventSource("/feed");
-feed.addEventListener("sample", e => onSample(JSON.parse(e.data)));
+feed.addEventListener("sample", e => onSample(JSON.parse(e.data), e.data));
 feed.onopen = () => { status.textContent = "live"; status.className = ""; };
 feed.onerror = () => { status.textContent = "disconnected, reconnecting…"; status.className = "down"; };
 
