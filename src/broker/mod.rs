@@ -324,7 +324,7 @@ impl Reloader {
                     e.sub.peer,
                     e.identity
                         .as_ref()
-                        .map_or_else(|| "no certificate".to_string(), |i| i.shown()),
+                        .map_or_else(|| "no client certificate".to_string(), |i| i.shown()),
                     e.channel.display_name()
                 );
                 e.sub.set_end_reason(end::EndReason::Denied);

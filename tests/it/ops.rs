@@ -198,11 +198,16 @@ topic-overflow = "disconnect"
     assert!(metrics_row["dropped_by_reason"]["queue_full"].as_u64() > Some(0));
     // The stalled orders subscriber is gone (and its channel with it); the
     // metrics one stays, with its drops.
-    let conns = rows(port, "connections", "").await;
-    assert!(
-        !conns.iter().any(|c| c["channel"] == "/topic/orders"),
-        "{conns:?}"
-    );
+    // Listed until its tasks are done, a moment after the log line.
+    let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let conns = loop {
+        let conns = rows(port, "connections", "").await;
+        if !conns.iter().any(|c| c["channel"] == "/topic/orders") {
+            break conns;
+        }
+        assert!(std::time::Instant::now() < by, "{conns:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let m = conns
         .iter()
         .find(|c| c["channel"] == "/topic/metrics")
@@ -344,7 +349,18 @@ async fn plain_connections_get_their_own_rules_or_are_refused() {
     assert!(a.closed().await);
     let mut late = Raw::subscribe(broker.port, "/topic/a").await;
     assert_eq!(late.read().await, Some(Vec::new()));
-    let (_, server) = http(port, "GET", "/api/server", None).await;
+    // The publisher was ended too. A writer counts why just after it
+    // closes the socket: read the counters until they say so.
+    assert!(p.closed().await);
+    let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let server = loop {
+        let (_, server) = http(port, "GET", "/api/server", None).await;
+        if server["totals"]["ended"] == serde_json::json!([["denied", 2]]) {
+            break server;
+        }
+        assert!(std::time::Instant::now() < by, "{server}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     assert_eq!(server["totals"]["denied"], 2, "{server}");
     // Both plain connections were ended by the reload: the subscriber and
     // the publisher (refused connections may not even publish).
