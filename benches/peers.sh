@@ -67,6 +67,9 @@ def figures(doc):
         k = t["channel_kind"]
         out[f"/{k} throughput, deliveries/s"] = t["delivered_per_s"]
         out[f"/{k} throughput lost"] = t["lost"]
+        if t.get("worker_shares"):
+            out[f"/{k} worker shares, least"] = t["worker_shares"][0]
+            out[f"/{k} worker shares, most"] = t["worker_shares"][1]
     lat = doc["latency"]
     out["latency p99 from schedule, µs"] = lat["intended_latency"]["p99_us"]
     out["latency p50 from send, µs"] = lat["latency"]["p50_us"]

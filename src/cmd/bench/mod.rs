@@ -714,6 +714,7 @@ fn print_tables(r: &Report) {
             "MB/s",
             "delivered",
             "lost",
+            "shares min/max",
             "msgs/write",
             "B/write",
             "broker CPU/delivery",
@@ -740,6 +741,9 @@ fn print_tables(r: &Report) {
                 format!("{:.1}", x.delivered_mb_per_s),
                 format!("{}/{}", x.delivered, x.expected_deliveries),
                 x.lost.to_string(),
+                x.worker_shares
+                    .map(|(lo, hi)| format!("{lo:.3}/{hi:.3}"))
+                    .unwrap_or_else(|| "-".into()),
                 per_write,
                 bytes,
                 cpu,

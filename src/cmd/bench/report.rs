@@ -118,6 +118,9 @@ pub struct Throughput {
     pub delivered_mb_per_s: f64,
     pub lost: u64,
     pub complete: bool,
+    /// `/queue`: the smallest and largest share of the messages one worker
+    /// got (equal workers, none slow: 1/workers each when fair).
+    pub worker_shares: Option<(f64, f64)>,
     /// Embedded broker only.
     pub physics: Option<Physics>,
 }

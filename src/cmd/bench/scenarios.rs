@@ -386,6 +386,14 @@ pub async fn throughput(
         delivered_mb_per_s: got as f64 * plan.size as f64 / secs / 1e6,
         lost: expected.saturating_sub(got),
         complete: !results.iter().any(|r| r.disconnected),
+        worker_shares: (queue && got > 0).then(|| {
+            let share = |r: &SubResult| r.tracker.unique as f64 / got as f64;
+            let shares = results.iter().map(share);
+            (
+                shares.clone().fold(f64::INFINITY, f64::min),
+                shares.fold(0.0, f64::max),
+            )
+        }),
         physics,
     })
 }
