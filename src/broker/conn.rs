@@ -162,6 +162,16 @@ pub async fn refuse(mut stream: TcpStream, tls: bool) {
     let _ = stream.shutdown().await;
 }
 
+/// End-of-stream and close, for a subscription refused after the handshake;
+/// a peer that reads nothing cannot hold the connection past --write-timeout.
+async fn say_refused<W: AsyncWrite + Unpin>(shared: &Shared, w: &mut W) {
+    let eos = async {
+        w.write_all(&0u32.to_be_bytes()).await?;
+        w.shutdown().await
+    };
+    let _ = tokio::time::timeout(shared.config.write_timeout, eos).await;
+}
+
 fn configure(stream: &TcpStream, shared: &Shared) {
     let _ = stream.set_nodelay(true);
     if let Some(idle) = shared.config.keepalive {
@@ -381,11 +391,7 @@ async fn serve_on<T: Transport>(
                 "Remote {peer} ({who}) refused: {why} ({n} from this address since the last line)"
             );
         }
-        let eos = async {
-            framed.send(Bytes::new()).await?;
-            framed.get_mut().shutdown().await
-        };
-        let _ = tokio::time::timeout(shared.config.write_timeout, eos).await;
+        say_refused(shared, framed.get_mut()).await;
         return;
     }
     let channel_policy = policy.for_channel(&name);
@@ -429,11 +435,7 @@ async fn serve_on<T: Transport>(
         shared.router.channel_limit_reached();
         tracing::debug!("Remote {peer} refused: --max-channels reached");
         let mut wr = wr;
-        let eos = async {
-            wr.write_all(&0u32.to_be_bytes()).await?;
-            wr.shutdown().await
-        };
-        let _ = tokio::time::timeout(shared.config.write_timeout, eos).await;
+        say_refused(shared, &mut wr).await;
         return;
     };
     tracing::info!("Remote {peer} subscribed to {}", channel.display_name());

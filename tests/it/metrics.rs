@@ -474,24 +474,21 @@ async fn a_quiet_reporter_is_forgotten() {
     let (_c, http_port) = collect_with(broker.port, &["--forget-after", "1s"]);
     wait_subscribed(&broker, "/topic/metrics", 1).await;
     let mut r = report(broker.port, "brief", &[]);
-    let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while reporter(http_port, "brief").await.is_none() {
-        assert!(
-            std::time::Instant::now() < by,
-            "the reporter never appeared"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    poll_until(10.0, "the reporter to appear", || async {
+        reporter(http_port, "brief")
+            .await
+            .ok_or("absent".to_string())
+    })
+    .await;
     let _ = r.child.kill();
     let _ = r.child.wait();
-    let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while reporter(http_port, "brief").await.is_some() {
-        assert!(
-            std::time::Instant::now() < by,
-            "the quiet reporter was never forgotten"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    poll_until(10.0, "the quiet reporter to be forgotten", || async {
+        match reporter(http_port, "brief").await {
+            Some(r) => Err(r.to_string()),
+            None => Ok(()),
+        }
+    })
+    .await;
 }
 
 /// The pipeline is watched: lost samples and restarts are counted and marked
@@ -508,12 +505,13 @@ async fn gaps_and_restarts_are_counted_and_the_history_downloads() {
         &[(7, 0), (7, 1), (7, 4), (8, 0), (8, 1)],
     )
     .await;
-    let r = loop {
-        if let Some(r) = reporter(web, "=1+1").await.filter(|r| r["samples"] == 5) {
-            break r;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let r = poll_until(10.0, "five samples of =1+1", || async {
+        reporter(web, "=1+1")
+            .await
+            .filter(|r| r["samples"] == 5)
+            .ok_or("fewer".to_string())
+    })
+    .await;
     assert_eq!(r["lost_samples"], 2, "{r}");
     assert_eq!(r["restarts"], 1, "{r}");
     assert_eq!(r["cpu_percent_of_machine"], 0.5, "{r}");
@@ -576,16 +574,13 @@ async fn reporters_slow_down_when_nobody_watches_and_speed_up_for_a_viewer() {
     let r = report(broker.port, "calm", &["--idle-interval", "3s"]);
     let since = |v: &Value| v["seconds_since_seen"].as_f64().unwrap_or(0.0);
     // Nobody watches: a sample every 3 s, so one goes unseen for over 1 s.
-    let mut quiet = false;
-    let by = std::time::Instant::now() + Duration::from_secs(20);
-    while !quiet {
-        assert!(
-            std::time::Instant::now() < by,
-            "the reporter never slowed down"
-        );
-        quiet = reporter(web, "calm").await.is_some_and(|v| since(&v) > 1.0);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let slowed = || async {
+        match reporter(web, "calm").await {
+            Some(v) if since(&v) > 1.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    poll_until(20.0, "the reporter to slow down", slowed).await;
     r.err.wait_for(5.0, "nobody watches: sampling every 3s");
 
     // A browser connects: at 200 ms again, within a second or two.
@@ -594,38 +589,23 @@ async fn reporters_slow_down_when_nobody_watches_and_speed_up_for_a_viewer() {
         .await
         .unwrap();
     let mut lines = BufReader::new(feed).lines();
-    let mut live = Vec::new();
-    let by = std::time::Instant::now() + Duration::from_secs(15);
-    while live.len() < 10 {
-        let line = within(15.0, "a feed line", lines.next_line())
-            .await
-            .unwrap()
-            .unwrap();
-        if line.starts_with("id:") {
-            live.push(std::time::Instant::now());
+    let live = within(15.0, "ten live samples", async {
+        let mut live = Vec::new();
+        while live.len() < 10 {
+            let line = lines.next_line().await.unwrap().unwrap();
+            if line.starts_with("id:") {
+                live.push(std::time::Instant::now());
+            }
         }
-        assert!(
-            std::time::Instant::now() < by,
-            "no fast samples: {}",
-            live.len()
-        );
-    }
+        live
+    })
+    .await;
     let span = live[9].duration_since(live[5]);
     assert!(span < Duration::from_secs(2), "4 samples took {span:?}");
     r.err.wait_for(5.0, "someone watches: sampling every 200ms");
 
     // The browser leaves: slow again.
     drop(lines);
-    let by = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        assert!(
-            std::time::Instant::now() < by,
-            "the reporter never slowed down again"
-        );
-        if reporter(web, "calm").await.is_some_and(|v| since(&v) > 1.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    poll_until(20.0, "the reporter to slow down again", slowed).await;
     drop(c);
 }

@@ -37,19 +37,14 @@ async fn the_monitoring_endpoint_reports_what_the_broker_did() {
     for _ in 0..200 {
         p.publish("/topic/ops", &payload).await;
     }
-    let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let server = loop {
+    let server = poll_until(10.0, "messages_in to reach 200", || async {
         let (status, server) = http(port, "GET", "/api/server", None).await;
         assert_eq!(status, 200);
-        if server["totals"]["messages_in"] == 200 {
-            break server;
-        }
-        assert!(
-            std::time::Instant::now() < by,
-            "messages_in never reached 200: {server}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+        (server["totals"]["messages_in"] == 200)
+            .then_some(server.clone())
+            .ok_or(server.to_string())
+    })
+    .await;
     assert_eq!(server["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(server["totals"]["messages_in"], 200);
     assert_eq!(server["config"]["send_queue"], 10);
@@ -199,15 +194,12 @@ topic-overflow = "disconnect"
     // The stalled orders subscriber is gone (and its channel with it); the
     // metrics one stays, with its drops.
     // Listed until its tasks are done, a moment after the log line.
-    let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let conns = loop {
+    let conns = poll_until(10.0, "the orders subscriber to be gone", || async {
         let conns = rows(port, "connections", "").await;
-        if !conns.iter().any(|c| c["channel"] == "/topic/orders") {
-            break conns;
-        }
-        assert!(std::time::Instant::now() < by, "{conns:?}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+        let gone = !conns.iter().any(|c| c["channel"] == "/topic/orders");
+        gone.then_some(conns.clone()).ok_or(format!("{conns:?}"))
+    })
+    .await;
     let m = conns
         .iter()
         .find(|c| c["channel"] == "/topic/metrics")
@@ -352,21 +344,14 @@ async fn plain_connections_get_their_own_rules_or_are_refused() {
     // The publisher was ended too. A writer counts why just after it
     // closes the socket: read the counters until they say so.
     assert!(p.closed().await);
-    let by = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let server = loop {
-        let (_, server) = http(port, "GET", "/api/server", None).await;
-        if server["totals"]["ended"] == serde_json::json!([["denied", 2]]) {
-            break server;
-        }
-        assert!(std::time::Instant::now() < by, "{server}");
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    assert_eq!(server["totals"]["denied"], 2, "{server}");
     // Both plain connections were ended by the reload: the subscriber and
     // the publisher (refused connections may not even publish).
-    assert_eq!(
-        server["totals"]["ended"],
-        serde_json::json!([["denied", 2]]),
-        "{server}"
-    );
+    let server = poll_until(10.0, "both ends counted as denied", || async {
+        let (_, server) = http(port, "GET", "/api/server", None).await;
+        (server["totals"]["ended"] == serde_json::json!([["denied", 2]]))
+            .then_some(server.clone())
+            .ok_or(server.to_string())
+    })
+    .await;
+    assert_eq!(server["totals"]["denied"], 2, "{server}");
 }

@@ -11,8 +11,6 @@
 //! a stall reaches the broker instead of a client library's buffers.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -98,11 +96,11 @@ impl Target {
         !matches!(self, Target::Redis { .. })
     }
 
-    /// The broker's name for an aioq channel: NATS subjects are separated by
-    /// dots (`/topic/x` becomes `topic.x`), the others take it as it is.
+    /// The broker's name for an aioq channel (see [`nats_subject`]); the
+    /// others take it as it is.
     fn subject(&self, channel: &str) -> String {
         match self {
-            Target::Nats { .. } => channel.trim_start_matches('/').replace('/', "."),
+            Target::Nats { .. } => nats_subject(channel),
             _ => channel.to_owned(),
         }
     }
@@ -182,18 +180,21 @@ impl Target {
                     .with_context(|| format!("cannot reach redis://{host}:{port}"))?;
                 stream.set_nodelay(true)?;
                 let (rd, wr) = stream.into_split();
-                let replies = Arc::new(AtomicU64::new(0));
-                let (done_tx, done_rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(count_replies(rd, replies.clone(), done_tx));
+                let (replies_tx, replies) = tokio::sync::watch::channel(0);
+                tokio::spawn(count_replies(rd, replies_tx));
                 Ok(Pub::Redis {
                     out: BufWriter::with_capacity(64 * 1024, wr),
                     sent: 0,
                     replies,
-                    closed: done_rx,
                 })
             }
         }
     }
+}
+
+/// NATS subjects are separated by dots: `/topic/x` is `topic.x`.
+fn nats_subject(channel: &str) -> String {
+    channel.trim_start_matches('/').replace('/', ".")
 }
 
 /// The queue group every bench worker joins on NATS.
@@ -513,31 +514,27 @@ fn resp_command(args: &[&[u8]]) -> Vec<u8> {
     out
 }
 
-/// Counts a Redis publisher's replies, one per PUBLISH, until the
-/// connection ends.
-async fn count_replies(
-    mut rd: OwnedReadHalf,
-    replies: Arc<AtomicU64>,
-    closed: tokio::sync::watch::Sender<bool>,
-) {
+/// Counts a Redis publisher's replies, one per PUBLISH, said once per read;
+/// the count's sender goes when the connection ends.
+async fn count_replies(mut rd: OwnedReadHalf, replies: tokio::sync::watch::Sender<u64>) {
     let mut buf = BytesMut::with_capacity(64 * 1024);
-    'read: loop {
+    let mut n = 0;
+    loop {
         loop {
             match resp_frame(&mut buf) {
-                Ok(Some(_)) => {
-                    replies.fetch_add(1, Relaxed);
-                }
+                Ok(Some(_)) => n += 1,
                 Ok(None) => break,
-                Err(()) => break 'read,
+                // Not RESP: nothing more can be counted.
+                Err(()) => return,
             }
         }
+        replies.send_replace(n);
         buf.reserve(64 * 1024);
         match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
     }
-    let _ = closed.send(true);
 }
 
 pub enum Pub {
@@ -550,8 +547,8 @@ pub enum Pub {
     Redis {
         out: BufWriter<OwnedWriteHalf>,
         sent: u64,
-        replies: Arc<AtomicU64>,
-        closed: tokio::sync::watch::Receiver<bool>,
+        /// Replies counted so far; closed when the connection ends.
+        replies: tokio::sync::watch::Receiver<u64>,
     },
 }
 
@@ -568,9 +565,7 @@ impl Pub {
                     Some((_, s)) => s.clone(),
                     None => {
                         let name = std::str::from_utf8(channel)?;
-                        let s = async_nats::Subject::from(
-                            name.trim_start_matches('/').replace('/', "."),
-                        );
+                        let s = async_nats::Subject::from(nats_subject(name));
                         subjects.push((channel.clone(), s.clone()));
                         s
                     }
@@ -625,22 +620,13 @@ impl Pub {
                     .await
                     .context("NATS did not confirm within the goodbye time")??;
             }
-            Pub::Redis {
-                out,
-                sent,
-                replies,
-                closed,
-            } => {
+            Pub::Redis { out, sent, replies } => {
                 out.flush().await?;
-                let all = async {
-                    while replies.load(Relaxed) < *sent && !*closed.borrow() {
-                        let _ =
-                            tokio::time::timeout(Duration::from_millis(5), closed.changed()).await;
-                    }
-                };
-                tokio::time::timeout(GOODBYE_WITHIN, all)
+                let sent = *sent;
+                tokio::time::timeout(GOODBYE_WITHIN, replies.wait_for(|n| *n >= sent))
                     .await
-                    .context("Redis did not answer every publish within the goodbye time")?;
+                    .context("Redis did not answer every publish within the goodbye time")?
+                    .context("the Redis connection ended before every publish was answered")?;
             }
         }
         Ok(())

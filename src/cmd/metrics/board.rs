@@ -64,20 +64,39 @@ pub struct Reporter {
 /// What changed between a reporter's last sample and this one, if anything
 /// worth a mark: a restart (another pid or start time, or the sequence
 /// starting over), samples lost on the way, a reconnect.
-fn mark(last: &Sample, s: &Sample) -> Option<(&'static str, u64)> {
+fn mark(last: &Sample, s: &Sample) -> Option<Mark> {
     let other_process =
         last.pid != s.pid || matches!((last.started, s.started), (Some(a), Some(b)) if a != b);
     let seq = last.seq.zip(s.seq);
     if other_process || seq.is_some_and(|(a, b)| b <= a) {
-        return Some(("restart", 1));
+        return Some(Mark::Restart);
     }
     if let Some((a, b)) = seq.filter(|(a, b)| *b > a + 1) {
-        return Some(("gap", b - a - 1));
+        return Some(Mark::Gap(b - a - 1));
     }
     match (last.connects, s.connects) {
         // From 0 (sampled before the first connection) is no reconnect.
-        (Some(a), Some(b)) if a > 0 && b > a => Some(("reconnect", b - a)),
+        (Some(a), Some(b)) if a > 0 && b > a => Some(Mark::Reconnect(b - a)),
         _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Restart,
+    /// Samples lost.
+    Gap(u64),
+    /// Connections made since the last sample.
+    Reconnect(u64),
+}
+
+impl std::fmt::Display for Mark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mark::Restart => write!(f, "restart"),
+            Mark::Gap(n) => write!(f, "gap: {n} sample(s) lost"),
+            Mark::Reconnect(_) => write!(f, "reconnect"),
+        }
     }
 }
 
@@ -164,21 +183,17 @@ impl Board {
             });
         s.mark = None;
         if r.samples > 0 {
-            if let Some((what, n)) = mark(&r.last, &s) {
-                match what {
-                    "restart" => {
-                        r.restarts += n;
+            if let Some(m) = mark(&r.last, &s) {
+                match m {
+                    Mark::Restart => {
+                        r.restarts += 1;
                         // A new process: its memory is no trend of the old one.
                         r.memory.clear();
                     }
-                    "gap" => r.lost += n,
-                    _ => r.reconnects += n,
+                    Mark::Gap(n) => r.lost += n,
+                    Mark::Reconnect(n) => r.reconnects += n,
                 }
-                let text = if what == "gap" {
-                    format!("gap: {n} sample(s) lost")
-                } else {
-                    what.to_string()
-                };
+                let text = m.to_string();
                 r.marks.push_back((s.timestamp.clone(), text.clone()));
                 if r.marks.len() > MARKS {
                     r.marks.pop_front();

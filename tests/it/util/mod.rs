@@ -39,6 +39,26 @@ pub async fn wait_until_async(secs: f64, what: &str, mut cond: impl FnMut() -> b
     }
 }
 
+/// Polls `probe` every 20 ms until it gives a value, failing after `secs`
+/// with what it last said: for state read over the network (an HTTP API).
+pub async fn poll_until<T, F, Fut>(secs: f64, what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "timed out after {secs}s: {what}; last: {last}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Collects a child's output lines as they come.
 #[derive(Clone, Default)]
 pub struct Lines(Arc<Mutex<Vec<String>>>, Arc<std::sync::atomic::AtomicBool>);
