@@ -189,16 +189,12 @@ fn json_report_has_every_documented_field() {
         doc["throughput"][1]["lost"], 0,
         "queue throughput never loses"
     );
-    // Each worker's share of the queue: the least at most an equal share,
-    // the most at least one; none for a topic.
+    // Each worker's share of the queue: every worker got some, none all;
+    // none for a topic.
     assert!(doc["throughput"][0]["worker_shares"].is_null());
     let shares = &doc["throughput"][1]["worker_shares"];
-    let workers = doc["throughput"][1]["subscribers"].as_f64().unwrap();
     let (lo, hi) = (shares[0].as_f64().unwrap(), shares[1].as_f64().unwrap());
-    assert!(
-        lo <= 1.0 / workers + 1e-9 && hi >= 1.0 / workers - 1e-9 && hi <= 1.0,
-        "{shares}"
-    );
+    assert!(lo > 0.0 && lo <= hi && hi < 1.0, "{shares}");
     let l = &doc["latency"];
     assert_eq!(l["complete"], true);
     assert_eq!(l["received"], l["published"]);
