@@ -114,6 +114,9 @@ pub(crate) struct Publisher<'a> {
     /// The publishing connection; `None` for the broker's own process.
     conn: Option<&'a Subscriber>,
     cache: HashMap<Bytes, Arc<Channel>>,
+    /// The channel of the last publish: most publishers keep to one, and a
+    /// comparison of names costs less than hashing one.
+    last: Option<Arc<Channel>>,
     /// `/queue` messages on their way into JetStream.
     outbox: Outbox,
     /// The connection's rights; `None` for the broker's own process.
@@ -133,6 +136,7 @@ impl<'a> Publisher<'a> {
             stop,
             conn,
             cache: HashMap::new(),
+            last: None,
             outbox: Outbox::default(),
             rights: None,
         }
@@ -228,7 +232,11 @@ impl<'a> Publisher<'a> {
     }
 
     fn channel(&mut self, name: &Bytes) -> Found {
+        if let Some(c) = self.last.as_ref().filter(|c| c.name == name) {
+            return Found::Channel(c.clone());
+        }
         if let Some(c) = self.cache.get(name) {
+            self.last = Some(c.clone());
             return Found::Channel(c.clone());
         }
         let c = match self.router.lookup(name) {
@@ -241,6 +249,7 @@ impl<'a> Publisher<'a> {
         }
         // Keyed by the channel's own copy of the name, not the read buffer's.
         self.cache.insert(c.name.clone(), c.clone());
+        self.last = Some(c.clone());
         Found::Channel(c)
     }
 
@@ -302,6 +311,7 @@ impl<'a> Publisher<'a> {
                 }
                 Err(_) => {
                     self.cache.remove(&name);
+                    self.last = None;
                 }
             }
         }

@@ -46,6 +46,14 @@ pub enum Scenario {
     Fanout,
 }
 
+/// Which channel kinds the isolation and throughput scenarios measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kinds {
+    Both,
+    Topic,
+    Queue,
+}
+
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
 pub struct BenchArgs {
@@ -63,6 +71,9 @@ pub struct BenchArgs {
     /// Which scenario to run.
     #[arg(long, value_enum, default_value_t = Scenario::All)]
     pub scenario: Scenario,
+    /// Channel kinds the isolation and throughput scenarios measure.
+    #[arg(long, value_enum, default_value_t = Kinds::Both)]
+    pub kinds: Kinds,
     /// Fast subscribers (isolation), subscribers or workers (throughput).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub subscribers: u32,
@@ -495,17 +506,23 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         latency: None,
         fanout: None,
     };
-    let queues = plan.addr.has_queues();
-    if !queues && (wants(Scenario::Isolation) || wants(Scenario::Throughput)) {
+    let topics = args.kinds != Kinds::Queue;
+    let queues = plan.addr.has_queues() && args.kinds != Kinds::Topic;
+    if !plan.addr.has_queues()
+        && args.kinds != Kinds::Topic
+        && (wants(Scenario::Isolation) || wants(Scenario::Throughput))
+    {
         report.skipped.push(format!(
             "/queue runs: {} pub/sub has no work queues",
             plan.addr.kind()
         ));
     }
     if wants(Scenario::Isolation) {
-        report
-            .isolation
-            .push(scenarios::isolation(&plan, false, &progress).await?);
+        if topics {
+            report
+                .isolation
+                .push(scenarios::isolation(&plan, false, &progress).await?);
+        }
         if queues {
             report
                 .isolation
@@ -513,9 +530,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if wants(Scenario::Throughput) {
-        report
-            .throughput
-            .push(scenarios::throughput(&plan, false, &progress).await?);
+        if topics {
+            report
+                .throughput
+                .push(scenarios::throughput(&plan, false, &progress).await?);
+        }
         if queues {
             report
                 .throughput
