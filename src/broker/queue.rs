@@ -62,6 +62,11 @@ impl Inner {
         let mut item = item;
         for k in 0..n {
             let i = (self.next + k) % n;
+            // A full queue is passed over at the cost of one load, not the
+            // counting and undoing of an offer it would refuse.
+            if self.workers[i].room() == 0 {
+                continue;
+            }
             match offer(&self.workers[i], item) {
                 Ok(()) => {
                     self.next = (i + 1) % n;
