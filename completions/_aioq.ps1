@@ -139,11 +139,13 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
         'aioq;bench' {
             [CompletionResult]::new('--target', '--target', [CompletionResultType]::ParameterName, 'Broker to measure: HOST:PORT (aioq), nats://HOST:PORT or redis://HOST:PORT; default: an embedded aioq broker on a free port')
             [CompletionResult]::new('--subscribe-target', '--subscribe-target', [CompletionResultType]::ParameterName, 'Subscribers and workers connect here (HOST:PORT) while publishers use --target: two brokers of one cluster, to measure across it')
+            [CompletionResult]::new('--target-metrics', '--target-metrics', [CompletionResultType]::ParameterName, 'The --target broker''s Prometheus page (`aioq serve --http`), read before and after each throughput run for its physics: messages and bytes per socket write, CPU time per delivery')
             [CompletionResult]::new('--tls-ca', '--tls-ca', [CompletionResultType]::ParameterName, 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]')
             [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Client certificate chain (PEM), for brokers that require one; needs --tls-key')
             [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Private key for --tls-cert (PEM)')
             [CompletionResult]::new('--tls-server-name', '--tls-server-name', [CompletionResultType]::ParameterName, 'Name to expect in the broker''s certificate [default: the host the client connects to]')
             [CompletionResult]::new('--scenario', '--scenario', [CompletionResultType]::ParameterName, 'Which scenario to run')
+            [CompletionResult]::new('--kinds', '--kinds', [CompletionResultType]::ParameterName, 'Channel kinds the isolation and throughput scenarios measure')
             [CompletionResult]::new('--subscribers', '--subscribers', [CompletionResultType]::ParameterName, 'Fast subscribers (isolation), subscribers or workers (throughput)')
             [CompletionResult]::new('--slow', '--slow', [CompletionResultType]::ParameterName, 'Slow subscribers added in the second isolation run')
             [CompletionResult]::new('--slow-mode', '--slow-mode', [CompletionResultType]::ParameterName, 'How the slow subscribers misbehave')

@@ -132,11 +132,13 @@ set edit:completion:arg-completer[aioq] = {|@words|
         &'aioq;bench'= {
             cand --target 'Broker to measure: HOST:PORT (aioq), nats://HOST:PORT or redis://HOST:PORT; default: an embedded aioq broker on a free port'
             cand --subscribe-target 'Subscribers and workers connect here (HOST:PORT) while publishers use --target: two brokers of one cluster, to measure across it'
+            cand --target-metrics 'The --target broker''s Prometheus page (`aioq serve --http`), read before and after each throughput run for its physics: messages and bytes per socket write, CPU time per delivery'
             cand --tls-ca 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]'
             cand --tls-cert 'Client certificate chain (PEM), for brokers that require one; needs --tls-key'
             cand --tls-key 'Private key for --tls-cert (PEM)'
             cand --tls-server-name 'Name to expect in the broker''s certificate [default: the host the client connects to]'
             cand --scenario 'Which scenario to run'
+            cand --kinds 'Channel kinds the isolation and throughput scenarios measure'
             cand --subscribers 'Fast subscribers (isolation), subscribers or workers (throughput)'
             cand --slow 'Slow subscribers added in the second isolation run'
             cand --slow-mode 'How the slow subscribers misbehave'

@@ -116,6 +116,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand send" -s h -l help -d 'Print h
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s V -l version -d 'Print version'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l target -d 'Broker to measure: HOST:PORT (aioq), nats://HOST:PORT or redis://HOST:PORT; default: an embedded aioq broker on a free port' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l subscribe-target -d 'Subscribers and workers connect here (HOST:PORT) while publishers use --target: two brokers of one cluster, to measure across it' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l target-metrics -d 'The --target broker\'s Prometheus page (`aioq serve --http`), read before and after each throughput run for its physics: messages and bytes per socket write, CPU time per delivery' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
@@ -125,6 +126,9 @@ isolation\t''
 throughput\t''
 latency\t''
 fanout\t''"
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l kinds -d 'Channel kinds the isolation and throughput scenarios measure' -r -f -a "both\t''
+topic\t''
+queue\t''"
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l subscribers -d 'Fast subscribers (isolation), subscribers or workers (throughput)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l slow -d 'Slow subscribers added in the second isolation run' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l slow-mode -d 'How the slow subscribers misbehave' -r -f -a "stall\t'Never reads'

@@ -228,6 +228,20 @@ impl Collector for Counters {
             "Payload bytes written.",
             s.bytes_out,
         )?;
+        let writes = &m.stats().socket_writes;
+        counter(
+            &mut e,
+            "aioq_socket_writes",
+            "Write system calls to subscribers' sockets that took bytes: \
+             messages delivered per write is the broker's batching.",
+            writes.messages(),
+        )?;
+        counter(
+            &mut e,
+            "aioq_socket_write_bytes",
+            "Bytes those writes took (frames with their length prefixes).",
+            writes.bytes(),
+        )?;
         counter(
             &mut e,
             "aioq_messages_unrouted",

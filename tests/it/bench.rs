@@ -424,3 +424,53 @@ fn a_target_in_no_known_protocol_is_a_usage_error() {
         assert!(err.contains("nats://HOST:PORT"), "{target}: {err}");
     }
 }
+
+/// Against a separate aioq broker, the physics come from its own counters
+/// (`--target-metrics`): the messages and bytes per socket write agree with
+/// what the broker says it wrote, and the kinds can be chosen.
+#[test]
+fn a_served_broker_reports_its_physics_through_its_metrics() {
+    let broker = crate::util::Broker::spawn(&["--http", "127.0.0.1:0"]);
+    let line = broker.log.wait_for(10.0, "monitoring on http://");
+    let port = line.rsplit(':').next().unwrap().trim();
+    let target = format!("127.0.0.1:{}", broker.port);
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let (code, doc, err) = bench(&[
+        "--target",
+        &target,
+        "--target-metrics",
+        &metrics,
+        "--scenario",
+        "throughput",
+        "--kinds",
+        "queue",
+        "--messages",
+        // Enough for the broker's CPU time (10 ms ticks) to show.
+        "200000",
+    ]);
+    assert_eq!(code, Some(0), "{err}\n{doc:#}");
+    let tp = doc["throughput"].as_array().unwrap();
+    assert_eq!(tp.len(), 1, "only /queue was asked for: {doc:#}");
+    assert_eq!(tp[0]["channel_kind"], "queue");
+    let p = &tp[0]["physics"];
+    let per_write = p["messages_per_write"].as_f64().expect("physics");
+    let bytes = p["bytes_per_write"].as_f64().unwrap();
+    assert!(per_write >= 1.0, "{p}");
+    // Every frame is the 64-byte payload and its 4-byte length prefix.
+    let frame = 68.0;
+    assert!(
+        (bytes / per_write - frame).abs() < 1.0,
+        "{bytes} B per write for {per_write} messages: not {frame} B each: {p}"
+    );
+    assert!(p["cpu_ns_per_delivery"].as_f64().unwrap() > 0.0, "{p}");
+
+    // Only an aioq broker has these counters.
+    let out = Command::new(BIN)
+        .args(["bench", "--target", "nats://127.0.0.1:1"])
+        .args(["--target-metrics", &metrics])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--target-metrics"), "{err}");
+}

@@ -4,6 +4,7 @@
 mod clients;
 mod compare;
 mod link;
+mod meter;
 mod payload;
 mod report;
 mod scenarios;
@@ -65,6 +66,11 @@ pub struct BenchArgs {
     /// --target: two brokers of one cluster, to measure across it.
     #[arg(long, value_name = "HOST:PORT", requires = "target")]
     pub subscribe_target: Option<String>,
+    /// The --target broker's Prometheus page (`aioq serve --http`), read
+    /// before and after each throughput run for its physics: messages and
+    /// bytes per socket write, CPU time per delivery.
+    #[arg(long, value_name = "http://HOST:PORT/metrics", requires = "target")]
+    pub target_metrics: Option<meter::MetricsUrl>,
     /// TLS to --target (and --subscribe-target).
     #[command(flatten)]
     pub tls: crate::tls::ClientTlsArgs,
@@ -171,8 +177,9 @@ pub struct Plan {
     pub stall_path_bytes: u64,
     /// Prime isolation runs (baseline too: same conditions).
     pub prime: bool,
-    /// The embedded broker's counters, for the physics of a run.
-    pub broker_stats: Option<std::sync::Arc<crate::broker::stats::BrokerStats>>,
+    /// Where the physics of a run are read: the embedded broker, or
+    /// --target-metrics.
+    pub meter: Option<meter::Meter>,
 }
 
 /// Payload size of the priming burst's messages: large enough to fill
@@ -339,57 +346,6 @@ struct EmbeddedBroker {
     stats: std::sync::Arc<crate::broker::stats::BrokerStats>,
 }
 
-/// What the embedded broker did, read before and after a run: its socket
-/// writes and deliveries, and the CPU time of its runtime's threads.
-#[derive(Debug, Clone, Copy)]
-pub struct Gauge {
-    writes: u64,
-    write_bytes: u64,
-    delivered: u64,
-    cpu_ns: u64,
-}
-
-impl Gauge {
-    pub fn read(stats: &crate::broker::stats::BrokerStats) -> Self {
-        use std::sync::atomic::Ordering::Relaxed;
-        Self {
-            writes: stats.socket_writes.messages.load(Relaxed),
-            write_bytes: stats.socket_writes.bytes.load(Relaxed),
-            delivered: stats.delivered.messages.load(Relaxed),
-            cpu_ns: broker_cpu_ns(),
-        }
-    }
-
-    /// The physics of the run from `self` to `after`.
-    pub fn since(self, after: Gauge) -> Option<Physics> {
-        let writes = after.writes.checked_sub(self.writes)?;
-        let delivered = after.delivered.checked_sub(self.delivered)?;
-        (writes > 0 && delivered > 0).then(|| Physics {
-            messages_per_write: delivered as f64 / writes as f64,
-            bytes_per_write: after.write_bytes.saturating_sub(self.write_bytes) as f64
-                / writes as f64,
-            cpu_ns_per_delivery: after.cpu_ns.saturating_sub(self.cpu_ns) as f64 / delivered as f64,
-        })
-    }
-}
-
-/// CPU time of the embedded broker's runtime threads (`aioq-broker-rt`), in
-/// nanoseconds, from the kernel's scheduler statistics.
-fn broker_cpu_ns() -> u64 {
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter(|t| {
-            std::fs::read_to_string(t.path().join("comm"))
-                .is_ok_and(|c| c.trim() == "aioq-broker-rt")
-        })
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
@@ -441,6 +397,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             )
         }
     };
+    crate::ensure_usage!(
+        args.target_metrics.is_none() || addr.kind() == "aioq",
+        "--target-metrics: the counters are aioq's; --target is a {} broker",
+        addr.kind()
+    );
     let plan = Plan {
         sub_addr: match &args.subscribe_target {
             Some(t) => {
@@ -477,7 +438,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         fanout_burst: 1000,
         stall_path_bytes: stall_path_bytes(),
         prime: !args.no_prime,
-        broker_stats: broker.as_ref().map(|b| b.stats.clone()),
+        meter: match (&broker, &args.target_metrics) {
+            (Some(b), _) => Some(meter::Meter::Embedded(b.stats.clone())),
+            (None, Some(url)) => Some(meter::Meter::Metrics(url.clone())),
+            (None, None) => None,
+        },
     };
     // Read before the run: a missing baseline should not cost a run.
     let baseline: Option<serde_json::Value> = match &args.compare {

@@ -121,7 +121,7 @@ pub struct Throughput {
     /// `/queue`: the smallest and largest share of the messages one worker
     /// got (equal workers, none slow: 1/workers each when fair).
     pub worker_shares: Option<(f64, f64)>,
-    /// Embedded broker only.
+    /// The embedded broker, or an aioq broker with --target-metrics.
     pub physics: Option<Physics>,
 }
 

@@ -336,7 +336,10 @@ pub async fn throughput(
     } else {
         plan.messages * plan.subscribers as u64
     };
-    let gauge = plan.broker_stats.as_deref().map(super::Gauge::read);
+    let gauge = match &plan.meter {
+        Some(m) => m.read().await,
+        None => None,
+    };
     let publisher = {
         let (to, chan) = (plan.addr.clone(), chan.clone());
         let (n, size) = (plan.messages, plan.size);
@@ -357,8 +360,8 @@ pub async fn throughput(
         Duration::from_secs(60),
     )
     .await;
-    let physics = match (gauge, plan.broker_stats.as_deref()) {
-        (Some(before), Some(stats)) => before.since(super::Gauge::read(stats)),
+    let physics = match (gauge, &plan.meter) {
+        (Some(before), Some(m)) => m.read().await.and_then(|after| before.since(after)),
         _ => None,
     };
     stop.cancel();
