@@ -50,29 +50,38 @@ struct Inner {
 }
 
 impl Inner {
-    /// Offers `item` to each worker in turn, starting with the next in the
-    /// rotation; the first that takes it moves the rotation on. Gives it back
-    /// if none has room.
+    /// Offers `item` to the next worker in the rotation, which moves on when
+    /// it takes it. A worker with no room keeps its turn (the message waits in
+    /// the backlog until its writer takes what it has: equal workers get equal
+    /// shares) unless its writer is stuck on the socket or it is gone: then
+    /// the next one is offered it (a slow worker never holds the others up).
+    /// Gives it back if no worker takes it.
     fn round_robin<T>(
         &mut self,
         item: T,
-        mut offer: impl FnMut(&Subscriber, T) -> Result<(), T>,
+        mut offer: impl FnMut(&Subscriber, T) -> Result<(), (T, bool)>,
     ) -> Result<(), T> {
         let n = self.workers.len();
         let mut item = item;
         for k in 0..n {
             let i = (self.next + k) % n;
-            // A full queue is passed over at the cost of one load, not the
-            // counting and undoing of an offer it would refuse.
-            if self.workers[i].room() == 0 {
-                continue;
-            }
-            match offer(&self.workers[i], item) {
-                Ok(()) => {
-                    self.next = (i + 1) % n;
-                    return Ok(());
+            let w = &self.workers[i];
+            // A full queue is seen with one load, not by counting and
+            // undoing an offer it would refuse.
+            if w.room() > 0 {
+                match offer(w, item) {
+                    Ok(()) => {
+                        self.next = (i + 1) % n;
+                        return Ok(());
+                    }
+                    // The broker's memory, not this worker: none can take it.
+                    Err((back, true)) => return Err(back),
+                    Err((back, false)) => item = back,
                 }
-                Err(back) => item = back,
+            }
+            if !w.passed_over() {
+                self.next = i;
+                return Err(item);
             }
         }
         Err(item)
@@ -83,7 +92,10 @@ impl Inner {
     fn dispatch(&mut self, payload: Bytes, held: bool) -> Result<(), Bytes> {
         self.round_robin(payload, |w, p| {
             let offered = if held { w.offer_held(p) } else { w.offer(p) };
-            offered.map_err(Refused::into_inner)
+            offered.map_err(|r| {
+                let over_budget = matches!(r, Refused::OverBudget(_));
+                (r.into_inner(), over_budget)
+            })
         })
     }
 
@@ -351,8 +363,10 @@ impl QueueState {
             return Err((payload, delivery));
         }
         inner.round_robin((payload, delivery), |w, (p, d)| {
-            w.offer_delivery(p, d)
-                .map_err(|(refused, d)| (refused.into_inner(), d))
+            w.offer_delivery(p, d).map_err(|(refused, d)| {
+                let over_budget = matches!(refused, Refused::OverBudget(_));
+                ((refused.into_inner(), d), over_budget)
+            })
         })
     }
 
@@ -404,6 +418,77 @@ mod tests {
             CancellationToken::new(),
         );
         (Arc::new(sub), rx)
+    }
+
+    fn worker_of(
+        id: u64,
+        capacity: usize,
+        budget: &Arc<Budget>,
+    ) -> (Arc<Subscriber>, mpsc::Receiver<Bytes>) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let sub = Subscriber::new(
+            id,
+            "127.0.0.1:1".parse().unwrap(),
+            tx,
+            1 << 20,
+            budget.clone(),
+            Arc::default(),
+            CancellationToken::new(),
+        );
+        (Arc::new(sub), rx)
+    }
+
+    /// What a writer does: takes everything queued, then lets the backlog refill.
+    fn drain(q: &QueueState, w: &Subscriber, rx: &mut mpsc::Receiver<Bytes>) -> Vec<Bytes> {
+        let mut got = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            w.taken(m.len());
+            got.push(m);
+        }
+        q.refill();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_drains_first_does_not_take_the_next_ones_turn() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let q = QueueState::new(100, 1 << 20, budget.clone());
+        let (a, mut rx_a) = worker_of(1, 2, &budget);
+        let (b, mut rx_b) = worker_of(2, 2, &budget);
+        q.add_worker(a.clone());
+        q.add_worker(b.clone());
+        for m in ["1", "2", "3", "4", "5", "6"] {
+            q.publish(Bytes::from(m)).await.unwrap();
+        }
+        assert_eq!(q.backlog_len(), 2, "both queues full: 5 and 6 wait");
+        // B's writer is quicker: the next turn is A's, so B waits for it.
+        assert_eq!(drain(&q, &b, &mut rx_b), ["2", "4"]);
+        assert_eq!(q.backlog_len(), 2, "A's turn: nothing moved to B");
+        assert_eq!(drain(&q, &a, &mut rx_a), ["1", "3"]);
+        assert_eq!(q.backlog_len(), 0);
+        assert_eq!(drain(&q, &a, &mut rx_a), ["5"]);
+        assert_eq!(drain(&q, &b, &mut rx_b), ["6"]);
+    }
+
+    #[tokio::test]
+    async fn a_worker_stuck_on_its_socket_is_passed_over() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let q = QueueState::new(100, 1 << 20, budget.clone());
+        let (a, _rx_a) = worker_of(1, 2, &budget);
+        let (b, mut rx_b) = worker_of(2, 2, &budget);
+        q.add_worker(a.clone());
+        q.add_worker(b.clone());
+        for m in ["1", "2", "3", "4", "5", "6"] {
+            q.publish(Bytes::from(m)).await.unwrap();
+        }
+        assert_eq!(drain(&q, &b, &mut rx_b), ["2", "4"]);
+        // A's peer stopped reading: its writer waits on the socket.
+        a.set_blocked(true);
+        q.refill();
+        assert_eq!(q.backlog_len(), 0, "A's turn passed to B");
+        assert_eq!(drain(&q, &b, &mut rx_b), ["5", "6"]);
+        q.publish(Bytes::from("7")).await.unwrap();
+        assert_eq!(drain(&q, &b, &mut rx_b), ["7"], "published straight to B");
     }
 
     #[tokio::test]

@@ -55,6 +55,9 @@ pub struct Subscriber {
     /// Set when routing disconnected it as a slow consumer, so that what is still
     /// queued for it is counted under that reason.
     pub slow: AtomicBool,
+    /// Its writer waits for the socket to take a write: the peer is not
+    /// reading as fast as it is sent.
+    blocked: AtomicBool,
     /// Why the connection ended, as the first side to notice tells it.
     end_reason: Mutex<Option<EndReason>>,
     born: Instant,
@@ -94,6 +97,7 @@ impl Subscriber {
             stats,
             kill,
             slow: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             end_reason: Mutex::new(None),
             born: Instant::now(),
             drop_log: LogEvery::default(),
@@ -238,6 +242,16 @@ impl Subscriber {
         } else {
             Refused::Full(payload)
         }
+    }
+
+    pub fn set_blocked(&self, blocked: bool) {
+        self.blocked.store(blocked, Relaxed);
+    }
+
+    /// Whether a `/queue` rotation should pass this worker over rather than
+    /// wait for its turn: its writer is stuck on the socket, or it is gone.
+    pub fn passed_over(&self) -> bool {
+        self.blocked.load(Relaxed) || self.tx.is_closed()
     }
 
     /// Called by the writer for what it took off the queue.

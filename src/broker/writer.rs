@@ -325,7 +325,7 @@ async fn drain<W: AsyncWrite + Unpin>(
     // Under the write timeout like every other write: a peer that stops
     // reading at the last frame cannot keep the connection.
     let timeout = shared.config.write_timeout;
-    write_within(eos, base, last_ms, timeout, shared, sub)
+    write_within(eos, base, last_ms, timeout, shared, sub, channel)
         .await
         .map_err(|e| match e {
             EndReason::Closed => EndReason::DrainTimeout,
@@ -355,7 +355,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
         }
         sink.flush().await
     };
-    let result = write_within(write, base, last_ms, timeout, shared, sub).await;
+    let result = write_within(write, base, last_ms, timeout, shared, sub, channel).await;
     let whole = match result {
         Ok(()) => batch.len(),
         // The frames that reached the socket whole are delivered (the peer
@@ -398,13 +398,19 @@ async fn write_within(
     timeout: Duration,
     shared: &Shared,
     sub: &Subscriber,
+    channel: &Channel,
 ) -> Result<(), EndReason> {
     tokio::pin!(write);
     let failed = |e: std::io::Error| EndReason::WriteError(e.to_string());
     // Most writes complete at once: only a blocked one pays for a timer.
-    match futures::poll!(&mut write) {
-        Poll::Ready(r) => r.map_err(failed),
-        Poll::Pending => tokio::select! {
+    if let Poll::Ready(r) = futures::poll!(&mut write) {
+        return r.map_err(failed);
+    }
+    // The socket takes no more for now: a `/queue` rotation waiting for this
+    // worker's turn passes it over until the write is done.
+    sub.set_blocked(true);
+    refill(channel);
+    let result = tokio::select! {
             r = &mut write => r.map_err(failed),
             _ = no_progress(base, last_ms, timeout) => Err(EndReason::WriteTimeout(timeout)),
             _ = sub.kill.cancelled() => Err(if sub.slow.load(Relaxed) {
@@ -414,8 +420,9 @@ async fn write_within(
             } else {
                 EndReason::Closed
             }),
-        },
-    }
+    };
+    sub.set_blocked(false);
+    result
 }
 
 #[cfg(test)]
