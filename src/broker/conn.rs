@@ -578,6 +578,7 @@ async fn read_loop<R: AsyncRead + WaitData + Unpin + Send>(
     let mut publisher = Publisher::new(&shared.router, cluster, &shared.stop_reading, Some(sub))
         .with_rights(rights);
     let end = read_frames(shared, frames, sub, &mut publisher, early_eos).await;
+    publisher.flush_counts();
     // Boxed: the cluster's settling (JetStream futures, several KiB) would
     // otherwise be part of every connection's task, clustered or not,
     // for the whole life of the connection.
@@ -618,6 +619,7 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
     tokio::pin!(stop, killed);
     loop {
         if stopping {
+            publisher.flush_counts();
             let partial = in_progress(frames, &parser);
             let frame = tokio::select! {
                 biased;
@@ -654,6 +656,7 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
             frame
         } else {
             unlooked = 0;
+            publisher.flush_counts();
             tokio::select! {
             biased;
             _ = &mut stop => {

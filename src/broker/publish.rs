@@ -105,6 +105,19 @@ enum Found {
     Refused,
 }
 
+/// Publishes not yet added to the shared counters. A reader adds them once per
+/// read buffer rather than per message: each add is an atomic read-modify-write
+/// on a cache line that the writers' counters share.
+#[derive(Default)]
+struct Unsaid {
+    /// The connection's `received`.
+    received: (u64, u64),
+    /// The broker's `published`.
+    published: (u64, u64),
+    /// The `published` of the channel last published to.
+    channel: Option<(Arc<Channel>, u64, u64)>,
+}
+
 /// One source of publishes, with what it remembers between them.
 pub(crate) struct Publisher<'a> {
     router: &'a Router,
@@ -121,6 +134,13 @@ pub(crate) struct Publisher<'a> {
     outbox: Outbox,
     /// The connection's rights; `None` for the broker's own process.
     rights: Option<Rights>,
+    unsaid: Unsaid,
+}
+
+impl Drop for Publisher<'_> {
+    fn drop(&mut self) {
+        self.flush_counts();
+    }
 }
 
 impl<'a> Publisher<'a> {
@@ -139,6 +159,45 @@ impl<'a> Publisher<'a> {
             last: None,
             outbox: Outbox::default(),
             rights: None,
+            unsaid: Unsaid::default(),
+        }
+    }
+
+    /// Adds what this publisher counted to the shared counters. Called before
+    /// a reader waits for more input, so that counters read by anyone else
+    /// are never behind by more than what one read buffer holds.
+    pub fn flush_counts(&mut self) {
+        let u = &mut self.unsaid;
+        if u.received.0 > 0 {
+            if let Some(conn) = self.conn {
+                conn.stats.received.add(u.received.0, u.received.1);
+            }
+            u.received = (0, 0);
+        }
+        if u.published.0 > 0 {
+            self.router
+                .stats()
+                .published
+                .add(u.published.0, u.published.1);
+            u.published = (0, 0);
+        }
+        if let Some((channel, n, bytes)) = u.channel.take() {
+            channel.stats.published.add(n, bytes);
+        }
+    }
+
+    /// One more message published to `channel`.
+    fn count_channel(&mut self, channel: &Arc<Channel>, len: u64) {
+        match &mut self.unsaid.channel {
+            Some((c, n, bytes)) if Arc::ptr_eq(c, channel) => {
+                *n += 1;
+                *bytes += len;
+            }
+            slot => {
+                if let Some((c, n, bytes)) = slot.replace((channel.clone(), 1, len)) {
+                    c.stats.published.add(n, bytes);
+                }
+            }
         }
     }
 
@@ -152,10 +211,8 @@ impl<'a> Publisher<'a> {
     /// killed while it waited for `/queue` room (the message is counted lost).
     pub async fn publish(&mut self, name: Bytes, payload: Bytes) -> bool {
         let len = payload.len() as u64;
-        let stats = self.router.stats();
-        if let Some(conn) = self.conn {
-            conn.stats.received.add(1, len);
-        }
+        self.unsaid.received.0 += 1;
+        self.unsaid.received.1 += len;
         if let Some(rights) = &mut self.rights {
             if !rights.may_publish(self.router, &name) {
                 rights.denied(&name);
@@ -170,7 +227,8 @@ impl<'a> Publisher<'a> {
                 .count_drop(None, conn, DropReason::EmptyPayload, 1);
             return true;
         }
-        stats.published.add(1, len);
+        self.unsaid.published.0 += 1;
+        self.unsaid.published.1 += len;
         let Some(cluster) = self.cluster else {
             return self.route_locally(name, payload, false).await;
         };
@@ -218,7 +276,7 @@ impl<'a> Publisher<'a> {
             .await
         {
             Ok(refused) => {
-                channel.stats.published.add(1, len);
+                self.count_channel(&channel, len);
                 for (channel, payload) in refused {
                     let name = channel.name.clone();
                     if !self.route_locally(name, payload, true).await {
@@ -305,7 +363,7 @@ impl<'a> Publisher<'a> {
             match routed {
                 Ok(()) => {
                     if !counted {
-                        channel.stats.published.add(1, len);
+                        self.count_channel(&channel, len);
                     }
                     return true;
                 }
