@@ -6,6 +6,7 @@ silent, and reads the broker's resident memory (VmRSS) before and with them.
 Prints KiB per connection for each broker, measured one after the other.
 
     benches/idle.py [N] [--own-channels] [--brokers aioq,nats,redis]
+    AIOQ=/path/to/aioq benches/idle.py      # that binary, not a fresh build
 """
 import json, os, resource, socket, struct, subprocess, sys, time, urllib.request
 
@@ -53,8 +54,10 @@ def channel(i):
 def measure(kind):
     port = free_port()
     if kind == "aioq":
-        binary = os.path.join(root, "target", "release", "aioq")
-        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
+        binary = os.environ.get("AIOQ")
+        if not binary:
+            binary = os.path.join(root, "target", "release", "aioq")
+            subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=root, check=True)
         http = free_port()
         cmd = [binary, "serve", "--port", str(port), "-q", "--max-connections", str(n + 100),
                "--http", f"127.0.0.1:{http}"]

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::access::{Identity, Rules};
 use super::cluster::{Cluster, Outbox};
 use super::log_every::LogEvery;
+use super::queue::Attempt;
 use super::router::{Channel, Full, Kind, Router};
 use super::stats::DropReason;
 use super::subscriber::Subscriber;
@@ -230,11 +231,11 @@ impl<'a> Publisher<'a> {
         self.unsaid.published.0 += 1;
         self.unsaid.published.1 += len;
         let Some(cluster) = self.cluster else {
-            return self.route_locally(name, payload, false).await;
+            return self.route(name, payload).await;
         };
         if !crate::proto::is_queue(&name) {
             cluster.forward(&name, &payload);
-            return self.route_locally(name, payload, false).await;
+            return self.route(name, payload).await;
         }
         // Boxed: the JetStream futures are large, and would otherwise make every
         // publish, clustered or not, carry their size.
@@ -317,6 +318,53 @@ impl<'a> Publisher<'a> {
         self.router
             .count_drop(None, conn, DropReason::ChannelLimit, 1);
         self.router.channel_limit_reached();
+    }
+
+    /// Routes one message here: at once when it can, as nearly every publish
+    /// does; otherwise (a full `/queue` backlog) by waiting for room, in a
+    /// boxed future, so that a reader's task does not carry the waiting
+    /// state for its whole life.
+    async fn route(&mut self, name: Bytes, payload: Bytes) -> bool {
+        match self.route_now(&name, &payload) {
+            Some(done) => done,
+            None => Box::pin(self.route_locally(name, payload, false)).await,
+        }
+    }
+
+    /// Routes one message without waiting; `None` when it must wait for room.
+    fn route_now(&mut self, name: &Bytes, payload: &Bytes) -> Option<bool> {
+        let len = payload.len() as u64;
+        loop {
+            let channel = match self.channel(name) {
+                Found::Channel(c) => c,
+                Found::Unrouted => {
+                    self.router.stats().unrouted.fetch_add(1, Relaxed);
+                    return Some(true);
+                }
+                Found::Refused => {
+                    self.refused();
+                    return Some(true);
+                }
+            };
+            let routed = match &channel.kind {
+                Kind::Topic(_) => self.router.publish_topic(&channel, payload),
+                Kind::Queue(q) => match q.try_publish(payload) {
+                    Ok(Attempt::Taken) => Ok(()),
+                    Ok(Attempt::Full | Attempt::OverBudget) => return None,
+                    Err(retired) => Err(retired),
+                },
+            };
+            match routed {
+                Ok(()) => {
+                    self.count_channel(&channel, len);
+                    return Some(true);
+                }
+                Err(_) => {
+                    self.cache.remove(name);
+                    self.last = None;
+                }
+            }
+        }
     }
 
     /// Routes one message to this broker's subscribers or workers. `counted`:

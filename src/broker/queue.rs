@@ -16,6 +16,17 @@ use super::link::Delivery;
 use super::router::Retired;
 use super::subscriber::{Refused, Subscriber};
 
+/// What [`QueueState::try_publish`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// A worker or the backlog has it.
+    Taken,
+    /// The backlog is full: wait for room.
+    Full,
+    /// The broker's memory budget is spent: wait for room there.
+    OverBudget,
+}
+
 pub struct QueueState {
     inner: Mutex<Inner>,
     /// Woken whenever the backlog shrinks, for publishers waiting for room.
@@ -187,50 +198,47 @@ impl QueueState {
         self.room_changed();
     }
 
+    /// Routes one message without waiting: to the next worker, or into the
+    /// backlog. Order is kept: while a backlog exists, new messages join its
+    /// tail.
+    pub fn try_publish(&self, payload: &Bytes) -> Result<Attempt, Retired> {
+        let mut inner = lock(&self.inner);
+        if inner.retired {
+            return Err(Retired);
+        }
+        if inner.backlog.is_empty() && inner.dispatch(payload.clone(), false).is_ok() {
+            return Ok(Attempt::Taken);
+        }
+        let len = payload.len();
+        let fits = inner.backlog.is_empty() || inner.bytes + len <= self.max_bytes.load(Relaxed);
+        if inner.backlog.len() >= self.capacity.load(Relaxed) || !fits {
+            return Ok(Attempt::Full);
+        }
+        if !self.budget.try_park(len) {
+            return Ok(Attempt::OverBudget);
+        }
+        inner.bytes += len;
+        inner.backlog.push_back(payload.clone());
+        self.backlog_len.store(inner.backlog.len(), Relaxed);
+        Ok(Attempt::Taken)
+    }
+
     /// Routes one message, waiting for backlog room when the backlog is full.
-    /// Order is kept: while a backlog exists, new messages join its tail.
     pub async fn publish(&self, payload: Bytes) -> Result<(), Retired> {
         loop {
             let room = self.space.notified();
             tokio::pin!(room);
-            let mut over_budget = false;
-            {
-                let mut inner = lock(&self.inner);
-                if inner.retired {
-                    return Err(Retired);
-                }
-                let payload = if inner.backlog.is_empty() {
-                    match inner.dispatch(payload.clone(), false) {
-                        Ok(()) => return Ok(()),
-                        Err(p) => p,
-                    }
-                } else {
-                    payload.clone()
-                };
-                let len = payload.len();
-                let fits =
-                    inner.backlog.is_empty() || inner.bytes + len <= self.max_bytes.load(Relaxed);
-                if inner.backlog.len() < self.capacity.load(Relaxed) && fits {
-                    if self.budget.try_park(len) {
-                        inner.bytes += len;
-                        inner.backlog.push_back(payload);
-                        self.backlog_len.store(inner.backlog.len(), Relaxed);
-                        return Ok(());
-                    }
-                    over_budget = true;
-                }
-                // Register before unlocking so a refill in between is not missed.
-                room.as_mut().enable();
-            }
-            // The budget is shared with every other channel: bytes freed there
-            // must wake this publisher too.
-            if over_budget {
-                tokio::select! {
+            // Registered before the attempt, so a refill in between is not missed.
+            room.as_mut().enable();
+            match self.try_publish(&payload)? {
+                Attempt::Taken => return Ok(()),
+                Attempt::Full => room.await,
+                // The budget is shared with every other channel: bytes freed
+                // there must wake this publisher too.
+                Attempt::OverBudget => tokio::select! {
                     _ = &mut room => {}
                     _ = self.budget.room_for_parking(payload.len()) => {}
-                }
-            } else {
-                room.await;
+                },
             }
         }
     }
