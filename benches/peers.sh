@@ -5,14 +5,19 @@
 # time, in turn, so that they see the same machine). Prints the median of each
 # figure per broker, with the range. As root it installs the Debian packages.
 #
+# Then each broker's memory per idle subscriber (benches/idle.py, IDLE
+# connections, RUNS times), and the ratios the performance goals are stated in.
+#
 #   benches/peers.sh                         # 3 runs each
 #   RUNS=5 BENCH_ARGS="--duration 10s" benches/peers.sh
 #   OUT=/tmp/peers benches/peers.sh          # keep every run's JSON there
 #   AIOQ_ARGS="--send-queue 1048576" BROKERS="aioq" benches/peers.sh
+#   IDLE=0 benches/peers.sh                  # no idle-connection runs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-BENCH_ARGS=${BENCH_ARGS:-"--duration 5s --messages 200000"}
+BENCH_ARGS=${BENCH_ARGS:-"--duration 5s --messages 200000 --subscribers 4"}
+IDLE=${IDLE:-10000}
 OUT=${OUT:-$(mktemp -d)}
 AIOQ_ARGS=${AIOQ_ARGS:-}
 BROKERS=${BROKERS:-"aioq nats redis"}
@@ -33,9 +38,10 @@ wait_port() {
   echo "nothing listens on port $1" >&2; exit 1
 }
 
-P_AIOQ=$(free_port); P_NATS=$(free_port); P_REDIS=$(free_port)
+P_AIOQ=$(free_port); P_HTTP=$(free_port); P_NATS=$(free_port); P_REDIS=$(free_port)
+# The monitoring endpoint gives the bench aioq's own physics (--target-metrics).
 # shellcheck disable=SC2086
-"$AIOQ" serve --port "$P_AIOQ" $AIOQ_ARGS -q >/dev/null 2>&1 & PID_AIOQ=$!
+"$AIOQ" serve --port "$P_AIOQ" --http "127.0.0.1:$P_HTTP" $AIOQ_ARGS -q >/dev/null 2>&1 & PID_AIOQ=$!
 nats-server -a 127.0.0.1 -p "$P_NATS" >/dev/null 2>&1 & PID_NATS=$!
 redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & PID_REDIS=$!
 trap 'kill $PID_AIOQ $PID_NATS $PID_REDIS 2>/dev/null' EXIT
@@ -47,14 +53,23 @@ for i in $(seq "$RUNS"); do
   for t in "aioq=127.0.0.1:$P_AIOQ" "nats=nats://127.0.0.1:$P_NATS" "redis=redis://127.0.0.1:$P_REDIS"; do
     name=${t%%=*}
     case " $BROKERS " in *" $name "*) ;; *) continue ;; esac
+    extra=()
+    [ "$name" = aioq ] && extra=(--target-metrics "http://127.0.0.1:$P_HTTP/metrics")
     # shellcheck disable=SC2086
-    "$AIOQ" bench --target "${t#*=}" $BENCH_ARGS --json > "$OUT/$name-$i.json"
+    "$AIOQ" bench --target "${t#*=}" $BENCH_ARGS "${extra[@]}" --json > "$OUT/$name-$i.json"
     echo "run $i: $name done" >&2
   done
 done
+kill $PID_AIOQ $PID_NATS $PID_REDIS 2>/dev/null; wait 2>/dev/null || true
+if [ "$IDLE" != 0 ]; then
+  for i in $(seq "$RUNS"); do
+    AIOQ="$AIOQ" python3 benches/idle.py "$IDLE" --brokers "$(echo $BROKERS | tr ' ' ,)" > "$OUT/idle-$i.txt"
+    echo "idle run $i done" >&2
+  done
+fi
 
 python3 - "$OUT" "$BROKERS" <<'PY'
-import glob, json, os, statistics, sys
+import glob, json, os, re, statistics, sys
 
 def figures(doc):
     out = {}
@@ -70,6 +85,11 @@ def figures(doc):
         if t.get("worker_shares"):
             out[f"/{k} worker shares, least"] = t["worker_shares"][0]
             out[f"/{k} worker shares, most"] = t["worker_shares"][1]
+        if t.get("physics"):
+            p = t["physics"]
+            out[f"/{k} messages per socket write"] = p["messages_per_write"]
+            out[f"/{k} bytes per socket write"] = p["bytes_per_write"]
+            out[f"/{k} broker CPU per delivery, ns"] = p["cpu_ns_per_delivery"]
     lat = doc["latency"]
     out["latency p99 from schedule, µs"] = lat["intended_latency"]["p99_us"]
     out["latency p50 from send, µs"] = lat["latency"]["p50_us"]
@@ -79,6 +99,20 @@ def figures(doc):
 
 brokers = sys.argv[2].split()
 runs = {b: [figures(json.load(open(p))) for p in sorted(glob.glob(os.path.join(sys.argv[1], f"{b}-*.json")))] for b in brokers}
+# benches/idle.py lines: "<broker> <n> idle subscribers ...: ..., <x> KiB per connection"
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "idle-*.txt"))):
+    got = {}
+    for line in open(path):
+        m = re.match(r"(\w+)\s+(\d+) idle subscribers.* ([\d.]+) KiB per connection", line)
+        if m:
+            got[m.group(1)] = (int(m.group(2)), float(m.group(3)))
+    for b, (n, kib) in got.items():
+        if b in runs:
+            i = sum(1 for r in runs[b] if any(k.startswith("idle") for k in r))
+            if i < len(runs[b]):
+                runs[b][i][f"idle subscriber, broker RSS KiB ({n:,} connections)"] = kib
+            else:
+                runs[b].append({f"idle subscriber, broker RSS KiB ({n:,} connections)": kib})
 names = []
 for b in brokers:
     for r in runs[b]:
@@ -97,4 +131,32 @@ print("| figure (median of runs, range) | " + " | ".join(brokers) + " |")
 print("|---|" + "---|" * len(brokers))
 for n in names:
     print(f"| {n} | " + " | ".join(cell(b, n) for b in brokers) + " |")
+
+# The goals' ratios, from the medians: aioq against the best peer that was
+# lossless in every run (for latency and memory, lower is better).
+def med(b, n):
+    v = [r[n] for r in runs.get(b, []) if r.get(n) is not None]
+    return statistics.median(v) if v else None
+
+def lossless(b, k):
+    return all(r.get(f"/{k} throughput lost", 1) == 0 for r in runs.get(b, []))
+
+peers = [b for b in brokers if b != "aioq"]
+if "aioq" in brokers and peers:
+    print()
+    for k in ("topic", "queue"):
+        n = f"/{k} throughput, deliveries/s"
+        best = max(((med(b, n), b) for b in peers if med(b, n) and lossless(b, k)), default=None)
+        if best and med("aioq", n):
+            print(f"/{k} throughput: aioq {med('aioq', n) / best[0]:.2f}x {best[1]} (best lossless peer)"
+                  + ("" if lossless("aioq", k) else "; aioq lost messages in some run"))
+    for n, what in (("latency p99 from schedule, µs", "latency p99"),):
+        best = min(((med(b, n), b) for b in peers if med(b, n)), default=None)
+        if best and med("aioq", n):
+            print(f"{what}: aioq {med('aioq', n):.0f} µs, best peer {best[1]} {best[0]:.0f} µs")
+    idle = [n for n in names if n.startswith("idle")]
+    for n in idle:
+        best = min(((med(b, n), b) for b in peers if med(b, n)), default=None)
+        if best and med("aioq", n):
+            print(f"idle subscriber: aioq {med('aioq', n):.1f} KiB, best peer {best[1]} {best[0]:.1f} KiB")
 PY
