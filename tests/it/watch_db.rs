@@ -411,7 +411,7 @@ async fn keys_mode_cannot_be_poisoned_or_read_and_the_http_face_is_guarded() {
         )
         .await
         .expect("mallory connects");
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut connection = connection;
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
