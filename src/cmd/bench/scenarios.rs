@@ -150,6 +150,7 @@ async fn isolation_run(plan: &Plan, queue: bool, slow: usize) -> anyhow::Result<
         fast.push(tokio::spawn(clients::measure(
             sub,
             warmup,
+            clients::Timing::Latency,
             progress.clone(),
             stop.clone(),
         )));
@@ -326,6 +327,7 @@ pub async fn throughput(
         subs.push(tokio::spawn(clients::measure(
             sub,
             0,
+            clients::Timing::Throughput,
             delivered.clone(),
             stop.clone(),
         )));
@@ -409,7 +411,13 @@ pub async fn latency(plan: &Plan, progress: &super::Progress) -> anyhow::Result<
     let stop = CancellationToken::new();
     let count = Arc::new(AtomicU64::new(0));
     let sub = plan.sub_addr.subscribe(&chan).await?;
-    let sub = tokio::spawn(clients::measure(sub, warmup, count.clone(), stop.clone()));
+    let sub = tokio::spawn(clients::measure(
+        sub,
+        warmup,
+        clients::Timing::Latency,
+        count.clone(),
+        stop.clone(),
+    ));
     tokio::time::sleep(plan.settle).await;
     let deadline = Instant::now() + plan.latency_duration * 2 + Duration::from_secs(2);
     let published =
@@ -464,8 +472,11 @@ pub async fn fanout(
     let ready_by = Instant::now() + Duration::from_secs(30);
     loop {
         let before = delivered.load(Relaxed);
-        pw.send(&probe_chan, payload::encode(seq, plan.size))
-            .await?;
+        pw.send(
+            &probe_chan,
+            payload::encode(seq, payload::now_ns(), plan.size),
+        )
+        .await?;
         seq += 1;
         settle(
             &delivered,
@@ -484,8 +495,11 @@ pub async fn fanout(
     for _ in 0..plan.fanout_probes {
         let before = delivered.load(Relaxed);
         let t0 = Instant::now();
-        pw.send(&probe_chan, payload::encode(seq, plan.size))
-            .await?;
+        pw.send(
+            &probe_chan,
+            payload::encode(seq, payload::now_ns(), plan.size),
+        )
+        .await?;
         seq += 1;
         settle(
             &delivered,
@@ -501,8 +515,11 @@ pub async fn fanout(
     let before = delivered.load(Relaxed);
     let t0 = payload::now_ns();
     for _ in 0..burst {
-        pw.feed(&probe_chan, payload::encode(seq, plan.size))
-            .await?;
+        pw.feed(
+            &probe_chan,
+            payload::encode(seq, payload::now_ns(), plan.size),
+        )
+        .await?;
         seq += 1;
     }
     pw.flush().await?;
