@@ -131,8 +131,9 @@ pub(crate) struct Publisher<'a> {
     /// The channel of the last publish: most publishers keep to one, and a
     /// comparison of names costs less than hashing one.
     last: Option<Arc<Channel>>,
-    /// `/queue` messages on their way into JetStream.
-    outbox: Outbox,
+    /// `/queue` messages on their way into JetStream; made at the first one
+    /// (it allocates, and most connections of most brokers never need one).
+    outbox: Option<Outbox>,
     /// The connection's rights; `None` for the broker's own process.
     rights: Option<Rights>,
     unsaid: Unsaid,
@@ -158,7 +159,7 @@ impl<'a> Publisher<'a> {
             conn,
             cache: HashMap::new(),
             last: None,
-            outbox: Outbox::default(),
+            outbox: None,
             rights: None,
             unsaid: Unsaid::default(),
         }
@@ -250,10 +251,10 @@ impl<'a> Publisher<'a> {
         let Some(cluster) = self.cluster else {
             return;
         };
-        if self.outbox.is_empty() {
+        let Some(outbox) = self.outbox.as_mut().filter(|o| !o.is_empty()) else {
             return;
-        }
-        for (channel, payload) in self.outbox.settle(cluster, stop).await {
+        };
+        for (channel, payload) in outbox.settle(cluster, stop).await {
             self.route_locally(channel.name.clone(), payload, false)
                 .await;
         }
@@ -273,6 +274,7 @@ impl<'a> Publisher<'a> {
         };
         match self
             .outbox
+            .get_or_insert_with(Outbox::default)
             .publish(cluster, &channel, payload, self.stop)
             .await
         {
