@@ -17,7 +17,7 @@ use super::access::{Identity, Rules};
 use super::cluster::{Cluster, Outbox};
 use super::log_every::LogEvery;
 use super::queue::Attempt;
-use super::router::{Channel, Full, Kind, Router};
+use super::router::{Channel, Full, Kind, Retired, Router};
 use super::stats::DropReason;
 use super::subscriber::Subscriber;
 
@@ -335,18 +335,10 @@ impl<'a> Publisher<'a> {
 
     /// Routes one message without waiting; `None` when it must wait for room.
     fn route_now(&mut self, name: &Bytes, payload: &Bytes) -> Option<bool> {
-        let len = payload.len() as u64;
         loop {
-            let channel = match self.channel(name) {
-                Found::Channel(c) => c,
-                Found::Unrouted => {
-                    self.router.stats().unrouted.fetch_add(1, Relaxed);
-                    return Some(true);
-                }
-                Found::Refused => {
-                    self.refused();
-                    return Some(true);
-                }
+            let channel = match self.target(name) {
+                Ok(c) => c,
+                Err(done) => return Some(done),
             };
             let routed = match &channel.kind {
                 Kind::Topic(_) => self.router.publish_topic(&channel, payload),
@@ -356,23 +348,16 @@ impl<'a> Publisher<'a> {
                     Err(retired) => Err(retired),
                 },
             };
-            match routed {
-                Ok(()) => {
-                    self.count_channel(&channel, len);
-                    return Some(true);
-                }
-                Err(_) => {
-                    self.cache.remove(name);
-                    self.last = None;
-                }
+            if self.after(name, &channel, routed, false, payload.len()) {
+                return Some(true);
             }
         }
     }
 
-    /// Routes one message to this broker's subscribers or workers. `counted`:
-    /// the channel's publish counter already has it.
+    /// Routes one message to this broker's subscribers or workers, waiting
+    /// for `/queue` room when it must. `counted`: the channel's publish
+    /// counter already has it.
     async fn route_locally(&mut self, name: Bytes, payload: Bytes, counted: bool) -> bool {
-        let len = payload.len() as u64;
         let conn = self.conn;
         let killed = async {
             match conn {
@@ -382,16 +367,9 @@ impl<'a> Publisher<'a> {
         };
         tokio::pin!(killed);
         loop {
-            let channel = match self.channel(&name) {
-                Found::Channel(c) => c,
-                Found::Unrouted => {
-                    self.router.stats().unrouted.fetch_add(1, Relaxed);
-                    return true;
-                }
-                Found::Refused => {
-                    self.refused();
-                    return true;
-                }
+            let channel = match self.target(&name) {
+                Ok(c) => c,
+                Err(done) => return done,
             };
             let routed = match &channel.kind {
                 Kind::Topic(_) => self.router.publish_topic(&channel, &payload),
@@ -410,19 +388,48 @@ impl<'a> Publisher<'a> {
                     }
                 },
             };
-            match routed {
-                Ok(()) => {
-                    if !counted {
-                        self.count_channel(&channel, len);
-                    }
-                    return true;
-                }
-                Err(_) => {
-                    self.cache.remove(&name);
-                    self.last = None;
-                }
+            if self.after(&name, &channel, routed, counted, payload.len()) {
+                return true;
             }
         }
+    }
+
+    /// The channel a publish to `name` goes to; when there is none, the
+    /// publish is done (and counted as unrouted or refused).
+    fn target(&mut self, name: &Bytes) -> Result<Arc<Channel>, bool> {
+        match self.channel(name) {
+            Found::Channel(c) => Ok(c),
+            Found::Unrouted => {
+                self.router.stats().unrouted.fetch_add(1, Relaxed);
+                Err(true)
+            }
+            Found::Refused => {
+                self.refused();
+                Err(true)
+            }
+        }
+    }
+
+    /// After a routing attempt: true when the message was routed (and counted
+    /// unless `counted`); false when the channel had retired, which is then
+    /// forgotten so that the next attempt looks the name up again.
+    fn after(
+        &mut self,
+        name: &Bytes,
+        channel: &Arc<Channel>,
+        routed: Result<(), Retired>,
+        counted: bool,
+        len: usize,
+    ) -> bool {
+        if routed.is_err() {
+            self.cache.remove(name);
+            self.last = None;
+            return false;
+        }
+        if !counted {
+            self.count_channel(channel, len as u64);
+        }
+        true
     }
 
     fn lost(&self, channel: &Channel, reason: DropReason) {

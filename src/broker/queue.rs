@@ -414,21 +414,7 @@ mod tests {
     use tokio::sync::mpsc;
     use tokio_util::sync::CancellationToken;
 
-    fn worker(id: u64, budget: &Arc<Budget>) -> (Arc<Subscriber>, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(16);
-        let sub = Subscriber::new(
-            id,
-            "127.0.0.1:1".parse().unwrap(),
-            tx,
-            1 << 20,
-            budget.clone(),
-            Arc::default(),
-            CancellationToken::new(),
-        );
-        (Arc::new(sub), rx)
-    }
-
-    fn worker_of(
+    fn worker(
         id: u64,
         capacity: usize,
         budget: &Arc<Budget>,
@@ -461,8 +447,8 @@ mod tests {
     async fn a_worker_that_drains_first_does_not_take_the_next_ones_turn() {
         let budget = Arc::new(Budget::new(1 << 20));
         let q = QueueState::new(100, 1 << 20, budget.clone());
-        let (a, mut rx_a) = worker_of(1, 2, &budget);
-        let (b, mut rx_b) = worker_of(2, 2, &budget);
+        let (a, mut rx_a) = worker(1, 2, &budget);
+        let (b, mut rx_b) = worker(2, 2, &budget);
         q.add_worker(a.clone());
         q.add_worker(b.clone());
         for m in ["1", "2", "3", "4", "5", "6"] {
@@ -482,8 +468,8 @@ mod tests {
     async fn a_worker_stuck_on_its_socket_is_passed_over() {
         let budget = Arc::new(Budget::new(1 << 20));
         let q = QueueState::new(100, 1 << 20, budget.clone());
-        let (a, _rx_a) = worker_of(1, 2, &budget);
-        let (b, mut rx_b) = worker_of(2, 2, &budget);
+        let (a, _rx_a) = worker(1, 2, &budget);
+        let (b, mut rx_b) = worker(2, 2, &budget);
         q.add_worker(a.clone());
         q.add_worker(b.clone());
         for m in ["1", "2", "3", "4", "5", "6"] {
@@ -503,7 +489,7 @@ mod tests {
     async fn what_a_leaving_worker_hands_back_reaches_the_next_worker() {
         let budget = Arc::new(Budget::new(1 << 20));
         let q = QueueState::new(10, 1 << 20, budget.clone());
-        let (a, mut rx_a) = worker(1, &budget);
+        let (a, mut rx_a) = worker(1, 16, &budget);
         q.add_worker(a.clone());
         q.publish(Bytes::from_static(b"owed")).await.unwrap();
         // The worker said goodbye: off the rotation, still owed its message.
@@ -514,7 +500,7 @@ mod tests {
         a.taken(owed.len());
         assert!(!q.remove_worker(1, vec![owed]), "not idle: a message waits");
         assert_eq!(q.backlog_len(), 1);
-        let (b, mut rx_b) = worker(2, &budget);
+        let (b, mut rx_b) = worker(2, 16, &budget);
         q.add_worker(b);
         assert_eq!(rx_b.try_recv().unwrap(), "owed");
         assert_eq!(budget.used(), 4, "counted once, now in the worker's queue");
@@ -529,7 +515,7 @@ mod tests {
         assert_eq!(budget.used(), 10, "the backlog holds its whole share");
         assert_eq!(budget.parked(), 10);
         // A spent share must not stop the backlog from reaching a worker.
-        let (w, mut rx) = worker(1, &budget);
+        let (w, mut rx) = worker(1, 16, &budget);
         q.add_worker(w.clone());
         assert_eq!(q.backlog_len(), 0);
         assert_eq!(budget.used(), 10);
@@ -554,7 +540,7 @@ mod tests {
             futures::poll!(&mut blocked).is_pending(),
             "past 10 bytes: wait"
         );
-        let (w, mut rx) = worker(1, &budget);
+        let (w, mut rx) = worker(1, 16, &budget);
         q.add_worker(w);
         assert_eq!(rx.try_recv().unwrap(), "123456");
         tokio::time::timeout(std::time::Duration::from_secs(5), blocked)

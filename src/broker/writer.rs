@@ -181,12 +181,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             // arrives meanwhile. (Not for a message that comes alone: it
             // would only wait longer.)
             tokio::task::yield_now().await;
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
-            }
+            top_up(&mut rx, &mut batch);
         }
         sub.taken(batch.iter().map(Bytes::len).sum());
         if sink.write_buffer().capacity() == 0 {
@@ -280,6 +275,22 @@ fn refill(channel: &Channel) {
     }
 }
 
+/// Moves what is queued into `batch`, up to [`BATCH`], without waiting;
+/// returns the payload bytes moved.
+fn top_up(rx: &mut mpsc::Receiver<Bytes>, batch: &mut Vec<Bytes>) -> usize {
+    let mut bytes = 0;
+    while batch.len() < BATCH {
+        match rx.try_recv() {
+            Ok(m) => {
+                bytes += m.len();
+                batch.push(m);
+            }
+            Err(_) => break,
+        }
+    }
+    bytes
+}
+
 /// Writes what is queued (and, at shutdown, what `/queue` backlogs can still give
 /// this worker), then the end-of-stream frame.
 async fn drain<W: AsyncWrite + Unpin>(
@@ -292,15 +303,7 @@ async fn drain<W: AsyncWrite + Unpin>(
     leaving: bool,
 ) -> Result<(), EndReason> {
     loop {
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(m) => {
-                    sub.taken(m.len());
-                    batch.push(m);
-                }
-                Err(_) => break,
-            }
-        }
+        sub.taken(top_up(rx, batch));
         if batch.is_empty() {
             if leaving || channel.backlog_len() == 0 {
                 break;

@@ -464,6 +464,24 @@ fn a_served_broker_reports_its_physics_through_its_metrics() {
     );
     assert!(p["cpu_ns_per_delivery"].as_f64().unwrap() > 0.0, "{p}");
 
+    // A metrics page that does not answer costs the physics, not the run.
+    let (code, doc, err) = bench(&[
+        "--target",
+        &target,
+        "--target-metrics",
+        "http://127.0.0.1:1/metrics",
+        "--scenario",
+        "throughput",
+        "--kinds",
+        "topic",
+        "--messages",
+        "2000",
+    ]);
+    assert_eq!(code, Some(0), "{err}\n{doc:#}");
+    assert_eq!(doc["throughput"][0]["lost"], 0, "{doc:#}");
+    assert!(doc["throughput"][0]["physics"].is_null(), "{doc:#}");
+    assert!(err.contains("127.0.0.1:1/metrics"), "{err}");
+
     // Only an aioq broker has these counters.
     let out = Command::new(BIN)
         .args(["bench", "--target", "nats://127.0.0.1:1"])

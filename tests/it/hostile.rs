@@ -342,14 +342,6 @@ async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate_and_adds_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_stderr_never_stops_the_broker() {
     use std::process::{Command, Stdio};
-    /// Killed however the test ends.
-    struct Killed(std::process::Child);
-    impl Drop for Killed {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let mut child = Killed(
         Command::new(BIN)
             .args(["serve", "--port", "0", "-v"])

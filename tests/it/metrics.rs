@@ -544,15 +544,7 @@ async fn gaps_and_restarts_are_counted_and_the_history_downloads() {
 async fn reporters_slow_down_when_nobody_watches_and_speed_up_for_a_viewer() {
     let broker = Broker::spawn(&[]);
     let port = broker.port.to_string();
-    // Killed on drop, a panic included.
-    struct Collector(std::process::Child);
-    impl Drop for Collector {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let mut c = Collector(
+    let mut c = Killed(
         std::process::Command::new(BIN)
             .args(["metrics", "collect", "--port", &port])
             .args(["--http", "127.0.0.1:0"])

@@ -350,6 +350,17 @@ pub async fn wait_subscribed(broker: &Broker, channel: &str, n: usize) {
     .await;
 }
 
+/// A child process killed (and waited for) however the test ends, for one
+/// spawned with its own stdio rather than as a [`Proc`].
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Any `aioq` subcommand as a child process, its output followed line by line.
 pub struct Proc {
     pub child: Child,
