@@ -619,6 +619,11 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
     tokio::pin!(stop, killed);
     loop {
         if stopping {
+            if let Some(end) =
+                ship_before_waiting(shared, sub, !frames.read_buffer().is_empty(), publisher).await
+            {
+                return end;
+            }
             publisher.flush_counts();
             let partial = in_progress(frames, &parser);
             let frame = tokio::select! {
@@ -656,6 +661,11 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
             frame
         } else {
             unlooked = 0;
+            if let Some(end) =
+                ship_before_waiting(shared, sub, !frames.read_buffer().is_empty(), publisher).await
+            {
+                return end;
+            }
             publisher.flush_counts();
             tokio::select! {
             biased;
@@ -710,6 +720,36 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
     }
 }
 
+/// Sends the `/queue` messages gathered for JetStream once the read buffer is
+/// empty: nothing more is about to join them. `Some` ends the connection.
+async fn ship_before_waiting(
+    shared: &Shared,
+    sub: &Subscriber,
+    buffered: bool,
+    publisher: &mut Publisher<'_>,
+) -> Option<End> {
+    if !publisher.holds_open() || buffered {
+        return None;
+    }
+    // Boxed, as the settling at the end: JetStream's futures are large.
+    if Box::pin(publisher.ship()).await {
+        None
+    } else {
+        Some(cut_short(shared, sub))
+    }
+}
+
+/// How a connection ends when one of its publishes could not be routed.
+fn cut_short(shared: &Shared, sub: &Subscriber) -> End {
+    if shared.stop_reading.is_cancelled() && !sub.kill.is_cancelled() {
+        // A publish cut by the shutdown: this client's input was not
+        // all routed, so it must not get an end-of-stream.
+        End::Close(EndReason::InputCut)
+    } else {
+        End::Stop
+    }
+}
+
 /// A frame, or a channel-and-payload pair, is partly received.
 fn in_progress<R>(frames: &FramedRead<R, FrameCodec>, parser: &RequestParser) -> bool {
     !frames.read_buffer().is_empty() || frames.decoder().mid_frame() || parser.mid_pair()
@@ -744,12 +784,8 @@ async fn step(
         Ok(Some(Request::Publish { channel, payload })) => {
             if publisher.publish(channel, payload).await {
                 None
-            } else if shared.stop_reading.is_cancelled() && !sub.kill.is_cancelled() {
-                // A publish cut by the shutdown: this client's input was not
-                // all routed, so it must not get an end-of-stream.
-                Some(End::Close(EndReason::InputCut))
             } else {
-                Some(End::Stop)
+                Some(cut_short(shared, sub))
             }
         }
     }

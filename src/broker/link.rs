@@ -2,14 +2,60 @@
 //! the one module both the core and `cluster/` import, so that the core never
 //! imports the cluster.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
-/// A JetStream message on its way to a worker (boxed: it is large, and moves
-/// through queues and results).
-pub type Delivery = Box<async_nats::jetstream::Message>;
+use super::lock;
+
+/// A JetStream message carrying one or more `/queue` messages (its parts),
+/// answered once every part is settled: written to a worker, or given back.
+#[derive(Debug)]
+pub struct Parcel {
+    msg: async_nats::jetstream::Message,
+    parts: usize,
+    /// Parts neither written nor given back yet.
+    left: AtomicUsize,
+    /// Parts given back: stored again before the parcel is acknowledged.
+    back: Mutex<Vec<Bytes>>,
+}
+
+impl Parcel {
+    pub fn new(msg: async_nats::jetstream::Message, parts: usize) -> Arc<Self> {
+        Arc::new(Self {
+            msg,
+            parts,
+            left: AtomicUsize::new(parts),
+            back: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn message(&self) -> &async_nats::jetstream::Message {
+        &self.msg
+    }
+
+    /// One part settled (`back`: not written, to be stored again); true for
+    /// the last.
+    fn settle(&self, back: Option<Bytes>) -> bool {
+        if let Some(part) = back {
+            lock(&self.back).push(part);
+        }
+        self.left.fetch_sub(1, Ordering::AcqRel) == 1
+    }
+
+    /// Once every part is settled: the parts given back, and whether they
+    /// are all of them (then the whole parcel can go back as it is).
+    pub fn given_back(&self) -> (Vec<Bytes>, bool) {
+        let back = std::mem::take(&mut *lock(&self.back));
+        let all = back.len() == self.parts;
+        (back, all)
+    }
+}
+
+/// One part of a [`Parcel`] on its way to a worker.
+pub type Delivery = Arc<Parcel>;
 
 /// A channel's place in the cluster, filled in by the cluster as it needs it.
 #[derive(Debug, Default)]
@@ -26,20 +72,21 @@ impl ChannelLink {
     }
 
     pub fn stream_known(&self) -> bool {
-        self.stream_known.load(Relaxed)
+        self.stream_known.load(Ordering::Relaxed)
     }
 
     pub fn set_stream_known(&self, known: bool) {
-        self.stream_known.store(known, Relaxed);
+        self.stream_known.store(known, Ordering::Relaxed);
     }
 }
 
-/// What a writer tells JetStream about the deliveries it handled.
+/// What the core tells the cluster about the JetStream messages it handled.
 pub enum Reply {
-    /// Written to a worker's socket: done.
-    Ack(Delivery),
-    /// Not written: any broker may deliver it again.
-    Nak(Delivery),
+    /// Every part of the parcel is settled: acknowledge it, after storing
+    /// again the parts given back, if any.
+    Settled(Delivery),
+    /// Not handed to any worker: any broker may deliver it again.
+    Nak(Box<async_nats::jetstream::Message>),
     /// Sends everything queued so far, then answers.
     Flush(oneshot::Sender<()>),
 }
@@ -54,17 +101,28 @@ impl Replies {
         (Self(tx), rx)
     }
 
-    pub fn ack(&self, deliveries: Vec<Delivery>) {
-        for d in deliveries {
-            let _ = self.0.send(Reply::Ack(d));
+    /// Parts written to workers' sockets.
+    pub fn written(&self, parts: Vec<Delivery>) {
+        for p in parts {
+            if p.settle(None) {
+                let _ = self.0.send(Reply::Settled(p));
+            }
         }
     }
 
-    /// Gives messages back to JetStream for any broker to deliver.
-    pub fn nak(&self, deliveries: Vec<Delivery>) {
-        for d in deliveries {
-            let _ = self.0.send(Reply::Nak(d));
+    /// Parts that no worker here will write: back to JetStream, for any
+    /// broker's workers.
+    pub fn give_back(&self, parts: Vec<(Delivery, Bytes)>) {
+        for (p, part) in parts {
+            if p.settle(Some(part)) {
+                let _ = self.0.send(Reply::Settled(p));
+            }
         }
+    }
+
+    /// A whole JetStream message back to JetStream as it is.
+    pub fn nak(&self, msg: async_nats::jetstream::Message) {
+        let _ = self.0.send(Reply::Nak(Box::new(msg)));
     }
 
     /// Waits (up to `within`) until every reply sent so far has left.

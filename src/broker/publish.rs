@@ -14,7 +14,7 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::access::{Identity, Rules};
-use super::cluster::{Cluster, Outbox};
+use super::cluster::{Back, Cluster, Outbox};
 use super::log_every::LogEvery;
 use super::queue::Attempt;
 use super::router::{Channel, Full, Kind, Retired, Router};
@@ -254,10 +254,38 @@ impl<'a> Publisher<'a> {
         let Some(outbox) = self.outbox.as_mut().filter(|o| !o.is_empty()) else {
             return;
         };
-        for (channel, payload) in outbox.settle(cluster, stop).await {
-            self.route_locally(channel.name.clone(), payload, false)
-                .await;
+        let back = outbox.settle(cluster, stop).await;
+        self.route_back(back).await;
+    }
+
+    /// `/queue` messages gathered for JetStream wait for this before they
+    /// leave: a reader calls it before it waits for more input.
+    pub fn holds_open(&self) -> bool {
+        self.outbox.as_ref().is_some_and(|o| o.holds_open())
+    }
+
+    /// Sends the `/queue` messages gathered for JetStream; false when the
+    /// broker stopped or the connection was killed while one that JetStream
+    /// would not take waited for room here.
+    pub async fn ship(&mut self) -> bool {
+        let (Some(cluster), Some(outbox)) = (self.cluster, self.outbox.as_mut()) else {
+            return true;
+        };
+        let back = outbox.ship(cluster, self.stop).await;
+        self.route_back(back).await
+    }
+
+    /// Routes here what JetStream did not take (already counted as published).
+    async fn route_back(&mut self, back: Back) -> bool {
+        for (channel, payload) in back {
+            if !self
+                .route_locally(channel.name.clone(), payload, true)
+                .await
+            {
+                return false;
+            }
         }
+        true
     }
 
     /// A `/queue` message of a clustered broker: into its JetStream stream, or
@@ -272,24 +300,13 @@ impl<'a> Publisher<'a> {
                 return true;
             }
         };
-        match self
+        self.count_channel(&channel, len);
+        let back = self
             .outbox
             .get_or_insert_with(Outbox::default)
             .publish(cluster, &channel, payload, self.stop)
-            .await
-        {
-            Ok(refused) => {
-                self.count_channel(&channel, len);
-                for (channel, payload) in refused {
-                    let name = channel.name.clone();
-                    if !self.route_locally(name, payload, true).await {
-                        return false;
-                    }
-                }
-                true
-            }
-            Err(payload) => self.route_locally(name, payload, false).await,
-        }
+            .await;
+        self.route_back(back).await
     }
 
     fn channel(&mut self, name: &Bytes) -> Found {

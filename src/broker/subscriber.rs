@@ -73,7 +73,7 @@ pub struct Subscriber {
 /// other queued message can share the address.
 #[derive(Debug)]
 struct Unacked {
-    addr: usize,
+    part: Bytes,
     delivery: Delivery,
 }
 
@@ -132,17 +132,20 @@ impl Subscriber {
         payload: Bytes,
         delivery: Delivery,
     ) -> Result<(), (Refused, Delivery)> {
-        let addr = payload.as_ptr() as usize;
+        let addr = payload.as_ptr();
         {
             let mut unacked = lock(&self.unacked);
-            unacked.push_back(Unacked { addr, delivery });
+            unacked.push_back(Unacked {
+                part: payload.clone(),
+                delivery,
+            });
             self.unacked_len.store(unacked.len(), Relaxed);
         }
         match self.offer(payload) {
             Ok(()) => Ok(()),
             Err(refused) => {
                 let mut unacked = lock(&self.unacked);
-                let pos = unacked.iter().rposition(|u| u.addr == addr);
+                let pos = unacked.iter().rposition(|u| u.part.as_ptr() == addr);
                 let taken = pos.and_then(|i| unacked.remove(i));
                 self.unacked_len.store(unacked.len(), Relaxed);
                 match taken {
@@ -166,7 +169,7 @@ impl Subscriber {
         for m in batch {
             if unacked
                 .front()
-                .is_some_and(|u| u.addr == m.as_ptr() as usize)
+                .is_some_and(|u| u.part.as_ptr() == m.as_ptr())
             {
                 if let Some(u) = unacked.pop_front() {
                     due.push(u.delivery);
@@ -180,16 +183,16 @@ impl Subscriber {
     /// Splits what this worker leaves unsent into local messages (returned
     /// first) and cluster messages, which go back to JetStream (returned second)
     /// rather than to this broker's backlog.
-    pub fn unwritten(&self, unsent: Vec<Bytes>) -> (Vec<Bytes>, Vec<Delivery>) {
+    pub fn unwritten(&self, unsent: Vec<Bytes>) -> (Vec<Bytes>, Vec<(Delivery, Bytes)>) {
         if self.unacked_len.load(Relaxed) == 0 {
             return (unsent, Vec::new());
         }
         let mut unacked = lock(&self.unacked);
         let local = unsent
             .into_iter()
-            .filter(|m| !unacked.iter().any(|u| u.addr == m.as_ptr() as usize))
+            .filter(|m| !unacked.iter().any(|u| u.part.as_ptr() == m.as_ptr()))
             .collect();
-        let back = unacked.drain(..).map(|u| u.delivery).collect();
+        let back = unacked.drain(..).map(|u| (u.delivery, u.part)).collect();
         self.unacked_len.store(0, Relaxed);
         (local, back)
     }

@@ -238,7 +238,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let batch = match shared.replies.get() {
         Some(replies) => {
             let (local, back) = sub.unwritten(batch);
-            replies.nak(back);
+            replies.give_back(back);
             local
         }
         None => batch,
@@ -373,7 +373,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     if let Some(replies) = shared.replies.get() {
         let due = sub.written(&batch[..whole]);
         if !due.is_empty() {
-            replies.ack(due);
+            replies.written(due);
         }
     }
     batch.drain(..whole);

@@ -471,7 +471,8 @@ async fn stream_messages(nats: &Nats) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_stream_holds_the_publisher_back_and_loses_nothing() {
-    const N: usize = 500;
+    // A JetStream message carries at most 64 of them: more than 100 fill it.
+    const N: usize = 7000;
     let nats = Nats::start();
     let a = clustered(&nats, &["--cluster-queue-messages", "100"]);
     let b = clustered(&nats, &[]);

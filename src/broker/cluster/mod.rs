@@ -22,6 +22,7 @@
 //!   While NATS is unreachable, `/queue` messages stay on the broker they were
 //!   published to (counted, `cluster_kept_local`).
 
+mod envelope;
 mod queues;
 pub mod subject;
 mod topics;
@@ -44,7 +45,7 @@ use super::router::{Channel, Interest, Kind, Router};
 use super::stats::BrokerStats;
 use crate::runtime::backoff::Backoff;
 
-pub use queues::Outbox;
+pub use queues::{Back, Outbox};
 
 /// Name of the durable pull consumer every broker shares on each stream.
 const CONSUMER: &str = "aioq";
@@ -74,6 +75,9 @@ pub struct ClusterConfig {
 
 /// How long `join` waits for the first attempt to reach NATS.
 const FIRST_ATTEMPT: Duration = Duration::from_secs(2);
+/// How long storing a message's given-back parts apart may take before the
+/// whole message goes back instead.
+const RESTORE_WITHIN: Duration = Duration::from_secs(5);
 
 /// The `--cluster` URL list as logs may show it: the password of any
 /// `user:password@` replaced (a token alone, `token@`, too).
@@ -116,6 +120,7 @@ pub struct Cluster {
     unforwarded_log: LogEvery,
     kept_local_log: LogEvery,
     too_large_log: LogEvery,
+    envelope_log: LogEvery,
 }
 
 impl Cluster {
@@ -228,6 +233,7 @@ impl Cluster {
             unforwarded_log: LogEvery::default(),
             kept_local_log: LogEvery::default(),
             too_large_log: LogEvery::default(),
+            envelope_log: LogEvery::default(),
         });
         tokio::spawn(topics::forward(cluster.clone(), forward_rx));
         tokio::spawn(acknowledge(cluster.clone(), replies_rx));
@@ -306,10 +312,10 @@ impl Cluster {
         }
     }
 
-    /// Counts a `/queue` message kept on this broker because JetStream could
-    /// not take it.
-    pub(in crate::broker) fn kept_local(&self, why: &str) {
-        self.stats.cluster_kept_local.fetch_add(1, Relaxed);
+    /// Counts `/queue` messages kept on this broker because JetStream could
+    /// not take them.
+    pub(in crate::broker) fn kept_local(&self, n: usize, why: &str) {
+        self.stats.cluster_kept_local.fetch_add(n as u64, Relaxed);
         if let Some(n) = self.kept_local_log.due(self.base) {
             tracing::warn!(
                 "cluster: {n} /queue message(s) kept on this broker: {why} ({} in all)",
@@ -415,8 +421,12 @@ impl Cluster {
 async fn acknowledge(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Reply>) {
     while let Some(a) = rx.recv().await {
         let r = match a {
-            Reply::Ack(d) => d.ack().await,
-            Reply::Nak(d) => d.ack_with(jetstream::AckKind::Nak(None)).await,
+            Reply::Settled(p) => match p.given_back() {
+                (back, _) if back.is_empty() => p.message().ack().await,
+                (_, true) => p.message().ack_with(jetstream::AckKind::Nak(None)).await,
+                (back, false) => restore(&cluster, p.message(), back).await,
+            },
+            Reply::Nak(m) => m.ack_with(jetstream::AckKind::Nak(None)).await,
             Reply::Flush(done) => {
                 let _ = cluster.client.flush().await;
                 let _ = done.send(());
@@ -426,6 +436,37 @@ async fn acknowledge(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Repl
         if let Err(e) = r {
             // JetStream redelivers what it was not told about: at-least-once holds.
             tracing::debug!("cluster: acknowledgement not sent: {e}");
+        }
+    }
+}
+
+/// A JetStream message some of whose parts were written and some given back:
+/// those go back to the stream as a new message before the old one is
+/// acknowledged. If that fails, the whole message goes back (the parts
+/// already written may then be delivered twice: at-least-once holds).
+async fn restore(
+    cluster: &Cluster,
+    msg: &jetstream::Message,
+    back: Vec<Bytes>,
+) -> Result<(), async_nats::Error> {
+    let stored = async {
+        let ack = match envelope::seal(&back) {
+            (None, payload) => cluster.js.publish(msg.subject.clone(), payload).await,
+            (Some(headers), payload) => {
+                cluster
+                    .js
+                    .publish_with_headers(msg.subject.clone(), headers, payload)
+                    .await
+            }
+        }?;
+        ack.await?;
+        Ok::<_, async_nats::Error>(())
+    };
+    match tokio::time::timeout(RESTORE_WITHIN, stored).await {
+        Ok(Ok(())) => msg.ack().await,
+        outcome => {
+            tracing::debug!("cluster: parts given back not stored apart ({outcome:?}); the whole message goes back");
+            msg.ack_with(jetstream::AckKind::Nak(None)).await
         }
     }
 }

@@ -11,8 +11,8 @@ use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{subject, Cluster};
-use crate::broker::link::Delivery;
+use super::{envelope, subject, Cluster};
+use crate::broker::link::Parcel;
 use crate::broker::queue::QueueState;
 use crate::broker::router::{Channel, Kind};
 use crate::broker::stats::DropReason;
@@ -34,132 +34,188 @@ fn subject_of(channel: &Channel) -> async_nats::Subject {
         .subject(|| subject::encode(&channel.name).into())
 }
 
-type Pending = BoxFuture<'static, Result<(), (Arc<Channel>, Bytes)>>;
+type Pending = BoxFuture<'static, Result<(), (Arc<Channel>, Vec<Bytes>)>>;
+
+/// Messages JetStream did not take, to be routed on this broker instead.
+pub type Back = Vec<(Arc<Channel>, Bytes)>;
+
+/// One channel's messages gathered for the next JetStream message.
+struct Open {
+    channel: Arc<Channel>,
+    parts: Vec<Bytes>,
+    bytes: usize,
+}
 
 /// One publisher connection's `/queue` messages on their way into JetStream.
 #[derive(Default)]
 pub struct Outbox {
     inflight: FuturesOrdered<Pending>,
+    open: Option<Open>,
 }
 
 impl Outbox {
     pub fn is_empty(&self) -> bool {
-        self.inflight.is_empty()
+        self.inflight.is_empty() && self.open.is_none()
     }
 
-    /// Sends one `/queue` message to its stream. Gives it back when JetStream
-    /// cannot take it now: the caller routes it on this broker instead. Also
-    /// returns, at the window's edge, earlier messages that JetStream refused
-    /// for good, for the same treatment.
+    /// Messages wait to be sent: the reader ships them before it waits for
+    /// more input.
+    pub fn holds_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Adds one `/queue` message to the next JetStream message, which leaves
+    /// when it is full, when a message for another channel comes, or when
+    /// the reader [ships](Self::ship) it. Returns what JetStream cannot take
+    /// now, and, at the window's edge, earlier messages that JetStream
+    /// refused for good, for the caller to route on this broker.
     pub(in crate::broker) async fn publish(
         &mut self,
         cluster: &Cluster,
         channel: &Arc<Channel>,
         payload: Bytes,
         stop: &CancellationToken,
-    ) -> Result<Vec<(Arc<Channel>, Bytes)>, Bytes> {
+    ) -> Back {
+        let mut back = Vec::new();
+        if self.open.as_ref().is_some_and(|o| {
+            !Arc::ptr_eq(&o.channel, channel) || o.bytes + payload.len() > envelope::MAX_BYTES
+        }) {
+            back = self.ship(cluster, stop).await;
+        }
+        let open = self.open.get_or_insert_with(|| Open {
+            channel: channel.clone(),
+            parts: Vec::new(),
+            bytes: 0,
+        });
+        open.bytes += payload.len();
+        open.parts.push(payload);
+        if open.parts.len() >= envelope::MAX_PARTS || open.bytes >= envelope::MAX_BYTES {
+            back.extend(self.ship(cluster, stop).await);
+        }
+        back
+    }
+
+    /// Sends the messages gathered so far as one JetStream message.
+    pub(in crate::broker) async fn ship(
+        &mut self,
+        cluster: &Cluster,
+        stop: &CancellationToken,
+    ) -> Back {
+        let Some(Open { channel, parts, .. }) = self.open.take() else {
+            return Vec::new();
+        };
         if !cluster.connected() {
-            cluster.kept_local("NATS is unreachable");
-            return Err(payload);
+            return kept_local(cluster, "NATS is unreachable", &channel, parts);
         }
         // Per channel, not per message: the registry lookup is a lock.
         if !channel.link.stream_known() {
             if let Err(e) = cluster.consumer(&channel.name).await {
-                cluster.kept_local(&format!("{e:#}"));
-                return Err(payload);
+                return kept_local(cluster, &format!("{e:#}"), &channel, parts);
             }
             channel.link.set_stream_known(true);
         }
-        let ack = match cluster
-            .js
-            .publish(subject_of(channel), payload.clone())
-            .await
-        {
+        let ack = match send(cluster, &channel, &parts).await {
             Ok(ack) => ack,
-            Err(e) => {
-                cluster.kept_local(&e.to_string());
-                return Err(payload);
-            }
+            Err(e) => return kept_local(cluster, &e, &channel, parts),
         };
-        let len = payload.len() as u64;
         let stats = cluster.stats.clone();
-        let channel = channel.clone();
         self.inflight.push_back(Box::pin(async move {
             match ack.await {
                 Ok(_) => {
-                    stats.cluster_out.add(1, len);
+                    stats.cluster_out.add(parts.len() as u64, bytes_of(&parts));
                     Ok(())
                 }
                 Err(e) => {
                     tracing::debug!("cluster: publish not acknowledged: {e}");
-                    Err((channel, payload))
+                    Err((channel, parts))
                 }
             }
         }));
-        let mut refused = Vec::new();
+        let mut back = Vec::new();
         while self.inflight.len() >= WINDOW {
-            refused.extend(self.settle_one(cluster, stop).await);
+            back.extend(self.settle_one(cluster, stop).await);
         }
-        Ok(refused)
+        back
     }
 
-    /// Waits for every message in flight; returns those JetStream would not
-    /// take, to be routed on this broker.
+    /// Sends what is gathered and waits for every message in flight; returns
+    /// those JetStream would not take, to be routed on this broker.
     pub(in crate::broker) async fn settle(
         &mut self,
         cluster: &Cluster,
         stop: &CancellationToken,
-    ) -> Vec<(Arc<Channel>, Bytes)> {
-        let mut refused = Vec::new();
+    ) -> Back {
+        let mut back = self.ship(cluster, stop).await;
         while !self.inflight.is_empty() {
-            refused.extend(self.settle_one(cluster, stop).await);
+            back.extend(self.settle_one(cluster, stop).await);
         }
-        refused
+        back
     }
 
-    async fn settle_one(
-        &mut self,
-        cluster: &Cluster,
-        stop: &CancellationToken,
-    ) -> Option<(Arc<Channel>, Bytes)> {
-        let Some(Err((channel, payload))) = self.inflight.next().await else {
-            return None;
+    async fn settle_one(&mut self, cluster: &Cluster, stop: &CancellationToken) -> Back {
+        let Some(Err((channel, parts))) = self.inflight.next().await else {
+            return Vec::new();
         };
-        match store(cluster, &channel, payload, stop).await {
-            Ok(()) => None,
-            Err(payload) => {
-                cluster.kept_local("JetStream did not acknowledge it");
-                Some((channel, payload))
-            }
+        match store(cluster, &channel, &parts, stop).await {
+            Ok(()) => Vec::new(),
+            Err(()) => kept_local(cluster, "JetStream did not acknowledge it", &channel, parts),
         }
     }
 }
 
-/// Publishes one message and waits for its acknowledgement, retrying while
-/// NATS is connected: a full stream is back-pressure, not a reason to give up.
-/// Gives the message back if NATS goes away or the broker stops.
+fn bytes_of(parts: &[Bytes]) -> u64 {
+    parts.iter().map(|p| p.len() as u64).sum()
+}
+
+/// Counts `parts` as kept on this broker, and gives them back for routing here.
+fn kept_local(cluster: &Cluster, why: &str, channel: &Arc<Channel>, parts: Vec<Bytes>) -> Back {
+    cluster.kept_local(parts.len(), why);
+    parts.into_iter().map(|p| (channel.clone(), p)).collect()
+}
+
+/// Publishes `parts` as one JetStream message; the acknowledgement comes later.
+async fn send(
+    cluster: &Cluster,
+    channel: &Channel,
+    parts: &[Bytes],
+) -> Result<async_nats::jetstream::context::PublishAckFuture, String> {
+    let subject = subject_of(channel);
+    let sent = match envelope::seal(parts) {
+        (None, payload) => cluster.js.publish(subject, payload).await,
+        (Some(headers), payload) => {
+            cluster
+                .js
+                .publish_with_headers(subject, headers, payload)
+                .await
+        }
+    };
+    sent.map_err(|e| e.to_string())
+}
+
+/// Publishes `parts` as one message and waits for its acknowledgement,
+/// retrying while NATS is connected: a full stream is back-pressure, not a
+/// reason to give up. Fails if NATS goes away or the broker stops.
 async fn store(
     cluster: &Cluster,
     channel: &Channel,
-    payload: Bytes,
+    parts: &[Bytes],
     stop: &CancellationToken,
-) -> Result<(), Bytes> {
+) -> Result<(), ()> {
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
     loop {
         if !cluster.connected() || stop.is_cancelled() {
-            return Err(payload);
+            return Err(());
         }
         let error = match cluster.consumer(&channel.name).await {
             Err(e) => format!("{e:#}"),
-            Ok(_) => match cluster
-                .js
-                .publish(subject_of(channel), payload.clone())
-                .await
-            {
-                Err(e) => e.to_string(),
+            Ok(_) => match send(cluster, channel, parts).await {
+                Err(e) => e,
                 Ok(ack) => match ack.await {
                     Ok(_) => {
-                        cluster.stats.cluster_out.add(1, payload.len() as u64);
+                        cluster
+                            .stats
+                            .cluster_out
+                            .add(parts.len() as u64, bytes_of(parts));
                         return Ok(());
                     }
                     Err(e) => {
@@ -180,7 +236,7 @@ async fn store(
         );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = stop.cancelled() => return Err(payload),
+            _ = stop.cancelled() => return Err(()),
         }
     }
 }
@@ -192,6 +248,10 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
         return;
     };
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    // Parts expected per JetStream message, to pull no more than the workers
+    // have room for: the most the last pull's messages held, and at first
+    // the most any can hold.
+    let mut per_message = envelope::MAX_PARTS;
     // Looks in a row that found no worker and no backlog here.
     let mut idle = 0;
     while !stop.is_cancelled() {
@@ -213,7 +273,7 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
             idle = 0;
         }
         q.want_room();
-        let room = q.worker_room().min(MAX_PULL);
+        let room = q.worker_room();
         if room == 0 || !cluster.connected() {
             tokio::select! {
                 _ = q.wait_room() => {}
@@ -226,7 +286,7 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
         let batch = match cluster.consumer(&channel.name).await {
             Ok(consumer) => consumer
                 .batch()
-                .max_messages(room)
+                .max_messages((room / per_message).clamp(1, MAX_PULL))
                 .expires(PULL_EXPIRES)
                 .messages()
                 .await
@@ -252,6 +312,7 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
                 continue;
             }
         };
+        let mut most = 0;
         loop {
             let next = tokio::select! {
                 m = batch.next() => m,
@@ -265,14 +326,17 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
                     tracing::info!("cluster: pull of {} ended: {e}", channel.display_name());
                     break;
                 }
-                Some(Ok(msg)) => hand(&cluster, &channel, q, Box::new(msg), &stop).await,
+                Some(Ok(msg)) => most = most.max(hand(&cluster, &channel, q, msg, &stop).await),
             }
+        }
+        if most > 0 {
+            per_message = most;
         }
         if stop.is_cancelled() {
             // Messages already on their way to this broker go straight back.
             let rest = tokio::time::timeout(Duration::from_millis(200), async {
                 while let Some(Ok(msg)) = batch.next().await {
-                    cluster.replies.nak(vec![Box::new(msg)]);
+                    cluster.replies.nak(msg);
                 }
             });
             let _ = rest.await;
@@ -280,64 +344,89 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
     }
 }
 
-/// Gives one pulled message to a worker, waiting for room; hands it back to
-/// JetStream if the workers leave or the broker stops first.
+/// Gives a pulled message's parts to workers, waiting for room; hands what
+/// is left back to JetStream if the workers leave or the broker stops first.
+/// Returns how many parts it had.
 async fn hand(
     cluster: &Cluster,
     channel: &Channel,
     q: &QueueState,
-    msg: Delivery,
+    msg: async_nats::jetstream::Message,
     stop: &CancellationToken,
-) {
+) -> usize {
+    let parts = envelope::open(msg.headers.as_ref(), &msg.payload).unwrap_or_else(|e| {
+        if let Some(n) = cluster.envelope_log.due(cluster.base) {
+            tracing::warn!(
+                "cluster: {n} message(s) on {} delivered whole: not an aioq envelope ({e})",
+                channel.display_name()
+            );
+        }
+        vec![msg.payload.clone()]
+    });
+    let n = parts.len();
     if msg.info().is_ok_and(|i| i.delivered > 1) {
-        cluster.stats.cluster_redelivered.fetch_add(1, Relaxed);
-    }
-    let payload = msg.payload.clone();
-    if payload.is_empty() {
-        cluster.replies.ack(vec![msg]);
         cluster
-            .router
-            .count_drop(Some(channel), None, DropReason::EmptyPayload, 1);
-        return;
+            .stats
+            .cluster_redelivered
+            .fetch_add(n as u64, Relaxed);
     }
-    if payload.len() > cluster.router.max_frame() {
-        // Undeliverable by any worker here; handed back, it would go round
-        // every broker's workers. Acknowledged, and counted.
-        cluster.replies.ack(vec![msg]);
-        cluster.too_large(channel, payload.len());
-        return;
-    }
-    let len = payload.len() as u64;
-    let (mut payload, mut msg) = (payload, msg);
+    let parcel = Parcel::new(msg, n);
     let mut held_since = tokio::time::Instant::now();
-    loop {
-        q.want_room();
-        match q.offer_delivery(payload, msg) {
-            Ok(()) => {
-                cluster.stats.cluster_in.add(1, len);
-                channel.stats.cluster_in.add(1, len);
-                return;
-            }
-            Err((p, m)) => {
-                if stop.is_cancelled() || q.worker_count() == 0 {
-                    cluster.replies.nak(vec![m]);
-                    return;
+    let mut parts = parts.into_iter();
+    while let Some(part) = parts.next() {
+        if part.is_empty() {
+            cluster.replies.written(vec![parcel.clone()]);
+            cluster
+                .router
+                .count_drop(Some(channel), None, DropReason::EmptyPayload, 1);
+            continue;
+        }
+        if part.len() > cluster.router.max_frame() {
+            // Undeliverable by any worker here; handed back, it would go round
+            // every broker's workers. Acknowledged, and counted.
+            cluster.replies.written(vec![parcel.clone()]);
+            cluster.too_large(channel, part.len());
+            continue;
+        }
+        let len = part.len() as u64;
+        let mut part = part;
+        loop {
+            q.want_room();
+            match q.offer_delivery(part, parcel.clone()) {
+                Ok(()) => {
+                    cluster.stats.cluster_in.add(1, len);
+                    channel.stats.cluster_in.add(1, len);
+                    break;
                 }
-                (payload, msg) = (p, m);
+                Err((p, _)) => {
+                    if stop.is_cancelled() || q.worker_count() == 0 {
+                        let back = std::iter::once(p)
+                            .chain(parts)
+                            .map(|p| (parcel.clone(), p))
+                            .collect();
+                        cluster.replies.give_back(back);
+                        return n;
+                    }
+                    part = p;
+                }
             }
-        }
-        // Still this broker's: JetStream must not give it to another broker
-        // meanwhile, which would deliver it twice.
-        if held_since.elapsed() >= cluster.config.ack_wait / 2 {
-            let _ = msg.ack_with(async_nats::jetstream::AckKind::Progress).await;
-            held_since = tokio::time::Instant::now();
-        }
-        tokio::select! {
-            _ = q.wait_room() => {}
-            _ = tokio::time::sleep(PULL_EXPIRES) => {}
-            _ = stop.cancelled() => {}
+            // Still this broker's: JetStream must not give it to another broker
+            // meanwhile, which would deliver it twice.
+            if held_since.elapsed() >= cluster.config.ack_wait / 2 {
+                let _ = parcel
+                    .message()
+                    .ack_with(async_nats::jetstream::AckKind::Progress)
+                    .await;
+                held_since = tokio::time::Instant::now();
+            }
+            tokio::select! {
+                _ = q.wait_room() => {}
+                _ = tokio::time::sleep(PULL_EXPIRES) => {}
+                _ = stop.cancelled() => {}
+            }
         }
     }
+    n
 }
 
 /// Sends what the local backlog holds back to JetStream once no worker is left
@@ -348,19 +437,30 @@ async fn hand_back_orphans(
     q: &QueueState,
     stop: &CancellationToken,
 ) {
-    let orphans = q.take_orphans();
+    let mut orphans = q.take_orphans();
     if orphans.is_empty() {
         return;
     }
     let n = orphans.len();
-    let mut rest = orphans.into_iter();
-    while let Some(m) = rest.next() {
-        if let Err(m) = store(cluster, channel, m, stop).await {
-            let mut back = vec![m];
-            back.extend(rest);
-            q.restore(back);
+    while !orphans.is_empty() {
+        let mut bytes = 0;
+        let take = orphans
+            .iter()
+            .take(envelope::MAX_PARTS)
+            .take_while(|m| {
+                bytes += m.len();
+                bytes <= envelope::MAX_BYTES
+            })
+            .count()
+            .max(1);
+        if store(cluster, channel, &orphans[..take], stop)
+            .await
+            .is_err()
+        {
+            q.restore(orphans);
             return;
         }
+        orphans.drain(..take);
     }
     tracing::info!(
         "cluster: {n} message(s) of {} handed back to JetStream: no worker left here",
