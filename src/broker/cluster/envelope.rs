@@ -59,10 +59,10 @@ pub fn open(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<Vec<Bytes>, 
     let mut parts = Vec::with_capacity(n);
     let mut at = 0;
     while at < payload.len() {
-        let Some(head) = payload.get(at..at + 4) else {
+        let Some(&[a, b, c, d]) = payload.get(at..at + 4) else {
             return Err(format!("a part's length cut short at byte {at}"));
         };
-        let len = u32::from_be_bytes(head.try_into().expect("4 bytes")) as usize;
+        let len = u32::from_be_bytes([a, b, c, d]) as usize;
         let start = at + 4;
         if len > payload.len() - start {
             return Err(format!(
