@@ -215,16 +215,16 @@ const SELF_REPORT: [&str; 6] = [
     "--cluster-ack-wait",
 ];
 
-/// A worker on `a` that reads nothing, and `n` messages of 4 KiB (more than
-/// socket buffers take) published on `b` to `channel`: returns once `a` holds
-/// a full send queue of them for the worker, pulled from JetStream and not
-/// acknowledged. Each payload starts with a 6-byte id (`m:0042`).
-async fn stalled_worker_on(a: &Broker, b: &Broker, channel: &str, n: usize) -> Raw {
+/// A worker on `a` that reads nothing, and `n` messages of `size` bytes (more
+/// than socket buffers take) published on `b` to `channel`: returns once `a`
+/// holds a full send queue of them for the worker, pulled from JetStream and
+/// not acknowledged. Each payload starts with a 6-byte id (`m:0042`).
+async fn stalled_worker_on(a: &Broker, b: &Broker, channel: &str, n: usize, size: usize) -> Raw {
     let mut stalled = Raw::connect_small_buffer(a.port).await;
     stalled.frame(channel.as_bytes()).await;
     wait_subscribed(a, channel, 1).await;
     let mut mon = Raw::subscribe(a.port, "/topic/self").await;
-    let pad = "x".repeat(4096);
+    let pad = "x".repeat(size - 6);
     let mut p = publisher(b.port).await;
     for i in 0..n {
         p.publish(channel, format!("m:{i:04}{pad}").as_bytes())
@@ -250,7 +250,7 @@ async fn queue_messages_held_by_a_killed_broker_reach_a_worker_on_another() {
     let nats = Nats::start();
     let mut a = clustered(&nats, &[&SELF_REPORT[..], &["1s"]].concat());
     let b = clustered(&nats, &["--cluster-ack-wait", "1s"]);
-    let mut stalled = stalled_worker_on(&a, &b, "/queue/work", N).await;
+    let mut stalled = stalled_worker_on(&a, &b, "/queue/work", N, 4096).await;
     signal(&a.child, "KILL");
     wait_exit(&mut a.child, 10.0);
     // What a wrote to the stalled worker's socket before it died is the
@@ -521,7 +521,9 @@ async fn a_worker_that_leaves_hands_its_queue_back_to_the_cluster_at_once() {
     // acknowledgement can bring the messages back in time.
     let a = clustered(&nats, &[&SELF_REPORT[..], &["5m"]].concat());
     let b = clustered(&nats, &[]);
-    let stalled = stalled_worker_on(&a, &b, "/queue/back", N).await;
+    // Small enough that several travel in one JetStream message: the worker
+    // leaves with some of a message's parts written and some not.
+    let stalled = stalled_worker_on(&a, &b, "/queue/back", N, 1024).await;
     // The worker vanishes (a reset): what a had written to its socket went
     // with it; what a still held goes back to JetStream.
     socket2::SockRef::from(&stalled.stream)
@@ -538,8 +540,14 @@ async fn a_worker_that_leaves_hands_its_queue_back_to_the_cluster_at_once() {
     let mut got = HashSet::new();
     let rest = async {
         while got.len() < N - written {
-            let m = w.read().await.expect("a message");
-            got.insert(id(m));
+            let m = id(w.read().await.expect("a message"));
+            // One publisher, one worker: it was written the first ones.
+            let n: usize = m[2..].parse().unwrap();
+            assert!(
+                n >= written,
+                "{m} again, though the first {written} were written to the worker that left"
+            );
+            assert!(got.insert(m.clone()), "{m} twice");
         }
     };
     within(
@@ -666,4 +674,85 @@ async fn cluster_trouble_is_said_at_start() {
     );
     let _ = plain_nats.kill();
     let _ = plain_nats.wait();
+}
+
+/// Publishes `payload` on NATS subject `subject` with `headers` (`Name: value`
+/// lines), as any NATS client may, over the plain NATS protocol.
+async fn nats_publish(nats: &Nats, subject: &str, headers: &[&str], payload: &[u8]) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", nats.port))
+        .await
+        .unwrap();
+    let mut stream = BufReader::new(stream);
+    let mut info = String::new();
+    stream.read_line(&mut info).await.unwrap();
+    let mut head = String::from("NATS/1.0\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    let mut out = format!(
+        "CONNECT {{\"verbose\":false,\"headers\":true}}\r\nHPUB {subject} {} {}\r\n{head}",
+        head.len(),
+        head.len() + payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\nPING\r\n");
+    stream.get_mut().write_all(&out).await.unwrap();
+    let mut pong = String::new();
+    while !pong.starts_with("PONG") {
+        pong.clear();
+        stream.read_line(&mut pong).await.unwrap();
+        assert!(!pong.starts_with("-ERR"), "{pong}");
+    }
+}
+
+/// Other NATS clients may publish into a `/queue` channel's stream: a plain
+/// message is one message, and one whose `Aioq-Parts` header does not match
+/// its payload is delivered whole, never cut into made-up parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_messages_from_other_nats_clients_arrive_whole() {
+    let nats = Nats::start();
+    let broker = clustered(&nats, &[]);
+    let mut w = Raw::subscribe(broker.port, "/queue/outside").await;
+    wait_subscribed(&broker, "/queue/outside", 1).await;
+    let mut p = publisher(broker.port).await;
+    // Its publisher stays connected: a lone message leaves for JetStream
+    // when the broker has read all there is, not when more arrive.
+    p.publish("/queue/outside", b"through aioq").await;
+    assert_eq!(
+        within(10.0, "a message through JetStream", w.read_text()).await,
+        "through aioq"
+    );
+    let subject = "aioq.q./queue/outside";
+    nats_publish(&nats, subject, &[], b"plain").await;
+    // Says 3 parts; holds one 4-byte length that claims far more than follows.
+    let forged = b"\x7f\xff\xff\xffforged";
+    nats_publish(&nats, subject, &["Aioq-Parts: 3"], forged).await;
+    // A well-formed envelope from outside is taken at its word.
+    nats_publish(
+        &nats,
+        subject,
+        &["Aioq-Parts: 2"],
+        b"\0\0\0\x03one\0\0\0\x03two",
+    )
+    .await;
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(
+            within(10.0, "messages from outside", w.read())
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        got,
+        [&b"plain"[..], &forged[..], b"one", b"two"],
+        "{:?}",
+        got.iter()
+            .map(|m| String::from_utf8_lossy(m))
+            .collect::<Vec<_>>()
+    );
 }
