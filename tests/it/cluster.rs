@@ -471,8 +471,8 @@ async fn stream_messages(nats: &Nats) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_stream_holds_the_publisher_back_and_loses_nothing() {
-    // A JetStream message carries at most 64 of them: more than 100 fill it.
-    const N: usize = 7000;
+    // A JetStream message carries at most 256 of them: more than 100 fill it.
+    const N: usize = 26_000;
     let nats = Nats::start();
     let a = clustered(&nats, &["--cluster-queue-messages", "100"]);
     let b = clustered(&nats, &[]);
@@ -755,4 +755,63 @@ async fn queue_messages_from_other_nats_clients_arrive_whole() {
             .map(|m| String::from_utf8_lossy(m))
             .collect::<Vec<_>>()
     );
+}
+
+/// A broker pulls a little ahead of its workers' room, so that they never
+/// wait for a round trip to NATS. When its only worker stops reading, what
+/// it pulled ahead goes back to JetStream for workers on other brokers,
+/// instead of waiting here for as long as the worker stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_broker_pulled_ahead_for_a_stalled_worker_goes_to_other_brokers() {
+    const N: usize = 3000;
+    let nats = Nats::start();
+    // An acknowledgement wait far past the test's deadlines: nothing comes
+    // back by JetStream's own timeout.
+    let a = clustered(&nats, &[&SELF_REPORT[..], &["5m"]].concat());
+    let b = clustered(&nats, &[]);
+    let mut slow = Raw::connect_small_buffer(a.port).await;
+    slow.frame(b"/queue/ahead").await;
+    wait_subscribed(&a, "/queue/ahead", 1).await;
+    let mut mon = Raw::subscribe(a.port, "/topic/self").await;
+    // Reads a little, then nothing more.
+    let reader = tokio::spawn(async move {
+        for _ in 0..100 {
+            slow.read().await.expect("a message");
+        }
+        slow
+    });
+    let pad = "x".repeat(1018);
+    let mut p = publisher(b.port).await;
+    for i in 0..N {
+        p.publish("/queue/ahead", format!("m:{i:04}{pad}").as_bytes())
+            .await;
+    }
+    p.goodbye().await;
+    assert!(within(30.0, "publisher done", p.closed()).await);
+    let stalled = within(20.0, "the first 100 read", reader).await.unwrap();
+    let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut w = Raw::subscribe(b.port, "/queue/ahead").await;
+    let counter = {
+        let got = got.clone();
+        tokio::spawn(async move {
+            while w.read().await.is_some() {
+                got.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+    };
+    // Everything but what a gave its worker, and the rest of the one
+    // JetStream message it had begun to give it (64 KiB: 63 of these),
+    // reaches the worker on b.
+    within(20.0, "what a pulled ahead, at b", async {
+        loop {
+            let at_a = from_cluster(&mut mon).await as usize;
+            let at_b = got.load(std::sync::atomic::Ordering::Relaxed);
+            if at_a + at_b >= N - 63 {
+                break;
+            }
+        }
+    })
+    .await;
+    counter.abort();
+    drop(stalled);
 }

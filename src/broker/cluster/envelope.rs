@@ -15,7 +15,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub const PARTS: &str = "Aioq-Parts";
 
 /// Most parts in one JetStream message.
-pub const MAX_PARTS: usize = 64;
+pub const MAX_PARTS: usize = 256;
 
 /// Payload bytes past which a JetStream message takes no more parts (one
 /// larger message travels alone).

@@ -1,9 +1,13 @@
 //! `/queue` channels over JetStream: publishing with acknowledgements in
 //! flight, and pulling only what local workers have room for.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::consumer::pull::Batch;
+use async_nats::jetstream::{AckKind, Message};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -22,6 +26,9 @@ use crate::runtime::backoff::Backoff;
 const WINDOW: usize = 256;
 /// Most messages asked for in one pull request.
 const MAX_PULL: usize = 1024;
+/// Parts a puller asks for beyond its workers' room, so that the next ones
+/// are here when the workers are ready for them.
+const LOOKAHEAD: usize = 2 * envelope::MAX_PARTS;
 /// Looks (about a second apart) without a worker before a puller retires
 /// its channel.
 const IDLE_LOOKS: u32 = 3;
@@ -241,8 +248,128 @@ async fn store(
     }
 }
 
+/// A pulled JetStream message whose parts are not all with workers yet.
+struct Held {
+    parcel: Arc<Parcel>,
+    /// Parts not offered to a worker yet, in order.
+    parts: VecDeque<Bytes>,
+    /// Some part is with a worker already.
+    started: bool,
+    /// When JetStream last heard that this broker still holds it.
+    since: Instant,
+}
+
+/// What a puller holds: pulled messages not yet all with workers.
+#[derive(Default)]
+struct Hold {
+    held: VecDeque<Held>,
+    parts: usize,
+}
+
+impl Hold {
+    fn is_empty(&self) -> bool {
+        self.held.is_empty()
+    }
+
+    /// Opens a pulled message into its parts; counts and settles at once
+    /// those no worker here can take. Returns how many parts it had.
+    fn take(&mut self, cluster: &Cluster, channel: &Channel, msg: Message) -> usize {
+        let parts = envelope::open(msg.headers.as_ref(), &msg.payload).unwrap_or_else(|e| {
+            if let Some(n) = cluster.envelope_log.due(cluster.base) {
+                tracing::warn!(
+                    "cluster: {n} message(s) on {} delivered whole: not an aioq envelope ({e})",
+                    channel.display_name()
+                );
+            }
+            vec![msg.payload.clone()]
+        });
+        let n = parts.len();
+        if msg.info().is_ok_and(|i| i.delivered > 1) {
+            cluster
+                .stats
+                .cluster_redelivered
+                .fetch_add(n as u64, Relaxed);
+        }
+        let parcel = Parcel::new(msg, n);
+        let mut keep = VecDeque::with_capacity(n);
+        for part in parts {
+            if part.is_empty() {
+                cluster.replies.written(vec![parcel.clone()]);
+                cluster
+                    .router
+                    .count_drop(Some(channel), None, DropReason::EmptyPayload, 1);
+            } else if part.len() > cluster.router.max_frame() {
+                // Undeliverable by any worker here; handed back, it would go
+                // round every broker's workers. Acknowledged, and counted.
+                cluster.replies.written(vec![parcel.clone()]);
+                cluster.too_large(channel, part.len());
+            } else {
+                keep.push_back(part);
+            }
+        }
+        if !keep.is_empty() {
+            self.parts += keep.len();
+            self.held.push_back(Held {
+                parcel,
+                parts: keep,
+                started: false,
+                since: Instant::now(),
+            });
+        }
+        n
+    }
+
+    /// Gives workers what they have room for, in order.
+    fn offer(&mut self, cluster: &Cluster, channel: &Channel, q: &QueueState) {
+        while let Some(h) = self.held.front_mut() {
+            while let Some(part) = h.parts.pop_front() {
+                let len = part.len() as u64;
+                if let Err((part, _)) = q.offer_delivery(part, h.parcel.clone()) {
+                    h.parts.push_front(part);
+                    return;
+                }
+                h.started = true;
+                self.parts -= 1;
+                cluster.stats.cluster_in.add(1, len);
+                channel.stats.cluster_in.add(1, len);
+            }
+            self.held.pop_front();
+        }
+    }
+
+    /// Tells JetStream this broker still holds what it has held for half
+    /// the acknowledgement wait, so that no other broker is given it too.
+    async fn keep_alive(&mut self, ack_wait: Duration) {
+        for h in &mut self.held {
+            if h.since.elapsed() >= ack_wait / 2 {
+                let _ = h.parcel.message().ack_with(AckKind::Progress).await;
+                h.since = Instant::now();
+            }
+        }
+    }
+
+    /// Gives back to JetStream, for any broker, the held messages none of
+    /// whose parts is with a worker yet (`all`: the others' parts too).
+    fn give_back(&mut self, cluster: &Cluster, all: bool) {
+        let mut kept = VecDeque::new();
+        for h in self.held.drain(..) {
+            if h.started && !all {
+                kept.push_back(h);
+                continue;
+            }
+            self.parts -= h.parts.len();
+            let back = h.parts.into_iter().map(|p| (h.parcel.clone(), p)).collect();
+            cluster.replies.give_back(back);
+        }
+        self.held = kept;
+    }
+}
+
 /// Pulls `/queue` channel `channel`'s messages from JetStream for as long as it
-/// exists on this broker, never more than its workers have room for.
+/// exists on this broker. What it asks for is what its workers have room for
+/// and two messages more, and the next pull goes out while the last one's
+/// messages are still being handed: the workers never wait for a round trip
+/// to NATS, and no more is held here than they will soon take.
 pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: CancellationToken) {
     let Kind::Queue(q) = &channel.kind else {
         return;
@@ -252,181 +379,126 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
     // have room for: the most the last pull's messages held, and at first
     // the most any can hold.
     let mut per_message = envelope::MAX_PARTS;
-    // Looks in a row that found no worker and no backlog here.
+    // The most parts in one message of the pull under way.
+    let mut most = 0;
+    let mut hold = Hold::default();
+    let mut batch: Option<Batch> = None;
+    // Looks in a row, about a second apart, that found no worker, no backlog
+    // and nothing held here.
     let mut idle = 0;
+    let mut last_look = Instant::now();
+    // Since when the workers have had no room for what is held.
+    let mut stuck_since: Option<Instant> = None;
+    let mut tick = tokio::time::interval(PULL_EXPIRES.min(cluster.config.ack_wait / 4));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.is_cancelled() {
-        hand_back_orphans(&cluster, &channel, q, &stop).await;
-        if q.worker_count() == 0 && q.backlog_len() == 0 {
-            idle += 1;
-            // A publish to a new /queue name made this channel; with no
-            // worker here its messages wait in JetStream, not here: retire
-            // it, or a flood of names would leave a puller each for ever.
-            if idle >= IDLE_LOOKS && cluster.router.retire_if_idle(&channel) {
-                tracing::debug!(
-                    "cluster: {} retired here: no worker (its stream keeps its messages)",
-                    channel.display_name()
-                );
-                cluster.forget(&channel);
-                return;
-            }
-        } else {
-            idle = 0;
-        }
         q.want_room();
+        hold.offer(&cluster, &channel, q);
+        let workers = q.worker_count();
+        if workers == 0 {
+            hold.give_back(&cluster, true);
+            hand_back_orphans(&cluster, &channel, q, &stop).await;
+        }
+        if last_look.elapsed() >= PULL_EXPIRES {
+            last_look = Instant::now();
+            if workers == 0 && q.backlog_len() == 0 && batch.is_none() {
+                idle += 1;
+                // A publish to a new /queue name made this channel; with no
+                // worker here its messages wait in JetStream, not here:
+                // retire it, or a flood of names would leave a puller each
+                // for ever.
+                if idle >= IDLE_LOOKS && cluster.router.retire_if_idle(&channel) {
+                    tracing::debug!(
+                        "cluster: {} retired here: no worker (its stream keeps its messages)",
+                        channel.display_name()
+                    );
+                    cluster.forget(&channel);
+                    return;
+                }
+            } else {
+                idle = 0;
+            }
+        }
         let room = q.worker_room();
-        if room == 0 || !cluster.connected() {
-            tokio::select! {
-                _ = q.wait_room() => {}
-                // Also looks again now and then: NATS coming back wakes nobody.
-                _ = tokio::time::sleep(PULL_EXPIRES) => {}
-                _ = stop.cancelled() => break,
-            }
-            continue;
+        // Held for long with no room (every worker here stalled): what no
+        // worker has started on goes back for other brokers' workers.
+        if hold.is_empty() || room > 0 {
+            stuck_since = None;
+        } else if stuck_since.get_or_insert_with(Instant::now).elapsed() >= PULL_EXPIRES {
+            hold.give_back(&cluster, false);
+            stuck_since = None;
         }
-        let batch = match cluster.consumer(&channel.name).await {
-            Ok(consumer) => consumer
-                .batch()
-                .max_messages((room / per_message).clamp(1, MAX_PULL))
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}")),
-            Err(e) => Err(e),
+        if batch.is_none() && room > 0 && hold.parts < room + LOOKAHEAD && cluster.connected() {
+            let ask = ((room + LOOKAHEAD - hold.parts) / per_message).clamp(1, MAX_PULL);
+            match start_pull(&cluster, &channel, ask).await {
+                Ok(b) => {
+                    backoff.reset();
+                    batch = Some(b);
+                    most = 0;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        "cluster: cannot pull {}: {e:#}; retrying in {delay:?}",
+                        channel.display_name()
+                    );
+                    cluster.forget(&channel);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => break,
+                    }
+                    continue;
+                }
+            }
+        }
+        let next = async {
+            match batch.as_mut() {
+                Some(b) => b.next().await,
+                None => std::future::pending().await,
+            }
         };
-        let mut batch = match batch {
-            Ok(b) => {
-                backoff.reset();
-                b
-            }
-            Err(e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(
-                    "cluster: cannot pull {}: {e:#}; retrying in {delay:?}",
-                    channel.display_name()
-                );
-                cluster.forget(&channel);
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => break,
+        tokio::select! {
+            m = next => match m {
+                Some(Ok(msg)) => most = most.max(hold.take(&cluster, &channel, msg)),
+                end => {
+                    if let Some(Err(e)) = end {
+                        // Messages JetStream had already sent for this pull
+                        // come back to some broker after --cluster-ack-wait.
+                        tracing::info!("cluster: pull of {} ended: {e}", channel.display_name());
+                    }
+                    batch = None;
+                    if most > 0 {
+                        per_message = most;
+                    }
                 }
-                continue;
+            },
+            _ = q.wait_room() => {}
+            _ = tick.tick() => hold.keep_alive(cluster.config.ack_wait).await,
+            _ = stop.cancelled() => break,
+        }
+    }
+    // Stopping: what is held, and what is on its way, goes straight back.
+    hold.give_back(&cluster, true);
+    if let Some(mut batch) = batch {
+        let rest = tokio::time::timeout(Duration::from_millis(200), async {
+            while let Some(Ok(msg)) = batch.next().await {
+                cluster.replies.nak(msg);
             }
-        };
-        let mut most = 0;
-        loop {
-            let next = tokio::select! {
-                m = batch.next() => m,
-                _ = stop.cancelled() => break,
-            };
-            match next {
-                None => break,
-                Some(Err(e)) => {
-                    // Messages JetStream had already sent for this pull come
-                    // back to some broker after --cluster-ack-wait.
-                    tracing::info!("cluster: pull of {} ended: {e}", channel.display_name());
-                    break;
-                }
-                Some(Ok(msg)) => most = most.max(hand(&cluster, &channel, q, msg, &stop).await),
-            }
-        }
-        if most > 0 {
-            per_message = most;
-        }
-        if stop.is_cancelled() {
-            // Messages already on their way to this broker go straight back.
-            let rest = tokio::time::timeout(Duration::from_millis(200), async {
-                while let Some(Ok(msg)) = batch.next().await {
-                    cluster.replies.nak(msg);
-                }
-            });
-            let _ = rest.await;
-        }
+        });
+        let _ = rest.await;
     }
 }
 
-/// Gives a pulled message's parts to workers, waiting for room; hands what
-/// is left back to JetStream if the workers leave or the broker stops first.
-/// Returns how many parts it had.
-async fn hand(
-    cluster: &Cluster,
-    channel: &Channel,
-    q: &QueueState,
-    msg: async_nats::jetstream::Message,
-    stop: &CancellationToken,
-) -> usize {
-    let parts = envelope::open(msg.headers.as_ref(), &msg.payload).unwrap_or_else(|e| {
-        if let Some(n) = cluster.envelope_log.due(cluster.base) {
-            tracing::warn!(
-                "cluster: {n} message(s) on {} delivered whole: not an aioq envelope ({e})",
-                channel.display_name()
-            );
-        }
-        vec![msg.payload.clone()]
-    });
-    let n = parts.len();
-    if msg.info().is_ok_and(|i| i.delivered > 1) {
-        cluster
-            .stats
-            .cluster_redelivered
-            .fetch_add(n as u64, Relaxed);
-    }
-    let parcel = Parcel::new(msg, n);
-    let mut held_since = tokio::time::Instant::now();
-    let mut parts = parts.into_iter();
-    while let Some(part) = parts.next() {
-        if part.is_empty() {
-            cluster.replies.written(vec![parcel.clone()]);
-            cluster
-                .router
-                .count_drop(Some(channel), None, DropReason::EmptyPayload, 1);
-            continue;
-        }
-        if part.len() > cluster.router.max_frame() {
-            // Undeliverable by any worker here; handed back, it would go round
-            // every broker's workers. Acknowledged, and counted.
-            cluster.replies.written(vec![parcel.clone()]);
-            cluster.too_large(channel, part.len());
-            continue;
-        }
-        let len = part.len() as u64;
-        let mut part = part;
-        loop {
-            q.want_room();
-            match q.offer_delivery(part, parcel.clone()) {
-                Ok(()) => {
-                    cluster.stats.cluster_in.add(1, len);
-                    channel.stats.cluster_in.add(1, len);
-                    break;
-                }
-                Err((p, _)) => {
-                    if stop.is_cancelled() || q.worker_count() == 0 {
-                        let back = std::iter::once(p)
-                            .chain(parts)
-                            .map(|p| (parcel.clone(), p))
-                            .collect();
-                        cluster.replies.give_back(back);
-                        return n;
-                    }
-                    part = p;
-                }
-            }
-            // Still this broker's: JetStream must not give it to another broker
-            // meanwhile, which would deliver it twice.
-            if held_since.elapsed() >= cluster.config.ack_wait / 2 {
-                let _ = parcel
-                    .message()
-                    .ack_with(async_nats::jetstream::AckKind::Progress)
-                    .await;
-                held_since = tokio::time::Instant::now();
-            }
-            tokio::select! {
-                _ = q.wait_room() => {}
-                _ = tokio::time::sleep(PULL_EXPIRES) => {}
-                _ = stop.cancelled() => {}
-            }
-        }
-    }
-    n
+async fn start_pull(cluster: &Cluster, channel: &Channel, ask: usize) -> anyhow::Result<Batch> {
+    cluster
+        .consumer(&channel.name)
+        .await?
+        .batch()
+        .max_messages(ask)
+        .expires(PULL_EXPIRES)
+        .messages()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 /// Sends what the local backlog holds back to JetStream once no worker is left
