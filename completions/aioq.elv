@@ -64,7 +64,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --cluster 'Join a cluster of brokers through this NATS server (e.g. nats://10.0.0.9:4222; several, comma-separated). /topic messages reach subscribers on every broker; /queue channels become JetStream work-queue streams shared by every broker''s workers'
             cand --cluster-ack-wait 'How long JetStream waits for a broker to acknowledge a /queue message before giving it to another broker (a broker that died holding it)'
             cand --cluster-queue-bytes 'Bytes each /queue stream may hold in JetStream; past it publishers wait [default: no byte limit, only --cluster-queue-messages]. JetStream sets this much of its storage aside for every stream when it is created, so a limit also caps the number of /queue channels at the server''s storage divided by it'
-            cand --cluster-queue-messages 'Messages each /queue stream holds in JetStream; past it publishers wait'
+            cand --cluster-queue-messages 'JetStream messages each /queue stream holds; past it publishers wait. A publisher''s messages to one channel that arrive together are stored as one JetStream message (up to 256 of them, 64 KiB), so this bounds stored batches; --cluster-queue-bytes bounds the bytes exactly'
             cand --cluster-replicas 'Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs a clustered NATS)'
             cand --http 'Serve monitoring over HTTP here: /healthz, /api/server, /api/connections, /api/channels and /metrics (Prometheus). Read-only; keep it on loopback or a private network'
             cand --metrics-channel 'Channel for --metrics'

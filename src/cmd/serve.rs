@@ -131,7 +131,10 @@ pub struct ServeArgs {
     /// server's storage divided by it.
     #[arg(long, value_parser = parse_size, requires = "cluster")]
     pub cluster_queue_bytes: Option<usize>,
-    /// Messages each /queue stream holds in JetStream; past it publishers wait.
+    /// JetStream messages each /queue stream holds; past it publishers wait.
+    /// A publisher's messages to one channel that arrive together are stored
+    /// as one JetStream message (up to 256 of them, 64 KiB), so this bounds
+    /// stored batches; --cluster-queue-bytes bounds the bytes exactly.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..), requires = "cluster")]
     pub cluster_queue_messages: u64,
     /// Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs
