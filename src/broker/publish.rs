@@ -133,7 +133,7 @@ pub(crate) struct Publisher<'a> {
     last: Option<Arc<Channel>>,
     /// `/queue` messages on their way into JetStream; made at the first one
     /// (it allocates, and most connections of most brokers never need one).
-    outbox: Option<Outbox>,
+    outbox: Option<Box<Outbox>>,
     /// The connection's rights; `None` for the broker's own process.
     rights: Option<Rights>,
     unsaid: Unsaid,
@@ -303,7 +303,7 @@ impl<'a> Publisher<'a> {
         self.count_channel(&channel, len);
         let back = self
             .outbox
-            .get_or_insert_with(Outbox::default)
+            .get_or_insert_with(Box::default)
             .publish(cluster, &channel, payload, self.stop)
             .await;
         self.route_back(back).await
