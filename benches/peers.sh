@@ -13,6 +13,11 @@
 #   OUT=/tmp/peers benches/peers.sh          # keep every run's JSON there
 #   AIOQ_ARGS="--send-queue 1048576" BROKERS="aioq" benches/peers.sh
 #   IDLE=0 benches/peers.sh                  # no idle-connection runs
+#   FLOOR=127.0.0.1:25300 benches/peers.sh   # also a yardstick already running
+#
+# FLOOR names a server that speaks the aioq protocol with no features at all
+# (a relay with no queues, isolation or accounting): its throughput runs show
+# how far from what the machine can do at all the goals' ratios are set.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
@@ -21,6 +26,8 @@ IDLE=${IDLE:-10000}
 OUT=${OUT:-$(mktemp -d)}
 AIOQ_ARGS=${AIOQ_ARGS:-}
 BROKERS=${BROKERS:-"aioq nats redis"}
+FLOOR=${FLOOR:-}
+[ -n "$FLOOR" ] && BROKERS="$BROKERS floor"
 mkdir -p "$OUT"
 if ! command -v nats-server >/dev/null || ! command -v redis-server >/dev/null; then
   [ "$(id -u)" = 0 ] || { echo "need nats-server and redis-server" >&2; exit 1; }
@@ -50,11 +57,13 @@ wait_port "$P_AIOQ"; wait_port "$P_NATS"; wait_port "$P_REDIS"
 echo "aioq $("$AIOQ" --version | cut -d' ' -f2), $(nats-server --version), redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2)"
 echo "aioq bench $BENCH_ARGS, $RUNS runs each, aioq serve ${AIOQ_ARGS:-with defaults}, JSON in $OUT"
 for i in $(seq "$RUNS"); do
-  for t in "aioq=127.0.0.1:$P_AIOQ" "nats=nats://127.0.0.1:$P_NATS" "redis=redis://127.0.0.1:$P_REDIS"; do
+  for t in "aioq=127.0.0.1:$P_AIOQ" "nats=nats://127.0.0.1:$P_NATS" "redis=redis://127.0.0.1:$P_REDIS" "floor=$FLOOR"; do
     name=${t%%=*}
     case " $BROKERS " in *" $name "*) ;; *) continue ;; esac
     extra=()
     [ "$name" = aioq ] && extra=(--target-metrics "http://127.0.0.1:$P_HTTP/metrics")
+    # A relay blocks on a stalled subscriber: throughput is all it can show.
+    [ "$name" = floor ] && extra=(--scenario throughput)
     # shellcheck disable=SC2086
     "$AIOQ" bench --target "${t#*=}" $BENCH_ARGS "${extra[@]}" --json > "$OUT/$name-$i.json"
     echo "run $i: $name done" >&2
@@ -63,7 +72,7 @@ done
 kill $PID_AIOQ $PID_NATS $PID_REDIS 2>/dev/null; wait 2>/dev/null || true
 if [ "$IDLE" != 0 ]; then
   for i in $(seq "$RUNS"); do
-    AIOQ="$AIOQ" python3 benches/idle.py "$IDLE" --brokers "$(echo $BROKERS | tr ' ' ,)" > "$OUT/idle-$i.txt"
+    AIOQ="$AIOQ" python3 benches/idle.py "$IDLE" --brokers "$(echo ${BROKERS% floor} | tr ' ' ,)" > "$OUT/idle-$i.txt"
     echo "idle run $i done" >&2
   done
 fi
@@ -73,7 +82,7 @@ import glob, json, os, re, statistics, sys
 
 def figures(doc):
     out = {}
-    for i in doc["isolation"]:
+    for i in doc.get("isolation") or []:
         k = i["channel_kind"]
         out[f"/{k} isolation ratio"] = i["isolation_ratio"]
         out[f"/{k} fast p99 with stall, µs"] = i["with_slow"]["fast"]["latency"]["p99_us"]
@@ -90,11 +99,13 @@ def figures(doc):
             out[f"/{k} messages per socket write"] = p["messages_per_write"]
             out[f"/{k} bytes per socket write"] = p["bytes_per_write"]
             out[f"/{k} broker CPU per delivery, ns"] = p["cpu_ns_per_delivery"]
-    lat = doc["latency"]
-    out["latency p99 from schedule, µs"] = lat["intended_latency"]["p99_us"]
-    out["latency p50 from send, µs"] = lat["latency"]["p50_us"]
-    f = doc["fanout"]
-    out[f"fan-out to {f['connections']}, deliveries/s"] = f["delivered_per_s"]
+    lat = doc.get("latency")
+    if lat:
+        out["latency p99 from schedule, µs"] = lat["intended_latency"]["p99_us"]
+        out["latency p50 from send, µs"] = lat["latency"]["p50_us"]
+    f = doc.get("fanout")
+    if f:
+        out[f"fan-out to {f['connections']}, deliveries/s"] = f["delivered_per_s"]
     return out
 
 brokers = sys.argv[2].split()
@@ -141,7 +152,7 @@ def med(b, n):
 def lossless(b, k):
     return all(r.get(f"/{k} throughput lost", 1) == 0 for r in runs.get(b, []))
 
-peers = [b for b in brokers if b != "aioq"]
+peers = [b for b in brokers if b not in ("aioq", "floor")]
 if "aioq" in brokers and peers:
     print()
     for k in ("topic", "queue"):
@@ -150,6 +161,10 @@ if "aioq" in brokers and peers:
         if best and med("aioq", n):
             print(f"/{k} throughput: aioq {med('aioq', n) / best[0]:.2f}x {best[1]} (best lossless peer)"
                   + ("" if lossless("aioq", k) else "; aioq lost messages in some run"))
+        if med("floor", n) and med("aioq", n):
+            print(f"/{k} throughput at the floor: {med('floor', n):,.0f}/s; aioq "
+                  f"{med('aioq', n) / med('floor', n):.0%} of it"
+                  + (f", best peer {best[1]} {best[0] / med('floor', n):.0%}" if best else ""))
     for n, what in (("latency p99 from schedule, µs", "latency p99"),):
         best = min(((med(b, n), b) for b in peers if med(b, n)), default=None)
         if best and med("aioq", n):
