@@ -24,8 +24,10 @@ use crate::runtime::backoff::Backoff;
 
 /// JetStream publishes one connection may have awaiting acknowledgement.
 const WINDOW: usize = 256;
-/// Most messages asked for in one pull request.
-const MAX_PULL: usize = 1024;
+/// Most JetStream messages asked for in one pull request: what a puller
+/// holds stays bounded (64 × 64 KiB) even when its estimate of parts per
+/// message was made on lone messages and a flood of full ones follows.
+const MAX_PULL: usize = 64;
 /// Parts a puller asks for beyond its workers' room, so that the next ones
 /// are here when the workers are ready for them.
 const LOOKAHEAD: usize = 2 * envelope::MAX_PARTS;
@@ -389,7 +391,11 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
     let mut last_look = Instant::now();
     // Since when the workers have had no room for what is held.
     let mut stuck_since: Option<Instant> = None;
-    let mut tick = tokio::time::interval(PULL_EXPIRES.min(cluster.config.ack_wait / 4));
+    let mut tick = tokio::time::interval(
+        PULL_EXPIRES
+            .min(cluster.config.ack_wait / 4)
+            .max(Duration::from_millis(10)),
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.is_cancelled() {
         q.want_room();
