@@ -10,11 +10,14 @@
 //!   cannot be forwarded is counted (`cluster_unforwarded`), while local
 //!   subscribers keep getting everything.
 //! - `/queue`: each channel is a JetStream work-queue stream, one durable pull
-//!   consumer shared by every broker. A broker pulls only as many messages as its
-//!   workers have free places, and acknowledges a message once it is written to a
-//!   worker's socket, not when it is queued: a broker killed with messages in its
-//!   workers' send queues has acknowledged none of them, and JetStream gives them
-//!   to another broker after `--cluster-ack-wait`. At-least-once: a message can
+//!   consumer shared by every broker. A publisher's messages that the broker
+//!   reads together travel as one JetStream message (`envelope`): JetStream's
+//!   cost is per JetStream message. A broker pulls what its workers have free
+//!   places for and a little more, and acknowledges a JetStream message once
+//!   every message in it is written to a worker's socket, not when it is
+//!   queued: a broker killed with messages in its workers' send queues has
+//!   acknowledged none of them, and JetStream gives them to another broker
+//!   after `--cluster-ack-wait`. At-least-once: a message can
 //!   arrive twice (a broker killed after writing, before its ack left), never
 //!   zero times once JetStream acknowledged the publish. Publishers wait for
 //!   JetStream's acknowledgement (a window of them in flight per connection), so
