@@ -140,7 +140,9 @@ async fn topic_messages_reach_every_broker_once_in_order_per_publisher() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_work_is_shared_across_brokers_each_message_once() {
-    const N: usize = 2000;
+    // Up to 256 travel in one JetStream message, and a broker pulls a couple
+    // of those ahead: enough of them that both brokers' pullers get some.
+    const N: usize = 20_000;
     let nats = Nats::start();
     let a = clustered(&nats, &[]);
     let b = clustered(&nats, &[]);
@@ -186,6 +188,7 @@ async fn queue_work_is_shared_across_brokers_each_message_once() {
     assert_eq!(got.len(), N, "duplicates: {} delivered", got.len());
     assert_eq!(unique.len(), N);
     let on_a = got.iter().filter(|(w, _)| *w == "a").count();
+    eprintln!("{on_a} of {N} on a's worker");
     assert!(
         on_a > 0 && on_a < N,
         "both brokers' workers shared the work: {on_a} of {N} on a"
