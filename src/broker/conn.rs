@@ -620,11 +620,10 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
     loop {
         if stopping {
             if let Some(end) =
-                ship_before_waiting(shared, sub, !frames.read_buffer().is_empty(), publisher).await
+                before_waiting(shared, sub, !frames.read_buffer().is_empty(), publisher).await
             {
                 return end;
             }
-            publisher.flush_counts();
             let partial = in_progress(frames, &parser);
             let frame = tokio::select! {
                 biased;
@@ -662,11 +661,10 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
         } else {
             unlooked = 0;
             if let Some(end) =
-                ship_before_waiting(shared, sub, !frames.read_buffer().is_empty(), publisher).await
+                before_waiting(shared, sub, !frames.read_buffer().is_empty(), publisher).await
             {
                 return end;
             }
-            publisher.flush_counts();
             tokio::select! {
             biased;
             _ = &mut stop => {
@@ -720,23 +718,22 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
     }
 }
 
-/// Sends the `/queue` messages gathered for JetStream once the read buffer is
-/// empty: nothing more is about to join them. `Some` ends the connection.
-async fn ship_before_waiting(
+/// What a reader does before it may wait for input: once the read buffer is
+/// empty (`buffered` false), it sends the `/queue` messages gathered for
+/// JetStream, since nothing more is about to join them; and it adds what it
+/// counted to the shared counters. `Some` ends the connection.
+async fn before_waiting(
     shared: &Shared,
     sub: &Subscriber,
     buffered: bool,
     publisher: &mut Publisher<'_>,
 ) -> Option<End> {
-    if !publisher.holds_open() || buffered {
-        return None;
-    }
     // Boxed, as the settling at the end: JetStream's futures are large.
-    if Box::pin(publisher.ship()).await {
-        None
-    } else {
-        Some(cut_short(shared, sub))
+    if !buffered && publisher.holds_open() && !Box::pin(publisher.ship()).await {
+        return Some(cut_short(shared, sub));
     }
+    publisher.flush_counts();
+    None
 }
 
 /// How a connection ends when one of its publishes could not be routed.

@@ -101,22 +101,25 @@ impl Replies {
         (Self(tx), rx)
     }
 
-    /// Parts written to workers' sockets.
-    pub fn written(&self, parts: Vec<Delivery>) {
+    /// Parts written to workers' sockets (or that no worker could take,
+    /// counted as dropped): done with.
+    pub fn written(&self, parts: impl IntoIterator<Item = Delivery>) {
         for p in parts {
-            if p.settle(None) {
-                let _ = self.0.send(Reply::Settled(p));
-            }
+            self.settle(p, None);
         }
     }
 
     /// Parts that no worker here will write: back to JetStream, for any
     /// broker's workers.
-    pub fn give_back(&self, parts: Vec<(Delivery, Bytes)>) {
+    pub fn give_back(&self, parts: impl IntoIterator<Item = (Delivery, Bytes)>) {
         for (p, part) in parts {
-            if p.settle(Some(part)) {
-                let _ = self.0.send(Reply::Settled(p));
-            }
+            self.settle(p, Some(part));
+        }
+    }
+
+    fn settle(&self, p: Delivery, back: Option<Bytes>) {
+        if p.settle(back) {
+            let _ = self.0.send(Reply::Settled(p));
         }
     }
 

@@ -238,9 +238,7 @@ impl<'a> Publisher<'a> {
             cluster.forward(&name, &payload);
             return self.route(name, payload).await;
         }
-        // Boxed: the JetStream futures are large, and would otherwise make every
-        // publish, clustered or not, carry their size.
-        Box::pin(self.route_to_stream(cluster, name, payload)).await
+        self.route_to_stream(name, payload).await
     }
 
     /// Waits for the `/queue` messages still on their way into JetStream and
@@ -288,25 +286,31 @@ impl<'a> Publisher<'a> {
         true
     }
 
-    /// A `/queue` message of a clustered broker: into its JetStream stream, or
-    /// routed here when JetStream cannot take it.
-    async fn route_to_stream(&mut self, cluster: &Cluster, name: Bytes, payload: Bytes) -> bool {
-        let len = payload.len() as u64;
-        let channel = match self.channel(&name) {
-            Found::Channel(c) => c,
-            Found::Unrouted => return true,
-            Found::Refused => {
-                self.refused();
-                return true;
-            }
+    /// A `/queue` message of a clustered broker: gathered for its JetStream
+    /// stream without waiting, as nearly every one is; shipped when the
+    /// gathering is full or cannot take it. Shipping is boxed: JetStream's
+    /// futures are large, and would otherwise make every publish, clustered
+    /// or not, carry their size.
+    async fn route_to_stream(&mut self, name: Bytes, payload: Bytes) -> bool {
+        let channel = match self.target(&name) {
+            Ok(c) => c,
+            Err(done) => return done,
         };
-        self.count_channel(&channel, len);
-        let back = self
-            .outbox
-            .get_or_insert_with(Box::default)
-            .publish(cluster, &channel, payload, self.stop)
-            .await;
-        self.route_back(back).await
+        self.count_channel(&channel, payload.len() as u64);
+        let mut payload = payload;
+        let mut shipped = true;
+        loop {
+            let outbox = self.outbox.get_or_insert_with(Box::default);
+            match outbox.gather(&channel, payload) {
+                Ok(()) if !outbox.full() => return shipped,
+                Ok(()) => return Box::pin(self.ship()).await && shipped,
+                // What is gathered leaves first; then nothing is, and it joins.
+                Err(p) => {
+                    shipped = Box::pin(self.ship()).await;
+                    payload = p;
+                }
+            }
+        }
     }
 
     fn channel(&mut self, name: &Bytes) -> Found {

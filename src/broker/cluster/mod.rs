@@ -393,6 +393,23 @@ impl Cluster {
         Ok(consumer.clone())
     }
 
+    /// Publishes `parts` to `subject` as one JetStream message (see
+    /// `envelope`); its acknowledgement comes later.
+    async fn publish_parts(
+        &self,
+        subject: async_nats::Subject,
+        parts: &[Bytes],
+    ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
+        match envelope::seal(parts) {
+            (None, payload) => self.js.publish(subject, payload).await,
+            (Some(headers), payload) => {
+                self.js
+                    .publish_with_headers(subject, headers, payload)
+                    .await
+            }
+        }
+    }
+
     /// Forgets what is known of `channel`'s stream, after an error that
     /// suggests it is gone (a NATS server restarted without its store).
     fn forget(&self, channel: &Channel) {
@@ -453,16 +470,10 @@ async fn restore(
     back: Vec<Bytes>,
 ) -> Result<(), async_nats::Error> {
     let stored = async {
-        let ack = match envelope::seal(&back) {
-            (None, payload) => cluster.js.publish(msg.subject.clone(), payload).await,
-            (Some(headers), payload) => {
-                cluster
-                    .js
-                    .publish_with_headers(msg.subject.clone(), headers, payload)
-                    .await
-            }
-        }?;
-        ack.await?;
+        cluster
+            .publish_parts(msg.subject.clone(), &back)
+            .await?
+            .await?;
         Ok::<_, async_nats::Error>(())
     };
     match tokio::time::timeout(RESTORE_WITHIN, stored).await {

@@ -73,35 +73,32 @@ impl Outbox {
         self.open.is_some()
     }
 
-    /// Adds one `/queue` message to the next JetStream message, which leaves
-    /// when it is full, when a message for another channel comes, or when
-    /// the reader [ships](Self::ship) it. Returns what JetStream cannot take
-    /// now, and, at the window's edge, earlier messages that JetStream
-    /// refused for good, for the caller to route on this broker.
-    pub(in crate::broker) async fn publish(
-        &mut self,
-        cluster: &Cluster,
-        channel: &Arc<Channel>,
-        payload: Bytes,
-        stop: &CancellationToken,
-    ) -> Back {
-        let mut back = Vec::new();
-        if self.open.as_ref().is_some_and(|o| {
-            !Arc::ptr_eq(&o.channel, channel) || o.bytes + payload.len() > envelope::MAX_BYTES
-        }) {
-            back = self.ship(cluster, stop).await;
-        }
+    /// Adds one `/queue` message to the JetStream message being gathered,
+    /// without waiting; gives it back when it cannot join it (another
+    /// channel, or past [`envelope::MAX_BYTES`]): the caller ships what is
+    /// gathered and adds it again. A message gathered leaves when the
+    /// gathering is [full](Self::full), or when the reader ships it.
+    pub fn gather(&mut self, channel: &Arc<Channel>, payload: Bytes) -> Result<(), Bytes> {
         let open = self.open.get_or_insert_with(|| Open {
             channel: channel.clone(),
             parts: Vec::new(),
             bytes: 0,
         });
+        if !Arc::ptr_eq(&open.channel, channel)
+            || (open.bytes > 0 && open.bytes + payload.len() > envelope::MAX_BYTES)
+        {
+            return Err(payload);
+        }
         open.bytes += payload.len();
         open.parts.push(payload);
-        if open.parts.len() >= envelope::MAX_PARTS || open.bytes >= envelope::MAX_BYTES {
-            back.extend(self.ship(cluster, stop).await);
-        }
-        back
+        Ok(())
+    }
+
+    /// What is gathered must leave now.
+    pub fn full(&self) -> bool {
+        self.open
+            .as_ref()
+            .is_some_and(|o| o.parts.len() >= envelope::MAX_PARTS || o.bytes >= envelope::MAX_BYTES)
     }
 
     /// Sends the messages gathered so far as one JetStream message.
@@ -188,17 +185,10 @@ async fn send(
     channel: &Channel,
     parts: &[Bytes],
 ) -> Result<async_nats::jetstream::context::PublishAckFuture, String> {
-    let subject = subject_of(channel);
-    let sent = match envelope::seal(parts) {
-        (None, payload) => cluster.js.publish(subject, payload).await,
-        (Some(headers), payload) => {
-            cluster
-                .js
-                .publish_with_headers(subject, headers, payload)
-                .await
-        }
-    };
-    sent.map_err(|e| e.to_string())
+    cluster
+        .publish_parts(subject_of(channel), parts)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Publishes `parts` as one message and waits for its acknowledgement,
@@ -265,12 +255,16 @@ struct Held {
 #[derive(Default)]
 struct Hold {
     held: VecDeque<Held>,
-    parts: usize,
 }
 
 impl Hold {
     fn is_empty(&self) -> bool {
         self.held.is_empty()
+    }
+
+    /// Parts held, not yet offered (a few pulls' worth of messages to add up).
+    fn parts(&self) -> usize {
+        self.held.iter().map(|h| h.parts.len()).sum()
     }
 
     /// Opens a pulled message into its parts; counts and settles at once
@@ -296,21 +290,20 @@ impl Hold {
         let mut keep = VecDeque::with_capacity(n);
         for part in parts {
             if part.is_empty() {
-                cluster.replies.written(vec![parcel.clone()]);
+                cluster.replies.written([parcel.clone()]);
                 cluster
                     .router
                     .count_drop(Some(channel), None, DropReason::EmptyPayload, 1);
             } else if part.len() > cluster.router.max_frame() {
                 // Undeliverable by any worker here; handed back, it would go
                 // round every broker's workers. Acknowledged, and counted.
-                cluster.replies.written(vec![parcel.clone()]);
+                cluster.replies.written([parcel.clone()]);
                 cluster.too_large(channel, part.len());
             } else {
                 keep.push_back(part);
             }
         }
         if !keep.is_empty() {
-            self.parts += keep.len();
             self.held.push_back(Held {
                 parcel,
                 parts: keep,
@@ -331,7 +324,6 @@ impl Hold {
                     return;
                 }
                 h.started = true;
-                self.parts -= 1;
                 cluster.stats.cluster_in.add(1, len);
                 channel.stats.cluster_in.add(1, len);
             }
@@ -359,9 +351,10 @@ impl Hold {
                 kept.push_back(h);
                 continue;
             }
-            self.parts -= h.parts.len();
-            let back = h.parts.into_iter().map(|p| (h.parcel.clone(), p)).collect();
-            cluster.replies.give_back(back);
+            let parcel = h.parcel;
+            cluster
+                .replies
+                .give_back(h.parts.into_iter().map(|p| (parcel.clone(), p)));
         }
         self.held = kept;
     }
@@ -434,8 +427,9 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
             hold.give_back(&cluster, false);
             stuck_since = None;
         }
-        if batch.is_none() && room > 0 && hold.parts < room + LOOKAHEAD && cluster.connected() {
-            let ask = ((room + LOOKAHEAD - hold.parts) / per_message).clamp(1, MAX_PULL);
+        let held = hold.parts();
+        if batch.is_none() && room > 0 && held < room + LOOKAHEAD && cluster.connected() {
+            let ask = ((room + LOOKAHEAD - held) / per_message).clamp(1, MAX_PULL);
             match start_pull(&cluster, &channel, ask).await {
                 Ok(b) => {
                     backoff.reset();
@@ -544,4 +538,58 @@ async fn hand_back_orphans(
         "cluster: {n} message(s) of {} handed back to JetStream: no worker left here",
         channel.display_name()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::router::Router;
+    use crate::broker::BrokerConfig;
+
+    fn channels(names: &[&str]) -> Vec<Arc<Channel>> {
+        let router = Router::new(Arc::new(BrokerConfig::default()), Arc::default());
+        names
+            .iter()
+            .map(|n| {
+                router
+                    .lookup(&Bytes::copy_from_slice(n.as_bytes()))
+                    .unwrap()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    fn gathered(o: &Outbox) -> usize {
+        o.open.as_ref().map_or(0, |o| o.parts.len())
+    }
+
+    #[test]
+    fn a_jetstream_message_gathers_one_channel_up_to_its_bounds() {
+        let c = channels(&["/queue/a", "/queue/b"]);
+        let small = Bytes::from_static(b"x");
+        let mut o = Outbox::default();
+        for i in 1..=envelope::MAX_PARTS {
+            assert!(!o.full(), "full at {i} parts");
+            o.gather(&c[0], small.clone()).unwrap();
+        }
+        assert!(o.full(), "full at {} parts", envelope::MAX_PARTS);
+        // Another channel's message does not join.
+        let mut o = Outbox::default();
+        o.gather(&c[0], small.clone()).unwrap();
+        assert!(o.gather(&c[1], small.clone()).is_err());
+        assert_eq!(gathered(&o), 1);
+        // Nor one that would take it past its bytes.
+        let big = Bytes::from(vec![b'y'; envelope::MAX_BYTES]);
+        assert_eq!(o.gather(&c[0], big.clone()).unwrap_err(), big);
+        // Alone, a message of any size is gathered, and must leave at once.
+        let mut o = Outbox::default();
+        o.gather(&c[0], big.clone()).unwrap();
+        assert!(o.full());
+        let mut o = Outbox::default();
+        o.gather(&c[0], Bytes::from(vec![b'z'; envelope::MAX_BYTES - 1]))
+            .unwrap();
+        assert!(!o.full());
+        o.gather(&c[0], small).unwrap();
+        assert!(o.full(), "full at exactly its bytes");
+    }
 }
