@@ -218,6 +218,19 @@ const SELF_REPORT: [&str; 6] = [
     "--cluster-ack-wait",
 ];
 
+/// Publishes `n` messages of `size` bytes to `channel` on the broker at
+/// `port`, each starting with a 6-byte id (`m:0042`), and says goodbye.
+async fn publish_numbered(port: u16, channel: &str, n: usize, size: usize) {
+    let pad = "x".repeat(size - 6);
+    let mut p = publisher(port).await;
+    for i in 0..n {
+        p.publish(channel, format!("m:{i:04}{pad}").as_bytes())
+            .await;
+    }
+    p.goodbye().await;
+    assert!(within(30.0, "publisher done", p.closed()).await);
+}
+
 /// A worker on `a` that reads nothing, and `n` messages of `size` bytes (more
 /// than socket buffers take) published on `b` to `channel`: returns once `a`
 /// holds a full send queue of them for the worker, pulled from JetStream and
@@ -227,14 +240,7 @@ async fn stalled_worker_on(a: &Broker, b: &Broker, channel: &str, n: usize, size
     stalled.frame(channel.as_bytes()).await;
     wait_subscribed(a, channel, 1).await;
     let mut mon = Raw::subscribe(a.port, "/topic/self").await;
-    let pad = "x".repeat(size - 6);
-    let mut p = publisher(b.port).await;
-    for i in 0..n {
-        p.publish(channel, format!("m:{i:04}{pad}").as_bytes())
-            .await;
-    }
-    p.goodbye().await;
-    assert!(within(30.0, "publisher done", p.closed()).await);
+    publish_numbered(b.port, channel, n, size).await;
     // The worker queue holds 64 by default.
     within(20.0, "a to hold messages for its worker", async {
         while from_cluster(&mut mon).await < 64 {}
@@ -783,14 +789,7 @@ async fn what_a_broker_pulled_ahead_for_a_stalled_worker_goes_to_other_brokers()
         }
         slow
     });
-    let pad = "x".repeat(1018);
-    let mut p = publisher(b.port).await;
-    for i in 0..N {
-        p.publish("/queue/ahead", format!("m:{i:04}{pad}").as_bytes())
-            .await;
-    }
-    p.goodbye().await;
-    assert!(within(30.0, "publisher done", p.closed()).await);
+    publish_numbered(b.port, "/queue/ahead", N, 1024).await;
     let stalled = within(20.0, "the first 100 read", reader).await.unwrap();
     let got = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut w = Raw::subscribe(b.port, "/queue/ahead").await;
