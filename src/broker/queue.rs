@@ -103,10 +103,7 @@ impl Inner {
     fn dispatch(&mut self, payload: Bytes, held: bool) -> Result<(), Bytes> {
         self.round_robin(payload, |w, p| {
             let offered = if held { w.offer_held(p) } else { w.offer(p) };
-            offered.map_err(|r| {
-                let over_budget = matches!(r, Refused::OverBudget(_));
-                (r.into_inner(), over_budget)
-            })
+            offered.map_err(Refused::into_payload_and_budget)
         })
     }
 
@@ -372,8 +369,8 @@ impl QueueState {
         }
         inner.round_robin((payload, delivery), |w, (p, d)| {
             w.offer_delivery(p, d).map_err(|(refused, d)| {
-                let over_budget = matches!(refused, Refused::OverBudget(_));
-                ((refused.into_inner(), d), over_budget)
+                let (p, over_budget) = refused.into_payload_and_budget();
+                ((p, d), over_budget)
             })
         })
     }

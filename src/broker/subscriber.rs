@@ -37,6 +37,13 @@ impl Refused {
             Refused::Full(p) | Refused::OverBudget(p) | Refused::Closed(p) => p,
         }
     }
+
+    /// The payload, and whether the broker's memory (not this subscriber)
+    /// refused it: then no other subscriber can take it either.
+    pub fn into_payload_and_budget(self) -> (Bytes, bool) {
+        let over_budget = matches!(self, Refused::OverBudget(_));
+        (self.into_inner(), over_budget)
+    }
 }
 
 #[derive(Debug)]

@@ -371,10 +371,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     channel.stats.delivered.add(n, bytes);
     shared.stats.delivered.add(n, bytes);
     if let Some(replies) = shared.replies.get() {
-        let due = sub.written(&batch[..whole]);
-        if !due.is_empty() {
-            replies.written(due);
-        }
+        replies.written(sub.written(&batch[..whole]));
     }
     batch.drain(..whole);
     result
