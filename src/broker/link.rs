@@ -36,6 +36,11 @@ impl Parcel {
         &self.msg
     }
 
+    /// Every part is written or given back: its answer is on its way.
+    pub fn settled(&self) -> bool {
+        self.left.load(Ordering::Acquire) == 0
+    }
+
     /// One part settled (`back`: not written, to be stored again); true for
     /// the last.
     fn settle(&self, back: Option<Bytes>) -> bool {

@@ -817,3 +817,73 @@ async fn what_a_broker_pulled_ahead_for_a_stalled_worker_goes_to_other_brokers()
     counter.abort();
     drop(stalled);
 }
+
+/// A worker slower than the acknowledgement wait keeps what its broker queued
+/// for it: the broker tells JetStream it still holds those messages, so that
+/// none is given to another broker's worker as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_slower_than_the_ack_wait_gets_its_messages_once() {
+    const N: usize = 300;
+    let nats = Nats::start();
+    let a = clustered(&nats, &[&SELF_REPORT[..], &["1s"]].concat());
+    let b = clustered(&nats, &["--cluster-ack-wait", "1s"]);
+    let mut slow = stalled_worker_on(&a, &b, "/queue/slow", N, 1024).await;
+    // b's worker takes what a does not hold, and would take what a holds too
+    // if JetStream gave it out again.
+    let at_b = Arc::new(Mutex::new(Vec::new()));
+    let mut w = Raw::subscribe(b.port, "/queue/slow").await;
+    let reader = {
+        let at_b = at_b.clone();
+        tokio::spawn(async move {
+            while let Some(m) = w.read().await {
+                at_b.lock().unwrap().push(id(m));
+            }
+        })
+    };
+    // The scenario, not a synchronisation: the worker reads nothing for three
+    // acknowledgement waits, then everything.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut at_a = Vec::new();
+    within(30.0, "every message, at one worker or the other", async {
+        loop {
+            let seen: HashSet<String> = at_a
+                .iter()
+                .chain(at_b.lock().unwrap().iter())
+                .cloned()
+                .collect();
+            if seen.len() == N {
+                break;
+            }
+            if let Ok(m) = tokio::time::timeout(Duration::from_millis(100), slow.read()).await {
+                at_a.push(id(m.expect("a message")));
+            }
+        }
+    })
+    .await;
+    // The slow worker leaves, and is sent what a still holds for it first.
+    slow.goodbye().await;
+    within(10.0, "the rest of what a held for the slow worker", async {
+        while let Some(m) = slow.read().await.filter(|m| !m.is_empty()) {
+            at_a.push(id(m));
+        }
+    })
+    .await;
+    reader.abort();
+    let at_b = at_b.lock().unwrap().clone();
+    let twice: Vec<&String> = at_a.iter().filter(|m| at_b.contains(m)).collect();
+    eprintln!(
+        "slow worker on a: {}; worker on b: {}",
+        at_a.len(),
+        at_b.len()
+    );
+    assert!(
+        twice.is_empty(),
+        "{} at both workers: {twice:?}",
+        twice.len()
+    );
+    assert_eq!(
+        at_a.len() + at_b.len(),
+        N,
+        "a message came twice to one worker"
+    );
+}

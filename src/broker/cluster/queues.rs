@@ -251,10 +251,14 @@ struct Held {
     since: Instant,
 }
 
-/// What a puller holds: pulled messages not yet all with workers.
+/// What a puller holds: pulled messages not yet all with workers, and
+/// those that are, until every part is written.
 #[derive(Default)]
 struct Hold {
     held: VecDeque<Held>,
+    /// Messages all of whose parts are with workers, not all written yet,
+    /// and when JetStream last heard of each.
+    out: Vec<(Arc<Parcel>, Instant)>,
 }
 
 impl Hold {
@@ -327,17 +331,25 @@ impl Hold {
                 cluster.stats.cluster_in.add(1, len);
                 channel.stats.cluster_in.add(1, len);
             }
-            self.held.pop_front();
+            if let Some(h) = self.held.pop_front() {
+                self.out.push((h.parcel, h.since));
+            }
         }
     }
 
     /// Tells JetStream this broker still holds what it has held for half
-    /// the acknowledgement wait, so that no other broker is given it too.
+    /// the acknowledgement wait, so that no other broker is given it too:
+    /// messages waiting here, and those in the send queues of workers slower
+    /// than the acknowledgement wait (a worker that stops reading is
+    /// disconnected after --write-timeout, and what it had goes back then).
     async fn keep_alive(&mut self, ack_wait: Duration) {
-        for h in &mut self.held {
-            if h.since.elapsed() >= ack_wait / 2 {
-                let _ = h.parcel.message().ack_with(AckKind::Progress).await;
-                h.since = Instant::now();
+        self.out.retain(|(parcel, _)| !parcel.settled());
+        let due = self.held.iter_mut().map(|h| (&h.parcel, &mut h.since));
+        let due = due.chain(self.out.iter_mut().map(|(p, since)| (&*p, since)));
+        for (parcel, since) in due {
+            if since.elapsed() >= ack_wait / 2 {
+                let _ = parcel.message().ack_with(AckKind::Progress).await;
+                *since = Instant::now();
             }
         }
     }
