@@ -9,7 +9,6 @@ use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, FramedRead};
 use tokio_util::sync::CancellationToken;
 
@@ -420,7 +419,7 @@ async fn serve_on<T: Transport>(
         FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
 
     let (capacity, max_bytes) = channel_policy.send_bounds(&name);
-    let (tx, rx) = mpsc::channel(capacity);
+    let (tx, rx) = super::send_queue::channel(capacity);
     let id = shared.next_id.fetch_add(1, Relaxed);
     let stats = Arc::new(ConnStats::default());
     let kill = shared.abort.child_token();

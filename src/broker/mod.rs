@@ -32,6 +32,7 @@ pub mod policy;
 mod publish;
 mod queue;
 mod router;
+mod send_queue;
 pub mod stats;
 mod subscriber;
 mod writer;

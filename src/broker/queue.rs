@@ -408,15 +408,15 @@ impl QueueState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::mpsc;
+    use crate::broker::send_queue;
     use tokio_util::sync::CancellationToken;
 
     fn worker(
         id: u64,
         capacity: usize,
         budget: &Arc<Budget>,
-    ) -> (Arc<Subscriber>, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    ) -> (Arc<Subscriber>, send_queue::Receiver) {
+        let (tx, rx) = send_queue::channel(capacity);
         let sub = Subscriber::new(
             id,
             "127.0.0.1:1".parse().unwrap(),
@@ -430,9 +430,9 @@ mod tests {
     }
 
     /// What a writer does: takes everything queued, then lets the backlog refill.
-    fn drain(q: &QueueState, w: &Subscriber, rx: &mut mpsc::Receiver<Bytes>) -> Vec<Bytes> {
+    fn drain(q: &QueueState, w: &Subscriber, rx: &mut send_queue::Receiver) -> Vec<Bytes> {
         let mut got = Vec::new();
-        while let Ok(m) = rx.try_recv() {
+        while let Some(m) = rx.try_recv() {
             w.taken(m.len());
             got.push(m);
         }

@@ -14,8 +14,7 @@ use super::end::EndReason;
 use super::link::Delivery;
 use super::lock;
 use super::log_every::LogEvery;
-use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
+use super::send_queue::{self, SendError};
 use tokio_util::sync::CancellationToken;
 
 use super::stats::ConnStats;
@@ -50,7 +49,7 @@ impl Refused {
 pub struct Subscriber {
     pub id: u64,
     pub peer: SocketAddr,
-    tx: mpsc::Sender<Bytes>,
+    tx: send_queue::Sender,
     /// Payload bytes waiting in the send queue, and their bound: the queue is
     /// full at its message capacity or at this many bytes, whichever comes first.
     queued_bytes: AtomicUsize,
@@ -88,7 +87,7 @@ impl Subscriber {
     pub fn new(
         id: u64,
         peer: SocketAddr,
-        tx: mpsc::Sender<Bytes>,
+        tx: send_queue::Sender,
         max_bytes: usize,
         budget: Arc<Budget>,
         stats: Arc<ConnStats>,
@@ -240,8 +239,8 @@ impl Subscriber {
                 self.budget.give_back(len);
             }
             match e {
-                TrySendError::Full(p) => Refused::Full(p),
-                TrySendError::Closed(p) => Refused::Closed(p),
+                SendError::Full(p) => Refused::Full(p),
+                SendError::Closed(p) => Refused::Closed(p),
             }
         })
     }
@@ -303,7 +302,7 @@ impl Subscriber {
 mod tests {
     use super::*;
 
-    fn sub(capacity: usize, max_bytes: usize) -> (Subscriber, mpsc::Receiver<Bytes>) {
+    fn sub(capacity: usize, max_bytes: usize) -> (Subscriber, send_queue::Receiver) {
         sub_in(capacity, max_bytes, Arc::new(Budget::new(usize::MAX / 2)))
     }
 
@@ -311,8 +310,8 @@ mod tests {
         capacity: usize,
         max_bytes: usize,
         budget: Arc<Budget>,
-    ) -> (Subscriber, mpsc::Receiver<Bytes>) {
-        let (tx, rx) = mpsc::channel(capacity);
+    ) -> (Subscriber, send_queue::Receiver) {
+        let (tx, rx) = send_queue::channel(capacity);
         let peer = "127.0.0.1:1".parse().unwrap();
         let s = Subscriber::new(
             1,

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::SinkExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
 use super::end::EndReason;
 use super::router::{Channel, Kind};
+use super::send_queue::Receiver;
 use super::subscriber::Subscriber;
 use super::Shared;
 use crate::proto::FrameCodec;
@@ -137,7 +137,7 @@ enum Outcome {
 pub async fn run<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     wr: W,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: Receiver,
     sub: Arc<Subscriber>,
     channel: Arc<Channel>,
     finish: CancellationToken,
@@ -162,6 +162,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             // send (a connection that is rarely sent anything holds none).
             if sink.write_buffer().capacity() > 0 {
                 *sink.write_buffer_mut() = bytes::BytesMut::new();
+                rx.release();
             }
             if batch.capacity() > 0 {
                 batch = Vec::new();
@@ -228,7 +229,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         }
     }
     rx.close();
-    while let Ok(m) = rx.try_recv() {
+    while let Some(m) = rx.try_recv() {
         sub.taken(m.len());
         batch.push(m);
     }
@@ -277,18 +278,10 @@ fn refill(channel: &Channel) {
 
 /// Moves what is queued into `batch`, up to [`BATCH`], without waiting;
 /// returns the payload bytes moved.
-fn top_up(rx: &mut mpsc::Receiver<Bytes>, batch: &mut Vec<Bytes>) -> usize {
-    let mut bytes = 0;
-    while batch.len() < BATCH {
-        match rx.try_recv() {
-            Ok(m) => {
-                bytes += m.len();
-                batch.push(m);
-            }
-            Err(_) => break,
-        }
-    }
-    bytes
+fn top_up(rx: &mut Receiver, batch: &mut Vec<Bytes>) -> usize {
+    let before = batch.len();
+    rx.try_recv_many(batch, BATCH);
+    batch[before..].iter().map(Bytes::len).sum()
 }
 
 /// Writes what is queued (and, at shutdown, what `/queue` backlogs can still give
@@ -296,7 +289,7 @@ fn top_up(rx: &mut mpsc::Receiver<Bytes>, batch: &mut Vec<Bytes>) -> usize {
 async fn drain<W: AsyncWrite + Unpin>(
     shared: &Shared,
     sink: &mut Sink<W>,
-    rx: &mut mpsc::Receiver<Bytes>,
+    rx: &mut Receiver,
     batch: &mut Vec<Bytes>,
     sub: &Subscriber,
     channel: &Channel,

@@ -1,0 +1,280 @@
+//! A connection's send queue: bounded, filled by routing (any number of
+//! senders through one [`Sender`]), emptied by the connection's one writer a
+//! batch at a time.
+//!
+//! Not tokio's `mpsc`: that one pays several atomic read-modify-writes per
+//! message on each side (a semaphore permit, a slot in a block list, the
+//! receiver's waker) and allocates its first block of slots up front. Here a
+//! send is one uncontended lock, a take is one lock for the whole batch, the
+//! writer is woken only when it sleeps, and an idle queue holds no buffer.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use super::lock;
+
+/// Places a queue takes at its first message after being idle.
+const FIRST: usize = 16;
+
+/// Why [`Sender::try_send`] gave a message back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// The queue holds its capacity.
+    Full(Bytes),
+    /// The writer is gone.
+    Closed(Bytes),
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Mirror of the queue's length, read without the lock.
+    len: AtomicUsize,
+    capacity: usize,
+    closed: AtomicBool,
+    /// The writer sleeps here when the queue is empty.
+    ready: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    items: VecDeque<Bytes>,
+    /// The writer found the queue empty and sleeps (or is about to).
+    waiting: bool,
+    /// The sending end is gone: nothing more will come.
+    senders_gone: bool,
+}
+
+/// A queue holding at most `capacity` messages (at least one).
+pub fn channel(capacity: usize) -> (Sender, Receiver) {
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        len: AtomicUsize::new(0),
+        capacity: capacity.max(1),
+        closed: AtomicBool::new(false),
+        ready: Notify::new(),
+    });
+    (Sender(shared.clone()), Receiver(shared))
+}
+
+#[derive(Debug)]
+pub struct Sender(Arc<Shared>);
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendQueue")
+            .field("len", &self.len.load(Relaxed))
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl Sender {
+    /// Queues `m` without waiting; gives it back when the queue is full or
+    /// the writer is gone.
+    pub fn try_send(&self, m: Bytes) -> Result<(), SendError> {
+        let wake = {
+            let mut state = lock(&self.0.state);
+            if self.0.closed.load(Relaxed) {
+                return Err(SendError::Closed(m));
+            }
+            if state.items.len() >= self.0.capacity {
+                return Err(SendError::Full(m));
+            }
+            if state.items.capacity() == 0 {
+                // Released while idle: room for a few at once, not one at a time.
+                state.items.reserve(FIRST.min(self.0.capacity));
+            }
+            state.items.push_back(m);
+            self.0.len.store(state.items.len(), Relaxed);
+            std::mem::take(&mut state.waiting)
+        };
+        if wake {
+            self.0.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Free places.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity.saturating_sub(self.0.len.load(Relaxed))
+    }
+
+    pub fn max_capacity(&self) -> usize {
+        self.0.capacity
+    }
+
+    /// The writer closed its end.
+    pub fn is_closed(&self) -> bool {
+        self.0.closed.load(Relaxed)
+    }
+}
+
+impl Drop for Sender {
+    fn drop(&mut self) {
+        lock(&self.0.state).senders_gone = true;
+        self.0.ready.notify_one();
+    }
+}
+
+pub struct Receiver(Arc<Shared>);
+
+impl Receiver {
+    /// Waits for messages and moves them, oldest first, into `buf` until it
+    /// holds `limit`; returns how many moved. 0 only once the sending end is
+    /// gone and the queue is empty.
+    pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> usize {
+        loop {
+            {
+                let mut state = lock(&self.0.state);
+                let n = self.take(&mut state, buf, limit);
+                if n > 0 || state.senders_gone {
+                    return n;
+                }
+                // Seen by the next send, under the same lock: its wake
+                // cannot fall between this look and the wait below (a
+                // `notify_one` with nobody waiting yet is kept for them).
+                state.waiting = true;
+            }
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// Moves what is queued, up to `limit` in `buf` in all, without waiting;
+    /// returns how many moved.
+    pub fn try_recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> usize {
+        if self.is_empty() {
+            return 0;
+        }
+        let mut state = lock(&self.0.state);
+        self.take(&mut state, buf, limit)
+    }
+
+    fn take(&self, state: &mut State, buf: &mut Vec<Bytes>, limit: usize) -> usize {
+        let n = state.items.len().min(limit.saturating_sub(buf.len()));
+        buf.extend(state.items.drain(..n));
+        self.0.len.store(state.items.len(), Relaxed);
+        n
+    }
+
+    /// The oldest message, if any, without waiting.
+    pub fn try_recv(&mut self) -> Option<Bytes> {
+        let mut state = lock(&self.0.state);
+        let m = state.items.pop_front();
+        self.0.len.store(state.items.len(), Relaxed);
+        m
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.len.load(Relaxed) == 0
+    }
+
+    /// Refuses every later send; what is queued stays to be taken.
+    pub fn close(&mut self) {
+        // Under the lock, so that no send is halfway past the check.
+        let _state = lock(&self.0.state);
+        self.0.closed.store(true, Relaxed);
+    }
+
+    /// Gives back the queue's buffer while it is empty: an idle connection
+    /// holds none (one that was once sent a burst would otherwise keep room
+    /// for all of it for good).
+    pub fn release(&mut self) {
+        let mut state = lock(&self.0.state);
+        if state.items.is_empty() && state.items.capacity() > 0 {
+            state.items = VecDeque::new();
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn bounded_and_in_order() {
+        let (tx, mut rx) = channel(2);
+        tx.try_send(Bytes::from_static(b"a")).unwrap();
+        tx.try_send(Bytes::from_static(b"b")).unwrap();
+        assert_eq!(tx.capacity(), 0);
+        assert_eq!(
+            tx.try_send(Bytes::from_static(b"c")),
+            Err(SendError::Full(Bytes::from_static(b"c")))
+        );
+        let mut got = Vec::new();
+        assert_eq!(rx.try_recv_many(&mut got, 10), 2);
+        assert_eq!(got, ["a", "b"]);
+        assert_eq!(tx.capacity(), 2);
+    }
+
+    #[test]
+    fn a_closed_queue_refuses_and_keeps_what_it_holds() {
+        let (tx, mut rx) = channel(4);
+        tx.try_send(Bytes::from_static(b"a")).unwrap();
+        rx.close();
+        assert!(tx.is_closed());
+        assert!(matches!(
+            tx.try_send(Bytes::from_static(b"b")),
+            Err(SendError::Closed(_))
+        ));
+        assert_eq!(rx.try_recv().unwrap(), "a");
+        assert!(rx.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_sleeping_writer_wakes_for_a_send_from_another_thread() {
+        let (tx, mut rx) = channel(4);
+        let writer = tokio::spawn(async move {
+            let mut got = Vec::new();
+            rx.recv_many(&mut got, 10).await;
+            got
+        });
+        // However the spawn and the sends interleave, the writer gets them.
+        let sender = std::thread::spawn(move || {
+            for m in ["a", "b"] {
+                tx.try_send(Bytes::from(m)).unwrap();
+            }
+            tx
+        });
+        let got = tokio::time::timeout(Duration::from_secs(5), writer)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(!got.is_empty() && got[0] == "a");
+        drop(sender.join().unwrap());
+    }
+
+    #[test]
+    fn an_idle_queue_gives_its_buffer_back() {
+        let (tx, mut rx) = channel(1 << 16);
+        for _ in 0..1000 {
+            tx.try_send(Bytes::from_static(b"m")).unwrap();
+        }
+        let mut got = Vec::new();
+        rx.try_recv_many(&mut got, 1000);
+        rx.release();
+        assert_eq!(lock(&rx.0.state).items.capacity(), 0);
+        tx.try_send(Bytes::from_static(b"m")).unwrap();
+        assert_eq!(rx.try_recv().unwrap(), "m");
+    }
+
+    #[tokio::test]
+    async fn the_writer_learns_that_nothing_more_comes() {
+        let (tx, mut rx) = channel(4);
+        tx.try_send(Bytes::from_static(b"a")).unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        assert_eq!(rx.recv_many(&mut got, 10).await, 1);
+        assert_eq!(rx.recv_many(&mut got, 10).await, 0);
+    }
+}
