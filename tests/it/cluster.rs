@@ -827,7 +827,11 @@ async fn a_worker_slower_than_the_ack_wait_gets_its_messages_once() {
     let nats = Nats::start();
     let a = clustered(&nats, &[&SELF_REPORT[..], &["1s"]].concat());
     let b = clustered(&nats, &["--cluster-ack-wait", "1s"]);
-    let mut slow = stalled_worker_on(&a, &b, "/queue/slow", N, 1024).await;
+    // 1500 bytes: a JetStream message carries five or six of them (a reader's
+    // 8 KiB), so the 64 the worker's queue holds end partway into one: a
+    // parcel is both in the queue and held by the puller, and both must be
+    // kept alive.
+    let mut slow = stalled_worker_on(&a, &b, "/queue/slow", N, 1500).await;
     // b's worker takes what a does not hold, and would take what a holds too
     // if JetStream gave it out again.
     let at_b = Arc::new(Mutex::new(Vec::new()));
