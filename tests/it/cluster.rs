@@ -831,48 +831,44 @@ async fn a_worker_slower_than_the_ack_wait_gets_its_messages_once() {
     // 8 KiB), so the 64 the worker's queue holds end partway into one: a
     // parcel is both in the queue and held by the puller, and both must be
     // kept alive.
-    let mut slow = stalled_worker_on(&a, &b, "/queue/slow", N, 1500).await;
-    // b's worker takes what a does not hold, and would take what a holds too
-    // if JetStream gave it out again.
-    let at_b = Arc::new(Mutex::new(Vec::new()));
-    let mut w = Raw::subscribe(b.port, "/queue/slow").await;
-    let reader = {
-        let at_b = at_b.clone();
+    let slow = stalled_worker_on(&a, &b, "/queue/slow", N, 1500).await;
+    let mut mon = Raw::subscribe(a.port, "/topic/self").await;
+    // What each worker gets. b's takes what a does not hold, and would take
+    // what a holds too if JetStream gave it out again.
+    let read_into = |mut worker: Raw, got: Arc<Mutex<Vec<String>>>| {
         tokio::spawn(async move {
-            while let Some(m) = w.read().await {
-                at_b.lock().unwrap().push(id(m));
+            while let Some(m) = worker.read().await {
+                got.lock().unwrap().push(id(m));
             }
         })
     };
+    let at_a: Arc<Mutex<Vec<String>>> = Arc::default();
+    let at_b: Arc<Mutex<Vec<String>>> = Arc::default();
+    let on_b = read_into(Raw::subscribe(b.port, "/queue/slow").await, at_b.clone());
     // The scenario, not a synchronisation: the worker reads nothing for three
     // acknowledgement waits, then everything.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut at_a = Vec::new();
-    within(30.0, "every message, at one worker or the other", async {
-        loop {
-            let seen: HashSet<String> = at_a
-                .iter()
-                .chain(at_b.lock().unwrap().iter())
-                .cloned()
-                .collect();
-            if seen.len() == N {
-                break;
+    let on_a = read_into(slow, at_a.clone());
+    // Done when every message reached a worker, and the slow one has read
+    // all that a handed it (a's count, sampled every 100 ms).
+    within(
+        30.0,
+        "every message at a worker, and all a handed its own",
+        async {
+            loop {
+                let handed = from_cluster(&mut mon).await as usize;
+                let (a, b) = (at_a.lock().unwrap(), at_b.lock().unwrap());
+                let seen: HashSet<&String> = a.iter().chain(b.iter()).collect();
+                if seen.len() == N && a.len() >= handed {
+                    break;
+                }
             }
-            if let Ok(m) = tokio::time::timeout(Duration::from_millis(100), slow.read()).await {
-                at_a.push(id(m.expect("a message")));
-            }
-        }
-    })
+        },
+    )
     .await;
-    // The slow worker leaves, and is sent what a still holds for it first.
-    slow.goodbye().await;
-    within(10.0, "the rest of what a held for the slow worker", async {
-        while let Some(m) = slow.read().await.filter(|m| !m.is_empty()) {
-            at_a.push(id(m));
-        }
-    })
-    .await;
-    reader.abort();
+    on_a.abort();
+    on_b.abort();
+    let at_a = at_a.lock().unwrap().clone();
     let at_b = at_b.lock().unwrap().clone();
     let twice: Vec<&String> = at_a.iter().filter(|m| at_b.contains(m)).collect();
     eprintln!(

@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::Batch;
@@ -256,12 +256,14 @@ struct Held {
 #[derive(Default)]
 struct Hold {
     held: VecDeque<Held>,
-    /// Messages all of whose parts are with workers, not all written yet,
-    /// and when JetStream last heard of each.
-    out: Vec<(Arc<Parcel>, Instant)>,
+    /// Messages all of whose parts are with workers, and when JetStream last
+    /// heard of each. Weak: a message settled (every part written or given
+    /// back) is freed at once, not kept, payload and all, until the next look.
+    out: Vec<(Weak<Parcel>, Instant)>,
 }
 
 impl Hold {
+    /// Nothing waits here for a worker (what is out with workers aside).
     fn is_empty(&self) -> bool {
         self.held.is_empty()
     }
@@ -332,7 +334,7 @@ impl Hold {
                 channel.stats.cluster_in.add(1, len);
             }
             if let Some(h) = self.held.pop_front() {
-                self.out.push((h.parcel, h.since));
+                self.out.push((Arc::downgrade(&h.parcel), h.since));
             }
         }
     }
@@ -343,13 +345,14 @@ impl Hold {
     /// than the acknowledgement wait (a worker that stops reading is
     /// disconnected after --write-timeout, and what it had goes back then).
     async fn keep_alive(&mut self, ack_wait: Duration) {
-        self.out.retain(|(parcel, _)| !parcel.settled());
-        let due = self.held.iter_mut().map(|h| (&h.parcel, &mut h.since));
-        let due = due.chain(self.out.iter_mut().map(|(p, since)| (&*p, since)));
-        for (parcel, since) in due {
-            if since.elapsed() >= ack_wait / 2 {
-                let _ = parcel.message().ack_with(AckKind::Progress).await;
-                *since = Instant::now();
+        self.out
+            .retain(|(parcel, _)| parcel.upgrade().is_some_and(|p| !p.settled()));
+        for h in &mut self.held {
+            progress(&h.parcel, &mut h.since, ack_wait).await;
+        }
+        for (parcel, since) in &mut self.out {
+            if let Some(parcel) = parcel.upgrade() {
+                progress(&parcel, since, ack_wait).await;
             }
         }
     }
@@ -369,6 +372,15 @@ impl Hold {
                 .give_back(h.parts.into_iter().map(|p| (parcel.clone(), p)));
         }
         self.held = kept;
+    }
+}
+
+/// Tells JetStream this broker still holds `parcel` if it last did half the
+/// acknowledgement wait ago.
+async fn progress(parcel: &Parcel, since: &mut Instant, ack_wait: Duration) {
+    if since.elapsed() >= ack_wait / 2 {
+        let _ = parcel.message().ack_with(AckKind::Progress).await;
+        *since = Instant::now();
     }
 }
 
