@@ -7,15 +7,24 @@
 //! input's alone and replays the same way by itself (no state is carried from
 //! the inputs before it). Deadlines are generous (20 s): they catch a broker
 //! that never lets go, not a loaded machine.
+//!
+//! Every broker listens on the same port. Each input closes three
+//! connections, and a closed connection keeps its port in TIME_WAIT for a
+//! minute: at a few hundred inputs a second a fresh ephemeral port per
+//! listener ran the machine out of them (`Address already in use`, seen after
+//! 18,000 inputs). SO_REUSEADDR lets a listener take a port that only closed
+//! connections still hold, as a restarted server does.
 
 #![no_main]
 
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::runtime::Runtime;
 
 use aioq::broker::{Broker, BrokerConfig, Inspector};
@@ -40,6 +49,30 @@ fn runtime() -> &'static Runtime {
     })
 }
 
+/// The port every input's broker listens on, once the first has one.
+static PORT: AtomicU16 = AtomicU16::new(0);
+
+fn bind(port: u16) -> std::io::Result<TcpListener> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))?;
+    socket.listen(1024)
+}
+
+/// A listener on the shared port; a new one should something else have
+/// taken it while no broker was listening.
+fn listen() -> TcpListener {
+    let port = PORT.load(Ordering::Relaxed);
+    if port != 0 {
+        if let Ok(listener) = bind(port) {
+            return listener;
+        }
+    }
+    let listener = bind(0).expect("no port to listen on");
+    PORT.store(listener.local_addr().unwrap().port(), Ordering::Relaxed);
+    listener
+}
+
 /// A broker of its own for one input: its port, a view of it, and a way to
 /// stop it.
 async fn start() -> (
@@ -48,7 +81,7 @@ async fn start() -> (
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<aioq::broker::stats::Summary>,
 ) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = listen();
     let port = listener.local_addr().unwrap().port();
     let broker = Broker::new(BrokerConfig {
         max_frame: 4096,
@@ -91,7 +124,10 @@ fuzz_target!(|data: &[u8]| {
         hello.extend(frame(b"ready"));
         healthy.write_all(&hello).await.unwrap();
         let ready = tokio::time::timeout(DEADLINE, read_frame(&mut healthy)).await;
-        assert_eq!(ready.expect("not subscribed in time").as_deref(), Some(&b"ready"[..]));
+        assert_eq!(
+            ready.expect("not subscribed in time").as_deref(),
+            Some(&b"ready"[..])
+        );
 
         let mut hostile = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
         let _ = hostile.write_all(data).await;
