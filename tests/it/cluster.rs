@@ -5,6 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::AsyncWriteExt;
+
 use crate::util::nats::Nats;
 use crate::util::*;
 
@@ -886,4 +888,114 @@ async fn a_worker_slower_than_the_ack_wait_gets_its_messages_once() {
         N,
         "a message came twice to one worker"
     );
+}
+
+/// Streams on the NATS server.
+async fn streams(nats: &Nats) -> usize {
+    let (_, v) = http(nats.monitor, "GET", "/jsz?streams=true", None).await;
+    v["account_details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| a["stream_detail"].as_array().map_or(0, Vec::len))
+        .sum()
+}
+
+/// A worker leaves partway into a JetStream message while the stream is full:
+/// the parts it was not written cannot be stored apart as a message of their
+/// own, so the whole message goes back instead (the parts already written
+/// come twice), and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_leaves_while_the_stream_is_full_loses_nothing() {
+    // One JetStream message of 256 parts of 1 KiB: far more than the worker's
+    // queue and socket take, so the worker leaves partway into it, and it is
+    // the only message a settles then (no acknowledgement of another frees
+    // room in the stream at that moment).
+    const PARTS: usize = 256;
+    const FLOOD: usize = 5_000;
+    const LIMIT: u64 = 20;
+    let limit = LIMIT.to_string();
+    let nats = Nats::start();
+    let a = clustered(
+        &nats,
+        &[
+            &SELF_REPORT[..],
+            &["5m", "--cluster-queue-messages", &limit, "-vv"],
+        ]
+        .concat(),
+    );
+    let b = clustered(&nats, &["--cluster-queue-messages", &limit]);
+    let mut stalled = Raw::connect_small_buffer(a.port).await;
+    stalled.frame(b"/queue/fullback").await;
+    wait_subscribed(&a, "/queue/fullback", 1).await;
+    within(10.0, "a's puller to make the stream", async {
+        while streams(&nats).await == 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let mut mon = Raw::subscribe(a.port, "/topic/self").await;
+    let pad = "x".repeat(1024 - 6);
+    let mut envelope = Vec::new();
+    for i in 0..PARTS {
+        let part = format!("m:{i:04}{pad}");
+        envelope.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        envelope.extend_from_slice(part.as_bytes());
+    }
+    let parts = format!("Aioq-Parts: {PARTS}");
+    nats_publish(&nats, "aioq.q./queue/fullback", &[&parts], &envelope).await;
+    within(20.0, "a to fill its worker's queue", async {
+        while from_cluster(&mut mon).await < 64 {}
+    })
+    .await;
+    // A flood fills the stream to its limit and its publisher is held back.
+    let mut flood = publisher(b.port).await;
+    let flooding = tokio::spawn(async move {
+        let mut wire = Vec::new();
+        for i in 0..FLOOD {
+            publish_wire(
+                &mut wire,
+                "/queue/fullback",
+                format!("f{i:05}{pad}").as_bytes(),
+            );
+        }
+        flood.stream.write_all(&wire).await.unwrap();
+        flood.goodbye().await;
+        flood.closed().await
+    });
+    within(20.0, "the stream to fill", async {
+        while stream_messages(&nats).await < LIMIT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    // The worker vanishes (a reset).
+    socket2::SockRef::from(&stalled.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stalled);
+    let line = a
+        .log
+        .wait_for_async(10.0, "disconnected from /queue/fullback")
+        .await;
+    let written = out_count(&line);
+    assert!(written > 0 && written < PARTS, "{line}");
+    let fallback = a
+        .log
+        .wait_for_async(10.0, "the whole message goes back")
+        .await;
+    println!("{written} of {PARTS} parts written to the worker that left; {fallback}");
+    // A worker on the other broker drains the stream: every message, those
+    // given back included, long before the acknowledgement wait.
+    let mut w = Raw::subscribe(b.port, "/queue/fullback").await;
+    let mut got = HashSet::new();
+    within(30.0, "every message at the other broker", async {
+        while got.len() < PARTS + FLOOD {
+            got.insert(id(w.read().await.expect("a message")));
+        }
+    })
+    .await;
+    assert!(within(10.0, "the flood's publisher done", flooding)
+        .await
+        .unwrap());
 }
