@@ -479,7 +479,13 @@ async fn restore(
     match tokio::time::timeout(RESTORE_WITHIN, stored).await {
         Ok(Ok(())) => msg.ack().await,
         outcome => {
-            tracing::debug!("cluster: parts given back not stored apart ({outcome:?}); the whole message goes back");
+            let why = match outcome {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer within {RESTORE_WITHIN:?}"),
+            };
+            tracing::debug!(
+                "cluster: parts given back not stored apart ({why}); the whole message goes back"
+            );
             msg.ack_with(jetstream::AckKind::Nak(None)).await
         }
     }
