@@ -251,6 +251,22 @@ async fn stalled_worker_on(a: &Broker, b: &Broker, channel: &str, n: usize, size
     stalled
 }
 
+/// The worker `stalled` on `broker` vanishes (a reset: nothing more reaches
+/// it); returns how many of the `n` messages for it `broker` had written.
+async fn vanish(broker: &Broker, stalled: Raw, channel: &str, n: usize) -> usize {
+    socket2::SockRef::from(&stalled.stream)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(stalled);
+    let line = broker
+        .log
+        .wait_for_async(10.0, &format!("disconnected from {channel}"))
+        .await;
+    let written = out_count(&line);
+    assert!(written < n, "{line}");
+    written
+}
+
 fn id(m: Vec<u8>) -> String {
     String::from_utf8(m[..6].to_vec()).unwrap()
 }
@@ -468,14 +484,22 @@ async fn a_stalled_subscriber_on_one_broker_does_not_slow_the_others_across_the_
     drop(stalled);
 }
 
-/// Messages JetStream holds in `/queue` channel streams, from NATS's monitor.
-async fn stream_messages(nats: &Nats) -> u64 {
+/// The JetStream streams on the NATS server, from its monitor.
+async fn streams(nats: &Nats) -> Vec<serde_json::Value> {
     let (_, v) = http(nats.monitor, "GET", "/jsz?streams=true", None).await;
     v["account_details"]
         .as_array()
         .into_iter()
         .flatten()
         .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// Messages JetStream holds in `/queue` channel streams.
+async fn stream_messages(nats: &Nats) -> u64 {
+    streams(nats)
+        .await
+        .iter()
         .map(|s| s["state"]["messages"].as_u64().unwrap_or(0))
         .sum()
 }
@@ -535,18 +559,9 @@ async fn a_worker_that_leaves_hands_its_queue_back_to_the_cluster_at_once() {
     // Small enough that several travel in one JetStream message: the worker
     // leaves with some of a message's parts written and some not.
     let stalled = stalled_worker_on(&a, &b, "/queue/back", N, 1024).await;
-    // The worker vanishes (a reset): what a had written to its socket went
-    // with it; what a still held goes back to JetStream.
-    socket2::SockRef::from(&stalled.stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(stalled);
-    let line = a
-        .log
-        .wait_for_async(10.0, "disconnected from /queue/back")
-        .await;
-    let written = out_count(&line);
-    assert!(written < N, "{line}");
+    // What a had written to the worker's socket goes with it; what a still
+    // held goes back to JetStream.
+    let written = vanish(&a, stalled, "/queue/back", N).await;
     let mut w = Raw::subscribe(b.port, "/queue/back").await;
     let mut got = HashSet::new();
     let rest = async {
@@ -890,17 +905,6 @@ async fn a_worker_slower_than_the_ack_wait_gets_its_messages_once() {
     );
 }
 
-/// Streams on the NATS server.
-async fn streams(nats: &Nats) -> usize {
-    let (_, v) = http(nats.monitor, "GET", "/jsz?streams=true", None).await;
-    v["account_details"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| a["stream_detail"].as_array().map_or(0, Vec::len))
-        .sum()
-}
-
 /// A worker leaves partway into a JetStream message while the stream is full:
 /// the parts it was not written cannot be stored apart as a message of their
 /// own, so the whole message goes back instead (the parts already written
@@ -929,7 +933,7 @@ async fn a_worker_that_leaves_while_the_stream_is_full_loses_nothing() {
     stalled.frame(b"/queue/fullback").await;
     wait_subscribed(&a, "/queue/fullback", 1).await;
     within(10.0, "a's puller to make the stream", async {
-        while streams(&nats).await == 0 {
+        while streams(&nats).await.is_empty() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -969,17 +973,7 @@ async fn a_worker_that_leaves_while_the_stream_is_full_loses_nothing() {
         }
     })
     .await;
-    // The worker vanishes (a reset).
-    socket2::SockRef::from(&stalled.stream)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-    drop(stalled);
-    let line = a
-        .log
-        .wait_for_async(10.0, "disconnected from /queue/fullback")
-        .await;
-    let written = out_count(&line);
-    assert!(written > 0 && written < PARTS, "{line}");
+    let written = vanish(&a, stalled, "/queue/fullback", PARTS).await;
     let fallback = a
         .log
         .wait_for_async(10.0, "the whole message goes back")
