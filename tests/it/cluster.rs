@@ -993,3 +993,37 @@ async fn a_worker_that_leaves_while_the_stream_is_full_loses_nothing() {
         .await
         .unwrap());
 }
+
+/// What a broker pulls ahead of a slow worker is bounded in bytes, not only
+/// in parts: messages larger than an envelope travel one per JetStream
+/// message, and room + lookahead parts of them were hundreds of MiB held
+/// outside the memory budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_pulls_ahead_of_a_slow_worker_a_bounded_number_of_bytes() {
+    const N: usize = 300;
+    const SIZE: usize = 600 * 1024;
+    let nats = Nats::start();
+    // The worker's own queue holds 4 (2.4 MB), so what a holds beyond that
+    // is what it pulled ahead.
+    let a = clustered(&nats, &["--worker-queue", "4"]);
+    let b = clustered(&nats, &[]);
+    // 180 MB wait in JetStream before any worker comes.
+    publish_numbered(b.port, "/queue/big", N, SIZE).await;
+    let pid = a.child.id();
+    let before = proc_status(pid, "VmRSS");
+    let mut w = Raw::subscribe(a.port, "/queue/big").await;
+    within(60.0, "every message, slowly", async {
+        for _ in 0..N {
+            w.read().await.expect("a message");
+            // A slow worker: JetStream could give a far more than this.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let grew = proc_status(pid, "VmHWM").saturating_sub(before) / 1024;
+    println!("a's peak resident memory grew {grew} MiB for a slow worker of {N} × 600 KB");
+    assert!(
+        grew < 40,
+        "a held {grew} MiB for a worker with room for 4 messages of 600 KB"
+    );
+}

@@ -405,16 +405,6 @@ async fn backlogs_with_no_worker_expire_with_a_ttl() {
     assert_eq!(dropped(&summary, "expired"), 3, "{summary}");
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 /// Frames in progress are held to a read budget (a quarter of --max-memory):
 /// twenty connections each sending the first MiB of a 4 MiB frame do not make
 /// the broker buffer twenty MiB; the ones past the budget are simply not read
@@ -425,7 +415,7 @@ async fn partially_received_frames_are_held_to_a_read_budget() {
     let pid = broker.child.id();
     let mut news = Raw::subscribe(broker.port, "/topic/news").await;
     wait_subscribed(&broker, "/topic/news", 1).await;
-    let before = rss_kib(pid);
+    let before = proc_status(pid, "VmRSS");
     let mut hogs = Vec::new();
     for _ in 0..20 {
         let mut hog = Raw::subscribe(broker.port, "/null").await;
@@ -446,7 +436,7 @@ async fn partially_received_frames_are_held_to_a_read_budget() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     let mut peak = 0;
     while std::time::Instant::now() < deadline {
-        peak = peak.max(rss_kib(pid).saturating_sub(before));
+        peak = peak.max(proc_status(pid, "VmRSS").saturating_sub(before));
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(peak < 10 << 10, "broker RSS grew by {peak} KiB");

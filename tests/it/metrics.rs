@@ -312,13 +312,7 @@ async fn the_leak_demo_stops_at_its_limit() {
     for _ in 0..12 {
         within(10.0, "a sample", samples.read_text()).await;
     }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", demo.child.id())).unwrap();
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
+    let rss_kib = proc_status(demo.child.id(), "VmRSS");
     assert!(
         rss_kib < 64 * 1024,
         "RSS {rss_kib} KiB after 12 samples of the demo"

@@ -24,13 +24,19 @@ use crate::runtime::backoff::Backoff;
 
 /// JetStream publishes one connection may have awaiting acknowledgement.
 const WINDOW: usize = 256;
-/// Most JetStream messages asked for in one pull request: what a puller
-/// holds stays bounded (64 × 64 KiB) even when its estimate of parts per
-/// message was made on lone messages and a flood of full ones follows.
+/// Most JetStream messages asked for in one pull request: one pull stays
+/// bounded even when the estimate it was sized on (parts or bytes per
+/// message) was made on smaller messages than the ones that follow.
 const MAX_PULL: usize = 64;
 /// Parts a puller asks for beyond its workers' room, so that the next ones
 /// are here when the workers are ready for them.
 const LOOKAHEAD: usize = 2 * envelope::MAX_PARTS;
+/// Payload bytes a puller holds, not yet offered to a worker, past which it
+/// asks for no more. Parts alone do not bound memory: a message larger than
+/// an envelope's 64 KiB travels alone, so room + LOOKAHEAD parts of them
+/// could be hundreds of MiB, outside the memory budget. A mebibyte is many
+/// NATS round trips' worth of work at any message size.
+const AHEAD_BYTES: usize = 1 << 20;
 /// Looks (about a second apart) without a worker before a puller retires
 /// its channel.
 const IDLE_LOOKS: u32 = 3;
@@ -245,6 +251,8 @@ struct Held {
     parcel: Arc<Parcel>,
     /// Parts not offered to a worker yet, in order.
     parts: VecDeque<Bytes>,
+    /// Their payload bytes.
+    bytes: usize,
     /// Some part is with a worker already.
     started: bool,
     /// When JetStream last heard that this broker still holds it.
@@ -271,6 +279,11 @@ impl Hold {
     /// Parts held, not yet offered (a few pulls' worth of messages to add up).
     fn parts(&self) -> usize {
         self.held.iter().map(|h| h.parts.len()).sum()
+    }
+
+    /// Payload bytes of those parts.
+    fn bytes(&self) -> usize {
+        self.held.iter().map(|h| h.bytes).sum()
     }
 
     /// Opens a pulled message into its parts; counts and settles at once
@@ -312,6 +325,7 @@ impl Hold {
         if !keep.is_empty() {
             self.held.push_back(Held {
                 parcel,
+                bytes: keep.iter().map(Bytes::len).sum(),
                 parts: keep,
                 started: false,
                 since: Instant::now(),
@@ -324,12 +338,14 @@ impl Hold {
     fn offer(&mut self, cluster: &Cluster, channel: &Channel, q: &QueueState) {
         while let Some(h) = self.held.front_mut() {
             while let Some(part) = h.parts.pop_front() {
-                let len = part.len() as u64;
+                let part_len = part.len();
+                let len = part_len as u64;
                 if let Err((part, _)) = q.offer_delivery(part, h.parcel.clone()) {
                     h.parts.push_front(part);
                     return;
                 }
                 h.started = true;
+                h.bytes -= part_len;
                 cluster.stats.cluster_in.add(1, len);
                 channel.stats.cluster_in.add(1, len);
             }
@@ -400,6 +416,10 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
     let mut per_message = envelope::MAX_PARTS;
     // The most parts in one message of the pull under way.
     let mut most = 0;
+    // Likewise payload bytes per JetStream message, to hold no more than
+    // AHEAD_BYTES: at first an envelope's most.
+    let mut message_bytes = envelope::MAX_BYTES;
+    let mut largest = 0;
     let mut hold = Hold::default();
     let mut batch: Option<Batch> = None;
     // Looks in a row, about a second apart, that found no worker, no backlog
@@ -452,13 +472,22 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
             stuck_since = None;
         }
         let held = hold.parts();
-        if batch.is_none() && room > 0 && held < room + LOOKAHEAD && cluster.connected() {
-            let ask = ((room + LOOKAHEAD - held) / per_message).clamp(1, MAX_PULL);
+        let held_bytes = hold.bytes();
+        if batch.is_none()
+            && room > 0
+            && held < room + LOOKAHEAD
+            && held_bytes < AHEAD_BYTES
+            && cluster.connected()
+        {
+            let ask = ((room + LOOKAHEAD - held) / per_message)
+                .min((AHEAD_BYTES - held_bytes) / message_bytes)
+                .clamp(1, MAX_PULL);
             match start_pull(&cluster, &channel, ask).await {
                 Ok(b) => {
                     backoff.reset();
                     batch = Some(b);
                     most = 0;
+                    largest = 0;
                 }
                 Err(e) => {
                     let delay = backoff.next_delay();
@@ -483,7 +512,10 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
         };
         tokio::select! {
             m = next => match m {
-                Some(Ok(msg)) => most = most.max(hold.take(&cluster, &channel, msg)),
+                Some(Ok(msg)) => {
+                    largest = largest.max(msg.payload.len());
+                    most = most.max(hold.take(&cluster, &channel, msg));
+                }
                 end => {
                     if let Some(Err(e)) = end {
                         // Messages JetStream had already sent for this pull
@@ -493,6 +525,7 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
                     batch = None;
                     if most > 0 {
                         per_message = most;
+                        message_bytes = largest.max(1);
                     }
                 }
             },

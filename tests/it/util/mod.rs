@@ -463,3 +463,14 @@ pub mod naive;
 pub mod nats;
 pub mod pg;
 pub mod redis;
+
+/// A field of /proc/PID/status, in KiB (VmRSS, VmHWM, Threads...).
+pub fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
