@@ -153,6 +153,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--rate', '--rate', [CompletionResultType]::ParameterName, 'Publish rate of the isolation runs, messages per second')
             [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'Length of each isolation run')
             [CompletionResult]::new('--messages', '--messages', [CompletionResultType]::ParameterName, 'Messages published in the throughput runs')
+            [CompletionResult]::new('--stall-timeout', '--stall-timeout', [CompletionResultType]::ParameterName, 'Give up a throughput run (exit 1) when nothing is sent or delivered for this long: the broker stopped reading, or holds the publisher back with nowhere to deliver')
             [CompletionResult]::new('--size', '--size', [CompletionResultType]::ParameterName, 'Payload size (at least 24 bytes: sequence number, due and send times)')
             [CompletionResult]::new('--latency-rate', '--latency-rate', [CompletionResultType]::ParameterName, 'Publish rate of the latency run, messages per second')
             [CompletionResult]::new('--latency-duration', '--latency-duration', [CompletionResultType]::ParameterName, 'Length of the latency run')

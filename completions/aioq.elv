@@ -146,6 +146,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --rate 'Publish rate of the isolation runs, messages per second'
             cand --duration 'Length of each isolation run'
             cand --messages 'Messages published in the throughput runs'
+            cand --stall-timeout 'Give up a throughput run (exit 1) when nothing is sent or delivered for this long: the broker stopped reading, or holds the publisher back with nowhere to deliver'
             cand --size 'Payload size (at least 24 bytes: sequence number, due and send times)'
             cand --latency-rate 'Publish rate of the latency run, messages per second'
             cand --latency-duration 'Length of the latency run'

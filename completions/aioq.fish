@@ -137,6 +137,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -l trickle-rate -d 'Mes
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l rate -d 'Publish rate of the isolation runs, messages per second' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l duration -d 'Length of each isolation run' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l messages -d 'Messages published in the throughput runs' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l stall-timeout -d 'Give up a throughput run (exit 1) when nothing is sent or delivered for this long: the broker stopped reading, or holds the publisher back with nowhere to deliver' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l size -d 'Payload size (at least 24 bytes: sequence number, due and send times)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l latency-rate -d 'Publish rate of the latency run, messages per second' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l latency-duration -d 'Length of the latency run' -r

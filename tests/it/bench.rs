@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{naive, BIN};
+use crate::util::{naive, Proc, BIN};
 
 fn bench(args: &[&str]) -> (Option<i32>, Value, String) {
     let out = Command::new(BIN)
@@ -491,4 +491,37 @@ fn a_served_broker_reports_its_physics_through_its_metrics() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--target-metrics"), "{err}");
+}
+
+/// A broker that takes a connection and then reads nothing does not hang the
+/// bench: the throughput run gives up after `--stall-timeout`, exit 1,
+/// saying how far it got.
+#[test]
+fn a_broker_that_stops_reading_fails_the_run_after_the_stall_timeout() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = hole.local_addr().unwrap().to_string();
+    // Accepts every connection and holds it, reading nothing.
+    std::thread::spawn(move || hole.incoming().collect::<Vec<_>>());
+    let mut run = Proc::spawn(
+        &[
+            "bench",
+            "--target",
+            &target,
+            "--scenario",
+            "throughput",
+            "--kinds",
+            "queue",
+            "--stall-timeout",
+            "2s",
+        ],
+        false,
+    );
+    assert_eq!(run.exit_code(30.0), Some(1), "{}", run.err.text());
+    let err = run.err.text();
+    assert!(
+        err.contains("throughput (queue): nothing sent or delivered for 2s")
+            && err.contains("0 delivered")
+            && err.contains("the broker stopped taking messages"),
+        "{err}"
+    );
 }

@@ -101,6 +101,11 @@ pub struct BenchArgs {
     /// Messages published in the throughput runs.
     #[arg(long, default_value_t = 1_000_000)]
     pub messages: u64,
+    /// Give up a throughput run (exit 1) when nothing is sent or delivered for
+    /// this long: the broker stopped reading, or holds the publisher back
+    /// with nowhere to deliver.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub stall_timeout: Duration,
     /// Payload size (at least 24 bytes: sequence number, due and send times).
     #[arg(long, default_value = "64", value_parser = parse_size)]
     pub size: usize,
@@ -166,6 +171,7 @@ pub struct Plan {
     pub rate: f64,
     pub duration: Duration,
     pub messages: u64,
+    pub stall_timeout: Duration,
     pub size: usize,
     pub latency_rate: f64,
     pub latency_duration: Duration,
@@ -363,6 +369,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     crate::ensure_usage!(args.trickle_rate > 0.0, "--trickle-rate must be positive");
     crate::ensure_usage!(args.messages > 0, "--messages must be at least 1");
     crate::ensure_usage!(!args.duration.is_zero(), "--duration must be more than 0");
+    crate::ensure_usage!(
+        !args.stall_timeout.is_zero(),
+        "--stall-timeout must be more than 0"
+    );
     let size = args.size.max(payload::HEADER);
     let embedded = args.target.is_none();
     let wants = |s: Scenario| args.scenario == Scenario::All || args.scenario == s;
@@ -430,6 +440,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         rate: args.rate,
         duration: args.duration,
         messages: args.messages,
+        stall_timeout: args.stall_timeout,
         size,
         latency_rate: args.latency_rate,
         latency_duration: args.latency_duration,

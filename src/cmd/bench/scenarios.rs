@@ -348,13 +348,40 @@ pub async fn throughput(
         tokio::spawn(async move { clients::publish_flood(&to, &chan, n, size).await })
     };
     let ticker = progress.counter(expected);
+    let sent_before = clients::SENT.load(Relaxed);
     let watch = async {
+        let moved = || (clients::SENT.load(Relaxed), delivered.load(Relaxed));
+        let mut last = moved();
+        let mut last_move = Instant::now();
         loop {
             ticker.set_position(delivered.load(Relaxed));
             tokio::time::sleep(plan.settle).await;
+            let now = moved();
+            if now != last {
+                last = now;
+                last_move = Instant::now();
+            } else if last_move.elapsed() >= plan.stall_timeout {
+                return anyhow::anyhow!(
+                    "throughput ({kind}): nothing sent or delivered for {:?} ({} of {} \
+                     messages sent, {} delivered): the broker stopped taking messages \
+                     (--stall-timeout)",
+                    plan.stall_timeout,
+                    now.0 - sent_before,
+                    plan.messages,
+                    now.1
+                );
+            }
         }
     };
-    let published = tokio::select! { p = publisher => p??, _ = watch => unreachable!() };
+    let mut publisher = publisher;
+    let published = tokio::select! {
+        p = &mut publisher => p??,
+        stalled = watch => {
+            publisher.abort();
+            stop.cancel();
+            return Err(stalled);
+        }
+    };
     settle(
         &delivered,
         expected,
