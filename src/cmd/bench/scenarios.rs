@@ -342,13 +342,13 @@ pub async fn throughput(
         Some(m) => m.read().await,
         None => None,
     };
-    let publisher = {
+    let sent_before = clients::SENT.load(Relaxed);
+    let mut publisher = {
         let (to, chan) = (plan.addr.clone(), chan.clone());
         let (n, size) = (plan.messages, plan.size);
         tokio::spawn(async move { clients::publish_flood(&to, &chan, n, size).await })
     };
     let ticker = progress.counter(expected);
-    let sent_before = clients::SENT.load(Relaxed);
     let watch = async {
         let moved = || (clients::SENT.load(Relaxed), delivered.load(Relaxed));
         let mut last = moved();
@@ -373,7 +373,6 @@ pub async fn throughput(
             }
         }
     };
-    let mut publisher = publisher;
     let published = tokio::select! {
         p = &mut publisher => p??,
         stalled = watch => {
