@@ -170,7 +170,11 @@ pub async fn run<W: AsyncWrite + Unpin>(
         }
         tokio::select! {
             biased;
-            _ = &mut killed => break Outcome::Close,
+            _ = &mut killed => {
+                // Killed while between writes: say why, as a blocked write does.
+                sub.set_end_reason(kill_reason(&shared, &sub));
+                break Outcome::Close;
+            }
             _ = &mut finished => break Outcome::Drain { leave_first: true },
             _ = &mut draining => break Outcome::Drain { leave_first: false },
             n = rx.recv_many(&mut batch, BATCH) => if n == 0 { break Outcome::Close },
@@ -382,6 +386,18 @@ fn whole_frames(batch: &[Bytes], written: u64) -> usize {
         .count()
 }
 
+/// Why a connection was killed, as its writer can tell (a reason the reader
+/// gave first stands: the first one set is kept).
+fn kill_reason(shared: &Shared, sub: &Subscriber) -> EndReason {
+    if sub.slow.load(Relaxed) {
+        EndReason::SlowConsumer
+    } else if shared.abort.is_cancelled() {
+        EndReason::DrainTimeout
+    } else {
+        EndReason::Closed
+    }
+}
+
 /// Runs a batch write; gives up when the socket stops accepting bytes for
 /// `timeout`, or when the connection is killed.
 async fn write_within(
@@ -406,13 +422,7 @@ async fn write_within(
     let result = tokio::select! {
             r = &mut write => r.map_err(failed),
             _ = no_progress(base, last_ms, timeout) => Err(EndReason::WriteTimeout(timeout)),
-            _ = sub.kill.cancelled() => Err(if sub.slow.load(Relaxed) {
-                EndReason::SlowConsumer
-            } else if shared.abort.is_cancelled() {
-                EndReason::DrainTimeout
-            } else {
-                EndReason::Closed
-            }),
+            _ = sub.kill.cancelled() => Err(kill_reason(shared, sub)),
     };
     sub.set_blocked(false);
     result

@@ -3,6 +3,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use tokio::io::AsyncWriteExt;
+
 use crate::util::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -304,4 +306,30 @@ async fn subscribe_and_publish_in_one_write_are_both_handled() {
     }
     c.stream.write_all(&wire).await.unwrap();
     assert_eq!(within(5.0, "own message", c.read_text()).await, "at once");
+}
+
+/// A subscriber disconnected as a slow consumer is said to be, whatever its
+/// writer was doing at that moment: with a send queue of one, a burst fills
+/// it while the writer is between writes, not blocked on the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_disconnected_between_writes_is_logged_as_one() {
+    let broker = Broker::spawn(&["--send-queue", "1", "--topic-overflow", "disconnect"]);
+    let mut sub = Raw::subscribe(broker.port, "/topic/t").await;
+    wait_subscribed(&broker, "/topic/t", 1).await;
+    // It reads everything it is sent, as fast as it can.
+    let reading = tokio::spawn(async move { while sub.read().await.is_some() {} });
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let mut wire = Vec::new();
+    for _ in 0..10_000 {
+        publish_wire(&mut wire, "/topic/t", b"m");
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    let line = broker
+        .log
+        .wait_for_async(10.0, "disconnected from /topic/t")
+        .await;
+    assert!(line.contains("disconnected as a slow consumer"), "{line}");
+    within(10.0, "the subscriber's end of stream", reading)
+        .await
+        .unwrap();
 }
