@@ -161,6 +161,7 @@ impl Receiver {
     }
 
     /// The oldest message, if any, without waiting.
+    #[cfg(test)]
     pub fn try_recv(&mut self) -> Option<Bytes> {
         let mut state = lock(&self.0.state);
         let m = state.items.pop_front();

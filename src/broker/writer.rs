@@ -186,7 +186,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             // arrives meanwhile. (Not for a message that comes alone: it
             // would only wait longer.)
             tokio::task::yield_now().await;
-            top_up(&mut rx, &mut batch);
+            top_up(&mut rx, &mut batch, BATCH);
         }
         sub.taken(batch.iter().map(Bytes::len).sum());
         if sink.write_buffer().capacity() == 0 {
@@ -233,10 +233,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         }
     }
     rx.close();
-    while let Some(m) = rx.try_recv() {
-        sub.taken(m.len());
-        batch.push(m);
-    }
+    sub.taken(top_up(&mut rx, &mut batch, usize::MAX));
     let stopping = shared.drain.is_cancelled();
     // Cluster messages this worker never got go back to JetStream, for any
     // broker's workers; only local ones stay in this broker's backlog.
@@ -280,11 +277,11 @@ fn refill(channel: &Channel) {
     }
 }
 
-/// Moves what is queued into `batch`, up to [`BATCH`], without waiting;
+/// Moves what is queued into `batch`, up to `limit` in it, without waiting;
 /// returns the payload bytes moved.
-fn top_up(rx: &mut Receiver, batch: &mut Vec<Bytes>) -> usize {
+fn top_up(rx: &mut Receiver, batch: &mut Vec<Bytes>, limit: usize) -> usize {
     let before = batch.len();
-    rx.try_recv_many(batch, BATCH);
+    rx.try_recv_many(batch, limit);
     batch[before..].iter().map(Bytes::len).sum()
 }
 
@@ -300,7 +297,7 @@ async fn drain<W: AsyncWrite + Unpin>(
     leaving: bool,
 ) -> Result<(), EndReason> {
     loop {
-        sub.taken(top_up(rx, batch));
+        sub.taken(top_up(rx, batch, BATCH));
         if batch.is_empty() {
             if leaving || channel.backlog_len() == 0 {
                 break;

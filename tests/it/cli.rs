@@ -34,6 +34,15 @@ fn zero_limits_are_refused_not_clamped() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(flag) && err.contains("more than 0"), "{err}");
     }
+    for (flag, value) in [("--stall-timeout", "0s"), ("--duration", "0s")] {
+        let out = aioq(&["bench", flag, value]);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!("{flag} must be more than 0")),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! real brokers, clients on different brokers.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -238,11 +239,17 @@ async fn publish_numbered(port: u16, channel: &str, n: usize, size: usize) {
 /// holds a full send queue of them for the worker, pulled from JetStream and
 /// not acknowledged. Each payload starts with a 6-byte id (`m:0042`).
 async fn stalled_worker_on(a: &Broker, b: &Broker, channel: &str, n: usize, size: usize) -> Raw {
+    stalled_worker(a, channel, publish_numbered(b.port, channel, n, size)).await
+}
+
+/// A worker on `a` that reads nothing; returns once `a` holds a full send
+/// queue for it of what `publish` (run once the worker is subscribed) sent.
+async fn stalled_worker(a: &Broker, channel: &str, publish: impl Future<Output = ()>) -> Raw {
     let mut stalled = Raw::connect_small_buffer(a.port).await;
     stalled.frame(channel.as_bytes()).await;
     wait_subscribed(a, channel, 1).await;
     let mut mon = Raw::subscribe(a.port, "/topic/self").await;
-    publish_numbered(b.port, channel, n, size).await;
+    publish.await;
     // The worker queue holds 64 by default.
     within(20.0, "a to hold messages for its worker", async {
         while from_cluster(&mut mon).await < 64 {}
@@ -929,16 +936,6 @@ async fn a_worker_that_leaves_while_the_stream_is_full_loses_nothing() {
         .concat(),
     );
     let b = clustered(&nats, &["--cluster-queue-messages", &limit]);
-    let mut stalled = Raw::connect_small_buffer(a.port).await;
-    stalled.frame(b"/queue/fullback").await;
-    wait_subscribed(&a, "/queue/fullback", 1).await;
-    within(10.0, "a's puller to make the stream", async {
-        while streams(&nats).await.is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    let mut mon = Raw::subscribe(a.port, "/topic/self").await;
     let pad = "x".repeat(1024 - 6);
     let mut envelope = Vec::new();
     for i in 0..PARTS {
@@ -947,11 +944,16 @@ async fn a_worker_that_leaves_while_the_stream_is_full_loses_nothing() {
         envelope.extend_from_slice(part.as_bytes());
     }
     let parts = format!("Aioq-Parts: {PARTS}");
-    nats_publish(&nats, "aioq.q./queue/fullback", &[&parts], &envelope).await;
-    within(20.0, "a to fill its worker's queue", async {
-        while from_cluster(&mut mon).await < 64 {}
-    })
-    .await;
+    let publish = async {
+        within(10.0, "a's puller to make the stream", async {
+            while streams(&nats).await.is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        nats_publish(&nats, "aioq.q./queue/fullback", &[&parts], &envelope).await;
+    };
+    let stalled = stalled_worker(&a, "/queue/fullback", publish).await;
     // A flood fills the stream to its limit and its publisher is held back.
     let mut flood = publisher(b.port).await;
     let flooding = tokio::spawn(async move {
