@@ -321,7 +321,7 @@ impl<'a> Publisher<'a> {
             self.last = Some(c.clone());
             return Found::Channel(c.clone());
         }
-        let c = match self.router.lookup(name) {
+        let c = match self.router.lookup(name, self.conn.map(|c| c.peer.ip())) {
             Ok(Some(c)) => c,
             Ok(None) => return Found::Unrouted,
             Err(Full) => return Found::Refused,

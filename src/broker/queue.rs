@@ -315,6 +315,21 @@ impl QueueState {
         self.clear(&mut inner)
     }
 
+    /// Empties and retires a channel with no worker and none leaving, to
+    /// give its name to a subscription; how many messages it held. `None`
+    /// when it has workers.
+    pub fn evict(&self) -> Option<usize> {
+        let mut inner = lock(&self.inner);
+        if !inner.workers.is_empty() || inner.draining > 0 {
+            return None;
+        }
+        inner.retired = true;
+        let n = self.clear(&mut inner);
+        // Publishers waiting for its room look the name up again.
+        self.space.notify_waiters();
+        Some(n)
+    }
+
     /// Empties the backlog at shutdown; returns how many messages it held.
     pub fn discard_backlog(&self) -> usize {
         let mut inner = lock(&self.inner);

@@ -8,9 +8,10 @@
 //! (readers keep their own cache of channels they publish to); each channel has its
 //! own mutex. Order when both are needed: registry, then channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use bytes::Bytes;
 
@@ -54,6 +55,10 @@ pub struct Channel {
     disconnect_slow: AtomicBool,
     /// Its own memory, counted in the budget for as long as it lives.
     _cost: Option<Cost>,
+    /// The address (IPv6: its /64) whose publish created this worker-less
+    /// `/queue` channel, until a worker comes: what that address holds of
+    /// the registry. Read and written under the registry lock only.
+    maker: Mutex<Option<IpAddr>>,
 }
 
 /// What a channel costs besides payloads: its state (counters, locks, queues,
@@ -140,8 +145,93 @@ impl Channel {
     }
 }
 
+/// The channels by name, with what fair sharing of `--max-channels` needs:
+/// who made each worker-less `/queue` channel, and their age.
+#[derive(Default)]
+struct Registry {
+    map: HashMap<Bytes, Arc<Channel>>,
+    /// `/queue` channels, oldest first: where eviction looks. Entries of
+    /// channels gone are dropped when it looks, or when they outnumber the
+    /// live ones.
+    queues: VecDeque<Weak<Channel>>,
+    /// Worker-less `/queue` channels each address created by publishing.
+    made: HashMap<IpAddr, usize>,
+}
+
+impl Registry {
+    fn holds(&self, channel: &Arc<Channel>) -> bool {
+        self.map
+            .get(&channel.name)
+            .is_some_and(|c| Arc::ptr_eq(c, channel))
+    }
+
+    fn insert(&mut self, channel: Arc<Channel>) {
+        if matches!(channel.kind, Kind::Queue(_)) {
+            if self.queues.len() > 2 * self.map.len() + 64 {
+                self.queues.retain(|w| w.strong_count() > 0);
+            }
+            self.queues.push_back(Arc::downgrade(&channel));
+        }
+        if let Some(ip) = *lock(&channel.maker) {
+            *self.made.entry(ip).or_insert(0) += 1;
+        }
+        self.map.insert(channel.name.clone(), channel);
+    }
+
+    /// Its maker no longer holds it: a worker came, or it is gone.
+    fn unmake(&mut self, channel: &Channel) {
+        if let Some(ip) = lock(&channel.maker).take() {
+            if let Some(n) = self.made.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    self.made.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Takes `channel` out if it is the one under its name; true if it was.
+    fn remove(&mut self, channel: &Arc<Channel>) -> bool {
+        if !self.holds(channel) {
+            return false;
+        }
+        self.map.remove(&channel.name);
+        self.unmake(channel);
+        true
+    }
+
+    fn made_by(&self, ip: IpAddr) -> usize {
+        self.made.get(&ip).copied().unwrap_or(0)
+    }
+
+    /// The oldest `/queue` channel with no worker and none leaving, taken
+    /// out of the registry with its backlog emptied; the backlog's length too.
+    fn evict_oldest(&mut self) -> Option<(Arc<Channel>, usize)> {
+        // Each live channel is looked at once at most.
+        let mut live = self.queues.len();
+        while live > 0 {
+            let weak = self.queues.pop_front()?;
+            let Some(channel) = weak.upgrade().filter(|c| self.holds(c)) else {
+                continue;
+            };
+            live -= 1;
+            let Kind::Queue(q) = &channel.kind else {
+                continue;
+            };
+            match q.evict() {
+                Some(n) => {
+                    self.remove(&channel);
+                    return Some((channel, n));
+                }
+                None => self.queues.push_back(weak),
+            }
+        }
+        None
+    }
+}
+
 pub struct Router {
-    channels: Mutex<HashMap<Bytes, Arc<Channel>>>,
+    channels: Mutex<Registry>,
     /// Told of every channel created and retired, when someone follows (the cluster).
     interest: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Interest>>,
     pub budget: Arc<Budget>,
@@ -153,6 +243,9 @@ pub struct Router {
     stats: Arc<BrokerStats>,
     born: std::time::Instant,
     channel_limit_log: LogEvery,
+    evicted_log: LogEvery,
+    /// Channels evicted for subscriptions.
+    evicted: AtomicU64,
 }
 
 impl Router {
@@ -160,7 +253,9 @@ impl Router {
         Self {
             born: std::time::Instant::now(),
             channel_limit_log: LogEvery::default(),
-            channels: Mutex::new(HashMap::new()),
+            evicted_log: LogEvery::default(),
+            evicted: AtomicU64::new(0),
+            channels: Mutex::new(Registry::default()),
             interest: std::sync::OnceLock::new(),
             budget: Arc::new(Budget::new(config.max_memory)),
             policy: RwLock::new(Arc::new(Policy::from_config(&config))),
@@ -175,8 +270,6 @@ impl Router {
         let _ = self.interest.set(interest);
     }
 
-    /// A new channel. Its name is copied out of the read buffer it came in:
-    /// a slice would keep that whole buffer alive as long as the channel.
     /// The policy in force.
     pub fn policy(&self) -> Arc<Policy> {
         self.policy
@@ -204,7 +297,11 @@ impl Router {
         }
     }
 
-    fn new_channel(&self, name: Bytes) -> Arc<Channel> {
+    /// A new channel. Its name is copied out of the read buffer it came in:
+    /// a slice would keep that whole buffer alive as long as the channel.
+    /// `maker`: the address whose publish makes it (worker-less until a
+    /// worker comes).
+    fn new_channel(&self, name: Bytes, maker: Option<IpAddr>) -> Arc<Channel> {
         let name = Bytes::copy_from_slice(&name);
         let policy = self.policy().for_channel(&name);
         let kind = if proto::is_queue(&name) {
@@ -228,6 +325,7 @@ impl Router {
                 budget: self.budget.clone(),
                 bytes,
             }),
+            maker: Mutex::new(maker),
         });
         // Sent under the registry lock, so On and Off reach the follower in the
         // order channels come and go.
@@ -239,7 +337,14 @@ impl Router {
 
     /// Channels in the registry now.
     pub fn channel_count(&self) -> usize {
-        lock(&self.channels).len()
+        lock(&self.channels).map.len()
+    }
+
+    /// Worker-less `/queue` channels one address may create by publishing:
+    /// a tenth of the registry, so that one client (or a few) cannot take
+    /// the names everyone else needs.
+    pub fn share(&self) -> usize {
+        self.config.max_channels.div_ceil(10)
     }
 
     /// Adds `sub` to channel `name`, creating the channel if needed. The null
@@ -257,46 +362,87 @@ impl Router {
                 link: ChannelLink::default(),
                 disconnect_slow: AtomicBool::new(false),
                 _cost: None,
+                maker: Mutex::new(None),
             }));
         }
         let mut channels = lock(&self.channels);
-        let channel = match channels.get(&name) {
+        let channel = match channels.map.get(&name) {
             Some(c) => c.clone(),
             None => {
-                if channels.len() >= self.config.max_channels {
-                    return Err(Full);
+                if channels.map.len() >= self.config.max_channels {
+                    // A subscriber is someone waiting for messages: it takes
+                    // the name of a channel nobody waits on.
+                    let Some((old, n)) = channels.evict_oldest() else {
+                        return Err(Full);
+                    };
+                    self.evicted(&old, n);
                 }
-                let c = self.new_channel(name);
-                channels.insert(c.name.clone(), c.clone());
+                let c = self.new_channel(name, None);
+                channels.insert(c.clone());
                 c
             }
         };
         match &channel.kind {
             Kind::Topic(t) => lock(t).subs.push(sub),
-            Kind::Queue(q) => q.add_worker(sub),
+            Kind::Queue(q) => {
+                q.add_worker(sub);
+                channels.unmake(&channel);
+            }
         }
         Ok(channel)
+    }
+
+    /// Counts and tells (at most once a second) a channel evicted for a
+    /// subscription; told to the cluster as a retirement.
+    fn evicted(&self, channel: &Arc<Channel>, messages: usize) {
+        self.count_drop(Some(channel), None, DropReason::Evicted, messages as u64);
+        self.evicted.fetch_add(1, Relaxed);
+        if let Some(tx) = self.interest.get() {
+            let _ = tx.send(Interest::Off(channel.clone()));
+        }
+        if let Some(n) = self.evicted_log.due(self.born) {
+            tracing::warn!(
+                "{n} worker-less /queue channel(s) evicted to make room for new subscriptions \
+                 (--max-channels {} reached; last {}, {messages} message(s) dropped with it; \
+                 {} evicted in all)",
+                self.config.max_channels,
+                channel.display_name(),
+                self.evicted.load(Relaxed),
+            );
+        }
     }
 
     /// The channel a publish to `name` goes to. `/topic` channels with no
     /// subscriber do not exist (nothing would be stored); `/queue` channels are
     /// created so their backlog can hold messages for workers yet to come.
-    pub fn lookup(&self, name: &Bytes) -> Result<Option<Arc<Channel>>, Full> {
+    ///
+    /// `maker`: the publishing connection's address. An address holds at
+    /// most [`share`](Self::share) worker-less channels it created; the
+    /// broker's own publishes (`None`) are not counted.
+    pub fn lookup(
+        &self,
+        name: &Bytes,
+        maker: Option<IpAddr>,
+    ) -> Result<Option<Arc<Channel>>, Full> {
         if proto::is_null(name) {
             return Ok(None);
         }
         let mut channels = lock(&self.channels);
-        if let Some(c) = channels.get(name) {
+        if let Some(c) = channels.map.get(name) {
             return Ok(Some(c.clone()));
         }
         if !proto::is_queue(name) {
             return Ok(None);
         }
-        if channels.len() >= self.config.max_channels {
+        if channels.map.len() >= self.config.max_channels {
             return Err(Full);
         }
-        let c = self.new_channel(name.clone());
-        channels.insert(c.name.clone(), c.clone());
+        let maker = maker.map(super::address_key);
+        if maker.is_some_and(|ip| channels.made_by(ip) >= self.share()) {
+            return Err(Full);
+        }
+        let c = self.new_channel(name.clone(), maker);
+        channels.insert(c.clone());
         Ok(Some(c))
     }
 
@@ -454,12 +600,7 @@ impl Router {
             }
             Kind::Queue(q) => q.remove_worker(sub.id, unsent),
         };
-        if empty
-            && channels
-                .get(&channel.name)
-                .is_some_and(|c| Arc::ptr_eq(c, channel))
-        {
-            channels.remove(&channel.name);
+        if empty && channels.remove(channel) {
             if let Some(tx) = self.interest.get() {
                 let _ = tx.send(Interest::Off(channel.clone()));
             }
@@ -491,7 +632,7 @@ impl Router {
 
     /// Every channel, for counters and the shutdown summary.
     pub fn channels(&self) -> Vec<Arc<Channel>> {
-        lock(&self.channels).values().cloned().collect()
+        lock(&self.channels).map.values().cloned().collect()
     }
 
     /// Discards the backlogs of `/queue` channels that have had no worker for
@@ -551,11 +692,7 @@ impl Router {
         if !q.retire_if_idle() {
             return false;
         }
-        if channels
-            .get(&channel.name)
-            .is_some_and(|c| Arc::ptr_eq(c, channel))
-        {
-            channels.remove(&channel.name);
+        if channels.remove(channel) {
             if let Some(tx) = self.interest.get() {
                 let _ = tx.send(Interest::Off(channel.clone()));
             }

@@ -35,10 +35,13 @@ pub enum DropReason {
     Expired,
     /// A publish the access rules do not allow this connection.
     Denied,
+    /// A `/queue` message in the backlog of a worker-less channel evicted
+    /// to give its place in the registry to a subscription (`--max-channels`).
+    Evicted,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::QueueFull,
         DropReason::SlowConsumer,
         DropReason::SubscriberGone,
@@ -49,6 +52,7 @@ impl DropReason {
         DropReason::TooLarge,
         DropReason::Expired,
         DropReason::Denied,
+        DropReason::Evicted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +67,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::Expired => "expired",
             DropReason::Denied => "denied",
+            DropReason::Evicted => "evicted",
         }
     }
 }

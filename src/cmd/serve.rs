@@ -80,9 +80,13 @@ pub struct ServeArgs {
     /// Longest channel name accepted, in bytes.
     #[arg(long, default_value = "1KiB", value_parser = parse_size)]
     pub max_channel: usize,
-    /// Channels held at once. A publish that would create one more (a new
-    /// /queue name) is dropped and counted as channel_limit; a subscription to
-    /// a new channel is refused with end-of-stream.
+    /// Channels held at once. One source address (an IPv6 /64) may create a
+    /// tenth of them as worker-less /queue channels by publishing; a publish
+    /// past that, or past the limit, is dropped and counted as channel_limit.
+    /// A subscription to a new channel when the registry is full evicts the
+    /// oldest /queue channel that has no worker (its backlog counted as
+    /// evicted); only when every channel has subscribers is it refused with
+    /// end-of-stream.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_channels: u32,
     /// Connections served at once; more are refused with an end-of-stream frame.

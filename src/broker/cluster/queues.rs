@@ -609,7 +609,7 @@ mod tests {
             .iter()
             .map(|n| {
                 router
-                    .lookup(&Bytes::copy_from_slice(n.as_bytes()))
+                    .lookup(&Bytes::copy_from_slice(n.as_bytes()), None)
                     .unwrap()
                     .unwrap()
             })

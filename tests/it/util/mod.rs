@@ -274,6 +274,19 @@ impl Raw {
         Raw { stream }
     }
 
+    /// Connects from source address `from` (any of 127.0.0.0/8): a client
+    /// on another host, as far as the broker's per-address limits can tell.
+    pub async fn connect_from(port: u16, from: std::net::Ipv4Addr) -> Raw {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind((from, 0).into()).unwrap();
+        let stream = sock
+            .connect(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw { stream }
+    }
+
     pub async fn subscribe(port: u16, channel: &str) -> Raw {
         let mut c = Raw::connect(port).await;
         c.frame(channel.as_bytes()).await;
