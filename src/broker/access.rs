@@ -200,7 +200,9 @@ pub struct IdentityRules {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Access {
     /// Identities no entry names (and plain connections, unless `plain`).
-    #[serde(default = "Rules::allow_all")]
+    /// Nothing when the table leaves it out: once `[access]` exists, what it
+    /// does not grant is denied.
+    #[serde(default = "Rules::none")]
     pub default: Rules,
     pub plain: Option<Plain>,
     #[serde(default)]
@@ -218,6 +220,17 @@ impl Default for Access {
 }
 
 impl Access {
+    /// What the default rules give, in words for `--check-config`.
+    pub fn default_said(&self) -> &'static str {
+        if self.default == Rules::allow_all() {
+            "everyone may do everything"
+        } else if self.default == Rules::none() {
+            "identities no entry names may do nothing"
+        } else {
+            "identities no entry names get [access.default]"
+        }
+    }
+
     /// The rules for a connection with `identity` (`None`: no client
     /// certificate); `None` when such connections are refused.
     pub fn rules_for(&self, identity: Option<&Identity>) -> Option<Rules> {
@@ -310,5 +323,27 @@ mod tests {
         let s = access.rules_for(Some(&stranger)).unwrap();
         assert!(s.may_subscribe(b"/topic/public/a") && !s.may_publish(b"/topic/public/a"));
         assert_eq!(access.rules_for(None), None);
+    }
+
+    #[test]
+    fn an_access_table_without_a_default_grants_nothing_it_does_not_name() {
+        let access: Access = toml::from_str(
+            r#"
+            plain = "refuse"
+            [[identity]]
+            match = "CN=alice,O=Example"
+            subscribe = ["*"]
+            publish = ["*"]
+            "#,
+        )
+        .unwrap();
+        let stranger = Identity {
+            subject: "CN=stranger".into(),
+            names: vec![],
+        };
+        let s = access.rules_for(Some(&stranger)).unwrap();
+        assert!(!s.may_subscribe(b"/topic/secret"));
+        assert!(!s.may_publish(b"/topic/secret"));
+        assert!(s.may_subscribe(b"/null"));
     }
 }

@@ -311,7 +311,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.check_config {
         let l = loaded.as_ref().context("--check-config needs --config")?;
         println!(
-            "{}: ok ({} [[channel]] entr{}, {} [[access.identity]] entr{}, plain connections {})",
+            "{}: ok ({} [[channel]] entr{}, {} [[access.identity]] entr{}, plain connections {}, \
+             {})",
             l.path.display(),
             l.rules.len(),
             if l.rules.len() == 1 { "y" } else { "ies" },
@@ -325,7 +326,8 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Some(crate::broker::access::Plain::Refuse) => "refused",
                 Some(crate::broker::access::Plain::Rules(_)) => "by their own rules",
                 None => "by the default rules",
-            }
+            },
+            l.access.default_said()
         );
         return Ok(ExitCode::SUCCESS);
     }

@@ -289,7 +289,8 @@ fn check_config_validates_without_serving() {
     assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains(
-            "1 [[channel]] entry, 1 [[access.identity]] entry, plain connections refused"
+            "1 [[channel]] entry, 1 [[access.identity]] entry, plain connections refused, \
+             identities no entry names may do nothing"
         ),
         "{text}"
     );

@@ -416,7 +416,8 @@ fn send_to(port: u16, channel: &str, message: &str, flags: &[&str]) -> Option<i3
 /// Access rules by certificate: each identity subscribes and publishes only
 /// where its rules allow (a refused subscription is end-of-stream, exit 5
 /// for `--no-reconnect`; a refused publish is counted and never routed);
-/// a client no entry names gets the default, here nothing. SIGHUP applies
+/// a client no entry names gets nothing, although the file has no
+/// `[access.default]` (it once got everything: fail-open). SIGHUP applies
 /// new rules: a subscription they no longer allow is ended, a publish they
 /// now allow is routed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -424,7 +425,7 @@ async fn access_rules_by_certificate_decide_who_subscribes_and_publishes() {
     let pki = pki();
     let rules = |bob_publishes: &str, alice_subscribes: &str| {
         format!(
-            "http = \"127.0.0.1:0\"\n[access.default]\n\
+            "http = \"127.0.0.1:0\"\n\
              [[access.identity]]\nmatch = \"CN=alice\"\nsubscribe = [{alice_subscribes}]\npublish = [\"/topic/*\"]\n\
              [[access.identity]]\nmatch = \"CN=bob\"\nsubscribe = [\"/topic/news\"]\npublish = [{bob_publishes}]\n"
         )
@@ -458,6 +459,10 @@ async fn access_rules_by_certificate_decide_who_subscribes_and_publishes() {
         listen_on(broker.port, "/topic/news", &nobody).exit_code(15.0),
         Some(5)
     );
+    assert_eq!(
+        listen_on(broker.port, "/topic/secret", &nobody).exit_code(15.0),
+        Some(5)
+    );
 
     // Bob may not publish: his message is counted and goes nowhere, so the
     // first message Alice's listener sees is her own.
@@ -478,7 +483,7 @@ async fn access_rules_by_certificate_decide_who_subscribes_and_publishes() {
     assert_eq!(news.exit_code(10.0), Some(0));
     assert_eq!(news.out.snapshot(), vec!["from alice".to_string()]);
     let (_, server) = http(port, "GET", "/api/server", None).await;
-    assert_eq!(server["totals"]["denied"], 2, "{server}");
+    assert_eq!(server["totals"]["denied"], 3, "{server}");
     let dropped = server["totals"]["dropped"].to_string();
     assert!(dropped.contains("denied"), "{dropped}");
     // A listener that has seen a message is past the client's refusal
