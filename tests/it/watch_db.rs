@@ -938,3 +938,81 @@ async fn passwords_come_from_pgpassword_or_a_private_password_file() {
     assert!(out.contains("others may read it"), "{out}");
     assert!(!out.contains("ok    connection"), "{out}");
 }
+
+/// A role with CREATE on schema public makes `public.aioq_notify()` before
+/// the administrator runs `--install`: `CREATE OR REPLACE` would keep her as
+/// its owner, and her code would run as whoever writes the table (a
+/// superuser, here). `--install` refuses, naming the owner, and installs
+/// nothing; `--check` names the owner of the function and fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_refuses_a_trigger_function_another_role_owns() {
+    let pg = Pg::start();
+    let db = pg.database("r21").await;
+    db.batch_execute(PATRON).await.unwrap();
+    db.batch_execute("CREATE ROLE mallory LOGIN; GRANT CREATE ON SCHEMA public TO mallory;")
+        .await
+        .unwrap();
+    let (mallory, conn) = tokio_postgres::connect(
+        &pg.dsn("r21").replace("postgres@", "mallory@"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    mallory
+        .batch_execute(
+            "CREATE FUNCTION public.aioq_notify() RETURNS trigger LANGUAGE plpgsql \
+             AS $$BEGIN RETURN NULL; END$$",
+        )
+        .await
+        .unwrap();
+
+    let mut install = watch(&pg, "r21", &["--install"]);
+    assert_eq!(install.exit_code(20.0), Some(1), "{}", install.err.text());
+    let said = install.err.text();
+    assert!(
+        said.contains("owned by role \"mallory\"") && said.contains("Nothing was installed"),
+        "{said}"
+    );
+    let triggers: i64 = db
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'patron'::regclass AND NOT tgisinternal",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(triggers, 0, "a trigger calls mallory's function");
+
+    let dsn = pg.dsn("r21");
+    let mut check = Proc::spawn(
+        &["watch-db", "--dsn", &dsn, "--table", "patron", "--check"],
+        false,
+    );
+    assert_eq!(check.exit_code(20.0), Some(1));
+    let out = check.out.text();
+    assert!(
+        out.contains("FAIL  owners for public.patron") && out.contains("owned by \"mallory\""),
+        "{out}"
+    );
+
+    // Once the function is gone, the install owns what it makes.
+    db.batch_execute("DROP FUNCTION public.aioq_notify()")
+        .await
+        .unwrap();
+    let mut install = watch(&pg, "r21", &["--install"]);
+    assert_eq!(install.exit_code(20.0), Some(0), "{}", install.err.text());
+    let mut check = Proc::spawn(
+        &["watch-db", "--dsn", &dsn, "--table", "patron", "--check"],
+        false,
+    );
+    assert_eq!(check.exit_code(20.0), Some(0), "{}", check.out.text());
+    assert!(
+        check
+            .out
+            .text()
+            .contains("owned by \"postgres\" (superuser)"),
+        "{}",
+        check.out.text()
+    );
+}

@@ -100,6 +100,7 @@ pub async fn run(pg: &Pg, shown: &str, tables: &[Table], payload: Payload) -> an
 
     for t in tables {
         lines.push(trigger(&client, t, payload).await?);
+        lines.push(owners(&client, t).await?);
         lines.push(privileges(&client, t).await?);
     }
     driver.abort();
@@ -166,6 +167,55 @@ async fn trigger(db: &tokio_postgres::Client, t: &Table, payload: Payload) -> an
             "installed and current, notifying {} ({} payload)",
             t.channel,
             payload.as_str()
+        ),
+    })
+}
+
+/// Who owns the trigger function and the table. The function's owner can
+/// change the code every write to the table runs, as the role writing: safe
+/// when that is the table's owner (who could add any trigger anyway) or a
+/// superuser, an escalation for any other role.
+async fn owners(db: &tokio_postgres::Client, t: &Table) -> anyhow::Result<Line> {
+    let what = format!("owners for {}.{}", t.schema, t.relname);
+    let row = db
+        .query_opt(
+            "SELECT pg_get_userbyid(p.proowner), r.rolsuper, pg_get_userbyid(c.relowner), \
+                    p.proowner = c.relowner \
+             FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner, pg_class c \
+             WHERE p.oid = to_regprocedure('public.aioq_notify()') AND c.oid = to_regclass($1)",
+            &[&t.name],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(Line {
+            ok: false,
+            what,
+            detail: format!(
+                "no function public.{}(): run with --install",
+                schema::FUNCTION
+            ),
+        });
+    };
+    let (function, superuser, table, same): (String, bool, String, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let detail = format!(
+        "function public.{}() owned by {function:?}{}, table by {table:?}",
+        schema::FUNCTION,
+        if superuser { " (superuser)" } else { "" }
+    );
+    if same || superuser {
+        return Ok(Line {
+            ok: true,
+            what,
+            detail,
+        });
+    }
+    Ok(Line {
+        ok: false,
+        what,
+        detail: format!(
+            "{detail}: role {function:?} can change the code every write to the table runs; \
+             drop the function as a superuser and run --install as the table's owner"
         ),
     })
 }

@@ -199,6 +199,29 @@ pub async fn install(
     tx.batch_execute(FUNCTION_SQL)
         .await
         .context("creating the trigger function")?;
+    // CREATE OR REPLACE keeps the owner of a function that was there: a role
+    // that made public.aioq_notify() first would keep changing what runs in
+    // every write to the watched tables, as whoever writes them. Checked
+    // after the statement, in its transaction, so no one slips in between.
+    let owner: Option<String> = tx
+        .query_opt(
+            "SELECT pg_get_userbyid(proowner) FROM pg_proc \
+             WHERE oid = 'public.aioq_notify()'::regprocedure AND proowner <> \
+             (SELECT oid FROM pg_roles WHERE rolname = current_user)",
+            &[],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if let Some(owner) = owner {
+        let me: String = tx.query_one("SELECT current_user::text", &[]).await?.get(0);
+        bail!(
+            "public.{FUNCTION}() already exists and is owned by role {owner:?}, not by {me:?} \
+             (the role installing): that role could change the code every write to the \
+             watched tables runs. Nothing was installed. Drop it as a superuser \
+             (DROP FUNCTION public.{FUNCTION}() CASCADE), check who may CREATE in schema \
+             public (REVOKE CREATE ON SCHEMA public FROM PUBLIC), and run --install again"
+        );
+    }
     for t in tables {
         let ddl = formatted(
             &tx,
