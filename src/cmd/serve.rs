@@ -365,13 +365,15 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
+    // Before anything says the broker is up: from here a SIGHUP is handled
+    // (its default action ends the process).
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("cannot handle SIGHUP")?;
     let broker = Broker::serving(config, tls);
     if let Some(policy) = policy {
         broker.reloader().apply(policy);
     }
-    if let Some(loaded) = loaded {
-        tokio::spawn(reload_on_hangup(loaded, broker.reloader()));
-    }
+    tokio::spawn(reload_on_hangup(hangup, loaded, broker.reloader()));
     if let Some(addr) = &args.http {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -414,30 +416,71 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the file again at every SIGHUP and applies what can change while the
-/// broker runs; a file that does not load changes nothing.
+/// How long a reload may take to read the file: a hung mount must not hold
+/// the reload (nor anything else) for ever.
+const RELOAD_READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads the file for a reload, off the runtime's threads: twice, 100 ms
+/// apart, until two reads agree (a file being written in place is seen
+/// whole or refused); whether it was empty too.
+async fn reread(path: std::path::PathBuf) -> anyhow::Result<(String, bool)> {
+    let read = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+        let mut last = super::serve_config::read(&path)?;
+        for _ in 0..10 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let now = super::serve_config::read(&path)?;
+            if now == last {
+                return Ok(now);
+            }
+            last = now;
+        }
+        anyhow::bail!("the file kept changing for a second; send SIGHUP again once it is written")
+    });
+    let text = tokio::time::timeout(RELOAD_READ_WITHIN, read)
+        .await
+        .map_err(|_| {
+            anyhow::anyhow!("reading it took more than {RELOAD_READ_WITHIN:?} (a hung mount?)")
+        })???;
+    let empty = text.trim().is_empty();
+    Ok((text, empty))
+}
+
+/// At every SIGHUP, reads the file again and applies what can change while
+/// the broker runs; a file that does not load changes nothing. `hangup` is
+/// made before the broker says it listens, so that no SIGHUP can kill it.
 async fn reload_on_hangup(
-    mut running: super::serve_config::Loaded,
+    mut hangup: tokio::signal::unix::Signal,
+    started: Option<super::serve_config::Loaded>,
     reloader: crate::broker::Reloader,
 ) {
-    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    else {
-        tracing::warn!("cannot watch for SIGHUP: --config will not be reloaded");
+    let Some(started) = started else {
+        while hangup.recv().await.is_some() {
+            tracing::warn!("SIGHUP: the broker runs without --config, nothing to reload");
+        }
         return;
     };
+    let path = started.path.clone();
+    let mut running_access = started.has_access;
     while hangup.recv().await.is_some() {
-        let path = running.path.clone();
-        let loaded = super::serve_config::load(&path).and_then(|l| {
+        let loaded = reread(path.clone()).await.and_then(|(text, empty)| {
+            let l = super::serve_config::parse(&path, &text)?;
             let policy = l.policy()?;
-            Ok((l, policy))
+            Ok((l, policy, empty))
         });
+        let loaded =
+            loaded.and_then(
+                |(l, policy, empty)| match l.refused_over(running_access, empty) {
+                    Some(why) => Err(anyhow::anyhow!(why)),
+                    None => Ok((l, policy)),
+                },
+            );
         match loaded {
             Err(e) => tracing::error!(
                 "reload of {} refused, the running configuration stays: {e:#}",
                 path.display()
             ),
             Ok((loaded, policy)) => {
-                for (setting, value) in loaded.needs_restart(&running) {
+                for (setting, value) in loaded.needs_restart(&started) {
                     tracing::warn!(
                         "reload of {}: {setting} changed, which needs a restart; still {value}",
                         path.display()
@@ -461,7 +504,7 @@ async fn reload_on_hangup(
                         String::new()
                     }
                 );
-                running = loaded;
+                running_access = loaded.has_access;
             }
         }
     }

@@ -43,6 +43,8 @@ pub struct Loaded {
     pub matches: ArgMatches,
     pub rules: Vec<ChannelRule>,
     pub access: Access,
+    /// The file has an `[access]` table (without one, everyone may do everything).
+    pub has_access: bool,
 }
 
 impl Loaded {
@@ -56,9 +58,9 @@ impl Loaded {
         ))
     }
 
-    /// Settings that differ from `running`'s and need a restart, with the
-    /// value that stays in force.
-    pub fn needs_restart(&self, running: &Loaded) -> Vec<(String, String)> {
+    /// Settings that differ from those the broker started with and need a
+    /// restart, with the value in force (URL passwords hidden).
+    pub fn needs_restart(&self, started: &Loaded) -> Vec<(String, String)> {
         let Some(serve) = Cli::command().find_subcommand("serve").cloned() else {
             return Vec::new();
         };
@@ -75,25 +77,145 @@ impl Loaded {
                         .map(|v| v.map(|s| s.to_os_string()).collect())
                         .unwrap_or_default()
                 };
-                let (now, then) = (raw(&self.matches), raw(&running.matches));
+                let (now, then) = (raw(&self.matches), raw(&started.matches));
                 (now != then).then(|| {
-                    let shown: Vec<String> =
-                        then.iter().map(|s| s.to_string_lossy().into()).collect();
-                    (long.to_string(), shown.join(","))
+                    let then = if then.is_empty() {
+                        a.get_default_values()
+                            .iter()
+                            .map(|v| v.to_os_string())
+                            .collect()
+                    } else {
+                        then
+                    };
+                    let shown: Vec<String> = then
+                        .iter()
+                        .map(|s| crate::broker::redact(&s.to_string_lossy()))
+                        .collect();
+                    let shown = if shown.is_empty() {
+                        "not set".to_string()
+                    } else {
+                        shown.join(",")
+                    };
+                    (long.to_string(), shown)
                 })
             })
             .collect()
     }
+
+    /// Why this file must not replace the running one at a reload, if it
+    /// must not: an empty file, or one without the `[access]` in force
+    /// (`access_in_force`), is most likely one being written, and would
+    /// open everything.
+    pub fn refused_over(&self, access_in_force: bool, text_was_empty: bool) -> Option<String> {
+        if text_was_empty {
+            return Some(
+                "the file is empty (being written?); write it whole, or replace it with \
+                 mv, then send SIGHUP again"
+                    .into(),
+            );
+        }
+        if access_in_force && !self.has_access {
+            return Some(
+                "it has no [access] table while one is in force: that would let everyone do \
+                 everything (being written?). Restart the broker to drop access rules"
+                    .into(),
+            );
+        }
+        None
+    }
+}
+
+/// Most a config file may hold: far beyond any real one, and a bound on
+/// what a path to a device (`/dev/zero`) can make the broker read.
+const MAX_FILE: u64 = 1 << 20;
+
+/// The file's text: a regular file (a FIFO or a device would block or never
+/// end) of at most [`MAX_FILE`] bytes. Warns when others than its owner may
+/// write it or its directory: whoever can changes the access rules.
+pub fn read(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let cannot = |e: std::io::Error| {
+        crate::exit::as_usage(
+            anyhow::Error::new(e).context(format!("--config {shown}: cannot read it")),
+        )
+    };
+    // Looked at before opening: opening a FIFO for reading waits for a writer.
+    let meta = std::fs::metadata(path).map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(usage(format!(
+            "--config {shown}: not a regular file (a FIFO, device or directory cannot be a config file)"
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(usage(format!("--config {shown}: not a regular file")));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(usage(format!(
+            "--config {shown}: {} bytes, more than a config file may hold ({MAX_FILE})",
+            meta.len()
+        )));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        tracing::warn!(
+            "--config {shown}: others than its owner may write it (mode {:o}); whoever \
+             can changes the access rules at the next reload: chmod go-w",
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::metadata(dir) {
+        // World-writable without the sticky bit: anyone may replace the file.
+        if d.permissions().mode() & 0o1002 == 0o002 {
+            tracing::warn!(
+                "--config {shown}: its directory is writable by everyone, who may replace the file"
+            );
+        }
+    }
+    let mut text = String::new();
+    file.take(MAX_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(cannot)?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(usage(format!(
+            "--config {shown}: more than a config file may hold ({MAX_FILE} bytes)"
+        )));
+    }
+    Ok(text)
+}
+
+/// A TOML error as line, column and message: never the offending line
+/// itself, which may be a secret of whatever file the path points to.
+fn parse_error(shown: &std::path::Display<'_>, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let at = e.span().map(|span| {
+        let before = &text.as_bytes()[..span.start.min(text.len())];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+        format!("line {line}, column {column}: ")
+    });
+    usage(format!(
+        "{shown}: {}{}",
+        at.unwrap_or_default(),
+        e.message().trim_end()
+    ))
 }
 
 /// Reads `path` under the command line this process was started with.
 pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    parse(path, &read(path)?)
+}
+
+/// `text`, the file at `path`, under the command line this process was
+/// started with.
+pub fn parse(path: &Path, text: &str) -> anyhow::Result<Loaded> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("--config {shown}: cannot read it"))
-        .map_err(crate::exit::as_usage)?;
-    let mut table: toml::Table =
-        toml::from_str(&text).map_err(|e| usage(format!("{shown}: {e}")))?;
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(&shown, text, &e))?;
     let rules: Vec<ChannelRule> = match table.remove("channel") {
         Some(v) => v
             .try_into()
@@ -103,6 +225,7 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
     for r in &rules {
         r.check().map_err(|e| usage(format!("{shown}: {e}")))?;
     }
+    let has_access = table.contains_key("access");
     let access: Access = match table.remove("access") {
         Some(v) => v
             .try_into()
@@ -184,5 +307,6 @@ pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         matches: serve_matches,
         rules,
         access,
+        has_access,
     })
 }

@@ -303,11 +303,155 @@ fn check_config_validates_without_serving() {
         ),
         ("[access]\nplain = \"maybe\"\n", "expected \"refuse\""),
         ("send-queue = \n", "expected"),
+        // A path to another file (a symlink to /etc/shadow, say): where the
+        // error is, never what the line holds.
+        (
+            "root:$y$j9T$SECRETHASH:19000:0:99999:7:::\n",
+            "line 1, column 5",
+        ),
     ] {
         let (code, text) = run(&config_file(bad));
         assert_eq!(code, Some(2), "{bad}: {text}");
         assert!(text.contains(says), "{bad}: {text}");
+        assert!(
+            !text.contains("SECRETHASH"),
+            "the file's text was shown: {text}"
+        );
     }
+    // A device is read no further than a config file could be long.
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--check-config", "--config", "/dev/zero"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("not a regular file"), "{text}");
+}
+
+/// SIGHUP never kills the broker: not without --config (it says there is
+/// nothing to reload), not when sent the moment it says it listens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_is_handled_from_the_first_line_with_or_without_config() {
+    let file = config_file("send-queue = 100\n");
+    for args in [vec![], vec!["--config", file.path().to_str().unwrap()]] {
+        for _ in 0..3 {
+            // Broker::spawn returns as soon as `listening on` is read.
+            let mut broker = Broker::spawn(&args);
+            signal(&broker.child, "HUP");
+            let said = if args.is_empty() {
+                "nothing to reload"
+            } else {
+                "reloaded "
+            };
+            broker.log.wait_for_async(10.0, said).await;
+            let mut s = Raw::subscribe(broker.port, "/topic/alive").await;
+            wait_subscribed(&broker, "/topic/alive", 1).await;
+            let mut p = Raw::subscribe(broker.port, "/null").await;
+            p.publish("/topic/alive", b"yes").await;
+            assert_eq!(within(5.0, "delivery", s.read_text()).await, "yes");
+            broker.terminate();
+        }
+    }
+}
+
+/// A reload that reads the file while it is being written must not lower
+/// access: an empty file, or one without the `[access]` in force, is refused.
+/// A FIFO in its place (a stand-in for a hung mount) is refused without
+/// blocking the broker, and SIGTERM still stops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_never_opens_access_nor_blocks_the_broker() {
+    let rules = "http = \"127.0.0.1:0\"\n[access.plain]\nsubscribe = [\"/topic/a*\"]\npublish = [\"/topic/a\"]\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("aioq.toml");
+    std::fs::write(&path, rules).unwrap();
+    let mut broker = Broker::spawn(&["--config", path.to_str().unwrap()]);
+    let refused = |why: &'static str| {
+        let log = &broker.log;
+        async move {
+            let line = log
+                .wait_for_async(10.0, "refused, the running configuration stays")
+                .await;
+            assert!(line.contains(why), "{line}");
+        }
+    };
+    let still_closed = || async {
+        let mut b = Raw::subscribe(broker.port, "/topic/b").await;
+        assert_eq!(within(5.0, "refusal", b.read()).await, Some(Vec::new()));
+    };
+
+    std::fs::write(&path, "").unwrap();
+    signal(&broker.child, "HUP");
+    refused("the file is empty").await;
+    still_closed().await;
+
+    std::fs::write(&path, "http = \"127.0.0.1:0\"\n").unwrap();
+    let before = broker.log.len();
+    signal(&broker.child, "HUP");
+    wait_until_async(10.0, "a second refusal", || {
+        broker.log.snapshot()[before..]
+            .iter()
+            .any(|l| l.contains("no [access] table while one is in force"))
+    })
+    .await;
+    still_closed().await;
+
+    std::fs::remove_file(&path).unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let before = broker.log.len();
+    signal(&broker.child, "HUP");
+    wait_until_async(10.0, "the FIFO refused", || {
+        broker.log.snapshot()[before..]
+            .iter()
+            .any(|l| l.contains("not a regular file"))
+    })
+    .await;
+    let mut a = Raw::subscribe(broker.port, "/topic/a").await;
+    wait_subscribed(&broker, "/topic/a", 1).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    p.publish("/topic/a", b"served").await;
+    assert_eq!(within(5.0, "delivery", a.read_text()).await, "served");
+    broker.terminate();
+}
+
+/// A setting that needs a restart is compared with what the broker started
+/// with, and shown as what is in force, URL passwords hidden.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_says_what_is_in_force_and_hides_passwords() {
+    let file = config_file("send-queue = 100\n");
+    let broker = Broker::spawn(&["--config", file.path().to_str().unwrap()]);
+    for (text, says) in [
+        (
+            "max-connections = 200\n",
+            "max-connections changed, which needs a restart; still 10000",
+        ),
+        (
+            "max-connections = 300\n",
+            "max-connections changed, which needs a restart; still 10000",
+        ),
+        (
+            "cluster = \"nats://u:firstSECRET@127.0.0.1:1\"\n",
+            "cluster changed, which needs a restart; still not set",
+        ),
+    ] {
+        rewrite(&file, text);
+        let before = broker.log.len();
+        signal(&broker.child, "HUP");
+        wait_until_async(10.0, says, || {
+            broker.log.snapshot()[before..]
+                .iter()
+                .any(|l| l.contains(says))
+        })
+        .await;
+    }
+    assert!(
+        !broker.log.text().contains("SECRET"),
+        "{}",
+        broker.log.text()
+    );
 }
 
 /// Connections without a client certificate follow `[access.plain]`, or are
