@@ -180,6 +180,14 @@ pub struct ConnStats {
     pub dropped: Drops,
 }
 
+impl ConnStats {
+    /// Publishes of this connection the broker refused rather than routed
+    /// (access rules, `--max-channels`): its goodbye must not be confirmed.
+    pub fn refused_publishes(&self) -> u64 {
+        self.dropped.get(DropReason::Denied) + self.dropped.get(DropReason::ChannelLimit)
+    }
+}
+
 /// A printable snapshot of [`BrokerStats`], for the shutdown summary.
 #[derive(Debug, Serialize)]
 pub struct Summary {

@@ -310,6 +310,16 @@ async fn drain<W: AsyncWrite + Unpin>(
         }
         write_batch(shared, sink, batch, sub, channel).await?;
     }
+    // End-of-stream confirms that everything the client sent was routed:
+    // not when some of it was refused. It reads the close as "not confirmed".
+    let refused = sub.stats.refused_publishes();
+    if refused > 0 {
+        tracing::info!(
+            "Remote {}: no end-of-stream, {refused} of its publishes were refused",
+            sub.peer
+        );
+        return Ok(());
+    }
     let (base, last_ms) = {
         let p = sink.get_ref();
         p.mark();

@@ -243,7 +243,10 @@ where
                 return anyhow::Ok(());
             }
         }
-        anyhow::bail!("the connection closed without end-of-stream")
+        anyhow::bail!(
+            "the connection closed without end-of-stream (an aioq broker does this when it \
+             refused some of them: access rules, or its channel limit; its log says which)"
+        )
     };
     match tokio::time::timeout(within, wait).await {
         Ok(r) => r.context("the broker did not confirm the end of the stream"),

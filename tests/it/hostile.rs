@@ -184,6 +184,42 @@ async fn a_flood_of_channel_names_stops_at_the_address_share() {
     assert_eq!(dropped(&summary, "shutdown"), 10, "{summary}");
 }
 
+/// A publish the broker refuses (here: past the address's share of
+/// `--max-channels`) is never confirmed: `send` exits 1 and says so, where
+/// it once printed "the broker confirmed them" and exited 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_is_not_confirmed() {
+    let broker = Broker::spawn(&["--max-channels", "10"]);
+    let port = broker.port.to_string();
+    let send = |channel: &str| {
+        let mut p = Proc::spawn(
+            &[
+                "send",
+                "--port",
+                &port,
+                "--channel",
+                channel,
+                "--message",
+                "hi",
+                "--no-reconnect",
+            ],
+            false,
+        );
+        let code = p.exit_code(15.0);
+        (code, p.err.text())
+    };
+    // The address's share is one worker-less channel.
+    assert_eq!(send("/queue/first").0, Some(0));
+    let (code, said) = send("/queue/second");
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("not confirmed"), "{said}");
+    assert!(!said.contains("confirmed them"), "{said}");
+    broker
+        .log
+        .wait_for_async(5.0, "of its publishes were refused")
+        .await;
+}
+
 /// Clients on many addresses fill the registry with worker-less `/queue`
 /// names and leave: a subscription still gets its channel (the oldest
 /// worker-less one is evicted, its backlog counted), so that nobody locks new
