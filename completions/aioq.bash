@@ -513,7 +513,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__metrics__subcmd__collect)
-            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --channel --http --stale-after --forget-after --max-reporters --http-max-connections --control-channel --verbose --quiet --help --version"
+            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --channel --http --http-allow-host --stale-after --forget-after --max-reporters --http-max-connections --control-channel --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -548,6 +548,10 @@ _aioq() {
                     return 0
                     ;;
                 --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-allow-host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -767,7 +771,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__serve)
-            opts="-v -q -h -V --config --check-config --host --port --send-queue --send-queue-bytes --worker-queue --backlog --backlog-bytes --backlog-ttl --topic-overflow --max-frame --max-channel --max-channels --max-connections --subscribe-timeout --keepalive --drain-timeout --max-memory --max-connections-per-ip --write-timeout --frame-timeout --tls-cert --tls-key --tls-client-ca --cluster --cluster-ack-wait --cluster-queue-bytes --cluster-queue-messages --cluster-replicas --cluster-memory --http --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
+            opts="-v -q -h -V --config --check-config --host --port --send-queue --send-queue-bytes --worker-queue --backlog --backlog-bytes --backlog-ttl --topic-overflow --max-frame --max-channel --max-channels --max-connections --subscribe-timeout --keepalive --drain-timeout --max-memory --max-connections-per-ip --write-timeout --frame-timeout --tls-cert --tls-key --tls-client-ca --cluster --cluster-ack-wait --cluster-queue-bytes --cluster-queue-messages --cluster-replicas --cluster-memory --http --http-allow-host --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -893,6 +897,10 @@ _aioq() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --http-allow-host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --metrics-channel)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -909,7 +917,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__watch__subcmd__db)
-            opts="-v -q -h -V --dsn --payload --table --channel --check --install --uninstall --http --http-max-connections --http-header-timeout --http-token-file --publish --tls --tls-ca --tls-cert --tls-key --tls-server-name --broker-host --broker-port --event-queue --cache-size --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --dsn --payload --table --channel --check --install --uninstall --http --http-allow-host --http-max-connections --http-header-timeout --http-token-file --publish --tls --tls-ca --tls-cert --tls-key --tls-server-name --broker-host --broker-port --event-queue --cache-size --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -932,6 +940,10 @@ _aioq() {
                     return 0
                     ;;
                 --http)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-allow-host)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -50,7 +50,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l topic-overflow -d 'W
 disconnect\t'The subscriber is disconnected as a slow consumer; the loss is counted'"
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-frame -d 'Largest frame accepted (e.g. 16MiB); a client announcing more is disconnected' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-channel -d 'Longest channel name accepted, in bytes' -r
-complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-channels -d 'Channels held at once. A publish that would create one more (a new /queue name) is dropped and counted as channel_limit; a subscription to a new channel is refused with end-of-stream' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-channels -d 'Channels held at once. One source address (an IPv6 /64) may create a tenth of them as worker-less /queue channels by publishing; a publish past that, or past the limit, is dropped and counted as channel_limit. A subscription to a new channel when the registry is full evicts the oldest /queue channel that has no worker (its backlog counted as evicted); only when every channel has subscribers is it refused with end-of-stream' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-connections -d 'Connections served at once; more are refused with an end-of-stream frame' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l subscribe-timeout -d 'How long a new connection has to send its subscribe frame' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l keepalive -d 'Idle time before TCP keepalive probes; 0 turns keepalive off' -r
@@ -68,6 +68,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-queue-bytes 
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-queue-messages -d 'JetStream messages each /queue stream holds; past it publishers wait. A publisher\'s messages to one channel that arrive together are stored as one JetStream message (up to 256 of them, 64 KiB), so this bounds stored batches; --cluster-queue-bytes bounds the bytes exactly' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-replicas -d 'Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs a clustered NATS)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l http -d 'Serve monitoring over HTTP here: /healthz, /api/server, /api/connections, /api/channels and /metrics (Prometheus). Read-only; keep it on loopback or a private network' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l http-allow-host -d 'A host name browsers may reach the HTTP face by (repeatable), beside localhost and IP literals: any other Host header gets 403, so that a web page cannot rebind its own name to this address and read it' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-channel -d 'Channel for --metrics' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-interval -d 'Time between --metrics samples' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l check-config -d 'Check --config and the flags, say what is in force, and exit (0 when valid, 2 when not)'
@@ -164,6 +165,7 @@ rows\t'Old and new rows and the diff in the event (no read per event; every role
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l table -d 'Table to watch, optionally schema-qualified; repeat for more. Each needs a single-column primary key' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l channel -d 'NOTIFY channel for every table (default: chan_<table> for each)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http -d 'Serve the JSON API on this address (port 0 picks one; the log says which)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http-allow-host -d 'A host name browsers may reach the HTTP face by (repeatable), beside localhost and IP literals: any other Host header gets 403, so that a web page cannot rebind its own name to this address and read it' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http-max-connections -d 'HTTP connections served at once; more wait until one closes' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http-header-timeout -d 'Time a client has to send a request\'s headers once it has begun' -r
 complete -c aioq -n "__fish_aioq_using_subcommand watch-db" -l http-token-file -d 'A file holding a token every HTTP request must bear (`Authorization: Bearer TOKEN`)' -r -F
@@ -219,6 +221,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subco
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l channel -d 'Channel the reporters publish on' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l http -d 'Serve the live page, `/feed` (server-sent events) and `/api/reporters` here' -r
+complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l http-allow-host -d 'A host name browsers may reach the HTTP face by (repeatable), beside localhost and IP literals: any other Host header gets 403, so that a web page cannot rebind its own name to this address and read it' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l stale-after -d 'A reporter not heard from for this long is marked stale' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l forget-after -d 'A reporter not heard from for this long is forgotten' -r
 complete -c aioq -n "__fish_aioq_using_subcommand metrics; and __fish_seen_subcommand_from collect" -l max-reporters -d 'Reporters followed at once; samples from more are refused and counted' -r

@@ -124,25 +124,107 @@ fn by_reason(drops: &super::stats::Drops) -> std::collections::BTreeMap<&'static
         .collect()
 }
 
+/// Longest channel name or identity a listing shows, in characters: rows
+/// stay small whatever names clients chose (up to `--max-channel`).
+const SHOWN_MAX: usize = 200;
+
+fn clipped(mut s: String) -> String {
+    if let Some((at, _)) = s.char_indices().nth(SHOWN_MAX) {
+        s.truncate(at);
+        s.push('…');
+    }
+    s
+}
+
+/// A numeric field a listing can be sorted by, read straight from what the
+/// row is made of (no row is built to sort).
+type Field<S> = (&'static str, fn(&S) -> f64);
+
+/// The first `limit` of `items`, largest `sort` field first (ties, and no
+/// `sort`, in `order`), made into rows: what a request costs beyond one key
+/// per item is bounded by `limit`. `Err` lists the fields there are.
+fn top<S, T>(
+    items: Vec<S>,
+    fields: &[Field<S>],
+    sort: Option<&str>,
+    limit: usize,
+    order: impl Fn(&S, &S) -> std::cmp::Ordering,
+    row: impl Fn(&S) -> T,
+) -> Result<Vec<T>, Vec<&'static str>> {
+    let key = match sort {
+        None => None,
+        Some(name) => match fields.iter().find(|(n, _)| *n == name) {
+            Some((_, f)) => Some(*f),
+            None => return Err(fields.iter().map(|(n, _)| *n).collect()),
+        },
+    };
+    let mut keyed: Vec<(f64, S)> = items
+        .into_iter()
+        .map(|s| (key.map_or(0.0, |k| k(&s)), s))
+        .collect();
+    let cmp = |a: &(f64, S), b: &(f64, S)| b.0.total_cmp(&a.0).then_with(|| order(&a.1, &b.1));
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    if keyed.len() > limit {
+        keyed.select_nth_unstable_by(limit - 1, cmp);
+        keyed.truncate(limit);
+    }
+    keyed.sort_by(cmp);
+    Ok(keyed.iter().map(|(_, s)| row(s)).collect())
+}
+
+/// A page of a listing: how many there are in all, and the rows asked for.
+pub struct Page<T> {
+    pub total: usize,
+    pub rows: Vec<T>,
+}
+
 impl Monitor {
-    /// Every connection that has subscribed and is not gone yet.
-    pub fn connections(&self) -> Vec<ConnectionView> {
-        let entries: Vec<super::Registered> = super::lock(&self.shared.connections)
+    /// Connections that have subscribed and are not gone yet: `limit` of
+    /// them, by `sort` (largest first) or by id.
+    pub fn connections(
+        &self,
+        sort: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ConnectionView>, Vec<&'static str>> {
+        type R = super::Registered;
+        let entries: Vec<R> = super::lock(&self.shared.connections)
             .values()
             .cloned()
             .collect();
-        entries
-            .into_iter()
-            .map(|e| {
+        let fields: &[Field<R>] = &[
+            ("id", |e| e.sub.id as f64),
+            ("connected_seconds", |e| {
+                e.since.elapsed().unwrap_or_default().as_secs_f64()
+            }),
+            ("messages_in", |e| e.sub.stats.received.messages() as f64),
+            ("bytes_in", |e| e.sub.stats.received.bytes() as f64),
+            ("messages_out", |e| e.sub.stats.sent.messages() as f64),
+            ("bytes_out", |e| e.sub.stats.sent.bytes() as f64),
+            ("queued_messages", |e| e.sub.queued().0 as f64),
+            ("queued_bytes", |e| e.sub.queued().1 as f64),
+            ("send_queue", |e| e.sub.bounds().0 as f64),
+            ("send_queue_bytes", |e| e.sub.bounds().1 as f64),
+            ("dropped", |e| e.sub.stats.dropped.total() as f64),
+        ];
+        let total = entries.len();
+        let rows = top(
+            entries,
+            fields,
+            sort,
+            limit,
+            |a, b| a.sub.id.cmp(&b.sub.id),
+            |e| {
                 let s = &e.sub.stats;
                 let (queued_messages, queued_bytes) = e.sub.queued();
                 let (send_queue, send_queue_bytes) = e.sub.bounds();
                 ConnectionView {
                     id: e.sub.id,
                     peer: e.sub.peer.to_string(),
-                    channel: e.channel.display_name(),
+                    channel: clipped(e.channel.display_name()),
                     tls: e.tls,
-                    identity: e.identity.as_ref().map(|i| i.shown()),
+                    identity: e.identity.as_ref().map(|i| clipped(i.shown())),
                     connected_since: humantime::format_rfc3339_millis(e.since).to_string(),
                     connected_seconds: e.since.elapsed().unwrap_or_default().as_secs_f64(),
                     messages_in: s.received.messages(),
@@ -156,22 +238,42 @@ impl Monitor {
                     dropped: s.dropped.total(),
                     dropped_by_reason: by_reason(&s.dropped),
                 }
-            })
-            .collect()
+            },
+        )?;
+        Ok(Page { total, rows })
     }
 
-    /// Every channel in the registry.
-    pub fn channel_views(&self) -> Vec<ChannelView> {
+    /// Channels in the registry: `limit` of them, by `sort` (largest
+    /// first) or by name.
+    pub fn channel_views(
+        &self,
+        sort: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ChannelView>, Vec<&'static str>> {
+        type C = Arc<super::router::Channel>;
         let policy = self.shared.router.policy();
-        self.shared
-            .router
-            .channels()
-            .into_iter()
-            .map(|c| {
+        let channels = self.shared.router.channels();
+        let fields: &[Field<C>] = &[
+            ("subscribers", |c| c.subscriber_count() as f64),
+            ("backlog_messages", |c| c.backlog_len() as f64),
+            ("backlog_bytes", |c| c.backlog_bytes() as f64),
+            ("published", |c| c.stats.published.messages() as f64),
+            ("delivered", |c| c.stats.delivered.messages() as f64),
+            ("unrouted", |c| c.stats.unrouted.load(Relaxed) as f64),
+            ("dropped", |c| c.stats.dropped.total() as f64),
+        ];
+        let total = channels.len();
+        let rows = top(
+            channels,
+            fields,
+            sort,
+            limit,
+            |a, b| a.name.cmp(&b.name),
+            |c| {
                 let p = policy.for_channel(&c.name);
                 let queue = crate::proto::is_queue(&c.name);
                 ChannelView {
-                    name: c.display_name(),
+                    name: clipped(c.display_name()),
                     kind: if queue { "queue" } else { "topic" },
                     subscribers: c.subscriber_count(),
                     backlog_messages: c.backlog_len(),
@@ -185,7 +287,61 @@ impl Monitor {
                     backlog_limit: p.backlog,
                     backlog_bytes_limit: p.backlog_bytes,
                 }
-            })
-            .collect()
+            },
+        )?;
+        Ok(Page { total, rows })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_keeps_the_largest_in_order_and_ties_by_order() {
+        let fields: &[Field<(u32, u32)>] = &[("n", |x| x.1 as f64)];
+        let items: Vec<(u32, u32)> = (0..1000).map(|i| (i, i % 7)).collect();
+        let got = top(
+            items.clone(),
+            fields,
+            Some("n"),
+            3,
+            |a, b| a.0.cmp(&b.0),
+            |x| x.0,
+        )
+        .unwrap();
+        assert_eq!(got, vec![6, 13, 20]);
+        let got = top(
+            items.clone(),
+            fields,
+            None,
+            2,
+            |a, b| b.0.cmp(&a.0),
+            |x| x.0,
+        )
+        .unwrap();
+        assert_eq!(got, vec![999, 998]);
+        assert!(top(
+            items.clone(),
+            fields,
+            None,
+            0,
+            |a, b| a.0.cmp(&b.0),
+            |x| x.0
+        )
+        .unwrap()
+        .is_empty());
+        assert_eq!(
+            top(items, fields, Some("x"), 3, |a, b| a.0.cmp(&b.0), |x| x.0).unwrap_err(),
+            vec!["n"]
+        );
+    }
+
+    #[test]
+    fn long_names_are_clipped() {
+        assert_eq!(clipped("abc".into()), "abc");
+        let long = clipped("é".repeat(500));
+        assert_eq!(long.chars().count(), SHOWN_MAX + 1);
+        assert!(long.ends_with('…'));
     }
 }

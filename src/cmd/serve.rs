@@ -154,6 +154,11 @@ pub struct ServeArgs {
     /// keep it on loopback or a private network.
     #[arg(long, value_name = "ADDR")]
     pub http: Option<String>,
+    /// A host name browsers may reach the HTTP face by (repeatable), beside
+    /// localhost and IP literals: any other Host header gets 403, so that a
+    /// web page cannot rebind its own name to this address and read it.
+    #[arg(long, value_name = "NAME", requires = "http")]
+    pub http_allow_host: Vec<String>,
     /// Publish the broker's own CPU, memory and counters, like `aioq metrics report`.
     #[arg(long)]
     pub metrics: bool,
@@ -382,8 +387,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(crate::runtime::http::serve(
             l,
             crate::cmd::serve_http::router(broker.monitor()),
-            64,
-            std::time::Duration::from_secs(10),
+            crate::runtime::http::Limits::new(
+                64,
+                std::time::Duration::from_secs(10),
+                args.http_allow_host.clone(),
+            ),
         ));
     }
     if let Some(cluster) = cluster {

@@ -91,65 +91,52 @@ struct ListQuery {
 const LIST_LIMIT: usize = 100;
 const LIST_MAX: usize = 10_000;
 
-/// Sorts `items` by the numeric field `sort` names (largest first), keeps
-/// `limit`; an unknown field is a 400 naming the ones there are.
+/// A page of a listing as JSON, or a 400 naming the fields it sorts by.
 fn listed<T: serde::Serialize>(
-    items: Vec<T>,
+    page: Result<crate::broker::monitor::Page<T>, Vec<&'static str>>,
     q: &ListQuery,
     what: &str,
 ) -> axum::response::Response {
-    let total = items.len();
-    let mut rows: Vec<serde_json::Value> = items
-        .iter()
-        .filter_map(|i| serde_json::to_value(i).ok())
-        .collect();
-    if let Some(field) = &q.sort {
-        let numeric: Vec<&String> = rows
-            .first()
-            .and_then(|r| r.as_object())
-            .map(|o| {
-                o.iter()
-                    .filter(|(_, v)| v.is_number())
-                    .map(|(k, _)| k)
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !rows.is_empty() && !numeric.contains(&field) {
-            let known: Vec<&str> = numeric.iter().map(|s| s.as_str()).collect();
-            return (
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "sort={field}: not a number of {what}; one of {}\n",
-                    known.join(", ")
-                ),
-            )
-                .into_response();
-        }
-        rows.sort_by(|a, b| {
-            let n = |v: &serde_json::Value| v[field.as_str()].as_f64().unwrap_or(0.0);
-            n(b).total_cmp(&n(a))
-        });
+    match page {
+        Ok(p) => Json(json!({ "total": p.total, what: p.rows })).into_response(),
+        Err(known) => (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "sort={}: not a number of {what}; one of {}\n",
+                q.sort.as_deref().unwrap_or_default(),
+                known.join(", ")
+            ),
+        )
+            .into_response(),
     }
-    rows.truncate(q.limit.unwrap_or(LIST_LIMIT).min(LIST_MAX));
-    Json(json!({ "total": total, what: rows })).into_response()
+}
+
+impl ListQuery {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(LIST_LIMIT).min(LIST_MAX)
+    }
 }
 
 async fn connections(
     State(s): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<ListQuery>,
 ) -> axum::response::Response {
-    let mut list = s.0.connections();
-    list.sort_by_key(|c| c.id);
-    listed(list, &q, "connections")
+    listed(
+        s.0.connections(q.sort.as_deref(), q.limit()),
+        &q,
+        "connections",
+    )
 }
 
 async fn channels(
     State(s): State<AppState>,
     axum::extract::Query(q): axum::extract::Query<ListQuery>,
 ) -> axum::response::Response {
-    let mut list = s.0.channel_views();
-    list.sort_by(|a, b| a.name.cmp(&b.name));
-    listed(list, &q, "channels")
+    listed(
+        s.0.channel_views(q.sort.as_deref(), q.limit()),
+        &q,
+        "channels",
+    )
 }
 
 async fn metrics(State(s): State<AppState>) -> axum::response::Response {

@@ -95,7 +95,7 @@ async fn samples_reach_the_collector_its_feed_and_api_and_go_stale() {
 
     // The SSE feed: history, then live samples, as `event: sample`.
     let mut sse = TcpStream::connect(("127.0.0.1", web)).await.unwrap();
-    sse.write_all(b"GET /feed HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+    sse.write_all(b"GET /feed HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
         .await
         .unwrap();
     let mut lines = BufReader::new(sse).lines();
@@ -594,4 +594,36 @@ async fn reporters_slow_down_when_nobody_watches_and_speed_up_for_a_viewer() {
     drop(lines);
     poll_until(20.0, "the reporter to slow down again", slowed).await;
     drop(c);
+}
+
+/// Clients that open `/feed` and never read it cannot lock the page out:
+/// feeds get half the places (past that, 503 with Retry-After), so the page
+/// and the API keep answering. Before, 64 such clients took every place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_holders_cannot_lock_out_the_page() {
+    let broker = Broker::spawn(&[]);
+    let (_c, web) = collect_with(broker.port, &["--http-max-connections", "8"]);
+    let mut holders = Vec::new();
+    for _ in 0..4 {
+        let mut s = TcpStream::connect(("127.0.0.1", web)).await.unwrap();
+        s.write_all(b"GET /feed HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = BufReader::new(s);
+        let mut status = String::new();
+        within(5.0, "a feed opens", first.read_line(&mut status))
+            .await
+            .unwrap();
+        assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+        holders.push(first);
+    }
+    let (status, head, _) = within(5.0, "a fifth feed", http_get(web, "/feed")).await;
+    assert_eq!(status, 503, "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+    for _ in 0..3 {
+        let (status, _, page) = within(5.0, "the page", http_get(web, "/")).await;
+        assert_eq!(status, 200);
+        assert!(page.contains("<html"), "{page}");
+    }
+    drop(holders);
 }

@@ -1,6 +1,8 @@
 //! Operating `aioq serve`: the monitoring endpoint (`--http`), read while the
 //! broker runs.
 
+use tokio::io::AsyncWriteExt;
+
 use crate::util::*;
 
 /// The port of `serve --http 127.0.0.1:0`, from its log.
@@ -499,4 +501,86 @@ async fn plain_connections_get_their_own_rules_or_are_refused() {
     })
     .await;
     assert_eq!(server["totals"]["denied"], 2, "{server}");
+}
+
+/// The monitoring face answers only a Host it knows (a DNS-rebinding page
+/// sends its own name), and a listing costs what its `limit` asks for: the
+/// top rows by a field, however many channels there are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitoring_face_checks_the_host_and_lists_the_top_rows() {
+    let broker = Broker::spawn(&[
+        "--http",
+        "127.0.0.1:0",
+        "--http-allow-host",
+        "broker.internal",
+    ]);
+    let port = monitor_port(&broker);
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let mut wire = Vec::new();
+    for i in 0..2_000u32 {
+        for _ in 0..=(i % 50) {
+            publish_wire(&mut wire, &format!("/queue/c{i:04}"), b"x");
+        }
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    p.goodbye().await;
+    assert!(within(10.0, "publisher answered", p.closed()).await);
+    let top = rows(port, "channels", "?sort=published&limit=3").await;
+    let names: Vec<&str> = top.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["/queue/c0049", "/queue/c0099", "/queue/c0149"]);
+    let (status, all) = http(port, "GET", "/api/channels?limit=0", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(all["total"], 2_000, "{all}");
+    let (status, _) = http(port, "GET", "/api/channels?sort=nonsense", None).await;
+    assert_eq!(status, 400);
+
+    let get = |host: &'static str| async move {
+        let request =
+            format!("GET /api/connections HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        http_raw(port, &request).await
+    };
+    assert_eq!(get("attacker.example").await.0, 403);
+    assert_eq!(get("localhost:1").await.0, 200);
+    assert_eq!(get("broker.internal").await.0, 200);
+    assert_eq!(get("[::1]:9").await.0, 200);
+}
+
+/// Clients that ask for a large listing and never read it, as many as the
+/// face has places, from three addresses: `/healthz` from a fourth still
+/// answers at once (an address holds a quarter of the places, and a write
+/// the client does not take for 10 s ends its connection). Before, the 64
+/// places were held for good and a load balancer took the broker out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_answers_while_slow_readers_hold_places() {
+    let broker = Broker::spawn(&["--http", "127.0.0.1:0"]);
+    let port = monitor_port(&broker);
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let mut wire = Vec::new();
+    for i in 0..1_000u32 {
+        publish_wire(&mut wire, &format!("/queue/{}{i}", "n".repeat(180)), b"x");
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    p.goodbye().await;
+    assert!(within(10.0, "publisher answered", p.closed()).await);
+    let mut held = Vec::new();
+    for host in 2..5u8 {
+        for _ in 0..30 {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            sock.bind((std::net::Ipv4Addr::new(127, 0, 0, host), 0).into())
+                .unwrap();
+            let Ok(mut s) = sock.connect(([127, 0, 0, 1], port).into()).await else {
+                continue;
+            };
+            let _ = s
+                .write_all(b"GET /api/channels?limit=10000 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await;
+            held.push(s);
+        }
+    }
+    for _ in 0..3 {
+        let (status, _) = within(5.0, "/healthz", http(port, "GET", "/healthz", None)).await;
+        assert_eq!(status, 200);
+    }
+    drop(held);
 }

@@ -877,6 +877,60 @@ async fn slow_and_excess_http_clients_are_bounded() {
     );
 }
 
+/// Whole headers, then a body that drips a byte a second: a request must be
+/// received within the header timeout and 5 s more (408), so two drippers
+/// cannot hold both places for ever (before: `/_stats` waited for good).
+/// A non-loopback bind without a token is warned about, and serves only a
+/// Host it knows: localhost, IP literals, and `--http-allow-host` names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_are_cut_and_foreign_hosts_refused_on_any_bind() {
+    let pg = Pg::start();
+    let db = pg.database("drip").await;
+    db.batch_execute(PATRON).await.unwrap();
+    let w = watch(
+        &pg,
+        "drip",
+        &[
+            "--http",
+            "0.0.0.0:0",
+            "--http-max-connections",
+            "2",
+            "--http-header-timeout",
+            "1s",
+            "--http-allow-host",
+            "cache.internal",
+        ],
+    );
+    let port = http_port(&w);
+    w.err.wait_for(
+        5.0,
+        "is not a loopback address and has no --http-token-file",
+    );
+    let (a, b) = (tokio::spawn(drip_body(port)), tokio::spawn(drip_body(port)));
+    assert_eq!(
+        within(
+            15.0,
+            "/_stats past two drippers",
+            http(port, "GET", "/_stats", None)
+        )
+        .await
+        .0,
+        200
+    );
+    let answer = String::from_utf8_lossy(&within(15.0, "the dripper's answer", a).await.unwrap())
+        .into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    drop(b);
+
+    let get = |host: &'static str| async move {
+        let request = format!("GET /_stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        http_raw(port, &request).await
+    };
+    assert_eq!(get("evil.example").await.0, 403);
+    assert_eq!(get("cache.internal:8080").await.0, 200);
+    assert_eq!(get("192.0.2.7").await.0, 200);
+}
+
 /// The password need not be on the command line: PGPASSWORD, or a password
 /// file (PGPASSFILE, as libpq reads it, ignored when others may read it),
 /// against a PostgreSQL that requires a password of this role.
@@ -1015,4 +1069,28 @@ async fn install_refuses_a_trigger_function_another_role_owns() {
         "{}",
         check.out.text()
     );
+}
+
+/// A POST whose headers arrive whole and whose body then drips a byte a
+/// second; what the server answered.
+async fn drip_body(port: u16) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(
+        b"POST /patron HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+          Content-Length: 100000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    for _ in 0..60 {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if s.write_all(b" ").await.is_err() {
+            break;
+        }
+    }
+    let mut answer = Vec::new();
+    let _ = s.read_to_end(&mut answer).await;
+    answer
 }

@@ -31,6 +31,11 @@ pub struct CollectArgs {
     /// Serve the live page, `/feed` (server-sent events) and `/api/reporters` here.
     #[arg(long)]
     pub http: Option<String>,
+    /// A host name browsers may reach the HTTP face by (repeatable), beside
+    /// localhost and IP literals: any other Host header gets 403, so that a
+    /// web page cannot rebind its own name to this address and read it.
+    #[arg(long, value_name = "NAME", requires = "http")]
+    pub http_allow_host: Vec<String>,
     /// A reporter not heard from for this long is marked stale.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub stale_after: Duration,
@@ -66,6 +71,9 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     let web = Arc::new(Web {
         hub: Hub::default(),
         board: board.clone(),
+        feeds: Arc::new(tokio::sync::Semaphore::new(
+            (args.http_max_connections as usize / 2).max(1),
+        )),
     });
     if let Some(addr) = &args.http {
         let l = tokio::net::TcpListener::bind(addr)
@@ -76,8 +84,11 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(crate::runtime::http::serve(
             l,
             router,
-            args.http_max_connections as usize,
-            Duration::from_secs(10),
+            crate::runtime::http::Limits::new(
+                args.http_max_connections as usize,
+                Duration::from_secs(10),
+                args.http_allow_host.clone(),
+            ),
         ));
     }
     let (tx, mut rx) = mpsc::channel(1024);

@@ -16,7 +16,6 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::Stream;
 use tokio::sync::mpsc;
 
 use super::board::Board;
@@ -75,6 +74,10 @@ impl Hub {
 pub struct Web {
     pub hub: Hub,
     pub board: Arc<Mutex<Board>>,
+    /// `/feed` streams open at once: half the connections, so that browsers
+    /// holding feeds (or clients that never read one) cannot lock out the
+    /// page and the API.
+    pub feeds: Arc<tokio::sync::Semaphore>,
 }
 
 pub fn router(web: Arc<Web>) -> Router {
@@ -279,7 +282,15 @@ const HISTORY_PAGE: usize = 256;
 /// queued and may repeat the last of it. The browser's EventSource
 /// reconnects by itself (`retry`), and the page ignores samples it already
 /// has.
-async fn feed(State(web): State<Arc<Web>>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn feed(State(web): State<Arc<Web>>) -> axum::response::Response {
+    let Ok(slot) = web.feeds.clone().try_acquire_owned() else {
+        return (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(axum::http::header::RETRY_AFTER, "5")],
+            "too many feeds open; try again later\n",
+        )
+            .into_response();
+    };
     let rx = web.hub.join();
     let from = web.board.lock().unwrap().history_base;
     let hello = Event::default()
@@ -294,7 +305,7 @@ async fn feed(State(web): State<Arc<Web>>) -> Sse<impl Stream<Item = Result<Even
             (!page.is_empty()).then(|| {
                 let events = page
                     .into_iter()
-                    .map(|json| Ok(Event::default().event("sample").data(json)));
+                    .map(|json| Ok::<_, Infallible>(Event::default().event("sample").data(json)));
                 (futures::stream::iter(events), more)
             })
         }
@@ -314,9 +325,16 @@ async fn feed(State(web): State<Arc<Web>>) -> Sse<impl Stream<Item = Result<Even
         futures::StreamExt::chain(futures::stream::iter([Ok(hello)]), backlog),
         live,
     );
-    Sse::new(stream).keep_alive(
-        KeepAlive::new()
-            .interval(Duration::from_secs(15))
-            .text("keep-alive"),
-    )
+    // The slot goes with the stream: given back when the client is gone.
+    let stream = futures::StreamExt::map(stream, move |e| {
+        let _ = &slot;
+        e
+    });
+    Sse::new(stream)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("keep-alive"),
+        )
+        .into_response()
 }

@@ -70,6 +70,11 @@ pub struct WatchDbArgs {
     /// Serve the JSON API on this address (port 0 picks one; the log says which).
     #[arg(long)]
     pub http: Option<String>,
+    /// A host name browsers may reach the HTTP face by (repeatable), beside
+    /// localhost and IP literals: any other Host header gets 403, so that a
+    /// web page cannot rebind its own name to this address and read it.
+    #[arg(long, value_name = "NAME", requires = "http")]
+    pub http_allow_host: Vec<String>,
     /// HTTP connections served at once; more wait until one closes.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), requires = "http")]
     pub http_max_connections: u64,
@@ -213,6 +218,13 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
                 "--http-token-file {} is empty",
                 path.display()
             );
+            use std::os::unix::fs::PermissionsExt;
+            if std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o077 != 0) {
+                tracing::warn!(
+                    "--http-token-file {}: others than its owner may read it: chmod 600",
+                    path.display()
+                );
+            }
             Some(token)
         }
         None => None,
@@ -239,14 +251,16 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
         tables: tables.iter().map(|t| (t.name.clone(), t.clone())).collect(),
         cache: Cache::new(args.cache_size as usize),
         pool,
-        guard: http::Guard {
-            token,
-            loopback: http_listener
-                .as_ref()
-                .and_then(|l| l.local_addr().ok())
-                .is_some_and(|a| a.ip().is_loopback()),
-        },
+        guard: http::Guard { token },
     });
+    if let Some(addr) = http_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+        if !addr.ip().is_loopback() && app.guard.token.is_none() {
+            tracing::warn!(
+                "--http {addr} is not a loopback address and has no --http-token-file: \
+                 anyone who can reach it may read and write the watched tables"
+            );
+        }
+    }
 
     let mut channels: Vec<String> = tables.iter().map(|t| t.channel.clone()).collect();
     channels.sort();
@@ -276,8 +290,11 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
         tokio::spawn(crate::runtime::http::serve(
             l,
             router,
-            args.http_max_connections as usize,
-            args.http_header_timeout,
+            crate::runtime::http::Limits::new(
+                args.http_max_connections as usize,
+                args.http_header_timeout,
+                args.http_allow_host.clone(),
+            ),
         ));
     }
 
