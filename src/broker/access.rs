@@ -59,13 +59,16 @@ impl Identity {
     }
 
     /// What logs and the monitoring endpoint show: the subject, or the first
-    /// alternative name when the subject is empty.
+    /// alternative name when the subject is empty, control characters
+    /// escaped (a name is the certificate holder's text: a newline in it
+    /// must not write a log line of its own).
     pub fn shown(&self) -> String {
-        if self.subject.is_empty() {
-            self.names.first().cloned().unwrap_or_default()
+        let raw = if self.subject.is_empty() {
+            self.names.first().map_or("", String::as_str)
         } else {
-            self.subject.clone()
-        }
+            &self.subject
+        };
+        crate::proto::shown(raw.as_bytes())
     }
 
     fn any(&self, pattern: &str) -> bool {
@@ -323,6 +326,18 @@ mod tests {
         let s = access.rules_for(Some(&stranger)).unwrap();
         assert!(s.may_subscribe(b"/topic/public/a") && !s.may_publish(b"/topic/public/a"));
         assert_eq!(access.rules_for(None), None);
+    }
+
+    #[test]
+    fn an_identity_is_shown_on_one_line() {
+        let forged = Identity {
+            subject: String::new(),
+            names: vec!["DNS:x\n2026-12-04T00:00:00.000000Z  WARN FORGED".into()],
+        };
+        assert_eq!(
+            forged.shown(),
+            "DNS:x\\n2026-12-04T00:00:00.000000Z  WARN FORGED"
+        );
     }
 
     #[test]

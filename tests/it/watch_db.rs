@@ -439,15 +439,43 @@ async fn keys_mode_cannot_be_poisoned_or_read_and_the_http_face_is_guarded() {
         )
         .await
         .unwrap();
-    wait_until_async(10.0, "both forged events seen", || w.out.len() >= 2).await;
+    // The UPDATE is printed with the row as the database has it; the DELETE
+    // of a row that is there is not printed (nor forwarded) at all.
+    poll_until(10.0, "the forged DELETE ignored", || async {
+        let n = stat(port, "ignored_events").await;
+        (n == 1).then_some(()).ok_or(n.to_string())
+    })
+    .await;
+    assert_eq!(w.out.len(), 1, "{}", w.out.text());
+    assert!(!w.out.text().contains("DELETE"), "{}", w.out.text());
     let (status, row) = http(port, "GET", "/patron/1", None).await;
     assert_eq!((status, &row["name"]), (200, &json!("Ada")), "{row}");
+
+    // Neither a NOTIFY payload nor a URL path writes a log line of its own.
+    let forged = "2026-12-04T00:00:00.000000Z  WARN FORGED";
+    mallory_db
+        .batch_execute(&format!(
+            "NOTIFY chan_patron, E'not json\\n{forged}-NOTIFY'"
+        ))
+        .await
+        .unwrap();
+    w.err
+        .wait_for_async(10.0, "that is not an aioq event")
+        .await;
+    let path = "/patron%0a2026-12-04T00:00:00.000000Z%20%20WARN%20FORGED-PATH/1";
+    let _ = http(port, "GET", path, None).await;
+    w.err.wait_for_async(10.0, "FORGED-PATH").await;
+    assert!(
+        !w.err.snapshot().iter().any(|l| l.starts_with(forged)),
+        "a log line was forged:\n{}",
+        w.err.text()
+    );
 
     // The owner's update reaches Mallory as a key, not a row.
     db.batch_execute("UPDATE patron SET name = 'Ada L.' WHERE id = 1")
         .await
         .unwrap();
-    wait_until_async(10.0, "the real event", || w.out.len() >= 3).await;
+    wait_until_async(10.0, "the real event", || w.out.len() >= 2).await;
     // Mallory's own connection hears it in its own time: read until the
     // real event arrives (or the deadline), not once.
     let is_real = |p: &String| !p.contains("pwned") && p.contains("UPDATE");
@@ -475,7 +503,7 @@ async fn keys_mode_cannot_be_poisoned_or_read_and_the_http_face_is_guarded() {
     db.batch_execute("UPDATE patron SET visits = 9 WHERE id = 1")
         .await
         .unwrap();
-    wait_until_async(10.0, "the visits event", || w.out.len() >= 4).await;
+    wait_until_async(10.0, "the visits event", || w.out.len() >= 3).await;
     assert_eq!(http(port, "GET", "/patron/01", None).await.1["visits"], 9);
     let long = format!("/patron/{}", "9".repeat(300));
     assert_eq!(http(port, "GET", &long, None).await.0, 400);

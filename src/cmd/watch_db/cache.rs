@@ -50,6 +50,8 @@ pub struct CacheStats {
     pub invalidations: AtomicU64,
     /// Notifications dropped because the event queue was full.
     pub overflows: AtomicU64,
+    /// DELETE events not emitted: the row was still there (keys mode).
+    pub ignored: AtomicU64,
 }
 
 /// The canonical text of a primary key, whether it came from a URL (`29`) or an

@@ -192,6 +192,8 @@ fn parse_body(body: &str) -> Result<Value, ApiError> {
 }
 
 fn log(method: &Method, path: &str, status: StatusCode, started: Instant, cache: &str) {
+    // The path is any client's text: escaped, so it cannot forge log lines.
+    let path = crate::proto::shown(path.as_bytes());
     tracing::info!(
         "{method} {path} {} {:.1?}{cache}",
         status.as_u16(),
@@ -208,6 +210,7 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
         "events": s.events.load(Relaxed),
         "invalidations": s.invalidations.load(Relaxed),
         "overflows": s.overflows.load(Relaxed),
+        "ignored_events": s.ignored.load(Relaxed),
         "cached_rows": app.cache.len(),
     }))
 }

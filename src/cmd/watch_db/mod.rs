@@ -368,10 +368,19 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
                 })
             }
             Feed::Notification { channel, payload } => {
+                let ignored_before = app.cache.stats.ignored.load(Relaxed);
                 match apply(&app, &payload, args.payload).await {
                     Some(e) => e,
                     None => {
-                        tracing::warn!("ignoring a notification on {channel} that is not an aioq event: {payload:.200}");
+                        if app.cache.stats.ignored.load(Relaxed) == ignored_before {
+                            // Any role's text: escaped, so it cannot forge log lines.
+                            let head: String = payload.chars().take(200).collect();
+                            tracing::warn!(
+                                "ignoring a notification on {} that is not an aioq event: {}",
+                                crate::proto::shown(channel.as_bytes()),
+                                crate::proto::shown(head.as_bytes())
+                            );
+                        }
                         continue;
                     }
                 }
@@ -437,6 +446,29 @@ async fn apply(app: &App, payload: &str, trust: schema::Payload) -> Option<Value
     let id = id_key(event.get("id")?);
     let kind = event.get("type")?.as_str()?.to_string();
     app.cache.stats.events.fetch_add(1, Relaxed);
+    // A DELETE is checked too: any role can NOTIFY one for a row that is
+    // there, and every consumer of the feed would act on it.
+    if keys_only && kind == "DELETE" {
+        match fetch(app, table, &id).await {
+            Ok(Some(row)) => {
+                app.cache.stats.ignored.fetch_add(1, Relaxed);
+                tracing::debug!(
+                    "ignoring a DELETE of {} {} that is still there (forged, or the row \
+                     was inserted again since)",
+                    table.name,
+                    crate::proto::shown(id.as_bytes())
+                );
+                app.cache.put(&table.name, &id, Some(row));
+                return None;
+            }
+            Ok(None) => event["verified"] = json!(true),
+            Err(e) => tracing::warn!(
+                "could not check that {} {} is gone: {e:#}",
+                table.name,
+                crate::proto::shown(id.as_bytes())
+            ),
+        }
+    }
     if (keys_only || event.get("truncated") == Some(&Value::Bool(true))) && kind != "DELETE" {
         match fetch(app, table, &id).await {
             Ok(row) => {
@@ -445,8 +477,9 @@ async fn apply(app: &App, payload: &str, trust: schema::Payload) -> Option<Value
             }
             Err(e) => {
                 tracing::warn!(
-                    "could not read {} {id} after its change event: {e:#}",
-                    table.name
+                    "could not read {} {} after its change event: {e:#}",
+                    table.name,
+                    crate::proto::shown(id.as_bytes())
                 );
                 app.cache.remove(&table.name, &id);
                 return Some(event);
