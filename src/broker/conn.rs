@@ -13,9 +13,9 @@ use tokio_util::codec::{Framed, FramedRead};
 use tokio_util::sync::CancellationToken;
 
 use super::access::{Identity, Rules};
-use super::budget::Budget;
 use super::end::EndReason;
 use super::publish::{Publisher, Rights};
+use super::read_budget::ReadBudget;
 use super::stats::ConnStats;
 use super::subscriber::Subscriber;
 use super::{writer, Registered, Shared, Slot};
@@ -54,9 +54,12 @@ const MIN_FRAME_RATE: u64 = 16 * 1024;
 pub struct Counted<R> {
     inner: R,
     read: u64,
+    /// `read`, for the read budget to judge this connection's pace by.
+    progress: Arc<std::sync::atomic::AtomicU64>,
     /// Bytes of the frames handed on: `read - consumed` is in the read buffer.
     consumed: u64,
-    budget: Arc<Budget>,
+    budget: Arc<ReadBudget>,
+    sub: Arc<Subscriber>,
     /// Bytes of the read budget this connection holds.
     charged: usize,
     waiting: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
@@ -67,14 +70,23 @@ pub struct Counted<R> {
 pub const FREE_READ_BUFFER: usize = 64 * 1024;
 
 impl<R> Counted<R> {
-    fn new(inner: R, budget: Arc<Budget>) -> Self {
+    fn new(inner: R, budget: Arc<ReadBudget>, sub: Arc<Subscriber>) -> Self {
         Self {
             inner,
             read: 0,
+            progress: Arc::default(),
             consumed: 0,
             budget,
+            sub,
             charged: 0,
             waiting: None,
+        }
+    }
+
+    fn count_read(&mut self, n: usize) {
+        self.read += n as u64;
+        if self.charged > 0 {
+            self.progress.store(self.read, Relaxed);
         }
     }
 
@@ -97,15 +109,21 @@ impl<R> Counted<R> {
     fn settle(&mut self) {
         let need = self.buffered().saturating_sub(FREE_READ_BUFFER);
         if self.charged > need {
-            self.budget.give_back(self.charged - need);
+            self.budget.budget.give_back(self.charged - need);
             self.charged = need;
+            if need == 0 {
+                self.budget.release(self.sub.id);
+            }
         }
     }
 }
 
 impl<R> Drop for Counted<R> {
     fn drop(&mut self) {
-        self.budget.give_back(self.charged);
+        if self.charged > 0 {
+            self.budget.budget.give_back(self.charged);
+            self.budget.release(self.sub.id);
+        }
     }
 }
 
@@ -128,19 +146,25 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
                     }
                     self.waiting = None;
                 }
-                if self.budget.try_take(step) {
+                if self.budget.budget.try_take(step) {
+                    if self.charged == 0 {
+                        self.progress.store(self.read, Relaxed);
+                        self.budget.hold(&self.sub, &self.progress);
+                    }
                     self.charged += step;
                     allowed = step;
                     break;
                 }
                 let budget = self.budget.clone();
-                self.waiting = Some(Box::pin(async move { budget.room_for(step).await }));
+                let me = self.sub.id;
+                self.waiting = Some(Box::pin(async move { budget.room_for(step, me).await }));
             }
         }
         if allowed == buf.remaining() {
             let before = buf.filled().len();
             let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-            self.read += (buf.filled().len() - before) as u64;
+            let n = buf.filled().len() - before;
+            self.count_read(n);
             return r;
         }
         // Fewer bytes than `buf` has room for: through a buffer of that size
@@ -150,7 +174,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
         let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut limited);
         let n = limited.filled().len();
         buf.put_slice(&chunk[..n]);
-        self.read += n as u64;
+        self.count_read(n);
         r
     }
 }
@@ -414,10 +438,6 @@ async fn serve_on<T: Transport>(
     // Given back now, not when this function ends with the connection.
     drop((parts.read_buf, parts.write_buf));
     let rd = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(early), rd);
-    let rd = Counted::new(rd, shared.reading.clone());
-    let mut frames =
-        FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
-
     let (capacity, max_bytes) = channel_policy.send_bounds(&name);
     let (tx, rx) = super::send_queue::channel(capacity);
     let id = shared.next_id.fetch_add(1, Relaxed);
@@ -432,6 +452,9 @@ async fn serve_on<T: Transport>(
         stats,
         kill,
     ));
+    let rd = Counted::new(rd, shared.reading.clone(), sub.clone());
+    let mut frames =
+        FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
     let Ok(channel) = shared.router.subscribe(name, sub.clone()) else {
         // Told with end-of-stream, like a refusal at the connection limit.
         shared.stats.refused.fetch_add(1, Relaxed);

@@ -31,6 +31,7 @@ mod peer_log;
 pub mod policy;
 mod publish;
 mod queue;
+mod read_budget;
 mod router;
 mod send_queue;
 pub mod stats;
@@ -167,7 +168,7 @@ struct Shared {
     /// Read buffers past each connection's free allowance: a quarter of
     /// --max-memory, apart from the payload budget (a full payload budget must
     /// not stop /topic publishers, whose messages are then dropped and counted).
-    reading: Arc<budget::Budget>,
+    reading: Arc<read_budget::ReadBudget>,
     /// Per-address rate limits of the warnings a client can cause.
     refused_log: PeerLog,
     protocol_log: PeerLog,
@@ -370,7 +371,7 @@ impl Broker {
     /// or plain TCP with `None`.
     pub fn serving(config: BrokerConfig, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let config = Arc::new(config);
-        let reading = Arc::new(budget::Budget::new((config.max_memory / 4).max(1)));
+        let reading = Arc::new(read_budget::ReadBudget::new((config.max_memory / 4).max(1)));
         let stats = Arc::new(BrokerStats::default());
         Self {
             shared: Arc::new(Shared {

@@ -518,6 +518,63 @@ async fn partially_received_frames_are_held_to_a_read_budget() {
     drop(hogs);
 }
 
+/// Connections that hold the read budget with frames they trickle in (8 KiB
+/// every 250 ms, twice the frame timeout's floor) cannot starve a publisher
+/// of large messages: a reader that waits a second for room cuts the slowest
+/// holder below 1 MiB/s. Before, 0 of 3 messages of 256 KiB got through
+/// while the trickle went on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_frames_cannot_keep_the_read_budget_from_large_messages() {
+    let broker = Broker::spawn(&["--max-memory", "64MiB", "--frame-timeout", "2s"]);
+    let mut legit = Raw::subscribe(broker.port, "/topic/legit").await;
+    wait_subscribed(&broker, "/topic/legit", 1).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tricklers = Vec::new();
+    for _ in 0..6 {
+        let mut hog = Raw::subscribe(broker.port, "/null").await;
+        let stop = stop.clone();
+        tricklers.push(tokio::spawn(async move {
+            let mut wire = [&8u32.to_be_bytes()[..], b"/topic/x"].concat();
+            wire.extend_from_slice(&(16u32 << 20).to_be_bytes());
+            if hog.stream.write_all(&wire).await.is_err() {
+                return;
+            }
+            let mut sent = 0usize;
+            while sent < 4 << 20 && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if hog.stream.write_all(&[b'h'; 64 << 10]).await.is_err() {
+                    return;
+                }
+                sent += 64 << 10;
+            }
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                if hog.stream.write_all(&[b'h'; 8 << 10]).await.is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    // Let the tricklers take the budget (16 MiB: a quarter of --max-memory).
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let big = vec![b'b'; 256 << 10];
+    for _ in 0..3 {
+        p.publish("/topic/legit", &big).await;
+    }
+    for i in 0..3 {
+        let got = within(15.0, &format!("large message {i}"), legit.read()).await;
+        assert_eq!(got.map(|m| m.len()), Some(256 << 10));
+    }
+    broker
+        .log
+        .wait_for_async(5.0, "while other connections waited for room")
+        .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tricklers {
+        let _ = t.await;
+    }
+}
+
 /// A burst to a subscriber that reads nothing: the rate-limited WARN lines, with
 /// the one said when it leaves, add up to what the summary counts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
