@@ -55,7 +55,7 @@ impl Budget {
         used == 0 || used + self.overhead.load(SeqCst) + len <= self.max
     }
 
-    fn fits_parked(&self, len: usize) -> bool {
+    pub fn fits_parked(&self, len: usize) -> bool {
         let parked = self.parked.load(SeqCst);
         self.fits(len) && (parked == 0 || parked + len <= self.max_parked)
     }

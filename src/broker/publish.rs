@@ -21,6 +21,10 @@ use super::router::{Channel, Full, Kind, Retired, Router};
 use super::stats::DropReason;
 use super::subscriber::Subscriber;
 
+/// How long a `/queue` publisher waits for the backlogs' share of the budget
+/// before the oldest worker-less backlog is evicted to make room.
+const EVICT_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Channels a publisher remembers, so that publishing skips the registry lock.
 const CHANNEL_CACHE: usize = 256;
 
@@ -406,6 +410,16 @@ impl<'a> Publisher<'a> {
                     _ = &mut killed => {
                         self.lost(&channel, DropReason::SubscriberGone);
                         return false;
+                    }
+                    // The backlogs' share is full, and this one is not what
+                    // fills it: worker-less backlogs that nobody may ever
+                    // come for must not hold every other queue's publishers
+                    // for good. The oldest goes, counted.
+                    _ = tokio::time::sleep(EVICT_AFTER) => {
+                        if !self.router.budget.fits_parked(payload.len()) {
+                            self.router.evict_for_room(&channel);
+                        }
+                        continue;
                     }
                 },
             };

@@ -207,6 +207,14 @@ impl Registry {
     /// The oldest `/queue` channel with no worker and none leaving, taken
     /// out of the registry with its backlog emptied; the backlog's length too.
     fn evict_oldest(&mut self) -> Option<(Arc<Channel>, usize)> {
+        self.evict_oldest_where(|_| true)
+    }
+
+    /// [`evict_oldest`](Self::evict_oldest) among the channels `which` picks.
+    fn evict_oldest_where(
+        &mut self,
+        which: impl Fn(&Arc<Channel>) -> bool,
+    ) -> Option<(Arc<Channel>, usize)> {
         // Each live channel is looked at once at most.
         let mut live = self.queues.len();
         while live > 0 {
@@ -218,6 +226,10 @@ impl Registry {
             let Kind::Queue(q) = &channel.kind else {
                 continue;
             };
+            if !which(&channel) {
+                self.queues.push_back(weak);
+                continue;
+            }
             match q.evict() {
                 Some(n) => {
                     self.remove(&channel);
@@ -392,8 +404,18 @@ impl Router {
         Ok(channel)
     }
 
+    /// Evicts the oldest worker-less `/queue` backlog other than `except`'s,
+    /// for a publisher that has waited for the backlogs' share of the budget.
+    pub fn evict_for_room(&self, except: &Arc<Channel>) {
+        let evicted = lock(&self.channels)
+            .evict_oldest_where(|c| !Arc::ptr_eq(c, except) && c.backlog_len() > 0);
+        if let Some((channel, n)) = evicted {
+            self.evicted(&channel, n);
+        }
+    }
+
     /// Counts and tells (at most once a second) a channel evicted for a
-    /// subscription; told to the cluster as a retirement.
+    /// subscription or for room; told to the cluster as a retirement.
     fn evicted(&self, channel: &Arc<Channel>, messages: usize) {
         self.count_drop(Some(channel), None, DropReason::Evicted, messages as u64);
         self.evicted.fetch_add(1, Relaxed);
@@ -403,8 +425,9 @@ impl Router {
         if let Some(n) = self.evicted_log.due(self.born) {
             tracing::warn!(
                 "{n} worker-less /queue channel(s) evicted to make room for new subscriptions \
-                 (--max-channels {} reached; last {}, {messages} message(s) dropped with it; \
-                 {} evicted in all)",
+                 (--max-channels {} reached) or for other queues' publishers (the backlogs' \
+                 half of --max-memory full); last {}, {messages} message(s) dropped with it; \
+                 {} evicted in all",
                 self.config.max_channels,
                 channel.display_name(),
                 self.evicted.load(Relaxed),
