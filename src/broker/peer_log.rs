@@ -16,6 +16,11 @@ use super::log_every::LogEvery;
 /// extra lines, never unbounded memory).
 const ADDRESSES: usize = 4096;
 
+/// Lines a second for all addresses together: a client with many addresses
+/// (a whole IPv6 /64 counts as one, but many hosts do not) would otherwise
+/// get a line per address. Past it, one line a second says how many more.
+const LINES_A_SECOND: u32 = 20;
+
 #[derive(Debug)]
 pub struct PeerLog {
     /// What is logged, for the shutdown line ("protocol error(s)").
@@ -24,6 +29,9 @@ pub struct PeerLog {
     peers: Mutex<HashMap<IpAddr, LogEvery>>,
     /// Events of addresses forgotten when the table started afresh.
     forgotten: std::sync::atomic::AtomicU64,
+    /// The second lines are being counted in (since `base`), lines said in
+    /// it, and events whose line was held back by [`LINES_A_SECOND`].
+    window: Mutex<(u64, u32, u64)>,
 }
 
 impl PeerLog {
@@ -33,20 +41,44 @@ impl PeerLog {
             base: Instant::now(),
             peers: Mutex::new(HashMap::new()),
             forgotten: Default::default(),
+            window: Mutex::new((0, 0, 0)),
         }
     }
 
     /// Records one event from `ip`; returns how many to report when a line is
     /// due for that address.
     pub fn due(&self, ip: IpAddr) -> Option<u64> {
-        let mut peers = lock(&self.peers);
-        if peers.len() >= ADDRESSES && !peers.contains_key(&ip) {
-            let unsaid: u64 = peers.values().map(LogEvery::take).sum();
-            self.forgotten
-                .fetch_add(unsaid, std::sync::atomic::Ordering::Relaxed);
-            peers.clear();
+        let ip = super::address_key(ip);
+        let n = {
+            let mut peers = lock(&self.peers);
+            if peers.len() >= ADDRESSES && !peers.contains_key(&ip) {
+                let unsaid: u64 = peers.values().map(LogEvery::take).sum();
+                self.forgotten
+                    .fetch_add(unsaid, std::sync::atomic::Ordering::Relaxed);
+                peers.clear();
+            }
+            peers.entry(ip).or_default().due(self.base)?
+        };
+        let mut window = lock(&self.window);
+        let second = self.base.elapsed().as_secs();
+        if window.0 != second {
+            let held = window.2;
+            *window = (second, 0, 0);
+            if held > 0 {
+                window.1 += 1;
+                tracing::warn!(
+                    "{held} more {} from other addresses in the last second (at most \
+                     {LINES_A_SECOND} lines a second)",
+                    self.what
+                );
+            }
         }
-        peers.entry(ip).or_default().due(self.base)
+        if window.1 >= LINES_A_SECOND {
+            window.2 += n;
+            return None;
+        }
+        window.1 += 1;
+        Some(n)
     }
 
     /// Says what was not said yet, one line per address (and one for the
@@ -59,7 +91,8 @@ impl PeerLog {
                 tracing::warn!("{n} more {} from {ip}", self.what);
             }
         }
-        let n = self.forgotten.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let n = self.forgotten.swap(0, std::sync::atomic::Ordering::Relaxed)
+            + std::mem::take(&mut lock(&self.window).2);
         if n > 0 {
             tracing::warn!("{n} more {} from addresses not listed", self.what);
         }

@@ -412,6 +412,47 @@ async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate_and_adds_up() {
     assert_eq!(per_line.iter().sum::<u64>() + rest, 300, "{lines:#?}");
 }
 
+/// The same from 300 addresses, one bad connection each: at most 20 lines a
+/// second in all, not a line per address (before: 1,085 addresses gave
+/// 1,086 lines), and the counts still add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_connections_from_many_addresses_are_logged_at_a_bounded_rate() {
+    let mut broker = Broker::spawn(&[]);
+    let started = std::time::Instant::now();
+    for i in 0..300u32 {
+        let from = std::net::Ipv4Addr::new(127, 1, (i / 250) as u8, (i % 250 + 1) as u8);
+        let mut bad = Raw::connect_from(broker.port, from).await;
+        bad.stream.write_all(&[0xff; 8]).await.unwrap();
+        assert!(within(5.0, "garbage client closed", bad.closed()).await);
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let summary = broker.terminate();
+    assert_eq!(summary_field(&summary, "protocol_errors"), 300, "{summary}");
+    let lines = broker.log.snapshot();
+    let per_line: u64 = lines
+        .iter()
+        .filter(|l| l.contains("breaking the protocol"))
+        .map(|l| {
+            let n = l.rsplit('(').next().unwrap();
+            n.split(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    let said = lines
+        .iter()
+        .filter(|l| l.contains("breaking the protocol") || l.contains("more protocol error(s)"))
+        .count() as u64;
+    assert!(said <= 21 * seconds + 1, "{said} lines in {seconds} s");
+    let rest: u64 = lines
+        .iter()
+        .filter(|l| l.contains("more protocol error(s)"))
+        .map(|l| {
+            let n = l.split(" more ").next().unwrap();
+            n.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
+        })
+        .sum();
+    assert_eq!(per_line + rest, 300, "{lines:#?}");
+}
+
 /// A stderr nobody reads (a full pipe, a stuck log collector) must not stop
 /// the broker: log lines are dropped and counted instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

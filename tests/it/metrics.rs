@@ -522,8 +522,11 @@ async fn gaps_and_restarts_are_counted_and_the_history_downloads() {
     assert!(head.contains("attachment"), "{head}");
     let rows: Vec<&str> = csv.lines().filter(|l| l.contains("1+1")).collect();
     assert_eq!(rows.len(), 5, "{csv}");
-    assert!(rows.iter().all(|r| r.contains(",'=1+1,")), "defused: {csv}");
-    assert!(rows[2].ends_with(",gap: 2 sample(s) lost"), "{csv}");
+    assert!(
+        rows.iter().all(|r| r.contains(",\"'=1+1\",")),
+        "defused: {csv}"
+    );
+    assert!(rows[2].ends_with(",\"gap: 2 sample(s) lost\""), "{csv}");
     let (status, _, json) = http_get(web, "/history.json").await;
     assert_eq!(status, 200);
     let history: Vec<Value> = serde_json::from_str(&json).unwrap();

@@ -163,16 +163,31 @@ async fn history_csv(State(web): State<Arc<Web>>) -> impl IntoResponse {
 /// A CSV field, quoted when it holds a comma, a quote or a line break (names
 /// come from any client). A leading `=`, `+`, `-` or `@` is defused with a
 /// quote mark, so a spreadsheet does not run it as a formula.
+/// A text field of the CSV, as reporters named it: always quoted (a reader
+/// whose separator is `;` must not split `x;=1+1` into a formula cell), and
+/// defused with a leading `'` when it would start a formula (OWASP's list:
+/// `= + - @`, TAB and CR).
 fn csv_field(text: &str) -> String {
-    let text = if text.starts_with(['=', '+', '-', '@']) {
-        format!("'{text}")
+    let defused = if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        "'"
     } else {
-        text.to_string()
+        ""
     };
-    if text.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", text.replace('"', "\"\""))
-    } else {
-        text
+    format!("\"{defused}{}\"", text.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::csv_field;
+
+    #[test]
+    fn no_field_can_start_a_formula_with_any_separator() {
+        assert_eq!(csv_field("host-1"), "\"host-1\"");
+        assert_eq!(csv_field("=1+1"), "\"'=1+1\"");
+        assert_eq!(csv_field("\t=1+1"), "\"'\t=1+1\"");
+        assert_eq!(csv_field("\r=2+2"), "\"'\r=2+2\"");
+        assert_eq!(csv_field("x;=1+1"), "\"x;=1+1\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
     }
 }
 
