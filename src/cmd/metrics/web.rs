@@ -176,21 +176,6 @@ fn csv_field(text: &str) -> String {
     format!("\"{defused}{}\"", text.replace('"', "\"\""))
 }
 
-#[cfg(test)]
-mod csv_tests {
-    use super::csv_field;
-
-    #[test]
-    fn no_field_can_start_a_formula_with_any_separator() {
-        assert_eq!(csv_field("host-1"), "\"host-1\"");
-        assert_eq!(csv_field("=1+1"), "\"'=1+1\"");
-        assert_eq!(csv_field("\t=1+1"), "\"'\t=1+1\"");
-        assert_eq!(csv_field("\r=2+2"), "\"'\r=2+2\"");
-        assert_eq!(csv_field("x;=1+1"), "\"x;=1+1\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-    }
-}
-
 /// Every reporter's last sample in the Prometheus text format: one series
 /// per reporter (labels `reporter`, `host`, `pid`), with the standard
 /// process metric names, and the collector's own refusals.
@@ -352,4 +337,19 @@ async fn feed(State(web): State<Arc<Web>>) -> axum::response::Response {
                 .text("keep-alive"),
         )
         .into_response()
+}
+
+#[cfg(test)]
+mod csv_tests {
+    use super::csv_field;
+
+    #[test]
+    fn no_field_can_start_a_formula_with_any_separator() {
+        assert_eq!(csv_field("host-1"), "\"host-1\"");
+        assert_eq!(csv_field("=1+1"), "\"'=1+1\"");
+        assert_eq!(csv_field("\t=1+1"), "\"'\t=1+1\"");
+        assert_eq!(csv_field("\r=2+2"), "\"'\r=2+2\"");
+        assert_eq!(csv_field("x;=1+1"), "\"x;=1+1\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+    }
 }
