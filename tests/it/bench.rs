@@ -425,6 +425,31 @@ fn a_target_in_no_known_protocol_is_a_usage_error() {
     }
 }
 
+/// A NATS or Redis target nobody listens on is "cannot be reached" (exit 3,
+/// as for aioq), and a password in the URL is said nowhere.
+#[test]
+fn an_unreachable_peer_exits_3_and_never_shows_its_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    for target in [
+        format!("nats://user:hunter2@127.0.0.1:{port}"),
+        format!("redis://127.0.0.1:{port}"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["bench", "--target", &target, "--json"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stderr).into_owned()
+            + &String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(3), "{target}: {said}");
+        assert!(said.contains("cannot reach"), "{target}: {said}");
+        assert!(!said.contains("hunter2"), "{target}: {said}");
+    }
+}
+
 /// Against a separate aioq broker, the physics come from its own counters
 /// (`--target-metrics`): the messages and bytes per socket write agree with
 /// what the broker says it wrote, and the kinds can be chosen.

@@ -31,16 +31,41 @@ pub const GOODBYE_WITHIN: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub enum Target {
     Aioq(Connector),
-    Nats { host: String, port: u16 },
-    Redis { host: String, port: u16 },
+    Nats {
+        host: String,
+        port: u16,
+        /// `user:password` or a token, from the URL; never shown.
+        auth: Option<String>,
+    },
+    Redis {
+        host: String,
+        port: u16,
+    },
+}
+
+/// `host` as a URL holds it: an IPv6 address in brackets.
+fn url_host(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
 }
 
 impl fmt::Display for Target {
+    /// The target as reports and errors show it: a password never is.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Aioq(c) => write!(f, "{c}"),
-            Target::Nats { host, port } => write!(f, "nats://{host}:{port}"),
-            Target::Redis { host, port } => write!(f, "redis://{host}:{port}"),
+            Target::Nats { host, port, auth } => {
+                let auth = match auth.as_deref().map(|a| a.split_once(':')) {
+                    None => String::new(),
+                    Some(Some((user, _))) => format!("{user}:***@"),
+                    Some(None) => "***@".to_owned(),
+                };
+                write!(f, "nats://{auth}{}:{port}", url_host(host))
+            }
+            Target::Redis { host, port } => write!(f, "redis://{}:{port}", url_host(host)),
         }
     }
 }
@@ -49,8 +74,12 @@ impl Target {
     /// `HOST:PORT` (aioq), `nats://HOST:PORT` or `redis://HOST:PORT`.
     pub fn parse(flag: &str, text: &str, tls: &crate::tls::ClientTlsArgs) -> anyhow::Result<Self> {
         let (scheme, rest) = match text.split_once("://") {
-            Some((s, r)) => (s, r),
+            Some((s, r)) => (s.to_ascii_lowercase(), r),
             None => return Ok(Target::Aioq(Connector::parse(flag, text, tls)?)),
+        };
+        let (auth, rest) = match rest.rsplit_once('@') {
+            Some((auth, rest)) => (Some(auth.to_owned()), rest),
+            None => (None, rest),
         };
         let bad = || {
             usage(format!(
@@ -69,9 +98,14 @@ impl Target {
         if host.is_empty() {
             return Err(bad());
         }
-        let target = match scheme {
+        if auth.is_some() && scheme != "nats" {
+            return Err(usage(format!(
+                "{flag}: credentials in the URL are taken for nats:// targets only"
+            )));
+        }
+        let target = match scheme.as_str() {
             "aioq" => return Ok(Target::Aioq(Connector::parse(flag, rest, tls)?)),
-            "nats" => Target::Nats { host, port },
+            "nats" => Target::Nats { host, port, auth },
             "redis" => Target::Redis { host, port },
             _ => return Err(bad()),
         };
@@ -113,8 +147,8 @@ impl Target {
                 let (reader, writer) = client::split(c.connect(channel).await?);
                 Ok(Sub::Aioq { reader, writer })
             }
-            Target::Nats { host, port } => {
-                let nats = nats_client(host, *port).await?;
+            Target::Nats { host, port, auth } => {
+                let nats = nats_client(host, *port, auth.as_deref()).await?;
                 let subject = self.subject(channel);
                 let sub = if is_queue(channel) {
                     nats.queue_subscribe(subject, QUEUE_GROUP.into()).await
@@ -141,16 +175,23 @@ impl Target {
                 let (reader, writer) = client::split(c.connect_with(channel, options).await?);
                 Ok(Sub::Aioq { reader, writer })
             }
-            Target::Nats { host, port } => {
+            Target::Nats { host, port, auth } => {
                 let mut wire = Wire::dial(Proto::Nats, host, *port, options).await?;
                 let subject = self.subject(channel);
                 let group = if is_queue(channel) { QUEUE_GROUP } else { "" };
+                let mut connect = serde_json::json!({
+                    "verbose": false, "pedantic": false, "protocol": 1, "name": "aioq-bench",
+                });
+                match auth.as_deref().map(|a| a.split_once(':')) {
+                    Some(Some((user, pass))) => {
+                        connect["user"] = user.into();
+                        connect["pass"] = pass.into();
+                    }
+                    Some(None) => connect["auth_token"] = auth.clone().into(),
+                    None => {}
+                }
                 wire.write(
-                    format!(
-                        "CONNECT {{\"verbose\":false,\"pedantic\":false,\"protocol\":1,\
-                         \"name\":\"aioq-bench\"}}\r\nSUB {subject} {group} 1\r\nPING\r\n"
-                    )
-                    .as_bytes(),
+                    format!("CONNECT {connect}\r\nSUB {subject} {group} 1\r\nPING\r\n").as_bytes(),
                 )
                 .await?;
                 wire.expect_end("subscribing on NATS").await?;
@@ -170,14 +211,17 @@ impl Target {
     pub async fn publisher(&self) -> anyhow::Result<Pub> {
         match self {
             Target::Aioq(c) => Ok(Pub::Aioq(Box::new(c.connect(NULL_CHANNEL).await?))),
-            Target::Nats { host, port } => Ok(Pub::Nats {
-                nats: nats_client(host, *port).await?,
+            Target::Nats { host, port, auth } => Ok(Pub::Nats {
+                nats: nats_client(host, *port, auth.as_deref()).await?,
                 subjects: Vec::new(),
             }),
             Target::Redis { host, port } => {
                 let stream = client::dial(host, *port, ConnectOptions::default())
                     .await
-                    .with_context(|| format!("cannot reach redis://{host}:{port}"))?;
+                    .map_err(|source| crate::exit::Unreachable {
+                        addr: self.to_string(),
+                        source,
+                    })?;
                 stream.set_nodelay(true)?;
                 let (rd, wr) = stream.into_split();
                 let (replies_tx, replies) = tokio::sync::watch::channel(0);
@@ -204,7 +248,18 @@ fn is_queue(channel: &str) -> bool {
     channel.starts_with("/queue/")
 }
 
-async fn nats_client(host: &str, port: u16) -> anyhow::Result<async_nats::Client> {
+async fn nats_client(
+    host: &str,
+    port: u16,
+    auth: Option<&str>,
+) -> anyhow::Result<async_nats::Client> {
+    let shown = Target::Nats {
+        host: host.to_owned(),
+        port,
+        auth: auth.map(str::to_owned),
+    }
+    .to_string();
+    let auth = auth.map(|a| format!("{a}@")).unwrap_or_default();
     async_nats::ConnectOptions::new()
         .name("aioq-bench")
         // Raised far past a run's messages, so that the client library never
@@ -213,9 +268,20 @@ async fn nats_client(host: &str, port: u16) -> anyhow::Result<async_nats::Client
         .client_capacity(1 << 16)
         .read_buffer_capacity(u16::MAX)
         .connection_timeout(Duration::from_secs(5))
-        .connect(format!("nats://{host}:{port}"))
+        .connect(format!("nats://{auth}{}:{port}", url_host(host)))
         .await
-        .with_context(|| format!("cannot reach nats://{host}:{port}"))
+        .map_err(|e| {
+            // async-nats's error may quote the URL it was given: only the
+            // redacted one is said.
+            let kind = e.kind();
+            anyhow::Error::new(crate::exit::Unreachable {
+                addr: shown,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    format!("{kind:?}"),
+                ),
+            })
+        })
 }
 
 /// What a subscriber read.
@@ -295,9 +361,13 @@ impl Wire {
         } else {
             "redis"
         };
-        let stream: TcpStream = client::dial(host, port, options)
-            .await
-            .with_context(|| format!("cannot reach {scheme}://{host}:{port}"))?;
+        let stream: TcpStream =
+            client::dial(host, port, options)
+                .await
+                .map_err(|source| crate::exit::Unreachable {
+                    addr: format!("{scheme}://{}:{port}", url_host(host)),
+                    source,
+                })?;
         stream.set_nodelay(true)?;
         let (rd, wr) = stream.into_split();
         Ok(Self {
@@ -636,6 +706,20 @@ impl Pub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_never_show_a_password_and_keep_ipv6_brackets() {
+        let tls = crate::tls::ClientTlsArgs::default();
+        let shown = |t: &str| Target::parse("--target", t, &tls).unwrap().to_string();
+        assert_eq!(
+            shown("nats://user:hunter2@127.0.0.1:4222"),
+            "nats://user:***@127.0.0.1:4222"
+        );
+        assert_eq!(shown("nats://s3cret@h:1"), "nats://***@h:1");
+        assert_eq!(shown("NATS://[::1]:4222"), "nats://[::1]:4222");
+        assert_eq!(shown("redis://[::1]:6379"), "redis://[::1]:6379");
+        assert!(Target::parse("--target", "redis://:hunter2@h:1", &tls).is_err());
+    }
 
     #[test]
     fn nats_frames_split_anywhere_parse_whole() {
