@@ -56,7 +56,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l subscribe-timeout -d
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l keepalive -d 'Idle time before TCP keepalive probes; 0 turns keepalive off' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l drain-timeout -d 'How long shutdown may spend flushing send queues' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-memory -d 'Payload bytes all send queues and backlogs may hold together; past it, /topic subscribers miss messages (counted) and /queue publishers wait' -r
-complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-connections-per-ip -d 'Connections one source address may hold (0: no limit). Loopback clients all share one address' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-connections-per-ip -d 'Connections one source address (an IPv6 /64) may hold; 0: no limit. Default: a quarter of --max-connections for every address but loopback (local clients all share one address); given, it applies to loopback too' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l write-timeout -d 'Disconnect a subscriber whose socket accepts nothing for this long while messages wait for it (a vanished host, or one stalled for good)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l frame-timeout -d 'Close a connection that leaves a frame half-sent for this long' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l tls-cert -d 'Serve TLS with this certificate chain (PEM); needs --tls-key' -r -F

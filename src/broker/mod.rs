@@ -111,6 +111,9 @@ pub struct BrokerConfig {
     pub max_memory: usize,
     /// Connections one source address may hold; 0 means no limit.
     pub max_connections_per_ip: usize,
+    /// Loopback addresses are not held to `max_connections_per_ip` (its
+    /// default, which protects against remote clients).
+    pub per_ip_spares_loopback: bool,
     /// A subscriber whose socket accepts no bytes for this long while the broker
     /// has data for it is gone (or hopelessly stalled): it is disconnected.
     pub write_timeout: Duration,
@@ -137,6 +140,7 @@ impl Default for BrokerConfig {
             drain_timeout: Duration::from_secs(5),
             max_memory: 1 << 30,
             max_connections_per_ip: 0,
+            per_ip_spares_loopback: true,
             write_timeout: Duration::from_secs(30),
             frame_timeout: Duration::from_secs(30),
         }
@@ -185,10 +189,10 @@ struct Shared {
 impl Shared {
     /// Counts a new connection from `ip`; false when that address is at its limit.
     fn admit_ip(&self, ip: std::net::IpAddr) -> bool {
-        let max = self.config.max_connections_per_ip;
-        if max == 0 {
+        if !self.counts_ip(ip) {
             return true;
         }
+        let max = self.config.max_connections_per_ip;
         let ip = address_key(ip);
         let mut per_ip = lock(&self.per_ip);
         let n = per_ip.entry(ip).or_insert(0);
@@ -199,8 +203,12 @@ impl Shared {
         true
     }
 
+    fn counts_ip(&self, ip: std::net::IpAddr) -> bool {
+        counts_ip(&self.config, ip)
+    }
+
     fn release_ip(&self, ip: std::net::IpAddr) {
-        if self.config.max_connections_per_ip == 0 {
+        if !self.counts_ip(ip) {
             return;
         }
         let ip = address_key(ip);
@@ -266,6 +274,12 @@ impl Drop for Slot {
         self.shared.release_ip(self.ip);
         self.shared.stats.open.fetch_sub(1, Relaxed);
     }
+}
+
+/// Whether connections from `ip` are counted against a per-address limit.
+fn counts_ip(config: &BrokerConfig, ip: std::net::IpAddr) -> bool {
+    config.max_connections_per_ip > 0
+        && !(config.per_ip_spares_loopback && ip.to_canonical().is_loopback())
 }
 
 /// What `--max-connections-per-ip` counts by: the address, or for IPv6 its
@@ -574,7 +588,32 @@ async fn shutdown_gracefully(shared: &Shared) {
 
 #[cfg(test)]
 mod tests {
-    use super::address_key;
+    use super::{address_key, counts_ip, BrokerConfig};
+
+    #[test]
+    fn the_default_per_address_limit_spares_loopback_only() {
+        let default = BrokerConfig {
+            max_connections_per_ip: 2500,
+            per_ip_spares_loopback: true,
+            ..BrokerConfig::default()
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(!counts_ip(&default, ip("127.0.0.2")));
+        assert!(!counts_ip(&default, ip("::1")));
+        assert!(!counts_ip(&default, ip("::ffff:127.0.0.1")));
+        assert!(counts_ip(&default, ip("192.0.2.1")));
+        assert!(counts_ip(&default, ip("2001:db8::1")));
+        let given = BrokerConfig {
+            per_ip_spares_loopback: false,
+            ..default
+        };
+        assert!(counts_ip(&given, ip("127.0.0.1")));
+        let off = BrokerConfig {
+            max_connections_per_ip: 0,
+            ..given
+        };
+        assert!(!counts_ip(&off, ip("192.0.2.1")));
+    }
 
     #[test]
     fn an_ipv6_host_counts_as_its_64_network() {

@@ -105,10 +105,12 @@ pub struct ServeArgs {
     /// /topic subscribers miss messages (counted) and /queue publishers wait.
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     pub max_memory: usize,
-    /// Connections one source address may hold (0: no limit). Loopback clients
-    /// all share one address.
-    #[arg(long, default_value_t = 0)]
-    pub max_connections_per_ip: u32,
+    /// Connections one source address (an IPv6 /64) may hold; 0: no limit.
+    /// Default: a quarter of --max-connections for every address but
+    /// loopback (local clients all share one address); given, it applies to
+    /// loopback too.
+    #[arg(long)]
+    pub max_connections_per_ip: Option<u32>,
     /// Disconnect a subscriber whose socket accepts nothing for this long while
     /// messages wait for it (a vanished host, or one stalled for good).
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -291,7 +293,10 @@ impl ServeArgs {
             keepalive: (!self.keepalive.is_zero()).then_some(self.keepalive),
             drain_timeout: self.drain_timeout,
             max_memory: self.max_memory,
-            max_connections_per_ip: self.max_connections_per_ip as usize,
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .map_or((self.max_connections as usize).div_ceil(4), |n| n as usize),
+            per_ip_spares_loopback: self.max_connections_per_ip.is_none(),
             write_timeout: self.write_timeout,
             frame_timeout: self.frame_timeout,
         }
