@@ -87,6 +87,10 @@ async fn start() -> (
         max_frame: 4096,
         max_channel: 64,
         send_queue: 64,
+        // Small enough that inputs fill the registry: an address's share
+        // (one worker-less /queue) and eviction for subscriptions are run,
+        // beside the healthy subscriber's channel, which must survive both.
+        max_channels: 4,
         frame_timeout: Duration::from_millis(200),
         subscribe_timeout: Duration::from_millis(200),
         ..BrokerConfig::default()
