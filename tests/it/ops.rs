@@ -584,3 +584,27 @@ async fn healthz_answers_while_slow_readers_hold_places() {
     }
     drop(held);
 }
+
+/// A second SIGTERM during the drain stops the broker at once with 130, as
+/// the README promises (before: it waited out --drain-timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_the_drain_at_once() {
+    let mut broker = Broker::spawn(&["--drain-timeout", "60s"]);
+    let mut stalled = Raw::connect_small_buffer(broker.port).await;
+    stalled.frame(b"/topic/owed").await;
+    wait_subscribed(&broker, "/topic/owed", 1).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let mut wire = Vec::new();
+    for _ in 0..2_000 {
+        publish_wire(&mut wire, "/topic/owed", &[b'o'; 1000]);
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    p.goodbye().await;
+    assert!(within(10.0, "publisher answered", p.closed()).await);
+    signal(&broker.child, "TERM");
+    broker.log.wait_for_async(10.0, "shutting down").await;
+    signal(&broker.child, "TERM");
+    let status = wait_exit(&mut broker.child, 10.0);
+    assert_eq!(status.code(), Some(130), "{}", broker.log.text());
+    drop(stalled);
+}
