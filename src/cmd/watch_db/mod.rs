@@ -4,6 +4,7 @@
 
 mod cache;
 mod check;
+mod events;
 mod http;
 mod listener;
 mod pg;
@@ -20,7 +21,7 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use self::cache::{id_key, Cache};
+use self::cache::Cache;
 use self::http::App;
 use self::listener::Feed;
 use crate::client::{publisher, Target};
@@ -310,8 +311,13 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
             );
         }
     };
+    // What ended the last batch of notifications, handled next.
+    let mut held: Option<Feed> = None;
     loop {
-        let feed = tokio::select! {
+        let feed = if let Some(h) = held.take() {
+            Some(h)
+        } else {
+            tokio::select! {
             f = feed_rx.recv() => f,
             r = &mut listener => {
                 said_at_exit(&overflow_log);
@@ -322,9 +328,10 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
                 said_at_exit(&overflow_log);
                 return Ok(ExitCode::SUCCESS);
             }
+            }
         };
         let Some(feed) = feed else { continue };
-        let event = match feed {
+        let events = match feed {
             Feed::Connected { first: true } => {
                 tracing::info!(
                     "listening on {} for {}",
@@ -338,7 +345,9 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
                 tracing::warn!(
                     "reconnected to PostgreSQL: changes made while disconnected are unknown, cache invalidated ({n} rows)"
                 );
-                json!({ "type": "RESYNC", "reason": "reconnected to PostgreSQL", "invalidated": n })
+                vec![
+                    json!({ "type": "RESYNC", "reason": "reconnected to PostgreSQL", "invalidated": n }),
+                ]
             }
             Feed::Overflow { missed } => {
                 let n = app.cache.invalidate_all();
@@ -360,19 +369,35 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
                         unsaid: 0,
                     };
                 }
-                json!({
+                vec![json!({
                     "type": "RESYNC",
                     "reason": "event queue overflow",
                     "missed": missed,
                     "invalidated": n,
-                })
+                })]
             }
             Feed::Notification { channel, payload } => {
-                let ignored_before = app.cache.stats.ignored.load(Relaxed);
-                match apply(&app, &payload, args.payload).await {
-                    Some(e) => e,
-                    None => {
-                        if app.cache.stats.ignored.load(Relaxed) == ignored_before {
+                let mut batch = vec![(channel, payload)];
+                while batch.len() < events::BATCH {
+                    match feed_rx.try_recv() {
+                        Ok(Feed::Notification { channel, payload }) => {
+                            batch.push((channel, payload))
+                        }
+                        Ok(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                let payloads: Vec<String> = batch.iter().map(|(_, p)| p.clone()).collect();
+                let outcomes = events::apply(&app, &payloads, args.payload).await;
+                let mut out = Vec::with_capacity(outcomes.len());
+                for ((channel, payload), outcome) in batch.iter().zip(outcomes) {
+                    match outcome {
+                        events::Outcome::Event(e) => out.push(e),
+                        events::Outcome::Ignored => {}
+                        events::Outcome::NotAnEvent => {
                             // Any role's text: escaped, so it cannot forge log lines.
                             let head: String = payload.chars().take(200).collect();
                             tracing::warn!(
@@ -381,21 +406,22 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
                                 crate::proto::shown(head.as_bytes())
                             );
                         }
-                        continue;
                     }
                 }
+                out
             }
         };
-        // A number per event of this watcher: a consumer that sees a gap, or
-        // a RESYNC, knows it missed something.
-        seq += 1;
-        let mut event = event;
-        event["seq"] = json!(seq);
-        emit(&event, args.json)?;
-        if let Some(tx) = &forward {
-            let line = Bytes::from(event.to_string());
-            if tx.try_send(line).is_err() {
-                tracing::warn!("broker forwarding buffer full: an event was not forwarded");
+        for mut event in events {
+            // A number per event of this watcher: a consumer that sees a gap,
+            // or a RESYNC, knows it missed something.
+            seq += 1;
+            event["seq"] = json!(seq);
+            emit(&event, args.json)?;
+            if let Some(tx) = &forward {
+                let line = Bytes::from(event.to_string());
+                if tx.try_send(line).is_err() {
+                    tracing::warn!("broker forwarding buffer full: an event was not forwarded");
+                }
             }
         }
     }
@@ -417,103 +443,4 @@ fn emit(event: &Value, one_line: bool) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
-}
-
-/// Brings the cache up to date with one event (fetching the row when the
-/// trigger left it out, or when rows in events are not trusted) and returns
-/// the event as printed.
-async fn apply(app: &App, payload: &str, trust: schema::Payload) -> Option<Value> {
-    let mut event: Value = serde_json::from_str(payload).ok()?;
-    // Any role can NOTIFY: in keys mode what an event says about a row is
-    // not taken, only that the row changed; the row is read with our
-    // privileges.
-    let keys_only = trust == schema::Payload::Keys;
-    if keys_only {
-        if let Some(obj) = event.as_object_mut() {
-            obj.remove("data");
-        }
-    }
-    let relname = event.get("table")?.as_str()?.to_string();
-    let schema_name = event
-        .get("schema")
-        .and_then(Value::as_str)
-        .unwrap_or("public")
-        .to_string();
-    let table = app
-        .tables
-        .values()
-        .find(|t| t.relname == relname && t.schema == schema_name)?;
-    let id = id_key(event.get("id")?);
-    let kind = event.get("type")?.as_str()?.to_string();
-    app.cache.stats.events.fetch_add(1, Relaxed);
-    // A DELETE is checked too: any role can NOTIFY one for a row that is
-    // there, and every consumer of the feed would act on it.
-    if keys_only && kind == "DELETE" {
-        match fetch(app, table, &id).await {
-            Ok(Some(row)) => {
-                app.cache.stats.ignored.fetch_add(1, Relaxed);
-                tracing::debug!(
-                    "ignoring a DELETE of {} {} that is still there (forged, or the row \
-                     was inserted again since)",
-                    table.name,
-                    crate::proto::shown(id.as_bytes())
-                );
-                app.cache.put(&table.name, &id, Some(row));
-                return None;
-            }
-            Ok(None) => event["verified"] = json!(true),
-            Err(e) => tracing::warn!(
-                "could not check that {} {} is gone: {e:#}",
-                table.name,
-                crate::proto::shown(id.as_bytes())
-            ),
-        }
-    }
-    if (keys_only || event.get("truncated") == Some(&Value::Bool(true))) && kind != "DELETE" {
-        match fetch(app, table, &id).await {
-            Ok(row) => {
-                event["data"] = json!({ "new": row });
-                event["fetched"] = json!(true);
-            }
-            Err(e) => {
-                tracing::warn!(
-                    "could not read {} {} after its change event: {e:#}",
-                    table.name,
-                    crate::proto::shown(id.as_bytes())
-                );
-                app.cache.remove(&table.name, &id);
-                return Some(event);
-            }
-        }
-    }
-    // A row gone, as an event says: trusted, it is cached as absent; not
-    // trusted (keys mode), it is only forgotten, and the next read asks the
-    // database.
-    let gone = |id: &str| {
-        if keys_only {
-            app.cache.remove(&table.name, id)
-        } else {
-            app.cache.put(&table.name, id, None)
-        }
-    };
-    if let Some(old) = event.get("old_id") {
-        gone(&id_key(old));
-    }
-    match kind.as_str() {
-        "DELETE" => gone(&id),
-        _ => match event.pointer("/data/new") {
-            Some(row) if !row.is_null() => app.cache.put(&table.name, &id, Some(row.clone())),
-            _ => app.cache.remove(&table.name, &id),
-        },
-    }
-    Some(event)
-}
-
-async fn fetch(app: &App, table: &schema::Table, id: &str) -> anyhow::Result<Option<Value>> {
-    let db = app.pool.get().await?;
-    app.cache.stats.db_queries.fetch_add(1, Relaxed);
-    Ok(db
-        .query_opt(&http::select_sql(table), &[&id])
-        .await?
-        .map(|r| r.get(0)))
 }
