@@ -31,9 +31,19 @@ pub struct ReadBudget {
 
 struct Holder {
     sub: Arc<Subscriber>,
+    /// Since when it has held budget, and what it had read then.
     since: Instant,
     read_then: u64,
     read: Arc<AtomicU64>,
+}
+
+impl Holder {
+    /// Bytes a second since it first held budget, the bytes, and how long.
+    fn pace(&self) -> (f64, u64, Duration) {
+        let held = self.since.elapsed();
+        let bytes = self.read.load(Relaxed).saturating_sub(self.read_then);
+        (bytes as f64 / held.as_secs_f64().max(1e-3), bytes, held)
+    }
 }
 
 impl ReadBudget {
@@ -44,18 +54,15 @@ impl ReadBudget {
         }
     }
 
-    /// `sub` now holds some of the budget; `read` counts the bytes its
-    /// connection has read.
+    /// `sub` holds some of the budget (from now, unless it did already);
+    /// `read` counts the bytes its connection has read.
     pub fn hold(&self, sub: &Arc<Subscriber>, read: &Arc<AtomicU64>) {
-        lock(&self.holders).insert(
-            sub.id,
-            Holder {
-                sub: sub.clone(),
-                since: Instant::now(),
-                read_then: read.load(Relaxed),
-                read: read.clone(),
-            },
-        );
+        lock(&self.holders).entry(sub.id).or_insert_with(|| Holder {
+            sub: sub.clone(),
+            since: Instant::now(),
+            read_then: read.load(Relaxed),
+            read: read.clone(),
+        });
     }
 
     /// `id` holds none of the budget any more.
@@ -64,8 +71,10 @@ impl ReadBudget {
     }
 
     /// Waits until `len` bytes fit; every [`CONTENDED_AFTER`] without room,
-    /// cuts the slowest holder other than `me` if it is slower than
-    /// [`CONTENDED_RATE`].
+    /// cuts the slowest holder that has held budget longer than `me` if it
+    /// is slower than [`CONTENDED_RATE`]. Only older holders: a frame that
+    /// waits for room comes in slowly too, and must not be cut by those it
+    /// waits behind.
     pub async fn room_for(&self, len: usize, me: u64) {
         loop {
             tokio::select! {
@@ -77,15 +86,13 @@ impl ReadBudget {
 
     fn cut_slowest(&self, me: u64) {
         let holders = lock(&self.holders);
+        let mine = holders.get(&me).map_or_else(Instant::now, |h| h.since);
         let slowest = holders
             .values()
-            .filter(|h| h.sub.id != me && !h.sub.kill.is_cancelled())
+            .filter(|h| h.since < mine && !h.sub.kill.is_cancelled())
             .filter_map(|h| {
-                let held = h.since.elapsed();
-                (held >= CONTENDED_AFTER).then(|| {
-                    let bytes = h.read.load(Relaxed).saturating_sub(h.read_then);
-                    (bytes as f64 / held.as_secs_f64(), bytes, held, h)
-                })
+                let (rate, bytes, held) = h.pace();
+                (held >= CONTENDED_AFTER).then_some((rate, bytes, held, h))
             })
             .min_by(|a, b| a.0.total_cmp(&b.0));
         let Some((rate, bytes, held, h)) = slowest else {
