@@ -56,6 +56,7 @@ use self::peer_log::PeerLog;
 use self::publish::Publisher;
 use self::router::Router;
 use self::stats::{BrokerStats, DropReason, Summary};
+use crate::runtime::address_key;
 
 /// Locks a mutex, carrying on past poisoning: the state these mutexes guard
 /// (lists of subscribers, backlogs) stays consistent at every await-free step,
@@ -280,22 +281,6 @@ impl Drop for Slot {
 fn counts_ip(config: &BrokerConfig, ip: std::net::IpAddr) -> bool {
     config.max_connections_per_ip > 0
         && !(config.per_ip_spares_loopback && ip.to_canonical().is_loopback())
-}
-
-/// What `--max-connections-per-ip` counts by: the address, or for IPv6 its
-/// /64 network (one host is routinely given a whole /64, and would otherwise
-/// have 2^64 addresses to spread over). IPv4 mapped into IPv6 counts as IPv4.
-fn address_key(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => std::net::IpAddr::V4(v4),
-            None => {
-                let net = u128::from(v6) & !((1u128 << 64) - 1);
-                std::net::IpAddr::V6(net.into())
-            }
-        },
-        v4 => v4,
-    }
 }
 
 /// Reads a running broker's state.

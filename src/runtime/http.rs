@@ -121,7 +121,7 @@ struct Held {
 
 impl Held {
     fn take(map: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
-        let key = address_key(ip);
+        let key = super::address_key(ip);
         let mut m = map
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -149,18 +149,6 @@ impl Drop for Held {
                 m.remove(&self.key);
             }
         }
-    }
-}
-
-/// The address, or for IPv6 its /64 (one host has a whole /64 to spread
-/// connections over); IPv4 mapped into IPv6 counts as IPv4.
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
-        },
-        v4 => v4,
     }
 }
 

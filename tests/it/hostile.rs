@@ -387,29 +387,13 @@ async fn a_flood_of_bad_connections_is_logged_at_a_bounded_rate_and_adds_up() {
     }
     let summary = broker.terminate();
     assert_eq!(summary_field(&summary, "protocol_errors"), 300, "{summary}");
-    let lines = broker.log.snapshot();
-    let per_line: Vec<u64> = lines
-        .iter()
-        .filter(|l| l.contains("breaking the protocol"))
-        .map(|l| {
-            let n = l.rsplit('(').next().unwrap();
-            n.split(' ').next().unwrap().parse().unwrap()
-        })
-        .collect();
+    let said = ProtocolErrorLines::read(&broker);
     assert!(
-        per_line.len() <= 10,
+        said.lines <= 10,
         "{} lines for 300 bad connections",
-        per_line.len()
+        said.lines
     );
-    let rest: u64 = lines
-        .iter()
-        .filter(|l| l.contains("more protocol error(s)"))
-        .map(|l| {
-            let n = l.split(" more ").next().unwrap();
-            n.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
-        })
-        .sum();
-    assert_eq!(per_line.iter().sum::<u64>() + rest, 300, "{lines:#?}");
+    assert_eq!(said.counted, 300, "{said:?}");
 }
 
 /// The same from 300 addresses, one bad connection each: at most 20 lines a
@@ -428,29 +412,50 @@ async fn bad_connections_from_many_addresses_are_logged_at_a_bounded_rate() {
     let seconds = started.elapsed().as_secs() + 1;
     let summary = broker.terminate();
     assert_eq!(summary_field(&summary, "protocol_errors"), 300, "{summary}");
-    let lines = broker.log.snapshot();
-    let per_line: u64 = lines
-        .iter()
-        .filter(|l| l.contains("breaking the protocol"))
-        .map(|l| {
-            let n = l.rsplit('(').next().unwrap();
-            n.split(' ').next().unwrap().parse::<u64>().unwrap()
-        })
-        .sum();
-    let said = lines
-        .iter()
-        .filter(|l| l.contains("breaking the protocol") || l.contains("more protocol error(s)"))
-        .count() as u64;
-    assert!(said <= 21 * seconds + 1, "{said} lines in {seconds} s");
-    let rest: u64 = lines
-        .iter()
-        .filter(|l| l.contains("more protocol error(s)"))
-        .map(|l| {
-            let n = l.split(" more ").next().unwrap();
-            n.rsplit(' ').next().unwrap().parse::<u64>().unwrap()
-        })
-        .sum();
-    assert_eq!(per_line + rest, 300, "{lines:#?}");
+    let said = ProtocolErrorLines::read(&broker);
+    let lines = (said.lines + said.more_lines) as u64;
+    assert!(lines <= 21 * seconds + 1, "{lines} lines in {seconds} s");
+    assert_eq!(said.counted, 300, "{said:?}");
+}
+
+/// The broker's protocol-error warnings: how many lines, and how many
+/// errors they add up to (each line's count, with the "N more" lines').
+/// Debug-printed with the lines, when a count is wrong.
+#[derive(Debug)]
+struct ProtocolErrorLines {
+    lines: usize,
+    more_lines: usize,
+    counted: u64,
+    #[allow(dead_code)]
+    text: Vec<String>,
+}
+
+impl ProtocolErrorLines {
+    fn read(broker: &Broker) -> Self {
+        let text = broker.log.snapshot();
+        let per_line: Vec<u64> = text
+            .iter()
+            .filter(|l| l.contains("breaking the protocol"))
+            .map(|l| {
+                let n = l.rsplit('(').next().unwrap();
+                n.split(' ').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        let more: Vec<u64> = text
+            .iter()
+            .filter(|l| l.contains("more protocol error(s)"))
+            .map(|l| {
+                let n = l.split(" more ").next().unwrap();
+                n.rsplit(' ').next().unwrap().parse().unwrap()
+            })
+            .collect();
+        Self {
+            lines: per_line.len(),
+            more_lines: more.len(),
+            counted: per_line.iter().sum::<u64>() + more.iter().sum::<u64>(),
+            text,
+        }
+    }
 }
 
 /// A stderr nobody reads (a full pipe, a stuck log collector) must not stop
