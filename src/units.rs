@@ -1,7 +1,26 @@
-//! Human units for flags: sizes (`64KiB`, `16MiB`, `1000`) and durations
-//! (`500ms`, `2s`, `1.5`, where a bare number is seconds).
+//! Human units for flags: sizes (`64KiB`, `16MiB`, `1000`), durations
+//! (`500ms`, `2s`, `1.5`, where a bare number is seconds), and listen
+//! addresses (`127.0.0.1:8088`).
 
 use std::time::Duration;
+
+/// Checks an address to listen on: `HOST:PORT`, an IPv6 host in brackets.
+/// A bare port (`8088`) is the likeliest slip, and is told how to write it.
+pub fn parse_listen_addr(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    let bad = || {
+        format!(
+            "expected HOST:PORT (127.0.0.1:{0} for this machine only, 0.0.0.0:{0} for every \
+             interface; port 0 picks one)",
+            if t.parse::<u16>().is_ok() { t } else { "8088" }
+        )
+    };
+    let (host, port) = t.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(bad());
+    }
+    Ok(t.to_owned())
+}
 
 /// Parses a byte size: a number with an optional unit B, KB/KiB, MB/MiB, GB/GiB
 /// (KB and KiB both mean 1024: sizes here are buffer sizes).
@@ -64,6 +83,18 @@ fn too_long(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn listen_addresses_need_a_host_and_a_port() {
+        assert!(parse_listen_addr("127.0.0.1:8088").is_ok());
+        assert!(parse_listen_addr("[::1]:0").is_ok());
+        assert!(parse_listen_addr("localhost:80").is_ok());
+        assert!(parse_listen_addr("8088")
+            .unwrap_err()
+            .contains("127.0.0.1:8088"));
+        assert!(parse_listen_addr(":8088").is_err());
+        assert!(parse_listen_addr("host:http").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -154,7 +154,7 @@ pub struct ServeArgs {
     /// Serve monitoring over HTTP here: /healthz, /api/server,
     /// /api/connections, /api/channels and /metrics (Prometheus). Read-only;
     /// keep it on loopback or a private network.
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", value_parser = crate::units::parse_listen_addr)]
     pub http: Option<String>,
     /// A host name browsers may reach the HTTP face by (repeatable), beside
     /// localhost and IP literals: any other Host header gets 403, so that a

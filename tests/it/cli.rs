@@ -345,3 +345,34 @@ fn help_hides_the_dsn_from_the_environment() {
     assert!(help.contains("AIOQ_DSN"), "{help}");
     assert!(!help.contains("s3cr3t"), "{help}");
 }
+
+/// Mistakes in a command line are usage errors (2) with a fix, whichever
+/// subcommand: a bare port for an HTTP address, a pid that names no process.
+#[test]
+fn a_bare_http_port_and_a_missing_pid_are_usage_errors() {
+    for args in [
+        &["metrics", "collect", "--http", "8088"][..],
+        &["serve", "--http", "8088"],
+        &[
+            "watch-db",
+            "--dsn",
+            "postgres://x@127.0.0.1:1/x",
+            "--table",
+            "t",
+            "--http",
+            "8088",
+        ],
+    ] {
+        let out = std::process::Command::new(BIN).args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("127.0.0.1:8088"), "{args:?}: {err}");
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["metrics", "report", "--name", "x", "--pid", "4194305"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--pid 4194305: no such process"), "{err}");
+}

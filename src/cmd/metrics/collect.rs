@@ -29,7 +29,7 @@ pub struct CollectArgs {
     #[arg(long, default_value = "/topic/metrics")]
     pub channel: String,
     /// Serve the live page, `/feed` (server-sent events) and `/api/reporters` here.
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR", value_parser = crate::units::parse_listen_addr)]
     pub http: Option<String>,
     /// A host name browsers may reach the HTTP face by (repeatable), beside
     /// localhost and IP literals: any other Host header gets 403, so that a

@@ -93,6 +93,10 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
     let connector = args.target.connector()?;
     crate::ensure_usage!(!args.interval.is_zero(), "--interval must be more than 0");
     let pid = args.pid.unwrap_or_else(std::process::id);
+    // Looked at before anything starts: a pid that names no process is a
+    // mistake in the command line, not a process that exited.
+    let mut sampler = Sampler::new(pid);
+    crate::ensure_usage!(sampler.exists(), "--pid {pid}: no such process");
     let stop = Arc::new(AtomicBool::new(false));
     if args.pid.is_none() {
         start_workload(args.leak, args.leak_limit, args.interval, stop.clone());
@@ -119,7 +123,6 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         control_tx,
     ));
     let mut watchers = Watchers::default();
-    let mut sampler = Sampler::new(pid);
     let host = host_name();
     let interrupted = crate::runtime::shutdown::signal();
     tokio::pin!(interrupted);

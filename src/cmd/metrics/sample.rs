@@ -86,6 +86,11 @@ impl Sampler {
         s
     }
 
+    /// The process is there (at the last refresh).
+    pub fn exists(&self) -> bool {
+        self.sys.process(self.pid).is_some()
+    }
+
     fn refresh(&mut self) {
         self.sys.refresh_processes_specifics(
             ProcessesToUpdate::Some(&[self.pid]),

@@ -69,7 +69,7 @@ pub struct WatchDbArgs {
     #[arg(long)]
     pub uninstall: bool,
     /// Serve the JSON API on this address (port 0 picks one; the log says which).
-    #[arg(long)]
+    #[arg(long, value_name = "ADDR", value_parser = crate::units::parse_listen_addr)]
     pub http: Option<String>,
     /// A host name browsers may reach the HTTP face by (repeatable), beside
     /// localhost and IP literals: any other Host header gets 403, so that a
