@@ -8,9 +8,10 @@
 //!   only fill its own queue.
 //! - Every message that is not delivered is counted, per broker, per channel and
 //!   per connection, under a [`stats::DropReason`].
-//! - `/queue` messages are never dropped: a full backlog stops the publisher's
-//!   reader, which is TCP back-pressure; a departing worker's queued messages go
-//!   back to the channel.
+//! - `/queue` messages are never dropped for being slow: a full backlog stops
+//!   the publisher's reader, which is TCP back-pressure; a departing worker's
+//!   queued messages go back to the channel. Only backlogs with no worker can
+//!   go, counted: evicted for a subscription or for room, or expired.
 //!
 //! Shutdown order: stop accepting, stop reading, let every writer flush its queue
 //! (and `/queue` backlogs) and send the end-of-stream frame, all within the drain

@@ -1,6 +1,8 @@
 //! `/queue` channels: each message to exactly one worker, round robin, skipping
 //! workers whose send queue is full; a bounded backlog when none has room; and
-//! back-pressure on the publisher when the backlog is full. Nothing is dropped.
+//! back-pressure on the publisher when the backlog is full. Nothing is dropped
+//! for being slow; a backlog with no worker can be evicted whole (counted) or
+//! expire (`--backlog-ttl`).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
