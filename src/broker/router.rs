@@ -204,13 +204,9 @@ impl Registry {
         self.made.get(&ip).copied().unwrap_or(0)
     }
 
-    /// The oldest `/queue` channel with no worker and none leaving, taken
-    /// out of the registry with its backlog emptied; the backlog's length too.
-    fn evict_oldest(&mut self) -> Option<(Arc<Channel>, usize)> {
-        self.evict_oldest_where(|_| true)
-    }
-
-    /// [`evict_oldest`](Self::evict_oldest) among the channels `which` picks.
+    /// The oldest `/queue` channel that `which` picks with no worker and none
+    /// leaving, taken out of the registry with its backlog emptied; the
+    /// backlog's length too.
     fn evict_oldest_where(
         &mut self,
         which: impl Fn(&Arc<Channel>) -> bool,
@@ -384,7 +380,7 @@ impl Router {
                 if channels.map.len() >= self.config.max_channels {
                     // A subscriber is someone waiting for messages: it takes
                     // the name of a channel nobody waits on.
-                    let Some((old, n)) = channels.evict_oldest() else {
+                    let Some((old, n)) = channels.evict_oldest_where(|_| true) else {
                         return Err(Full);
                     };
                     self.evicted(&old, n);
@@ -407,10 +403,20 @@ impl Router {
     /// Evicts the oldest worker-less `/queue` backlog other than `except`'s,
     /// for a publisher that has waited for the backlogs' share of the budget.
     pub fn evict_for_room(&self, except: &Arc<Channel>) {
-        let evicted = lock(&self.channels)
-            .evict_oldest_where(|c| !Arc::ptr_eq(c, except) && c.backlog_len() > 0);
+        let mut channels = lock(&self.channels);
+        let evicted =
+            channels.evict_oldest_where(|c| !Arc::ptr_eq(c, except) && c.backlog_len() > 0);
         if let Some((channel, n)) = evicted {
+            // Under the registry lock, as every retirement is told.
             self.evicted(&channel, n);
+        }
+    }
+
+    /// Tells the follower, if any, that `channel` left the registry. Called
+    /// under the registry lock, so On and Off reach it in order.
+    fn retired(&self, channel: &Arc<Channel>) {
+        if let Some(tx) = self.interest.get() {
+            let _ = tx.send(Interest::Off(channel.clone()));
         }
     }
 
@@ -419,9 +425,7 @@ impl Router {
     fn evicted(&self, channel: &Arc<Channel>, messages: usize) {
         self.count_drop(Some(channel), None, DropReason::Evicted, messages as u64);
         self.evicted.fetch_add(1, Relaxed);
-        if let Some(tx) = self.interest.get() {
-            let _ = tx.send(Interest::Off(channel.clone()));
-        }
+        self.retired(channel);
         if let Some(n) = self.evicted_log.due(self.born) {
             tracing::warn!(
                 "{n} worker-less /queue channel(s) evicted to make room for new subscriptions \
@@ -624,9 +628,7 @@ impl Router {
             Kind::Queue(q) => q.remove_worker(sub.id, unsent),
         };
         if empty && channels.remove(channel) {
-            if let Some(tx) = self.interest.get() {
-                let _ = tx.send(Interest::Off(channel.clone()));
-            }
+            self.retired(channel);
         }
     }
 
@@ -716,9 +718,7 @@ impl Router {
             return false;
         }
         if channels.remove(channel) {
-            if let Some(tx) = self.interest.get() {
-                let _ = tx.send(Interest::Off(channel.clone()));
-            }
+            self.retired(channel);
         }
         true
     }
