@@ -572,6 +572,7 @@ async fn partially_received_frames_are_held_to_a_read_budget() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trickled_frames_cannot_keep_the_read_budget_from_large_messages() {
     let broker = Broker::spawn(&["--max-memory", "64MiB", "--frame-timeout", "2s"]);
+    let before = proc_status(broker.child.id(), "VmRSS");
     let mut legit = Raw::subscribe(broker.port, "/topic/legit").await;
     wait_subscribed(&broker, "/topic/legit", 1).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -600,8 +601,13 @@ async fn trickled_frames_cannot_keep_the_read_budget_from_large_messages() {
             }
         }));
     }
-    // Let the tricklers take the budget (16 MiB: a quarter of --max-memory).
-    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    // The tricklers hold the budget (16 MiB: a quarter of --max-memory) once
+    // the broker has buffered most of it.
+    let pid = broker.child.id();
+    wait_until_async(10.0, "the tricklers' frames buffered", || {
+        proc_status(pid, "VmRSS").saturating_sub(before) > 12 << 10
+    })
+    .await;
     let mut p = Raw::subscribe(broker.port, "/null").await;
     let big = vec![b'b'; 256 << 10];
     for _ in 0..3 {

@@ -389,12 +389,10 @@ async fn a_reload_never_opens_access_nor_blocks_the_broker() {
     std::fs::write(&path, "http = \"127.0.0.1:0\"\n").unwrap();
     let before = broker.log.len();
     signal(&broker.child, "HUP");
-    wait_until_async(10.0, "a second refusal", || {
-        broker.log.snapshot()[before..]
-            .iter()
-            .any(|l| l.contains("no [access] table while one is in force"))
-    })
-    .await;
+    broker
+        .log
+        .wait_for_after(before, 10.0, "no [access] table while one is in force")
+        .await;
     still_closed().await;
 
     std::fs::remove_file(&path).unwrap();
@@ -405,12 +403,10 @@ async fn a_reload_never_opens_access_nor_blocks_the_broker() {
     assert!(made.success());
     let before = broker.log.len();
     signal(&broker.child, "HUP");
-    wait_until_async(10.0, "the FIFO refused", || {
-        broker.log.snapshot()[before..]
-            .iter()
-            .any(|l| l.contains("not a regular file"))
-    })
-    .await;
+    broker
+        .log
+        .wait_for_after(before, 10.0, "not a regular file")
+        .await;
     let mut a = Raw::subscribe(broker.port, "/topic/a").await;
     wait_subscribed(&broker, "/topic/a", 1).await;
     let mut p = Raw::subscribe(broker.port, "/null").await;
@@ -442,12 +438,7 @@ async fn a_reload_says_what_is_in_force_and_hides_passwords() {
         rewrite(&file, text);
         let before = broker.log.len();
         signal(&broker.child, "HUP");
-        wait_until_async(10.0, says, || {
-            broker.log.snapshot()[before..]
-                .iter()
-                .any(|l| l.contains(says))
-        })
-        .await;
+        broker.log.wait_for_after(before, 10.0, says).await;
     }
     assert!(
         !broker.log.text().contains("SECRET"),

@@ -102,12 +102,22 @@ impl Lines {
     }
 
     pub async fn wait_for_async(&self, secs: f64, needle: &str) -> String {
+        self.wait_for_after(0, secs, needle).await
+    }
+
+    /// The first line from line `from` on (a [`len`](Self::len) taken
+    /// earlier) that contains `needle`, waited for: a line said again after
+    /// some event, not the same line said before it.
+    pub async fn wait_for_after(&self, from: usize, secs: f64, needle: &str) -> String {
         let what = format!("output line containing {needle:?}");
-        wait_until_async(secs, &what, || self.contains(needle)).await;
-        self.snapshot()
-            .into_iter()
-            .find(|l| l.contains(needle))
-            .unwrap()
+        let found = || {
+            self.0.lock().unwrap()[from..]
+                .iter()
+                .find(|l| l.contains(needle))
+                .cloned()
+        };
+        wait_until_async(secs, &what, || found().is_some()).await;
+        found().unwrap()
     }
 
     pub fn wait_for(&self, secs: f64, needle: &str) -> String {
