@@ -433,22 +433,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
 /// the reload (nor anything else) for ever.
 const RELOAD_READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Reads the file for a reload, off the runtime's threads: twice, 100 ms
-/// apart, until two reads agree (a file being written in place is seen
-/// whole or refused); whether it was empty too.
+/// Reads the file for a reload off the runtime's threads, within
+/// [`RELOAD_READ_WITHIN`]; whether it was empty too.
 async fn reread(path: std::path::PathBuf) -> anyhow::Result<(String, bool)> {
-    let read = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let mut last = super::serve_config::read(&path)?;
-        for _ in 0..10 {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-            let now = super::serve_config::read(&path)?;
-            if now == last {
-                return Ok(now);
-            }
-            last = now;
-        }
-        anyhow::bail!("the file kept changing for a second; send SIGHUP again once it is written")
-    });
+    let read = tokio::task::spawn_blocking(move || super::serve_config::read_settled(&path));
     let text = tokio::time::timeout(RELOAD_READ_WITHIN, read)
         .await
         .map_err(|_| {

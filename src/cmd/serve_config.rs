@@ -129,12 +129,62 @@ impl Loaded {
 /// what a path to a device (`/dev/zero`) can make the broker read.
 const MAX_FILE: u64 = 1 << 20;
 
-/// The file's text: a regular file (a FIFO or a device would block or never
-/// end) of at most [`MAX_FILE`] bytes. Warns when others than its owner may
-/// write it or its directory: whoever can changes the access rules.
-pub fn read(path: &Path) -> anyhow::Result<String> {
-    use std::io::Read;
+/// Warns when others than its owner may write the file or its directory:
+/// whoever can changes the access rules. Said once per load or reload.
+fn warn_if_others_may_write(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let Ok(meta) = std::fs::metadata(path) else {
+        return;
+    };
+    if meta.permissions().mode() & 0o022 != 0 {
+        tracing::warn!(
+            "--config {shown}: others than its owner may write it (mode {:o}); whoever \
+             can changes the access rules at the next reload: chmod go-w",
+            meta.permissions().mode() & 0o777
+        );
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(d) = std::fs::metadata(dir) {
+        // World-writable without the sticky bit: anyone may replace the file.
+        if d.permissions().mode() & 0o1002 == 0o002 {
+            tracing::warn!(
+                "--config {shown}: its directory is writable by everyone, who may replace the file"
+            );
+        }
+    }
+}
+
+/// The file as it loads at start: warned about, read, parsed.
+pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+    warn_if_others_may_write(path);
+    parse(path, &read(path)?)
+}
+
+/// The file for a reload, read until two reads 100 ms apart agree, so that
+/// a file being written in place is seen whole or refused. Blocking: the
+/// caller runs it off the runtime's threads.
+pub fn read_settled(path: &Path) -> anyhow::Result<String> {
+    warn_if_others_may_write(path);
+    let mut last = read(path)?;
+    for _ in 0..10 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let now = read(path)?;
+        if now == last {
+            return Ok(now);
+        }
+        last = now;
+    }
+    anyhow::bail!("the file kept changing for a second; send SIGHUP again once it is written")
+}
+
+/// The file's text: a regular file (a FIFO or a device would block or never
+/// end) of at most [`MAX_FILE`] bytes.
+fn read(path: &Path) -> anyhow::Result<String> {
+    use std::io::Read;
     let shown = path.display();
     let cannot = |e: std::io::Error| {
         crate::exit::as_usage(
@@ -158,25 +208,6 @@ pub fn read(path: &Path) -> anyhow::Result<String> {
             "--config {shown}: {} bytes, more than a config file may hold ({MAX_FILE})",
             meta.len()
         )));
-    }
-    if meta.permissions().mode() & 0o022 != 0 {
-        tracing::warn!(
-            "--config {shown}: others than its owner may write it (mode {:o}); whoever \
-             can changes the access rules at the next reload: chmod go-w",
-            meta.permissions().mode() & 0o777
-        );
-    }
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if let Ok(d) = std::fs::metadata(dir) {
-        // World-writable without the sticky bit: anyone may replace the file.
-        if d.permissions().mode() & 0o1002 == 0o002 {
-            tracing::warn!(
-                "--config {shown}: its directory is writable by everyone, who may replace the file"
-            );
-        }
     }
     let mut text = String::new();
     file.take(MAX_FILE + 1)
@@ -204,11 +235,6 @@ fn parse_error(shown: &std::path::Display<'_>, text: &str, e: &toml::de::Error) 
         at.unwrap_or_default(),
         e.message().trim_end()
     ))
-}
-
-/// Reads `path` under the command line this process was started with.
-pub fn load(path: &Path) -> anyhow::Result<Loaded> {
-    parse(path, &read(path)?)
 }
 
 /// `text`, the file at `path`, under the command line this process was

@@ -320,6 +320,20 @@ fn check_config_validates_without_serving() {
             "the file's text was shown: {text}"
         );
     }
+    // A file anyone may write is said once: whoever can, sets the rules.
+    let open = config_file("send-queue = 100\n");
+    std::fs::set_permissions(
+        open.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let (code, text) = run(&open);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        text.matches("others than its owner may write it").count(),
+        1,
+        "{text}"
+    );
     // A device is read no further than a config file could be long.
     let out = std::process::Command::new(BIN)
         .args(["serve", "--check-config", "--config", "/dev/zero"])
