@@ -149,6 +149,12 @@ async fn queue_work_is_shared_across_brokers_each_message_once() {
     let nats = Nats::start();
     let a = clustered(&nats, &[]);
     let b = clustered(&nats, &[]);
+    // The operator is told JetStream is there (nats-server 2.9's account
+    // reply once made every broker warn that it was not).
+    for broker in [&a, &b] {
+        broker.log.wait_for_async(10.0, "JetStream available").await;
+        assert!(!broker.log.contains("offers no JetStream"));
+    }
     let got = Arc::new(Mutex::new(Vec::new()));
     let mut workers = Vec::new();
     for (name, port) in [("a", a.port), ("b", b.port)] {

@@ -538,8 +538,23 @@ async fn check_jetstream(cluster: Arc<Cluster>, stop: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
-    match cluster.js.query_account().await {
-        Ok(_) => tracing::debug!("cluster: JetStream available"),
+    // Asked raw: async-nats's typed account reply expects fields that older
+    // servers (2.9) do not send, and would call every one JetStream-less.
+    let answer = cluster
+        .js
+        .request::<_, _, serde_json::Value>("INFO", b"")
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|reply| match reply.get("error") {
+            Some(error) => Err(error
+                .get("description")
+                .and_then(|d| d.as_str())
+                .unwrap_or("refused")
+                .to_owned()),
+            None => Ok(()),
+        });
+    match answer {
+        Ok(()) => tracing::info!("cluster: JetStream available: /queue channels are shared"),
         Err(e) => tracing::warn!(
             "cluster: NATS at {} offers no JetStream ({e}): /queue channels cannot be shared \
              across brokers; start nats-server with -js (until then each /queue message waits \
