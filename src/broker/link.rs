@@ -36,6 +36,16 @@ impl Parcel {
         &self.msg
     }
 
+    /// Which attempt at delivering its parts this is, as JetStream counts.
+    pub fn attempt(&self) -> std::num::NonZeroU32 {
+        self.msg
+            .info()
+            .ok()
+            .and_then(|i| u32::try_from(i.delivered).ok())
+            .and_then(std::num::NonZeroU32::new)
+            .unwrap_or(std::num::NonZeroU32::MIN)
+    }
+
     /// Every part is written or given back: its answer is on its way.
     pub fn settled(&self) -> bool {
         self.left.load(Ordering::Acquire) == 0

@@ -24,6 +24,7 @@ pub mod access;
 pub mod budget;
 mod cluster;
 mod conn;
+mod delivery;
 pub mod end;
 mod link;
 pub(crate) mod log_every;

@@ -14,6 +14,7 @@ use super::lock;
 use tokio::sync::Notify;
 
 use super::budget::Budget;
+use super::delivery::{DeliveryId, Numbering, Out};
 use super::link::Delivery;
 use super::router::Retired;
 use super::subscriber::{Refused, Subscriber};
@@ -50,7 +51,12 @@ pub struct QueueState {
 struct Inner {
     workers: Vec<Arc<Subscriber>>,
     next: usize,
-    backlog: VecDeque<Bytes>,
+    /// Numbers each message handed to a worker.
+    numbering: Numbering,
+    /// Messages no worker has taken yet, oldest first, each with its last
+    /// delivery if it had one (handed to a worker that left before writing
+    /// it): its next keeps the attempt.
+    backlog: VecDeque<Out>,
     /// Payload bytes in `backlog`.
     bytes: usize,
     /// Since when the channel has had no worker (`None` while it has one).
@@ -100,13 +106,30 @@ impl Inner {
         Err(item)
     }
 
-    /// Hands `payload` to the next worker with room; gives it back if none has.
+    /// The next delivery of `m`: numbered in turn, the attempt it had (a
+    /// message handed back unwritten was not delivered). The number is taken
+    /// only when a worker takes it (see [`Numbering`]).
+    fn number(&self, m: Out) -> Out {
+        Out {
+            delivery: Some(DeliveryId {
+                seq: self.numbering.peek(),
+                attempt: m.attempt(),
+            }),
+            payload: m.payload,
+        }
+    }
+
+    /// Hands `m` to the next worker with room; gives it back if none has.
     /// `held`: the budget already counts its bytes (it comes from the backlog).
-    fn dispatch(&mut self, payload: Bytes, held: bool) -> Result<(), Bytes> {
-        self.round_robin(payload, |w, p| {
-            let offered = if held { w.offer_held(p) } else { w.offer(p) };
-            offered.map_err(Refused::into_payload_and_budget)
-        })
+    fn dispatch(&mut self, m: Out, held: bool) -> Result<(), Out> {
+        let m = self.number(m);
+        let seq = self.numbering.peek();
+        self.round_robin(m, |w, m| {
+            let offered = if held { w.offer_held(m) } else { w.offer(m) };
+            offered.map_err(Refused::into_message_and_budget)
+        })?;
+        self.numbering.taken(seq);
+        Ok(())
     }
 
     /// Moves backlog to workers with room, oldest first; returns how many
@@ -205,7 +228,7 @@ impl QueueState {
         if inner.retired {
             return Err(Retired);
         }
-        if inner.backlog.is_empty() && inner.dispatch(payload.clone(), false).is_ok() {
+        if inner.backlog.is_empty() && inner.dispatch(Out::plain(payload.clone()), false).is_ok() {
             return Ok(Attempt::Taken);
         }
         let len = payload.len();
@@ -217,7 +240,7 @@ impl QueueState {
             return Ok(Attempt::OverBudget);
         }
         inner.bytes += len;
-        inner.backlog.push_back(payload.clone());
+        inner.backlog.push_back(Out::plain(payload.clone()));
         self.backlog_len.store(inner.backlog.len(), Relaxed);
         Ok(Attempt::Taken)
     }
@@ -270,7 +293,7 @@ impl QueueState {
     /// Removes a worker; `unsent` (its queued, unwritten messages, oldest first)
     /// go back to the front of the backlog and on to other workers. Returns true
     /// when the channel is now idle and has been retired.
-    pub fn remove_worker(&self, id: u64, unsent: Vec<Bytes>) -> bool {
+    pub fn remove_worker(&self, id: u64, unsent: Vec<Out>) -> bool {
         let mut inner = lock(&self.inner);
         let before = inner.workers.len();
         inner.workers.retain(|w| w.id != id);
@@ -292,7 +315,7 @@ impl QueueState {
         inner.retired
     }
 
-    fn push_front(&self, inner: &mut Inner, unsent: Vec<Bytes>) {
+    fn push_front(&self, inner: &mut Inner, unsent: Vec<Out>) {
         for m in unsent.into_iter().rev() {
             // Never dropped, so taken whatever the budget says.
             self.budget.force_park(m.len());
@@ -384,12 +407,24 @@ impl QueueState {
         if !inner.backlog.is_empty() {
             return Err((payload, delivery));
         }
-        inner.round_robin((payload, delivery), |w, (p, d)| {
-            w.offer_delivery(p, d).map_err(|(refused, d)| {
-                let (p, over_budget) = refused.into_payload_and_budget();
-                ((p, d), over_budget)
+        let seq = inner.numbering.peek();
+        let m = Out {
+            payload,
+            delivery: Some(DeliveryId {
+                seq,
+                attempt: delivery.attempt(),
+            }),
+        };
+        inner
+            .round_robin((m, delivery), |w, (m, d)| {
+                w.offer_delivery(m, d).map_err(|(refused, d)| {
+                    let (m, over_budget) = refused.into_message_and_budget();
+                    ((m, d), over_budget)
+                })
             })
-        })
+            .map_err(|(m, d)| (m.payload, d))?;
+        inner.numbering.taken(seq);
+        Ok(())
     }
 
     /// The backlog, when no worker is left to take it: a clustered broker
@@ -399,7 +434,7 @@ impl QueueState {
         if !inner.workers.is_empty() || inner.draining > 0 || inner.backlog.is_empty() {
             return Vec::new();
         }
-        let orphans: Vec<Bytes> = inner.backlog.drain(..).collect();
+        let orphans: Vec<Bytes> = inner.backlog.drain(..).map(|m| m.payload).collect();
         let bytes = std::mem::take(&mut inner.bytes);
         self.budget.give_back_parked(bytes);
         self.after_change(&inner, orphans.len());
@@ -418,7 +453,7 @@ impl QueueState {
     /// Puts back orphans that could not be handed to JetStream.
     pub fn restore(&self, orphans: Vec<Bytes>) {
         let mut inner = lock(&self.inner);
-        self.push_front(&mut inner, orphans);
+        self.push_front(&mut inner, orphans.into_iter().map(Out::plain).collect());
     }
 }
 
@@ -432,7 +467,7 @@ mod tests {
         id: u64,
         capacity: usize,
         budget: &Arc<Budget>,
-    ) -> (Arc<Subscriber>, send_queue::Receiver) {
+    ) -> (Arc<Subscriber>, send_queue::Receiver<Out>) {
         let (tx, rx) = send_queue::channel(capacity);
         let sub = Subscriber::new(
             id,
@@ -447,11 +482,11 @@ mod tests {
     }
 
     /// What a writer does: takes everything queued, then lets the backlog refill.
-    fn drain(q: &QueueState, w: &Subscriber, rx: &mut send_queue::Receiver) -> Vec<Bytes> {
+    fn drain(q: &QueueState, w: &Subscriber, rx: &mut send_queue::Receiver<Out>) -> Vec<Bytes> {
         let mut got = Vec::new();
         while let Some(m) = rx.try_recv() {
             w.taken(m.len());
-            got.push(m);
+            got.push(m.payload);
         }
         q.refill();
         got
@@ -516,7 +551,7 @@ mod tests {
         assert_eq!(q.backlog_len(), 1);
         let (b, mut rx_b) = worker(2, 16, &budget);
         q.add_worker(b);
-        assert_eq!(rx_b.try_recv().unwrap(), "owed");
+        assert_eq!(rx_b.try_recv().unwrap().payload, "owed");
         assert_eq!(budget.used(), 4, "counted once, now in the worker's queue");
     }
 
@@ -556,10 +591,41 @@ mod tests {
         );
         let (w, mut rx) = worker(1, 16, &budget);
         q.add_worker(w);
-        assert_eq!(rx.try_recv().unwrap(), "123456");
+        assert_eq!(rx.try_recv().unwrap().payload, "123456");
         tokio::time::timeout(std::time::Duration::from_secs(5), blocked)
             .await
             .expect("room made by the worker wakes the publisher")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn deliveries_are_numbered_per_channel_and_a_handed_back_one_keeps_its_attempt() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let q = QueueState::new(10, 1 << 20, budget.clone());
+        let (a, mut rx_a) = worker(1, 16, &budget);
+        let (b, mut rx_b) = worker(2, 16, &budget);
+        q.add_worker(a.clone());
+        q.add_worker(b.clone());
+        for m in ["1", "2", "3"] {
+            q.publish(Bytes::from(m)).await.unwrap();
+        }
+        let id = |m: &Out| m.delivery.map(|d| (d.seq.get(), d.attempt.get()));
+        let at_a: Vec<Out> = std::iter::from_fn(|| rx_a.try_recv()).collect();
+        let at_b = rx_b.try_recv().unwrap();
+        assert_eq!(
+            at_a.iter().map(id).collect::<Vec<_>>(),
+            [Some((1, 1)), Some((3, 1))]
+        );
+        assert_eq!(id(&at_b), Some((2, 1)));
+        // A leaves before writing its two: b gets them as new deliveries
+        // (numbers go on), not as second attempts (none reached a socket).
+        for m in &at_a {
+            a.taken(m.len());
+        }
+        q.remove_worker(1, at_a);
+        let again: Vec<Option<(u64, u32)>> = std::iter::from_fn(|| rx_b.try_recv())
+            .map(|m| id(&m))
+            .collect();
+        assert_eq!(again, [Some((4, 1)), Some((5, 1))]);
     }
 }

@@ -19,6 +19,7 @@ use super::lock;
 use super::log_every::LogEvery;
 
 use super::budget::Budget;
+use super::delivery::Out;
 use super::link::ChannelLink;
 use super::policy::{ChannelPolicy, Policy};
 use super::queue::QueueState;
@@ -489,7 +490,7 @@ impl Router {
         }
         let mut evict = false;
         for sub in &state.subs {
-            match sub.offer(payload.clone()) {
+            match sub.offer(Out::plain(payload.clone())) {
                 Ok(()) => {}
                 Err(Refused::Full(_)) => match channel.overflow() {
                     TopicOverflow::Drop => {
@@ -603,7 +604,7 @@ impl Router {
         &self,
         channel: &Arc<Channel>,
         sub: &Subscriber,
-        unsent: Vec<Bytes>,
+        unsent: Vec<Out>,
         shutdown: bool,
     ) {
         let mut channels = lock(&self.channels);

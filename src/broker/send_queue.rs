@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::lock;
@@ -22,15 +21,15 @@ const FIRST: usize = 16;
 
 /// Why [`Sender::try_send`] gave a message back.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SendError {
+pub enum SendError<T> {
     /// The queue holds its capacity.
-    Full(Bytes),
+    Full(T),
     /// The writer is gone.
-    Closed(Bytes),
+    Closed(T),
 }
 
-struct Shared {
-    state: Mutex<State>,
+struct Shared<T> {
+    state: Mutex<State<T>>,
     /// Mirror of the queue's length, read without the lock.
     len: AtomicUsize,
     capacity: usize,
@@ -39,9 +38,8 @@ struct Shared {
     ready: Notify,
 }
 
-#[derive(Default)]
-struct State {
-    items: VecDeque<Bytes>,
+struct State<T> {
+    items: VecDeque<T>,
     /// The writer found the queue empty and sleeps (or is about to).
     waiting: bool,
     /// The sending end is gone: nothing more will come.
@@ -49,9 +47,13 @@ struct State {
 }
 
 /// A queue holding at most `capacity` messages (at least one).
-pub fn channel(capacity: usize) -> (Sender, Receiver) {
+pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
-        state: Mutex::new(State::default()),
+        state: Mutex::new(State {
+            items: VecDeque::new(),
+            waiting: false,
+            senders_gone: false,
+        }),
         len: AtomicUsize::new(0),
         capacity: capacity.max(1),
         closed: AtomicBool::new(false),
@@ -61,9 +63,9 @@ pub fn channel(capacity: usize) -> (Sender, Receiver) {
 }
 
 #[derive(Debug)]
-pub struct Sender(Arc<Shared>);
+pub struct Sender<T>(Arc<Shared<T>>);
 
-impl std::fmt::Debug for Shared {
+impl<T> std::fmt::Debug for Shared<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SendQueue")
             .field("len", &self.len.load(Relaxed))
@@ -72,10 +74,10 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-impl Sender {
+impl<T> Sender<T> {
     /// Queues `m` without waiting; gives it back when the queue is full or
     /// the writer is gone.
-    pub fn try_send(&self, m: Bytes) -> Result<(), SendError> {
+    pub fn try_send(&self, m: T) -> Result<(), SendError<T>> {
         let wake = {
             let mut state = lock(&self.0.state);
             if self.0.closed.load(Relaxed) {
@@ -113,20 +115,20 @@ impl Sender {
     }
 }
 
-impl Drop for Sender {
+impl<T> Drop for Sender<T> {
     fn drop(&mut self) {
         lock(&self.0.state).senders_gone = true;
         self.0.ready.notify_one();
     }
 }
 
-pub struct Receiver(Arc<Shared>);
+pub struct Receiver<T>(Arc<Shared<T>>);
 
-impl Receiver {
+impl<T> Receiver<T> {
     /// Waits for messages and moves them, oldest first, into `buf` until it
     /// holds `limit`; returns how many moved. 0 only once the sending end is
     /// gone and the queue is empty.
-    pub async fn recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> usize {
+    pub async fn recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> usize {
         loop {
             {
                 let mut state = lock(&self.0.state);
@@ -145,7 +147,7 @@ impl Receiver {
 
     /// Moves what is queued, up to `limit` in `buf` in all, without waiting;
     /// returns how many moved.
-    pub fn try_recv_many(&mut self, buf: &mut Vec<Bytes>, limit: usize) -> usize {
+    pub fn try_recv_many(&mut self, buf: &mut Vec<T>, limit: usize) -> usize {
         if self.is_empty() {
             return 0;
         }
@@ -153,7 +155,7 @@ impl Receiver {
         self.take(&mut state, buf, limit)
     }
 
-    fn take(&self, state: &mut State, buf: &mut Vec<Bytes>, limit: usize) -> usize {
+    fn take(&self, state: &mut State<T>, buf: &mut Vec<T>, limit: usize) -> usize {
         let n = state.items.len().min(limit.saturating_sub(buf.len()));
         buf.extend(state.items.drain(..n));
         self.0.len.store(state.items.len(), Relaxed);
@@ -162,7 +164,7 @@ impl Receiver {
 
     /// The oldest message, if any, without waiting.
     #[cfg(test)]
-    pub fn try_recv(&mut self) -> Option<Bytes> {
+    pub fn try_recv(&mut self) -> Option<T> {
         let mut state = lock(&self.0.state);
         let m = state.items.pop_front();
         self.0.len.store(state.items.len(), Relaxed);
@@ -191,7 +193,7 @@ impl Receiver {
     }
 }
 
-impl Drop for Receiver {
+impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
         self.close();
     }
@@ -200,11 +202,12 @@ impl Drop for Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::time::Duration;
 
     #[test]
     fn bounded_and_in_order() {
-        let (tx, mut rx) = channel(2);
+        let (tx, mut rx) = channel::<Bytes>(2);
         tx.try_send(Bytes::from_static(b"a")).unwrap();
         tx.try_send(Bytes::from_static(b"b")).unwrap();
         assert_eq!(tx.capacity(), 0);
@@ -220,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_closed_queue_refuses_and_keeps_what_it_holds() {
-        let (tx, mut rx) = channel(4);
+        let (tx, mut rx) = channel::<Bytes>(4);
         tx.try_send(Bytes::from_static(b"a")).unwrap();
         rx.close();
         assert!(tx.is_closed());
@@ -234,7 +237,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_sleeping_writer_wakes_for_a_send_from_another_thread() {
-        let (tx, mut rx) = channel(4);
+        let (tx, mut rx) = channel::<Bytes>(4);
         let writer = tokio::spawn(async move {
             let mut got = Vec::new();
             rx.recv_many(&mut got, 10).await;
@@ -257,7 +260,7 @@ mod tests {
 
     #[test]
     fn an_idle_queue_gives_its_buffer_back() {
-        let (tx, mut rx) = channel(1 << 16);
+        let (tx, mut rx) = channel::<Bytes>(1 << 16);
         for _ in 0..1000 {
             tx.try_send(Bytes::from_static(b"m")).unwrap();
         }
@@ -271,7 +274,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_writer_learns_that_nothing_more_comes() {
-        let (tx, mut rx) = channel(4);
+        let (tx, mut rx) = channel::<Bytes>(4);
         tx.try_send(Bytes::from_static(b"a")).unwrap();
         drop(tx);
         let mut got = Vec::new();

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -10,6 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::budget::Budget;
+use super::delivery::Out;
 use super::end::EndReason;
 use super::link::Delivery;
 use super::lock;
@@ -23,23 +25,23 @@ use super::stats::ConnStats;
 #[derive(Debug)]
 pub enum Refused {
     /// Its send queue is full, by count or by bytes.
-    Full(Bytes),
+    Full(Out),
     /// The broker-wide memory budget is spent.
-    OverBudget(Bytes),
+    OverBudget(Out),
     /// The subscriber is gone.
-    Closed(Bytes),
+    Closed(Out),
 }
 
 impl Refused {
-    pub fn into_inner(self) -> Bytes {
+    pub fn into_inner(self) -> Out {
         match self {
             Refused::Full(p) | Refused::OverBudget(p) | Refused::Closed(p) => p,
         }
     }
 
-    /// The payload, and whether the broker's memory (not this subscriber)
+    /// The message, and whether the broker's memory (not this subscriber)
     /// refused it: then no other subscriber can take it either.
-    pub fn into_payload_and_budget(self) -> (Bytes, bool) {
+    pub fn into_message_and_budget(self) -> (Out, bool) {
         let over_budget = matches!(self, Refused::OverBudget(_));
         (self.into_inner(), over_budget)
     }
@@ -49,7 +51,7 @@ impl Refused {
 pub struct Subscriber {
     pub id: u64,
     pub peer: SocketAddr,
-    tx: send_queue::Sender,
+    tx: send_queue::Sender<Out>,
     /// Payload bytes waiting in the send queue, and their bound: the queue is
     /// full at its message capacity or at this many bytes, whichever comes first.
     queued_bytes: AtomicUsize,
@@ -68,17 +70,17 @@ pub struct Subscriber {
     end_reason: Mutex<Option<EndReason>>,
     born: Instant,
     drop_log: LogEvery,
-    /// JetStream messages queued for this worker, oldest first, acknowledged
-    /// once written to its socket (see [`written`](Self::written)).
+    /// JetStream messages queued for this worker, by delivery number (so
+    /// oldest first), acknowledged once written to its socket (see
+    /// [`written`](Self::written)).
     unacked: Mutex<VecDeque<Unacked>>,
     unacked_len: AtomicUsize,
 }
 
-/// A cluster message in a worker's send queue, known by its payload's address:
-/// the payload stays alive (in the queue and here) until it is written, so no
-/// other queued message can share the address.
+/// A cluster message in a worker's send queue.
 #[derive(Debug)]
 struct Unacked {
+    seq: NonZeroU64,
     part: Bytes,
     delivery: Delivery,
 }
@@ -87,7 +89,7 @@ impl Subscriber {
     pub fn new(
         id: u64,
         peer: SocketAddr,
-        tx: send_queue::Sender,
+        tx: send_queue::Sender<Out>,
         max_bytes: usize,
         budget: Arc<Budget>,
         stats: Arc<ConnStats>,
@@ -130,34 +132,36 @@ impl Subscriber {
         self.tx.capacity()
     }
 
-    /// Queues a JetStream message for this worker; it is acknowledged once
-    /// written. Registered before it is queued, so the writer cannot write it
-    /// unseen; taken back if the queue refuses it.
-    pub fn offer_delivery(
-        &self,
-        payload: Bytes,
-        delivery: Delivery,
-    ) -> Result<(), (Refused, Delivery)> {
-        let addr = payload.as_ptr();
+    /// Queues a JetStream message for this worker (`m` numbered by its
+    /// channel); it is acknowledged once written. Registered before it is
+    /// queued, so the writer cannot write it unseen; taken back if the queue
+    /// refuses it.
+    pub fn offer_delivery(&self, m: Out, delivery: Delivery) -> Result<(), (Refused, Delivery)> {
+        let Some(id) = m.delivery else {
+            return Err((Refused::Closed(m), delivery));
+        };
         {
             let mut unacked = lock(&self.unacked);
             unacked.push_back(Unacked {
-                part: payload.clone(),
+                seq: id.seq,
+                part: m.payload.clone(),
                 delivery,
             });
             self.unacked_len.store(unacked.len(), Relaxed);
         }
-        match self.offer(payload) {
+        match self.offer(m) {
             Ok(()) => Ok(()),
             Err(refused) => {
                 let mut unacked = lock(&self.unacked);
-                let pos = unacked.iter().rposition(|u| u.part.as_ptr() == addr);
-                let taken = pos.and_then(|i| unacked.remove(i));
+                // The newest: numbers rise, and nothing else removes an
+                // entry the writer has not seen.
+                let taken = match unacked.back() {
+                    Some(u) if u.seq == id.seq => unacked.pop_back(),
+                    _ => None,
+                };
                 self.unacked_len.store(unacked.len(), Relaxed);
                 match taken {
                     Some(u) => Err((refused, u.delivery)),
-                    // Unreachable: only this call removes an entry it has not
-                    // seen written, and the queue refused it.
                     None => Ok(()),
                 }
             }
@@ -166,17 +170,15 @@ impl Subscriber {
 
     /// The cluster messages among `batch`, which was just written: they are
     /// due their acknowledgement.
-    pub fn written(&self, batch: &[Bytes]) -> Vec<Delivery> {
+    pub fn written(&self, batch: &[Out]) -> Vec<Delivery> {
         if self.unacked_len.load(Relaxed) == 0 {
             return Vec::new();
         }
         let mut unacked = lock(&self.unacked);
         let mut due = Vec::new();
-        for m in batch {
-            if unacked
-                .front()
-                .is_some_and(|u| u.part.as_ptr() == m.as_ptr())
-            {
+        // Both in delivery order: the table's front is the next one written.
+        for id in batch.iter().filter_map(|m| m.delivery) {
+            if unacked.front().is_some_and(|u| u.seq == id.seq) {
                 if let Some(u) = unacked.pop_front() {
                     due.push(u.delivery);
                 }
@@ -189,34 +191,37 @@ impl Subscriber {
     /// Splits what this worker leaves unsent into local messages (returned
     /// first) and cluster messages, which go back to JetStream (returned second)
     /// rather than to this broker's backlog.
-    pub fn unwritten(&self, unsent: Vec<Bytes>) -> (Vec<Bytes>, Vec<(Delivery, Bytes)>) {
+    pub fn unwritten(&self, unsent: Vec<Out>) -> (Vec<Out>, Vec<(Delivery, Bytes)>) {
         if self.unacked_len.load(Relaxed) == 0 {
             return (unsent, Vec::new());
         }
         let mut unacked = lock(&self.unacked);
         let local = unsent
             .into_iter()
-            .filter(|m| !unacked.iter().any(|u| u.part.as_ptr() == m.as_ptr()))
+            .filter(|m| {
+                m.delivery
+                    .is_none_or(|id| unacked.binary_search_by_key(&id.seq, |u| u.seq).is_err())
+            })
             .collect();
         let back = unacked.drain(..).map(|u| (u.delivery, u.part)).collect();
         self.unacked_len.store(0, Relaxed);
         (local, back)
     }
 
-    /// Queues `payload` for this subscriber without waiting; gives it back when
+    /// Queues `m` for this subscriber without waiting; gives it back when
     /// the queue is full (by count or by bytes), the broker's memory budget is
     /// spent, or the subscriber is gone.
-    pub fn offer(&self, payload: Bytes) -> Result<(), Refused> {
-        self.enqueue(payload, true)
+    pub fn offer(&self, m: Out) -> Result<(), Refused> {
+        self.enqueue(m, true)
     }
 
     /// Like [`offer`](Self::offer), for a message whose bytes the budget already
     /// counts (one moving from a `/queue` backlog to a worker).
-    pub fn offer_held(&self, payload: Bytes) -> Result<(), Refused> {
-        self.enqueue(payload, false)
+    pub fn offer_held(&self, m: Out) -> Result<(), Refused> {
+        self.enqueue(m, false)
     }
 
-    fn enqueue(&self, payload: Bytes, take_budget: bool) -> Result<(), Refused> {
+    fn enqueue(&self, payload: Out, take_budget: bool) -> Result<(), Refused> {
         let len = payload.len();
         let before = self.queued_bytes.fetch_add(len, Relaxed);
         // One message is always let through, however large, so that a message
@@ -245,7 +250,7 @@ impl Subscriber {
         })
     }
 
-    fn refused(&self, payload: Bytes) -> Refused {
+    fn refused(&self, payload: Out) -> Refused {
         if self.tx.is_closed() {
             Refused::Closed(payload)
         } else {
@@ -302,7 +307,11 @@ impl Subscriber {
 mod tests {
     use super::*;
 
-    fn sub(capacity: usize, max_bytes: usize) -> (Subscriber, send_queue::Receiver) {
+    fn out(m: &'static [u8]) -> Out {
+        Out::plain(Bytes::from_static(m))
+    }
+
+    fn sub(capacity: usize, max_bytes: usize) -> (Subscriber, send_queue::Receiver<Out>) {
         sub_in(capacity, max_bytes, Arc::new(Budget::new(usize::MAX / 2)))
     }
 
@@ -310,7 +319,7 @@ mod tests {
         capacity: usize,
         max_bytes: usize,
         budget: Arc<Budget>,
-    ) -> (Subscriber, send_queue::Receiver) {
+    ) -> (Subscriber, send_queue::Receiver<Out>) {
         let (tx, rx) = send_queue::channel(capacity);
         let peer = "127.0.0.1:1".parse().unwrap();
         let s = Subscriber::new(
@@ -328,42 +337,33 @@ mod tests {
     #[test]
     fn queue_is_full_at_the_byte_bound() {
         let (s, mut rx) = sub(100, 10);
-        assert!(s.offer(Bytes::from_static(b"123456")).is_ok());
-        assert!(matches!(
-            s.offer(Bytes::from_static(b"abcdef")),
-            Err(Refused::Full(_))
-        ));
+        assert!(s.offer(out(b"123456")).is_ok());
+        assert!(matches!(s.offer(out(b"abcdef")), Err(Refused::Full(_))));
         let m = rx.try_recv().unwrap();
         s.taken(m.len());
-        assert!(s.offer(Bytes::from_static(b"abcdef")).is_ok());
+        assert!(s.offer(out(b"abcdef")).is_ok());
     }
 
     #[test]
     fn queue_is_full_at_the_message_bound() {
         let (s, _rx) = sub(2, 1 << 20);
-        assert!(s.offer(Bytes::from_static(b"a")).is_ok());
-        assert!(s.offer(Bytes::from_static(b"b")).is_ok());
-        assert!(matches!(
-            s.offer(Bytes::from_static(b"c")),
-            Err(Refused::Full(_))
-        ));
+        assert!(s.offer(out(b"a")).is_ok());
+        assert!(s.offer(out(b"b")).is_ok());
+        assert!(matches!(s.offer(out(b"c")), Err(Refused::Full(_))));
     }
 
     #[test]
     fn one_oversized_message_still_reaches_an_idle_subscriber() {
         let (s, _rx) = sub(10, 4);
-        assert!(s.offer(Bytes::from_static(b"far too big")).is_ok());
-        assert!(s.offer(Bytes::from_static(b"x")).is_err());
+        assert!(s.offer(out(b"far too big")).is_ok());
+        assert!(s.offer(out(b"x")).is_err());
     }
 
     #[test]
     fn a_gone_subscriber_is_reported_closed() {
         let (s, rx) = sub(10, 100);
         drop(rx);
-        assert!(matches!(
-            s.offer(Bytes::from_static(b"x")),
-            Err(Refused::Closed(_))
-        ));
+        assert!(matches!(s.offer(out(b"x")), Err(Refused::Closed(_))));
     }
 
     #[test]
@@ -371,14 +371,11 @@ mod tests {
         let budget = Arc::new(Budget::new(10));
         let (a, mut rx_a) = sub_in(100, 100, budget.clone());
         let (b, _rx_b) = sub_in(100, 100, budget.clone());
-        assert!(a.offer(Bytes::from_static(b"12345678")).is_ok());
-        assert!(matches!(
-            b.offer(Bytes::from_static(b"abc")),
-            Err(Refused::OverBudget(_))
-        ));
+        assert!(a.offer(out(b"12345678")).is_ok());
+        assert!(matches!(b.offer(out(b"abc")), Err(Refused::OverBudget(_))));
         let m = rx_a.try_recv().unwrap();
         a.taken(m.len());
         assert_eq!(budget.used(), 0);
-        assert!(b.offer(Bytes::from_static(b"abc")).is_ok());
+        assert!(b.offer(out(b"abc")).is_ok());
     }
 }

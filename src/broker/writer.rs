@@ -14,6 +14,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
+use super::delivery::Out;
 use super::end::EndReason;
 use super::router::{Channel, Kind};
 use super::send_queue::Receiver;
@@ -137,7 +138,7 @@ enum Outcome {
 pub async fn run<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     wr: W,
-    mut rx: Receiver,
+    mut rx: Receiver<Out>,
     sub: Arc<Subscriber>,
     channel: Arc<Channel>,
     finish: CancellationToken,
@@ -149,7 +150,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
         WatchedWrite::new(wr, shared.stats.clone()),
         FrameCodec::new(shared.config.max_frame),
     );
-    let mut batch: Vec<Bytes> = Vec::new();
+    let mut batch: Vec<Out> = Vec::new();
     let mut last_write = Instant::now() - BUSY;
     // Created once, not per batch (see the reader loop).
     let killed = sub.kill.cancelled();
@@ -188,7 +189,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
             tokio::task::yield_now().await;
             top_up(&mut rx, &mut batch, BATCH);
         }
-        sub.taken(batch.iter().map(Bytes::len).sum());
+        sub.taken(batch.iter().map(Out::len).sum());
         if sink.write_buffer().capacity() == 0 {
             *sink.write_buffer_mut() = bytes::BytesMut::with_capacity(WRITE_BUFFER);
         }
@@ -279,10 +280,10 @@ fn refill(channel: &Channel) {
 
 /// Moves what is queued into `batch`, up to `limit` in it, without waiting;
 /// returns the payload bytes moved.
-fn top_up(rx: &mut Receiver, batch: &mut Vec<Bytes>, limit: usize) -> usize {
+fn top_up(rx: &mut Receiver<Out>, batch: &mut Vec<Out>, limit: usize) -> usize {
     let before = batch.len();
     rx.try_recv_many(batch, limit);
-    batch[before..].iter().map(Bytes::len).sum()
+    batch[before..].iter().map(Out::len).sum()
 }
 
 /// Writes what is queued (and, at shutdown, what `/queue` backlogs can still give
@@ -290,8 +291,8 @@ fn top_up(rx: &mut Receiver, batch: &mut Vec<Bytes>, limit: usize) -> usize {
 async fn drain<W: AsyncWrite + Unpin>(
     shared: &Shared,
     sink: &mut Sink<W>,
-    rx: &mut Receiver,
-    batch: &mut Vec<Bytes>,
+    rx: &mut Receiver<Out>,
+    batch: &mut Vec<Out>,
     sub: &Subscriber,
     channel: &Channel,
     leaving: bool,
@@ -345,7 +346,7 @@ async fn drain<W: AsyncWrite + Unpin>(
 async fn write_batch<W: AsyncWrite + Unpin>(
     shared: &Shared,
     sink: &mut Sink<W>,
-    batch: &mut Vec<Bytes>,
+    batch: &mut Vec<Out>,
     sub: &Subscriber,
     channel: &Channel,
 ) -> Result<(), EndReason> {
@@ -358,7 +359,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
     let start = sink.get_ref().written;
     let write = async {
         for m in batch.iter() {
-            sink.feed(m.clone()).await?;
+            sink.feed(m.payload.clone()).await?;
         }
         sink.flush().await
     };
@@ -382,7 +383,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
 }
 
 /// How many of `batch`'s frames fit whole in its first `written` bytes.
-fn whole_frames(batch: &[Bytes], written: u64) -> usize {
+fn whole_frames(batch: &[Out], written: u64) -> usize {
     let mut end = 0u64;
     batch
         .iter()
@@ -441,7 +442,7 @@ mod tests {
 
     #[test]
     fn only_frames_written_whole_count_as_written() {
-        let batch = [Bytes::from_static(b"abc"), Bytes::from_static(b"defgh")];
+        let batch = [b"abc".as_slice(), b"defgh"].map(|m| Out::plain(Bytes::from_static(m)));
         assert_eq!(whole_frames(&batch, 0), 0);
         assert_eq!(whole_frames(&batch, 6), 0);
         assert_eq!(whole_frames(&batch, 7), 1);
