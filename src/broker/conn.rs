@@ -350,7 +350,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slo
         None => serve_on(&shared, stream, peer, slot, deadline).await,
         Some(acceptor) => {
             let accepted = tokio::select! {
-                _ = shared.stop_reading.cancelled() => None,
+                _ = shared.phases.stop_reading.cancelled() => None,
                 r = tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(stream))) => Some(r),
             };
             match accepted {
@@ -442,7 +442,7 @@ async fn serve_on<T: Transport>(
     let (tx, rx) = super::send_queue::channel(capacity);
     let id = shared.next_id.fetch_add(1, Relaxed);
     let stats = Arc::new(ConnStats::default());
-    let kill = shared.abort.child_token();
+    let kill = shared.phases.abort.child_token();
     let sub = Arc::new(Subscriber::new(
         id,
         peer,
@@ -475,7 +475,7 @@ async fn serve_on<T: Transport>(
         finish: finish.clone(),
     });
     let null = crate::proto::is_null(&channel.name);
-    shared.writers.spawn(writer::run(
+    shared.phases.writers.spawn(writer::run(
         shared.clone(),
         wr,
         rx,
@@ -515,7 +515,7 @@ async fn handshake<T: Transport>(
     deadline: tokio::time::Instant,
 ) -> Option<Bytes> {
     let first = tokio::select! {
-        _ = shared.stop_reading.cancelled() => return None,
+        _ = shared.phases.stop_reading.cancelled() => return None,
         r = tokio::time::timeout_at(deadline, frames.next()) => r,
     };
     let frame = match first {
@@ -597,14 +597,19 @@ async fn read_loop<R: AsyncRead + WaitData + Unpin + Send>(
     rights: Rights,
 ) -> End {
     let cluster = shared.cluster.get().map(|c| &**c);
-    let mut publisher = Publisher::new(&shared.router, cluster, &shared.stop_reading, Some(sub))
-        .with_rights(rights);
+    let mut publisher = Publisher::new(
+        &shared.router,
+        cluster,
+        &shared.phases.stop_reading,
+        Some(sub),
+    )
+    .with_rights(rights);
     let end = read_frames(shared, frames, sub, &mut publisher, early_eos).await;
     publisher.flush_counts();
     // Boxed: the cluster's settling (JetStream futures, several KiB) would
     // otherwise be part of every connection's task, clustered or not,
     // for the whole life of the connection.
-    Box::pin(publisher.settle(&shared.abort)).await;
+    Box::pin(publisher.settle(&shared.phases.abort)).await;
     end
 }
 
@@ -618,7 +623,7 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
     let mut parser = RequestParser::new(shared.config.max_channel);
     // Created once: a fresh `cancelled()` per frame registers and deregisters a
     // waiter (two lock round trips) for every message read.
-    let stop = shared.stop_reading.cancelled();
+    let stop = shared.phases.stop_reading.cancelled();
     let killed = sub.kill.cancelled();
     // Checks for a frame left half-sent. Polled only when no frame is ready, so
     // a busy connection never touches the timer.
@@ -650,7 +655,7 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
             let frame = tokio::select! {
                 biased;
                 _ = &mut killed => return End::Stop,
-                _ = shared.cut_reading.cancelled() => return End::Close(EndReason::InputCut),
+                _ = shared.phases.cut_reading.cancelled() => return End::Close(EndReason::InputCut),
                 f = frames.next() => f,
                 // Nothing more is coming: what was sent is routed. A frame
                 // left half-sent was not, so that client gets no end-of-stream.
@@ -760,7 +765,7 @@ async fn before_waiting(
 
 /// How a connection ends when one of its publishes could not be routed.
 fn cut_short(shared: &Shared, sub: &Subscriber) -> End {
-    if shared.stop_reading.is_cancelled() && !sub.kill.is_cancelled() {
+    if shared.phases.stop_reading.is_cancelled() && !sub.kill.is_cancelled() {
         // A publish cut by the shutdown: this client's input was not
         // all routed, so it must not get an end-of-stream.
         End::Close(EndReason::InputCut)

@@ -1,6 +1,8 @@
-//! What the single-broker core keeps on behalf of a cluster, and nothing more:
-//! the one module both the core and `cluster/` import, so that the core never
-//! imports the cluster.
+//! What the single-broker core keeps on behalf of a cluster: JetStream
+//! messages in workers' send queues, and how the core answers for them. The
+//! writer and the queues reach the cluster only through here; the publisher
+//! still hands `/queue` messages to `cluster::Outbox` itself (the store seam
+//! is to end that).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -36,6 +36,7 @@ mod queue;
 mod read_budget;
 mod router;
 mod send_queue;
+mod shutdown;
 pub mod stats;
 mod subscriber;
 mod writer;
@@ -50,7 +51,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use self::cluster::Cluster;
 use self::link::Replies;
@@ -156,18 +156,7 @@ struct Shared {
     router: Arc<Router>,
     stats: Arc<BrokerStats>,
     next_id: AtomicU64,
-    /// Cancelled first at shutdown: readers read what clients already sent,
-    /// then stop; new waits for `/queue` room give up.
-    stop_reading: CancellationToken,
-    /// Cancelled when readers have had their share of the drain timeout:
-    /// those still reading stop, and their clients get no end-of-stream.
-    cut_reading: CancellationToken,
-    /// Cancelled once readers are done: writers flush and say end-of-stream.
-    drain: CancellationToken,
-    /// Cancelled when the drain timeout passes: everything closes now.
-    abort: CancellationToken,
-    readers: TaskTracker,
-    writers: TaskTracker,
+    phases: shutdown::Phases,
     /// Open connections per source address, kept only when there is a limit.
     per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
     /// Serves TLS when set.
@@ -350,10 +339,11 @@ impl Injector {
     pub async fn publish(&self, channel: &bytes::Bytes, payload: bytes::Bytes) {
         let shared = &self.0;
         let cluster = shared.cluster.get().map(|c| &**c);
-        let mut publisher = Publisher::new(&shared.router, cluster, &shared.stop_reading, None);
+        let mut publisher =
+            Publisher::new(&shared.router, cluster, &shared.phases.stop_reading, None);
         publisher.publish(channel.clone(), payload).await;
         // Stored in JetStream (or routed here) before it counts as published.
-        publisher.settle(&shared.abort).await;
+        publisher.settle(&shared.phases.abort).await;
     }
 }
 
@@ -380,12 +370,7 @@ impl Broker {
                 config,
                 stats,
                 next_id: AtomicU64::new(1),
-                stop_reading: CancellationToken::new(),
-                cut_reading: CancellationToken::new(),
-                drain: CancellationToken::new(),
-                abort: CancellationToken::new(),
-                readers: TaskTracker::new(),
-                writers: TaskTracker::new(),
+                phases: shutdown::Phases::default(),
                 per_ip: Default::default(),
                 tls,
                 reading,
@@ -413,7 +398,12 @@ impl Broker {
     /// now on are carried across it; call before [`run`](Self::run).
     pub async fn join_cluster(&self, config: ClusterConfig) -> anyhow::Result<()> {
         let shared = &self.shared;
-        let c = Cluster::join(shared.router.clone(), shared.stop_reading.clone(), config).await?;
+        let c = Cluster::join(
+            shared.router.clone(),
+            shared.phases.stop_reading.clone(),
+            config,
+        )
+        .await?;
         shared.stats.clustered.store(true, Relaxed);
         let _ = shared.replies.set(c.replies());
         let _ = shared.cluster.set(c);
@@ -477,7 +467,10 @@ impl Broker {
                         Ok(permit) => {
                             let slot = Slot::new(&shared, peer.ip(), permit);
                             let s = shared.clone();
-                            shared.readers.spawn(conn::serve(s, stream, peer, slot));
+                            shared
+                                .phases
+                                .readers
+                                .spawn(conn::serve(s, stream, peer, slot));
                         }
                         Err(_) => {
                             shared.release_ip(peer.ip());
@@ -515,7 +508,7 @@ async fn expire_backlogs(shared: Arc<Shared>, ttl: Duration) {
     loop {
         tokio::select! {
             _ = every.tick() => shared.router.expire_backlogs(ttl),
-            _ = shared.stop_reading.cancelled() => return,
+            _ = shared.phases.stop_reading.cancelled() => return,
         }
     }
 }
@@ -527,28 +520,15 @@ async fn shutdown_gracefully(shared: &Shared) {
         shared.stats.open.load(Relaxed),
         shared.config.drain_timeout
     );
-    shared.stop_reading.cancel();
-    shared.readers.close();
-    shared.refused_log.flush();
     // Half of the drain timeout to read what clients sent before the stop; the
     // rest to write what they are owed.
-    let read_by = tokio::time::Instant::now() + shared.config.drain_timeout / 2;
-    if tokio::time::timeout_at(read_by, shared.readers.wait())
-        .await
-        .is_err()
-    {
-        shared.cut_reading.cancel();
-        let _ = tokio::time::timeout_at(deadline, shared.readers.wait()).await;
-    }
-    shared.drain.cancel();
-    shared.writers.close();
-    if tokio::time::timeout_at(deadline, shared.writers.wait())
-        .await
-        .is_err()
-    {
+    shared
+        .phases
+        .stop_readers(shared.config.drain_timeout)
+        .await;
+    shared.refused_log.flush();
+    if !shared.phases.drain_writers(deadline).await {
         tracing::warn!("drain timeout passed: closing the remaining connections");
-        shared.abort.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(2), shared.writers.wait()).await;
     }
     if let Some(c) = shared.cluster.get() {
         // Acknowledgements of what was written, and messages handed back, must

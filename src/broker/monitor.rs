@@ -34,7 +34,7 @@ impl Monitor {
 
     /// True once shutdown has begun: no new connection is accepted.
     pub fn draining(&self) -> bool {
-        self.shared.stop_reading.is_cancelled()
+        self.shared.phases.stop_reading.is_cancelled()
     }
 
     pub fn summary(&self) -> Summary {

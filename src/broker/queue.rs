@@ -16,8 +16,12 @@ use tokio::sync::Notify;
 use super::budget::Budget;
 use super::delivery::{DeliveryId, Numbering, Out};
 use super::link::Delivery;
-use super::router::Retired;
 use super::subscriber::{Refused, Subscriber};
+
+/// The channel was retired from the registry (a `/queue` or a `/topic`
+/// one); look it up again.
+#[derive(Debug)]
+pub struct Retired;
 
 /// What [`QueueState::try_publish`] did with a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,14 +23,11 @@ use super::delivery::Out;
 use super::link::ChannelLink;
 use super::policy::{ChannelPolicy, Policy};
 use super::queue::QueueState;
+pub use super::queue::Retired;
 use super::stats::{BrokerStats, ChannelStats, ConnStats, DropReason};
 use super::subscriber::{Refused, Subscriber};
 use super::{BrokerConfig, TopicOverflow};
 use crate::proto;
-
-/// The channel was retired from the registry; look it up again.
-#[derive(Debug)]
-pub struct Retired;
 
 /// What [`Router::drop_backlogs`] let go, for its one log line.
 #[derive(Default)]

@@ -1,7 +1,10 @@
 //! Counters, kept with relaxed atomics so the hot path never takes a lock to count.
 //!
 //! Three levels: the whole broker, each channel, each connection. A message that is
-//! not delivered is counted at all three, under one [`DropReason`].
+//! not delivered is counted under one [`DropReason`] by the broker, and by the
+//! channel and the connection it concerns when it has one (a backlog evicted
+//! or expired concerns no connection; a frame refused before naming a channel,
+//! no channel).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 

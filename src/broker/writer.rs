@@ -115,7 +115,8 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WatchedWrite<W> {
     }
 }
 
-/// Completes once the socket behind `sink` has accepted nothing for `timeout`.
+/// Completes once the socket has accepted nothing for `timeout`: `last_ms`
+/// is when it last took bytes, in milliseconds after `base`.
 async fn no_progress(base: Instant, last_ms: Arc<AtomicU64>, timeout: Duration) {
     loop {
         let idle = base
@@ -135,10 +136,26 @@ enum Outcome {
     Close,
 }
 
+/// Whom a writer writes for: the broker, the subscriber, its channel.
+struct Recipient {
+    shared: Arc<Shared>,
+    sub: Arc<Subscriber>,
+    channel: Arc<Channel>,
+}
+
+/// One connection's writer and what it holds while it runs.
+struct Writer<W> {
+    sink: Sink<W>,
+    rx: Receiver<Out>,
+    /// Taken off the queue and not yet written.
+    batch: Vec<Out>,
+    to: Recipient,
+}
+
 pub async fn run<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     wr: W,
-    mut rx: Receiver<Out>,
+    rx: Receiver<Out>,
     sub: Arc<Subscriber>,
     channel: Arc<Channel>,
     finish: CancellationToken,
@@ -146,130 +163,248 @@ pub async fn run<W: AsyncWrite + Unpin>(
     // connection's, and so is its place under the connection limits.
     _slot: Arc<super::Slot>,
 ) {
-    let mut sink = FramedWrite::new(
+    let sink = FramedWrite::new(
         WatchedWrite::new(wr, shared.stats.clone()),
         FrameCodec::new(shared.config.max_frame),
     );
-    let mut batch: Vec<Out> = Vec::new();
-    let mut last_write = Instant::now() - BUSY;
-    // Created once, not per batch (see the reader loop).
-    let killed = sub.kill.cancelled();
-    let finished = finish.cancelled();
-    let draining = shared.drain.cancelled();
-    tokio::pin!(killed, finished, draining);
-    let outcome = loop {
-        if rx.is_empty() {
-            // Idle: the write buffers go back until there is something to
-            // send (a connection that is rarely sent anything holds none).
-            if sink.write_buffer().capacity() > 0 {
-                *sink.write_buffer_mut() = bytes::BytesMut::new();
-                rx.release();
-            }
-            if batch.capacity() > 0 {
-                batch = Vec::new();
-            }
-        }
-        tokio::select! {
-            biased;
-            _ = &mut killed => {
-                // Killed while between writes: say why, as a blocked write does.
-                sub.set_end_reason(kill_reason(&shared, &sub));
-                break Outcome::Close;
-            }
-            _ = &mut finished => break Outcome::Drain { leave_first: true },
-            _ = &mut draining => break Outcome::Drain { leave_first: false },
-            n = rx.recv_many(&mut batch, BATCH) => if n == 0 { break Outcome::Close },
-        }
-        let now = Instant::now();
-        if batch.len() < FEW && now - last_write < BUSY {
-            // Woken for a few messages in a stream of them: the publisher goes
-            // on once before the write, so that one system call carries what
-            // arrives meanwhile. (Not for a message that comes alone: it
-            // would only wait longer.)
-            tokio::task::yield_now().await;
-            top_up(&mut rx, &mut batch, BATCH);
-        }
-        sub.taken(batch.iter().map(Out::len).sum());
-        if sink.write_buffer().capacity() == 0 {
-            *sink.write_buffer_mut() = bytes::BytesMut::with_capacity(WRITE_BUFFER);
-        }
-        last_write = now;
-        if let Err(e) = write_batch(&shared, &mut sink, &mut batch, &sub, &channel).await {
-            sub.set_end_reason(e);
-            sub.kill.cancel();
-            break Outcome::Close;
-        }
-        refill(&channel);
+    let mut writer = Writer {
+        sink,
+        rx,
+        batch: Vec::new(),
+        to: Recipient {
+            shared,
+            sub,
+            channel,
+        },
     };
+    let outcome = writer.write_until_done(&finish).await;
     if let Outcome::Drain { leave_first } = outcome {
+        writer.finish(leave_first).await;
+    }
+    writer.leave();
+}
+
+impl<W: AsyncWrite + Unpin> Writer<W> {
+    /// Writes what is queued as it comes, until the connection is killed,
+    /// finished by its client, or the broker drains.
+    async fn write_until_done(&mut self, finish: &CancellationToken) -> Outcome {
+        // Owned here: the waits below live as long as the loop.
+        let (shared, sub) = (self.to.shared.clone(), self.to.sub.clone());
+        let mut last_write = Instant::now() - BUSY;
+        // Created once, not per batch (see the reader loop).
+        let killed = sub.kill.cancelled();
+        let finished = finish.cancelled();
+        let draining = shared.phases.drain.cancelled();
+        tokio::pin!(killed, finished, draining);
+        loop {
+            if self.rx.is_empty() {
+                // Idle: the write buffers go back until there is something to
+                // send (a connection that is rarely sent anything holds none).
+                if self.sink.write_buffer().capacity() > 0 {
+                    *self.sink.write_buffer_mut() = bytes::BytesMut::new();
+                    self.rx.release();
+                }
+                if self.batch.capacity() > 0 {
+                    self.batch = Vec::new();
+                }
+            }
+            tokio::select! {
+                biased;
+                _ = &mut killed => {
+                    // Killed while between writes: say why, as a blocked write does.
+                    sub.set_end_reason(kill_reason(&shared, &sub));
+                    return Outcome::Close;
+                }
+                _ = &mut finished => return Outcome::Drain { leave_first: true },
+                _ = &mut draining => return Outcome::Drain { leave_first: false },
+                n = self.rx.recv_many(&mut self.batch, BATCH) => if n == 0 { return Outcome::Close },
+            }
+            let now = Instant::now();
+            if self.batch.len() < FEW && now - last_write < BUSY {
+                // Woken for a few messages in a stream of them: the publisher goes
+                // on once before the write, so that one system call carries what
+                // arrives meanwhile. (Not for a message that comes alone: it
+                // would only wait longer.)
+                tokio::task::yield_now().await;
+                top_up(&mut self.rx, &mut self.batch, BATCH);
+            }
+            sub.taken(self.batch.iter().map(Out::len).sum());
+            if self.sink.write_buffer().capacity() == 0 {
+                *self.sink.write_buffer_mut() = bytes::BytesMut::with_capacity(WRITE_BUFFER);
+            }
+            last_write = now;
+            if let Err(e) = self.write_batch().await {
+                sub.set_end_reason(e);
+                sub.kill.cancel();
+                return Outcome::Close;
+            }
+            refill(&self.to.channel);
+        }
+    }
+
+    /// The connection ends in order: what it is owed, then end-of-stream.
+    async fn finish(&mut self, leave_first: bool) {
+        let Recipient {
+            shared,
+            sub,
+            channel,
+        } = &self.to;
         if leave_first {
             // The client is leaving: stop routing to it, but send what it is owed.
-            shared.router.stop_routing(&channel, &sub);
+            shared.router.stop_routing(channel, sub);
         } else {
             sub.set_end_reason(EndReason::BrokerShutdown);
         }
         // Boxed: once per connection, and its state would otherwise be
         // part of every writer's task for the connection's whole life.
-        match Box::pin(drain(
-            &shared,
-            &mut sink,
-            &mut rx,
-            &mut batch,
-            &sub,
-            &channel,
-            leave_first,
-        ))
-        .await
-        {
+        match Box::pin(self.drain(leave_first)).await {
             Ok(()) => {
                 // A peer that stops reading cannot hold the socket open here
                 // (a TLS close writes).
-                let timeout = shared.config.write_timeout;
-                let _ = tokio::time::timeout(timeout, sink.get_mut().shutdown()).await;
+                let timeout = self.to.shared.config.write_timeout;
+                let _ = tokio::time::timeout(timeout, self.sink.get_mut().shutdown()).await;
             }
             Err(e) => {
-                sub.set_end_reason(e);
-                sub.kill.cancel();
+                self.to.sub.set_end_reason(e);
+                self.to.sub.kill.cancel();
             }
         }
     }
-    rx.close();
-    sub.taken(top_up(&mut rx, &mut batch, usize::MAX));
-    let stopping = shared.drain.is_cancelled();
-    // Cluster messages this worker never got go back to JetStream, for any
-    // broker's workers; only local ones stay in this broker's backlog.
-    let batch = match shared.replies.get() {
-        Some(replies) => {
-            let (local, back) = sub.unwritten(batch);
-            replies.give_back(back);
-            local
+
+    /// Hands back what was not written, and says how the connection ended.
+    fn leave(mut self) {
+        let Recipient {
+            shared,
+            sub,
+            channel,
+        } = &self.to;
+        self.rx.close();
+        sub.taken(top_up(&mut self.rx, &mut self.batch, usize::MAX));
+        let stopping = shared.phases.drain.is_cancelled();
+        // Cluster messages this worker never got go back to JetStream, for any
+        // broker's workers; only local ones stay in this broker's backlog.
+        let batch = match shared.replies.get() {
+            Some(replies) => {
+                let (local, back) = sub.unwritten(self.batch);
+                replies.give_back(back);
+                local
+            }
+            None => self.batch,
+        };
+        shared.router.leave(channel, sub, batch, stopping);
+        let reason = sub.end_reason();
+        shared.stats.ended.add(&reason);
+        let unsaid = sub.unlogged_drops();
+        if unsaid > 0 {
+            tracing::warn!(
+                "Remote {} on {}: dropped {unsaid} more message(s) before it left ({} dropped in all)",
+                sub.peer,
+                channel.display_name(),
+                sub.stats.dropped.total(),
+            );
         }
-        None => batch,
-    };
-    shared.router.leave(&channel, &sub, batch, stopping);
-    let reason = sub.end_reason();
-    shared.stats.ended.add(&reason);
-    let unsaid = sub.unlogged_drops();
-    if unsaid > 0 {
-        tracing::warn!(
-            "Remote {} on {}: dropped {unsaid} more message(s) before it left ({} dropped in all)",
+        let s = &sub.stats;
+        tracing::info!(
+            "Remote {} disconnected from {}: {} (in {} msgs/{} B, out {} msgs/{} B, dropped {})",
             sub.peer,
             channel.display_name(),
-            sub.stats.dropped.total(),
+            reason,
+            s.received.messages(),
+            s.received.bytes(),
+            s.sent.messages(),
+            s.sent.bytes(),
+            s.dropped.total(),
         );
     }
-    let s = &sub.stats;
-    tracing::info!(
-        "Remote {} disconnected from {}: {} (in {} msgs/{} B, out {} msgs/{} B, dropped {})",
-        sub.peer,
-        channel.display_name(),
-        reason,
-        s.received.messages(),
-        s.received.bytes(),
-        s.sent.messages(),
-        s.sent.bytes(),
-        s.dropped.total(),
-    );
+
+    /// Writes what is queued (and, at shutdown, what `/queue` backlogs can
+    /// still give this worker), then the end-of-stream frame.
+    async fn drain(&mut self, leaving: bool) -> Result<(), EndReason> {
+        loop {
+            self.to
+                .sub
+                .taken(top_up(&mut self.rx, &mut self.batch, BATCH));
+            if self.batch.is_empty() {
+                let channel = &self.to.channel;
+                if leaving || channel.backlog_len() == 0 {
+                    break;
+                }
+                refill(channel);
+                if self.rx.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            self.write_batch().await?;
+        }
+        // End-of-stream confirms that everything the client sent was routed:
+        // not when some of it was refused. It reads the close as "not confirmed".
+        let refused = self.to.sub.stats.refused_publishes();
+        if refused > 0 {
+            tracing::info!(
+                "Remote {}: no end-of-stream, {refused} of its publishes were refused",
+                self.to.sub.peer
+            );
+            return Ok(());
+        }
+        let (base, last_ms) = {
+            let p = self.sink.get_ref();
+            p.mark();
+            (p.base, p.last_ms.clone())
+        };
+        let sink = &mut self.sink;
+        let eos = async {
+            sink.send(Bytes::new()).await?;
+            sink.flush().await
+        };
+        // Under the write timeout like every other write: a peer that stops
+        // reading at the last frame cannot keep the connection.
+        self.to
+            .write_within(eos, base, last_ms)
+            .await
+            .map_err(|e| match e {
+                EndReason::Closed => EndReason::DrainTimeout,
+                e => e,
+            })
+    }
+
+    /// Writes the batch with one flush. On success the batch is emptied and
+    /// counted as delivered; on failure it is left as it was, for
+    /// [`leave`](Self::leave) to hand back.
+    async fn write_batch(&mut self) -> Result<(), EndReason> {
+        let Writer {
+            sink, batch, to, ..
+        } = self;
+        let (base, last_ms) = {
+            let p = sink.get_ref();
+            p.mark();
+            (p.base, p.last_ms.clone())
+        };
+        let start = sink.get_ref().written;
+        let write = async {
+            for m in batch.iter() {
+                sink.feed(m.payload.clone()).await?;
+            }
+            sink.flush().await
+        };
+        let result = to.write_within(write, base, last_ms).await;
+        let whole = match result {
+            Ok(()) => batch.len(),
+            // The frames that reached the socket whole are delivered (the peer
+            // reads them); the rest are handed back.
+            Err(_) => whole_frames(batch, sink.get_ref().written - start),
+        };
+        let n = whole as u64;
+        let bytes: u64 = batch[..whole].iter().map(|m| m.len() as u64).sum();
+        to.sub.stats.sent.add(n, bytes);
+        to.channel.stats.delivered.add(n, bytes);
+        to.shared.stats.delivered.add(n, bytes);
+        if let Some(replies) = to.shared.replies.get() {
+            replies.written(to.sub.written(&batch[..whole]));
+        }
+        batch.drain(..whole);
+        result
+    }
 }
 
 fn refill(channel: &Channel) {
@@ -284,102 +419,6 @@ fn top_up(rx: &mut Receiver<Out>, batch: &mut Vec<Out>, limit: usize) -> usize {
     let before = batch.len();
     rx.try_recv_many(batch, limit);
     batch[before..].iter().map(Out::len).sum()
-}
-
-/// Writes what is queued (and, at shutdown, what `/queue` backlogs can still give
-/// this worker), then the end-of-stream frame.
-async fn drain<W: AsyncWrite + Unpin>(
-    shared: &Shared,
-    sink: &mut Sink<W>,
-    rx: &mut Receiver<Out>,
-    batch: &mut Vec<Out>,
-    sub: &Subscriber,
-    channel: &Channel,
-    leaving: bool,
-) -> Result<(), EndReason> {
-    loop {
-        sub.taken(top_up(rx, batch, BATCH));
-        if batch.is_empty() {
-            if leaving || channel.backlog_len() == 0 {
-                break;
-            }
-            refill(channel);
-            if rx.is_empty() {
-                break;
-            }
-            continue;
-        }
-        write_batch(shared, sink, batch, sub, channel).await?;
-    }
-    // End-of-stream confirms that everything the client sent was routed:
-    // not when some of it was refused. It reads the close as "not confirmed".
-    let refused = sub.stats.refused_publishes();
-    if refused > 0 {
-        tracing::info!(
-            "Remote {}: no end-of-stream, {refused} of its publishes were refused",
-            sub.peer
-        );
-        return Ok(());
-    }
-    let (base, last_ms) = {
-        let p = sink.get_ref();
-        p.mark();
-        (p.base, p.last_ms.clone())
-    };
-    let eos = async {
-        sink.send(Bytes::new()).await?;
-        sink.flush().await
-    };
-    // Under the write timeout like every other write: a peer that stops
-    // reading at the last frame cannot keep the connection.
-    let timeout = shared.config.write_timeout;
-    write_within(eos, base, last_ms, timeout, shared, sub, channel)
-        .await
-        .map_err(|e| match e {
-            EndReason::Closed => EndReason::DrainTimeout,
-            e => e,
-        })
-}
-
-/// Writes `batch` with one flush. On success the batch is emptied and counted
-/// as delivered; on failure it is left as it was, for the caller to hand back.
-async fn write_batch<W: AsyncWrite + Unpin>(
-    shared: &Shared,
-    sink: &mut Sink<W>,
-    batch: &mut Vec<Out>,
-    sub: &Subscriber,
-    channel: &Channel,
-) -> Result<(), EndReason> {
-    let (base, last_ms) = {
-        let p = sink.get_ref();
-        p.mark();
-        (p.base, p.last_ms.clone())
-    };
-    let timeout = shared.config.write_timeout;
-    let start = sink.get_ref().written;
-    let write = async {
-        for m in batch.iter() {
-            sink.feed(m.payload.clone()).await?;
-        }
-        sink.flush().await
-    };
-    let result = write_within(write, base, last_ms, timeout, shared, sub, channel).await;
-    let whole = match result {
-        Ok(()) => batch.len(),
-        // The frames that reached the socket whole are delivered (the peer
-        // reads them); the rest are handed back.
-        Err(_) => whole_frames(batch, sink.get_ref().written - start),
-    };
-    let n = whole as u64;
-    let bytes: u64 = batch[..whole].iter().map(|m| m.len() as u64).sum();
-    sub.stats.sent.add(n, bytes);
-    channel.stats.delivered.add(n, bytes);
-    shared.stats.delivered.add(n, bytes);
-    if let Some(replies) = shared.replies.get() {
-        replies.written(sub.written(&batch[..whole]));
-    }
-    batch.drain(..whole);
-    result
 }
 
 /// How many of `batch`'s frames fit whole in its first `written` bytes.
@@ -399,41 +438,43 @@ fn whole_frames(batch: &[Out], written: u64) -> usize {
 fn kill_reason(shared: &Shared, sub: &Subscriber) -> EndReason {
     if sub.slow.load(Relaxed) {
         EndReason::SlowConsumer
-    } else if shared.abort.is_cancelled() {
+    } else if shared.phases.abort.is_cancelled() {
         EndReason::DrainTimeout
     } else {
         EndReason::Closed
     }
 }
 
-/// Runs a batch write; gives up when the socket stops accepting bytes for
-/// `timeout`, or when the connection is killed.
-async fn write_within(
-    write: impl std::future::Future<Output = std::io::Result<()>>,
-    base: Instant,
-    last_ms: Arc<AtomicU64>,
-    timeout: Duration,
-    shared: &Shared,
-    sub: &Subscriber,
-    channel: &Channel,
-) -> Result<(), EndReason> {
-    tokio::pin!(write);
-    let failed = |e: std::io::Error| EndReason::WriteError(e.to_string());
-    // Most writes complete at once: only a blocked one pays for a timer.
-    if let Poll::Ready(r) = futures::poll!(&mut write) {
-        return r.map_err(failed);
+impl Recipient {
+    /// Runs a write; gives up when the socket stops accepting bytes for the
+    /// write timeout (`last_ms` after `base`: when it last took some), or
+    /// when the connection is killed.
+    async fn write_within(
+        &self,
+        write: impl std::future::Future<Output = std::io::Result<()>>,
+        base: Instant,
+        last_ms: Arc<AtomicU64>,
+    ) -> Result<(), EndReason> {
+        tokio::pin!(write);
+        let failed = |e: std::io::Error| EndReason::WriteError(e.to_string());
+        // Most writes complete at once: only a blocked one pays for a timer.
+        if let Poll::Ready(r) = futures::poll!(&mut write) {
+            return r.map_err(failed);
+        }
+        // The socket takes no more for now: a `/queue` rotation waiting for this
+        // worker's turn passes it over until the write is done.
+        let sub = &self.sub;
+        let timeout = self.shared.config.write_timeout;
+        sub.set_blocked(true);
+        refill(&self.channel);
+        let result = tokio::select! {
+                r = &mut write => r.map_err(failed),
+                _ = no_progress(base, last_ms, timeout) => Err(EndReason::WriteTimeout(timeout)),
+                _ = sub.kill.cancelled() => Err(kill_reason(&self.shared, sub)),
+        };
+        sub.set_blocked(false);
+        result
     }
-    // The socket takes no more for now: a `/queue` rotation waiting for this
-    // worker's turn passes it over until the write is done.
-    sub.set_blocked(true);
-    refill(channel);
-    let result = tokio::select! {
-            r = &mut write => r.map_err(failed),
-            _ = no_progress(base, last_ms, timeout) => Err(EndReason::WriteTimeout(timeout)),
-            _ = sub.kill.cancelled() => Err(kill_reason(shared, sub)),
-    };
-    sub.set_blocked(false);
-    result
 }
 
 #[cfg(test)]
