@@ -26,7 +26,6 @@ mod cluster;
 mod conn;
 mod delivery;
 pub mod end;
-mod link;
 pub(crate) mod log_every;
 pub mod monitor;
 mod peer_log;
@@ -38,6 +37,7 @@ mod router;
 mod send_queue;
 mod shutdown;
 pub mod stats;
+mod store;
 mod subscriber;
 mod writer;
 
@@ -53,11 +53,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use self::cluster::Cluster;
-use self::link::Replies;
 use self::peer_log::PeerLog;
 use self::publish::Publisher;
 use self::router::Router;
 use self::stats::{BrokerStats, DropReason, Summary};
+use self::store::Replies;
 use crate::runtime::address_key;
 
 /// Locks a mutex, carrying on past poisoning: the state these mutexes guard

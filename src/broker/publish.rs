@@ -1,6 +1,7 @@
 //! Where a publish goes, whoever publishes: a connection's reader or the
 //! broker's own process ([`super::Injector`]). One path owns the counters, the
-//! empty-payload rule, the fork to the cluster, and local routing with its retry
+//! empty-payload rule, `/topic` forwarding to the cluster, the fork by the
+//! channel's store (memory, or JetStream), and local routing with its retry
 //! when a channel retires underneath it; the cluster's inbound side routes
 //! through the router's own `publish_topic` and queue hand-off.
 
@@ -19,6 +20,7 @@ use super::log_every::LogEvery;
 use super::queue::Attempt;
 use super::router::{Channel, Full, Kind, Retired, Router};
 use super::stats::DropReason;
+use super::store::Backend;
 use super::subscriber::Subscriber;
 
 /// How long a `/queue` publisher waits for the backlogs' share of the budget
@@ -99,6 +101,16 @@ impl Rights {
             );
         }
     }
+}
+
+/// What [`Publisher::route_now`] did with a message.
+enum Now {
+    /// Routed, or counted as not routable (false: the publisher must stop).
+    Done(bool),
+    /// Its `/queue` backlog is full: wait for room.
+    Wait,
+    /// Its channel keeps its messages in JetStream.
+    Stream(Arc<Channel>),
 }
 
 /// What a publish finds under its channel's name.
@@ -235,14 +247,12 @@ impl<'a> Publisher<'a> {
         }
         self.unsaid.published.0 += 1;
         self.unsaid.published.1 += len;
-        let Some(cluster) = self.cluster else {
-            return self.route(name, payload).await;
-        };
-        if !crate::proto::is_queue(&name) {
-            cluster.forward(&name, &payload);
-            return self.route(name, payload).await;
+        if let Some(cluster) = self.cluster {
+            if !crate::proto::is_queue(&name) {
+                cluster.forward(&name, &payload);
+            }
         }
-        self.route_to_stream(name, payload).await
+        self.route(name, payload).await
     }
 
     /// Waits for the `/queue` messages still on their way into JetStream and
@@ -290,16 +300,12 @@ impl<'a> Publisher<'a> {
         true
     }
 
-    /// A `/queue` message of a clustered broker: gathered for its JetStream
-    /// stream without waiting, as nearly every one is; shipped when the
+    /// A message for a `/queue` channel stored in JetStream: gathered for
+    /// its stream without waiting, as nearly every one is; shipped when the
     /// gathering is full or cannot take it. Shipping is boxed: JetStream's
     /// futures are large, and would otherwise make every publish, clustered
     /// or not, carry their size.
-    async fn route_to_stream(&mut self, name: Bytes, payload: Bytes) -> bool {
-        let channel = match self.target(&name) {
-            Ok(c) => c,
-            Err(done) => return done,
-        };
+    async fn route_to_stream(&mut self, channel: Arc<Channel>, payload: Bytes) -> bool {
         self.count_channel(&channel, payload.len() as u64);
         let mut payload = payload;
         let mut shipped = true;
@@ -353,28 +359,31 @@ impl<'a> Publisher<'a> {
     /// state for its whole life.
     async fn route(&mut self, name: Bytes, payload: Bytes) -> bool {
         match self.route_now(&name, &payload) {
-            Some(done) => done,
-            None => Box::pin(self.route_locally(name, payload, false)).await,
+            Now::Done(done) => done,
+            Now::Wait => Box::pin(self.route_locally(name, payload, false)).await,
+            Now::Stream(channel) => self.route_to_stream(channel, payload).await,
         }
     }
 
-    /// Routes one message without waiting; `None` when it must wait for room.
-    fn route_now(&mut self, name: &Bytes, payload: &Bytes) -> Option<bool> {
+    /// Routes one message without waiting, when its channel's store is this
+    /// broker's memory.
+    fn route_now(&mut self, name: &Bytes, payload: &Bytes) -> Now {
         loop {
             let channel = match self.target(name) {
                 Ok(c) => c,
-                Err(done) => return Some(done),
+                Err(done) => return Now::Done(done),
             };
-            let routed = match &channel.kind {
-                Kind::Topic(_) => self.router.publish_topic(&channel, payload),
-                Kind::Queue(q) => match q.try_publish(payload) {
+            let routed = match (&channel.kind, channel.store) {
+                (Kind::Queue(_), Some(Backend::JetStream)) => return Now::Stream(channel),
+                (Kind::Topic(_), _) => self.router.publish_topic(&channel, payload),
+                (Kind::Queue(q), _) => match q.try_publish(payload) {
                     Ok(Attempt::Taken) => Ok(()),
-                    Ok(Attempt::Full | Attempt::OverBudget) => return None,
+                    Ok(Attempt::Full | Attempt::OverBudget) => return Now::Wait,
                     Err(retired) => Err(retired),
                 },
             };
             if self.after(name, &channel, routed, false, payload.len()) {
-                return Some(true);
+                return Now::Done(true);
             }
         }
     }

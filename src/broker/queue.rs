@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::budget::Budget;
 use super::delivery::{DeliveryId, Numbering, Out};
-use super::link::Delivery;
+use super::store::Delivery;
 use super::subscriber::{Refused, Subscriber};
 
 /// The channel was retired from the registry (a `/queue` or a `/topic`

@@ -20,11 +20,11 @@ use super::log_every::LogEvery;
 
 use super::budget::Budget;
 use super::delivery::Out;
-use super::link::ChannelLink;
 use super::policy::{ChannelPolicy, Policy};
 use super::queue::QueueState;
 pub use super::queue::Retired;
 use super::stats::{BrokerStats, ChannelStats, ConnStats, DropReason};
+use super::store::{Backend, ChannelLink};
 use super::subscriber::{Refused, Subscriber};
 use super::{BrokerConfig, TopicOverflow};
 use crate::proto;
@@ -46,6 +46,9 @@ pub struct Channel {
     pub name: Bytes,
     pub stats: ChannelStats,
     pub kind: Kind,
+    /// Where a `/queue` channel's messages are kept (`None` for a `/topic`),
+    /// chosen once, when the channel is made.
+    pub store: Option<Backend>,
     /// Its place in the cluster, when the broker is in one.
     pub link: ChannelLink,
     /// Disconnect (rather than skip) a `/topic` subscriber whose send queue
@@ -240,6 +243,9 @@ pub struct Router {
     channels: Mutex<Registry>,
     /// Told of every channel created and retired, when someone follows (the cluster).
     interest: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<Interest>>,
+    /// Where new `/queue` channels keep their messages: memory unless a
+    /// store was named before the broker ran (the cluster's JetStream).
+    queue_store: std::sync::OnceLock<Backend>,
     pub budget: Arc<Budget>,
     config: Arc<BrokerConfig>,
     /// Swapped whole on reload; read when a channel or a connection begins.
@@ -263,12 +269,18 @@ impl Router {
             evicted: AtomicU64::new(0),
             channels: Mutex::new(Registry::default()),
             interest: std::sync::OnceLock::new(),
+            queue_store: std::sync::OnceLock::new(),
             budget: Arc::new(Budget::new(config.max_memory)),
             policy: RwLock::new(Arc::new(Policy::from_config(&config))),
             generation: AtomicU64::new(0),
             config,
             stats,
         }
+    }
+
+    /// `/queue` channels made from now on keep their messages in `store`.
+    pub fn store_queues_in(&self, store: Backend) {
+        let _ = self.queue_store.set(store);
     }
 
     /// Reports channels created and retired to `interest` from now on.
@@ -310,14 +322,12 @@ impl Router {
     fn new_channel(&self, name: Bytes, maker: Option<IpAddr>) -> Arc<Channel> {
         let name = Bytes::copy_from_slice(&name);
         let policy = self.policy().for_channel(&name);
-        let kind = if proto::is_queue(&name) {
-            Kind::Queue(QueueState::new(
-                policy.backlog,
-                policy.backlog_bytes,
-                self.budget.clone(),
-            ))
+        let (kind, store) = if proto::is_queue(&name) {
+            let queue = QueueState::new(policy.backlog, policy.backlog_bytes, self.budget.clone());
+            let store = self.queue_store.get().copied().unwrap_or(Backend::Memory);
+            (Kind::Queue(queue), Some(store))
         } else {
-            Kind::Topic(Mutex::new(TopicState::default()))
+            (Kind::Topic(Mutex::new(TopicState::default())), None)
         };
         let bytes = CHANNEL_COST + name.len();
         self.budget.add_overhead(bytes);
@@ -325,6 +335,7 @@ impl Router {
             name,
             stats: ChannelStats::default(),
             kind,
+            store,
             link: ChannelLink::default(),
             disconnect_slow: AtomicBool::new(policy.topic_overflow == TopicOverflow::Disconnect),
             _cost: Some(Cost {
@@ -365,6 +376,7 @@ impl Router {
                     subs: Vec::new(),
                     retired: true,
                 })),
+                store: None,
                 link: ChannelLink::default(),
                 disconnect_slow: AtomicBool::new(false),
                 _cost: None,

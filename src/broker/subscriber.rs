@@ -13,10 +13,10 @@ use bytes::Bytes;
 use super::budget::Budget;
 use super::delivery::Out;
 use super::end::EndReason;
-use super::link::Delivery;
 use super::lock;
 use super::log_every::LogEvery;
 use super::send_queue::{self, SendError};
+use super::store::Delivery;
 use tokio_util::sync::CancellationToken;
 
 use super::stats::ConnStats;

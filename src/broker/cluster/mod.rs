@@ -41,11 +41,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::link::{Replies, Reply};
 use super::lock;
 use super::log_every::LogEvery;
 use super::router::{Channel, Interest, Kind, Router};
 use super::stats::BrokerStats;
+use super::store::{Backend, Replies, Reply, Token};
 use crate::runtime::backoff::Backoff;
 
 pub use queues::{Back, Outbox};
@@ -242,6 +242,7 @@ impl Cluster {
         tokio::spawn(acknowledge(cluster.clone(), replies_rx));
         tokio::spawn(check_jetstream(cluster.clone(), stop.clone()));
         tokio::spawn(follow(cluster.clone(), interest_rx, stop));
+        router.store_queues_in(Backend::JetStream);
         router.follow(interest);
         Ok(cluster)
     }
@@ -441,12 +442,18 @@ impl Cluster {
 async fn acknowledge(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Reply>) {
     while let Some(a) = rx.recv().await {
         let r = match a {
-            Reply::Settled(p) => match p.given_back() {
-                (back, _) if back.is_empty() => p.message().ack().await,
-                (_, true) => p.message().ack_with(jetstream::AckKind::Nak(None)).await,
-                (back, false) => restore(&cluster, p.message(), back).await,
-            },
-            Reply::Nak(m) => m.ack_with(jetstream::AckKind::Nak(None)).await,
+            Reply::Settled(p) => {
+                let Token::JetStream(msg) = p.token();
+                match p.given_back() {
+                    (back, _) if back.is_empty() => msg.ack().await,
+                    (_, true) => msg.ack_with(jetstream::AckKind::Nak(None)).await,
+                    (back, false) => restore(&cluster, msg, back).await,
+                }
+            }
+            Reply::Nak(token) => {
+                let Token::JetStream(msg) = *token;
+                msg.ack_with(jetstream::AckKind::Nak(None)).await
+            }
             Reply::Flush(done) => {
                 let _ = cluster.client.flush().await;
                 let _ = done.send(());

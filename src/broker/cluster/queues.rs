@@ -16,10 +16,10 @@ use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::{envelope, subject, Cluster};
-use crate::broker::link::Parcel;
 use crate::broker::queue::QueueState;
 use crate::broker::router::{Channel, Kind};
 use crate::broker::stats::DropReason;
+use crate::broker::store::{Parcel, Token};
 use crate::runtime::backoff::Backoff;
 
 /// JetStream publishes one connection may have awaiting acknowledgement.
@@ -305,7 +305,7 @@ impl Hold {
                 .cluster_redelivered
                 .fetch_add(n as u64, Relaxed);
         }
-        let parcel = Parcel::new(msg, n);
+        let parcel = Parcel::new(Token::JetStream(msg), n);
         let mut keep = VecDeque::with_capacity(n);
         for part in parts {
             if part.is_empty() {
@@ -395,7 +395,8 @@ impl Hold {
 /// acknowledgement wait ago.
 async fn progress(parcel: &Parcel, since: &mut Instant, ack_wait: Duration) {
     if since.elapsed() >= ack_wait / 2 {
-        let _ = parcel.message().ack_with(AckKind::Progress).await;
+        let Token::JetStream(msg) = parcel.token();
+        let _ = msg.ack_with(AckKind::Progress).await;
         *since = Instant::now();
     }
 }
@@ -539,7 +540,7 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
     if let Some(mut batch) = batch {
         let rest = tokio::time::timeout(Duration::from_millis(200), async {
             while let Some(Ok(msg)) = batch.next().await {
-                cluster.replies.nak(msg);
+                cluster.replies.nak(Token::JetStream(msg));
             }
         });
         let _ = rest.await;

@@ -1,8 +1,11 @@
-//! What the single-broker core keeps on behalf of a cluster: JetStream
-//! messages in workers' send queues, and how the core answers for them. The
-//! writer and the queues reach the cluster only through here; the publisher
-//! still hands `/queue` messages to `cluster::Outbox` itself (the store seam
-//! is to end that).
+//! Where `/queue` messages are kept, and how the core answers for the ones a
+//! store handed out. A channel's store is chosen once, when the router makes
+//! it ([`Backend`]): this broker's memory (the channel's backlog), or
+//! JetStream when the broker is clustered. A message taken from a store
+//! travels as a part of a [`Parcel`], known by the store's [`Token`]; the
+//! writer and the queues settle it through [`Replies`] without knowing which
+//! store it came from. The JetStream half lives in `cluster/` for now (the
+//! pull loop and the outbox), which the publisher still calls.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -12,11 +15,27 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::lock;
 
-/// A JetStream message carrying one or more `/queue` messages (its parts),
+/// Which store keeps a `/queue` channel's messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The channel's backlog in this broker's memory.
+    Memory,
+    /// A JetStream stream shared by every broker of the cluster; the
+    /// backlog holds only what JetStream would not take.
+    JetStream,
+}
+
+/// How a store knows a message it handed out.
+#[derive(Debug)]
+pub enum Token {
+    JetStream(async_nats::jetstream::Message),
+}
+
+/// A stored message carrying one or more `/queue` messages (its parts),
 /// answered once every part is settled: written to a worker, or given back.
 #[derive(Debug)]
 pub struct Parcel {
-    msg: async_nats::jetstream::Message,
+    token: Token,
     parts: usize,
     /// Parts neither written nor given back yet.
     left: AtomicUsize,
@@ -25,23 +44,23 @@ pub struct Parcel {
 }
 
 impl Parcel {
-    pub fn new(msg: async_nats::jetstream::Message, parts: usize) -> Arc<Self> {
+    pub fn new(token: Token, parts: usize) -> Arc<Self> {
         Arc::new(Self {
-            msg,
+            token,
             parts,
             left: AtomicUsize::new(parts),
             back: Mutex::new(Vec::new()),
         })
     }
 
-    pub fn message(&self) -> &async_nats::jetstream::Message {
-        &self.msg
+    pub fn token(&self) -> &Token {
+        &self.token
     }
 
-    /// Which attempt at delivering its parts this is, as JetStream counts.
+    /// Which attempt at delivering its parts this is, as its store counts.
     pub fn attempt(&self) -> std::num::NonZeroU32 {
-        self.msg
-            .info()
+        let Token::JetStream(msg) = &self.token;
+        msg.info()
             .ok()
             .and_then(|i| u32::try_from(i.delivered).ok())
             .and_then(std::num::NonZeroU32::new)
@@ -97,18 +116,18 @@ impl ChannelLink {
     }
 }
 
-/// What the core tells the cluster about the JetStream messages it handled.
+/// What the core tells a store about the messages it handed out.
 pub enum Reply {
     /// Every part of the parcel is settled: acknowledge it, after storing
     /// again the parts given back, if any.
     Settled(Delivery),
     /// Not handed to any worker: any broker may deliver it again.
-    Nak(Box<async_nats::jetstream::Message>),
+    Nak(Box<Token>),
     /// Sends everything queued so far, then answers.
     Flush(oneshot::Sender<()>),
 }
 
-/// The core's way to answer JetStream deliveries; the cluster reads the other end.
+/// The core's way to answer a store's deliveries; the store reads the other end.
 #[derive(Clone)]
 pub struct Replies(mpsc::UnboundedSender<Reply>);
 
@@ -126,7 +145,7 @@ impl Replies {
         }
     }
 
-    /// Parts that no worker here will write: back to JetStream, for any
+    /// Parts that no worker here will write: back to their store, for any
     /// broker's workers.
     pub fn give_back(&self, parts: impl IntoIterator<Item = (Delivery, Bytes)>) {
         for (p, part) in parts {
@@ -140,9 +159,9 @@ impl Replies {
         }
     }
 
-    /// A whole JetStream message back to JetStream as it is.
-    pub fn nak(&self, msg: async_nats::jetstream::Message) {
-        let _ = self.0.send(Reply::Nak(Box::new(msg)));
+    /// A whole stored message back to its store as it is.
+    pub fn nak(&self, token: Token) {
+        let _ = self.0.send(Reply::Nak(Box::new(token)));
     }
 
     /// Waits (up to `within`) until every reply sent so far has left.
