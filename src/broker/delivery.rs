@@ -11,10 +11,34 @@ use bytes::Bytes;
 
 /// One delivery of a `/queue` message: its number within the channel, and
 /// which attempt at delivering the message it is (1 for the first).
+///
+/// Packed in one word, so that a send queue's item is a payload and a word
+/// (40 bytes; with two words, the /topic fan-out paid for the third in CPU
+/// per delivery): the number in the low 48 bits (it starts again at 1 after
+/// 2^48 - 1, years of deliveries at any rate a broker reaches, and only the
+/// few in flight at once are compared), the attempt in the high 16 (at most
+/// 65,535 counted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeliveryId {
-    pub seq: NonZeroU64,
-    pub attempt: NonZeroU32,
+pub struct DeliveryId(NonZeroU64);
+
+const SEQ_BITS: u32 = 48;
+const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
+
+impl DeliveryId {
+    pub fn new(seq: NonZeroU64, attempt: NonZeroU32) -> Self {
+        let attempt = u64::from(attempt.get().min(u32::from(u16::MAX)));
+        let seq = seq.get() & SEQ_MASK;
+        // A number from Numbering is never 0 in its 48 bits.
+        Self(NonZeroU64::new(attempt << SEQ_BITS | seq).unwrap_or(NonZeroU64::MIN))
+    }
+
+    pub fn seq(self) -> u64 {
+        self.0.get() & SEQ_MASK
+    }
+
+    pub fn attempt(self) -> NonZeroU32 {
+        NonZeroU32::new((self.0.get() >> SEQ_BITS) as u32).unwrap_or(NonZeroU32::MIN)
+    }
 }
 
 /// A message on its way to one subscriber.
@@ -41,11 +65,12 @@ impl Out {
     /// The attempt its next delivery would be, were it not delivered now
     /// (a message handed back unwritten is not counted as attempted).
     pub fn attempt(&self) -> NonZeroU32 {
-        self.delivery.map_or(NonZeroU32::MIN, |d| d.attempt)
+        self.delivery.map_or(NonZeroU32::MIN, DeliveryId::attempt)
     }
 }
 
-/// Numbers a channel's deliveries: 1, 2, 3...
+/// Numbers a channel's deliveries: 1, 2, 3... (see [`DeliveryId`] for the
+/// wrap past 2^48 - 1).
 #[derive(Debug, Default)]
 pub struct Numbering {
     last: u64,
@@ -54,7 +79,7 @@ pub struct Numbering {
 impl Numbering {
     /// The number the next delivery would get; taken by [`taken`](Self::taken).
     pub fn peek(&self) -> NonZeroU64 {
-        NonZeroU64::MIN.saturating_add(self.last)
+        NonZeroU64::new((self.last % SEQ_MASK) + 1).unwrap_or(NonZeroU64::MIN)
     }
 
     pub fn taken(&mut self, seq: NonZeroU64) {
@@ -76,12 +101,21 @@ mod tests {
     }
 
     #[test]
-    fn a_topic_message_costs_no_more_than_a_queue_one() {
-        // Option<DeliveryId> fits in DeliveryId's place (its numbers are
-        // never zero), so the send queue's items stay 48 bytes.
-        assert_eq!(
-            std::mem::size_of::<Option<DeliveryId>>(),
-            std::mem::size_of::<DeliveryId>()
+    fn a_send_queue_item_is_a_payload_and_one_word() {
+        assert_eq!(std::mem::size_of::<Out>(), std::mem::size_of::<Bytes>() + 8);
+    }
+
+    #[test]
+    fn an_id_keeps_its_number_and_attempt_and_numbers_start_again_after_48_bits() {
+        let id = DeliveryId::new(
+            NonZeroU64::new(SEQ_MASK).unwrap(),
+            NonZeroU32::new(3).unwrap(),
         );
+        assert_eq!((id.seq(), id.attempt().get()), (SEQ_MASK, 3));
+        let many = DeliveryId::new(NonZeroU64::MIN, NonZeroU32::MAX);
+        assert_eq!((many.seq(), many.attempt().get()), (1, 65_535));
+        let mut n = Numbering::default();
+        n.taken(NonZeroU64::new(SEQ_MASK).unwrap());
+        assert_eq!(n.peek().get(), 1);
     }
 }

@@ -115,10 +115,7 @@ impl Inner {
     /// only when a worker takes it (see [`Numbering`]).
     fn number(&self, m: Out) -> Out {
         Out {
-            delivery: Some(DeliveryId {
-                seq: self.numbering.peek(),
-                attempt: m.attempt(),
-            }),
+            delivery: Some(DeliveryId::new(self.numbering.peek(), m.attempt())),
             payload: m.payload,
         }
     }
@@ -414,10 +411,7 @@ impl QueueState {
         let seq = inner.numbering.peek();
         let m = Out {
             payload,
-            delivery: Some(DeliveryId {
-                seq,
-                attempt: delivery.attempt(),
-            }),
+            delivery: Some(DeliveryId::new(seq, delivery.attempt())),
         };
         inner
             .round_robin((m, delivery), |w, (m, d)| {
@@ -613,7 +607,7 @@ mod tests {
         for m in ["1", "2", "3"] {
             q.publish(Bytes::from(m)).await.unwrap();
         }
-        let id = |m: &Out| m.delivery.map(|d| (d.seq.get(), d.attempt.get()));
+        let id = |m: &Out| m.delivery.map(|d| (d.seq(), d.attempt().get()));
         let at_a: Vec<Out> = std::iter::from_fn(|| rx_a.try_recv()).collect();
         let at_b = rx_b.try_recv().unwrap();
         assert_eq!(

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::num::NonZeroU64;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -80,7 +79,7 @@ pub struct Subscriber {
 /// A cluster message in a worker's send queue.
 #[derive(Debug)]
 struct Unacked {
-    seq: NonZeroU64,
+    seq: u64,
     part: Bytes,
     delivery: Delivery,
 }
@@ -143,7 +142,7 @@ impl Subscriber {
         {
             let mut unacked = lock(&self.unacked);
             unacked.push_back(Unacked {
-                seq: id.seq,
+                seq: id.seq(),
                 part: m.payload.clone(),
                 delivery,
             });
@@ -156,7 +155,7 @@ impl Subscriber {
                 // The newest: numbers rise, and nothing else removes an
                 // entry the writer has not seen.
                 let taken = match unacked.back() {
-                    Some(u) if u.seq == id.seq => unacked.pop_back(),
+                    Some(u) if u.seq == id.seq() => unacked.pop_back(),
                     _ => None,
                 };
                 self.unacked_len.store(unacked.len(), Relaxed);
@@ -178,7 +177,7 @@ impl Subscriber {
         let mut due = Vec::new();
         // Both in delivery order: the table's front is the next one written.
         for id in batch.iter().filter_map(|m| m.delivery) {
-            if unacked.front().is_some_and(|u| u.seq == id.seq) {
+            if unacked.front().is_some_and(|u| u.seq == id.seq()) {
                 if let Some(u) = unacked.pop_front() {
                     due.push(u.delivery);
                 }
@@ -196,12 +195,12 @@ impl Subscriber {
             return (unsent, Vec::new());
         }
         let mut unacked = lock(&self.unacked);
+        // Once per connection: a set rather than a search in order, which
+        // numbers starting again at 1 would break.
+        let in_flight: std::collections::HashSet<u64> = unacked.iter().map(|u| u.seq).collect();
         let local = unsent
             .into_iter()
-            .filter(|m| {
-                m.delivery
-                    .is_none_or(|id| unacked.binary_search_by_key(&id.seq, |u| u.seq).is_err())
-            })
+            .filter(|m| m.delivery.is_none_or(|id| !in_flight.contains(&id.seq())))
             .collect();
         let back = unacked.drain(..).map(|u| (u.delivery, u.part)).collect();
         self.unacked_len.store(0, Relaxed);
