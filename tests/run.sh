@@ -31,6 +31,7 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
 cargo nextest run --locked --profile ci "$@"
 if [ $# -eq 0 ]; then
   fuzz/run.sh

@@ -394,7 +394,7 @@ impl Broker {
         Inspector(self.shared.clone())
     }
 
-    /// Joins the cluster `config` names (see [`cluster`]). Channels created from
+    /// Joins the cluster `config` names (see the `cluster` module). Channels created from
     /// now on are carried across it; call before [`run`](Self::run).
     pub async fn join_cluster(&self, config: ClusterConfig) -> anyhow::Result<()> {
         let shared = &self.shared;

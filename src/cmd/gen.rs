@@ -28,6 +28,8 @@ pub struct CompletionsArgs {
 #[command(after_help = "Examples:\n  aioq man --out man\n  man -l man/aioq-serve.1")]
 pub struct ManArgs {
     /// Directory to write aioq.1 and aioq-<subcommand>.1 into.
+    // The doc comment is --help text, written for a terminal, not rustdoc.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long, default_value = "man")]
     pub out: PathBuf,
 }

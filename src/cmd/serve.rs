@@ -33,6 +33,8 @@ pub struct ServeArgs {
     /// Settings from this TOML file (flags and environment override it):
     /// every flag by its name without dashes, [[channel]] policies by prefix,
     /// [access] rules by TLS identity. SIGHUP reloads it.
+    // The doc comment is --help text, written for a terminal, not rustdoc.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "FILE", env = "AIOQ_CONFIG")]
     pub config: Option<std::path::PathBuf>,
     /// Check --config and the flags, say what is in force, and exit (0 when

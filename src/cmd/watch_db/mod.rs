@@ -55,6 +55,8 @@ pub struct WatchDbArgs {
     #[arg(long = "table", required = true)]
     pub tables: Vec<String>,
     /// NOTIFY channel for every table (default: chan_<table> for each).
+    // The doc comment is --help text, written for a terminal, not rustdoc.
+    #[allow(rustdoc::invalid_html_tags)]
     #[arg(long)]
     pub channel: Option<String>,
     /// Check that the database is ready to be watched (connection, TLS, a
