@@ -252,7 +252,17 @@ impl<'a> Publisher<'a> {
                 cluster.forward(&name, &payload);
             }
         }
-        self.route(name, payload).await
+        // Routed here at once, as nearly every publish is; the rest in boxed
+        // futures, so that the future of every publish (which the reader
+        // moves into place per frame) stays small.
+        match self.route_now(&name, &payload) {
+            Now::Done(done) => done,
+            Now::Wait => Box::pin(self.route_locally(name, payload, false)).await,
+            Now::Stream(channel) => match self.gather(&channel, payload) {
+                Ok(()) => true,
+                Err(rest) => Box::pin(self.ship_and_gather(channel, rest)).await,
+            },
+        }
     }
 
     /// Waits for the `/queue` messages still on their way into JetStream and
@@ -363,21 +373,6 @@ impl<'a> Publisher<'a> {
         self.router
             .count_drop(None, conn, DropReason::ChannelLimit, 1);
         self.router.channel_limit_reached();
-    }
-
-    /// Routes one message here: at once when it can, as nearly every publish
-    /// does; otherwise (a full `/queue` backlog) by waiting for room, in a
-    /// boxed future, so that a reader's task does not carry the waiting
-    /// state for its whole life.
-    async fn route(&mut self, name: Bytes, payload: Bytes) -> bool {
-        match self.route_now(&name, &payload) {
-            Now::Done(done) => done,
-            Now::Wait => Box::pin(self.route_locally(name, payload, false)).await,
-            Now::Stream(channel) => match self.gather(&channel, payload) {
-                Ok(()) => true,
-                Err(rest) => Box::pin(self.ship_and_gather(channel, rest)).await,
-            },
-        }
     }
 
     /// Routes one message without waiting, when its channel's store is this
