@@ -79,7 +79,10 @@ pub struct Numbering {
 impl Numbering {
     /// The number the next delivery would get; taken by [`taken`](Self::taken).
     pub fn peek(&self) -> NonZeroU64 {
-        NonZeroU64::new((self.last % SEQ_MASK) + 1).unwrap_or(NonZeroU64::MIN)
+        match self.last {
+            SEQ_MASK.. => NonZeroU64::MIN,
+            last => NonZeroU64::MIN.saturating_add(last),
+        }
     }
 
     pub fn taken(&mut self, seq: NonZeroU64) {

@@ -110,21 +110,17 @@ impl Inner {
         Err(item)
     }
 
-    /// The next delivery of `m`: numbered in turn, the attempt it had (a
-    /// message handed back unwritten was not delivered). The number is taken
-    /// only when a worker takes it (see [`Numbering`]).
-    fn number(&self, m: Out) -> Out {
-        Out {
-            delivery: Some(DeliveryId::new(self.numbering.peek(), m.attempt())),
-            payload: m.payload,
-        }
-    }
-
-    /// Hands `m` to the next worker with room; gives it back if none has.
-    /// `held`: the budget already counts its bytes (it comes from the backlog).
+    /// Hands `m` to the next worker with room, as the channel's next
+    /// delivery (the attempt it had: a message handed back unwritten was not
+    /// delivered); gives it back if none has. The number is taken only when
+    /// a worker takes it. `held`: the budget already counts its bytes (it
+    /// comes from the backlog).
     fn dispatch(&mut self, m: Out, held: bool) -> Result<(), Out> {
-        let m = self.number(m);
         let seq = self.numbering.peek();
+        let m = Out {
+            delivery: Some(DeliveryId::new(seq, m.attempt())),
+            payload: m.payload,
+        };
         self.round_robin(m, |w, m| {
             let offered = if held { w.offer_held(m) } else { w.offer(m) };
             offered.map_err(Refused::into_message_and_budget)
@@ -409,18 +405,13 @@ impl QueueState {
             return Err((payload, delivery));
         }
         let seq = inner.numbering.peek();
-        let m = Out {
-            payload,
-            delivery: Some(DeliveryId::new(seq, delivery.attempt())),
-        };
-        inner
-            .round_robin((m, delivery), |w, (m, d)| {
-                w.offer_delivery(m, d).map_err(|(refused, d)| {
-                    let (m, over_budget) = refused.into_message_and_budget();
-                    ((m, d), over_budget)
-                })
+        let id = DeliveryId::new(seq, delivery.attempt());
+        inner.round_robin((payload, delivery), |w, (p, d)| {
+            w.offer_delivery(p, id, d).map_err(|(refused, d)| {
+                let (m, over_budget) = refused.into_message_and_budget();
+                ((m.payload, d), over_budget)
             })
-            .map_err(|(m, d)| (m.payload, d))?;
+        })?;
         inner.numbering.taken(seq);
         Ok(())
     }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::budget::Budget;
-use super::delivery::Out;
+use super::delivery::{DeliveryId, Out};
 use super::end::EndReason;
 use super::lock;
 use super::log_every::LogEvery;
@@ -135,19 +135,25 @@ impl Subscriber {
     /// channel); it is acknowledged once written. Registered before it is
     /// queued, so the writer cannot write it unseen; taken back if the queue
     /// refuses it.
-    pub fn offer_delivery(&self, m: Out, delivery: Delivery) -> Result<(), (Refused, Delivery)> {
-        let Some(id) = m.delivery else {
-            return Err((Refused::Closed(m), delivery));
-        };
+    pub fn offer_delivery(
+        &self,
+        payload: Bytes,
+        id: DeliveryId,
+        delivery: Delivery,
+    ) -> Result<(), (Refused, Delivery)> {
         {
             let mut unacked = lock(&self.unacked);
             unacked.push_back(Unacked {
                 seq: id.seq(),
-                part: m.payload.clone(),
+                part: payload.clone(),
                 delivery,
             });
             self.unacked_len.store(unacked.len(), Relaxed);
         }
+        let m = Out {
+            payload,
+            delivery: Some(id),
+        };
         match self.offer(m) {
             Ok(()) => Ok(()),
             Err(refused) => {
