@@ -33,12 +33,13 @@ pub mod policy;
 mod publish;
 mod queue;
 mod read_budget;
+mod reader;
 mod router;
 mod send_queue;
 mod shutdown;
 pub mod stats;
 mod store;
-mod subscriber;
+mod subscription;
 mod writer;
 
 pub use cluster::{redact, ClusterConfig};
@@ -217,8 +218,9 @@ impl Shared {
 /// A connection that has subscribed, as monitoring and reloads see it.
 #[derive(Clone)]
 pub(crate) struct Registered {
-    pub sub: Arc<subscriber::Subscriber>,
-    pub channel: Arc<router::Channel>,
+    pub conn: Arc<conn::Conn>,
+    /// What its first frame subscribed to (the null channel for a publisher).
+    pub name: bytes::Bytes,
     pub since: std::time::SystemTime,
     pub identity: Option<access::Identity>,
     pub tls: bool,
@@ -251,7 +253,7 @@ impl Slot {
 
     /// Lists the connection until its last task lets go of the slot.
     fn register(&self, entry: Registered) {
-        let id = entry.sub.id;
+        let id = entry.conn.id;
         lock(&self.shared.connections).insert(id, entry);
         self.registered.store(id, Relaxed);
     }
@@ -309,17 +311,17 @@ impl Reloader {
             let allowed = policy
                 .access
                 .rules_for(e.identity.as_ref())
-                .is_some_and(|r| r.may_subscribe(&e.channel.name));
+                .is_some_and(|r| r.may_subscribe(&e.name));
             if !allowed && !e.finish.is_cancelled() {
                 tracing::warn!(
                     "Remote {} ({}) ended: the reloaded access rules no longer allow {}",
-                    e.sub.peer,
+                    e.conn.peer,
                     e.identity
                         .as_ref()
                         .map_or_else(|| "no client certificate".to_string(), |i| i.shown()),
-                    e.channel.display_name()
+                    crate::proto::shown(&e.name)
                 );
-                e.sub.set_end_reason(end::EndReason::Denied);
+                e.conn.set_end_reason(end::EndReason::Denied);
                 e.finish.cancel();
                 ended += 1;
             }
@@ -460,7 +462,7 @@ impl Broker {
                                 peer.ip()
                             );
                         }
-                        tokio::spawn(conn::refuse(stream, shared.tls.is_some()));
+                        tokio::spawn(reader::refuse(stream, shared.tls.is_some()));
                         continue;
                     }
                     match permits.clone().try_acquire_owned() {
@@ -470,7 +472,7 @@ impl Broker {
                             shared
                                 .phases
                                 .readers
-                                .spawn(conn::serve(s, stream, peer, slot));
+                                .spawn(reader::serve(s, stream, peer, slot));
                         }
                         Err(_) => {
                             shared.release_ip(peer.ip());
@@ -482,7 +484,7 @@ impl Broker {
                                     shared.config.max_connections
                                 );
                             }
-                            tokio::spawn(conn::refuse(stream, shared.tls.is_some()));
+                            tokio::spawn(reader::refuse(stream, shared.tls.is_some()));
                         }
                     }
                 }

@@ -194,19 +194,19 @@ impl Monitor {
             .cloned()
             .collect();
         let fields: &[Field<R>] = &[
-            ("id", |e| e.sub.id as f64),
+            ("id", |e| e.conn.id as f64),
             ("connected_seconds", |e| {
                 e.since.elapsed().unwrap_or_default().as_secs_f64()
             }),
-            ("messages_in", |e| e.sub.stats.received.messages() as f64),
-            ("bytes_in", |e| e.sub.stats.received.bytes() as f64),
-            ("messages_out", |e| e.sub.stats.sent.messages() as f64),
-            ("bytes_out", |e| e.sub.stats.sent.bytes() as f64),
-            ("queued_messages", |e| e.sub.queued().0 as f64),
-            ("queued_bytes", |e| e.sub.queued().1 as f64),
-            ("send_queue", |e| e.sub.bounds().0 as f64),
-            ("send_queue_bytes", |e| e.sub.bounds().1 as f64),
-            ("dropped", |e| e.sub.stats.dropped.total() as f64),
+            ("messages_in", |e| e.conn.stats.received.messages() as f64),
+            ("bytes_in", |e| e.conn.stats.received.bytes() as f64),
+            ("messages_out", |e| e.conn.stats.sent.messages() as f64),
+            ("bytes_out", |e| e.conn.stats.sent.bytes() as f64),
+            ("queued_messages", |e| e.conn.queued().0 as f64),
+            ("queued_bytes", |e| e.conn.queued().1 as f64),
+            ("send_queue", |e| e.conn.bounds().0 as f64),
+            ("send_queue_bytes", |e| e.conn.bounds().1 as f64),
+            ("dropped", |e| e.conn.stats.dropped.total() as f64),
         ];
         let total = entries.len();
         let rows = top(
@@ -214,15 +214,15 @@ impl Monitor {
             fields,
             sort,
             limit,
-            |a, b| a.sub.id.cmp(&b.sub.id),
+            |a, b| a.conn.id.cmp(&b.conn.id),
             |e| {
-                let s = &e.sub.stats;
-                let (queued_messages, queued_bytes) = e.sub.queued();
-                let (send_queue, send_queue_bytes) = e.sub.bounds();
+                let s = &e.conn.stats;
+                let (queued_messages, queued_bytes) = e.conn.queued();
+                let (send_queue, send_queue_bytes) = e.conn.bounds();
                 ConnectionView {
-                    id: e.sub.id,
-                    peer: e.sub.peer.to_string(),
-                    channel: clipped(e.channel.display_name()),
+                    id: e.conn.id,
+                    peer: e.conn.peer.to_string(),
+                    channel: clipped(crate::proto::shown(&e.name)),
                     tls: e.tls,
                     identity: e.identity.as_ref().map(|i| clipped(i.shown())),
                     connected_since: humantime::format_rfc3339_millis(e.since).to_string(),

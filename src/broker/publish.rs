@@ -16,12 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::access::{Identity, Rules};
 use super::cluster::{Back, Cluster, Outbox};
+use super::conn::Conn;
 use super::log_every::LogEvery;
 use super::queue::Attempt;
 use super::router::{Channel, Full, Kind, Retired, Router};
 use super::stats::DropReason;
 use super::store::Backend;
-use super::subscriber::Subscriber;
 
 /// How long a `/queue` publisher waits for the backlogs' share of the budget
 /// before the oldest worker-less backlog is evicted to make room.
@@ -142,7 +142,7 @@ pub(crate) struct Publisher<'a> {
     /// Cancelled when the broker stops reading: a publish waiting for room gives up.
     stop: &'a CancellationToken,
     /// The publishing connection; `None` for the broker's own process.
-    conn: Option<&'a Subscriber>,
+    conn: Option<&'a Conn>,
     cache: HashMap<Bytes, Arc<Channel>>,
     /// The channel of the last publish: most publishers keep to one, and a
     /// comparison of names costs less than hashing one.
@@ -166,7 +166,7 @@ impl<'a> Publisher<'a> {
         router: &'a Router,
         cluster: Option<&'a Cluster>,
         stop: &'a CancellationToken,
-        conn: Option<&'a Subscriber>,
+        conn: Option<&'a Conn>,
     ) -> Self {
         Self {
             router,

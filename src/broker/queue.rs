@@ -14,9 +14,10 @@ use super::lock;
 use tokio::sync::Notify;
 
 use super::budget::Budget;
+use super::conn::Refused;
 use super::delivery::{DeliveryId, Numbering, Out};
 use super::store::Delivery;
-use super::subscriber::{Refused, Subscriber};
+use super::subscription::Subscription;
 
 /// The channel was retired from the registry (a `/queue` or a `/topic`
 /// one); look it up again.
@@ -53,7 +54,7 @@ pub struct QueueState {
 
 #[derive(Default)]
 struct Inner {
-    workers: Vec<Arc<Subscriber>>,
+    workers: Vec<Arc<Subscription>>,
     next: usize,
     /// Numbers each message handed to a worker.
     numbering: Numbering,
@@ -82,7 +83,7 @@ impl Inner {
     fn round_robin<T>(
         &mut self,
         item: T,
-        mut offer: impl FnMut(&Subscriber, T) -> Result<(), (T, bool)>,
+        mut offer: impl FnMut(&Subscription, T) -> Result<(), (T, bool)>,
     ) -> Result<(), T> {
         let n = self.workers.len();
         let mut item = item;
@@ -91,7 +92,7 @@ impl Inner {
             let w = &self.workers[i];
             // A full queue is seen with one load, not by counting and
             // undoing an offer it would refuse.
-            if w.room() > 0 {
+            if w.conn.room() > 0 {
                 match offer(w, item) {
                     Ok(()) => {
                         self.next = (i + 1) % n;
@@ -102,7 +103,7 @@ impl Inner {
                     Err((back, false)) => item = back,
                 }
             }
-            if !w.passed_over() {
+            if !w.conn.passed_over() {
                 self.next = i;
                 return Err(item);
             }
@@ -122,7 +123,11 @@ impl Inner {
             payload: m.payload,
         };
         self.round_robin(m, |w, m| {
-            let offered = if held { w.offer_held(m) } else { w.offer(m) };
+            let offered = if held {
+                w.conn.offer_held(m)
+            } else {
+                w.conn.offer(m)
+            };
             offered.map_err(Refused::into_message_and_budget)
         })?;
         self.numbering.taken(seq);
@@ -208,7 +213,7 @@ impl QueueState {
         }
     }
 
-    pub fn add_worker(&self, sub: Arc<Subscriber>) {
+    pub fn add_worker(&self, sub: Arc<Subscription>) {
         let mut inner = lock(&self.inner);
         inner.workers.push(sub);
         inner.workerless_since = None;
@@ -275,10 +280,10 @@ impl QueueState {
 
     /// Takes a worker off the rotation while it is sent what it is owed; its
     /// [`remove_worker`](Self::remove_worker) follows.
-    pub fn stop_routing(&self, id: u64) {
+    pub fn stop_routing(&self, sub: &Arc<Subscription>) {
         let mut inner = lock(&self.inner);
         let before = inner.workers.len();
-        inner.workers.retain(|w| w.id != id);
+        inner.workers.retain(|w| !Arc::ptr_eq(w, sub));
         if inner.workers.len() < before {
             inner.draining += 1;
         }
@@ -290,10 +295,10 @@ impl QueueState {
     /// Removes a worker; `unsent` (its queued, unwritten messages, oldest first)
     /// go back to the front of the backlog and on to other workers. Returns true
     /// when the channel is now idle and has been retired.
-    pub fn remove_worker(&self, id: u64, unsent: Vec<Out>) -> bool {
+    pub fn remove_worker(&self, sub: &Arc<Subscription>, unsent: Vec<Out>) -> bool {
         let mut inner = lock(&self.inner);
         let before = inner.workers.len();
-        inner.workers.retain(|w| w.id != id);
+        inner.workers.retain(|w| !Arc::ptr_eq(w, sub));
         if inner.workers.is_empty() && inner.workerless_since.is_none() {
             inner.workerless_since = Some(std::time::Instant::now());
         }
@@ -389,7 +394,7 @@ impl QueueState {
         if !inner.backlog.is_empty() {
             return 0;
         }
-        inner.workers.iter().map(|w| w.room()).sum()
+        inner.workers.iter().map(|w| w.conn.room()).sum()
     }
 
     /// Hands a JetStream message to the next worker with room, to be
@@ -449,6 +454,8 @@ impl QueueState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::conn::Conn;
+    use crate::broker::router::Channel;
     use crate::broker::send_queue;
     use tokio_util::sync::CancellationToken;
 
@@ -456,9 +463,9 @@ mod tests {
         id: u64,
         capacity: usize,
         budget: &Arc<Budget>,
-    ) -> (Arc<Subscriber>, send_queue::Receiver<Out>) {
+    ) -> (Arc<Subscription>, send_queue::Receiver<Out>) {
         let (tx, rx) = send_queue::channel(capacity);
-        let sub = Subscriber::new(
+        let conn = Conn::new(
             id,
             "127.0.0.1:1".parse().unwrap(),
             tx,
@@ -467,14 +474,16 @@ mod tests {
             Arc::default(),
             CancellationToken::new(),
         );
-        (Arc::new(sub), rx)
+        // The queue never looks at its workers' channel.
+        let channel = Arc::new(Channel::unregistered(Bytes::from_static(b"/queue/t")));
+        (Arc::new(Subscription::new(Arc::new(conn), channel)), rx)
     }
 
     /// What a writer does: takes everything queued, then lets the backlog refill.
-    fn drain(q: &QueueState, w: &Subscriber, rx: &mut send_queue::Receiver<Out>) -> Vec<Bytes> {
+    fn drain(q: &QueueState, w: &Subscription, rx: &mut send_queue::Receiver<Out>) -> Vec<Bytes> {
         let mut got = Vec::new();
         while let Some(m) = rx.try_recv() {
-            w.taken(m.len());
+            w.conn.taken(m.len());
             got.push(m.payload);
         }
         q.refill();
@@ -515,7 +524,7 @@ mod tests {
         }
         assert_eq!(drain(&q, &b, &mut rx_b), ["2", "4"]);
         // A's peer stopped reading: its writer waits on the socket.
-        a.set_blocked(true);
+        a.conn.set_blocked(true);
         q.refill();
         assert_eq!(q.backlog_len(), 0, "A's turn passed to B");
         assert_eq!(drain(&q, &b, &mut rx_b), ["5", "6"]);
@@ -531,12 +540,15 @@ mod tests {
         q.add_worker(a.clone());
         q.publish(Bytes::from_static(b"owed")).await.unwrap();
         // The worker said goodbye: off the rotation, still owed its message.
-        q.stop_routing(1);
+        q.stop_routing(&a);
         // Its write fails; the message comes back. The channel must not have
         // retired in between, or the message would be held by nobody.
         let owed = rx_a.try_recv().unwrap();
-        a.taken(owed.len());
-        assert!(!q.remove_worker(1, vec![owed]), "not idle: a message waits");
+        a.conn.taken(owed.len());
+        assert!(
+            !q.remove_worker(&a, vec![owed]),
+            "not idle: a message waits"
+        );
         assert_eq!(q.backlog_len(), 1);
         let (b, mut rx_b) = worker(2, 16, &budget);
         q.add_worker(b);
@@ -563,7 +575,7 @@ mod tests {
             "both moved to the worker: held, not parked"
         );
         let m = rx.try_recv().unwrap();
-        w.taken(m.len());
+        w.conn.taken(m.len());
         assert_eq!(budget.used(), 5);
     }
 
@@ -609,9 +621,9 @@ mod tests {
         // A leaves before writing its two: b gets them as new deliveries
         // (numbers go on), not as second attempts (none reached a socket).
         for m in &at_a {
-            a.taken(m.len());
+            a.conn.taken(m.len());
         }
-        q.remove_worker(1, at_a);
+        q.remove_worker(&a, at_a);
         let again: Vec<Option<(u64, u32)>> = std::iter::from_fn(|| rx_b.try_recv())
             .map(|m| id(&m))
             .collect();

@@ -12,9 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::budget::Budget;
+use super::conn::Conn;
 use super::end::EndReason;
 use super::lock;
-use super::subscriber::Subscriber;
 
 /// How long a reader waits for room before it looks for a holder to cut.
 const CONTENDED_AFTER: Duration = Duration::from_secs(1);
@@ -30,7 +30,7 @@ pub struct ReadBudget {
 }
 
 struct Holder {
-    sub: Arc<Subscriber>,
+    conn: Arc<Conn>,
     /// Since when it has held budget, and what it had read then.
     since: Instant,
     read_then: u64,
@@ -56,13 +56,15 @@ impl ReadBudget {
 
     /// `sub` holds some of the budget (from now, unless it did already);
     /// `read` counts the bytes its connection has read.
-    pub fn hold(&self, sub: &Arc<Subscriber>, read: &Arc<AtomicU64>) {
-        lock(&self.holders).entry(sub.id).or_insert_with(|| Holder {
-            sub: sub.clone(),
-            since: Instant::now(),
-            read_then: read.load(Relaxed),
-            read: read.clone(),
-        });
+    pub fn hold(&self, conn: &Arc<Conn>, read: &Arc<AtomicU64>) {
+        lock(&self.holders)
+            .entry(conn.id)
+            .or_insert_with(|| Holder {
+                conn: conn.clone(),
+                since: Instant::now(),
+                read_then: read.load(Relaxed),
+                read: read.clone(),
+            });
     }
 
     /// `id` holds none of the budget any more.
@@ -89,7 +91,7 @@ impl ReadBudget {
         let mine = holders.get(&me).map_or_else(Instant::now, |h| h.since);
         let slowest = holders
             .values()
-            .filter(|h| h.since < mine && !h.sub.kill.is_cancelled())
+            .filter(|h| h.since < mine && !h.conn.kill.is_cancelled())
             .filter_map(|h| {
                 let (rate, bytes, held) = h.pace();
                 (held >= CONTENDED_AFTER).then_some((rate, bytes, held, h))
@@ -104,13 +106,13 @@ impl ReadBudget {
         tracing::warn!(
             "Remote {} disconnected: it held read budget for {held:.1?} receiving a frame at \
              {:.0} KiB/s while other connections waited for room",
-            h.sub.peer,
+            h.conn.peer,
             rate / 1024.0
         );
-        h.sub.set_end_reason(EndReason::FrameTooSlow {
+        h.conn.set_end_reason(EndReason::FrameTooSlow {
             bytes,
             within: held,
         });
-        h.sub.kill.cancel();
+        h.conn.kill.cancel();
     }
 }

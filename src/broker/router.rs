@@ -19,13 +19,14 @@ use super::lock;
 use super::log_every::LogEvery;
 
 use super::budget::Budget;
+use super::conn::{Conn, Refused};
 use super::delivery::Out;
 use super::policy::{ChannelPolicy, Policy};
 use super::queue::QueueState;
 pub use super::queue::Retired;
 use super::stats::{BrokerStats, ChannelStats, ConnStats, DropReason};
 use super::store::{Backend, ChannelLink};
-use super::subscriber::{Refused, Subscriber};
+use super::subscription::Subscription;
 use super::{BrokerConfig, TopicOverflow};
 use crate::proto;
 
@@ -93,11 +94,30 @@ pub enum Kind {
 
 #[derive(Default)]
 pub struct TopicState {
-    subs: Vec<Arc<Subscriber>>,
+    subs: Vec<Arc<Subscription>>,
     retired: bool,
 }
 
 impl Channel {
+    /// A `/topic` channel outside any registry, which nothing routes to: for
+    /// tests of parts that hold a channel without looking at it.
+    #[cfg(test)]
+    pub fn unregistered(name: Bytes) -> Self {
+        Channel {
+            name,
+            stats: ChannelStats::default(),
+            kind: Kind::Topic(Mutex::new(TopicState {
+                subs: Vec::new(),
+                retired: true,
+            })),
+            store: None,
+            link: ChannelLink::default(),
+            disconnect_slow: AtomicBool::new(false),
+            _cost: None,
+            maker: Mutex::new(None),
+        }
+    }
+
     pub fn overflow(&self) -> TopicOverflow {
         if self.disconnect_slow.load(Relaxed) {
             TopicOverflow::Disconnect
@@ -364,25 +384,11 @@ impl Router {
         self.config.max_channels.div_ceil(10)
     }
 
-    /// Adds `sub` to channel `name`, creating the channel if needed. The null
-    /// channel gets a channel of its own that nothing routes to: a publish-only
-    /// client subscribes to nothing.
-    pub fn subscribe(&self, name: Bytes, sub: Arc<Subscriber>) -> Result<Arc<Channel>, Full> {
-        if proto::is_null(&name) {
-            return Ok(Arc::new(Channel {
-                name,
-                stats: ChannelStats::default(),
-                kind: Kind::Topic(Mutex::new(TopicState {
-                    subs: Vec::new(),
-                    retired: true,
-                })),
-                store: None,
-                link: ChannelLink::default(),
-                disconnect_slow: AtomicBool::new(false),
-                _cost: None,
-                maker: Mutex::new(None),
-            }));
-        }
+    /// Subscribes `conn` to channel `name`, creating the channel if needed.
+    /// (The null channel is not one: a publish-only client subscribes to
+    /// nothing, and its caller does not ask.)
+    pub fn subscribe(&self, name: Bytes, conn: &Arc<Conn>) -> Result<Arc<Subscription>, Full> {
+        debug_assert!(!proto::is_null(&name));
         let mut channels = lock(&self.channels);
         let channel = match channels.map.get(&name) {
             Some(c) => c.clone(),
@@ -400,14 +406,16 @@ impl Router {
                 c
             }
         };
+        let sub = Arc::new(Subscription::new(conn.clone(), channel.clone()));
         match &channel.kind {
-            Kind::Topic(t) => lock(t).subs.push(sub),
+            Kind::Topic(t) => lock(t).subs.push(sub.clone()),
             Kind::Queue(q) => {
-                q.add_worker(sub);
+                q.add_worker(sub.clone());
                 channels.unmake(&channel);
             }
         }
-        Ok(channel)
+        conn.hold(sub.clone());
+        Ok(sub)
     }
 
     /// Evicts the oldest worker-less `/queue` backlog other than `except`'s,
@@ -499,6 +507,7 @@ impl Router {
         }
         let mut evict = false;
         for sub in &state.subs {
+            let sub = &sub.conn;
             match sub.offer(Out::plain(payload.clone())) {
                 Ok(()) => {}
                 Err(Refused::Full(_)) => match channel.overflow() {
@@ -556,6 +565,7 @@ impl Router {
         }
         if evict {
             state.subs.retain(|s| {
+                let s = &s.conn;
                 let keep = !s.kill.is_cancelled() && !s.is_closed();
                 if !keep && s.slow.load(Relaxed) {
                     self.stats.slow_consumers_disconnected.fetch_add(1, Relaxed);
@@ -599,28 +609,24 @@ impl Router {
 
     /// Stops routing to `sub`, which is still being sent what it is owed;
     /// [`leave`](Self::leave) follows.
-    pub fn stop_routing(&self, channel: &Arc<Channel>, sub: &Subscriber) {
-        match &channel.kind {
-            Kind::Topic(_) => self.leave(channel, sub, Vec::new(), false),
-            Kind::Queue(q) => q.stop_routing(sub.id),
+    pub fn stop_routing(&self, sub: &Arc<Subscription>) {
+        match &sub.channel.kind {
+            Kind::Topic(_) => self.leave(sub, Vec::new(), false),
+            Kind::Queue(q) => q.stop_routing(sub),
         }
     }
 
     /// Takes `sub` off `channel` for good. `unsent` are messages that were queued
     /// for it and not written: `/queue` messages go back to the front of the
     /// backlog for other workers; `/topic` ones are counted as dropped.
-    pub fn leave(
-        &self,
-        channel: &Arc<Channel>,
-        sub: &Subscriber,
-        unsent: Vec<Out>,
-        shutdown: bool,
-    ) {
+    pub fn leave(&self, sub: &Arc<Subscription>, unsent: Vec<Out>, shutdown: bool) {
+        let channel = &sub.channel;
         let mut channels = lock(&self.channels);
         let empty = match &channel.kind {
             Kind::Topic(state) => {
                 let mut state = lock(state);
-                state.subs.retain(|s| s.id != sub.id);
+                state.subs.retain(|s| !Arc::ptr_eq(s, sub));
+                let sub = &sub.conn;
                 let reason = if sub.slow.load(Relaxed) {
                     DropReason::SlowConsumer
                 } else if shutdown {
@@ -635,7 +641,7 @@ impl Router {
                 }
                 empty
             }
-            Kind::Queue(q) => q.remove_worker(sub.id, unsent),
+            Kind::Queue(q) => q.remove_worker(sub, unsent),
         };
         if empty && channels.remove(channel) {
             self.retired(channel);

@@ -14,11 +14,12 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::FramedWrite;
 use tokio_util::sync::CancellationToken;
 
+use super::conn::Conn;
 use super::delivery::Out;
 use super::end::EndReason;
-use super::router::{Channel, Kind};
+use super::router::Kind;
 use super::send_queue::Receiver;
-use super::subscriber::Subscriber;
+use super::subscription::Subscription;
 use super::Shared;
 use crate::proto::FrameCodec;
 
@@ -136,11 +137,13 @@ enum Outcome {
     Close,
 }
 
-/// Whom a writer writes for: the broker, the subscriber, its channel.
+/// Whom a writer writes for: the broker, the connection, and what it
+/// subscribed to (under protocol v1 one subscription, or none for a
+/// publisher).
 struct Recipient {
     shared: Arc<Shared>,
-    sub: Arc<Subscriber>,
-    channel: Arc<Channel>,
+    conn: Arc<Conn>,
+    sub: Option<Arc<Subscription>>,
 }
 
 /// One connection's writer and what it holds while it runs.
@@ -156,8 +159,7 @@ pub async fn run<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
     wr: W,
     rx: Receiver<Out>,
-    sub: Arc<Subscriber>,
-    channel: Arc<Channel>,
+    conn: Arc<Conn>,
     finish: CancellationToken,
     // Held until the writer is done: the socket and the queue are the
     // connection's, and so is its place under the connection limits.
@@ -173,8 +175,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
         batch: Vec::new(),
         to: Recipient {
             shared,
-            sub,
-            channel,
+            sub: conn.first_subscription(),
+            conn,
         },
     };
     let outcome = writer.write_until_done(&finish).await;
@@ -189,7 +191,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     /// finished by its client, or the broker drains.
     async fn write_until_done(&mut self, finish: &CancellationToken) -> Outcome {
         // Owned here: the waits below live as long as the loop.
-        let (shared, sub) = (self.to.shared.clone(), self.to.sub.clone());
+        let (shared, sub) = (self.to.shared.clone(), self.to.conn.clone());
         let mut last_write = Instant::now() - BUSY;
         // Created once, not per batch (see the reader loop).
         let killed = sub.kill.cancelled();
@@ -238,22 +240,20 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 sub.kill.cancel();
                 return Outcome::Close;
             }
-            refill(&self.to.channel);
+            self.to.refill();
         }
     }
 
     /// The connection ends in order: what it is owed, then end-of-stream.
     async fn finish(&mut self, leave_first: bool) {
-        let Recipient {
-            shared,
-            sub,
-            channel,
-        } = &self.to;
+        let Recipient { shared, conn, sub } = &self.to;
         if leave_first {
             // The client is leaving: stop routing to it, but send what it is owed.
-            shared.router.stop_routing(channel, sub);
+            if let Some(sub) = sub {
+                shared.router.stop_routing(sub);
+            }
         } else {
-            sub.set_end_reason(EndReason::BrokerShutdown);
+            conn.set_end_reason(EndReason::BrokerShutdown);
         }
         // Boxed: once per connection, and its state would otherwise be
         // part of every writer's task for the connection's whole life.
@@ -265,49 +265,54 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 let _ = tokio::time::timeout(timeout, self.sink.get_mut().shutdown()).await;
             }
             Err(e) => {
-                self.to.sub.set_end_reason(e);
-                self.to.sub.kill.cancel();
+                self.to.conn.set_end_reason(e);
+                self.to.conn.kill.cancel();
             }
         }
     }
 
     /// Hands back what was not written, and says how the connection ended.
     fn leave(mut self) {
-        let Recipient {
-            shared,
-            sub,
-            channel,
-        } = &self.to;
+        let Recipient { shared, conn, sub } = &self.to;
         self.rx.close();
-        sub.taken(top_up(&mut self.rx, &mut self.batch, usize::MAX));
+        conn.taken(top_up(&mut self.rx, &mut self.batch, usize::MAX));
         let stopping = shared.phases.drain.is_cancelled();
-        // Cluster messages this worker never got go back to JetStream, for any
-        // broker's workers; only local ones stay in this broker's backlog.
-        let batch = match shared.replies.get() {
-            Some(replies) => {
-                let (local, back) = sub.unwritten(self.batch);
-                replies.give_back(back);
-                local
+        // They point back to the connection: let go of them here, where it ends.
+        let subs = conn.release();
+        debug_assert!(subs.len() <= 1, "protocol v1: one subscription at most");
+        let shown = self.to.shown_channel();
+        match sub {
+            Some(sub) => {
+                // Stored messages this worker never got go back to their
+                // store, for any broker's workers; only messages of this
+                // broker's memory stay in its backlog.
+                let batch = match shared.replies.get() {
+                    Some(replies) => {
+                        let (local, back) = sub.unwritten(self.batch);
+                        replies.give_back(back);
+                        local
+                    }
+                    None => self.batch,
+                };
+                shared.router.leave(sub, batch, stopping);
             }
-            None => self.batch,
-        };
-        shared.router.leave(channel, sub, batch, stopping);
-        let reason = sub.end_reason();
+            // Nothing routes to a publisher: nothing can be queued for it.
+            None => debug_assert!(self.batch.is_empty()),
+        }
+        let reason = conn.end_reason();
         shared.stats.ended.add(&reason);
-        let unsaid = sub.unlogged_drops();
+        let unsaid = conn.unlogged_drops();
         if unsaid > 0 {
             tracing::warn!(
-                "Remote {} on {}: dropped {unsaid} more message(s) before it left ({} dropped in all)",
-                sub.peer,
-                channel.display_name(),
-                sub.stats.dropped.total(),
+                "Remote {} on {shown}: dropped {unsaid} more message(s) before it left ({} dropped in all)",
+                conn.peer,
+                conn.stats.dropped.total(),
             );
         }
-        let s = &sub.stats;
+        let s = &conn.stats;
         tracing::info!(
-            "Remote {} disconnected from {}: {} (in {} msgs/{} B, out {} msgs/{} B, dropped {})",
-            sub.peer,
-            channel.display_name(),
+            "Remote {} disconnected from {shown}: {} (in {} msgs/{} B, out {} msgs/{} B, dropped {})",
+            conn.peer,
             reason,
             s.received.messages(),
             s.received.bytes(),
@@ -322,14 +327,14 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     async fn drain(&mut self, leaving: bool) -> Result<(), EndReason> {
         loop {
             self.to
-                .sub
+                .conn
                 .taken(top_up(&mut self.rx, &mut self.batch, BATCH));
             if self.batch.is_empty() {
-                let channel = &self.to.channel;
-                if leaving || channel.backlog_len() == 0 {
+                let backlog = self.to.sub.as_ref().map_or(0, |s| s.channel.backlog_len());
+                if leaving || backlog == 0 {
                     break;
                 }
-                refill(channel);
+                self.to.refill();
                 if self.rx.is_empty() {
                     break;
                 }
@@ -339,11 +344,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
         // End-of-stream confirms that everything the client sent was routed:
         // not when some of it was refused. It reads the close as "not confirmed".
-        let refused = self.to.sub.stats.refused_publishes();
+        let refused = self.to.conn.stats.refused_publishes();
         if refused > 0 {
             tracing::info!(
                 "Remote {}: no end-of-stream, {refused} of its publishes were refused",
-                self.to.sub.peer
+                self.to.conn.peer
             );
             return Ok(());
         }
@@ -396,20 +401,16 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         };
         let n = whole as u64;
         let bytes: u64 = batch[..whole].iter().map(|m| m.len() as u64).sum();
-        to.sub.stats.sent.add(n, bytes);
-        to.channel.stats.delivered.add(n, bytes);
+        to.conn.stats.sent.add(n, bytes);
         to.shared.stats.delivered.add(n, bytes);
-        if let Some(replies) = to.shared.replies.get() {
-            replies.written(to.sub.written(&batch[..whole]));
+        if let Some(sub) = &to.sub {
+            sub.channel.stats.delivered.add(n, bytes);
+            if let Some(replies) = to.shared.replies.get() {
+                replies.written(sub.written(&batch[..whole]));
+            }
         }
         batch.drain(..whole);
         result
-    }
-}
-
-fn refill(channel: &Channel) {
-    if let Kind::Queue(q) = &channel.kind {
-        q.refill();
     }
 }
 
@@ -435,7 +436,7 @@ fn whole_frames(batch: &[Out], written: u64) -> usize {
 
 /// Why a connection was killed, as its writer can tell (a reason the reader
 /// gave first stands: the first one set is kept).
-fn kill_reason(shared: &Shared, sub: &Subscriber) -> EndReason {
+fn kill_reason(shared: &Shared, sub: &Conn) -> EndReason {
     if sub.slow.load(Relaxed) {
         EndReason::SlowConsumer
     } else if shared.phases.abort.is_cancelled() {
@@ -446,6 +447,22 @@ fn kill_reason(shared: &Shared, sub: &Subscriber) -> EndReason {
 }
 
 impl Recipient {
+    /// A `/queue` worker's writer took messages off its send queue (or is
+    /// stuck on the socket): its channel may hand the room to the backlog.
+    fn refill(&self) {
+        if let Some(Kind::Queue(q)) = self.sub.as_ref().map(|s| &s.channel.kind) {
+            q.refill();
+        }
+    }
+
+    /// The channel it subscribed to, as logs show it.
+    fn shown_channel(&self) -> String {
+        self.sub.as_ref().map_or_else(
+            || crate::proto::NULL_CHANNEL.to_string(),
+            |s| s.channel.display_name(),
+        )
+    }
+
     /// Runs a write; gives up when the socket stops accepting bytes for the
     /// write timeout (`last_ms` after `base`: when it last took some), or
     /// when the connection is killed.
@@ -463,10 +480,10 @@ impl Recipient {
         }
         // The socket takes no more for now: a `/queue` rotation waiting for this
         // worker's turn passes it over until the write is done.
-        let sub = &self.sub;
+        let sub = &self.conn;
         let timeout = self.shared.config.write_timeout;
         sub.set_blocked(true);
-        refill(&self.channel);
+        self.refill();
         let result = tokio::select! {
                 r = &mut write => r.map_err(failed),
                 _ = no_progress(base, last_ms, timeout) => Err(EndReason::WriteTimeout(timeout)),

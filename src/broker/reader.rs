@@ -1,0 +1,816 @@
+//! One connection's reader: the subscribe handshake, then publish pairs routed
+//! until the client says goodbye, breaks the protocol, or the broker stops.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{FutureExt, SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, FramedRead};
+use tokio_util::sync::CancellationToken;
+
+use super::access::{Identity, Rules};
+use super::conn::Conn;
+use super::end::EndReason;
+use super::publish::{Publisher, Rights};
+use super::read_budget::ReadBudget;
+use super::stats::ConnStats;
+use super::{writer, Registered, Shared, Slot};
+use crate::proto::message::{channel_name, ProtocolError, Request, RequestParser};
+use crate::proto::{FrameCodec, FrameError};
+
+/// Unsent bytes a `/queue` worker's socket may hold. Left alone, loopback
+/// autotunes the send buffer to megabytes, and a stalled worker would hoard that
+/// much work that other workers could be doing. Capping the send buffer itself
+/// (32 KiB was tried) also caps what is in flight: below two of loopback's
+/// 64 KiB segments every segment waited for a delayed ACK, and 256 KiB messages
+/// crawled at 2 MB/s. This caps only what the peer has not been sent yet.
+const QUEUE_WORKER_NOTSENT: u32 = 32 * 1024;
+
+/// Frames a reader takes straight from its read buffer before it looks again
+/// whether the broker is stopping or the connection was killed.
+const FRAMES_BETWEEN_LOOKS: u32 = 64;
+
+/// The handshake's read buffer: room for a subscribe frame of a usual name.
+const HANDSHAKE_BUFFER: usize = 256;
+
+/// At shutdown, how long a reader waits for more of what a client is sending
+/// before it takes the input as complete.
+const SHUTDOWN_QUIET: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Slowest a frame in progress may arrive, in bytes per second.
+const MIN_FRAME_RATE: u64 = 16 * 1024;
+
+/// A connection's reader: counts the bytes it gave (so the watchdog can tell a
+/// frame that moves from one that trickles), and holds its read buffer to the
+/// broker's read budget. The first [`FREE_READ_BUFFER`] bytes a connection has
+/// buffered are its own; past them, each further chunk is taken from the read
+/// budget before it is read, and the socket is not read while the budget is
+/// spent (TCP back-pressure): partially received frames cannot take more
+/// memory than the budget, however many connections send them.
+pub struct Counted<R> {
+    inner: R,
+    read: u64,
+    /// `read`, for the read budget to judge this connection's pace by.
+    progress: Arc<std::sync::atomic::AtomicU64>,
+    /// Bytes of the frames handed on: `read - consumed` is in the read buffer.
+    consumed: u64,
+    budget: Arc<ReadBudget>,
+    conn: Arc<Conn>,
+    /// Bytes of the read budget this connection holds.
+    charged: usize,
+    waiting: Option<std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
+}
+
+/// Read buffer a connection may hold outside the read budget: every frame up
+/// to this size is read without asking.
+pub const FREE_READ_BUFFER: usize = 64 * 1024;
+
+impl<R> Counted<R> {
+    fn new(inner: R, budget: Arc<ReadBudget>, conn: Arc<Conn>) -> Self {
+        Self {
+            inner,
+            read: 0,
+            progress: Arc::default(),
+            consumed: 0,
+            budget,
+            conn,
+            charged: 0,
+            waiting: None,
+        }
+    }
+
+    fn count_read(&mut self, n: usize) {
+        self.read += n as u64;
+        if self.charged > 0 {
+            self.progress.store(self.read, Relaxed);
+        }
+    }
+
+    /// A frame of `len` payload bytes left the read buffer.
+    pub fn frame_done(&mut self, len: usize) {
+        self.consumed += (crate::proto::LEN_PREFIX + len) as u64;
+        self.settle();
+    }
+
+    /// Waiting for read budget: the socket is not being read, on purpose.
+    pub fn held_back(&self) -> bool {
+        self.waiting.is_some()
+    }
+
+    fn buffered(&self) -> usize {
+        self.read.saturating_sub(self.consumed) as usize
+    }
+
+    /// Gives back what the buffer no longer needs.
+    fn settle(&mut self) {
+        let need = self.buffered().saturating_sub(FREE_READ_BUFFER);
+        if self.charged > need {
+            self.budget.budget.give_back(self.charged - need);
+            self.charged = need;
+            if need == 0 {
+                self.budget.release(self.conn.id);
+            }
+        }
+    }
+}
+
+impl<R> Drop for Counted<R> {
+    fn drop(&mut self) {
+        if self.charged > 0 {
+            self.budget.budget.give_back(self.charged);
+            self.budget.release(self.conn.id);
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        self.settle();
+        let free = (FREE_READ_BUFFER + self.charged).saturating_sub(self.buffered());
+        let mut allowed = buf.remaining().min(free);
+        if allowed == 0 {
+            let step = buf.remaining().min(FREE_READ_BUFFER);
+            loop {
+                if let Some(wait) = self.waiting.as_mut() {
+                    if wait.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    self.waiting = None;
+                }
+                if self.budget.budget.try_take(step) {
+                    if self.charged == 0 {
+                        self.progress.store(self.read, Relaxed);
+                        self.budget.hold(&self.conn, &self.progress);
+                    }
+                    self.charged += step;
+                    allowed = step;
+                    break;
+                }
+                let budget = self.budget.clone();
+                let me = self.conn.id;
+                self.waiting = Some(Box::pin(async move { budget.room_for(step, me).await }));
+            }
+        }
+        if allowed == buf.remaining() {
+            let before = buf.filled().len();
+            let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+            let n = buf.filled().len() - before;
+            self.count_read(n);
+            return r;
+        }
+        // Fewer bytes than `buf` has room for: through a buffer of that size
+        // (a copy, only while a large frame is being received).
+        let mut chunk = vec![0u8; allowed];
+        let mut limited = tokio::io::ReadBuf::new(&mut chunk);
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, &mut limited);
+        let n = limited.filled().len();
+        buf.put_slice(&chunk[..n]);
+        self.count_read(n);
+        r
+    }
+}
+
+/// Closes a connection over the limit with an end-of-stream frame, so the client
+/// knows it was turned away on purpose. A TLS port just closes: spending a
+/// handshake on a connection that is refused anyway would be a gift to a flood.
+pub async fn refuse(mut stream: TcpStream, tls: bool) {
+    if !tls {
+        let _ = stream.write_all(&0u32.to_be_bytes()).await;
+    }
+    let _ = stream.shutdown().await;
+}
+
+/// End-of-stream and close, for a subscription refused after the handshake;
+/// a peer that reads nothing cannot hold the connection past --write-timeout.
+async fn say_refused<W: AsyncWrite + Unpin>(shared: &Shared, w: &mut W) {
+    let eos = async {
+        w.write_all(&0u32.to_be_bytes()).await?;
+        w.shutdown().await
+    };
+    let _ = tokio::time::timeout(shared.config.write_timeout, eos).await;
+}
+
+fn configure(stream: &TcpStream, shared: &Shared) {
+    let _ = stream.set_nodelay(true);
+    if let Some(idle) = shared.config.keepalive {
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(idle)
+            .with_interval(idle / 3)
+            .with_retries(3);
+        let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+    }
+}
+
+/// Waiting until a reader has bytes for us without holding a buffer for them:
+/// an idle connection then holds no read buffer at all.
+pub trait WaitData {
+    /// Whether [`wait_data`](Self::wait_data) waits: false where it cannot
+    /// (the reader then keeps its buffer).
+    const WAITS: bool = true;
+    /// Returns once bytes (or the end of the stream, or an error) are there
+    /// to be read.
+    fn wait_data(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+impl WaitData for tokio::net::tcp::OwnedReadHalf {
+    async fn wait_data(&mut self) {
+        // A one-byte peek waits for data the way a read would, consumes
+        // nothing, and needs no heap buffer.
+        let mut byte = [0u8; 1];
+        let _ = self.peek(&mut byte).await;
+    }
+}
+
+impl WaitData for tokio::io::ReadHalf<TlsStream> {
+    // TLS keeps its own buffers in rustls; there is no socket to peek past
+    // them, so a TLS reader keeps its read buffer too.
+    const WAITS: bool = false;
+    async fn wait_data(&mut self) {}
+}
+
+impl<R: AsyncRead + WaitData + Send> WaitData for tokio::io::Chain<std::io::Cursor<Bytes>, R> {
+    const WAITS: bool = R::WAITS;
+    async fn wait_data(&mut self) {
+        let (first, rest) = self.get_mut();
+        if (first.position() as usize) < first.get_ref().len() {
+            return;
+        }
+        rest.wait_data().await
+    }
+}
+
+impl<R: WaitData + Send> WaitData for Counted<R> {
+    const WAITS: bool = R::WAITS;
+    async fn wait_data(&mut self) {
+        self.inner.wait_data().await
+    }
+}
+
+/// Read buffer a connection takes when bytes arrive.
+const READ_BUFFER: usize = 8 * 1024;
+
+/// The next frame, holding no read buffer while the connection is idle: when
+/// nothing is buffered and nothing is on the socket, the buffer is given back
+/// and taken again once bytes arrive. A busy connection never lets go of it.
+async fn next_frame<R: AsyncRead + WaitData + Unpin + Send>(
+    frames: &mut FramedRead<Counted<R>, FrameCodec>,
+) -> Option<Result<Bytes, FrameError>> {
+    loop {
+        if !R::WAITS || !frames.read_buffer().is_empty() {
+            return frames.next().await;
+        }
+        // Polled once: a frame that is there is read at once.
+        if let Some(frame) = frames.next().now_or_never() {
+            return frame;
+        }
+        if !frames.read_buffer().is_empty() {
+            // Part of a frame came: its buffer stays while the rest comes.
+            return frames.next().await;
+        }
+        *frames.read_buffer_mut() = bytes::BytesMut::new();
+        frames.get_mut().wait_data().await;
+        // A fresh buffer, not a reserve on the empty one: a BytesMut
+        // remembers the capacity it was made with, and grows in steps of it
+        // (from an empty one, reads of a few bytes at a time).
+        *frames.read_buffer_mut() = bytes::BytesMut::with_capacity(READ_BUFFER);
+    }
+}
+
+/// A connection's byte stream: plain TCP, or TLS over it. Split into a reader
+/// and a writer once the client has subscribed.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    type Reader: AsyncRead + WaitData + Unpin + Send + 'static;
+    type Writer: AsyncWrite + Unpin + Send + 'static;
+    fn tcp(&self) -> &TcpStream;
+    fn split(self) -> (Self::Reader, Self::Writer);
+    /// The client certificate's identity, when it presented one.
+    fn identity(&self) -> Option<Identity> {
+        None
+    }
+    fn is_tls(&self) -> bool {
+        false
+    }
+}
+
+impl Transport for TcpStream {
+    type Reader = tokio::net::tcp::OwnedReadHalf;
+    type Writer = tokio::net::tcp::OwnedWriteHalf;
+
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        self.into_split()
+    }
+}
+
+type TlsStream = tokio_rustls::server::TlsStream<TcpStream>;
+
+impl Transport for TlsStream {
+    type Reader = tokio::io::ReadHalf<TlsStream>;
+    type Writer = tokio::io::WriteHalf<TlsStream>;
+
+    fn tcp(&self) -> &TcpStream {
+        self.get_ref().0
+    }
+
+    fn split(self) -> (Self::Reader, Self::Writer) {
+        tokio::io::split(self)
+    }
+
+    fn identity(&self) -> Option<Identity> {
+        let certs = self.get_ref().1.peer_certificates()?;
+        Identity::from_der(certs.first()?)
+    }
+
+    fn is_tls(&self) -> bool {
+        true
+    }
+}
+
+/// Serves one admitted connection; `slot` is its place under the connection
+/// limits, held by the reader here and by the writer until both are done.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slot: Arc<Slot>) {
+    configure(&stream, &shared);
+    // One deadline for the TLS handshake and the subscribe frame together: a
+    // peer that starts either and goes quiet holds a slot no longer than a
+    // silent one.
+    let deadline = tokio::time::Instant::now() + shared.config.subscribe_timeout;
+    match shared.tls.clone() {
+        None => serve_on(&shared, stream, peer, slot, deadline).await,
+        Some(acceptor) => {
+            let accepted = tokio::select! {
+                _ = shared.phases.stop_reading.cancelled() => None,
+                r = tokio::time::timeout_at(deadline, Box::pin(acceptor.accept(stream))) => Some(r),
+            };
+            match accepted {
+                // Boxed: a plain connection's task does not carry the
+                // larger state of a TLS one.
+                Some(Ok(Ok(tls))) => Box::pin(serve_on(&shared, tls, peer, slot, deadline)).await,
+                Some(Ok(Err(e))) => {
+                    // A refusal (no certificate, or a stranger's), said as one
+                    // and counted as one.
+                    shared.stats.refused.fetch_add(1, Relaxed);
+                    if let Some(n) = shared.refused_log.due(peer.ip()) {
+                        tracing::warn!(
+                            "Remote {peer} refused: TLS handshake failed: {e} ({n} from this \
+                             address since the last line)"
+                        );
+                    }
+                }
+                Some(Err(_)) => tracing::info!(
+                    "Remote {peer} closed: no TLS handshake within {:?}",
+                    shared.config.subscribe_timeout
+                ),
+                None => {}
+            }
+        }
+    }
+}
+
+async fn serve_on<T: Transport>(
+    shared: &Arc<Shared>,
+    stream: T,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    deadline: tokio::time::Instant,
+) {
+    // The subscribe frame is a channel name: read with that limit, so nobody
+    // makes the broker buffer a whole --max-frame before subscribing; and into
+    // a buffer sized for one, which is all most connections ever send.
+    let mut framed = Framed::with_capacity(
+        stream,
+        FrameCodec::new(shared.config.max_channel),
+        HANDSHAKE_BUFFER,
+    );
+    let Some(name) = handshake(shared, &mut framed, peer, deadline).await else {
+        return;
+    };
+    let identity = framed.get_ref().identity();
+    let tls = framed.get_ref().is_tls();
+    // Read before the policy: a reload in between is then seen at once.
+    let generation = shared.router.generation();
+    let policy = shared.router.policy();
+    let rules = policy.access.rules_for(identity.as_ref());
+    let allowed = rules.as_ref().is_some_and(|r| r.may_subscribe(&name));
+    if !allowed {
+        shared.stats.denied.fetch_add(1, Relaxed);
+        if let Some(n) = shared.denied_log.due(peer.ip()) {
+            let who = identity
+                .as_ref()
+                .map_or_else(|| "no client certificate".to_string(), |i| i.shown());
+            let why = if rules.is_none() {
+                "connections without a client certificate are refused".to_string()
+            } else {
+                format!("may not subscribe to {}", crate::proto::shown(&name))
+            };
+            tracing::warn!(
+                "Remote {peer} ({who}) refused: {why} ({n} from this address since the last line)"
+            );
+        }
+        say_refused(shared, framed.get_mut()).await;
+        return;
+    }
+    let channel_policy = policy.for_channel(&name);
+    if crate::proto::is_queue(&name) {
+        let _ = socket2::SockRef::from(framed.get_ref().tcp())
+            .set_tcp_notsent_lowat(QUEUE_WORKER_NOTSENT);
+    }
+    // Bytes the client sent right after its subscribe frame are in the read
+    // buffer: they go on to the reader with the codec.
+    // (A FramedRead given a filled buffer would still wait for the socket before
+    // decoding it, so the bytes are read again, ahead of the socket.)
+    // Copied out, so that the handshake's buffer is not kept for the
+    // connection's life (nothing to copy, and no allocation, for most).
+    let parts = framed.into_parts();
+    let (rd, wr) = parts.io.split();
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    // Given back now, not when this function ends with the connection.
+    drop((parts.read_buf, parts.write_buf));
+    let rd = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(early), rd);
+    let (capacity, max_bytes) = channel_policy.send_bounds(&name);
+    let (tx, rx) = super::send_queue::channel(capacity);
+    let id = shared.next_id.fetch_add(1, Relaxed);
+    let stats = Arc::new(ConnStats::default());
+    let kill = shared.phases.abort.child_token();
+    let conn = Arc::new(Conn::new(
+        id,
+        peer,
+        tx,
+        max_bytes,
+        shared.router.budget.clone(),
+        stats,
+        kill,
+    ));
+    let rd = Counted::new(rd, shared.reading.clone(), conn.clone());
+    let mut frames =
+        FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
+    // A publish-only client (the null channel) subscribes to nothing.
+    let null = crate::proto::is_null(&name);
+    if !null && shared.router.subscribe(name.clone(), &conn).is_err() {
+        // Told with end-of-stream, like a refusal at the connection limit.
+        shared.stats.refused.fetch_add(1, Relaxed);
+        shared.router.channel_limit_reached();
+        tracing::debug!("Remote {peer} refused: --max-channels reached");
+        let mut wr = wr;
+        say_refused(shared, &mut wr).await;
+        return;
+    }
+    tracing::info!("Remote {peer} subscribed to {}", crate::proto::shown(&name));
+    let finish = CancellationToken::new();
+    slot.register(Registered {
+        conn: conn.clone(),
+        name,
+        since: std::time::SystemTime::now(),
+        identity: identity.clone(),
+        tls,
+        finish: finish.clone(),
+    });
+    shared.phases.writers.spawn(writer::run(
+        shared.clone(),
+        wr,
+        rx,
+        conn.clone(),
+        finish.clone(),
+        slot,
+    ));
+    // A publish-only client is owed nothing: at shutdown it can be told at once,
+    // so that it stops sending while what it sent is still read.
+    let early_eos = null.then_some(&finish);
+    let rights = Rights::new(
+        identity,
+        rules.unwrap_or_else(Rules::allow_all),
+        generation,
+        peer,
+    );
+    let end = read_loop(shared, &mut frames, &conn, early_eos, rights).await;
+    match end {
+        End::Finish(reason) => {
+            conn.set_end_reason(reason);
+            finish.cancel();
+        }
+        End::Close(reason) => {
+            conn.set_end_reason(reason);
+            conn.kill.cancel();
+        }
+        End::Stop => {}
+    }
+}
+
+/// Reads the subscribe frame within the deadline; `None` closes the connection.
+async fn handshake<T: Transport>(
+    shared: &Shared,
+    frames: &mut Framed<T, FrameCodec>,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> Option<Bytes> {
+    let first = tokio::select! {
+        _ = shared.phases.stop_reading.cancelled() => return None,
+        r = tokio::time::timeout_at(deadline, frames.next()) => r,
+    };
+    let frame = match first {
+        Err(_) => {
+            tracing::info!(
+                "Remote {peer} closed: no subscribe frame within {:?}",
+                shared.config.subscribe_timeout
+            );
+            return None;
+        }
+        Ok(None) => {
+            tracing::debug!("Remote {peer} disconnected before subscribing");
+            return None;
+        }
+        Ok(Some(Err(FrameError::TooLarge { announced, .. })))
+            if crate::proto::looks_like_tls(announced) =>
+        {
+            protocol_error(shared, peer, "it speaks TLS, and this port does not");
+            // An end-of-stream is not a TLS record: the client's TLS library
+            // reports a corrupt message, not an end of file that would look
+            // like a refusal.
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(1), frames.send(Bytes::new()))
+                    .await;
+            return None;
+        }
+        // Read with the name limit: too long a frame is too long a name.
+        Ok(Some(Err(FrameError::TooLarge { announced, max }))) => {
+            let e = ProtocolError::ChannelTooLong {
+                len: announced as usize,
+                max,
+            };
+            protocol_error(shared, peer, &e.to_string());
+            return None;
+        }
+        Ok(Some(Err(e))) => {
+            protocol_error(shared, peer, &e.to_string());
+            return None;
+        }
+        Ok(Some(Ok(frame))) => frame,
+    };
+    match channel_name(frame, shared.config.max_channel) {
+        Ok(Some(name)) => Some(name),
+        Ok(None) => {
+            tracing::debug!("Remote {peer} said goodbye before subscribing");
+            None
+        }
+        Err(e) => {
+            protocol_error(shared, peer, &e.to_string());
+            None
+        }
+    }
+}
+
+fn protocol_error(shared: &Shared, peer: SocketAddr, why: &str) {
+    shared.stats.protocol_errors.fetch_add(1, Relaxed);
+    if let Some(n) = shared.protocol_log.due(peer.ip()) {
+        tracing::warn!(
+            "Remote {peer} disconnected for breaking the protocol: {why} ({n} from this \
+             address since the last line)"
+        );
+    }
+}
+
+enum End {
+    /// Flush what the client is owed, then close (goodbye, or the client closed).
+    Finish(EndReason),
+    /// Close at once.
+    Close(EndReason),
+    /// The broker is shutting down, or the connection was already killed.
+    Stop,
+}
+
+async fn read_loop<R: AsyncRead + WaitData + Unpin + Send>(
+    shared: &Shared,
+    frames: &mut FramedRead<Counted<R>, FrameCodec>,
+    conn: &Conn,
+    early_eos: Option<&CancellationToken>,
+    rights: Rights,
+) -> End {
+    let cluster = shared.cluster.get().map(|c| &**c);
+    let mut publisher = Publisher::new(
+        &shared.router,
+        cluster,
+        &shared.phases.stop_reading,
+        Some(conn),
+    )
+    .with_rights(rights);
+    let end = read_frames(shared, frames, conn, &mut publisher, early_eos).await;
+    publisher.flush_counts();
+    // Boxed: the cluster's settling (JetStream futures, several KiB) would
+    // otherwise be part of every connection's task, clustered or not,
+    // for the whole life of the connection.
+    Box::pin(publisher.settle(&shared.phases.abort)).await;
+    end
+}
+
+async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
+    shared: &Shared,
+    frames: &mut FramedRead<Counted<R>, FrameCodec>,
+    conn: &Conn,
+    publisher: &mut Publisher<'_>,
+    early_eos: Option<&CancellationToken>,
+) -> End {
+    let mut parser = RequestParser::new(shared.config.max_channel);
+    // Created once: a fresh `cancelled()` per frame registers and deregisters a
+    // waiter (two lock round trips) for every message read.
+    let stop = shared.phases.stop_reading.cancelled();
+    let killed = conn.kill.cancelled();
+    // Checks for a frame left half-sent. Polled only when no frame is ready, so
+    // a busy connection never touches the timer.
+    let frame_timeout = shared.config.frame_timeout;
+    let mut watchdog =
+        tokio::time::interval_at(tokio::time::Instant::now() + frame_timeout, frame_timeout);
+    watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A frame in progress must move at MIN_FRAME_RATE: one byte now and then
+    // would otherwise hold a --max-frame buffer for ever.
+    let min_progress = (MIN_FRAME_RATE as f64 * frame_timeout.as_secs_f64()) as u64;
+    let mut frames_read = 0u64;
+    // (frames read, bytes read) at the last tick that found a frame in
+    // progress: the next tick judges the progress over one whole interval.
+    let mut last_check: Option<(u64, u64)> = None;
+    // Set once the broker is shutting down: what the client already sent is
+    // still read and routed, so that an end-of-stream confirms all of it.
+    let mut stopping = false;
+    // Frames taken from the read buffer since the select below last ran.
+    let mut unlooked = 0u32;
+    tokio::pin!(stop, killed);
+    loop {
+        if stopping {
+            if let Some(end) =
+                before_waiting(shared, conn, !frames.read_buffer().is_empty(), publisher).await
+            {
+                return end;
+            }
+            let partial = in_progress(frames, &parser);
+            let frame = tokio::select! {
+                biased;
+                _ = &mut killed => return End::Stop,
+                _ = shared.phases.cut_reading.cancelled() => return End::Close(EndReason::InputCut),
+                f = frames.next() => f,
+                // Nothing more is coming: what was sent is routed. A frame
+                // left half-sent was not, so that client gets no end-of-stream.
+                _ = tokio::time::sleep(SHUTDOWN_QUIET) => return if partial {
+                    End::Close(EndReason::InputCut)
+                } else {
+                    End::Stop
+                },
+            };
+            if let Some(Ok(f)) = &frame {
+                frames.get_mut().frame_done(f.len());
+            }
+            match step(shared, conn, publisher, &mut parser, frame).await {
+                Some(end) => return end,
+                None => continue,
+            }
+        }
+        // A frame already in the read buffer is taken without the select:
+        // polling the two cancellation futures costs four lock round trips,
+        // more than routing a small message. Every FRAMES_BETWEEN_LOOKS
+        // frames the select runs anyway, so a flood cannot hide a stop or a kill.
+        let buffered = if unlooked < FRAMES_BETWEEN_LOOKS && !frames.read_buffer().is_empty() {
+            frames.next().now_or_never()
+        } else {
+            None
+        };
+        let frame = if let Some(frame) = buffered {
+            unlooked += 1;
+            frame
+        } else {
+            unlooked = 0;
+            if let Some(end) =
+                before_waiting(shared, conn, !frames.read_buffer().is_empty(), publisher).await
+            {
+                return end;
+            }
+            tokio::select! {
+            biased;
+            _ = &mut stop => {
+                stopping = true;
+                // Between frames, nothing routed waits for this client: the
+                // end-of-stream goes now, a well-behaved client stops sending,
+                // and what it sent until then arrives and is read below.
+                let partial = in_progress(frames, &parser);
+                if let (Some(eos), false) = (early_eos, partial) {
+                    eos.cancel();
+                }
+                continue;
+            }
+            _ = &mut killed => return End::Stop,
+            f = next_frame(frames) => f,
+            _ = watchdog.tick() => {
+                let partial = in_progress(frames, &parser);
+                // Held back by the read budget, the frame cannot move: that
+                // is the broker's doing, not the client's.
+                if !partial || frames.get_ref().held_back() {
+                    last_check = None;
+                    continue;
+                }
+                let now = (frames_read, frames.get_ref().read);
+                if let Some((frames_then, read_then)) = last_check {
+                    if frames_then == now.0 {
+                        let arrived = now.1 - read_then;
+                        if arrived == 0 {
+                            return End::Close(EndReason::HalfFrame(frame_timeout));
+                        }
+                        if arrived < min_progress {
+                            return End::Close(EndReason::FrameTooSlow {
+                                bytes: arrived,
+                                within: frame_timeout,
+                            });
+                        }
+                    }
+                }
+                last_check = Some(now);
+                continue;
+            }
+            }
+        };
+        frames_read += 1;
+        if let Some(Ok(f)) = &frame {
+            frames.get_mut().frame_done(f.len());
+        }
+        if let Some(end) = step(shared, conn, publisher, &mut parser, frame).await {
+            return end;
+        }
+    }
+}
+
+/// What a reader does before it may wait for input: once the read buffer is
+/// empty (`buffered` false), it sends the `/queue` messages gathered for
+/// JetStream, since nothing more is about to join them; and it adds what it
+/// counted to the shared counters. `Some` ends the connection.
+async fn before_waiting(
+    shared: &Shared,
+    conn: &Conn,
+    buffered: bool,
+    publisher: &mut Publisher<'_>,
+) -> Option<End> {
+    // Boxed, as the settling at the end: JetStream's futures are large.
+    if !buffered && publisher.holds_open() && !Box::pin(publisher.ship()).await {
+        return Some(cut_short(shared, conn));
+    }
+    publisher.flush_counts();
+    None
+}
+
+/// How a connection ends when one of its publishes could not be routed.
+fn cut_short(shared: &Shared, conn: &Conn) -> End {
+    if shared.phases.stop_reading.is_cancelled() && !conn.kill.is_cancelled() {
+        // A publish cut by the shutdown: this client's input was not
+        // all routed, so it must not get an end-of-stream.
+        End::Close(EndReason::InputCut)
+    } else {
+        End::Stop
+    }
+}
+
+/// A frame, or a channel-and-payload pair, is partly received.
+fn in_progress<R>(frames: &FramedRead<R, FrameCodec>, parser: &RequestParser) -> bool {
+    !frames.read_buffer().is_empty() || frames.decoder().mid_frame() || parser.mid_pair()
+}
+
+/// Handles one frame (or the end of input); `Some` ends the connection.
+async fn step(
+    shared: &Shared,
+    conn: &Conn,
+    publisher: &mut Publisher<'_>,
+    parser: &mut RequestParser,
+    frame: Option<Result<Bytes, FrameError>>,
+) -> Option<End> {
+    let frame = match frame {
+        None if parser.mid_pair() => return Some(End::Close(EndReason::ClosedMidPair)),
+        None => return Some(End::Finish(EndReason::ClientClosed)),
+        Some(Err(e @ FrameError::TooLarge { .. })) => {
+            protocol_error(shared, conn.peer, &e.to_string());
+            return Some(End::Close(EndReason::Protocol(e.to_string())));
+        }
+        Some(Err(e)) if e.is_truncated() => return Some(End::Close(EndReason::ClosedMidFrame)),
+        Some(Err(e)) => return Some(End::Close(EndReason::ReadError(e.to_string()))),
+        Some(Ok(frame)) => frame,
+    };
+    match parser.push(frame) {
+        Err(e) => {
+            protocol_error(shared, conn.peer, &e.to_string());
+            Some(End::Close(EndReason::Protocol(e.to_string())))
+        }
+        Ok(None) => None,
+        Ok(Some(Request::Goodbye)) => Some(End::Finish(EndReason::Goodbye)),
+        Ok(Some(Request::Publish { channel, payload })) => {
+            if publisher.publish(channel, payload).await {
+                None
+            } else {
+                Some(cut_short(shared, conn))
+            }
+        }
+    }
+}

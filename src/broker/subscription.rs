@@ -1,0 +1,128 @@
+//! A subscription: one connection's place on one channel, and, for a `/queue`
+//! worker whose channel is stored elsewhere, the deliveries written to it that
+//! the store still waits to hear about.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+
+use super::conn::{Conn, Refused};
+use super::delivery::{DeliveryId, Out};
+use super::lock;
+use super::router::Channel;
+use super::store::Delivery;
+
+pub struct Subscription {
+    /// The connection whose send queue its messages go to.
+    pub conn: Arc<Conn>,
+    pub channel: Arc<Channel>,
+    /// Stored messages queued for this worker, by delivery number (so oldest
+    /// first), settled once written to its socket (see
+    /// [`written`](Self::written)).
+    in_flight: Mutex<VecDeque<InFlight>>,
+    /// Its length, so that the writer of a worker with nothing stored in
+    /// flight (every worker of a memory-backed channel) never takes the lock.
+    in_flight_len: AtomicUsize,
+}
+
+/// A stored message in a worker's send queue.
+struct InFlight {
+    seq: u64,
+    part: Bytes,
+    delivery: Delivery,
+}
+
+impl Subscription {
+    pub fn new(conn: Arc<Conn>, channel: Arc<Channel>) -> Self {
+        Self {
+            conn,
+            channel,
+            in_flight: Mutex::new(VecDeque::new()),
+            in_flight_len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Queues a stored message for this worker (numbered `id` by its
+    /// channel); the store hears of it once it is written. Registered before
+    /// it is queued, so the writer cannot write it unseen; taken back if the
+    /// queue refuses it.
+    pub fn offer_delivery(
+        &self,
+        payload: Bytes,
+        id: DeliveryId,
+        delivery: Delivery,
+    ) -> Result<(), (Refused, Delivery)> {
+        {
+            let mut in_flight = lock(&self.in_flight);
+            in_flight.push_back(InFlight {
+                seq: id.seq(),
+                part: payload.clone(),
+                delivery,
+            });
+            self.in_flight_len.store(in_flight.len(), Relaxed);
+        }
+        let m = Out {
+            payload,
+            delivery: Some(id),
+        };
+        match self.conn.offer(m) {
+            Ok(()) => Ok(()),
+            Err(refused) => {
+                let mut in_flight = lock(&self.in_flight);
+                // The newest: numbers rise, and nothing else removes an
+                // entry the writer has not seen.
+                let taken = match in_flight.back() {
+                    Some(u) if u.seq == id.seq() => in_flight.pop_back(),
+                    _ => None,
+                };
+                self.in_flight_len.store(in_flight.len(), Relaxed);
+                match taken {
+                    Some(u) => Err((refused, u.delivery)),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// The stored messages among `batch`, which was just written: they are
+    /// due their settlement.
+    pub fn written(&self, batch: &[Out]) -> Vec<Delivery> {
+        if self.in_flight_len.load(Relaxed) == 0 {
+            return Vec::new();
+        }
+        let mut in_flight = lock(&self.in_flight);
+        let mut due = Vec::new();
+        // Both in delivery order: the table's front is the next one written.
+        for id in batch.iter().filter_map(|m| m.delivery) {
+            if in_flight.front().is_some_and(|u| u.seq == id.seq()) {
+                if let Some(u) = in_flight.pop_front() {
+                    due.push(u.delivery);
+                }
+            }
+        }
+        self.in_flight_len.store(in_flight.len(), Relaxed);
+        due
+    }
+
+    /// Splits what this worker leaves unsent into messages of this broker's
+    /// memory (returned first) and stored ones, which go back to their store
+    /// (returned second) rather than to this broker's backlog.
+    pub fn unwritten(&self, unsent: Vec<Out>) -> (Vec<Out>, Vec<(Delivery, Bytes)>) {
+        if self.in_flight_len.load(Relaxed) == 0 {
+            return (unsent, Vec::new());
+        }
+        let mut in_flight = lock(&self.in_flight);
+        // Once per connection: a set rather than a search in order, which
+        // numbers starting again at 1 would break.
+        let stored: HashSet<u64> = in_flight.iter().map(|u| u.seq).collect();
+        let local = unsent
+            .into_iter()
+            .filter(|m| m.delivery.is_none_or(|id| !stored.contains(&id.seq())))
+            .collect();
+        let back = in_flight.drain(..).map(|u| (u.delivery, u.part)).collect();
+        self.in_flight_len.store(0, Relaxed);
+        (local, back)
+    }
+}
