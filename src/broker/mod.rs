@@ -180,6 +180,18 @@ struct Shared {
 }
 
 impl Shared {
+    /// What a publish may go to beyond this broker: the cluster's `/topic`
+    /// forwarder and its JetStream store, once the broker has joined one.
+    fn links(&self) -> publish::Links<'_> {
+        match self.cluster.get() {
+            Some(c) => publish::Links {
+                forward: Some(&**c),
+                jetstream: Some(c.jetstream()),
+            },
+            None => publish::Links::default(),
+        }
+    }
+
     /// Counts a new connection from `ip`; false when that address is at its limit.
     fn admit_ip(&self, ip: std::net::IpAddr) -> bool {
         if !self.counts_ip(ip) {
@@ -340,9 +352,12 @@ impl Injector {
     /// only where a client would (a full `/queue` backlog or stream).
     pub async fn publish(&self, channel: &bytes::Bytes, payload: bytes::Bytes) {
         let shared = &self.0;
-        let cluster = shared.cluster.get().map(|c| &**c);
-        let mut publisher =
-            Publisher::new(&shared.router, cluster, &shared.phases.stop_reading, None);
+        let mut publisher = Publisher::new(
+            &shared.router,
+            shared.links(),
+            &shared.phases.stop_reading,
+            None,
+        );
         publisher.publish(channel.clone(), payload).await;
         // Stored in JetStream (or routed here) before it counts as published.
         publisher.settle(&shared.phases.abort).await;

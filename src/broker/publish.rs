@@ -15,13 +15,27 @@ use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::access::{Identity, Rules};
-use super::cluster::{Back, Cluster, Outbox};
 use super::conn::Conn;
 use super::log_every::LogEvery;
 use super::queue::Attempt;
 use super::router::{Channel, Full, Kind, Retired, Router};
 use super::stats::DropReason;
+use super::store::jetstream::{Back, JetStream, Outbox};
 use super::store::Backend;
+
+/// Where `/topic` messages go besides this broker's subscribers: the
+/// cluster's forwarder, which takes them without waiting.
+pub trait Forward: Send + Sync {
+    fn forward(&self, name: &Bytes, payload: &Bytes);
+}
+
+/// What lies beyond this broker that a publish may go to.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Links<'a> {
+    pub forward: Option<&'a dyn Forward>,
+    /// The store of `/queue` channels kept in JetStream.
+    pub jetstream: Option<&'a JetStream>,
+}
 
 /// How long a `/queue` publisher waits for the backlogs' share of the budget
 /// before the oldest worker-less backlog is evicted to make room.
@@ -138,7 +152,7 @@ struct Unsaid {
 /// One source of publishes, with what it remembers between them.
 pub(crate) struct Publisher<'a> {
     router: &'a Router,
-    cluster: Option<&'a Cluster>,
+    links: Links<'a>,
     /// Cancelled when the broker stops reading: a publish waiting for room gives up.
     stop: &'a CancellationToken,
     /// The publishing connection; `None` for the broker's own process.
@@ -164,13 +178,13 @@ impl Drop for Publisher<'_> {
 impl<'a> Publisher<'a> {
     pub fn new(
         router: &'a Router,
-        cluster: Option<&'a Cluster>,
+        links: Links<'a>,
         stop: &'a CancellationToken,
         conn: Option<&'a Conn>,
     ) -> Self {
         Self {
             router,
-            cluster,
+            links,
             stop,
             conn,
             cache: HashMap::new(),
@@ -247,9 +261,9 @@ impl<'a> Publisher<'a> {
         }
         self.unsaid.published.0 += 1;
         self.unsaid.published.1 += len;
-        if let Some(cluster) = self.cluster {
+        if let Some(forward) = self.links.forward {
             if !crate::proto::is_queue(&name) {
-                cluster.forward(&name, &payload);
+                forward.forward(&name, &payload);
             }
         }
         // Routed here at once, as nearly every publish is; the rest in boxed
@@ -270,13 +284,13 @@ impl<'a> Publisher<'a> {
     /// (or routed) before its connection is done, since a `send` that gets
     /// end-of-stream is owed that.
     pub async fn settle(&mut self, stop: &CancellationToken) {
-        let Some(cluster) = self.cluster else {
+        let Some(jetstream) = self.links.jetstream else {
             return;
         };
         let Some(outbox) = self.outbox.as_mut().filter(|o| !o.is_empty()) else {
             return;
         };
-        let back = outbox.settle(cluster, stop).await;
+        let back = outbox.settle(jetstream, stop).await;
         self.route_back(back).await;
     }
 
@@ -290,10 +304,10 @@ impl<'a> Publisher<'a> {
     /// broker stopped or the connection was killed while one that JetStream
     /// would not take waited for room here.
     pub async fn ship(&mut self) -> bool {
-        let (Some(cluster), Some(outbox)) = (self.cluster, self.outbox.as_mut()) else {
+        let (Some(jetstream), Some(outbox)) = (self.links.jetstream, self.outbox.as_mut()) else {
             return true;
         };
-        let back = outbox.ship(cluster, self.stop).await;
+        let back = outbox.ship(jetstream, self.stop).await;
         self.route_back(back).await
     }
 

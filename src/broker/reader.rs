@@ -596,10 +596,9 @@ async fn read_loop<R: AsyncRead + WaitData + Unpin + Send>(
     early_eos: Option<&CancellationToken>,
     rights: Rights,
 ) -> End {
-    let cluster = shared.cluster.get().map(|c| &**c);
     let mut publisher = Publisher::new(
         &shared.router,
-        cluster,
+        shared.links(),
         &shared.phases.stop_reading,
         Some(conn),
     )

@@ -9,25 +9,12 @@
 //!   bounded queue: NATS being slow or away never slows a publisher, and what
 //!   cannot be forwarded is counted (`cluster_unforwarded`), while local
 //!   subscribers keep getting everything.
-//! - `/queue`: each channel is a JetStream work-queue stream, one durable pull
-//!   consumer shared by every broker. A publisher's messages that the broker
-//!   reads together travel as one JetStream message (`envelope`): JetStream's
-//!   cost is per JetStream message. A broker pulls what its workers have free
-//!   places for and a little more, and acknowledges a JetStream message once
-//!   every message in it is written to a worker's socket, not when it is
-//!   queued: a broker killed with messages in its workers' send queues has
-//!   acknowledged none of them, and JetStream gives them to another broker
-//!   after `--cluster-ack-wait`. At-least-once: a message can
-//!   arrive twice (a broker killed after writing, before its ack left), never
-//!   zero times once JetStream acknowledged the publish. Publishers wait for
-//!   JetStream's acknowledgement (a window of them in flight per connection), so
-//!   a full stream back-pressures them as a full backlog does on one broker.
-//!   While NATS is unreachable, `/queue` messages stay on the broker they were
-//!   published to (counted, `cluster_kept_local`).
+//! - `/queue`: each channel is kept in JetStream, the store that
+//!   `store/jetstream/` is (a work-queue stream per channel, one pull consumer
+//!   shared by every broker, at-least-once). The cluster makes the NATS
+//!   connection the store uses, tells the router to keep new `/queue`
+//!   channels there, and starts a channel's puller when it appears.
 
-mod envelope;
-mod queues;
-pub mod subject;
 mod topics;
 
 use std::collections::HashMap;
@@ -36,22 +23,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use async_nats::jetstream;
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::lock;
 use super::log_every::LogEvery;
+use super::publish::Forward;
 use super::router::{Channel, Interest, Kind, Router};
 use super::stats::BrokerStats;
-use super::store::{Backend, Replies, Reply, Token};
+use super::store::jetstream::{subject, JetStream, Settings};
+use super::store::{Backend, Replies};
 use crate::runtime::backoff::Backoff;
-
-pub use queues::{Back, Outbox};
-
-/// Name of the durable pull consumer every broker shares on each stream.
-const CONSUMER: &str = "aioq";
 /// Topic messages waiting to be forwarded, by count and by bytes.
 const FORWARD_QUEUE: usize = 262_144;
 const FORWARD_QUEUE_BYTES: usize = 64 << 20;
@@ -78,9 +61,6 @@ pub struct ClusterConfig {
 
 /// How long `join` waits for the first attempt to reach NATS.
 const FIRST_ATTEMPT: Duration = Duration::from_secs(2);
-/// How long storing a message's given-back parts apart may take before the
-/// whole message goes back instead.
-const RESTORE_WITHIN: Duration = Duration::from_secs(5);
 
 /// The `--cluster` URL list as logs may show it: the password of any
 /// `user:password@` replaced (a token alone, `token@`, too).
@@ -111,19 +91,15 @@ pub struct Cluster {
     stats: Arc<BrokerStats>,
     client: async_nats::Client,
     connected: Arc<AtomicBool>,
-    js: jetstream::Context,
-    config: ClusterConfig,
+    /// Where `/queue` channels are kept, over the same NATS connection.
+    jetstream: Arc<JetStream>,
     forward: mpsc::Sender<(Bytes, Bytes)>,
     forward_bytes: AtomicUsize,
     /// Messages accepted for forwarding and not yet handed to the NATS client.
     forward_pending: AtomicUsize,
-    replies: Replies,
-    consumers: Mutex<HashMap<Bytes, Arc<tokio::sync::OnceCell<jetstream::consumer::PullConsumer>>>>,
     base: Instant,
     unforwarded_log: LogEvery,
-    kept_local_log: LogEvery,
     too_large_log: LogEvery,
-    envelope_log: LogEvery,
 }
 
 impl Cluster {
@@ -216,31 +192,36 @@ impl Cluster {
                 redact(&config.url)
             );
         }
-        let js = jetstream::new(client.clone());
+        let jetstream = JetStream::start(
+            router.clone(),
+            client.clone(),
+            connected.clone(),
+            Settings {
+                ack_wait: config.ack_wait,
+                max_bytes: config.queue_max_bytes,
+                max_messages: config.queue_max_messages,
+                replicas: config.replicas,
+                memory: config.memory,
+            },
+            redact(&config.url),
+            stop.clone(),
+        );
         let (forward, forward_rx) = mpsc::channel(FORWARD_QUEUE);
-        let (replies, replies_rx) = Replies::new();
         let (interest, interest_rx) = mpsc::unbounded_channel();
         let cluster = Arc::new(Self {
             stats: router.stats().clone(),
             router: router.clone(),
             client,
             connected,
-            js,
-            config,
+            jetstream,
             forward,
             forward_bytes: AtomicUsize::new(0),
             forward_pending: AtomicUsize::new(0),
-            replies,
-            consumers: Mutex::new(HashMap::new()),
             base: Instant::now(),
             unforwarded_log: LogEvery::default(),
-            kept_local_log: LogEvery::default(),
             too_large_log: LogEvery::default(),
-            envelope_log: LogEvery::default(),
         });
         tokio::spawn(topics::forward(cluster.clone(), forward_rx));
-        tokio::spawn(acknowledge(cluster.clone(), replies_rx));
-        tokio::spawn(check_jetstream(cluster.clone(), stop.clone()));
         tokio::spawn(follow(cluster.clone(), interest_rx, stop));
         router.store_queues_in(Backend::JetStream);
         router.follow(interest);
@@ -249,16 +230,23 @@ impl Cluster {
 
     /// How the broker's writers answer JetStream deliveries.
     pub fn replies(&self) -> Replies {
-        self.replies.clone()
+        self.jetstream.replies()
+    }
+
+    /// The store of this broker's `/queue` channels.
+    pub fn jetstream(&self) -> &JetStream {
+        &self.jetstream
     }
 
     pub fn connected(&self) -> bool {
         self.connected.load(Relaxed)
     }
+}
 
+impl Forward for Cluster {
     /// Hands a local `/topic` message to the forwarder without waiting; counts
     /// it when it cannot be forwarded.
-    pub(in crate::broker) fn forward(&self, name: &Bytes, payload: &Bytes) {
+    fn forward(&self, name: &Bytes, payload: &Bytes) {
         let len = payload.len();
         if !self.connected() {
             return self.unforwarded("NATS is unreachable");
@@ -289,18 +277,9 @@ impl Cluster {
             self.unforwarded(why);
         }
     }
+}
 
-    fn unforwarded(&self, why: &str) {
-        self.stats.cluster_unforwarded.fetch_add(1, Relaxed);
-        if let Some(n) = self.unforwarded_log.due(self.base) {
-            tracing::warn!(
-                "cluster: {n} /topic message(s) not forwarded: {why} ({} in all); \
-                 local subscribers still got them",
-                self.stats.cluster_unforwarded.load(Relaxed)
-            );
-        }
-    }
-
+impl Cluster {
     /// Counts a message from the cluster too large for this broker's
     /// `--max-frame`.
     fn too_large(&self, channel: &Channel, len: usize) {
@@ -316,106 +295,15 @@ impl Cluster {
         }
     }
 
-    /// Counts `/queue` messages kept on this broker because JetStream could
-    /// not take them.
-    pub(in crate::broker) fn kept_local(&self, n: usize, why: &str) {
-        self.stats.cluster_kept_local.fetch_add(n as u64, Relaxed);
-        if let Some(n) = self.kept_local_log.due(self.base) {
+    fn unforwarded(&self, why: &str) {
+        self.stats.cluster_unforwarded.fetch_add(1, Relaxed);
+        if let Some(n) = self.unforwarded_log.due(self.base) {
             tracing::warn!(
-                "cluster: {n} /queue message(s) kept on this broker: {why} ({} in all)",
-                self.stats.cluster_kept_local.load(Relaxed)
+                "cluster: {n} /topic message(s) not forwarded: {why} ({} in all); \
+                 local subscribers still got them",
+                self.stats.cluster_unforwarded.load(Relaxed)
             );
         }
-    }
-
-    /// The shared pull consumer of `/queue` channel `name`, creating its stream
-    /// and consumer on first use.
-    async fn consumer(&self, name: &Bytes) -> anyhow::Result<jetstream::consumer::PullConsumer> {
-        let cell = lock(&self.consumers)
-            .entry(name.clone())
-            .or_default()
-            .clone();
-        let consumer = cell
-            .get_or_try_init(|| async {
-                let stream = self
-                    .js
-                    .get_or_create_stream(jetstream::stream::Config {
-                        name: subject::stream_name(name),
-                        subjects: vec![subject::encode(name)],
-                        retention: jetstream::stream::RetentionPolicy::WorkQueue,
-                        discard: jetstream::stream::DiscardPolicy::New,
-                        max_bytes: self.config.queue_max_bytes,
-                        max_messages: self.config.queue_max_messages,
-                        num_replicas: self.config.replicas,
-                        storage: if self.config.memory {
-                            jetstream::stream::StorageType::Memory
-                        } else {
-                            jetstream::stream::StorageType::File
-                        },
-                        description: Some(format!(
-                            "aioq channel {}",
-                            String::from_utf8_lossy(name)
-                        )),
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(|e| {
-                        // 10047: the store is full, or set aside for the byte
-                        // limits of streams created before.
-                        let hint = if e.to_string().contains("10047") {
-                            " (JetStream's storage is used up or set aside by \
-                             other streams' byte limits; see --cluster-queue-bytes)"
-                        } else {
-                            ""
-                        };
-                        anyhow::anyhow!("creating the stream: {e}{hint}")
-                    })?;
-                let subjects = &stream.cached_info().config.subjects;
-                anyhow::ensure!(
-                    subjects.len() == 1 && subjects[0] == subject::encode(name),
-                    "stream {} already holds {subjects:?}",
-                    subject::stream_name(name)
-                );
-                stream
-                    .get_or_create_consumer(
-                        CONSUMER,
-                        jetstream::consumer::pull::Config {
-                            durable_name: Some(CONSUMER.into()),
-                            ack_policy: jetstream::consumer::AckPolicy::Explicit,
-                            ack_wait: self.config.ack_wait,
-                            max_ack_pending: -1,
-                            ..Default::default()
-                        },
-                    )
-                    .await
-                    .map_err(|e| anyhow::anyhow!("creating the consumer: {e}"))
-            })
-            .await?;
-        Ok(consumer.clone())
-    }
-
-    /// Publishes `parts` to `subject` as one JetStream message (see
-    /// `envelope`); its acknowledgement comes later.
-    async fn publish_parts(
-        &self,
-        subject: async_nats::Subject,
-        parts: &[Bytes],
-    ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
-        match envelope::seal(parts) {
-            (None, payload) => self.js.publish(subject, payload).await,
-            (Some(headers), payload) => {
-                self.js
-                    .publish_with_headers(subject, headers, payload)
-                    .await
-            }
-        }
-    }
-
-    /// Forgets what is known of `channel`'s stream, after an error that
-    /// suggests it is gone (a NATS server restarted without its store).
-    fn forget(&self, channel: &Channel) {
-        channel.link.set_stream_known(false);
-        lock(&self.consumers).remove(&channel.name);
     }
 
     /// At shutdown: forwards what local publishers sent (counting what cannot
@@ -433,68 +321,9 @@ impl Cluster {
             tracing::warn!("cluster: {left} /topic message(s) not forwarded before shutdown");
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        self.replies
+        self.jetstream
             .flush(left.max(Duration::from_millis(500)))
             .await;
-    }
-}
-
-async fn acknowledge(cluster: Arc<Cluster>, mut rx: mpsc::UnboundedReceiver<Reply>) {
-    while let Some(a) = rx.recv().await {
-        let r = match a {
-            Reply::Settled(p) => {
-                let Token::JetStream(msg) = p.token();
-                match p.given_back() {
-                    (back, _) if back.is_empty() => msg.ack().await,
-                    (_, true) => msg.ack_with(jetstream::AckKind::Nak(None)).await,
-                    (back, false) => restore(&cluster, msg, back).await,
-                }
-            }
-            Reply::Nak(token) => {
-                let Token::JetStream(msg) = *token;
-                msg.ack_with(jetstream::AckKind::Nak(None)).await
-            }
-            Reply::Flush(done) => {
-                let _ = cluster.client.flush().await;
-                let _ = done.send(());
-                Ok(())
-            }
-        };
-        if let Err(e) = r {
-            // JetStream redelivers what it was not told about: at-least-once holds.
-            tracing::debug!("cluster: acknowledgement not sent: {e}");
-        }
-    }
-}
-
-/// A JetStream message some of whose parts were written and some given back:
-/// those go back to the stream as a new message before the old one is
-/// acknowledged. If that fails, the whole message goes back (the parts
-/// already written may then be delivered twice: at-least-once holds).
-async fn restore(
-    cluster: &Cluster,
-    msg: &jetstream::Message,
-    back: Vec<Bytes>,
-) -> Result<(), async_nats::Error> {
-    let stored = async {
-        cluster
-            .publish_parts(msg.subject.clone(), &back)
-            .await?
-            .await?;
-        Ok::<_, async_nats::Error>(())
-    };
-    match tokio::time::timeout(RESTORE_WITHIN, stored).await {
-        Ok(Ok(())) => msg.ack().await,
-        outcome => {
-            let why = match outcome {
-                Ok(Err(e)) => e.to_string(),
-                _ => format!("no answer within {RESTORE_WITHIN:?}"),
-            };
-            tracing::debug!(
-                "cluster: parts given back not stored apart ({why}); the whole message goes back"
-            );
-            msg.ack_with(jetstream::AckKind::Nak(None)).await
-        }
     }
 }
 
@@ -517,9 +346,11 @@ async fn follow(
                     old.cancel();
                 }
                 match &channel.kind {
-                    Kind::Topic(_) => tokio::spawn(topics::inbound(cluster.clone(), channel, stop)),
-                    Kind::Queue(_) => tokio::spawn(queues::pull(cluster.clone(), channel, stop)),
-                };
+                    Kind::Topic(_) => {
+                        tokio::spawn(topics::inbound(cluster.clone(), channel, stop));
+                    }
+                    Kind::Queue(_) => cluster.jetstream.follow(channel, stop),
+                }
             }
             Interest::Off(channel) => {
                 if following
@@ -532,42 +363,6 @@ async fn follow(
                 }
             }
         }
-    }
-}
-
-/// Says once, when NATS is first reached, whether it offers JetStream:
-/// without it `/queue` channels cannot be shared, and every `/queue` message
-/// would wait in its broker while the store is retried.
-async fn check_jetstream(cluster: Arc<Cluster>, stop: CancellationToken) {
-    while !cluster.connected() {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-    }
-    // Asked raw: async-nats's typed account reply expects fields that older
-    // servers (2.9) do not send, and would call every one JetStream-less.
-    let answer = cluster
-        .js
-        .request::<_, _, serde_json::Value>("INFO", b"")
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|reply| match reply.get("error") {
-            Some(error) => Err(error
-                .get("description")
-                .and_then(|d| d.as_str())
-                .unwrap_or("refused")
-                .to_owned()),
-            None => Ok(()),
-        });
-    match answer {
-        Ok(()) => tracing::info!("cluster: JetStream available: /queue channels are shared"),
-        Err(e) => tracing::warn!(
-            "cluster: NATS at {} offers no JetStream ({e}): /queue channels cannot be shared \
-             across brokers; start nats-server with -js (until then each /queue message waits \
-             on its broker)",
-            redact(&cluster.config.url)
-        ),
     }
 }
 

@@ -4,8 +4,9 @@
 //! JetStream when the broker is clustered. A message taken from a store
 //! travels as a part of a [`Parcel`], known by the store's [`Token`]; the
 //! writer and the queues settle it through [`Replies`] without knowing which
-//! store it came from. The JetStream half lives in `cluster/` for now (the
-//! pull loop and the outbox), which the publisher still calls.
+//! store it came from. `jetstream/` is the JetStream store: the outbox a
+//! publisher ships to, and the puller that hands a channel's messages to
+//! its workers here.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -14,6 +15,8 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::lock;
+
+pub mod jetstream;
 
 /// Which store keeps a `/queue` channel's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

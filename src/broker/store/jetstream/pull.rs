@@ -1,5 +1,6 @@
-//! `/queue` channels over JetStream: publishing with acknowledgements in
-//! flight, and pulling only what local workers have room for.
+//! Pulling a `/queue` channel's messages from JetStream: only what this
+//! broker's workers have room for, each JetStream message settled once every
+//! message in it is written to a worker or given back.
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -8,22 +9,18 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::Batch;
 use async_nats::jetstream::{AckKind, Message};
-
 use bytes::Bytes;
-use futures::future::BoxFuture;
-use futures::stream::FuturesOrdered;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{envelope, subject, Cluster};
+use super::outbox::store_parts;
+use super::{envelope, JetStream};
 use crate::broker::queue::QueueState;
 use crate::broker::router::{Channel, Kind};
 use crate::broker::stats::DropReason;
 use crate::broker::store::{Parcel, Token};
 use crate::runtime::backoff::Backoff;
 
-/// JetStream publishes one connection may have awaiting acknowledgement.
-const WINDOW: usize = 256;
 /// Most JetStream messages asked for in one pull request: one pull stays
 /// bounded even when the estimate it was sized on (parts or bytes per
 /// message) was made on smaller messages than the ones that follow.
@@ -42,209 +39,6 @@ const AHEAD_BYTES: usize = 1 << 20;
 const IDLE_LOOKS: u32 = 3;
 /// How long a pull request waits for messages before it is renewed.
 const PULL_EXPIRES: Duration = Duration::from_secs(1);
-
-fn subject_of(channel: &Channel) -> async_nats::Subject {
-    channel
-        .link
-        .subject(|| subject::encode(&channel.name).into())
-}
-
-type Pending = BoxFuture<'static, Result<(), (Arc<Channel>, Vec<Bytes>)>>;
-
-/// Messages JetStream did not take, to be routed on this broker instead.
-pub type Back = Vec<(Arc<Channel>, Bytes)>;
-
-/// One channel's messages gathered for the next JetStream message.
-struct Open {
-    channel: Arc<Channel>,
-    parts: Vec<Bytes>,
-    bytes: usize,
-}
-
-/// One publisher connection's `/queue` messages on their way into JetStream.
-#[derive(Default)]
-pub struct Outbox {
-    inflight: FuturesOrdered<Pending>,
-    open: Option<Open>,
-}
-
-impl Outbox {
-    pub fn is_empty(&self) -> bool {
-        self.inflight.is_empty() && self.open.is_none()
-    }
-
-    /// Messages wait to be sent: the reader ships them before it waits for
-    /// more input.
-    pub fn holds_open(&self) -> bool {
-        self.open.is_some()
-    }
-
-    /// Adds one `/queue` message to the JetStream message being gathered,
-    /// without waiting; gives it back when it cannot join it (another
-    /// channel, or past [`envelope::MAX_BYTES`]): the caller ships what is
-    /// gathered and adds it again. A message gathered leaves when the
-    /// gathering is [full](Self::full), or when the reader ships it.
-    pub fn gather(&mut self, channel: &Arc<Channel>, payload: Bytes) -> Result<(), Bytes> {
-        let open = self.open.get_or_insert_with(|| Open {
-            channel: channel.clone(),
-            parts: Vec::new(),
-            bytes: 0,
-        });
-        if !Arc::ptr_eq(&open.channel, channel)
-            || (open.bytes > 0 && open.bytes + payload.len() > envelope::MAX_BYTES)
-        {
-            return Err(payload);
-        }
-        open.bytes += payload.len();
-        open.parts.push(payload);
-        Ok(())
-    }
-
-    /// What is gathered must leave now.
-    pub fn full(&self) -> bool {
-        self.open
-            .as_ref()
-            .is_some_and(|o| o.parts.len() >= envelope::MAX_PARTS || o.bytes >= envelope::MAX_BYTES)
-    }
-
-    /// Sends the messages gathered so far as one JetStream message.
-    pub(in crate::broker) async fn ship(
-        &mut self,
-        cluster: &Cluster,
-        stop: &CancellationToken,
-    ) -> Back {
-        let Some(Open { channel, parts, .. }) = self.open.take() else {
-            return Vec::new();
-        };
-        if !cluster.connected() {
-            return kept_local(cluster, "NATS is unreachable", &channel, parts);
-        }
-        // Per channel, not per message: the registry lookup is a lock.
-        if !channel.link.stream_known() {
-            if let Err(e) = cluster.consumer(&channel.name).await {
-                return kept_local(cluster, &format!("{e:#}"), &channel, parts);
-            }
-            channel.link.set_stream_known(true);
-        }
-        let ack = match send(cluster, &channel, &parts).await {
-            Ok(ack) => ack,
-            Err(e) => return kept_local(cluster, &e, &channel, parts),
-        };
-        let stats = cluster.stats.clone();
-        self.inflight.push_back(Box::pin(async move {
-            match ack.await {
-                Ok(_) => {
-                    stats.cluster_out.add(parts.len() as u64, bytes_of(&parts));
-                    Ok(())
-                }
-                Err(e) => {
-                    tracing::debug!("cluster: publish not acknowledged: {e}");
-                    Err((channel, parts))
-                }
-            }
-        }));
-        let mut back = Vec::new();
-        while self.inflight.len() >= WINDOW {
-            back.extend(self.settle_one(cluster, stop).await);
-        }
-        back
-    }
-
-    /// Sends what is gathered and waits for every message in flight; returns
-    /// those JetStream would not take, to be routed on this broker.
-    pub(in crate::broker) async fn settle(
-        &mut self,
-        cluster: &Cluster,
-        stop: &CancellationToken,
-    ) -> Back {
-        let mut back = self.ship(cluster, stop).await;
-        while !self.inflight.is_empty() {
-            back.extend(self.settle_one(cluster, stop).await);
-        }
-        back
-    }
-
-    async fn settle_one(&mut self, cluster: &Cluster, stop: &CancellationToken) -> Back {
-        let Some(Err((channel, parts))) = self.inflight.next().await else {
-            return Vec::new();
-        };
-        match store(cluster, &channel, &parts, stop).await {
-            Ok(()) => Vec::new(),
-            Err(()) => kept_local(cluster, "JetStream did not acknowledge it", &channel, parts),
-        }
-    }
-}
-
-fn bytes_of(parts: &[Bytes]) -> u64 {
-    parts.iter().map(|p| p.len() as u64).sum()
-}
-
-/// Counts `parts` as kept on this broker, and gives them back for routing here.
-fn kept_local(cluster: &Cluster, why: &str, channel: &Arc<Channel>, parts: Vec<Bytes>) -> Back {
-    cluster.kept_local(parts.len(), why);
-    parts.into_iter().map(|p| (channel.clone(), p)).collect()
-}
-
-/// Publishes `parts` as one JetStream message; the acknowledgement comes later.
-async fn send(
-    cluster: &Cluster,
-    channel: &Channel,
-    parts: &[Bytes],
-) -> Result<async_nats::jetstream::context::PublishAckFuture, String> {
-    cluster
-        .publish_parts(subject_of(channel), parts)
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Publishes `parts` as one message and waits for its acknowledgement,
-/// retrying while NATS is connected: a full stream is back-pressure, not a
-/// reason to give up. Fails if NATS goes away or the broker stops.
-async fn store(
-    cluster: &Cluster,
-    channel: &Channel,
-    parts: &[Bytes],
-    stop: &CancellationToken,
-) -> Result<(), ()> {
-    let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
-    loop {
-        if !cluster.connected() || stop.is_cancelled() {
-            return Err(());
-        }
-        let error = match cluster.consumer(&channel.name).await {
-            Err(e) => format!("{e:#}"),
-            Ok(_) => match send(cluster, channel, parts).await {
-                Err(e) => e,
-                Ok(ack) => match ack.await {
-                    Ok(_) => {
-                        cluster
-                            .stats
-                            .cluster_out
-                            .add(parts.len() as u64, bytes_of(parts));
-                        return Ok(());
-                    }
-                    Err(e) => {
-                        if e.kind()
-                            == async_nats::jetstream::context::PublishErrorKind::StreamNotFound
-                        {
-                            cluster.forget(channel);
-                        }
-                        e.to_string()
-                    }
-                },
-            },
-        };
-        let delay = backoff.next_delay();
-        tracing::debug!(
-            "cluster: {} not stored yet ({error}); retrying in {delay:?}",
-            channel.display_name()
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = stop.cancelled() => return Err(()),
-        }
-    }
-}
 
 /// A pulled JetStream message whose parts are not all with workers yet.
 struct Held {
@@ -288,9 +82,9 @@ impl Hold {
 
     /// Opens a pulled message into its parts; counts and settles at once
     /// those no worker here can take. Returns how many parts it had.
-    fn take(&mut self, cluster: &Cluster, channel: &Channel, msg: Message) -> usize {
+    fn take(&mut self, store: &JetStream, channel: &Channel, msg: Message) -> usize {
         let parts = envelope::open(msg.headers.as_ref(), &msg.payload).unwrap_or_else(|e| {
-            if let Some(n) = cluster.envelope_log.due(cluster.base) {
+            if let Some(n) = store.envelope_log.due(store.base) {
                 tracing::warn!(
                     "cluster: {n} message(s) on {} delivered whole: not an aioq envelope ({e})",
                     channel.display_name()
@@ -300,24 +94,21 @@ impl Hold {
         });
         let n = parts.len();
         if msg.info().is_ok_and(|i| i.delivered > 1) {
-            cluster
-                .stats
-                .cluster_redelivered
-                .fetch_add(n as u64, Relaxed);
+            store.stats.cluster_redelivered.fetch_add(n as u64, Relaxed);
         }
         let parcel = Parcel::new(Token::JetStream(msg), n);
         let mut keep = VecDeque::with_capacity(n);
         for part in parts {
             if part.is_empty() {
-                cluster.replies.written([parcel.clone()]);
-                cluster
+                store.replies.written([parcel.clone()]);
+                store
                     .router
                     .count_drop(Some(channel), None, DropReason::EmptyPayload, 1);
-            } else if part.len() > cluster.router.max_frame() {
+            } else if part.len() > store.router.max_frame() {
                 // Undeliverable by any worker here; handed back, it would go
                 // round every broker's workers. Acknowledged, and counted.
-                cluster.replies.written([parcel.clone()]);
-                cluster.too_large(channel, part.len());
+                store.replies.written([parcel.clone()]);
+                store.too_large(channel, part.len());
             } else {
                 keep.push_back(part);
             }
@@ -335,7 +126,7 @@ impl Hold {
     }
 
     /// Gives workers what they have room for, in order.
-    fn offer(&mut self, cluster: &Cluster, channel: &Channel, q: &QueueState) {
+    fn offer(&mut self, store: &JetStream, channel: &Channel, q: &QueueState) {
         while let Some(h) = self.held.front_mut() {
             while let Some(part) = h.parts.pop_front() {
                 let part_len = part.len();
@@ -346,7 +137,7 @@ impl Hold {
                 }
                 h.started = true;
                 h.bytes -= part_len;
-                cluster.stats.cluster_in.add(1, len);
+                store.stats.cluster_in.add(1, len);
                 channel.stats.cluster_in.add(1, len);
             }
             if let Some(h) = self.held.pop_front() {
@@ -375,7 +166,7 @@ impl Hold {
 
     /// Gives back to JetStream, for any broker, the held messages none of
     /// whose parts is with a worker yet (`all`: the others' parts too).
-    fn give_back(&mut self, cluster: &Cluster, all: bool) {
+    fn give_back(&mut self, store: &JetStream, all: bool) {
         let mut kept = VecDeque::new();
         for h in self.held.drain(..) {
             if h.started && !all {
@@ -383,7 +174,7 @@ impl Hold {
                 continue;
             }
             let parcel = h.parcel;
-            cluster
+            store
                 .replies
                 .give_back(h.parts.into_iter().map(|p| (parcel.clone(), p)));
         }
@@ -406,7 +197,7 @@ async fn progress(parcel: &Parcel, since: &mut Instant, ack_wait: Duration) {
 /// and two messages more, and the next pull goes out while the last one's
 /// messages are still being handed: the workers never wait for a round trip
 /// to NATS, and no more is held here than they will soon take.
-pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: CancellationToken) {
+pub(super) async fn pull(store: Arc<JetStream>, channel: Arc<Channel>, stop: CancellationToken) {
     let Kind::Queue(q) = &channel.kind else {
         return;
     };
@@ -431,17 +222,17 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
     let mut stuck_since: Option<Instant> = None;
     let mut tick = tokio::time::interval(
         PULL_EXPIRES
-            .min(cluster.config.ack_wait / 4)
+            .min(store.settings.ack_wait / 4)
             .max(Duration::from_millis(10)),
     );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !stop.is_cancelled() {
         q.want_room();
-        hold.offer(&cluster, &channel, q);
+        hold.offer(&store, &channel, q);
         let workers = q.worker_count();
         if workers == 0 {
-            hold.give_back(&cluster, true);
-            hand_back_orphans(&cluster, &channel, q, &stop).await;
+            hold.give_back(&store, true);
+            hand_back_orphans(&store, &channel, q, &stop).await;
         }
         if last_look.elapsed() >= PULL_EXPIRES {
             last_look = Instant::now();
@@ -451,12 +242,12 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
                 // worker here its messages wait in JetStream, not here:
                 // retire it, or a flood of names would leave a puller each
                 // for ever.
-                if idle >= IDLE_LOOKS && cluster.router.retire_if_idle(&channel) {
+                if idle >= IDLE_LOOKS && store.router.retire_if_idle(&channel) {
                     tracing::debug!(
                         "cluster: {} retired here: no worker (its stream keeps its messages)",
                         channel.display_name()
                     );
-                    cluster.forget(&channel);
+                    store.forget(&channel);
                     return;
                 }
             } else {
@@ -469,7 +260,7 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
         if hold.is_empty() || room > 0 {
             stuck_since = None;
         } else if stuck_since.get_or_insert_with(Instant::now).elapsed() >= PULL_EXPIRES {
-            hold.give_back(&cluster, false);
+            hold.give_back(&store, false);
             stuck_since = None;
         }
         let held = hold.parts();
@@ -478,12 +269,12 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
             && room > 0
             && held < room + LOOKAHEAD
             && held_bytes < AHEAD_BYTES
-            && cluster.connected()
+            && store.connected()
         {
             let ask = ((room + LOOKAHEAD - held) / per_message)
                 .min((AHEAD_BYTES - held_bytes) / message_bytes)
                 .clamp(1, MAX_PULL);
-            match start_pull(&cluster, &channel, ask).await {
+            match start_pull(&store, &channel, ask).await {
                 Ok(b) => {
                     backoff.reset();
                     batch = Some(b);
@@ -496,7 +287,7 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
                         "cluster: cannot pull {}: {e:#}; retrying in {delay:?}",
                         channel.display_name()
                     );
-                    cluster.forget(&channel);
+                    store.forget(&channel);
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.cancelled() => break,
@@ -515,7 +306,7 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
             m = next => match m {
                 Some(Ok(msg)) => {
                     largest = largest.max(msg.payload.len());
-                    most = most.max(hold.take(&cluster, &channel, msg));
+                    most = most.max(hold.take(&store, &channel, msg));
                 }
                 end => {
                     if let Some(Err(e)) = end {
@@ -531,24 +322,24 @@ pub(super) async fn pull(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: Can
                 }
             },
             _ = q.wait_room() => {}
-            _ = tick.tick() => hold.keep_alive(cluster.config.ack_wait).await,
+            _ = tick.tick() => hold.keep_alive(store.settings.ack_wait).await,
             _ = stop.cancelled() => break,
         }
     }
     // Stopping: what is held, and what is on its way, goes straight back.
-    hold.give_back(&cluster, true);
+    hold.give_back(&store, true);
     if let Some(mut batch) = batch {
         let rest = tokio::time::timeout(Duration::from_millis(200), async {
             while let Some(Ok(msg)) = batch.next().await {
-                cluster.replies.nak(Token::JetStream(msg));
+                store.replies.nak(Token::JetStream(msg));
             }
         });
         let _ = rest.await;
     }
 }
 
-async fn start_pull(cluster: &Cluster, channel: &Channel, ask: usize) -> anyhow::Result<Batch> {
-    cluster
+async fn start_pull(store: &JetStream, channel: &Channel, ask: usize) -> anyhow::Result<Batch> {
+    store
         .consumer(&channel.name)
         .await?
         .batch()
@@ -562,7 +353,7 @@ async fn start_pull(cluster: &Cluster, channel: &Channel, ask: usize) -> anyhow:
 /// Sends what the local backlog holds back to JetStream once no worker is left
 /// here to take it, so that workers on other brokers can.
 async fn hand_back_orphans(
-    cluster: &Cluster,
+    store: &JetStream,
     channel: &Channel,
     q: &QueueState,
     stop: &CancellationToken,
@@ -583,7 +374,7 @@ async fn hand_back_orphans(
             })
             .count()
             .max(1);
-        if store(cluster, channel, &orphans[..take], stop)
+        if store_parts(store, channel, &orphans[..take], stop)
             .await
             .is_err()
         {
@@ -596,58 +387,4 @@ async fn hand_back_orphans(
         "cluster: {n} message(s) of {} handed back to JetStream: no worker left here",
         channel.display_name()
     );
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::broker::router::Router;
-    use crate::broker::BrokerConfig;
-
-    fn channels(names: &[&str]) -> Vec<Arc<Channel>> {
-        let router = Router::new(Arc::new(BrokerConfig::default()), Arc::default());
-        names
-            .iter()
-            .map(|n| {
-                router
-                    .lookup(&Bytes::copy_from_slice(n.as_bytes()), None)
-                    .unwrap()
-                    .unwrap()
-            })
-            .collect()
-    }
-
-    fn gathered(o: &Outbox) -> usize {
-        o.open.as_ref().map_or(0, |o| o.parts.len())
-    }
-
-    #[test]
-    fn a_jetstream_message_gathers_one_channel_up_to_its_bounds() {
-        let c = channels(&["/queue/a", "/queue/b"]);
-        let small = Bytes::from_static(b"x");
-        let mut o = Outbox::default();
-        for i in 1..=envelope::MAX_PARTS {
-            assert!(!o.full(), "full at {i} parts");
-            o.gather(&c[0], small.clone()).unwrap();
-        }
-        assert!(o.full(), "full at {} parts", envelope::MAX_PARTS);
-        // Another channel's message does not join.
-        let mut o = Outbox::default();
-        o.gather(&c[0], small.clone()).unwrap();
-        assert!(o.gather(&c[1], small.clone()).is_err());
-        assert_eq!(gathered(&o), 1);
-        // Nor one that would take it past its bytes.
-        let big = Bytes::from(vec![b'y'; envelope::MAX_BYTES]);
-        assert_eq!(o.gather(&c[0], big.clone()).unwrap_err(), big);
-        // Alone, a message of any size is gathered, and must leave at once.
-        let mut o = Outbox::default();
-        o.gather(&c[0], big.clone()).unwrap();
-        assert!(o.full());
-        let mut o = Outbox::default();
-        o.gather(&c[0], Bytes::from(vec![b'z'; envelope::MAX_BYTES - 1]))
-            .unwrap();
-        assert!(!o.full());
-        o.gather(&c[0], small).unwrap();
-        assert!(o.full(), "full at exactly its bytes");
-    }
 }
