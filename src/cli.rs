@@ -54,7 +54,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the message broker.
-    Serve(cmd::serve::ServeArgs),
+    Serve(cmd::serve_args::ServeArgs),
     /// Subscribe to a channel and print what arrives.
     Listen(cmd::listen::ListenArgs),
     /// Publish messages to a channel.

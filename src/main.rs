@@ -1,8 +1,11 @@
 use std::process::ExitCode;
 
-use clap::Parser;
+use std::ffi::OsString;
+
+use clap::{CommandFactory, Parser};
 
 use aioq::cli::{Cli, Command};
+use aioq::cmd::serve_config::ServeLine;
 use aioq::{cmd, exit, runtime};
 
 fn main() -> ExitCode {
@@ -23,14 +26,14 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async move {
         match cli.command {
-            Command::Serve(args) => cmd::serve::run(args).await,
+            Command::Serve(args) => cmd::serve::run(args, serve_line()).await,
             Command::Listen(args) => cmd::listen::run(args).await,
             Command::Send(args) => cmd::send::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::WatchDb(args) => cmd::watch_db::run(args).await,
             Command::Metrics(args) => cmd::metrics::run(args).await,
-            Command::Completions(args) => cmd::gen::completions(args),
-            Command::Man(args) => cmd::gen::man(args),
+            Command::Completions(args) => cmd::gen::completions(args, Cli::command()),
+            Command::Man(args) => cmd::gen::man(args, Cli::command()),
         }
     });
     // Do not wait for a blocked stdin reader (`send --stdin`) to finish.
@@ -51,6 +54,24 @@ fn main() -> ExitCode {
             exit::code_for(&e)
         }
     }
+}
+
+/// `serve`'s command line, for a `--config` file's settings to go under:
+/// its definition with the global flags in it, and what followed `serve`
+/// (global flags take no value, so the first `serve` is the subcommand).
+fn serve_line() -> ServeLine {
+    let mut cli = Cli::command();
+    cli.build();
+    let command = cli
+        .find_subcommand("serve")
+        .cloned()
+        .unwrap_or_else(|| clap::Command::new("serve"));
+    let args: Vec<OsString> = std::env::args_os()
+        .skip(1)
+        .skip_while(|a| a != "serve")
+        .skip(1)
+        .collect();
+    ServeLine::new(command, args)
 }
 
 /// One line on stderr. A stderr that cannot be written (a closed pipe) loses

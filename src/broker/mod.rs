@@ -69,15 +69,23 @@ pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// What happens to a `/topic` subscriber whose send queue is full.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TopicOverflow {
     /// The subscriber misses the message; the loss is counted.
     Drop,
     /// The subscriber is disconnected as a slow consumer; the loss is counted.
     Disconnect,
+}
+
+impl TopicOverflow {
+    /// Its name in flags, config files and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicOverflow::Drop => "drop",
+            TopicOverflow::Disconnect => "disconnect",
+        }
+    }
 }
 
 /// Limits and policies of one broker.

@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::CommandFactory;
 use clap_complete::Shell;
-
-use crate::cli::Cli;
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = "Examples:\n  \
@@ -42,8 +39,8 @@ pub const SHELLS: [Shell; 5] = [
     Shell::PowerShell,
 ];
 
-pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
-    let mut cmd = Cli::command();
+/// Completion scripts for `cmd`, the whole command line they complete.
+pub fn completions(args: CompletionsArgs, mut cmd: clap::Command) -> anyhow::Result<ExitCode> {
     match (args.shell, args.out) {
         (_, Some(dir)) => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -60,14 +57,14 @@ pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn man(args: ManArgs) -> anyhow::Result<ExitCode> {
-    write_man_pages(&args.out)?;
+/// Man pages for `cmd` and each of its subcommands.
+pub fn man(args: ManArgs, cmd: clap::Command) -> anyhow::Result<ExitCode> {
+    write_man_pages(&args.out, cmd)?;
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_man_pages(dir: &Path) -> anyhow::Result<()> {
+fn write_man_pages(dir: &Path, mut cmd: clap::Command) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut cmd = Cli::command();
     // Built, so that clap's own `help` subcommands are there to be documented
     // like the others (the parent pages list them).
     cmd.build();

@@ -6,6 +6,7 @@ pub mod listen;
 pub mod metrics;
 pub mod send;
 pub mod serve;
+pub mod serve_args;
 pub mod serve_config;
 pub mod serve_http;
 pub mod watch_db;

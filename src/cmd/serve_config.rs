@@ -16,14 +16,34 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-use clap::{ArgMatches, CommandFactory, FromArgMatches};
+use clap::{ArgMatches, FromArgMatches};
 
-use super::serve::ServeArgs;
+use super::serve_args::ServeArgs;
 use crate::broker::access::Access;
 use crate::broker::policy::{ChannelRule, Policy};
-use crate::cli::{Cli, Command};
 use crate::exit::usage;
+
+/// The `serve` command line a file's settings go under, as the caller has
+/// it: the subcommand's clap definition (global flags included) and the
+/// arguments given after `serve`. A reload parses the file under the same
+/// line, so that flags given at start keep winning.
+#[derive(Clone)]
+pub struct ServeLine {
+    pub command: clap::Command,
+    pub args: Vec<OsString>,
+}
+
+impl ServeLine {
+    /// `command` is `serve`'s definition; `args` what followed `serve`.
+    pub fn new(command: clap::Command, args: Vec<OsString>) -> Self {
+        Self {
+            // A file's setting and a flag may both be given: the flag, after
+            // it, wins.
+            command: command.args_override_self(true),
+            args,
+        }
+    }
+}
 
 /// Settings a reload applies: the defaults of every channel's policy.
 pub const RELOADABLE: [&str; 6] = [
@@ -60,11 +80,8 @@ impl Loaded {
 
     /// Settings that differ from those the broker started with and need a
     /// restart, with the value in force (URL passwords hidden).
-    pub fn needs_restart(&self, started: &Loaded) -> Vec<(String, String)> {
-        let Some(serve) = Cli::command().find_subcommand("serve").cloned() else {
-            return Vec::new();
-        };
-        serve
+    pub fn needs_restart(&self, started: &Loaded, line: &ServeLine) -> Vec<(String, String)> {
+        line.command
             .get_arguments()
             .filter_map(|a| {
                 let long = a.get_long()?;
@@ -159,9 +176,9 @@ fn warn_if_others_may_write(path: &Path) {
 }
 
 /// The file as it loads at start: warned about, read, parsed.
-pub fn load(path: &Path) -> anyhow::Result<Loaded> {
+pub fn load(path: &Path, line: &ServeLine) -> anyhow::Result<Loaded> {
     warn_if_others_may_write(path);
-    parse(path, &read(path)?)
+    parse(path, &read(path)?, line)
 }
 
 /// The file for a reload, read until two reads 100 ms apart agree, so that
@@ -237,9 +254,8 @@ fn parse_error(shown: &std::path::Display<'_>, text: &str, e: &toml::de::Error) 
     ))
 }
 
-/// `text`, the file at `path`, under the command line this process was
-/// started with.
-pub fn parse(path: &Path, text: &str) -> anyhow::Result<Loaded> {
+/// `text`, the file at `path`, under `line`.
+pub fn parse(path: &Path, text: &str, line: &ServeLine) -> anyhow::Result<Loaded> {
     let shown = path.display();
     let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_error(&shown, text, &e))?;
     let rules: Vec<ChannelRule> = match table.remove("channel") {
@@ -258,11 +274,7 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Loaded> {
             .map_err(|e| usage(format!("{shown}: [access]: {e}")))?,
         None => Access::default(),
     };
-    let command = Cli::command().mut_subcommand("serve", |c| c.args_override_self(true));
-    let serve = command
-        .find_subcommand("serve")
-        .context("no serve subcommand")?
-        .clone();
+    let serve = &line.command;
     let mut from_file: Vec<OsString> = Vec::new();
     for (key, value) in table {
         let arg = serve
@@ -307,30 +319,20 @@ pub fn parse(path: &Path, text: &str) -> anyhow::Result<Loaded> {
             from_file.push(format!("--{key}={text}").into());
         }
     }
-    // The file's settings go right after `serve`, the real flags after them.
-    let mut argv: Vec<OsString> = std::env::args_os().collect();
-    let at = argv
-        .iter()
-        .position(|a| a == "serve")
-        .context("--config is read under an `aioq serve` command line")?
-        + 1;
-    argv.splice(at..at, from_file);
-    let matches = command.try_get_matches_from(argv).map_err(|e| {
+    // The file's settings go first, the real flags after them.
+    let argv = std::iter::once(OsString::from("serve"))
+        .chain(from_file)
+        .chain(line.args.iter().cloned());
+    let matches = serve.clone().try_get_matches_from(argv).map_err(|e| {
         let text = e.to_string();
         let first = text.lines().next().unwrap_or_default();
         usage(format!("{shown}: {}", first.trim_start_matches("error: ")))
     })?;
-    let serve_matches = matches
-        .subcommand_matches("serve")
-        .context("no serve arguments")?
-        .clone();
-    let Command::Serve(args) = Cli::from_arg_matches(&matches)?.command else {
-        anyhow::bail!("not a serve command line");
-    };
+    let args = ServeArgs::from_arg_matches(&matches)?;
     Ok(Loaded {
         path: path.to_owned(),
         args,
-        matches: serve_matches,
+        matches,
         rules,
         access,
         has_access,

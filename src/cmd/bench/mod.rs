@@ -151,7 +151,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "32MiB", value_parser = parse_size)]
     pub send_queue_bytes: usize,
     /// Embedded broker: what happens to a /topic subscriber whose queue is full.
-    #[arg(long, value_enum, default_value_t = TopicOverflow::Drop)]
+    #[arg(long, default_value = "drop", value_parser = crate::cmd::serve_args::topic_overflow())]
     pub topic_overflow: TopicOverflow,
 }
 
