@@ -239,14 +239,24 @@ impl Shared {
 #[derive(Clone)]
 pub(crate) struct Registered {
     pub conn: Arc<conn::Conn>,
-    /// What its first frame subscribed to (the null channel for a publisher).
-    pub name: bytes::Bytes,
+    /// What its first frame subscribed to (none for a publisher).
+    pub sub: Option<Arc<subscription::Subscription>>,
     pub since: std::time::SystemTime,
     pub identity: Option<access::Identity>,
     pub tls: bool,
     /// Ends the connection as a goodbye does: what it is owed, then
     /// end-of-stream.
     pub finish: CancellationToken,
+}
+
+impl Registered {
+    /// The channel it subscribed to (the null channel for a publisher).
+    pub fn name(&self) -> &[u8] {
+        self.sub.as_ref().map_or(
+            crate::proto::NULL_CHANNEL.as_bytes(),
+            |s| &s.channel.name[..],
+        )
+    }
 }
 
 /// A connection's place under `--max-connections` and
@@ -331,7 +341,7 @@ impl Reloader {
             let allowed = policy
                 .access
                 .rules_for(e.identity.as_ref())
-                .is_some_and(|r| r.may_subscribe(&e.name));
+                .is_some_and(|r| r.may_subscribe(e.name()));
             if !allowed && !e.finish.is_cancelled() {
                 tracing::warn!(
                     "Remote {} ({}) ended: the reloaded access rules no longer allow {}",
@@ -339,7 +349,7 @@ impl Reloader {
                     e.identity
                         .as_ref()
                         .map_or_else(|| "no client certificate".to_string(), |i| i.shown()),
-                    crate::proto::shown(&e.name)
+                    crate::proto::shown(e.name())
                 );
                 e.conn.set_end_reason(end::EndReason::Denied);
                 e.finish.cancel();

@@ -222,7 +222,7 @@ impl Monitor {
                 ConnectionView {
                     id: e.conn.id,
                     peer: e.conn.peer.to_string(),
-                    channel: clipped(crate::proto::shown(&e.name)),
+                    channel: clipped(crate::proto::shown(e.name())),
                     tls: e.tls,
                     identity: e.identity.as_ref().map(|i| clipped(i.shown())),
                     connected_since: humantime::format_rfc3339_millis(e.since).to_string(),

@@ -385,6 +385,58 @@ async fn serve_on<T: Transport>(
     slot: Arc<Slot>,
     deadline: tokio::time::Instant,
 ) {
+    // Admitted in a function of its own: what only the handshake needs is not
+    // kept in the connection's task for its whole life.
+    let Some(admitted) = admit(shared, stream, peer, slot, deadline).await else {
+        return;
+    };
+    let Admitted {
+        mut frames,
+        conn,
+        finish,
+        null,
+        rights,
+    } = admitted;
+    // A publish-only client is owed nothing: at shutdown it can be told at once,
+    // so that it stops sending while what it sent is still read.
+    let early_eos = null.then_some(&finish);
+    let end = read_loop(shared, &mut frames, &conn, early_eos, rights).await;
+    match end {
+        End::Finish(reason) => {
+            conn.set_end_reason(reason);
+            finish.cancel();
+        }
+        End::Close(reason) => {
+            conn.set_end_reason(reason);
+            conn.kill.cancel();
+        }
+        End::Stop => {}
+    }
+}
+
+/// A reader with the bytes that came with the handshake in front of it.
+type Early<R> = tokio::io::Chain<std::io::Cursor<Bytes>, R>;
+
+/// A connection that subscribed (or will only publish), its writer started.
+struct Admitted<R> {
+    frames: FramedRead<Counted<R>, FrameCodec>,
+    conn: Arc<Conn>,
+    /// Cancelled to have the writer finish: what is owed, then end-of-stream.
+    finish: CancellationToken,
+    /// A publish-only client.
+    null: bool,
+    rights: Rights,
+}
+
+/// The subscribe frame, the access rules, the connection and its writer;
+/// `None` when the connection was refused or closed.
+async fn admit<T: Transport>(
+    shared: &Arc<Shared>,
+    stream: T,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    deadline: tokio::time::Instant,
+) -> Option<Admitted<Early<T::Reader>>> {
     // The subscribe frame is a channel name: read with that limit, so nobody
     // makes the broker buffer a whole --max-frame before subscribing; and into
     // a buffer sized for one, which is all most connections ever send.
@@ -393,9 +445,7 @@ async fn serve_on<T: Transport>(
         FrameCodec::new(shared.config.max_channel),
         HANDSHAKE_BUFFER,
     );
-    let Some(name) = handshake(shared, &mut framed, peer, deadline).await else {
-        return;
-    };
+    let name = handshake(shared, &mut framed, peer, deadline).await?;
     let identity = framed.get_ref().identity();
     let tls = framed.get_ref().is_tls();
     // Read before the policy: a reload in between is then seen at once.
@@ -419,7 +469,7 @@ async fn serve_on<T: Transport>(
             );
         }
         say_refused(shared, framed.get_mut()).await;
-        return;
+        return None;
     }
     let channel_policy = policy.for_channel(&name);
     if crate::proto::is_queue(&name) {
@@ -453,29 +503,43 @@ async fn serve_on<T: Transport>(
         kill,
     ));
     let rd = Counted::new(rd, shared.reading.clone(), conn.clone());
-    let mut frames =
+    let frames =
         FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
     // A publish-only client (the null channel) subscribes to nothing.
     let null = crate::proto::is_null(&name);
-    if !null && shared.router.subscribe(name.clone(), &conn).is_err() {
-        // Told with end-of-stream, like a refusal at the connection limit.
-        shared.stats.refused.fetch_add(1, Relaxed);
-        shared.router.channel_limit_reached();
-        tracing::debug!("Remote {peer} refused: --max-channels reached");
-        let mut wr = wr;
-        say_refused(shared, &mut wr).await;
-        return;
-    }
-    tracing::info!("Remote {peer} subscribed to {}", crate::proto::shown(&name));
+    // The name is moved, not kept: it is a slice of the handshake's read
+    // buffer, which would otherwise live as long as the connection.
+    let sub = if null {
+        drop(name);
+        None
+    } else {
+        match shared.router.subscribe(name, &conn) {
+            Ok(sub) => Some(sub),
+            Err(_) => {
+                // Told with end-of-stream, like a refusal at the connection limit.
+                shared.stats.refused.fetch_add(1, Relaxed);
+                shared.router.channel_limit_reached();
+                tracing::debug!("Remote {peer} refused: --max-channels reached");
+                let mut wr = wr;
+                say_refused(shared, &mut wr).await;
+                return None;
+            }
+        }
+    };
     let finish = CancellationToken::new();
-    slot.register(Registered {
+    let registered = Registered {
         conn: conn.clone(),
-        name,
+        sub,
         since: std::time::SystemTime::now(),
         identity: identity.clone(),
         tls,
         finish: finish.clone(),
-    });
+    };
+    tracing::info!(
+        "Remote {peer} subscribed to {}",
+        crate::proto::shown(registered.name())
+    );
+    slot.register(registered);
     shared.phases.writers.spawn(writer::run(
         shared.clone(),
         wr,
@@ -484,27 +548,19 @@ async fn serve_on<T: Transport>(
         finish.clone(),
         slot,
     ));
-    // A publish-only client is owed nothing: at shutdown it can be told at once,
-    // so that it stops sending while what it sent is still read.
-    let early_eos = null.then_some(&finish);
     let rights = Rights::new(
         identity,
         rules.unwrap_or_else(Rules::allow_all),
         generation,
         peer,
     );
-    let end = read_loop(shared, &mut frames, &conn, early_eos, rights).await;
-    match end {
-        End::Finish(reason) => {
-            conn.set_end_reason(reason);
-            finish.cancel();
-        }
-        End::Close(reason) => {
-            conn.set_end_reason(reason);
-            conn.kill.cancel();
-        }
-        End::Stop => {}
-    }
+    Some(Admitted {
+        frames,
+        conn,
+        finish,
+        null,
+        rights,
+    })
 }
 
 /// Reads the subscribe frame within the deadline; `None` closes the connection.
