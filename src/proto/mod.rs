@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod message;
+pub mod v2;
 
 pub use codec::{FrameCodec, FrameError};
 pub use message::Request;

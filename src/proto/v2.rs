@@ -1,0 +1,500 @@
+//! Protocol version 2's typed frames (`PROTOCOL.md`, "Version 2"): what a
+//! frame's body means once the hello is done. The length prefix is
+//! [`FrameCodec`](super::FrameCodec)'s, as under version 1; this module reads
+//! and writes what is inside it.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// The name prefix a hello's first two frames carry.
+pub const HELLO_PREFIX: &[u8] = b"/$aioq/hello/";
+
+/// Names under this prefix are the protocol's own.
+pub const RESERVED_PREFIX: &[u8] = b"/$aioq/";
+
+/// Longest client hello (its JSON object), in bytes.
+pub const MAX_HELLO: usize = 4096;
+
+/// Frame types.
+pub mod kind {
+    pub const HELLO: u8 = 0x01;
+    pub const SUB: u8 = 0x02;
+    pub const UNSUB: u8 = 0x03;
+    pub const PUB: u8 = 0x04;
+    pub const PING: u8 = 0x05;
+    pub const PONG: u8 = 0x06;
+    pub const MSG: u8 = 0x10;
+    pub const SUBSCRIBED: u8 = 0x11;
+    pub const ENDED: u8 = 0x12;
+    pub const CONFIRM: u8 = 0x13;
+    pub const REFUSED: u8 = 0x14;
+    pub const LOST: u8 = 0x15;
+    pub const ERROR: u8 = 0x16;
+}
+
+/// `PUB` flag: a confirm id follows.
+pub const FLAG_CONFIRM: u8 = 0x01;
+/// `PUB` and `MSG` flag: a header block follows.
+pub const FLAG_HEADERS: u8 = 0x02;
+
+/// Whether a first frame is a version 2 hello: the prefix, then a nonce of
+/// 1 to 64 bytes of `[A-Za-z0-9_-]`.
+pub fn is_hello(name: &[u8]) -> bool {
+    name.strip_prefix(HELLO_PREFIX).is_some_and(|nonce| {
+        (1..=64).contains(&nonce.len())
+            && nonce
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'-')
+    })
+}
+
+/// Whether a channel name is reserved for the protocol.
+pub fn is_reserved(name: &[u8]) -> bool {
+    name.starts_with(RESERVED_PREFIX)
+}
+
+/// Limits a header block is read under.
+#[derive(Clone, Copy, Debug)]
+pub struct HeaderLimits {
+    pub max_headers: usize,
+    pub max_bytes: usize,
+}
+
+impl Default for HeaderLimits {
+    fn default() -> Self {
+        Self {
+            max_headers: 32,
+            max_bytes: 4096,
+        }
+    }
+}
+
+/// A frame a client sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientFrame {
+    Sub {
+        sid: u32,
+        channel: Bytes,
+    },
+    Unsub {
+        sid: u32,
+    },
+    Pub {
+        confirm: Option<u64>,
+        /// The header block as sent (count byte first), checked.
+        headers: Option<Bytes>,
+        channel: Bytes,
+        payload: Bytes,
+    },
+    Ping(u64),
+    Pong(u64),
+}
+
+/// Why a frame could not be read: each is an `ERROR` code.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{0}")]
+    Malformed(&'static str),
+    #[error("unknown frame type 0x{0:02x}")]
+    UnknownType(u8),
+    #[error("a hello after the hello")]
+    HelloAgain,
+    #[error("header block: {0}")]
+    Headers(&'static str),
+}
+
+impl DecodeError {
+    /// The `ERROR` code `PROTOCOL.md` gives it.
+    pub fn code(&self) -> u8 {
+        match self {
+            Self::Malformed(_) => 1,
+            Self::UnknownType(_) => 2,
+            Self::HelloAgain => 4,
+            Self::Headers(_) => 7,
+        }
+    }
+}
+
+fn need(body: &Bytes, n: usize, what: &'static str) -> Result<(), DecodeError> {
+    if body.len() < n {
+        Err(DecodeError::Malformed(what))
+    } else {
+        Ok(())
+    }
+}
+
+/// Reads a client frame (a non-empty frame after the hello; the empty one is
+/// goodbye and never reaches here).
+pub fn decode_client(mut frame: Bytes, limits: HeaderLimits) -> Result<ClientFrame, DecodeError> {
+    need(&frame, 1, "empty typed frame")?;
+    let kind = frame.get_u8();
+    match kind {
+        kind::SUB => {
+            need(&frame, 5, "SUB too short")?;
+            let sid = frame.get_u32();
+            if frame.get_u8() != 0 {
+                return Err(DecodeError::Malformed("SUB flags are reserved"));
+            }
+            if frame.is_empty() {
+                return Err(DecodeError::Malformed("SUB of an empty channel name"));
+            }
+            Ok(ClientFrame::Sub {
+                sid,
+                channel: frame,
+            })
+        }
+        kind::UNSUB => {
+            if frame.len() != 4 {
+                return Err(DecodeError::Malformed("UNSUB is a u32 only"));
+            }
+            Ok(ClientFrame::Unsub {
+                sid: frame.get_u32(),
+            })
+        }
+        kind::PUB => {
+            need(&frame, 1, "PUB too short")?;
+            let flags = frame.get_u8();
+            if flags & !(FLAG_CONFIRM | FLAG_HEADERS) != 0 {
+                return Err(DecodeError::Malformed("PUB flag bits are reserved"));
+            }
+            let confirm = if flags & FLAG_CONFIRM != 0 {
+                need(&frame, 8, "PUB confirm id cut short")?;
+                match frame.get_u64() {
+                    0 => return Err(DecodeError::Malformed("confirm id 0")),
+                    id => Some(id),
+                }
+            } else {
+                None
+            };
+            let headers = if flags & FLAG_HEADERS != 0 {
+                let len = header_block_len(&frame, limits)?;
+                Some(frame.split_to(len))
+            } else {
+                None
+            };
+            need(&frame, 2, "PUB channel length cut short")?;
+            let len = frame.get_u16() as usize;
+            if len == 0 {
+                return Err(DecodeError::Malformed("PUB to an empty channel name"));
+            }
+            need(&frame, len, "PUB channel cut short")?;
+            let channel = frame.split_to(len);
+            Ok(ClientFrame::Pub {
+                confirm,
+                headers,
+                channel,
+                payload: frame,
+            })
+        }
+        kind::PING | kind::PONG => {
+            if frame.len() != 8 {
+                return Err(DecodeError::Malformed("PING and PONG carry a u64 only"));
+            }
+            let token = frame.get_u64();
+            Ok(if kind == kind::PING {
+                ClientFrame::Ping(token)
+            } else {
+                ClientFrame::Pong(token)
+            })
+        }
+        kind::HELLO => Err(DecodeError::HelloAgain),
+        other => Err(DecodeError::UnknownType(other)),
+    }
+}
+
+/// The length of the header block at the start of `body`, checked against
+/// the limits and the format.
+pub fn header_block_len(body: &[u8], limits: HeaderLimits) -> Result<usize, DecodeError> {
+    let bad = DecodeError::Headers;
+    let (&count, mut rest) = body.split_first().ok_or(bad("cut short"))?;
+    if count == 0 {
+        return Err(bad("a block holds at least one header"));
+    }
+    if count as usize > limits.max_headers {
+        return Err(bad("more headers than max_headers"));
+    }
+    let mut len = 1usize;
+    for _ in 0..count {
+        let (&klen, r) = rest.split_first().ok_or(bad("cut short"))?;
+        let klen = klen as usize;
+        if klen == 0 {
+            return Err(bad("an empty key"));
+        }
+        if r.len() < klen + 2 {
+            return Err(bad("cut short"));
+        }
+        if !r[..klen].iter().all(|b| b.is_ascii_graphic() && *b != b':') {
+            return Err(bad("a key that is not printable ASCII without ':'"));
+        }
+        let vlen = u16::from_be_bytes([r[klen], r[klen + 1]]) as usize;
+        let r = &r[klen + 2..];
+        if r.len() < vlen {
+            return Err(bad("cut short"));
+        }
+        rest = &r[vlen..];
+        len += 1 + klen + 2 + vlen;
+        if len > limits.max_bytes {
+            return Err(bad("longer than max_header_bytes"));
+        }
+    }
+    Ok(len)
+}
+
+/// A header block for `headers` (at least one, keys as the format allows).
+pub fn header_block(headers: &[(&str, &[u8])]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_u8(headers.len() as u8);
+    for (k, v) in headers {
+        b.put_u8(k.len() as u8);
+        b.put_slice(k.as_bytes());
+        b.put_u16(v.len() as u16);
+        b.put_slice(v);
+    }
+    b.freeze()
+}
+
+/// Writers of frame bodies (the length prefix is the codec's).
+pub mod encode {
+    use super::*;
+
+    pub fn sub(sid: u32, channel: &[u8]) -> Bytes {
+        let mut b = BytesMut::with_capacity(6 + channel.len());
+        b.put_u8(kind::SUB);
+        b.put_u32(sid);
+        b.put_u8(0);
+        b.put_slice(channel);
+        b.freeze()
+    }
+
+    pub fn unsub(sid: u32) -> Bytes {
+        let mut b = BytesMut::with_capacity(5);
+        b.put_u8(kind::UNSUB);
+        b.put_u32(sid);
+        b.freeze()
+    }
+
+    pub fn publish(
+        confirm: Option<u64>,
+        headers: Option<&[u8]>,
+        channel: &[u8],
+        payload: &[u8],
+    ) -> Bytes {
+        let mut b = BytesMut::with_capacity(
+            12 + headers.map_or(0, <[u8]>::len) + channel.len() + payload.len(),
+        );
+        b.put_u8(kind::PUB);
+        let flags = confirm.map_or(0, |_| FLAG_CONFIRM) | headers.map_or(0, |_| FLAG_HEADERS);
+        b.put_u8(flags);
+        if let Some(id) = confirm {
+            b.put_u64(id);
+        }
+        if let Some(h) = headers {
+            b.put_slice(h);
+        }
+        b.put_u16(channel.len() as u16);
+        b.put_slice(channel);
+        b.put_slice(payload);
+        b.freeze()
+    }
+
+    pub fn token(kind: u8, token: u64) -> Bytes {
+        let mut b = BytesMut::with_capacity(9);
+        b.put_u8(kind);
+        b.put_u64(token);
+        b.freeze()
+    }
+
+    /// A `MSG` frame's head: the payload goes after it, in the same frame.
+    pub fn msg_head(sid: u32, delivery: u64, attempt: u32, headers: Option<&[u8]>) -> Bytes {
+        let mut b = BytesMut::with_capacity(18 + headers.map_or(0, <[u8]>::len));
+        b.put_u8(kind::MSG);
+        b.put_u32(sid);
+        b.put_u64(delivery);
+        b.put_u32(attempt);
+        b.put_u8(headers.map_or(0, |_| FLAG_HEADERS));
+        if let Some(h) = headers {
+            b.put_slice(h);
+        }
+        b.freeze()
+    }
+
+    pub fn sid(kind: u8, sid: u32) -> Bytes {
+        let mut b = BytesMut::with_capacity(5);
+        b.put_u8(kind);
+        b.put_u32(sid);
+        b.freeze()
+    }
+
+    pub fn ended(sid: u32, reason: u8, text: &str) -> Bytes {
+        let mut b = BytesMut::with_capacity(6 + text.len());
+        b.put_u8(kind::ENDED);
+        b.put_u32(sid);
+        b.put_u8(reason);
+        b.put_slice(text.as_bytes());
+        b.freeze()
+    }
+
+    pub fn refused(confirm: u64, reason: u8, text: &str) -> Bytes {
+        let mut b = BytesMut::with_capacity(10 + text.len());
+        b.put_u8(kind::REFUSED);
+        b.put_u64(confirm);
+        b.put_u8(reason);
+        b.put_slice(text.as_bytes());
+        b.freeze()
+    }
+
+    pub fn lost(sid: u32, count: u64, reason: u8, since_ms: u64) -> Bytes {
+        let mut b = BytesMut::with_capacity(22);
+        b.put_u8(kind::LOST);
+        b.put_u32(sid);
+        b.put_u64(count);
+        b.put_u8(reason);
+        b.put_u64(since_ms);
+        b.freeze()
+    }
+
+    pub fn error(code: u8, text: &str) -> Bytes {
+        let mut b = BytesMut::with_capacity(2 + text.len());
+        b.put_u8(kind::ERROR);
+        b.put_u8(code);
+        b.put_slice(text.as_bytes());
+        b.freeze()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode(b: Bytes) -> Result<ClientFrame, DecodeError> {
+        decode_client(b, HeaderLimits::default())
+    }
+
+    #[test]
+    fn hello_names_are_told_from_channels() {
+        assert!(is_hello(b"/$aioq/hello/3f9c2a71"));
+        assert!(is_hello(b"/$aioq/hello/a_b-C"));
+        assert!(!is_hello(b"/$aioq/hello/"));
+        assert!(!is_hello(b"/$aioq/hello/a b"));
+        assert!(!is_hello(&[HELLO_PREFIX, &[b'a'; 65]].concat()));
+        assert!(!is_hello(b"/topic/$aioq/hello/x"));
+        assert!(is_reserved(b"/$aioq/other"));
+        assert!(!is_reserved(b"/topic/a"));
+    }
+
+    #[test]
+    fn the_worked_exchange_of_protocol_md_decodes() {
+        // SUB sid 1, "/topic/a", and PUB confirm id 1, as PROTOCOL.md shows them.
+        let sub = Bytes::from_static(&[
+            0x02, 0, 0, 0, 1, 0, b'/', b't', b'o', b'p', b'i', b'c', b'/', b'a',
+        ]);
+        assert_eq!(
+            decode(sub.clone()),
+            Ok(ClientFrame::Sub {
+                sid: 1,
+                channel: Bytes::from_static(b"/topic/a")
+            })
+        );
+        assert_eq!(encode::sub(1, b"/topic/a"), sub);
+        let publish = encode::publish(Some(1), None, b"/topic/a", b"hi");
+        assert_eq!(
+            &publish[..],
+            &[
+                0x04, 0x01, 0, 0, 0, 0, 0, 0, 0, 1, 0, 8, b'/', b't', b'o', b'p', b'i', b'c', b'/',
+                b'a', b'h', b'i'
+            ]
+        );
+        assert_eq!(
+            encode::msg_head(1, 1, 1, None)[..],
+            [0x10, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0]
+        );
+    }
+
+    #[test]
+    fn publishes_round_trip_with_and_without_confirms_and_headers() {
+        let h = header_block(&[("trace", b"abc"), ("k", b"")]);
+        for (confirm, headers) in [
+            (None, None),
+            (Some(7), None),
+            (None, Some(&h)),
+            (Some(9), Some(&h)),
+        ] {
+            let f = encode::publish(confirm, headers.map(|h| &h[..]), b"/queue/j", b"payload");
+            assert_eq!(
+                decode(f),
+                Ok(ClientFrame::Pub {
+                    confirm,
+                    headers: headers.cloned(),
+                    channel: Bytes::from_static(b"/queue/j"),
+                    payload: Bytes::from_static(b"payload"),
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn every_client_frame_cut_at_every_byte_is_an_error_not_a_panic() {
+        let h = header_block(&[("a", b"1")]);
+        let frames = [
+            encode::sub(3, b"/topic/x"),
+            encode::unsub(3),
+            encode::publish(Some(5), Some(&h), b"/topic/x", b""),
+            encode::token(kind::PING, 42),
+            encode::token(kind::PONG, 42),
+        ];
+        for f in frames {
+            assert!(decode(f.clone()).is_ok(), "{f:?}");
+            // The PUB's payload is empty, so every shorter prefix cuts a
+            // field; a SUB's name is the rest of its frame, so a cut inside
+            // it is another name: cut up to its first byte.
+            let fields = if f[0] == kind::SUB { 7 } else { f.len() };
+            for cut in 0..fields {
+                assert!(decode(f.slice(..cut)).is_err(), "{f:?} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_types_reserved_bits_and_a_second_hello_are_refused_with_their_codes() {
+        assert_eq!(decode(Bytes::from_static(&[0x7f])).unwrap_err().code(), 2);
+        assert_eq!(
+            decode(Bytes::from_static(&[0x10, 0])).unwrap_err().code(),
+            2
+        );
+        assert_eq!(decode(Bytes::from_static(b"\x01{}")).unwrap_err().code(), 4);
+        assert_eq!(
+            decode(Bytes::from_static(&[0x02, 0, 0, 0, 1, 0x80, b'/']))
+                .unwrap_err()
+                .code(),
+            1
+        );
+        assert_eq!(
+            decode(Bytes::from_static(&[0x04, 0x04, 0, 1, b'/']))
+                .unwrap_err()
+                .code(),
+            1
+        );
+        // Confirm id 0 is not an id.
+        let zero = encode::publish(Some(0), None, b"/t", b"x");
+        assert_eq!(decode(zero).unwrap_err().code(), 1);
+    }
+
+    #[test]
+    fn header_blocks_at_their_limits_pass_and_one_past_fails() {
+        let limits = HeaderLimits {
+            max_headers: 2,
+            max_bytes: 20,
+        };
+        // 1 + (1 + 1 + 2 + 5) * 2 = 19 bytes; then 20; then 21.
+        let at = header_block(&[("a", b"12345"), ("b", b"12345")]);
+        assert_eq!(header_block_len(&at, limits), Ok(19));
+        let at = header_block(&[("a", b"12345"), ("b", b"123456")]);
+        assert_eq!(header_block_len(&at, limits), Ok(20));
+        let past = header_block(&[("a", b"12345"), ("b", b"1234567")]);
+        assert!(header_block_len(&past, limits).is_err());
+        let three = header_block(&[("a", b""), ("b", b""), ("c", b"")]);
+        assert!(header_block_len(&three, limits).is_err());
+        assert!(header_block_len(&[0], limits).is_err());
+        assert!(header_block_len(&header_block(&[("a:b", b"")]), limits).is_err());
+        assert!(header_block_len(&header_block(&[("a b", b"")]), limits).is_err());
+    }
+}
