@@ -1,5 +1,6 @@
-//! The aioq wire protocol (`PROTOCOL.md`, version 1): length-prefixed frames and
-//! what a sequence of them means.
+//! The aioq wire protocol (`PROTOCOL.md`): length-prefixed frames and what a
+//! sequence of them means under version 1; [`v2`] reads and writes the typed
+//! frames of version 2's draft.
 //!
 //! Every subcommand speaks through this module, so the broker and the clients can
 //! never disagree about framing.
