@@ -26,7 +26,9 @@ use super::store::Backend;
 /// Where `/topic` messages go besides this broker's subscribers: the
 /// cluster's forwarder, which takes them without waiting.
 pub trait Forward: Send + Sync {
-    fn forward(&self, name: &Bytes, payload: &Bytes);
+    /// True when the message left for the other brokers (false: counted as
+    /// not forwarded).
+    fn forward(&self, name: &Bytes, payload: &Bytes) -> bool;
 }
 
 /// What lies beyond this broker that a publish may go to.
@@ -166,6 +168,8 @@ pub(crate) struct Publisher<'a> {
     outbox: Option<Box<Outbox>>,
     /// The connection's rights; `None` for the broker's own process.
     rights: Option<Rights>,
+    /// The `/topic` message being routed went to the cluster too.
+    forwarded: bool,
     unsaid: Unsaid,
 }
 
@@ -191,6 +195,7 @@ impl<'a> Publisher<'a> {
             last: None,
             outbox: None,
             rights: None,
+            forwarded: false,
             unsaid: Unsaid::default(),
         }
     }
@@ -261,11 +266,12 @@ impl<'a> Publisher<'a> {
         }
         self.unsaid.published.0 += 1;
         self.unsaid.published.1 += len;
-        if let Some(forward) = self.links.forward {
-            if !crate::proto::is_queue(&name) {
-                forward.forward(&name, &payload);
-            }
-        }
+        // A /topic message that went to the other brokers was routed, whether
+        // or not anyone here is subscribed.
+        self.forwarded = match self.links.forward {
+            Some(forward) if !crate::proto::is_queue(&name) => forward.forward(&name, &payload),
+            _ => false,
+        };
         // Routed here at once, as nearly every publish is; the rest in boxed
         // futures, so that the future of every publish (which the reader
         // moves into place per frame) stays small.
@@ -399,7 +405,7 @@ impl<'a> Publisher<'a> {
             };
             let routed = match (&channel.kind, channel.store) {
                 (Kind::Queue(_), Some(Backend::JetStream)) => return Now::Stream(channel),
-                (Kind::Topic(_), _) => self.router.publish_topic(&channel, payload),
+                (Kind::Topic(_), _) => self.router.publish_topic(&channel, payload, self.forwarded),
                 (Kind::Queue(q), _) => match q.try_publish(payload) {
                     Ok(Attempt::Taken) => Ok(()),
                     Ok(Attempt::Full | Attempt::OverBudget) => return Now::Wait,
@@ -430,7 +436,9 @@ impl<'a> Publisher<'a> {
                 Err(done) => return done,
             };
             let routed = match &channel.kind {
-                Kind::Topic(_) => self.router.publish_topic(&channel, &payload),
+                Kind::Topic(_) => self
+                    .router
+                    .publish_topic(&channel, &payload, self.forwarded),
                 // Biased: a message that can be routed at once is, even
                 // while the broker is stopping.
                 Kind::Queue(q) => tokio::select! {
@@ -468,7 +476,9 @@ impl<'a> Publisher<'a> {
         match self.channel(name) {
             Found::Channel(c) => Ok(c),
             Found::Unrouted => {
-                self.router.stats().unrouted.fetch_add(1, Relaxed);
+                if !self.forwarded {
+                    self.router.stats().unrouted.fetch_add(1, Relaxed);
+                }
                 Err(true)
             }
             Found::Refused => {

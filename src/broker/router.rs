@@ -491,8 +491,15 @@ impl Router {
         Ok(Some(c))
     }
 
-    /// Routes one `/topic` message; never waits.
-    pub fn publish_topic(&self, channel: &Channel, payload: &Bytes) -> Result<(), Retired> {
+    /// Routes one `/topic` message; never waits. `elsewhere`: it also went to
+    /// the cluster's other brokers, so no subscriber here does not make it
+    /// unrouted.
+    pub fn publish_topic(
+        &self,
+        channel: &Channel,
+        payload: &Bytes,
+        elsewhere: bool,
+    ) -> Result<(), Retired> {
         let Kind::Topic(state) = &channel.kind else {
             unreachable!("publish_topic on a queue channel")
         };
@@ -501,8 +508,10 @@ impl Router {
             return Err(Retired);
         }
         if state.subs.is_empty() {
-            channel.stats.unrouted.fetch_add(1, Relaxed);
-            self.stats.unrouted.fetch_add(1, Relaxed);
+            if !elsewhere {
+                channel.stats.unrouted.fetch_add(1, Relaxed);
+                self.stats.unrouted.fetch_add(1, Relaxed);
+            }
             return Ok(());
         }
         let mut evict = false;

@@ -1035,3 +1035,31 @@ async fn a_broker_pulls_ahead_of_a_slow_worker_a_bounded_number_of_bytes() {
         "a held {grew} MiB for a worker with room for 4 messages of 600 KB"
     );
 }
+
+/// A `/topic` message that went to the other brokers was routed, though
+/// nobody on its own broker was subscribed: that broker counts it sent to the
+/// cluster, not unrouted (walkthrough 15: it counted both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_message_forwarded_to_the_cluster_is_not_unrouted() {
+    const N: usize = 100;
+    let nats = Nats::start();
+    let mut a = clustered(&nats, &[]);
+    let b = clustered(&nats, &[]);
+    let sub = Raw::subscribe(b.port, "/topic/f").await;
+    following(&b, "/topic/f").await;
+    let reader = tokio::spawn(read_exactly(sub, N));
+    let mut p = publisher(a.port).await;
+    for i in 0..N {
+        p.publish("/topic/f", format!("a:{i}").as_bytes()).await;
+    }
+    p.goodbye().await;
+    assert!(p.closed().await);
+    let got = within(30.0, "every message at b", reader).await.unwrap();
+    in_order_once(&got, &["a"], N);
+    let summary = a.terminate();
+    assert!(
+        summary_field(&summary, "to_cluster") >= N as u64,
+        "{summary}"
+    );
+    assert_eq!(summary_field(&summary, "unrouted"), 0, "{summary}");
+}

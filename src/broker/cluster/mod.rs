@@ -246,10 +246,11 @@ impl Cluster {
 impl Forward for Cluster {
     /// Hands a local `/topic` message to the forwarder without waiting; counts
     /// it when it cannot be forwarded.
-    fn forward(&self, name: &Bytes, payload: &Bytes) {
+    fn forward(&self, name: &Bytes, payload: &Bytes) -> bool {
         let len = payload.len();
         if !self.connected() {
-            return self.unforwarded("NATS is unreachable");
+            self.unforwarded("NATS is unreachable");
+            return false;
         }
         let queued = self.forward_bytes.fetch_add(len, Relaxed);
         // The forward queue holds payloads like a send queue does: it counts
@@ -272,9 +273,13 @@ impl Forward for Cluster {
                 None
             }
         };
-        if let Some(why) = refused {
-            self.forward_bytes.fetch_sub(len, Relaxed);
-            self.unforwarded(why);
+        match refused {
+            Some(why) => {
+                self.forward_bytes.fetch_sub(len, Relaxed);
+                self.unforwarded(why);
+                false
+            }
+            None => true,
         }
     }
 }

@@ -97,7 +97,11 @@ pub(super) async fn inbound(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: 
         }
         // A retired channel's successor has its own subscription: routing there
         // from this one too would deliver twice.
-        if cluster.router.publish_topic(&channel, &payload).is_err() {
+        if cluster
+            .router
+            .publish_topic(&channel, &payload, false)
+            .is_err()
+        {
             cluster.stats.unrouted.fetch_add(1, Relaxed);
         }
     }
