@@ -176,6 +176,8 @@ struct Shared {
     reading: Arc<read_budget::ReadBudget>,
     /// Per-address rate limits of the warnings a client can cause.
     refused_log: PeerLog,
+    /// TLS refusal reasons said so far.
+    tls_reasons: peer_log::NewReasons,
     protocol_log: PeerLog,
     denied_log: PeerLog,
     /// Connections that have subscribed, by id: for the monitoring endpoint,
@@ -410,6 +412,7 @@ impl Broker {
                 tls,
                 reading,
                 refused_log: PeerLog::new("refused connection(s) or TLS handshake(s)"),
+                tls_reasons: Default::default(),
                 protocol_log: PeerLog::new("protocol error(s)"),
                 denied_log: PeerLog::new("subscription(s) refused by the access rules"),
                 connections: Default::default(),

@@ -98,3 +98,44 @@ impl PeerLog {
         }
     }
 }
+/// Reasons said so far, so that a reason not seen before is said even when the
+/// address's line of this second was said already: the limit is against
+/// repetition, and a new reason is news (a client with a certificate from
+/// another CA right after one with none showed only "no certificates").
+#[derive(Debug, Default)]
+pub struct NewReasons {
+    seen: Mutex<std::collections::HashSet<String>>,
+}
+
+/// Distinct reasons remembered; past it none counts as new (a client cannot
+/// grow the set, nor the log, by making up reasons).
+const REASONS: usize = 64;
+
+impl NewReasons {
+    /// True the first time `reason` is given.
+    pub fn first(&self, reason: &str) -> bool {
+        let mut seen = lock(&self.seen);
+        if seen.len() >= REASONS || seen.contains(reason) {
+            return false;
+        }
+        seen.insert(reason.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reason_is_new_once_and_made_up_ones_cannot_grow_the_set() {
+        let reasons = NewReasons::default();
+        assert!(reasons.first("peer sent no certificates"));
+        assert!(!reasons.first("peer sent no certificates"));
+        assert!(reasons.first("invalid peer certificate: UnknownIssuer"));
+        for i in 0..1000 {
+            reasons.first(&format!("made up {i}"));
+        }
+        assert_eq!(lock(&reasons.seen).len(), REASONS);
+        assert!(!reasons.first("yet another"));
+    }
+}

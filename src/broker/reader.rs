@@ -361,11 +361,17 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, slo
                     // A refusal (no certificate, or a stranger's), said as one
                     // and counted as one.
                     shared.stats.refused.fetch_add(1, Relaxed);
-                    if let Some(n) = shared.refused_log.due(peer.ip()) {
-                        tracing::warn!(
+                    let new = shared.tls_reasons.first(&e.to_string());
+                    match shared.refused_log.due(peer.ip()) {
+                        Some(n) => tracing::warn!(
                             "Remote {peer} refused: TLS handshake failed: {e} ({n} from this \
                              address since the last line)"
-                        );
+                        ),
+                        None if new => tracing::warn!(
+                            "Remote {peer} refused: TLS handshake failed: {e} (a reason not \
+                             said before; counted in this address's next line)"
+                        ),
+                        None => {}
                     }
                 }
                 Some(Err(_)) => tracing::info!(
