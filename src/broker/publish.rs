@@ -168,8 +168,6 @@ pub(crate) struct Publisher<'a> {
     outbox: Option<Box<Outbox>>,
     /// The connection's rights; `None` for the broker's own process.
     rights: Option<Rights>,
-    /// The `/topic` message being routed went to the cluster too.
-    forwarded: bool,
     unsaid: Unsaid,
 }
 
@@ -195,7 +193,6 @@ impl<'a> Publisher<'a> {
             last: None,
             outbox: None,
             rights: None,
-            forwarded: false,
             unsaid: Unsaid::default(),
         }
     }
@@ -268,16 +265,16 @@ impl<'a> Publisher<'a> {
         self.unsaid.published.1 += len;
         // A /topic message that went to the other brokers was routed, whether
         // or not anyone here is subscribed.
-        self.forwarded = match self.links.forward {
+        let elsewhere = match self.links.forward {
             Some(forward) if !crate::proto::is_queue(&name) => forward.forward(&name, &payload),
             _ => false,
         };
         // Routed here at once, as nearly every publish is; the rest in boxed
         // futures, so that the future of every publish (which the reader
         // moves into place per frame) stays small.
-        match self.route_now(&name, &payload) {
+        match self.route_now(&name, &payload, elsewhere) {
             Now::Done(done) => done,
-            Now::Wait => Box::pin(self.route_locally(name, payload, false)).await,
+            Now::Wait => Box::pin(self.route_locally(name, payload, false, elsewhere)).await,
             Now::Stream(channel) => match self.gather(&channel, payload) {
                 Ok(()) => true,
                 Err(rest) => Box::pin(self.ship_and_gather(channel, rest)).await,
@@ -321,7 +318,7 @@ impl<'a> Publisher<'a> {
     async fn route_back(&mut self, back: Back) -> bool {
         for (channel, payload) in back {
             if !self
-                .route_locally(channel.name.clone(), payload, true)
+                .route_locally(channel.name.clone(), payload, true, false)
                 .await
             {
                 return false;
@@ -397,15 +394,15 @@ impl<'a> Publisher<'a> {
 
     /// Routes one message without waiting, when its channel's store is this
     /// broker's memory.
-    fn route_now(&mut self, name: &Bytes, payload: &Bytes) -> Now {
+    fn route_now(&mut self, name: &Bytes, payload: &Bytes, elsewhere: bool) -> Now {
         loop {
-            let channel = match self.target(name) {
+            let channel = match self.target(name, elsewhere) {
                 Ok(c) => c,
                 Err(done) => return Now::Done(done),
             };
             let routed = match (&channel.kind, channel.store) {
                 (Kind::Queue(_), Some(Backend::JetStream)) => return Now::Stream(channel),
-                (Kind::Topic(_), _) => self.router.publish_topic(&channel, payload, self.forwarded),
+                (Kind::Topic(_), _) => self.router.publish_topic(&channel, payload, elsewhere),
                 (Kind::Queue(q), _) => match q.try_publish(payload) {
                     Ok(Attempt::Taken) => Ok(()),
                     Ok(Attempt::Full | Attempt::OverBudget) => return Now::Wait,
@@ -420,8 +417,14 @@ impl<'a> Publisher<'a> {
 
     /// Routes one message to this broker's subscribers or workers, waiting
     /// for `/queue` room when it must. `counted`: the channel's publish
-    /// counter already has it.
-    async fn route_locally(&mut self, name: Bytes, payload: Bytes, counted: bool) -> bool {
+    /// counter already has it; `elsewhere`: it went to the cluster too.
+    async fn route_locally(
+        &mut self,
+        name: Bytes,
+        payload: Bytes,
+        counted: bool,
+        elsewhere: bool,
+    ) -> bool {
         let conn = self.conn;
         let killed = async {
             match conn {
@@ -431,14 +434,12 @@ impl<'a> Publisher<'a> {
         };
         tokio::pin!(killed);
         loop {
-            let channel = match self.target(&name) {
+            let channel = match self.target(&name, elsewhere) {
                 Ok(c) => c,
                 Err(done) => return done,
             };
             let routed = match &channel.kind {
-                Kind::Topic(_) => self
-                    .router
-                    .publish_topic(&channel, &payload, self.forwarded),
+                Kind::Topic(_) => self.router.publish_topic(&channel, &payload, elsewhere),
                 // Biased: a message that can be routed at once is, even
                 // while the broker is stopping.
                 Kind::Queue(q) => tokio::select! {
@@ -471,12 +472,13 @@ impl<'a> Publisher<'a> {
     }
 
     /// The channel a publish to `name` goes to; when there is none, the
-    /// publish is done (and counted as unrouted or refused).
-    fn target(&mut self, name: &Bytes) -> Result<Arc<Channel>, bool> {
+    /// publish is done (and counted as unrouted, unless it went `elsewhere`:
+    /// to the cluster's other brokers; or refused).
+    fn target(&mut self, name: &Bytes, elsewhere: bool) -> Result<Arc<Channel>, bool> {
         match self.channel(name) {
             Found::Channel(c) => Ok(c),
             Found::Unrouted => {
-                if !self.forwarded {
+                if !elsewhere {
                     self.router.stats().unrouted.fetch_add(1, Relaxed);
                 }
                 Err(true)

@@ -391,8 +391,9 @@ async fn serve_on<T: Transport>(
     slot: Arc<Slot>,
     deadline: tokio::time::Instant,
 ) {
-    // Admitted in a function of its own: what only the handshake needs is not
-    // kept in the connection's task for its whole life.
+    // Admitted in a function of its own: what only the handshake needs (the
+    // channel name is a slice of the handshake's read buffer) is not kept in
+    // the connection's task for its whole life.
     let Some(admitted) = admit(shared, stream, peer, slot, deadline).await else {
         return;
     };
@@ -513,13 +514,10 @@ async fn admit<T: Transport>(
         FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
     // A publish-only client (the null channel) subscribes to nothing.
     let null = crate::proto::is_null(&name);
-    // The name is moved, not kept: it is a slice of the handshake's read
-    // buffer, which would otherwise live as long as the connection.
     let sub = if null {
-        drop(name);
         None
     } else {
-        match shared.router.subscribe(name, &conn) {
+        match shared.router.subscribe(name.clone(), &conn) {
             Ok(sub) => Some(sub),
             Err(_) => {
                 // Told with end-of-stream, like a refusal at the connection limit.
@@ -532,20 +530,16 @@ async fn admit<T: Transport>(
             }
         }
     };
+    tracing::info!("Remote {peer} subscribed to {}", crate::proto::shown(&name));
     let finish = CancellationToken::new();
-    let registered = Registered {
+    slot.register(Registered {
         conn: conn.clone(),
         sub,
         since: std::time::SystemTime::now(),
         identity: identity.clone(),
         tls,
         finish: finish.clone(),
-    };
-    tracing::info!(
-        "Remote {peer} subscribed to {}",
-        crate::proto::shown(registered.name())
-    );
-    slot.register(registered);
+    });
     shared.phases.writers.spawn(writer::run(
         shared.clone(),
         wr,

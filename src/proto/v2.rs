@@ -239,17 +239,24 @@ pub fn header_block_len(body: &[u8], limits: HeaderLimits) -> Result<usize, Deco
     Ok(len)
 }
 
-/// A header block for `headers` (at least one, keys as the format allows).
-pub fn header_block(headers: &[(&str, &[u8])]) -> Bytes {
+/// A header block for `headers`; an error where a count or a length does not
+/// fit its field. The broker's limits (its hello) are checked by
+/// [`header_block_len`], as the broker reads it.
+pub fn header_block(headers: &[(&str, &[u8])]) -> Result<Bytes, DecodeError> {
+    let bad = DecodeError::Headers;
+    let count = u8::try_from(headers.len()).map_err(|_| bad("more than 255 headers"))?;
+    if count == 0 {
+        return Err(bad("a block holds at least one header"));
+    }
     let mut b = BytesMut::new();
-    b.put_u8(headers.len() as u8);
+    b.put_u8(count);
     for (k, v) in headers {
-        b.put_u8(k.len() as u8);
+        b.put_u8(u8::try_from(k.len()).map_err(|_| bad("a key past 255 bytes"))?);
         b.put_slice(k.as_bytes());
-        b.put_u16(v.len() as u16);
+        b.put_u16(u16::try_from(v.len()).map_err(|_| bad("a value past 65535 bytes"))?);
         b.put_slice(v);
     }
-    b.freeze()
+    Ok(b.freeze())
 }
 
 /// Writers of frame bodies (the length prefix is the codec's).
@@ -266,12 +273,13 @@ pub mod encode {
     }
 
     pub fn unsub(sid: u32) -> Bytes {
-        let mut b = BytesMut::with_capacity(5);
-        b.put_u8(kind::UNSUB);
-        b.put_u32(sid);
-        b.freeze()
+        self::sid(kind::UNSUB, sid)
     }
 
+    /// # Panics
+    ///
+    /// When `channel` is longer than its `u16` length field: a client checks
+    /// names against the broker's `max_channel` before.
     pub fn publish(
         confirm: Option<u64>,
         headers: Option<&[u8]>,
@@ -290,7 +298,8 @@ pub mod encode {
         if let Some(h) = headers {
             b.put_slice(h);
         }
-        b.put_u16(channel.len() as u16);
+        let len = u16::try_from(channel.len()).expect("a channel name past 65535 bytes");
+        b.put_u16(len);
         b.put_slice(channel);
         b.put_slice(payload);
         b.freeze()
@@ -411,7 +420,7 @@ mod tests {
 
     #[test]
     fn publishes_round_trip_with_and_without_confirms_and_headers() {
-        let h = header_block(&[("trace", b"abc"), ("k", b"")]);
+        let h = header_block(&[("trace", b"abc"), ("k", b"")]).unwrap();
         for (confirm, headers) in [
             (None, None),
             (Some(7), None),
@@ -433,7 +442,7 @@ mod tests {
 
     #[test]
     fn every_client_frame_cut_at_every_byte_is_an_error_not_a_panic() {
-        let h = header_block(&[("a", b"1")]);
+        let h = header_block(&[("a", b"1")]).unwrap();
         let frames = [
             encode::sub(3, b"/topic/x"),
             encode::unsub(3),
@@ -485,16 +494,23 @@ mod tests {
             max_bytes: 20,
         };
         // 1 + (1 + 1 + 2 + 5) * 2 = 19 bytes; then 20; then 21.
-        let at = header_block(&[("a", b"12345"), ("b", b"12345")]);
+        let at = header_block(&[("a", b"12345"), ("b", b"12345")]).unwrap();
         assert_eq!(header_block_len(&at, limits), Ok(19));
-        let at = header_block(&[("a", b"12345"), ("b", b"123456")]);
+        let at = header_block(&[("a", b"12345"), ("b", b"123456")]).unwrap();
         assert_eq!(header_block_len(&at, limits), Ok(20));
-        let past = header_block(&[("a", b"12345"), ("b", b"1234567")]);
+        let past = header_block(&[("a", b"12345"), ("b", b"1234567")]).unwrap();
         assert!(header_block_len(&past, limits).is_err());
-        let three = header_block(&[("a", b""), ("b", b""), ("c", b"")]);
+        let three = header_block(&[("a", b""), ("b", b""), ("c", b"")]).unwrap();
         assert!(header_block_len(&three, limits).is_err());
         assert!(header_block_len(&[0], limits).is_err());
-        assert!(header_block_len(&header_block(&[("a:b", b"")]), limits).is_err());
-        assert!(header_block_len(&header_block(&[("a b", b"")]), limits).is_err());
+        // What does not fit its field is an error, not a truncated block.
+        assert!(header_block(&[]).is_err());
+        let long_key = "k".repeat(256);
+        assert!(header_block(&[(&long_key, b"")]).is_err());
+        assert!(header_block(&[("k", &[0u8; 65536])]).is_err());
+        let many: Vec<(&str, &[u8])> = vec![("k", b""); 256];
+        assert!(header_block(&many).is_err());
+        assert!(header_block_len(&header_block(&[("a:b", b"")]).unwrap(), limits).is_err());
+        assert!(header_block_len(&header_block(&[("a b", b"")]).unwrap(), limits).is_err());
     }
 }
