@@ -50,6 +50,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --max-frame 'Largest frame accepted (e.g. 16MiB); a client announcing more is disconnected'
             cand --max-channel 'Longest channel name accepted, in bytes'
             cand --max-channels 'Channels held at once. One source address (an IPv6 /64) may create a tenth of them as worker-less /queue channels by publishing; a publish past that, or past the limit, is dropped and counted as channel_limit. A subscription to a new channel when the registry is full evicts the oldest /queue channel that has no worker (its backlog counted as evicted); only when every channel has subscribers is it refused with end-of-stream'
+            cand --max-subscriptions 'Subscriptions one protocol v2 connection may hold at once (a v1 connection holds one)'
             cand --max-connections 'Connections served at once; more are refused with an end-of-stream frame'
             cand --subscribe-timeout 'How long a new connection has to send its subscribe frame'
             cand --keepalive 'Idle time before TCP keepalive probes; 0 turns keepalive off'

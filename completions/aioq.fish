@@ -51,6 +51,7 @@ disconnect\t'The subscriber is disconnected as a slow consumer; the loss is coun
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-frame -d 'Largest frame accepted (e.g. 16MiB); a client announcing more is disconnected' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-channel -d 'Longest channel name accepted, in bytes' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-channels -d 'Channels held at once. One source address (an IPv6 /64) may create a tenth of them as worker-less /queue channels by publishing; a publish past that, or past the limit, is dropped and counted as channel_limit. A subscription to a new channel when the registry is full evicts the oldest /queue channel that has no worker (its backlog counted as evicted); only when every channel has subscribers is it refused with end-of-stream' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-subscriptions -d 'Subscriptions one protocol v2 connection may hold at once (a v1 connection holds one)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-connections -d 'Connections served at once; more are refused with an end-of-stream frame' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l subscribe-timeout -d 'How long a new connection has to send its subscribe frame' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l keepalive -d 'Idle time before TCP keepalive probes; 0 turns keepalive off' -r

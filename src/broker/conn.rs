@@ -3,7 +3,7 @@
 //! counters, a way to disconnect it, and its subscriptions.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -70,6 +70,33 @@ pub struct Conn {
     /// subscription, or none for a publisher. Each points back here, so the
     /// writer takes them out when the connection ends.
     subs: Mutex<Vec<Arc<Subscription>>>,
+    /// What its reader and writer share under protocol v2; `None` under v1.
+    pub v2: Option<Box<ConnV2>>,
+}
+
+/// Control frames (confirms, refusals, subscriptions' ends) a protocol v2
+/// connection may have queued and not yet written before its reader stops
+/// reading: a client that sends and never reads is held back by TCP, as one
+/// that publishes to a full `/queue` is.
+pub const MAX_CONTROL: usize = 1024;
+
+/// A protocol v2 connection's state shared by its reader and its writer.
+#[derive(Default)]
+pub struct ConnV2 {
+    /// Control frames queued and not yet written.
+    control: AtomicUsize,
+    /// Wakes a reader waiting for the writer to write control frames.
+    room: tokio::sync::Notify,
+    /// Some subscription has losses its client has not been told of.
+    lost: AtomicBool,
+    /// The subscriptions changed since the writer last looked.
+    pub subs_changed: AtomicBool,
+    /// Confirm ids read and not yet answered (for monitoring).
+    pub unanswered: AtomicU64,
+    /// Highest confirm id answered (for monitoring).
+    pub answered: AtomicU64,
+    /// An `ERROR` to write before the connection closes.
+    last_word: Mutex<Option<bytes::Bytes>>,
 }
 
 impl Conn {
@@ -97,7 +124,108 @@ impl Conn {
             born: Instant::now(),
             drop_log: LogEvery::default(),
             subs: Mutex::new(Vec::new()),
+            v2: None,
         }
+    }
+
+    /// A protocol v2 connection.
+    pub fn speaking_v2(mut self) -> Self {
+        self.v2 = Some(Box::default());
+        self
+    }
+
+    /// Queues a frame of the connection's own (protocol v2) after what is
+    /// queued, past the send queue's bound; false when the writer is gone.
+    pub fn control(&self, frame: bytes::Bytes) -> bool {
+        if let Some(v2) = &self.v2 {
+            v2.control.fetch_add(1, Relaxed);
+        }
+        self.tx.force_send(Out::control(frame)).is_ok()
+    }
+
+    /// Whether its reader should wait before reading more: too many control
+    /// frames are not written yet.
+    pub fn control_full(&self) -> bool {
+        self.v2
+            .as_ref()
+            .is_some_and(|v2| v2.control.load(Relaxed) >= MAX_CONTROL)
+    }
+
+    /// Waits until fewer than [`MAX_CONTROL`] control frames wait.
+    pub async fn control_room(&self) {
+        let Some(v2) = &self.v2 else {
+            return;
+        };
+        loop {
+            let room = v2.room.notified();
+            if v2.control.load(Relaxed) < MAX_CONTROL {
+                return;
+            }
+            room.await;
+        }
+    }
+
+    /// The writer wrote (or gave up) `n` control frames.
+    pub fn control_written(&self, n: usize) {
+        if let (Some(v2), 1..) = (&self.v2, n) {
+            let _ = v2
+                .control
+                .fetch_update(Relaxed, Relaxed, |c| Some(c.saturating_sub(n)));
+            v2.room.notify_waiters();
+        }
+    }
+
+    /// Has the writer say `frame` (an `ERROR`) before it closes the
+    /// connection; nothing under protocol v1.
+    pub fn last_word(&self, frame: bytes::Bytes) {
+        if let Some(v2) = &self.v2 {
+            *lock(&v2.last_word) = Some(frame);
+        }
+    }
+
+    /// The frame to write before closing, if any.
+    pub fn take_last_word(&self) -> Option<bytes::Bytes> {
+        self.v2.as_ref().and_then(|v2| lock(&v2.last_word).take())
+    }
+
+    /// Whether a subscription has losses to report.
+    pub fn has_lost(&self) -> bool {
+        self.v2.as_ref().is_some_and(|v2| v2.lost.load(Relaxed))
+    }
+
+    /// A subscription recorded a loss to report.
+    pub fn note_lost(&self) {
+        if let Some(v2) = &self.v2 {
+            v2.lost.store(true, Relaxed);
+        }
+    }
+
+    /// Whether a subscription has losses to report (and forgets it).
+    pub fn take_lost(&self) -> bool {
+        self.v2
+            .as_ref()
+            .is_some_and(|v2| v2.lost.load(Relaxed) && v2.lost.swap(false, Relaxed))
+    }
+
+    /// Its subscriptions now.
+    pub fn subscriptions(&self) -> Vec<Arc<Subscription>> {
+        lock(&self.subs).clone()
+    }
+
+    /// Lets go of one subscription (an unsubscribe).
+    pub fn unhold(&self, sub: &Arc<Subscription>) {
+        lock(&self.subs).retain(|s| !Arc::ptr_eq(s, sub));
+        if let Some(v2) = &self.v2 {
+            v2.subs_changed.store(true, Relaxed);
+        }
+    }
+
+    /// Takes out of the send queue what waits there for subscription
+    /// `local`, counted as no longer queued.
+    pub fn take_queued(&self, local: u32) -> Vec<Out> {
+        let taken = self.tx.take_where(|m| m.sub == local);
+        self.taken(taken.iter().map(Out::len).sum());
+        taken
     }
 
     /// The send queue's bounds: messages, payload bytes.
@@ -116,6 +244,9 @@ impl Conn {
     /// Adds a subscription this connection now holds.
     pub fn hold(&self, sub: Arc<Subscription>) {
         lock(&self.subs).push(sub);
+        if let Some(v2) = &self.v2 {
+            v2.subs_changed.store(true, Relaxed);
+        }
     }
 
     /// Its first subscription (under protocol v1, its only one).
@@ -235,7 +366,7 @@ mod tests {
     use bytes::Bytes;
 
     fn out(m: &'static [u8]) -> Out {
-        Out::plain(Bytes::from_static(m))
+        Out::plain(Bytes::from_static(m), 1)
     }
 
     fn sub(capacity: usize, max_bytes: usize) -> (Conn, send_queue::Receiver<Out>) {

@@ -41,25 +41,54 @@ impl DeliveryId {
     }
 }
 
-/// A message on its way to one subscriber.
+/// What [`Out::sub`] holds for a protocol v2 frame the connection's reader
+/// queued for its writer (a confirm, a refusal, a subscription's end): no
+/// subscription has this number.
+pub const CONTROL: u32 = u32::MAX;
+
+/// A message on its way to one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Out {
     pub payload: Bytes,
     /// `None` for a `/topic` message: nothing is settled when it is written.
     pub delivery: Option<DeliveryId>,
+    /// The connection's number for the subscription it was routed to (one
+    /// connection may hold several under protocol v2), or [`CONTROL`]: then
+    /// `payload` is a whole frame body, written as it is.
+    pub sub: u32,
 }
 
 impl Out {
-    /// A `/topic` message.
-    pub fn plain(payload: Bytes) -> Self {
+    /// A `/topic` message for subscription `sub`.
+    pub fn plain(payload: Bytes, sub: u32) -> Self {
         Self {
             payload,
             delivery: None,
+            sub,
         }
     }
 
+    /// A frame of the connection's own (protocol v2), in order with its messages.
+    pub fn control(frame: Bytes) -> Self {
+        Self {
+            payload: frame,
+            delivery: None,
+            sub: CONTROL,
+        }
+    }
+
+    pub fn is_control(&self) -> bool {
+        self.sub == CONTROL
+    }
+
+    /// Payload bytes held against the send queue's bound and the memory
+    /// budget: none for a control frame, which is bounded by count instead.
     pub fn len(&self) -> usize {
-        self.payload.len()
+        if self.is_control() {
+            0
+        } else {
+            self.payload.len()
+        }
     }
 
     /// The attempt its next delivery would be, were it not delivered now
@@ -104,8 +133,11 @@ mod tests {
     }
 
     #[test]
-    fn a_send_queue_item_is_a_payload_and_one_word() {
-        assert_eq!(std::mem::size_of::<Out>(), std::mem::size_of::<Bytes>() + 8);
+    fn a_send_queue_item_is_a_payload_and_two_words() {
+        assert_eq!(
+            std::mem::size_of::<Out>(),
+            std::mem::size_of::<Bytes>() + 16
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ mod read_budget;
 mod reader;
 mod router;
 mod send_queue;
+mod session_v2;
 mod shutdown;
 pub mod stats;
 mod store;
@@ -113,6 +114,8 @@ pub struct BrokerConfig {
     /// Channels the registry holds at most: each costs memory outside the
     /// payload budget, and a `/queue` name creates one on first publish.
     pub max_channels: usize,
+    /// Subscriptions one protocol v2 connection may hold at once.
+    pub max_subscriptions: usize,
     pub max_connections: usize,
     /// How long a new connection has to send its subscribe frame.
     pub subscribe_timeout: Duration,
@@ -146,6 +149,7 @@ impl Default for BrokerConfig {
             max_frame: crate::proto::DEFAULT_MAX_FRAME,
             max_channel: crate::proto::DEFAULT_MAX_CHANNEL,
             max_channels: 100_000,
+            max_subscriptions: 64,
             max_connections: 10_000,
             subscribe_timeout: Duration::from_secs(10),
             keepalive: Some(Duration::from_secs(30)),
@@ -187,6 +191,23 @@ struct Shared {
     cluster: std::sync::OnceLock<Arc<Cluster>>,
     /// Set with `cluster`: how writers answer JetStream's deliveries.
     replies: std::sync::OnceLock<Replies>,
+    /// This broker process, as protocol v2 hellos name it.
+    server_id: String,
+}
+
+/// A random name for this broker process (16 hex digits).
+fn new_server_id() -> String {
+    use std::hash::BuildHasher;
+    let seed = (
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!(
+        "{:016x}",
+        std::collections::hash_map::RandomState::new().hash_one(seed)
+    )
 }
 
 impl Shared {
@@ -340,10 +361,18 @@ impl Reloader {
         let entries: Vec<Registered> = lock(&shared.connections).values().cloned().collect();
         let mut ended = 0;
         for e in entries {
-            let allowed = policy
-                .access
-                .rules_for(e.identity.as_ref())
-                .is_some_and(|r| r.may_subscribe(e.name()));
+            // A protocol v2 connection: each of its subscriptions.
+            let subs = e.conn.subscriptions();
+            let names: Vec<&[u8]> = if e.conn.v2.is_some() {
+                subs.iter().map(|s| &s.channel.name[..]).collect()
+            } else {
+                vec![e.name()]
+            };
+            let rules = policy.access.rules_for(e.identity.as_ref());
+            let refused = names
+                .iter()
+                .find(|n| !rules.as_ref().is_some_and(|r| r.may_subscribe(n)));
+            let allowed = rules.is_some() && refused.is_none();
             if !allowed && !e.finish.is_cancelled() {
                 tracing::warn!(
                     "Remote {} ({}) ended: the reloaded access rules no longer allow {}",
@@ -351,7 +380,7 @@ impl Reloader {
                     e.identity
                         .as_ref()
                         .map_or_else(|| "no client certificate".to_string(), |i| i.shown()),
-                    crate::proto::shown(e.name())
+                    crate::proto::shown(refused.copied().unwrap_or(e.name()))
                 );
                 e.conn.set_end_reason(end::EndReason::Denied);
                 e.finish.cancel();
@@ -418,6 +447,7 @@ impl Broker {
                 connections: Default::default(),
                 cluster: std::sync::OnceLock::new(),
                 replies: std::sync::OnceLock::new(),
+                server_id: new_server_id(),
             }),
         }
     }

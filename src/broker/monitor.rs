@@ -94,6 +94,21 @@ pub struct ConnectionView {
     pub send_queue_bytes: usize,
     pub dropped: u64,
     pub dropped_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    /// 1, or 2 for a connection that said a version 2 hello.
+    pub protocol: u8,
+    /// Protocol v2: its subscriptions, by the client's ids.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subscriptions: Vec<SubscriptionView>,
+    /// Protocol v2: confirm ids read and not yet answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unanswered_confirms: Option<u64>,
+}
+
+/// One subscription of a protocol v2 connection.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SubscriptionView {
+    pub sid: u32,
+    pub channel: String,
 }
 
 /// One channel, as `/api/channels` shows it.
@@ -237,6 +252,24 @@ impl Monitor {
                     send_queue_bytes,
                     dropped: s.dropped.total(),
                     dropped_by_reason: by_reason(&s.dropped),
+                    protocol: if e.conn.v2.is_some() { 2 } else { 1 },
+                    subscriptions: match &e.conn.v2 {
+                        Some(_) => e
+                            .conn
+                            .subscriptions()
+                            .iter()
+                            .map(|s| SubscriptionView {
+                                sid: s.ids.sid,
+                                channel: clipped(s.channel.display_name()),
+                            })
+                            .collect(),
+                        None => Vec::new(),
+                    },
+                    unanswered_confirms: e
+                        .conn
+                        .v2
+                        .as_ref()
+                        .map(|v| v.unanswered.load(std::sync::atomic::Ordering::Relaxed)),
                 }
             },
         )?;

@@ -22,6 +22,7 @@ use super::router::{Channel, Full, Kind, Retired, Router};
 use super::stats::DropReason;
 use super::store::jetstream::{Back, JetStream, Outbox};
 use super::store::Backend;
+use crate::proto::v2;
 
 /// Where `/topic` messages go besides this broker's subscribers: the
 /// cluster's forwarder, which takes them without waiting.
@@ -80,17 +81,7 @@ impl Rights {
     }
 
     fn may_publish(&mut self, router: &Router, name: &Bytes) -> bool {
-        let now = router.generation();
-        if now != self.generation {
-            self.generation = now;
-            self.rules = router
-                .policy()
-                .access
-                .rules_for(self.identity.as_ref())
-                .unwrap_or_else(Rules::none);
-            self.all = self.rules.allows_every_publish();
-            self.decisions.clear();
-        }
+        self.refresh(router);
         if self.all {
             return true;
         }
@@ -103,6 +94,21 @@ impl Rights {
         }
         self.decisions.insert(Bytes::copy_from_slice(name), d);
         d
+    }
+
+    /// Takes the rules in force after a reload.
+    fn refresh(&mut self, router: &Router) {
+        let now = router.generation();
+        if now != self.generation {
+            self.generation = now;
+            self.rules = router
+                .policy()
+                .access
+                .rules_for(self.identity.as_ref())
+                .unwrap_or_else(Rules::none);
+            self.all = self.rules.allows_every_publish();
+            self.decisions.clear();
+        }
     }
 
     fn denied(&self, name: &[u8]) {
@@ -169,6 +175,8 @@ pub(crate) struct Publisher<'a> {
     /// The connection's rights; `None` for the broker's own process.
     rights: Option<Rights>,
     unsaid: Unsaid,
+    /// Why the last publish was refused (a protocol v2 reason code), if it was.
+    refusal: Option<u8>,
 }
 
 impl Drop for Publisher<'_> {
@@ -194,6 +202,7 @@ impl<'a> Publisher<'a> {
             outbox: None,
             rights: None,
             unsaid: Unsaid::default(),
+            refusal: None,
         }
     }
 
@@ -247,11 +256,20 @@ impl<'a> Publisher<'a> {
         let len = payload.len() as u64;
         self.unsaid.received.0 += 1;
         self.unsaid.received.1 += len;
+        self.refusal = None;
+        // Names under /$aioq/ are the protocol's own: nobody publishes there.
+        if crate::proto::v2::is_reserved(&name) {
+            let conn = self.conn.map(|c| &*c.stats);
+            self.router.count_drop(None, conn, DropReason::Denied, 1);
+            self.refusal = Some(v2::reason::RESERVED);
+            return true;
+        }
         if let Some(rights) = &mut self.rights {
             if !rights.may_publish(self.router, &name) {
                 rights.denied(&name);
                 let conn = self.conn.map(|c| &*c.stats);
                 self.router.count_drop(None, conn, DropReason::Denied, 1);
+                self.refusal = Some(v2::reason::DENIED);
                 return true;
             }
         }
@@ -259,6 +277,7 @@ impl<'a> Publisher<'a> {
             let conn = self.conn.map(|c| &*c.stats);
             self.router
                 .count_drop(None, conn, DropReason::EmptyPayload, 1);
+            self.refusal = Some(v2::reason::EMPTY_PAYLOAD);
             return true;
         }
         self.unsaid.published.0 += 1;
@@ -384,8 +403,40 @@ impl<'a> Publisher<'a> {
         Found::Channel(c)
     }
 
+    /// Counts a publish refused before it reached the publisher (a v2
+    /// `PUB` whose channel name is too long).
+    pub fn count_refused(&mut self, reason: DropReason) {
+        self.unsaid.received.0 += 1;
+        let conn = self.conn.map(|c| &*c.stats);
+        self.router.count_drop(None, conn, reason, 1);
+    }
+
+    /// Whether the connection's rules let it subscribe to `name`.
+    pub fn may_subscribe(&mut self, name: &[u8]) -> bool {
+        match &mut self.rights {
+            Some(rights) => {
+                rights.refresh(self.router);
+                rights.rules.may_subscribe(name)
+            }
+            None => true,
+        }
+    }
+
+    /// Why the last publish was refused (a protocol v2 reason code), if it
+    /// was; a publish that reached no subscriber was not refused.
+    pub fn refusal(&self) -> Option<u8> {
+        self.refusal
+    }
+
+    /// `/queue` messages are on their way into JetStream and not yet
+    /// stored: a confirm for them waits for [`settle`](Self::settle).
+    pub fn unsettled(&self) -> bool {
+        self.outbox.as_ref().is_some_and(|o| !o.is_empty())
+    }
+
     /// A publish that would have created a channel past `--max-channels`.
-    fn refused(&self) {
+    fn refused(&mut self) {
+        self.refusal = Some(v2::reason::MAX_CHANNELS);
         let conn = self.conn.map(|c| &*c.stats);
         self.router
             .count_drop(None, conn, DropReason::ChannelLimit, 1);

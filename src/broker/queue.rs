@@ -121,8 +121,10 @@ impl Inner {
         let m = Out {
             delivery: Some(DeliveryId::new(seq, m.attempt())),
             payload: m.payload,
+            sub: 0,
         };
-        self.round_robin(m, |w, m| {
+        self.round_robin(m, |w, mut m| {
+            m.sub = w.ids.local;
             let offered = if held {
                 w.conn.offer_held(m)
             } else {
@@ -230,7 +232,11 @@ impl QueueState {
         if inner.retired {
             return Err(Retired);
         }
-        if inner.backlog.is_empty() && inner.dispatch(Out::plain(payload.clone()), false).is_ok() {
+        if inner.backlog.is_empty()
+            && inner
+                .dispatch(Out::plain(payload.clone(), 0), false)
+                .is_ok()
+        {
             return Ok(Attempt::Taken);
         }
         let len = payload.len();
@@ -242,7 +248,7 @@ impl QueueState {
             return Ok(Attempt::OverBudget);
         }
         inner.bytes += len;
-        inner.backlog.push_back(Out::plain(payload.clone()));
+        inner.backlog.push_back(Out::plain(payload.clone(), 0));
         self.backlog_len.store(inner.backlog.len(), Relaxed);
         Ok(Attempt::Taken)
     }
@@ -447,7 +453,10 @@ impl QueueState {
     /// Puts back orphans that could not be handed to JetStream.
     pub fn restore(&self, orphans: Vec<Bytes>) {
         let mut inner = lock(&self.inner);
-        self.push_front(&mut inner, orphans.into_iter().map(Out::plain).collect());
+        self.push_front(
+            &mut inner,
+            orphans.into_iter().map(|p| Out::plain(p, 0)).collect(),
+        );
     }
 }
 
@@ -476,7 +485,14 @@ mod tests {
         );
         // The queue never looks at its workers' channel.
         let channel = Arc::new(Channel::unregistered(Bytes::from_static(b"/queue/t")));
-        (Arc::new(Subscription::new(Arc::new(conn), channel)), rx)
+        (
+            Arc::new(Subscription::new(
+                Arc::new(conn),
+                channel,
+                crate::broker::subscription::Ids::V1,
+            )),
+            rx,
+        )
     }
 
     /// What a writer does: takes everything queued, then lets the backlog refill.

@@ -17,9 +17,11 @@ use super::conn::Conn;
 use super::end::EndReason;
 use super::publish::{Publisher, Rights};
 use super::read_budget::ReadBudget;
+use super::session_v2::{Granted, Next, SessionV2};
 use super::stats::ConnStats;
 use super::{writer, Registered, Shared, Slot};
 use crate::proto::message::{channel_name, ProtocolError, Request, RequestParser};
+use crate::proto::v2::{self, ClientHello, ServerHello};
 use crate::proto::{FrameCodec, FrameError};
 
 /// Unsent bytes a `/queue` worker's socket may hold. Left alone, loopback
@@ -403,11 +405,12 @@ async fn serve_on<T: Transport>(
         finish,
         null,
         rights,
+        session,
     } = admitted;
     // A publish-only client is owed nothing: at shutdown it can be told at once,
     // so that it stops sending while what it sent is still read.
     let early_eos = null.then_some(&finish);
-    let end = read_loop(shared, &mut frames, &conn, early_eos, rights).await;
+    let end = read_loop(shared, &mut frames, &conn, early_eos, rights, session).await;
     match end {
         End::Finish(reason) => {
             conn.set_end_reason(reason);
@@ -433,6 +436,33 @@ struct Admitted<R> {
     /// A publish-only client.
     null: bool,
     rights: Rights,
+    /// How it speaks after the handshake.
+    session: Session,
+}
+
+/// How a connection's frames are read after its first: version 1's pairs, or
+/// version 2's typed frames.
+enum Session {
+    V1(RequestParser),
+    V2(Box<SessionV2>),
+}
+
+impl Session {
+    /// A request is partly received (a channel frame without its payload).
+    fn mid_request(&self) -> bool {
+        match self {
+            Session::V1(parser) => parser.mid_pair(),
+            Session::V2(_) => false,
+        }
+    }
+}
+
+/// What a connection's first frame (or frames) said.
+enum First {
+    /// A version 1 subscribe (or the null channel).
+    Channel(Bytes),
+    /// A version 2 hello, whole.
+    Hello(ClientHello),
 }
 
 /// The subscribe frame, the access rules, the connection and its writer;
@@ -452,14 +482,20 @@ async fn admit<T: Transport>(
         FrameCodec::new(shared.config.max_channel),
         HANDSHAKE_BUFFER,
     );
-    let name = handshake(shared, &mut framed, peer, deadline).await?;
+    let name = match handshake(shared, &mut framed, peer, deadline).await? {
+        First::Channel(name) => name,
+        First::Hello(hello) => {
+            return Box::pin(admit_v2(shared, framed, peer, slot, hello)).await;
+        }
+    };
     let identity = framed.get_ref().identity();
     let tls = framed.get_ref().is_tls();
     // Read before the policy: a reload in between is then seen at once.
     let generation = shared.router.generation();
     let policy = shared.router.policy();
     let rules = policy.access.rules_for(identity.as_ref());
-    let allowed = rules.as_ref().is_some_and(|r| r.may_subscribe(&name));
+    // Names under /$aioq/ are the protocol's own (a hello is read above).
+    let allowed = rules.as_ref().is_some_and(|r| r.may_subscribe(&name)) && !v2::is_reserved(&name);
     if !allowed {
         shared.stats.denied.fetch_add(1, Relaxed);
         if let Some(n) = shared.denied_log.due(peer.ip()) {
@@ -560,16 +596,132 @@ async fn admit<T: Transport>(
         finish,
         null,
         rights,
+        session: Session::V1(RequestParser::new(shared.config.max_channel)),
     })
 }
 
-/// Reads the subscribe frame within the deadline; `None` closes the connection.
+/// A version 2 hello was read: the broker's `HELLO`, then a connection that
+/// holds no subscription until it asks for some.
+async fn admit_v2<T: Transport>(
+    shared: &Arc<Shared>,
+    mut framed: Framed<T, FrameCodec>,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    hello: ClientHello,
+) -> Option<Admitted<Early<T::Reader>>> {
+    let identity = framed.get_ref().identity();
+    let tls = framed.get_ref().is_tls();
+    let generation = shared.router.generation();
+    let policy = shared.router.policy();
+    let Some(rules) = policy.access.rules_for(identity.as_ref()) else {
+        shared.stats.denied.fetch_add(1, Relaxed);
+        if let Some(n) = shared.denied_log.due(peer.ip()) {
+            tracing::warn!(
+                "Remote {peer} (no client certificate) refused: connections without a client \
+                 certificate are refused ({n} from this address since the last line)"
+            );
+        }
+        say_refused(shared, framed.get_mut()).await;
+        return None;
+    };
+    let granted = Granted {
+        confirms: hello.wants(v2::feature::CONFIRMS),
+        loss: hello.wants(v2::feature::LOSS),
+    };
+    let (capacity, max_bytes) = policy.for_channel(b"").send_bounds(b"");
+    let mut features = Vec::new();
+    if granted.confirms {
+        features.push(v2::feature::CONFIRMS.to_string());
+    }
+    if granted.loss {
+        features.push(v2::feature::LOSS.to_string());
+    }
+    let answer = ServerHello {
+        protocol: 2,
+        server: concat!("aioq/", env!("CARGO_PKG_VERSION")).to_string(),
+        server_id: shared.server_id.clone(),
+        features,
+        max_frame: shared.config.max_frame as u64,
+        max_channel: shared.config.max_channel as u64,
+        max_subscriptions: shared.config.max_subscriptions as u64,
+        max_credit: capacity as u64,
+        max_headers: v2::HeaderLimits::default().max_headers as u64,
+        max_header_bytes: v2::HeaderLimits::default().max_bytes as u64,
+    };
+    let sent =
+        tokio::time::timeout(shared.config.write_timeout, framed.send(answer.encode())).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        return None;
+    }
+    shared.stats.v2_connections.fetch_add(1, Relaxed);
+    let parts = framed.into_parts();
+    let (rd, wr) = parts.io.split();
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    drop((parts.read_buf, parts.write_buf));
+    let rd = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(early), rd);
+    let (tx, rx) = super::send_queue::channel(capacity);
+    let id = shared.next_id.fetch_add(1, Relaxed);
+    let conn = Arc::new(
+        Conn::new(
+            id,
+            peer,
+            tx,
+            max_bytes,
+            shared.router.budget.clone(),
+            Arc::new(ConnStats::default()),
+            shared.phases.abort.child_token(),
+        )
+        .speaking_v2(),
+    );
+    let rd = Counted::new(rd, shared.reading.clone(), conn.clone());
+    let frames =
+        FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
+    tracing::info!(
+        "Remote {peer} speaks protocol 2 ({})",
+        hello.client.as_deref().map_or_else(
+            || "a client that gave no name".to_string(),
+            |c| { format!("client {}", crate::proto::shown(c.as_bytes())) }
+        )
+    );
+    let finish = CancellationToken::new();
+    slot.register(Registered {
+        conn: conn.clone(),
+        sub: None,
+        since: std::time::SystemTime::now(),
+        identity: identity.clone(),
+        tls,
+        finish: finish.clone(),
+    });
+    shared.phases.writers.spawn(writer::run(
+        shared.clone(),
+        wr,
+        rx,
+        conn.clone(),
+        finish.clone(),
+        slot,
+    ));
+    let rights = Rights::new(identity, rules, generation, peer);
+    Some(Admitted {
+        frames,
+        conn,
+        finish,
+        null: false,
+        rights,
+        session: Session::V2(Box::new(SessionV2::new(
+            granted,
+            shared.config.max_subscriptions,
+        ))),
+    })
+}
+
+/// Reads the subscribe frame (or a version 2 hello's three) within the
+/// deadline; `None` closes the connection.
 async fn handshake<T: Transport>(
     shared: &Shared,
     frames: &mut Framed<T, FrameCodec>,
     peer: SocketAddr,
     deadline: tokio::time::Instant,
-) -> Option<Bytes> {
+) -> Option<First> {
     let first = tokio::select! {
         _ = shared.phases.stop_reading.cancelled() => return None,
         r = tokio::time::timeout_at(deadline, frames.next()) => r,
@@ -614,7 +766,8 @@ async fn handshake<T: Transport>(
         Ok(Some(Ok(frame))) => frame,
     };
     match channel_name(frame, shared.config.max_channel) {
-        Ok(Some(name)) => Some(name),
+        Ok(Some(name)) if v2::is_hello(&name) => hello(shared, frames, peer, deadline, name).await,
+        Ok(Some(name)) => Some(First::Channel(name)),
         Ok(None) => {
             tracing::debug!("Remote {peer} said goodbye before subscribing");
             None
@@ -624,6 +777,54 @@ async fn handshake<T: Transport>(
             None
         }
     }
+}
+
+/// Reads the rest of a version 2 hello (frame 1, `name`, was read); on a
+/// malformed one, says `ERROR` and closes.
+async fn hello<T: Transport>(
+    shared: &Shared,
+    frames: &mut Framed<T, FrameCodec>,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+    name: Bytes,
+) -> Option<First> {
+    // Between frames: the codec can be swapped for one that takes the
+    // client's hello, which may be longer than a channel name.
+    *frames.codec_mut() = FrameCodec::new(shared.config.max_channel.max(v2::MAX_HELLO));
+    let mut next = async || {
+        tokio::select! {
+            _ = shared.phases.stop_reading.cancelled() => None,
+            r = tokio::time::timeout_at(deadline, frames.next()) => match r {
+                Ok(Some(Ok(f))) => Some(Ok(f)),
+                Ok(Some(Err(FrameError::TooLarge { .. }))) => {
+                    Some(Err("the client's hello is longer than 4096 bytes"))
+                }
+                Ok(None | Some(Err(_))) => None,
+                Err(_) => Some(Err("the hello was not complete within --subscribe-timeout")),
+            },
+        }
+    };
+    let second = match next().await? {
+        Ok(f) if f == name => Ok(()),
+        Ok(_) => Err("the hello's second frame is not its first again"),
+        Err(e) => Err(e),
+    };
+    let parsed = match second {
+        Ok(()) => match next().await? {
+            Ok(json) => ClientHello::parse(&json),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let why = match parsed {
+        Ok(h) if h.protocol >= 2 => return Some(First::Hello(h)),
+        Ok(_) => "the hello asks for a protocol below 2",
+        Err(e) => e,
+    };
+    protocol_error(shared, peer, why);
+    let error = v2::encode::error(v2::error::BAD_HELLO, why);
+    let _ = tokio::time::timeout(shared.config.write_timeout, frames.send(error)).await;
+    None
 }
 
 fn protocol_error(shared: &Shared, peer: SocketAddr, why: &str) {
@@ -648,9 +849,10 @@ enum End {
 async fn read_loop<R: AsyncRead + WaitData + Unpin + Send>(
     shared: &Shared,
     frames: &mut FramedRead<Counted<R>, FrameCodec>,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     early_eos: Option<&CancellationToken>,
     rights: Rights,
+    mut session: Session,
 ) -> End {
     let mut publisher = Publisher::new(
         &shared.router,
@@ -659,23 +861,35 @@ async fn read_loop<R: AsyncRead + WaitData + Unpin + Send>(
         Some(conn),
     )
     .with_rights(rights);
-    let end = read_frames(shared, frames, conn, &mut publisher, early_eos).await;
+    let end = read_frames(
+        shared,
+        frames,
+        conn,
+        &mut publisher,
+        early_eos,
+        &mut session,
+    )
+    .await;
     publisher.flush_counts();
     // Boxed: the cluster's settling (JetStream futures, several KiB) would
     // otherwise be part of every connection's task, clustered or not,
     // for the whole life of the connection.
     Box::pin(publisher.settle(&shared.phases.abort)).await;
+    if let Session::V2(v2) = &mut session {
+        // Every confirm id read is answered before end-of-stream.
+        v2.answer(conn, &mut publisher, shared).await;
+    }
     end
 }
 
 async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
     shared: &Shared,
     frames: &mut FramedRead<Counted<R>, FrameCodec>,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     publisher: &mut Publisher<'_>,
     early_eos: Option<&CancellationToken>,
+    session: &mut Session,
 ) -> End {
-    let mut parser = RequestParser::new(shared.config.max_channel);
     // Created once: a fresh `cancelled()` per frame registers and deregisters a
     // waiter (two lock round trips) for every message read.
     let stop = shared.phases.stop_reading.cancelled();
@@ -701,12 +915,18 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
     tokio::pin!(stop, killed);
     loop {
         if stopping {
-            if let Some(end) =
-                before_waiting(shared, conn, !frames.read_buffer().is_empty(), publisher).await
+            if let Some(end) = before_waiting(
+                shared,
+                conn,
+                !frames.read_buffer().is_empty(),
+                publisher,
+                session,
+            )
+            .await
             {
                 return end;
             }
-            let partial = in_progress(frames, &parser);
+            let partial = in_progress(frames, session);
             let frame = tokio::select! {
                 biased;
                 _ = &mut killed => return End::Stop,
@@ -723,7 +943,7 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
             if let Some(Ok(f)) = &frame {
                 frames.get_mut().frame_done(f.len());
             }
-            match step(shared, conn, publisher, &mut parser, frame).await {
+            match step(shared, conn, publisher, session, frame).await {
                 Some(end) => return end,
                 None => continue,
             }
@@ -742,8 +962,14 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
             frame
         } else {
             unlooked = 0;
-            if let Some(end) =
-                before_waiting(shared, conn, !frames.read_buffer().is_empty(), publisher).await
+            if let Some(end) = before_waiting(
+                shared,
+                conn,
+                !frames.read_buffer().is_empty(),
+                publisher,
+                session,
+            )
+            .await
             {
                 return end;
             }
@@ -754,7 +980,7 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
                 // Between frames, nothing routed waits for this client: the
                 // end-of-stream goes now, a well-behaved client stops sending,
                 // and what it sent until then arrives and is read below.
-                let partial = in_progress(frames, &parser);
+                let partial = in_progress(frames, session);
                 if let (Some(eos), false) = (early_eos, partial) {
                     eos.cancel();
                 }
@@ -763,7 +989,7 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
             _ = &mut killed => return End::Stop,
             f = next_frame(frames) => f,
             _ = watchdog.tick() => {
-                let partial = in_progress(frames, &parser);
+                let partial = in_progress(frames, session);
                 // Held back by the read budget, the frame cannot move: that
                 // is the broker's doing, not the client's.
                 if !partial || frames.get_ref().held_back() {
@@ -794,7 +1020,7 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
         if let Some(Ok(f)) = &frame {
             frames.get_mut().frame_done(f.len());
         }
-        if let Some(end) = step(shared, conn, publisher, &mut parser, frame).await {
+        if let Some(end) = step(shared, conn, publisher, session, frame).await {
             return end;
         }
     }
@@ -809,12 +1035,24 @@ async fn before_waiting(
     conn: &Conn,
     buffered: bool,
     publisher: &mut Publisher<'_>,
+    session: &mut Session,
 ) -> Option<End> {
     // Boxed, as the settling at the end: JetStream's futures are large.
     if !buffered && publisher.holds_open() && !Box::pin(publisher.ship()).await {
         return Some(cut_short(shared, conn));
     }
     publisher.flush_counts();
+    if let Session::V2(v2) = session {
+        v2.answer(conn, publisher, shared).await;
+        if conn.control_full() {
+            // The client reads none of what it is owed: read no more from
+            // it until its writer catches up (or gives up on it).
+            tokio::select! {
+                _ = conn.control_room() => {}
+                _ = conn.kill.cancelled() => return Some(End::Stop),
+            }
+        }
+    }
     None
 }
 
@@ -830,28 +1068,44 @@ fn cut_short(shared: &Shared, conn: &Conn) -> End {
 }
 
 /// A frame, or a channel-and-payload pair, is partly received.
-fn in_progress<R>(frames: &FramedRead<R, FrameCodec>, parser: &RequestParser) -> bool {
-    !frames.read_buffer().is_empty() || frames.decoder().mid_frame() || parser.mid_pair()
+fn in_progress<R>(frames: &FramedRead<R, FrameCodec>, session: &Session) -> bool {
+    !frames.read_buffer().is_empty() || frames.decoder().mid_frame() || session.mid_request()
 }
 
 /// Handles one frame (or the end of input); `Some` ends the connection.
 async fn step(
     shared: &Shared,
-    conn: &Conn,
+    conn: &Arc<Conn>,
     publisher: &mut Publisher<'_>,
-    parser: &mut RequestParser,
+    session: &mut Session,
     frame: Option<Result<Bytes, FrameError>>,
 ) -> Option<End> {
     let frame = match frame {
-        None if parser.mid_pair() => return Some(End::Close(EndReason::ClosedMidPair)),
+        None if session.mid_request() => return Some(End::Close(EndReason::ClosedMidPair)),
         None => return Some(End::Finish(EndReason::ClientClosed)),
         Some(Err(e @ FrameError::TooLarge { .. })) => {
             protocol_error(shared, conn.peer, &e.to_string());
+            conn.last_word(v2::encode::error(v2::error::TOO_LARGE, &e.to_string()));
             return Some(End::Close(EndReason::Protocol(e.to_string())));
         }
         Some(Err(e)) if e.is_truncated() => return Some(End::Close(EndReason::ClosedMidFrame)),
         Some(Err(e)) => return Some(End::Close(EndReason::ReadError(e.to_string()))),
         Some(Ok(frame)) => frame,
+    };
+    let parser = match session {
+        Session::V1(parser) => parser,
+        Session::V2(v2) => {
+            return match v2.step(shared, conn, publisher, frame).await {
+                Ok(Next::Go) => None,
+                Ok(Next::Goodbye) => Some(End::Finish(EndReason::Goodbye)),
+                Ok(Next::Cut) => Some(cut_short(shared, conn)),
+                Err(broken) => {
+                    protocol_error(shared, conn.peer, &broken.text);
+                    conn.last_word(v2::encode::error(broken.code, &broken.text));
+                    Some(End::Close(EndReason::Protocol(broken.text)))
+                }
+            };
+        }
     };
     match parser.push(frame) {
         Err(e) => {

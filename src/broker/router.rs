@@ -26,9 +26,10 @@ use super::queue::QueueState;
 pub use super::queue::Retired;
 use super::stats::{BrokerStats, ChannelStats, ConnStats, DropReason};
 use super::store::{Backend, ChannelLink};
-use super::subscription::Subscription;
+use super::subscription::{Ids, Subscription};
 use super::{BrokerConfig, TopicOverflow};
 use crate::proto;
+use crate::proto::v2;
 
 /// What [`Router::drop_backlogs`] let go, for its one log line.
 #[derive(Default)]
@@ -388,6 +389,20 @@ impl Router {
     /// (The null channel is not one: a publish-only client subscribes to
     /// nothing, and its caller does not ask.)
     pub fn subscribe(&self, name: Bytes, conn: &Arc<Conn>) -> Result<Arc<Subscription>, Full> {
+        self.subscribe_as(name, conn, Ids::V1, || {})
+    }
+
+    /// Subscribes `conn` to `name` under `ids`. `announce` runs once the
+    /// subscription cannot fail and before any message can be routed to it:
+    /// a protocol v2 connection queues `SUBSCRIBED` there, so that it comes
+    /// before the subscription's first `MSG`.
+    pub fn subscribe_as(
+        &self,
+        name: Bytes,
+        conn: &Arc<Conn>,
+        ids: Ids,
+        announce: impl FnOnce(),
+    ) -> Result<Arc<Subscription>, Full> {
         debug_assert!(!proto::is_null(&name));
         let mut channels = lock(&self.channels);
         let channel = match channels.map.get(&name) {
@@ -406,7 +421,8 @@ impl Router {
                 c
             }
         };
-        let sub = Arc::new(Subscription::new(conn.clone(), channel.clone()));
+        let sub = Arc::new(Subscription::new(conn.clone(), channel.clone(), ids));
+        announce();
         match &channel.kind {
             Kind::Topic(t) => lock(t).subs.push(sub.clone()),
             Kind::Queue(q) => {
@@ -515,13 +531,14 @@ impl Router {
             return Ok(());
         }
         let mut evict = false;
-        for sub in &state.subs {
-            let sub = &sub.conn;
-            match sub.offer(Out::plain(payload.clone())) {
+        for s in &state.subs {
+            let sub = &s.conn;
+            match s.offer(payload.clone()) {
                 Ok(()) => {}
                 Err(Refused::Full(_)) => match channel.overflow() {
                     TopicOverflow::Drop => {
                         self.count_drop(Some(channel), Some(&sub.stats), DropReason::QueueFull, 1);
+                        s.note_lost(1, v2::reason::OVERFLOW);
                         if let Some(n) = sub.note_drop() {
                             tracing::warn!(
                                 "Remote {} is a slow consumer on {}: dropped {n} message(s), \
@@ -550,6 +567,7 @@ impl Router {
                 // is disconnected for it, whatever the overflow policy.
                 Err(Refused::OverBudget(_)) => {
                     self.count_drop(Some(channel), Some(&sub.stats), DropReason::MemoryLimit, 1);
+                    s.note_lost(1, v2::reason::OVER_BUDGET);
                     if let Some(n) = sub.note_drop() {
                         tracing::warn!(
                             "Remote {} on {}: dropped {n} message(s), the broker's memory \

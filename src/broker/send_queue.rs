@@ -100,6 +100,41 @@ impl<T> Sender<T> {
         Ok(())
     }
 
+    /// Queues `m` past the capacity (a frame the connection owes its client,
+    /// bounded by its sender); gives it back only when the writer is gone.
+    pub fn force_send(&self, m: T) -> Result<(), T> {
+        let wake = {
+            let mut state = lock(&self.0.state);
+            if self.0.closed.load(Relaxed) {
+                return Err(m);
+            }
+            state.items.push_back(m);
+            self.0.len.store(state.items.len(), Relaxed);
+            std::mem::take(&mut state.waiting)
+        };
+        if wake {
+            self.0.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Takes out of the queue, in order, the items `pick` chooses.
+    pub fn take_where(&self, mut pick: impl FnMut(&T) -> bool) -> Vec<T> {
+        let mut state = lock(&self.0.state);
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::with_capacity(state.items.len());
+        for m in state.items.drain(..) {
+            if pick(&m) {
+                taken.push(m);
+            } else {
+                kept.push_back(m);
+            }
+        }
+        state.items = kept;
+        self.0.len.store(state.items.len(), Relaxed);
+        taken
+    }
+
     /// Free places.
     pub fn capacity(&self) -> usize {
         self.0.capacity.saturating_sub(self.0.len.load(Relaxed))

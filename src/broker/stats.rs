@@ -162,6 +162,55 @@ pub struct BrokerStats {
     /// `messages`) and the bytes they took: the physics behind delivery
     /// figures (messages per write, bytes per write).
     pub socket_writes: Flow,
+    /// Protocol v2 frames read, by type ([`V2Frame`]).
+    pub v2_frames: [AtomicU64; V2Frame::ALL.len()],
+    /// Protocol v2 refusals (`REFUSED`, and `ENDED` other than for an
+    /// unsubscribe), by reason code.
+    pub v2_refusals: [AtomicU64; 13],
+    /// Connections that said a protocol v2 hello and were answered.
+    pub v2_connections: AtomicU64,
+}
+
+/// The protocol v2 frames a client sends, as `/metrics` counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum V2Frame {
+    Sub,
+    Unsub,
+    Pub,
+    Ping,
+    Pong,
+}
+
+impl V2Frame {
+    pub const ALL: [V2Frame; 5] = [
+        V2Frame::Sub,
+        V2Frame::Unsub,
+        V2Frame::Pub,
+        V2Frame::Ping,
+        V2Frame::Pong,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            V2Frame::Sub => "sub",
+            V2Frame::Unsub => "unsub",
+            V2Frame::Pub => "pub",
+            V2Frame::Ping => "ping",
+            V2Frame::Pong => "pong",
+        }
+    }
+}
+
+impl BrokerStats {
+    pub fn v2_frame(&self, f: V2Frame) {
+        self.v2_frames[f as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn v2_refusal(&self, code: u8) {
+        if let Some(c) = self.v2_refusals.get(usize::from(code)) {
+            c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// Per-channel counters.

@@ -3,7 +3,7 @@
 //! the store still waits to hear about.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -14,10 +14,44 @@ use super::lock;
 use super::router::Channel;
 use super::store::Delivery;
 
+/// How a connection names a subscription.
+#[derive(Debug, Clone, Copy)]
+pub struct Ids {
+    /// The connection's own number for it, which its send queue's items
+    /// carry (never [`CONTROL`](super::delivery::CONTROL)); under protocol v1, 1.
+    pub local: u32,
+    /// The client's subscription id (protocol v2; 0 under v1).
+    pub sid: u32,
+    /// Messages lost to it are reported to the client (`LOST`, protocol v2).
+    pub report_loss: bool,
+}
+
+impl Ids {
+    /// A protocol v1 connection's one subscription.
+    pub const V1: Ids = Ids {
+        local: 1,
+        sid: 0,
+        report_loss: false,
+    };
+}
+
+/// Messages a subscription lost that its client has not been told of yet.
+#[derive(Default)]
+struct Lost {
+    count: AtomicU64,
+    /// When the first of them was lost (Unix time, ms).
+    since_ms: AtomicU64,
+    /// The reason code of the first of them.
+    reason: std::sync::atomic::AtomicU8,
+}
+
 pub struct Subscription {
     /// The connection whose send queue its messages go to.
     pub conn: Arc<Conn>,
     pub channel: Arc<Channel>,
+    pub ids: Ids,
+    /// Set when the client asked to hear about losses.
+    lost: Option<Box<Lost>>,
     /// Stored messages queued for this worker, by delivery number (so oldest
     /// first), settled once written to its socket (see
     /// [`written`](Self::written)).
@@ -35,10 +69,12 @@ struct InFlight {
 }
 
 impl Subscription {
-    pub fn new(conn: Arc<Conn>, channel: Arc<Channel>) -> Self {
+    pub fn new(conn: Arc<Conn>, channel: Arc<Channel>, ids: Ids) -> Self {
         Self {
             conn,
             channel,
+            ids,
+            lost: ids.report_loss.then(Box::default),
             in_flight: Mutex::new(VecDeque::new()),
             in_flight_len: AtomicUsize::new(0),
         }
@@ -66,6 +102,7 @@ impl Subscription {
         let m = Out {
             payload,
             delivery: Some(id),
+            sub: self.ids.local,
         };
         match self.conn.offer(m) {
             Ok(()) => Ok(()),
@@ -84,6 +121,41 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    /// Queues a `/topic` message for it.
+    pub fn offer(&self, payload: Bytes) -> Result<(), Refused> {
+        self.conn.offer(Out::plain(payload, self.ids.local))
+    }
+
+    /// Records `n` messages lost for `reason` (a protocol v2 reason code),
+    /// for the client to be told when it asked to be.
+    pub fn note_lost(&self, n: u64, reason: u8) {
+        let Some(lost) = &self.lost else {
+            return;
+        };
+        if lost.count.fetch_add(n, Relaxed) == 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            lost.since_ms.store(now, Relaxed);
+            lost.reason.store(reason, Relaxed);
+        }
+        self.conn.note_lost();
+    }
+
+    /// Takes what it lost since the last call: (count, reason, since ms).
+    pub fn take_lost(&self) -> Option<(u64, u8, u64)> {
+        let lost = self.lost.as_ref()?;
+        if lost.count.load(Relaxed) == 0 {
+            return None;
+        }
+        // Read before the count is taken: a loss that lands in between is
+        // then counted in this report or the next, never in neither.
+        let since = lost.since_ms.load(Relaxed);
+        let reason = lost.reason.load(Relaxed);
+        let n = lost.count.swap(0, Relaxed);
+        (n > 0).then_some((n, reason, since))
     }
 
     /// The stored messages among `batch`, which was just written: they are

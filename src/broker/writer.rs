@@ -153,7 +153,62 @@ struct Writer<W> {
     /// Taken off the queue and not yet written.
     batch: Vec<Out>,
     to: Recipient,
+    /// Under protocol v2: what it numbers and names deliveries with.
+    v2: Option<Box<V2>>,
 }
+
+/// A protocol v2 writer's state.
+#[derive(Default)]
+struct V2 {
+    /// The last delivery id written (they count from 1).
+    delivery: u64,
+    /// The connection's subscriptions as far as its send queue may hold
+    /// their messages: one leaves when its `ENDED` is written.
+    subs: Vec<Arc<Subscription>>,
+}
+
+impl V2 {
+    /// Takes in subscriptions the reader added since the last look.
+    fn refresh(&mut self, conn: &Conn) {
+        let Some(shared) = &conn.v2 else {
+            return;
+        };
+        if !shared.subs_changed.swap(false, Relaxed) {
+            return;
+        }
+        for s in conn.subscriptions() {
+            if !self.subs.iter().any(|k| k.ids.local == s.ids.local) {
+                self.subs.push(s);
+            }
+        }
+    }
+
+    fn find(&self, local: u32) -> Option<&Arc<Subscription>> {
+        self.subs.iter().find(|s| s.ids.local == local)
+    }
+
+    /// An `ENDED` for `sid` was written: its oldest subscription of that id
+    /// (a newer one may reuse the id) has nothing more coming.
+    fn ended(&mut self, frame: &[u8]) {
+        if frame.len() < 5 || frame[0] != crate::proto::v2::kind::ENDED {
+            return;
+        }
+        let sid = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]);
+        if let Some(i) = self
+            .subs
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.ids.sid == sid)
+            .min_by_key(|(_, s)| s.ids.local)
+            .map(|(i, _)| i)
+        {
+            self.subs.swap_remove(i);
+        }
+    }
+}
+
+/// Bytes a protocol v2 `MSG` head takes: type, sid, delivery id, attempt, flags.
+const MSG_HEAD: usize = 18;
 
 pub async fn run<W: AsyncWrite + Unpin>(
     shared: Arc<Shared>,
@@ -165,9 +220,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
     // connection's, and so is its place under the connection limits.
     _slot: Arc<super::Slot>,
 ) {
+    // A v2 delivery adds its head to a payload of up to --max-frame.
+    let v2 = conn.v2.is_some().then(Box::<V2>::default);
+    let max = shared.config.max_frame + if v2.is_some() { MSG_HEAD } else { 0 };
     let sink = FramedWrite::new(
         WatchedWrite::new(wr, shared.stats.clone()),
-        FrameCodec::new(shared.config.max_frame),
+        FrameCodec::new(max),
     );
     let mut writer = Writer {
         sink,
@@ -178,10 +236,12 @@ pub async fn run<W: AsyncWrite + Unpin>(
             sub: conn.first_subscription(),
             conn,
         },
+        v2,
     };
     let outcome = writer.write_until_done(&finish).await;
-    if let Outcome::Drain { leave_first } = outcome {
-        writer.finish(leave_first).await;
+    match outcome {
+        Outcome::Drain { leave_first } => writer.finish(leave_first).await,
+        Outcome::Close => writer.last_word().await,
     }
     writer.leave();
 }
@@ -246,11 +306,11 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
 
     /// The connection ends in order: what it is owed, then end-of-stream.
     async fn finish(&mut self, leave_first: bool) {
-        let Recipient { shared, conn, sub } = &self.to;
+        let Recipient { shared, conn, .. } = &self.to;
         if leave_first {
             // The client is leaving: stop routing to it, but send what it is owed.
-            if let Some(sub) = sub {
-                shared.router.stop_routing(sub);
+            for sub in conn.subscriptions() {
+                shared.router.stop_routing(&sub);
             }
         } else {
             conn.set_end_reason(EndReason::BrokerShutdown);
@@ -271,34 +331,68 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         }
     }
 
+    /// Writes the `ERROR` the reader left, when the connection is closed
+    /// for breaking the protocol (v2) and no frame is half-written.
+    async fn last_word(&mut self) {
+        let Some(frame) = self.to.conn.take_last_word() else {
+            return;
+        };
+        if !self.sink.write_buffer().is_empty() {
+            return;
+        }
+        let sink = &mut self.sink;
+        let say = async {
+            sink.send(frame).await?;
+            sink.get_mut().shutdown().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), say).await;
+    }
+
     /// Hands back what was not written, and says how the connection ended.
     fn leave(mut self) {
-        let Recipient { shared, conn, sub } = &self.to;
+        let Recipient { shared, conn, .. } = &self.to;
         self.rx.close();
         conn.taken(top_up(&mut self.rx, &mut self.batch, usize::MAX));
         let stopping = shared.phases.drain.is_cancelled();
         // They point back to the connection: let go of them here, where it ends.
         let subs = conn.release();
-        debug_assert!(subs.len() <= 1, "protocol v1: one subscription at most");
         let shown = self.to.shown_channel();
-        match sub {
-            Some(sub) => {
-                // Stored messages this worker never got go back to their
-                // store, for any broker's workers; only messages of this
-                // broker's memory stay in its backlog.
-                let batch = match shared.replies.get() {
-                    Some(replies) => {
-                        let (local, back) = sub.unwritten(self.batch);
-                        replies.give_back(back);
-                        local
-                    }
-                    None => self.batch,
-                };
-                shared.router.leave(sub, batch, stopping);
-            }
-            // Nothing routes to a publisher: nothing can be queued for it.
-            None => debug_assert!(self.batch.is_empty()),
+        let controls = self.batch.iter().filter(|m| m.is_control()).count();
+        conn.control_written(controls);
+        let mut unsent = std::mem::take(&mut self.batch);
+        unsent.retain(|m| !m.is_control());
+        for sub in &subs {
+            let (mine, rest): (Vec<Out>, Vec<Out>) =
+                unsent.into_iter().partition(|m| m.sub == sub.ids.local);
+            unsent = rest;
+            // Stored messages this worker never got go back to their
+            // store, for any broker's workers; only messages of this
+            // broker's memory stay in its backlog.
+            let mine = match shared.replies.get() {
+                Some(replies) => {
+                    let (local, back) = sub.unwritten(mine);
+                    replies.give_back(back);
+                    local
+                }
+                None => mine,
+            };
+            shared.router.leave(sub, mine, stopping);
         }
+        // Left: messages of /topic subscriptions that ended (an unsubscribe)
+        // before these were written. Nothing routes to a publisher.
+        if let Some(v2) = &self.v2 {
+            for m in &unsent {
+                if let Some(sub) = v2.find(m.sub) {
+                    shared.router.count_drop(
+                        Some(&sub.channel),
+                        Some(&conn.stats),
+                        super::stats::DropReason::SubscriberGone,
+                        1,
+                    );
+                }
+            }
+        }
+        debug_assert!(self.v2.is_some() || unsent.is_empty());
         let reason = conn.end_reason();
         shared.stats.ended.add(&reason);
         let unsaid = conn.unlogged_drops();
@@ -330,7 +424,13 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 .conn
                 .taken(top_up(&mut self.rx, &mut self.batch, BATCH));
             if self.batch.is_empty() {
-                let backlog = self.to.sub.as_ref().map_or(0, |s| s.channel.backlog_len());
+                let backlog: usize = self
+                    .to
+                    .conn
+                    .subscriptions()
+                    .iter()
+                    .map(|s| s.channel.backlog_len())
+                    .sum();
                 if leaving || backlog == 0 {
                     break;
                 }
@@ -342,10 +442,15 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             }
             self.write_batch().await?;
         }
+        // Losses not yet said are said before the end.
+        if self.v2.is_some() && self.to.conn.has_lost() {
+            self.write_batch().await?;
+        }
         // End-of-stream confirms that everything the client sent was routed:
-        // not when some of it was refused. It reads the close as "not confirmed".
+        // not when some of it was refused. It reads the close as "not
+        // confirmed". (Under protocol v2 each refusal was said.)
         let refused = self.to.conn.stats.refused_publishes();
-        if refused > 0 {
+        if refused > 0 && self.v2.is_none() {
             tracing::info!(
                 "Remote {}: no end-of-stream, {refused} of its publishes were refused",
                 self.to.conn.peer
@@ -377,6 +482,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     /// counted as delivered; on failure it is left as it was, for
     /// [`leave`](Self::leave) to hand back.
     async fn write_batch(&mut self) -> Result<(), EndReason> {
+        if self.v2.is_some() {
+            return self.write_batch_v2().await;
+        }
         let Writer {
             sink, batch, to, ..
         } = self;
@@ -397,7 +505,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             Ok(()) => batch.len(),
             // The frames that reached the socket whole are delivered (the peer
             // reads them); the rest are handed back.
-            Err(_) => whole_frames(batch, sink.get_ref().written - start),
+            Err(_) => whole_frames(batch, sink.get_ref().written - start, |m| {
+                crate::proto::LEN_PREFIX + m.len()
+            }),
         };
         let n = whole as u64;
         let bytes: u64 = batch[..whole].iter().map(|m| m.len() as u64).sum();
@@ -412,6 +522,123 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         batch.drain(..whole);
         result
     }
+
+    /// [`write_batch`](Self::write_batch) under protocol v2: each message a
+    /// `MSG` naming its subscription, control frames as they are, and first
+    /// a `LOST` for each subscription that lost messages since the last.
+    async fn write_batch_v2(&mut self) -> Result<(), EndReason> {
+        use crate::proto::v2::{encode, kind};
+        let Writer {
+            sink,
+            batch,
+            to,
+            v2,
+            ..
+        } = self;
+        let Some(v2) = v2.as_mut() else {
+            return Ok(());
+        };
+        v2.refresh(&to.conn);
+        // Control frames made here, not queued by the reader (not counted).
+        let mut extra = 0;
+        if to.conn.take_lost() {
+            // Ahead of the batch: what it lost was routed before what the
+            // batch holds, or the batch could not have been queued.
+            let lost: Vec<Out> = v2
+                .subs
+                .iter()
+                .filter_map(|s| {
+                    let (n, reason, since) = s.take_lost()?;
+                    Some(Out::control(encode::lost(s.ids.sid, n, reason, since)))
+                })
+                .collect();
+            extra = lost.len();
+            batch.splice(0..0, lost);
+        }
+        let (base, last_ms) = {
+            let p = sink.get_ref();
+            p.mark();
+            (p.base, p.last_ms.clone())
+        };
+        let start = sink.get_ref().written;
+        let first_delivery = v2.delivery;
+        let write = async {
+            let mut delivery = first_delivery;
+            let mut last: Option<&Arc<Subscription>> = None;
+            for m in batch.iter() {
+                if m.is_control() {
+                    crate::proto::codec::put_frame(sink.write_buffer_mut(), &m.payload);
+                    continue;
+                }
+                let sub = match last {
+                    Some(s) if s.ids.local == m.sub => s,
+                    _ => match v2.find(m.sub) {
+                        Some(s) => {
+                            last = Some(s);
+                            s
+                        }
+                        None => continue,
+                    },
+                };
+                delivery += 1;
+                let mut head = [0u8; MSG_HEAD];
+                head[0] = kind::MSG;
+                head[1..5].copy_from_slice(&sub.ids.sid.to_be_bytes());
+                head[5..13].copy_from_slice(&delivery.to_be_bytes());
+                head[13..17].copy_from_slice(&m.attempt().get().to_be_bytes());
+                // Into the write buffer by hand: the codec knows one part.
+                crate::proto::codec::put_parts(sink.write_buffer_mut(), &head, &m.payload);
+                if sink.write_buffer().len() >= WRITE_BUFFER {
+                    SinkExt::<Bytes>::flush(sink).await?;
+                }
+            }
+            SinkExt::<Bytes>::flush(sink).await
+        };
+        let result = to.write_within(write, base, last_ms).await;
+        let whole = match result {
+            Ok(()) => batch.len(),
+            Err(_) => whole_frames(batch, sink.get_ref().written - start, |m| {
+                crate::proto::LEN_PREFIX
+                    + m.payload.len()
+                    + if m.is_control() { 0 } else { MSG_HEAD }
+            }),
+        };
+        // Counted per subscription, in runs: most batches are one.
+        let mut controls = 0;
+        let (mut n, mut bytes) = (0u64, 0u64);
+        let mut i = 0;
+        while i < whole {
+            let m = &batch[i];
+            if m.is_control() {
+                controls += 1;
+                v2.ended(&m.payload);
+                i += 1;
+                continue;
+            }
+            let local = m.sub;
+            let end = batch[i..whole]
+                .iter()
+                .position(|m| m.sub != local)
+                .map_or(whole, |k| i + k);
+            let run = &batch[i..end];
+            let run_bytes: u64 = run.iter().map(|m| m.len() as u64).sum();
+            if let Some(sub) = v2.find(local) {
+                sub.channel.stats.delivered.add(run.len() as u64, run_bytes);
+                if let Some(replies) = to.shared.replies.get() {
+                    replies.written(sub.written(run));
+                }
+                n += run.len() as u64;
+                bytes += run_bytes;
+            }
+            i = end;
+        }
+        v2.delivery += n;
+        to.conn.control_written(controls - extra.min(whole));
+        to.conn.stats.sent.add(n, bytes);
+        to.shared.stats.delivered.add(n, bytes);
+        batch.drain(..whole);
+        result
+    }
 }
 
 /// Moves what is queued into `batch`, up to `limit` in it, without waiting;
@@ -422,13 +649,14 @@ fn top_up(rx: &mut Receiver<Out>, batch: &mut Vec<Out>, limit: usize) -> usize {
     batch[before..].iter().map(Out::len).sum()
 }
 
-/// How many of `batch`'s frames fit whole in its first `written` bytes.
-fn whole_frames(batch: &[Out], written: u64) -> usize {
+/// How many of `batch`'s frames fit whole in its first `written` bytes;
+/// `size` is a frame's length on the wire.
+fn whole_frames(batch: &[Out], written: u64, size: impl Fn(&Out) -> usize) -> usize {
     let mut end = 0u64;
     batch
         .iter()
         .take_while(|m| {
-            end += crate::proto::LEN_PREFIX as u64 + m.len() as u64;
+            end += size(m) as u64;
             end <= written
         })
         .count()
@@ -452,6 +680,12 @@ impl Recipient {
     fn refill(&self) {
         if let Some(Kind::Queue(q)) = self.sub.as_ref().map(|s| &s.channel.kind) {
             q.refill();
+        } else if self.conn.v2.is_some() {
+            for s in self.conn.subscriptions() {
+                if let Kind::Queue(q) = &s.channel.kind {
+                    q.refill();
+                }
+            }
         }
     }
 
@@ -500,11 +734,12 @@ mod tests {
 
     #[test]
     fn only_frames_written_whole_count_as_written() {
-        let batch = [b"abc".as_slice(), b"defgh"].map(|m| Out::plain(Bytes::from_static(m)));
-        assert_eq!(whole_frames(&batch, 0), 0);
-        assert_eq!(whole_frames(&batch, 6), 0);
-        assert_eq!(whole_frames(&batch, 7), 1);
-        assert_eq!(whole_frames(&batch, 15), 1);
-        assert_eq!(whole_frames(&batch, 16), 2);
+        let batch = [b"abc".as_slice(), b"defgh"].map(|m| Out::plain(Bytes::from_static(m), 1));
+        let size = |m: &Out| crate::proto::LEN_PREFIX + m.len();
+        assert_eq!(whole_frames(&batch, 0, size), 0);
+        assert_eq!(whole_frames(&batch, 6, size), 0);
+        assert_eq!(whole_frames(&batch, 7, size), 1);
+        assert_eq!(whole_frames(&batch, 15, size), 1);
+        assert_eq!(whole_frames(&batch, 16, size), 2);
     }
 }

@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// end-of-stream.
     #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_channels: u32,
+    /// Subscriptions one protocol v2 connection may hold at once (a v1
+    /// connection holds one).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_subscriptions: u32,
     /// Connections served at once; more are refused with an end-of-stream frame.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -289,6 +293,7 @@ impl ServeArgs {
             max_frame: self.max_frame,
             max_channel: self.max_channel,
             max_channels: self.max_channels as usize,
+            max_subscriptions: self.max_subscriptions as usize,
             max_connections: self.max_connections as usize,
             subscribe_timeout: self.subscribe_timeout,
             keepalive: (!self.keepalive.is_zero()).then_some(self.keepalive),

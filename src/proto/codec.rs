@@ -109,6 +109,15 @@ impl Encoder<Bytes> for FrameCodec {
     }
 }
 
+/// Appends one frame made of two parts, `head` then `payload` (a protocol
+/// v2 `MSG`), to `dst`.
+pub fn put_parts(dst: &mut BytesMut, head: &[u8], payload: &[u8]) {
+    dst.reserve(4 + head.len() + payload.len());
+    dst.extend_from_slice(&((head.len() + payload.len()) as u32).to_be_bytes());
+    dst.extend_from_slice(head);
+    dst.extend_from_slice(payload);
+}
+
 /// Appends one frame to `dst` without going through a codec: used where frames
 /// are batched by hand.
 pub fn put_frame(dst: &mut BytesMut, payload: &[u8]) {

@@ -31,6 +31,133 @@ pub mod kind {
     pub const ERROR: u8 = 0x16;
 }
 
+/// Reason codes of `ENDED`, `REFUSED` and `LOST`.
+pub mod reason {
+    pub const UNSUBSCRIBED: u8 = 0;
+    pub const DENIED: u8 = 1;
+    pub const TOO_LARGE: u8 = 2;
+    pub const OVER_BUDGET: u8 = 3;
+    pub const NO_SUCH_CHANNEL: u8 = 4;
+    pub const MAX_CHANNELS: u8 = 5;
+    pub const MAX_SUBSCRIPTIONS: u8 = 6;
+    pub const RESERVED: u8 = 7;
+    pub const SID_IN_USE: u8 = 8;
+    pub const UNKNOWN_SID: u8 = 9;
+    pub const EMPTY_PAYLOAD: u8 = 10;
+    pub const OVERFLOW: u8 = 11;
+    pub const SHUTTING_DOWN: u8 = 12;
+
+    const NAMES: [&str; 13] = [
+        "unsubscribed",
+        "denied",
+        "too_large",
+        "over_budget",
+        "no_such_channel",
+        "max_channels",
+        "max_subscriptions",
+        "reserved",
+        "sid_in_use",
+        "unknown_sid",
+        "empty_payload",
+        "overflow",
+        "shutting_down",
+    ];
+
+    /// The name `PROTOCOL.md` gives a code; `None` for one it does not define.
+    pub fn name(code: u8) -> Option<&'static str> {
+        NAMES.get(usize::from(code)).copied()
+    }
+}
+
+/// `ERROR` codes.
+pub mod error {
+    pub const MALFORMED: u8 = 1;
+    pub const UNKNOWN_TYPE: u8 = 2;
+    pub const BAD_HELLO: u8 = 3;
+    pub const HELLO_AGAIN: u8 = 4;
+    pub const CONFIRM_ORDER: u8 = 5;
+    pub const TOO_LARGE: u8 = 6;
+    pub const HEADERS: u8 = 7;
+}
+
+/// Features a hello may ask for.
+pub mod feature {
+    pub const CONFIRMS: &str = "confirms";
+    pub const LOSS: &str = "loss";
+    pub const HEADERS: &str = "headers";
+}
+
+/// A client's hello (its third frame), as far as the broker reads it.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct ClientHello {
+    pub protocol: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    #[serde(default)]
+    pub features: Vec<String>,
+}
+
+impl ClientHello {
+    /// Reads frame 3 of a hello: a JSON object of at most [`MAX_HELLO`]
+    /// bytes, `{` first, with a numeric `protocol`.
+    pub fn parse(frame: &[u8]) -> Result<Self, &'static str> {
+        if frame.len() > MAX_HELLO {
+            return Err("the client's hello is longer than 4096 bytes");
+        }
+        if frame.first() != Some(&b'{') {
+            return Err("the client's hello is not a JSON object");
+        }
+        serde_json::from_slice(frame)
+            .map_err(|_| "the client's hello is not a JSON object with a numeric protocol")
+    }
+
+    pub fn wants(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+
+    /// Frame 3 of a hello, as a client sends it.
+    pub fn encode(&self) -> Bytes {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_default())
+    }
+}
+
+/// The broker's `HELLO`, after its type byte.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct ServerHello {
+    pub protocol: u32,
+    pub server: String,
+    pub server_id: String,
+    pub features: Vec<String>,
+    pub max_frame: u64,
+    pub max_channel: u64,
+    pub max_subscriptions: u64,
+    pub max_credit: u64,
+    pub max_headers: u64,
+    pub max_header_bytes: u64,
+}
+
+impl ServerHello {
+    /// The whole `HELLO` frame body, type byte first.
+    pub fn encode(&self) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u8(kind::HELLO);
+        b.put_slice(&serde_json::to_vec(self).unwrap_or_default());
+        b.freeze()
+    }
+
+    /// Reads a `HELLO` frame body (type byte first).
+    pub fn parse(frame: &[u8]) -> Option<Self> {
+        match frame.split_first() {
+            Some((&kind::HELLO, json)) => serde_json::from_slice(json).ok(),
+            _ => None,
+        }
+    }
+
+    pub fn grants(&self, feature: &str) -> bool {
+        self.features.iter().any(|f| f == feature)
+    }
+}
+
 /// `PUB` flag: a confirm id follows.
 pub const FLAG_CONFIRM: u8 = 0x01;
 /// `PUB` and `MSG` flag: a header block follows.

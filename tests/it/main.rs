@@ -11,6 +11,7 @@ mod hostile;
 mod listen_send;
 mod metrics;
 mod ops;
+mod protocol_v2;
 mod python_compat;
 mod serve;
 mod serve_limits;

@@ -486,6 +486,7 @@ pub mod naive;
 pub mod nats;
 pub mod pg;
 pub mod redis;
+pub mod v2;
 
 /// A field of /proc/PID/status, in KiB (VmRSS, VmHWM, Threads...).
 pub fn proc_status(pid: u32, field: &str) -> u64 {

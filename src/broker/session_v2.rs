@@ -1,0 +1,342 @@
+//! What a protocol v2 connection's reader does with each frame after the
+//! hello (`PROTOCOL.md`, "Version 2"): subscriptions under the client's ids,
+//! publishes with their confirms and refusals, pings. A frame that breaks the
+//! protocol ends the connection with an `ERROR` saying why.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::conn::Conn;
+use super::publish::Publisher;
+use super::router::Kind;
+use super::stats::V2Frame;
+use super::subscription::{Ids, Subscription};
+use super::Shared;
+use crate::proto::v2::{self, encode, error, reason, ClientFrame, DecodeError, HeaderLimits};
+
+/// Why a frame ends the connection: an `ERROR` code and its text.
+pub(super) struct Broken {
+    pub code: u8,
+    pub text: String,
+}
+
+impl From<DecodeError> for Broken {
+    fn from(e: DecodeError) -> Self {
+        Broken {
+            code: e.code(),
+            text: e.to_string(),
+        }
+    }
+}
+
+/// What a client was granted in the hello.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct Granted {
+    pub confirms: bool,
+    pub loss: bool,
+}
+
+pub(super) struct SessionV2 {
+    granted: Granted,
+    limits: HeaderLimits,
+    max_subscriptions: usize,
+    /// Its subscriptions by the client's ids.
+    subs: HashMap<u32, Arc<Subscription>>,
+    /// The connection's number for its last subscription.
+    last_local: u32,
+    /// The highest confirm id read.
+    last_id: u64,
+    /// The highest confirm id routed (or refused) and not yet confirmed.
+    due: u64,
+    /// The highest confirm id a `CONFIRM` or `REFUSED` was queued for.
+    answered: u64,
+    /// Confirm ids read and not yet answered.
+    unanswered: u64,
+}
+
+/// A frame's outcome for the read loop.
+pub(super) enum Next {
+    Go,
+    /// The client said goodbye.
+    Goodbye,
+    /// The publish could not be routed: the broker stopped, or the
+    /// connection was killed, while it waited for room.
+    Cut,
+}
+
+impl SessionV2 {
+    pub fn new(granted: Granted, max_subscriptions: usize) -> Self {
+        Self {
+            granted,
+            limits: HeaderLimits::default(),
+            max_subscriptions,
+            subs: HashMap::new(),
+            last_local: 0,
+            last_id: 0,
+            due: 0,
+            answered: 0,
+            unanswered: 0,
+        }
+    }
+
+    /// Handles one frame.
+    pub async fn step(
+        &mut self,
+        shared: &Shared,
+        conn: &Arc<Conn>,
+        publisher: &mut Publisher<'_>,
+        frame: Bytes,
+    ) -> Result<Next, Broken> {
+        if frame.is_empty() {
+            return Ok(Next::Goodbye);
+        }
+        let frame = v2::decode_client(frame, self.limits)?;
+        let stats = &shared.stats;
+        match frame {
+            ClientFrame::Sub { sid, channel } => {
+                stats.v2_frame(V2Frame::Sub);
+                self.subscribe(shared, conn, publisher, sid, channel);
+            }
+            ClientFrame::Unsub { sid } => {
+                stats.v2_frame(V2Frame::Unsub);
+                self.unsubscribe(shared, conn, sid);
+            }
+            ClientFrame::Pub {
+                confirm,
+                headers,
+                channel,
+                payload,
+            } => {
+                stats.v2_frame(V2Frame::Pub);
+                if headers.is_some() {
+                    return Err(Broken {
+                        code: error::HEADERS,
+                        text: "headers were not granted".into(),
+                    });
+                }
+                if let Some(id) = confirm {
+                    if !self.granted.confirms {
+                        return Err(Broken {
+                            code: error::MALFORMED,
+                            text: "a confirm id, and confirms were not granted".into(),
+                        });
+                    }
+                    if id <= self.last_id {
+                        return Err(Broken {
+                            code: error::CONFIRM_ORDER,
+                            text: format!(
+                                "confirm id {id} is not larger than the one before ({})",
+                                self.last_id
+                            ),
+                        });
+                    }
+                    self.last_id = id;
+                    self.unanswered += 1;
+                }
+                if channel.is_empty() {
+                    return Err(Broken {
+                        code: error::MALFORMED,
+                        text: "a publish with no channel".into(),
+                    });
+                }
+                let refusal = if channel.len() > shared.config.max_channel {
+                    publisher.count_refused(super::stats::DropReason::TooLarge);
+                    Some(reason::TOO_LARGE)
+                } else {
+                    if !publisher.publish(channel.clone(), payload).await {
+                        return Ok(Next::Cut);
+                    }
+                    publisher.refusal()
+                };
+                if let Some(code) = refusal {
+                    stats.v2_refusal(code);
+                }
+                if let Some(id) = confirm {
+                    match refusal {
+                        Some(code) => {
+                            let text = refusal_text(code, &channel, shared);
+                            self.answered = id;
+                            self.unanswered -= 1;
+                            conn.control(encode::refused(id, code, &text));
+                        }
+                        None => self.due = id,
+                    }
+                }
+            }
+            ClientFrame::Ping(token) => {
+                stats.v2_frame(V2Frame::Ping);
+                // In order: what was published before the ping is answered first.
+                self.answer(conn, publisher, shared).await;
+                conn.control(encode::token(v2::kind::PONG, token));
+            }
+            ClientFrame::Pong(_) => stats.v2_frame(V2Frame::Pong),
+        }
+        Ok(Next::Go)
+    }
+
+    /// Queues the `CONFIRM` for what was routed since the last one (once
+    /// JetStream stored what went to it). Called before the reader waits
+    /// for more input, so one confirm answers a whole read buffer of
+    /// publishes.
+    pub async fn answer(&mut self, conn: &Conn, publisher: &mut Publisher<'_>, shared: &Shared) {
+        if self.due <= self.answered {
+            publish_unanswered(conn, self.unanswered, self.answered);
+            return;
+        }
+        if publisher.unsettled() {
+            // Boxed: JetStream's futures are large.
+            Box::pin(publisher.settle(&shared.phases.abort)).await;
+        }
+        conn.control(encode::token(v2::kind::CONFIRM, self.due));
+        self.answered = self.due;
+        self.unanswered = 0;
+        publish_unanswered(conn, self.unanswered, self.answered);
+    }
+
+    fn subscribe(
+        &mut self,
+        shared: &Shared,
+        conn: &Arc<Conn>,
+        publisher: &mut Publisher<'_>,
+        sid: u32,
+        channel: Bytes,
+    ) {
+        let refuse = |code: u8, text: String| {
+            shared.stats.v2_refusal(code);
+            conn.control(encode::ended(sid, code, &text));
+        };
+        let shown = crate::proto::shown(&channel);
+        if shared.phases.stop_reading.is_cancelled() {
+            return refuse(reason::SHUTTING_DOWN, "the broker is shutting down".into());
+        }
+        if self.subs.contains_key(&sid) {
+            return refuse(
+                reason::SID_IN_USE,
+                format!("subscription id {sid} is in use"),
+            );
+        }
+        // (A connection's numbers are not reused; one that subscribed four
+        // billion times has used them all.)
+        if self.subs.len() >= self.max_subscriptions
+            || self.last_local + 1 == super::delivery::CONTROL
+        {
+            return refuse(
+                reason::MAX_SUBSCRIPTIONS,
+                format!(
+                    "this connection holds {} subscriptions, the most it may",
+                    self.max_subscriptions
+                ),
+            );
+        }
+        if channel.is_empty() || crate::proto::is_null(&channel) {
+            return refuse(
+                reason::NO_SUCH_CHANNEL,
+                format!("{shown} is not a channel one can subscribe to"),
+            );
+        }
+        if channel.len() > shared.config.max_channel {
+            return refuse(
+                reason::TOO_LARGE,
+                format!(
+                    "a channel name of {} bytes, the limit is {}",
+                    channel.len(),
+                    shared.config.max_channel
+                ),
+            );
+        }
+        if v2::is_reserved(&channel) {
+            return refuse(
+                reason::RESERVED,
+                format!("{shown}: names under /$aioq/ are reserved"),
+            );
+        }
+        if !publisher.may_subscribe(&channel) {
+            shared.stats.denied.fetch_add(1, Relaxed);
+            return refuse(reason::DENIED, format!("may not subscribe to {shown}"));
+        }
+        let ids = Ids {
+            local: self.last_local + 1,
+            sid,
+            report_loss: self.granted.loss,
+        };
+        let subscribed = shared.router.subscribe_as(channel, conn, ids, || {
+            conn.control(encode::sid(v2::kind::SUBSCRIBED, sid));
+        });
+        match subscribed {
+            Ok(sub) => {
+                self.last_local = ids.local;
+                tracing::debug!("Remote {} subscribed to {shown} as {sid}", conn.peer);
+                self.subs.insert(sid, sub);
+            }
+            Err(_) => {
+                shared.router.channel_limit_reached();
+                refuse(
+                    reason::MAX_CHANNELS,
+                    "the broker holds --max-channels channels".into(),
+                );
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, shared: &Shared, conn: &Conn, sid: u32) {
+        let Some(sub) = self.subs.remove(&sid) else {
+            shared.stats.v2_refusal(reason::UNKNOWN_SID);
+            conn.control(encode::ended(
+                sid,
+                reason::UNKNOWN_SID,
+                &format!("no subscription has id {sid}"),
+            ));
+            return;
+        };
+        conn.unhold(&sub);
+        match &sub.channel.kind {
+            Kind::Queue(_) => {
+                // What waits in the send queue goes back to the channel now,
+                // for its other workers; what the writer took is written.
+                shared.router.stop_routing(&sub);
+                let unsent = conn.take_queued(sub.ids.local);
+                let unsent = match shared.replies.get() {
+                    Some(replies) => {
+                        let (local, back) = sub.unwritten(unsent);
+                        replies.give_back(back);
+                        local
+                    }
+                    None => unsent,
+                };
+                shared.router.leave(&sub, unsent, false);
+            }
+            Kind::Topic(_) => shared.router.leave(&sub, Vec::new(), false),
+        }
+        conn.control(encode::ended(sid, reason::UNSUBSCRIBED, "unsubscribed"));
+    }
+}
+
+fn publish_unanswered(conn: &Conn, unanswered: u64, answered: u64) {
+    if let Some(v2) = &conn.v2 {
+        v2.unanswered.store(unanswered, Relaxed);
+        v2.answered.store(answered, Relaxed);
+    }
+}
+
+/// What a `REFUSED` says, by its reason.
+fn refusal_text(code: u8, channel: &[u8], shared: &Shared) -> String {
+    let shown = crate::proto::shown(channel);
+    match code {
+        reason::DENIED => format!("may not publish to {shown}"),
+        reason::RESERVED => format!("{shown}: names under /$aioq/ are reserved"),
+        reason::EMPTY_PAYLOAD => "an empty payload is never delivered".into(),
+        reason::MAX_CHANNELS => format!(
+            "{shown} would be a new channel, and the broker holds --max-channels ({})",
+            shared.config.max_channels
+        ),
+        reason::TOO_LARGE => format!(
+            "a channel name of {} bytes, the limit is {}",
+            channel.len(),
+            shared.config.max_channel
+        ),
+        other => reason::name(other).unwrap_or("refused").to_string(),
+    }
+}

@@ -1,0 +1,172 @@
+//! A protocol v2 client for the tests, written from PROTOCOL.md's byte
+//! layouts (not from the broker's code).
+
+use super::Raw;
+
+/// A frame the broker sends, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello(serde_json::Value),
+    Ping(u64),
+    Pong(u64),
+    Msg {
+        sid: u32,
+        delivery: u64,
+        attempt: u32,
+        payload: Vec<u8>,
+    },
+    Subscribed(u32),
+    Ended {
+        sid: u32,
+        reason: u8,
+        text: String,
+    },
+    Confirm(u64),
+    Refused {
+        id: u64,
+        reason: u8,
+        text: String,
+    },
+    Lost {
+        sid: u32,
+        count: u64,
+        reason: u8,
+        since: u64,
+    },
+    Error {
+        code: u8,
+        text: String,
+    },
+    EndOfStream,
+    Other(Vec<u8>),
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes(b[..4].try_into().unwrap())
+}
+
+fn be64(b: &[u8]) -> u64 {
+    u64::from_be_bytes(b[..8].try_into().unwrap())
+}
+
+pub fn decode(f: &[u8]) -> Frame {
+    let Some((&kind, b)) = f.split_first() else {
+        return Frame::EndOfStream;
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match kind {
+        0x01 => Frame::Hello(serde_json::from_slice(b).expect("HELLO json")),
+        0x05 => Frame::Ping(be64(b)),
+        0x06 => Frame::Pong(be64(b)),
+        0x10 => {
+            assert_eq!(b[16], 0, "no headers were asked for");
+            Frame::Msg {
+                sid: be32(b),
+                delivery: be64(&b[4..]),
+                attempt: be32(&b[12..]),
+                payload: b[17..].to_vec(),
+            }
+        }
+        0x11 => Frame::Subscribed(be32(b)),
+        0x12 => Frame::Ended {
+            sid: be32(b),
+            reason: b[4],
+            text: text(&b[5..]),
+        },
+        0x13 => Frame::Confirm(be64(b)),
+        0x14 => Frame::Refused {
+            id: be64(b),
+            reason: b[8],
+            text: text(&b[9..]),
+        },
+        0x15 => Frame::Lost {
+            sid: be32(b),
+            count: be64(&b[4..]),
+            reason: b[12],
+            since: be64(&b[13..]),
+        },
+        0x16 => Frame::Error {
+            code: b[0],
+            text: text(&b[1..]),
+        },
+        _ => Frame::Other(f.to_vec()),
+    }
+}
+
+pub fn sub(sid: u32, channel: &str) -> Vec<u8> {
+    let mut b = vec![0x02];
+    b.extend_from_slice(&sid.to_be_bytes());
+    b.push(0);
+    b.extend_from_slice(channel.as_bytes());
+    b
+}
+
+pub fn unsub(sid: u32) -> Vec<u8> {
+    let mut b = vec![0x03];
+    b.extend_from_slice(&sid.to_be_bytes());
+    b
+}
+
+pub fn publish(confirm: Option<u64>, channel: &str, payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x04, u8::from(confirm.is_some())];
+    if let Some(id) = confirm {
+        b.extend_from_slice(&id.to_be_bytes());
+    }
+    b.extend_from_slice(&(channel.len() as u16).to_be_bytes());
+    b.extend_from_slice(channel.as_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+pub fn ping(token: u64) -> Vec<u8> {
+    let mut b = vec![0x05];
+    b.extend_from_slice(&token.to_be_bytes());
+    b
+}
+
+/// Appends a frame (length first) to `wire`.
+pub fn put(wire: &mut Vec<u8>, body: &[u8]) {
+    wire.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    wire.extend_from_slice(body);
+}
+
+impl Raw {
+    /// Says a v2 hello asking for `features`; returns the broker's `HELLO`.
+    pub async fn hello(port: u16, features: &[&str]) -> (Raw, serde_json::Value) {
+        let mut c = Raw::connect(port).await;
+        let name = format!("/$aioq/hello/t{}", std::process::id());
+        let json = serde_json::json!({"protocol": 2, "client": "tests", "features": features});
+        let mut wire = Vec::new();
+        put(&mut wire, name.as_bytes());
+        put(&mut wire, name.as_bytes());
+        put(&mut wire, json.to_string().as_bytes());
+        c.send(&wire).await;
+        match c.next().await {
+            Frame::Hello(h) => (c, h),
+            other => panic!("expected HELLO, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, wire: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(wire).await.unwrap();
+    }
+
+    /// Sends one frame of body `body`.
+    pub async fn send_frame(&mut self, body: &[u8]) {
+        let mut wire = Vec::new();
+        put(&mut wire, body);
+        self.send(&wire).await;
+    }
+
+    /// The next frame, decoded; `EndOfStream` for an empty frame, panics at EOF.
+    pub async fn next(&mut self) -> Frame {
+        let f = self.read().await.expect("a frame, got EOF");
+        decode(&f)
+    }
+
+    /// The next frame, or `None` at EOF.
+    pub async fn next_or_eof(&mut self) -> Option<Frame> {
+        self.read().await.map(|f| decode(&f))
+    }
+}
