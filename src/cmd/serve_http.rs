@@ -20,7 +20,8 @@ use prometheus_client::registry::Registry;
 use serde_json::json;
 
 use crate::broker::monitor::Monitor;
-use crate::broker::stats::DropReason;
+use crate::broker::stats::{DropReason, V2Frame};
+use std::sync::atomic::Ordering::Relaxed;
 
 pub fn router(monitor: Monitor) -> Router {
     let mut registry = Registry::default();
@@ -245,6 +246,39 @@ impl Collector for Counters {
         for reason in DropReason::ALL {
             let labels = vec![("reason", reason.as_str())];
             ConstCounter::new(m.dropped(reason)).encode(family.encode_family(&labels)?)?;
+        }
+        let stats = m.stats();
+        counter(
+            &mut e,
+            "aioq_v2_connections",
+            "Connections that said a protocol v2 hello.",
+            stats.v2_connections.load(Relaxed),
+        )?;
+        let frames = ConstCounter::new(0u64);
+        let mut family = e.encode_descriptor(
+            "aioq_v2_frames",
+            "Protocol v2 frames read from clients, by type.",
+            None,
+            frames.metric_type(),
+        )?;
+        for f in V2Frame::ALL {
+            let labels = vec![("type", f.name())];
+            ConstCounter::new(stats.v2_frames[f as usize].load(Relaxed))
+                .encode(family.encode_family(&labels)?)?;
+        }
+        let refusals = ConstCounter::new(0u64);
+        let mut family = e.encode_descriptor(
+            "aioq_v2_refusals",
+            "Protocol v2 publishes and subscriptions refused, by reason.",
+            None,
+            refusals.metric_type(),
+        )?;
+        for (code, n) in stats.v2_refusals.iter().enumerate() {
+            let Some(name) = crate::proto::v2::reason::name(code as u8) else {
+                continue;
+            };
+            let labels = vec![("reason", name)];
+            ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
         }
         let ended = ConstCounter::new(0u64);
         let mut family = e.encode_descriptor(

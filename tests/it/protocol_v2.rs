@@ -187,8 +187,9 @@ async fn a_v1_client_never_notices_v2_and_reserved_names_are_refused_to_it() {
 
 #[tokio::test]
 async fn subscriptions_past_the_limit_and_ids_in_use_are_refused_with_reasons() {
-    let broker = Broker::spawn(&["--max-subscriptions", "2"]);
-    let (mut c, _) = Raw::hello(broker.port, &[]).await;
+    let broker = Broker::spawn(&["--max-subscriptions", "2", "--http", "127.0.0.1:0"]);
+    let http_port = broker_http_port(&broker);
+    let (mut c, _) = Raw::hello(broker.port, &["confirms"]).await;
     let mut wire = Vec::new();
     v2::put(&mut wire, &v2::sub(1, "/topic/a"));
     v2::put(&mut wire, &v2::sub(1, "/topic/b"));
@@ -217,6 +218,29 @@ async fn subscriptions_past_the_limit_and_ids_in_use_are_refused_with_reasons() 
             (5, Some(6))
         ]
     );
+    // Monitoring shows the connection's protocol, subscriptions and
+    // confirms not yet answered; /metrics counts frames and refusals.
+    let (_, _, body) = http_get(http_port, "/api/connections").await;
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let row = &v["connections"][0];
+    assert_eq!(row["protocol"], 2, "{v}");
+    assert_eq!(
+        row["subscriptions"],
+        serde_json::json!([{"sid": 1, "channel": "/topic/a"}, {"sid": 2, "channel": "/queue/q"}])
+    );
+    assert_eq!(row["unanswered_confirms"], 0);
+    let (_, _, metrics) = http_get(http_port, "/metrics").await;
+    for line in [
+        r#"aioq_v2_frames_total{type="sub"} 6"#,
+        r#"aioq_v2_refusals_total{reason="max_subscriptions"} 3"#,
+        r#"aioq_v2_refusals_total{reason="sid_in_use"} 1"#,
+        "aioq_v2_connections_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "no {line} in\n{metrics}"
+        );
+    }
 }
 
 /// A v2 `/topic` subscriber that lost messages to a full send queue is told
@@ -288,4 +312,288 @@ async fn dropped_for_subscriber(http_port: u16) -> u64 {
         .find(|r| r["protocol"] == 2)
         .map(|r| r["dropped"].as_u64().unwrap())
         .unwrap_or_else(|| panic!("no v2 connection in {v}"))
+}
+
+/// Reads until the broker closes; returns the `ERROR` it said first.
+async fn error_then_close(c: &mut Raw) -> (u8, String) {
+    within(10.0, "ERROR and close", async {
+        loop {
+            match c.next_or_eof().await {
+                Some(Frame::Error { code, text }) => {
+                    assert_eq!(c.next_or_eof().await, None, "closed after ERROR");
+                    return (code, text);
+                }
+                Some(_) => continue,
+                None => panic!("closed without an ERROR"),
+            }
+        }
+    })
+    .await
+}
+
+/// Every way a v2 client can break the protocol gets its `ERROR` code and
+/// the connection closed, counted; a client beside them is served throughout.
+#[tokio::test]
+async fn broken_v2_frames_get_an_error_with_its_code_and_the_connection_closed() {
+    let broker = Broker::spawn(&["--max-frame", "64KiB", "--http", "127.0.0.1:0"]);
+    let http_port = broker_http_port(&broker);
+    let (mut good, _) = Raw::hello(broker.port, &["confirms"]).await;
+    good.send_frame(&v2::sub(1, "/topic/ok")).await;
+    assert_eq!(good.next().await, Frame::Subscribed(1));
+
+    let cases: Vec<(&str, Vec<Vec<u8>>, &[&str], u8)> = vec![
+        ("unknown type", vec![vec![0x7f, 1, 2]], &[], 2),
+        (
+            "a HELLO after the hello",
+            vec![vec![0x01, b'{', b'}']],
+            &[],
+            4,
+        ),
+        (
+            "confirm ids not rising",
+            vec![
+                v2::publish(Some(5), "/topic/x", b"a"),
+                v2::publish(Some(5), "/topic/x", b"b"),
+            ],
+            &["confirms"],
+            5,
+        ),
+        (
+            "a confirm id without the feature",
+            vec![v2::publish(Some(1), "/topic/x", b"a")],
+            &[],
+            1,
+        ),
+        (
+            "headers not granted",
+            vec![{
+                let mut p = vec![0x04, 0x02, 1, 1, b'k', 0, 1, b'v'];
+                p.extend_from_slice(&8u16.to_be_bytes());
+                p.extend_from_slice(b"/topic/x");
+                p.extend_from_slice(b"payload");
+                p
+            }],
+            &[],
+            7,
+        ),
+        (
+            "a reserved flag bit",
+            vec![vec![0x02, 0, 0, 0, 1, 0x80, b'/']],
+            &[],
+            1,
+        ),
+        (
+            "a publish with no channel",
+            vec![v2::publish(None, "", b"x")],
+            &[],
+            1,
+        ),
+    ];
+    for (what, frames, features, code) in cases {
+        let (mut c, _) = Raw::hello(broker.port, features).await;
+        let mut wire = Vec::new();
+        for f in &frames {
+            v2::put(&mut wire, f);
+        }
+        c.send(&wire).await;
+        let (got, text) = error_then_close(&mut c).await;
+        assert_eq!(got, code, "{what}: {text}");
+    }
+    // Every client frame type cut short at every byte.
+    let whole = [
+        v2::sub(1, "/topic/x"),
+        v2::unsub(1),
+        v2::publish(Some(1), "/topic/x", b"p"),
+        v2::ping(1),
+        {
+            let mut p = vec![0x06];
+            p.extend_from_slice(&1u64.to_be_bytes());
+            p
+        },
+    ];
+    let mut cut = 0;
+    for f in &whole {
+        // A name or a payload is "the rest": a SUB cut inside its name is a
+        // SUB of a shorter one, a PUB cut in its payload one of less.
+        let shortest_whole = match f[0] {
+            0x02 => 7,
+            0x04 => f.len() - 1,
+            _ => f.len(),
+        };
+        for len in 1..shortest_whole {
+            let (mut c, _) = Raw::hello(broker.port, &["confirms"]).await;
+            c.send_frame(&f[..len]).await;
+            let (code, text) = error_then_close(&mut c).await;
+            assert_eq!(code, 1, "type 0x{:02x} cut at {len}: {text}", f[0]);
+            cut += 1;
+        }
+    }
+    // Too large a frame: refused before it is read.
+    let (mut c, _) = Raw::hello(broker.port, &[]).await;
+    c.send(&(100_000u32).to_be_bytes()).await;
+    let (code, _) = error_then_close(&mut c).await;
+    assert_eq!(code, 6);
+    // A hello that is not one.
+    for (second, json) in [
+        ("/$aioq/hello/other", r#"{"protocol":2}"#),
+        ("/$aioq/hello/same", r#" {"protocol":2}"#),
+        ("/$aioq/hello/same", r#"{"protocol":"two"}"#),
+        ("/$aioq/hello/same", r#"{"protocol":1}"#),
+    ] {
+        let mut c = Raw::connect(broker.port).await;
+        let mut wire = Vec::new();
+        v2::put(&mut wire, b"/$aioq/hello/same");
+        v2::put(&mut wire, second.as_bytes());
+        v2::put(&mut wire, json.as_bytes());
+        c.send(&wire).await;
+        let (code, text) = error_then_close(&mut c).await;
+        assert_eq!(code, 3, "{second} {json}: {text}");
+    }
+
+    // The client beside them was served throughout.
+    good.send_frame(&v2::publish(Some(1), "/topic/ok", b"still here"))
+        .await;
+    let frames = read_until(&mut good, |f| f.contains(&Frame::Confirm(1))).await;
+    assert!(
+        frames
+            .iter()
+            .any(|f| matches!(f, Frame::Msg { payload, .. } if payload == b"still here")),
+        "{frames:?}"
+    );
+    let (_, _, metrics) = http_get(http_port, "/metrics").await;
+    let errors = metrics
+        .lines()
+        .find(|l| l.starts_with("aioq_protocol_errors_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no protocol error counter in {metrics}"));
+    assert_eq!(errors, 7 + cut + 1 + 4, "each broken client counted once");
+}
+
+/// A client that sends a million subscribe frames and reads nothing is held
+/// back by TCP once its unwritten answers reach their bound: the broker does
+/// not buffer a million refusals, and serves a client beside it meanwhile.
+#[tokio::test]
+async fn a_million_subscribe_frames_are_answered_in_bounded_memory() {
+    let broker = Broker::spawn(&["--max-subscriptions", "64"]);
+    let (mut flood, _) = Raw::hello(broker.port, &[]).await;
+    let mut wire = Vec::with_capacity(1_000_000 * 19);
+    for sid in 0..1_000_000u32 {
+        v2::put(&mut wire, &v2::sub(sid, "/topic/same"));
+    }
+    let (mut rd, mut wr) = flood.stream.into_split();
+    let sending = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        wr.write_all(&wire).await.unwrap();
+        wr
+    });
+    // The broker stops reading it: the flood does not get through while
+    // nothing is read.
+    let (mut good, _) = Raw::hello(broker.port, &["confirms"]).await;
+    good.send_frame(&v2::sub(1, "/topic/same")).await;
+    assert_eq!(good.next().await, Frame::Subscribed(1));
+    good.send_frame(&v2::publish(Some(1), "/topic/same", b"hi"))
+        .await;
+    let frames = read_until(&mut good, |f| f.contains(&Frame::Confirm(1))).await;
+    assert!(frames.iter().any(|f| matches!(f, Frame::Msg { .. })));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !sending.is_finished(),
+        "20 MB of subscribes went through unread answers"
+    );
+    let pid = broker.child.id();
+    let rss_kib = crate::util::proc_status(pid, "VmRSS");
+    assert!(rss_kib < 200 * 1024, "the broker holds {rss_kib} KiB");
+    // Now read every answer: 64 subscribed, the rest refused.
+    let (mut subscribed, mut refused) = (0u32, 0u32);
+    within(120.0, "a million answers", async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 16];
+        let mut pending: Vec<u8> = Vec::new();
+        while subscribed + refused < 1_000_000 {
+            let n = rd.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed");
+            pending.extend_from_slice(&buf[..n]);
+            let mut at = 0;
+            while pending.len() - at >= 4 {
+                let len = u32::from_be_bytes(pending[at..at + 4].try_into().unwrap()) as usize;
+                if pending.len() - at - 4 < len {
+                    break;
+                }
+                match v2::decode(&pending[at + 4..at + 4 + len]) {
+                    Frame::Subscribed(_) => subscribed += 1,
+                    Frame::Ended { reason: 6, .. } => refused += 1,
+                    Frame::Msg { .. } => {}
+                    other => panic!("{other:?}"),
+                }
+                at += 4 + len;
+            }
+            pending.drain(..at);
+        }
+    })
+    .await;
+    assert_eq!((subscribed, refused), (64, 1_000_000 - 64));
+    within(10.0, "the flood sent", sending).await.unwrap();
+}
+
+/// A subscription id may be used again once its `ENDED` came; a `/queue`
+/// subscription's unsent messages go back to the channel at once on
+/// unsubscribe, for its other workers.
+#[tokio::test]
+async fn unsubscribe_gives_queue_messages_back_and_ids_can_be_used_again() {
+    let broker = Broker::spawn(&["--worker-queue", "1000"]);
+    // A worker that reads slowly: its socket fills, and jobs wait unsent.
+    let (mut w, _) = Raw::hello_on(Raw::connect_small_buffer(broker.port).await, &[]).await;
+    w.send_frame(&v2::sub(1, "/queue/jobs")).await;
+    assert_eq!(w.next().await, Frame::Subscribed(1));
+    let (mut p, _) = Raw::hello(broker.port, &["confirms"]).await;
+    let mut wire = Vec::new();
+    let job = vec![b'j'; 100_000];
+    for i in 0..300u64 {
+        v2::put(&mut wire, &v2::publish(Some(i + 1), "/queue/jobs", &job));
+    }
+    v2::put(&mut wire, &v2::ping(0));
+    p.send(&wire).await;
+    let _ = read_until(&mut p, |f| f.contains(&Frame::Pong(0))).await;
+    // The worker read one, and leaves the rest in its send queue... then
+    // unsubscribes: what was not written comes back to the channel.
+    let Frame::Msg { sid: 1, .. } = w.next().await else {
+        panic!("a job");
+    };
+    w.send_frame(&v2::unsub(1)).await;
+    let mut got = 1;
+    within(10.0, "ENDED", async {
+        loop {
+            match w.next().await {
+                Frame::Msg { sid: 1, .. } => got += 1,
+                Frame::Ended {
+                    sid: 1, reason: 0, ..
+                } => break,
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        got < 300,
+        "every job was written before the unsubscribe: nothing to give back"
+    );
+    // The id again, on the same channel: the jobs not written to the first
+    // subscription come to the second.
+    w.send_frame(&v2::sub(1, "/queue/jobs")).await;
+    assert_eq!(w.next().await, Frame::Subscribed(1));
+    within(10.0, "the jobs handed back", async {
+        while got < 300 {
+            match w.next().await {
+                Frame::Msg {
+                    sid: 1, attempt, ..
+                } => {
+                    assert_eq!(attempt, 1, "handed back unwritten: not an attempt");
+                    got += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
 }

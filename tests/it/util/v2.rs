@@ -133,7 +133,11 @@ pub fn put(wire: &mut Vec<u8>, body: &[u8]) {
 impl Raw {
     /// Says a v2 hello asking for `features`; returns the broker's `HELLO`.
     pub async fn hello(port: u16, features: &[&str]) -> (Raw, serde_json::Value) {
-        let mut c = Raw::connect(port).await;
+        Raw::hello_on(Raw::connect(port).await, features).await
+    }
+
+    /// [`hello`](Self::hello) on a connection already made.
+    pub async fn hello_on(mut c: Raw, features: &[&str]) -> (Raw, serde_json::Value) {
         let name = format!("/$aioq/hello/t{}", std::process::id());
         let json = serde_json::json!({"protocol": 2, "client": "tests", "features": features});
         let mut wire = Vec::new();
