@@ -341,7 +341,9 @@ async fn broken_v2_frames_get_an_error_with_its_code_and_the_connection_closed()
     good.send_frame(&v2::sub(1, "/topic/ok")).await;
     assert_eq!(good.next().await, Frame::Subscribed(1));
 
-    let cases: Vec<(&str, Vec<Vec<u8>>, &[&str], u8)> = vec![
+    // (what, frames, features asked for, the ERROR code)
+    type Case = (&'static str, Vec<Vec<u8>>, &'static [&'static str], u8);
+    let cases: Vec<Case> = vec![
         ("unknown type", vec![vec![0x7f, 1, 2]], &[], 2),
         (
             "a HELLO after the hello",
@@ -476,7 +478,7 @@ async fn broken_v2_frames_get_an_error_with_its_code_and_the_connection_closed()
 #[tokio::test]
 async fn a_million_subscribe_frames_are_answered_in_bounded_memory() {
     let broker = Broker::spawn(&["--max-subscriptions", "64"]);
-    let (mut flood, _) = Raw::hello(broker.port, &[]).await;
+    let (flood, _) = Raw::hello(broker.port, &[]).await;
     let mut wire = Vec::with_capacity(1_000_000 * 19);
     for sid in 0..1_000_000u32 {
         v2::put(&mut wire, &v2::sub(sid, "/topic/same"));
