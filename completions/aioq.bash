@@ -427,7 +427,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__listen)
-            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --listen --channel --count --format --no-reconnect --verbose --quiet --help --version"
+            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --listen --channel --protocol --count --format --no-reconnect --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -463,6 +463,10 @@ _aioq() {
                     ;;
                 --listen)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protocol)
+                    COMPREPLY=($(compgen -W "auto 1 2" -- "${cur}"))
                     return 0
                     ;;
                 --count)
@@ -709,7 +713,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__send)
-            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --channel --interval --size --count --message --stdin --buffer --no-reconnect --no-confirm --verbose --quiet --help --version"
+            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --channel --interval --size --count --message --stdin --buffer --no-reconnect --no-confirm --confirm --protocol --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -761,6 +765,10 @@ _aioq() {
                     ;;
                 --buffer)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --protocol)
+                    COMPREPLY=($(compgen -W "auto 1 2" -- "${cur}"))
                     return 0
                     ;;
                 *)

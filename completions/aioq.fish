@@ -85,7 +85,10 @@ complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-ca -d 'CA certi
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
-complete -c aioq -n "__fish_aioq_using_subcommand listen" -l channel -l listen -d 'Channel to subscribe to' -r
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l channel -l listen -d 'Channel to subscribe to; repeat it for several on one connection (a broker that speaks protocol 2)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand listen" -l protocol -d 'Protocol to speak: auto (2 when the broker does, else 1), 1 or 2' -r -f -a "auto\t'Version 2 when the broker speaks it, else version 1'
+1\t''
+2\t''"
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l count -d 'Exit 0 after this many messages' -r
 complete -c aioq -n "__fish_aioq_using_subcommand listen" -l format -d 'How each message is printed' -r -f -a "text\t'One line per message, UTF-8 shown lossily'
 raw\t'The payload bytes only, nothing between messages'
@@ -108,13 +111,17 @@ complete -c aioq -n "__fish_aioq_using_subcommand send" -l size -d 'Payload size
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l count -d 'Number of messages to send, then exit (default: forever; 1 with --message)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l message -d 'Send this text instead of generated `Msg {i} from {id}` messages' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l buffer -d 'Messages held while the broker is unreachable. Generated messages beyond it are dropped and counted; with --stdin, reading input pauses instead' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l protocol -d 'Protocol to speak: auto (2 when the broker does, else 1), 1 or 2' -r -f -a "auto\t'Version 2 when the broker speaks it, else version 1'
+1\t''
+2\t''"
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l stdin -d 'Send one message per line of standard input; exit when it ends, after everything was written and the broker acknowledged the goodbye'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l no-reconnect -d 'Exit when the connection breaks instead of reconnecting (3 when the broker cannot be reached, 5 when it turns the connection away)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l no-confirm -d 'At the end, do not wait for the broker to confirm (with end-of-stream) that it routed everything: flush, close and exit 0. For brokers that do not answer the goodbye'
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l confirm -d 'Wait for each message\'s confirm before sending the next (protocol 2; slower, and a refusal is known before the next message leaves)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
-complete -c aioq -n "__fish_aioq_using_subcommand send" -s h -l help -d 'Print help'
+complete -c aioq -n "__fish_aioq_using_subcommand send" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c aioq -n "__fish_aioq_using_subcommand send" -s V -l version -d 'Print version'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l target -d 'Broker to measure: HOST:PORT (aioq), nats://HOST:PORT or redis://HOST:PORT; default: an embedded aioq broker on a free port' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l subscribe-target -d 'Subscribers and workers connect here (HOST:PORT) while publishers use --target: two brokers of one cluster, to measure across it' -r

@@ -15,6 +15,8 @@ pub const LOST: u8 = 4;
 /// The broker turned the connection away at once (`--no-reconnect`): its
 /// connection limits, a refused certificate, or it was stopping.
 pub const REFUSED: u8 = 5;
+/// The broker refused some of what was published, and said why (protocol 2).
+pub const REFUSED_PUBLISH: u8 = 6;
 /// Stopped by SIGINT or SIGTERM before the work was done.
 pub const INTERRUPTED: u8 = 130;
 

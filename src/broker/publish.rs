@@ -411,6 +411,14 @@ impl<'a> Publisher<'a> {
         self.router.count_drop(None, conn, reason, 1);
     }
 
+    /// Who publishes, as logs name it.
+    pub fn who(&self) -> String {
+        self.rights
+            .as_ref()
+            .and_then(|r| r.identity.as_ref())
+            .map_or_else(|| "no client certificate".to_string(), |i| i.shown())
+    }
+
     /// Whether the connection's rules let it subscribe to `name`.
     pub fn may_subscribe(&mut self, name: &[u8]) -> bool {
         match &mut self.rights {

@@ -255,6 +255,14 @@ impl SessionV2 {
         }
         if !publisher.may_subscribe(&channel) {
             shared.stats.denied.fetch_add(1, Relaxed);
+            if let Some(n) = shared.denied_log.due(conn.peer.ip()) {
+                tracing::warn!(
+                    "Remote {} ({}) refused: may not subscribe to {shown} ({n} from this \
+                     address since the last line)",
+                    conn.peer,
+                    publisher.who()
+                );
+            }
             return refuse(reason::DENIED, format!("may not subscribe to {shown}"));
         }
         let ids = Ids {
@@ -268,7 +276,10 @@ impl SessionV2 {
         match subscribed {
             Ok(sub) => {
                 self.last_local = ids.local;
-                tracing::debug!("Remote {} subscribed to {shown} as {sid}", conn.peer);
+                tracing::info!(
+                    "Remote {} (protocol 2, id {sid}) subscribed to {shown}",
+                    conn.peer
+                );
                 self.subs.insert(sid, sub);
             }
             Err(_) => {

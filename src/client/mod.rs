@@ -8,6 +8,19 @@
 pub mod publisher;
 pub mod reconnect;
 pub mod subscriber;
+pub mod v2;
+
+/// Which protocol a client speaks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// Version 2 when the broker speaks it, else version 1.
+    #[default]
+    Auto,
+    #[value(name = "1")]
+    V1,
+    #[value(name = "2")]
+    V2,
+}
 
 use anyhow::Context;
 use bytes::Bytes;

@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 
 use super::{ConnectOptions, Connection, Connector, Diagnosis};
@@ -45,6 +46,19 @@ pub struct Reconnector {
     /// that lived, and when that was last said at WARN.
     tries: u64,
     said_at: Option<Instant>,
+    /// Speak protocol v2 asking for these features, when the broker does.
+    hello: Option<Vec<&'static str>>,
+    /// A broker that speaks only protocol v1 will do (nothing asked for needs v2).
+    v1_will_do: bool,
+    /// The broker was found to speak only v1, and that was said.
+    said_v1: bool,
+}
+
+/// A connection, in the protocol the broker speaks.
+pub enum Link {
+    V2(Connection, crate::proto::v2::ServerHello),
+    /// Subscribed to the reconnector's channel under protocol v1.
+    V1(Connection),
 }
 
 impl Reconnector {
@@ -63,6 +77,84 @@ impl Reconnector {
             pause: None,
             tries: 0,
             said_at: None,
+            hello: None,
+            v1_will_do: true,
+            said_v1: false,
+        }
+    }
+
+    /// Speaks protocol v2 asking for `features`; `v1_will_do`: a broker that
+    /// speaks only v1 is used with v1 (else it is an error).
+    pub fn speak_v2(mut self, features: &[&'static str], v1_will_do: bool) -> Self {
+        self.hello = Some(features.to_vec());
+        self.v1_will_do = v1_will_do;
+        self
+    }
+
+    /// Connects as [`connect`](Self::connect) does, saying a v2 hello first
+    /// when asked to ([`speak_v2`](Self::speak_v2)); against a broker that
+    /// speaks only v1, subscribes under v1 (when that will do) after one
+    /// line that says so.
+    pub async fn connect_link(&mut self) -> anyhow::Result<Link> {
+        let Some(features) = self.hello.clone() else {
+            return Ok(Link::V1(self.connect().await?));
+        };
+        loop {
+            let sent = super::v2::client_hello(&features);
+            let mut conn = self.connect_as(&super::v2::hello_name(), &sent).await?;
+            match super::v2::greeting(&mut conn, &sent).await {
+                Ok(super::v2::Greeting::V2(hello)) => {
+                    return Ok(Link::V2(self.connected(conn), hello))
+                }
+                Ok(super::v2::Greeting::V1 { refused }) => {
+                    drop(conn);
+                    if !self.v1_will_do {
+                        if refused {
+                            let why = Diagnosis::Refused(
+                                "end of stream as soon as it said hello (it refuses more \
+                                 connections, is stopping, or speaks protocol 1 and refused \
+                                 the hello)"
+                                    .into(),
+                            );
+                            let e = why.into_error(self.connector.to_string());
+                            if self.once {
+                                return Err(e);
+                            }
+                            self.back_off(format!("{e:#}"));
+                            continue;
+                        }
+                        anyhow::bail!(
+                            "the broker at {} speaks protocol 1 only, and {} needs protocol 2",
+                            self.connector,
+                            self.role
+                        );
+                    }
+                    let conn = self.connect().await?;
+                    if !self.said_v1 {
+                        self.said_v1 = true;
+                        tracing::info!(
+                            "the broker at {} speaks protocol 1 only: using protocol 1",
+                            self.connector
+                        );
+                    }
+                    return Ok(Link::V1(conn));
+                }
+                Err(e) => {
+                    // A TLS alert or a reset reads as what it means (a
+                    // certificate refused, flags that do not match).
+                    let e = match e
+                        .downcast_ref::<crate::proto::FrameError>()
+                        .and_then(|f| super::explain(f))
+                    {
+                        Some(d) => d.into_error(self.connector.to_string()),
+                        None => e,
+                    };
+                    if self.once {
+                        return Err(e);
+                    }
+                    self.back_off(format!("{e:#}"));
+                }
+            }
         }
     }
 
@@ -79,17 +171,48 @@ impl Reconnector {
     /// Connects, retrying with backoff while the broker is unreachable; fails
     /// only in `once` mode. Cancel-safe: it holds no connection while it waits.
     pub async fn connect(&mut self) -> anyhow::Result<Connection> {
+        let channel = self.channel.clone();
+        self.connect_as(&channel, &[]).await
+    }
+
+    /// Connects with `first` as the first frame, and `then` (when not empty)
+    /// as the next two: a v2 hello's name again and its JSON.
+    async fn connect_as(&mut self, first: &str, then: &[u8]) -> anyhow::Result<Connection> {
         loop {
             if let Some(pause) = self.pause {
                 tokio::time::sleep(pause).await;
                 self.pause = None;
             }
-            match self
-                .connector
-                .connect_with(&self.channel, self.options)
-                .await
-            {
+            let mut connected = self.connector.connect_with(first, self.options).await;
+            if let (Ok(conn), false) = (&mut connected, then.is_empty()) {
+                use futures::SinkExt;
+                let sent = async {
+                    conn.feed(Bytes::copy_from_slice(first.as_bytes())).await?;
+                    conn.feed(Bytes::copy_from_slice(then)).await?;
+                    conn.flush().await
+                };
+                if let Err(e) = sent.await {
+                    // Closed under the hello: what the broker said first
+                    // (its refusal's end-of-stream) says why.
+                    let e = match refused_at_once(conn).await {
+                        Some(why) => why.into_error(self.connector.to_string()),
+                        None => anyhow::Error::new(e).context("saying hello"),
+                    };
+                    if self.once {
+                        return Err(e);
+                    }
+                    self.back_off(format!("{e:#}"));
+                    continue;
+                }
+            }
+            match connected {
                 Ok(mut conn) => {
+                    // A hello's answer is read by its caller (an end-of-stream
+                    // there may be a version 1 broker refusing the hello's
+                    // name), who says it connected.
+                    if !then.is_empty() {
+                        return Ok(conn);
+                    }
                     let Some(why) = refused_at_once(&mut conn).await else {
                         return Ok(self.connected(conn));
                     };

@@ -8,15 +8,20 @@ use base64::Engine;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 
-use crate::client::reconnect::Reconnector;
-use crate::client::{Connection, Target};
+use crate::client::reconnect::{Link, Reconnector};
+use crate::client::{Connection, Protocol, Target};
 use crate::exit;
 
 const AFTER_HELP: &str = "\
 Examples:
   aioq listen --channel /topic/news
   aioq listen --channel /queue/jobs --count 10 --format json
-  aioq listen --channel /topic/files --format raw > dump.bin";
+  aioq listen --channel /topic/files --format raw > dump.bin
+  aioq listen --channel /topic/a --channel /queue/b     # one connection (protocol 2)
+
+With several --channel, text lines are CHANNEL<TAB>PAYLOAD and JSON lines name
+their channel. Over protocol 2, messages a slow listener lost are reported on
+stderr (how many, why, since when).";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -33,9 +38,13 @@ pub enum Format {
 pub struct ListenArgs {
     #[command(flatten)]
     pub target: Target,
-    /// Channel to subscribe to.
+    /// Channel to subscribe to; repeat it for several on one connection
+    /// (a broker that speaks protocol 2).
     #[arg(long, visible_alias = "listen", default_value = "/topic/foo")]
-    pub channel: String,
+    pub channel: Vec<String>,
+    /// Protocol to speak: auto (2 when the broker does, else 1), 1 or 2.
+    #[arg(long, value_enum, default_value_t = Protocol::Auto)]
+    pub protocol: Protocol,
     /// Exit 0 after this many messages.
     #[arg(long)]
     pub count: Option<u64>,
@@ -60,20 +69,42 @@ enum Session {
 
 pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
     let connector = args.target.connector()?;
-    crate::ensure_usage!(!args.channel.is_empty(), "--channel cannot be empty");
+    crate::ensure_usage!(
+        args.channel.iter().all(|c| !c.is_empty()),
+        "--channel cannot be empty"
+    );
+    let several = args.channel.len() > 1;
+    crate::ensure_usage!(
+        !(several && args.protocol == Protocol::V1),
+        "several --channel need protocol 2 (--protocol 1 was given)"
+    );
     let target = connector.to_string();
-    let role = format!("subscribed to {}", args.channel);
-    let mut link = Reconnector::new(connector, &args.channel, role).once(args.no_reconnect);
+    let role = format!("subscribed to {}", args.channel.join(", "));
+    let mut link = Reconnector::new(connector, &args.channel[0], role).once(args.no_reconnect);
+    if args.protocol != Protocol::V1 {
+        let v1_will_do = !several && args.protocol == Protocol::Auto;
+        link = link.speak_v2(&[crate::proto::v2::feature::LOSS], v1_will_do);
+    }
     let mut received = 0u64;
     let interrupted = crate::runtime::shutdown::signal();
     tokio::pin!(interrupted);
     loop {
-        let mut conn = tokio::select! {
-            r = link.connect() => r?,
+        let (mut conn, v2) = tokio::select! {
+            r = link.connect_link() => match r? {
+                Link::V1(conn) => (conn, false),
+                Link::V2(conn, _) => (conn, true),
+            },
             _ = &mut interrupted => return Ok(stopped(&args, received)),
         };
+        let listening = async {
+            if v2 {
+                session_v2(&args, &target, &mut conn, &mut received).await
+            } else {
+                session(&args, &mut conn, &mut received).await
+            }
+        };
         let session = tokio::select! {
-            s = session(&args, &mut conn, &mut received) => s?,
+            s = listening => s?,
             _ = &mut interrupted => {
                 let _ = conn.send(Bytes::new()).await;
                 Session::Done(stopped(&args, received))
@@ -127,7 +158,7 @@ async fn session(
             out.flush()?;
             return Ok(Session::EndOfStream);
         }
-        print_message(&mut out, args, &frame)?;
+        print_message(&mut out, args, &args.channel[0], &frame)?;
         *received += 1;
         // Flush when no further frame is already buffered, so a burst costs one
         // write but a lone message shows up at once.
@@ -143,7 +174,16 @@ fn stdout_is_terminal() -> bool {
     *TERMINAL.get_or_init(|| crate::runtime::output::Stream::Stdout.is_terminal())
 }
 
-fn print_message(out: &mut impl Write, args: &ListenArgs, payload: &[u8]) -> std::io::Result<()> {
+fn print_message(
+    out: &mut impl Write,
+    args: &ListenArgs,
+    channel: &str,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    // With several channels, a text line says which it came from.
+    if args.format == Format::Text && args.channel.len() > 1 {
+        write!(out, "{channel}\t")?;
+    }
     match args.format {
         // On a terminal, a payload's control characters are shown escaped:
         // any client of the broker can publish bytes that would steer it.
@@ -161,13 +201,108 @@ fn print_message(out: &mut impl Write, args: &ListenArgs, payload: &[u8]) -> std
                 ),
             };
             let line = serde_json::json!({
-                "channel": args.channel,
+                "channel": channel,
                 "size": payload.len(),
                 "payload": text,
                 "encoding": encoding,
                 "received_at": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
             });
             writeln!(out, "{line}")
+        }
+    }
+}
+
+/// A protocol 2 session: subscribes to every `--channel` (ids 1, 2, ...),
+/// then prints what comes, and says on stderr what the broker says was lost.
+async fn session_v2(
+    args: &ListenArgs,
+    target: &str,
+    conn: &mut Connection,
+    received: &mut u64,
+) -> anyhow::Result<Session> {
+    use crate::client::v2::reason_name;
+    use crate::proto::v2::{decode_broker, encode, BrokerFrame};
+    for (i, channel) in args.channel.iter().enumerate() {
+        conn.feed(encode::sub(i as u32 + 1, channel.as_bytes()))
+            .await?;
+    }
+    conn.flush().await?;
+    let name = |sid: u32| {
+        args.channel
+            .get((sid as usize).wrapping_sub(1))
+            .map_or("?", String::as_str)
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    loop {
+        if args.count.is_some_and(|n| *received >= n) {
+            out.flush()?;
+            let _ = conn.send(Bytes::new()).await;
+            return Ok(Session::Done(ExitCode::SUCCESS));
+        }
+        let frame = match conn.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                out.flush()?;
+                return Ok(Session::Broken(e.to_string()));
+            }
+            None => {
+                out.flush()?;
+                return Ok(Session::Broken("closed without end-of-stream".into()));
+            }
+        };
+        match decode_broker(frame) {
+            Ok(BrokerFrame::Msg { sid, payload, .. }) => {
+                print_message(&mut out, args, name(sid), &payload)?;
+                *received += 1;
+                if conn.read_buffer().len() < 4 {
+                    out.flush()?;
+                }
+            }
+            Ok(BrokerFrame::EndOfStream) => {
+                out.flush()?;
+                return Ok(Session::EndOfStream);
+            }
+            Ok(BrokerFrame::Lost {
+                sid,
+                count,
+                reason,
+                since_ms,
+            }) => {
+                out.flush()?;
+                let since = std::time::UNIX_EPOCH + std::time::Duration::from_millis(since_ms);
+                tracing::warn!(
+                    "lost {count} message(s) on {} ({}) since {}: the broker could not send \
+                     them as fast as they came",
+                    name(sid),
+                    reason_name(reason),
+                    humantime::format_rfc3339_millis(since)
+                );
+            }
+            Ok(BrokerFrame::Ended { sid, reason, text }) => {
+                out.flush()?;
+                // A subscription refused (or ended) for a reason waiting
+                // cannot fix: the listener stops, as for a refused connection.
+                return Err(crate::exit::Refused {
+                    addr: target.to_string(),
+                    why: format!("{}: {} ({text})", name(sid), reason_name(reason)),
+                }
+                .into());
+            }
+            Ok(BrokerFrame::Ping(token)) => {
+                conn.send(encode::token(crate::proto::v2::kind::PONG, token))
+                    .await?;
+            }
+            Ok(BrokerFrame::Error { text, .. }) => {
+                out.flush()?;
+                return Ok(Session::Broken(format!("the broker said: {text}")));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                out.flush()?;
+                return Ok(Session::Broken(format!(
+                    "a frame this client cannot read: {e}"
+                )));
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::mpsc;
 
-use crate::client::{publisher, Target};
+use crate::client::{publisher, Protocol, Target};
 use crate::exit;
 use crate::units::parse_duration;
 
@@ -19,12 +19,18 @@ Examples:
   aioq send --channel /topic/bench --interval 0 --count 100000 --size 64
   tail -f app.log | aioq send --channel /topic/logs --stdin
 
+Over protocol 2 (a broker that speaks it) every publish is confirmed or refused
+with a reason, and the last line says how many were routed and how many refused
+and why. Over protocol 1 the broker's end-of-stream says only that it read
+everything and refused none.
+
 Exit codes: 0 all sent and confirmed by the broker (or flushed, with --no-confirm),
-1 failure (messages not confirmed), 3 broker unreachable (with --no-reconnect),
-4 messages dropped because the buffer overflowed while disconnected, 5 turned away
-by the broker (with --no-reconnect), 130 interrupted before --count or --message
-was sent. SIGINT/SIGTERM: what was read is sent and confirmed first; endless input
-(no --count, or --stdin) then exits 0.";
+1 failure (messages not confirmed), 2 bad flags, 3 broker unreachable (with
+--no-reconnect), 4 messages dropped because the buffer overflowed while
+disconnected, 5 turned away by the broker (with --no-reconnect), 6 the broker
+refused some of the messages (protocol 2: the last line says why), 130
+interrupted before --count or --message was sent. SIGINT/SIGTERM: what was read
+is sent and confirmed first; endless input (no --count, or --stdin) then exits 0.";
 
 #[derive(Debug, clap::Args)]
 #[command(after_help = AFTER_HELP)]
@@ -62,8 +68,15 @@ pub struct SendArgs {
     /// At the end, do not wait for the broker to confirm (with end-of-stream)
     /// that it routed everything: flush, close and exit 0. For brokers that do
     /// not answer the goodbye.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "confirm")]
     pub no_confirm: bool,
+    /// Wait for each message's confirm before sending the next (protocol 2;
+    /// slower, and a refusal is known before the next message leaves).
+    #[arg(long)]
+    pub confirm: bool,
+    /// Protocol to speak: auto (2 when the broker does, else 1), 1 or 2.
+    #[arg(long, value_enum, default_value_t = Protocol::Auto)]
+    pub protocol: Protocol,
 }
 
 pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
@@ -81,22 +94,61 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     } else {
         tokio::spawn(generate(generator(&args), tx, drop_tx))
     };
+    crate::ensure_usage!(
+        !(args.confirm && args.protocol == Protocol::V1),
+        "--confirm needs protocol 2 (--protocol 1 was given)"
+    );
     let options = publisher::Options {
         no_reconnect: args.no_reconnect,
         no_confirm: args.no_confirm,
+        protocol: args.protocol,
+        confirm_each: args.confirm,
         ..Default::default()
     };
-    let report = |sent: publisher::Sent| {
-        let confirmed = if sent.confirmed {
-            "the broker confirmed them"
-        } else {
-            "not confirmed (--no-confirm)"
-        };
-        tracing::info!(
-            "sent {} message(s) to {}; {confirmed}",
-            sent.messages,
-            args.channel
-        );
+    // The last line says what the broker said, and no more; refusals make
+    // the exit code 6.
+    let report = |sent: publisher::Sent| -> ExitCode {
+        let channel = &args.channel;
+        match &sent.v2 {
+            Some(t) if t.refused_total() > 0 => {
+                let said: Vec<String> = t
+                    .said
+                    .iter()
+                    .map(|(r, text)| format!("{r}: {text}"))
+                    .collect();
+                tracing::error!(
+                    "sent {} message(s) to {channel}: {} routed, {} (the broker said {})",
+                    sent.messages,
+                    t.routed,
+                    t.refusals(),
+                    said.join("; ")
+                );
+                ExitCode::from(exit::REFUSED_PUBLISH)
+            }
+            Some(t) => {
+                tracing::info!(
+                    "sent {} message(s) to {channel}: the broker confirmed all {} routed",
+                    sent.messages,
+                    t.routed
+                );
+                ExitCode::SUCCESS
+            }
+            None if sent.confirmed => {
+                tracing::info!(
+                    "sent {} message(s) to {channel}; the broker read them all and refused none \
+                     (protocol 1 says no more)",
+                    sent.messages
+                );
+                ExitCode::SUCCESS
+            }
+            None => {
+                tracing::info!(
+                    "sent {} message(s) to {channel}; not confirmed (--no-confirm)",
+                    sent.messages
+                );
+                ExitCode::SUCCESS
+            }
+        }
     };
     // Endless input (generated without --count, or standard input) ends by a
     // signal: that is success once what was read is confirmed. A --count or
@@ -106,10 +158,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     tokio::pin!(publishing);
     let interrupted = crate::runtime::shutdown::signal();
     let result = tokio::select! {
-        r = &mut publishing => r.map(|sent| {
-            report(sent);
-            ExitCode::SUCCESS
-        }),
+        r = &mut publishing => r.map(report),
         _ = interrupted => {
             // Stop producing; what was produced is sent and confirmed, within
             // a bound, unless a second signal says not to wait.
@@ -119,8 +168,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 r = tokio::time::timeout(within, &mut publishing) => match r {
                     Ok(Ok(sent)) => {
-                        report(sent);
-                        Ok(ExitCode::from(if endless { exit::OK } else { exit::INTERRUPTED }))
+                        let code = report(sent);
+                        if code != ExitCode::SUCCESS {
+                            Ok(code)
+                        } else {
+                            Ok(ExitCode::from(if endless { exit::OK } else { exit::INTERRUPTED }))
+                        }
                     }
                     Ok(Err(e)) => Err(e),
                     Err(_) => {

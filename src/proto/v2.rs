@@ -386,6 +386,131 @@ pub fn header_block(headers: &[(&str, &[u8])]) -> Result<Bytes, DecodeError> {
     Ok(b.freeze())
 }
 
+/// A frame a broker sends after the hello.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BrokerFrame {
+    Ping(u64),
+    Pong(u64),
+    Msg {
+        sid: u32,
+        delivery: u64,
+        attempt: u32,
+        /// The header block as sent (count byte first), when there is one.
+        headers: Option<Bytes>,
+        payload: Bytes,
+    },
+    Subscribed(u32),
+    Ended {
+        sid: u32,
+        reason: u8,
+        text: String,
+    },
+    Confirm(u64),
+    Refused {
+        id: u64,
+        reason: u8,
+        text: String,
+    },
+    Lost {
+        sid: u32,
+        count: u64,
+        reason: u8,
+        since_ms: u64,
+    },
+    Error {
+        code: u8,
+        text: String,
+    },
+    /// The empty frame.
+    EndOfStream,
+}
+
+/// Reads a frame a broker sent after its `HELLO`.
+pub fn decode_broker(mut frame: Bytes) -> Result<BrokerFrame, DecodeError> {
+    if frame.is_empty() {
+        return Ok(BrokerFrame::EndOfStream);
+    }
+    let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+    let kind = frame.get_u8();
+    Ok(match kind {
+        kind::PING | kind::PONG => {
+            need(&frame, 8, "PING and PONG carry a u64")?;
+            let token = frame.get_u64();
+            if kind == kind::PING {
+                BrokerFrame::Ping(token)
+            } else {
+                BrokerFrame::Pong(token)
+            }
+        }
+        kind::MSG => {
+            need(&frame, 17, "MSG too short")?;
+            let sid = frame.get_u32();
+            let delivery = frame.get_u64();
+            let attempt = frame.get_u32();
+            let flags = frame.get_u8();
+            let headers = if flags & FLAG_HEADERS != 0 {
+                let limits = HeaderLimits {
+                    max_headers: 255,
+                    max_bytes: usize::MAX,
+                };
+                let len = header_block_len(&frame, limits)?;
+                Some(frame.split_to(len))
+            } else {
+                None
+            };
+            BrokerFrame::Msg {
+                sid,
+                delivery,
+                attempt,
+                headers,
+                payload: frame,
+            }
+        }
+        kind::SUBSCRIBED => {
+            need(&frame, 4, "SUBSCRIBED too short")?;
+            BrokerFrame::Subscribed(frame.get_u32())
+        }
+        kind::ENDED => {
+            need(&frame, 5, "ENDED too short")?;
+            BrokerFrame::Ended {
+                sid: frame.get_u32(),
+                reason: frame.get_u8(),
+                text: text(&frame),
+            }
+        }
+        kind::CONFIRM => {
+            need(&frame, 8, "CONFIRM too short")?;
+            BrokerFrame::Confirm(frame.get_u64())
+        }
+        kind::REFUSED => {
+            need(&frame, 9, "REFUSED too short")?;
+            BrokerFrame::Refused {
+                id: frame.get_u64(),
+                reason: frame.get_u8(),
+                text: text(&frame),
+            }
+        }
+        kind::LOST => {
+            need(&frame, 21, "LOST too short")?;
+            BrokerFrame::Lost {
+                sid: frame.get_u32(),
+                count: frame.get_u64(),
+                reason: frame.get_u8(),
+                since_ms: frame.get_u64(),
+            }
+        }
+        kind::ERROR => {
+            need(&frame, 1, "ERROR too short")?;
+            BrokerFrame::Error {
+                code: frame.get_u8(),
+                text: text(&frame),
+            }
+        }
+        kind::HELLO => return Err(DecodeError::HelloAgain),
+        other => return Err(DecodeError::UnknownType(other)),
+    })
+}
+
 /// Writers of frame bodies (the length prefix is the codec's).
 pub mod encode {
     use super::*;

@@ -326,7 +326,7 @@ async fn exit_codes_follow_one_table_across_subcommands() {
     signal(&send.child, "TERM");
     assert_eq!(send.exit_code(15.0), Some(0));
     assert!(
-        send.err.contains("the broker confirmed them"),
+        send.err.contains("the broker confirmed all"),
         "{}",
         send.err.text()
     );

@@ -191,7 +191,7 @@ async fn a_flood_of_channel_names_stops_at_the_address_share() {
 async fn a_refused_publish_is_not_confirmed() {
     let broker = Broker::spawn(&["--max-channels", "10"]);
     let port = broker.port.to_string();
-    let send = |channel: &str| {
+    let send = |channel: &str, protocol: &str| {
         let mut p = Proc::spawn(
             &[
                 "send",
@@ -202,6 +202,8 @@ async fn a_refused_publish_is_not_confirmed() {
                 "--message",
                 "hi",
                 "--no-reconnect",
+                "--protocol",
+                protocol,
             ],
             false,
         );
@@ -209,11 +211,16 @@ async fn a_refused_publish_is_not_confirmed() {
         (code, p.err.text())
     };
     // The address's share is one worker-less channel.
-    assert_eq!(send("/queue/first").0, Some(0));
-    let (code, said) = send("/queue/second");
+    assert_eq!(send("/queue/first", "1").0, Some(0));
+    // Protocol 1 can only withhold end-of-stream.
+    let (code, said) = send("/queue/second", "1");
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("not confirmed"), "{said}");
     assert!(!said.contains("confirmed them"), "{said}");
+    // Protocol 2 says which publish was refused, and why.
+    let (code, said) = send("/queue/third", "2");
+    assert_eq!(code, Some(6), "{said}");
+    assert!(said.contains("1 refused (max_channels: 1)"), "{said}");
     broker
         .log
         .wait_for_async(5.0, "of its publishes were refused")

@@ -246,7 +246,8 @@ async fn send_does_not_take_a_close_for_a_confirmation() {
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(BIN)
             .args(["send", "--port", &port.to_string(), "--channel", "/topic/x"])
-            .args(["--message", "hi", "--no-reconnect"])
+            // This scripted broker reads protocol 1's bytes exactly.
+            .args(["--message", "hi", "--no-reconnect", "--protocol", "1"])
             .output()
             .unwrap()
     });

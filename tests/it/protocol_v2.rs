@@ -4,7 +4,7 @@
 //! `ERROR` and closed while everyone else is served.
 
 use crate::util::v2::{self, Frame};
-use crate::util::{http_get, within, Broker, Raw};
+use crate::util::{http_get, within, Broker, Proc, Raw};
 
 /// Reads frames until `done` says it has what it waits for; returns them all.
 async fn read_until(c: &mut Raw, mut done: impl FnMut(&[Frame]) -> bool) -> Vec<Frame> {
@@ -598,4 +598,160 @@ async fn unsubscribe_gives_queue_messages_back_and_ids_can_be_used_again() {
         }
     })
     .await;
+}
+
+/// `listen` and `send` speak v2 to a broker that does: several channels on
+/// one connection, each message labelled with its channel; refusals with
+/// their reasons and exit code 6. Against a v1 broker (the naive one the
+/// bench tests use), a client that needs nothing of v2 falls back after one
+/// line, and one that does says so and stops.
+#[tokio::test]
+async fn listen_and_send_speak_v2_and_fall_back_to_v1_where_nothing_needs_it() {
+    let dir = std::env::temp_dir().join(format!("aioq-v2-clients-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("aioq.toml");
+    std::fs::write(
+        &config,
+        "[access.default]\nsubscribe = [\"/topic/*\", \"/queue/*\"]\npublish = [\"/topic/open*\", \"/queue/*\"]\n",
+    )
+    .unwrap();
+    let broker = Broker::spawn(&["--config", config.to_str().unwrap()]);
+    let port = broker.port.to_string();
+    let mut listen = Proc::spawn(
+        &[
+            "listen",
+            "--port",
+            &port,
+            "--channel",
+            "/topic/open",
+            "--channel",
+            "/queue/jobs",
+            "--count",
+            "2",
+            "--format",
+            "json",
+        ],
+        false,
+    );
+    listen.err.wait_for(10.0, "connected to");
+    crate::util::wait_until(10.0, "the two subscriptions", || {
+        broker.log.contains("speaks protocol 2")
+    });
+    let send = |channel: &str, message: &str| -> (Option<i32>, String) {
+        let mut p = Proc::spawn(
+            &[
+                "send",
+                "--port",
+                &port,
+                "--channel",
+                channel,
+                "--message",
+                message,
+            ],
+            false,
+        );
+        let code = p.exit_code(20.0);
+        (code, p.err.text())
+    };
+    // A /topic message reaches the listener once its subscriptions are in:
+    // one warm-up, sent again only when none arrived within a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while listen.out.len() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listener never got a message"
+        );
+        let (code, _) = send("/topic/open", "warm-up");
+        assert_eq!(code, Some(0));
+        let sent = std::time::Instant::now();
+        while listen.out.len() == 0 && sent.elapsed() < std::time::Duration::from_secs(1) {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    let (code, err) = send("/queue/jobs", "job 1");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("the broker confirmed all 1 routed"), "{err}");
+    assert_eq!(listen.exit_code(10.0), Some(0));
+    let lines: Vec<serde_json::Value> = listen
+        .out
+        .snapshot()
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["channel"], "/topic/open");
+    assert_eq!(lines[1]["channel"], "/queue/jobs");
+    assert_eq!(lines[1]["payload"], "job 1");
+
+    // Refused: exit 6, and the last line says how many and why.
+    let (code, err) = send("/topic/secret", "no");
+    assert_eq!(code, Some(6), "{err}");
+    assert!(
+        err.contains("0 routed, 1 refused (denied: 1)")
+            && err.contains("may not publish to /topic/secret"),
+        "{err}"
+    );
+
+    // A v1 broker.
+    let v1 = crate::util::naive::start().to_string();
+    let mut one = Proc::spawn(
+        &[
+            "listen",
+            "--port",
+            &v1,
+            "--channel",
+            "/topic/x",
+            "--count",
+            "1",
+        ],
+        false,
+    );
+    one.err
+        .wait_for(10.0, "speaks protocol 1 only: using protocol 1");
+    let mut p = Proc::spawn(
+        &[
+            "send",
+            "--port",
+            &v1,
+            "--channel",
+            "/topic/x",
+            "--message",
+            "hi",
+            "--no-confirm",
+        ],
+        false,
+    );
+    assert_eq!(p.exit_code(20.0), Some(0));
+    assert_eq!(one.exit_code(10.0), Some(0));
+    assert_eq!(one.out.snapshot(), ["hi"]);
+    let mut p = Proc::spawn(
+        &[
+            "listen",
+            "--port",
+            &v1,
+            "--channel",
+            "/topic/a",
+            "--channel",
+            "/topic/b",
+            "--no-reconnect",
+        ],
+        false,
+    );
+    assert_eq!(p.exit_code(20.0), Some(1));
+    assert!(p.err.contains("speaks protocol 1 only"), "{}", p.err.text());
+    let mut p = Proc::spawn(
+        &[
+            "send",
+            "--port",
+            &v1,
+            "--channel",
+            "/topic/x",
+            "--message",
+            "hi",
+            "--confirm",
+        ],
+        false,
+    );
+    assert_eq!(p.exit_code(20.0), Some(1));
+    assert!(p.err.contains("needs protocol 2"), "{}", p.err.text());
+    let _ = std::fs::remove_dir_all(&dir);
 }

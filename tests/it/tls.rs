@@ -473,13 +473,13 @@ async fn access_rules_by_certificate_decide_who_subscribes_and_publishes() {
     );
 
     // Bob may not publish: his message is counted and goes nowhere, so the
-    // first message Alice's listener sees is her own; his goodbye is not
-    // confirmed, so his `send` fails.
+    // first message Alice's listener sees is her own; it is refused (protocol
+    // 2 says so), so his `send` exits 6.
     let mut news = listen_on(broker.port, "/topic/news", &alice);
     wait_subscribed(&broker, "/topic/news", 1).await;
     assert_eq!(
         send_to(broker.port, "/topic/news", "from bob", &bob),
-        Some(1)
+        Some(6)
     );
     broker
         .log

@@ -97,9 +97,13 @@ pub async fn run(args: CollectArgs) -> anyhow::Result<ExitCode> {
     {
         let channel = args.control_channel.clone();
         tokio::spawn(async move {
-            let _ =
-                crate::client::publisher::run(connector, &channel, control_rx, Default::default())
-                    .await;
+            let _ = crate::client::publisher::run(
+                connector,
+                &channel,
+                control_rx,
+                crate::client::publisher::Options::v1(),
+            )
+            .await;
         });
     }
     // Unique enough among the collectors of one broker: reporters keep each

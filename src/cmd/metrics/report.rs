@@ -107,7 +107,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
         let channel = args.channel.clone();
         let options = publisher::Options {
             connects: Some(connects.clone()),
-            ..Default::default()
+            ..publisher::Options::v1()
         };
         let connector = connector.clone();
         tokio::spawn(async move {

@@ -280,7 +280,7 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
     let forward = broker.map(|(target, channel)| {
         let (tx, rx) = mpsc::channel::<Bytes>(10_000);
         tokio::spawn(async move {
-            if let Err(e) = publisher::run(target, &channel, rx, Default::default()).await {
+            if let Err(e) = publisher::run(target, &channel, rx, publisher::Options::v1()).await {
                 tracing::error!("forwarding to the broker stopped: {e:#}");
             }
         });
