@@ -22,15 +22,27 @@ use tokio::net::TcpStream;
 
 use crate::client::{self, ConnectOptions, Connection, Connector, Reader, Writer};
 use crate::exit::usage;
-use crate::proto::NULL_CHANNEL;
+use crate::proto::{v2, NULL_CHANNEL};
 
 /// How long a goodbye may take to be confirmed.
 pub const GOODBYE_WITHIN: Duration = Duration::from_secs(10);
 
+/// How the bench speaks to an aioq broker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Speak {
+    /// Protocol 1.
+    #[default]
+    V1,
+    /// Protocol 2 (publishers and measuring subscribers; the isolation
+    /// runs' slow subscribers stay on protocol 1's bare socket).
+    V2,
+}
+
 /// A broker to measure.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Aioq(Connector),
+    /// An aioq broker; with protocol 2, whether every publish asks a confirm.
+    Aioq(Connector, Speak, bool),
     Nats {
         host: String,
         port: u16,
@@ -56,7 +68,7 @@ impl fmt::Display for Target {
     /// The target as reports and errors show it: a password never is.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Target::Aioq(c) => write!(f, "{c}"),
+            Target::Aioq(c, ..) => write!(f, "{c}"),
             Target::Nats { host, port, auth } => {
                 let auth = match auth.as_deref().map(|a| a.split_once(':')) {
                     None => String::new(),
@@ -71,11 +83,35 @@ impl fmt::Display for Target {
 }
 
 impl Target {
+    /// The target spoken to in `speak` (aioq only), asking confirms when
+    /// `confirms` (protocol 2 only).
+    pub fn speaking(self, speak: Speak, confirms: bool) -> anyhow::Result<Self> {
+        match self {
+            Target::Aioq(c, ..) => {
+                if confirms && speak != Speak::V2 {
+                    return Err(usage("--confirms needs --protocol v2"));
+                }
+                Ok(Target::Aioq(c, speak, confirms))
+            }
+            other if speak == Speak::V2 || confirms => Err(usage(format!(
+                "--protocol v2 and --confirms are for aioq targets, not {}",
+                other.kind()
+            ))),
+            other => Ok(other),
+        }
+    }
+
     /// `HOST:PORT` (aioq), `nats://HOST:PORT` or `redis://HOST:PORT`.
     pub fn parse(flag: &str, text: &str, tls: &crate::tls::ClientTlsArgs) -> anyhow::Result<Self> {
         let (scheme, rest) = match text.split_once("://") {
             Some((s, r)) => (s.to_ascii_lowercase(), r),
-            None => return Ok(Target::Aioq(Connector::parse(flag, text, tls)?)),
+            None => {
+                return Ok(Target::Aioq(
+                    Connector::parse(flag, text, tls)?,
+                    Speak::V1,
+                    false,
+                ))
+            }
         };
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((auth, rest)) => (Some(auth.to_owned()), rest),
@@ -104,7 +140,13 @@ impl Target {
             )));
         }
         let target = match scheme.as_str() {
-            "aioq" => return Ok(Target::Aioq(Connector::parse(flag, rest, tls)?)),
+            "aioq" => {
+                return Ok(Target::Aioq(
+                    Connector::parse(flag, rest, tls)?,
+                    Speak::V1,
+                    false,
+                ))
+            }
             "nats" => Target::Nats { host, port, auth },
             "redis" => Target::Redis { host, port },
             _ => return Err(bad()),
@@ -119,7 +161,7 @@ impl Target {
 
     pub fn kind(&self) -> &'static str {
         match self {
-            Target::Aioq(_) => "aioq",
+            Target::Aioq(..) => "aioq",
             Target::Nats { .. } => "nats",
             Target::Redis { .. } => "redis",
         }
@@ -143,7 +185,20 @@ impl Target {
     /// they come, confirmed subscribed.
     pub async fn subscribe(&self, channel: &str) -> anyhow::Result<Sub> {
         match self {
-            Target::Aioq(c) => {
+            Target::Aioq(c, Speak::V2, _) => {
+                let (mut conn, _) = client::v2::connect(c, &[], ConnectOptions::default()).await?;
+                conn.send(v2::encode::sub(1, channel.as_bytes())).await?;
+                match conn.next().await {
+                    Some(Ok(f)) => match v2::decode_broker(f) {
+                        Ok(v2::BrokerFrame::Subscribed(1)) => {}
+                        other => bail!("subscribing to {channel}: {other:?}"),
+                    },
+                    _ => bail!("subscribing to {channel}: the connection ended"),
+                }
+                let (reader, writer) = client::split(conn);
+                Ok(Sub::AioqV2 { reader, writer })
+            }
+            Target::Aioq(c, ..) => {
                 let (reader, writer) = client::split(c.connect(channel).await?);
                 Ok(Sub::Aioq { reader, writer })
             }
@@ -171,7 +226,7 @@ impl Target {
             small_recv_buffer: small_buffer,
         };
         match self {
-            Target::Aioq(c) => {
+            Target::Aioq(c, ..) => {
                 let (reader, writer) = client::split(c.connect_with(channel, options).await?);
                 Ok(Sub::Aioq { reader, writer })
             }
@@ -210,7 +265,20 @@ impl Target {
     /// A publisher that subscribes to nothing.
     pub async fn publisher(&self) -> anyhow::Result<Pub> {
         match self {
-            Target::Aioq(c) => Ok(Pub::Aioq(Box::new(c.connect(NULL_CHANNEL).await?))),
+            Target::Aioq(c, Speak::V2, confirms) => {
+                let (conn, _) =
+                    client::v2::connect(c, &[v2::feature::CONFIRMS], ConnectOptions::default())
+                        .await?;
+                let (reader, writer) = client::split(conn);
+                let (tx, answers) = tokio::sync::watch::channel(Answers::default());
+                tokio::spawn(read_answers(reader, tx));
+                Ok(Pub::AioqV2 {
+                    writer,
+                    last_id: confirms.then_some(0),
+                    answers,
+                })
+            }
+            Target::Aioq(c, ..) => Ok(Pub::Aioq(Box::new(c.connect(NULL_CHANNEL).await?))),
             Target::Nats { host, port, auth } => Ok(Pub::Nats {
                 nats: nats_client(host, *port, auth.as_deref()).await?,
                 subjects: Vec::new(),
@@ -301,6 +369,10 @@ pub enum Sub {
         reader: Reader,
         writer: Writer,
     },
+    AioqV2 {
+        reader: Reader,
+        writer: Writer,
+    },
     Nats {
         sub: async_nats::Subscriber,
         _nats: async_nats::Client,
@@ -316,6 +388,17 @@ impl Sub {
                 Some(Ok(_)) => Event::End,
                 _ => Event::Closed,
             },
+            Sub::AioqV2 { reader, .. } => loop {
+                match reader.next().await {
+                    Some(Ok(f)) => match v2::decode_broker(f) {
+                        Ok(v2::BrokerFrame::Msg { payload, .. }) => break Event::Message(payload),
+                        Ok(v2::BrokerFrame::EndOfStream) => break Event::End,
+                        Ok(v2::BrokerFrame::Error { .. }) | Err(_) => break Event::Closed,
+                        Ok(_) => continue,
+                    },
+                    _ => break Event::Closed,
+                }
+            },
             Sub::Nats { sub, .. } => match sub.next().await {
                 Some(m) => Event::Message(m.payload),
                 None => Event::Closed,
@@ -328,7 +411,9 @@ impl Sub {
     /// still owes; [`Event::End`] follows the last of it.
     pub async fn goodbye(&mut self) {
         let _ = match self {
-            Sub::Aioq { writer, .. } => writer.send(Bytes::new()).await.map_err(Into::into),
+            Sub::Aioq { writer, .. } | Sub::AioqV2 { writer, .. } => {
+                writer.send(Bytes::new()).await.map_err(Into::into)
+            }
             Sub::Nats { sub, .. } => sub.unsubscribe().await.map_err(Into::into),
             Sub::Wire(w) => w.goodbye().await,
         };
@@ -607,8 +692,44 @@ async fn count_replies(mut rd: OwnedReadHalf, replies: tokio::sync::watch::Sende
     }
 }
 
+/// What a protocol v2 publisher's broker answered.
+#[derive(Debug, Clone, Default)]
+pub struct Answers {
+    /// The highest `CONFIRM` (everything up to it not refused is routed).
+    pub confirmed: u64,
+    pub refused: u64,
+    /// End-of-stream came: every publish is answered.
+    pub ended: bool,
+}
+
+/// Reads a v2 publisher's answers until its connection ends; the watch
+/// closes with it (after `ended`, when the broker said end-of-stream).
+async fn read_answers(mut reader: Reader, tx: tokio::sync::watch::Sender<Answers>) {
+    while let Some(Ok(f)) = reader.next().await {
+        match v2::decode_broker(f) {
+            Ok(v2::BrokerFrame::Confirm(up_to)) => tx.send_modify(|a| a.confirmed = up_to),
+            Ok(v2::BrokerFrame::Refused { .. }) => tx.send_modify(|a| a.refused += 1),
+            Ok(v2::BrokerFrame::EndOfStream) => {
+                tx.send_modify(|a| a.ended = true);
+                // Held until the bench has read it.
+                let _ = tx.closed().await;
+                return;
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
+}
+
 pub enum Pub {
     Aioq(Box<Connection>),
+    AioqV2 {
+        writer: Writer,
+        /// The last confirm id used, when every publish asks for one.
+        last_id: Option<u64>,
+        /// What the broker answered, as its reader task saw it.
+        answers: tokio::sync::watch::Receiver<Answers>,
+    },
     Nats {
         nats: async_nats::Client,
         /// Subjects already made, by channel.
@@ -629,6 +750,17 @@ impl Pub {
             Pub::Aioq(conn) => {
                 conn.feed(channel.clone()).await?;
                 conn.feed(payload).await?;
+            }
+            Pub::AioqV2 {
+                writer, last_id, ..
+            } => {
+                let id = last_id.as_mut().map(|n| {
+                    *n += 1;
+                    *n
+                });
+                writer
+                    .feed(v2::encode::publish(id, None, channel, &payload))
+                    .await?;
             }
             Pub::Nats { nats, subjects } => {
                 let subject = match subjects.iter().find(|(c, _)| c == channel) {
@@ -654,6 +786,7 @@ impl Pub {
     pub async fn flush(&mut self) -> anyhow::Result<()> {
         match self {
             Pub::Aioq(conn) => conn.flush().await?,
+            Pub::AioqV2 { writer, .. } => SinkExt::<Bytes>::flush(writer).await?,
             // The client writes as soon as its connection task can.
             Pub::Nats { .. } => {}
             Pub::Redis { out, .. } => out.flush().await?,
@@ -673,6 +806,26 @@ impl Pub {
         match self {
             Pub::Aioq(conn) => {
                 crate::client::publisher::finish(conn, GOODBYE_WITHIN).await?;
+            }
+            Pub::AioqV2 {
+                writer,
+                last_id,
+                answers,
+            } => {
+                writer.send(Bytes::new()).await?;
+                let a = tokio::time::timeout(GOODBYE_WITHIN, answers.wait_for(|a| a.ended))
+                    .await
+                    .context("no end-of-stream within the goodbye time")?
+                    .context("the connection ended without end-of-stream")?
+                    .clone();
+                if a.refused > 0 {
+                    bail!("the broker refused {} publishes", a.refused);
+                }
+                if let Some(last) = last_id {
+                    if a.confirmed < *last {
+                        bail!("the broker confirmed up to {} of {last}", a.confirmed);
+                    }
+                }
             }
             Pub::Nats { nats, .. } => {
                 // A flush only writes the socket: a message to itself that

@@ -118,6 +118,14 @@ pub struct BenchArgs {
     /// Subscriber connections in the fan-out run.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     pub connections: u32,
+    /// Protocol an aioq target is spoken to in: v1, or v2 (publishers and
+    /// measuring subscribers; the isolation runs' slow subscribers stay on v1).
+    #[arg(long, value_enum, default_value_t = link::Speak::V1)]
+    pub protocol: link::Speak,
+    /// With --protocol v2: every publish asks a confirm, and each publisher's
+    /// goodbye waits for the last (cumulative confirms, one per read buffer).
+    #[arg(long)]
+    pub confirms: bool,
     /// Print one JSON document on stdout instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -386,8 +394,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             args.connections
         );
     }
+    crate::ensure_usage!(
+        !args.confirms || args.protocol == link::Speak::V2,
+        "--confirms needs --protocol v2"
+    );
     let (addr, broker) = match &args.target {
-        Some(t) => (Target::parse("--target", t, &args.tls)?, None),
+        Some(t) => (
+            Target::parse("--target", t, &args.tls)?.speaking(args.protocol, args.confirms)?,
+            None,
+        ),
         None => {
             let config = BrokerConfig {
                 send_queue: args.send_queue.max(1),
@@ -402,7 +417,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             );
             let (addr, b) = start_embedded(config)?;
             (
-                Target::Aioq(Connector::plain(addr.ip().to_string(), addr.port())),
+                Target::Aioq(
+                    Connector::plain(addr.ip().to_string(), addr.port()),
+                    args.protocol,
+                    args.confirms,
+                ),
                 Some(b),
             )
         }
@@ -415,7 +434,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan {
         sub_addr: match &args.subscribe_target {
             Some(t) => {
-                let sub = Target::parse("--subscribe-target", t, &args.tls)?;
+                let sub = Target::parse("--subscribe-target", t, &args.tls)?
+                    .speaking(args.protocol, args.confirms)?;
                 crate::ensure_usage!(
                     sub.kind() == addr.kind(),
                     "--subscribe-target {t}: a {} broker, where --target is {}",
