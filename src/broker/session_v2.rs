@@ -157,9 +157,13 @@ impl SessionV2 {
                 if let Some(id) = confirm {
                     match refusal {
                         Some(code) => {
+                            // What was routed before it is confirmed first: a
+                            // later CONFIRM can only cover ids past this one.
+                            self.answer(conn, publisher, shared).await;
                             let text = refusal_text(code, &channel, shared);
                             self.answered = id;
-                            self.unanswered -= 1;
+                            self.due = id;
+                            self.unanswered = 0;
                             conn.control(encode::refused(id, code, &text));
                         }
                         None => self.due = id,

@@ -59,3 +59,127 @@ fn python_asyncio_client_works_unchanged() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
 }
+
+/// A protocol v2 client in Python asyncio, written from PROTOCOL.md's
+/// version 2 section alone: three subscriptions on one connection, publishes
+/// with confirms, a refusal with its reason, and a loss notice whose count is
+/// the broker's own drop counter for the connection.
+const CLIENT_V2: &str = r#"
+import asyncio, json, socket, struct, sys, urllib.request
+
+async def frame(w, data):
+    w.write(struct.pack(">I", len(data)) + data)
+    await w.drain()
+
+async def read(r):
+    (n,) = struct.unpack(">I", await r.readexactly(4))
+    return await r.readexactly(n)
+
+def sub(sid, channel):
+    return b"\x02" + struct.pack(">IB", sid, 0) + channel
+
+def pub(channel, payload, confirm=None):
+    head = b"\x04" + (bytes([1]) + struct.pack(">Q", confirm) if confirm else bytes([0]))
+    return head + struct.pack(">H", len(channel)) + channel + payload
+
+def decode(f):
+    t, b = f[0], f[1:]
+    if t == 0x10:
+        sid, delivery, attempt, flags = struct.unpack(">IQIB", b[:17])
+        return ("MSG", sid, b[17:])
+    if t == 0x11: return ("SUBSCRIBED", struct.unpack(">I", b)[0])
+    if t == 0x12: return ("ENDED", struct.unpack(">I", b[:4])[0], b[4], b[5:].decode())
+    if t == 0x13: return ("CONFIRM", struct.unpack(">Q", b)[0])
+    if t == 0x14: return ("REFUSED", struct.unpack(">Q", b[:8])[0], b[8], b[9:].decode())
+    if t == 0x15:
+        sid, count, reason, since = struct.unpack(">IQBQ", b)
+        return ("LOST", sid, count, reason)
+    if t == 0x06: return ("PONG", struct.unpack(">Q", b)[0])
+    raise AssertionError("unexpected frame %r" % f)
+
+async def hello(r, w, features):
+    name = b"/$aioq/hello/py1"
+    await frame(w, name); await frame(w, name)
+    await frame(w, json.dumps({"protocol": 2, "client": "py", "features": features}).encode())
+    h = await read(r)
+    assert h[0] == 0x01, h
+    return json.loads(h[1:])
+
+async def main(port, http):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port)); s.setblocking(False)
+    r, w = await asyncio.open_connection(sock=s)
+    h = await hello(r, w, ["confirms", "loss"])
+    assert h["protocol"] == 2 and "confirms" in h["features"] and "loss" in h["features"], h
+    for sid, ch in [(1, b"/topic/py-a"), (2, b"/queue/py-b"), (3, b"/topic/py-flood")]:
+        await frame(w, sub(sid, ch))
+    assert [decode(await read(r)) for _ in range(3)] == [("SUBSCRIBED", 1), ("SUBSCRIBED", 2), ("SUBSCRIBED", 3)]
+    await frame(w, pub(b"/topic/py-a", b"a", 1))
+    await frame(w, pub(b"/queue/py-b", b"b", 2))
+    await frame(w, pub(b"/topic/py-a", b"", 3))
+    await frame(w, b"\x05" + struct.pack(">Q", 7))
+    seen = []
+    while ("PONG", 7) not in seen:
+        seen.append(decode(await read(r)))
+    assert ("MSG", 1, b"a") in seen and ("MSG", 2, b"b") in seen, seen
+    refused = [f for f in seen if f[0] == "REFUSED"]
+    assert len(refused) == 1 and refused[0][1:3] == (3, 10), seen
+    confirms = [f[1] for f in seen if f[0] == "CONFIRM"]
+    assert confirms and max(confirms) >= 2, seen
+    assert seen.index(refused[0]) < max(i for i, f in enumerate(seen) if f[0] == "CONFIRM" and f[1] >= 3) if any(f[0] == "CONFIRM" and f[1] >= 3 for f in seen) else True
+    # A flood from a protocol 1 publisher while this connection reads nothing.
+    pr, pw = await asyncio.open_connection("127.0.0.1", port)
+    await frame(pw, b"/null")
+    for i in range(3000):
+        pw.write(struct.pack(">I", 15) + b"/topic/py-flood" + struct.pack(">I", 1000) + b"x" * 1000)
+    await pw.drain()
+    await frame(pw, b"")
+    assert await read(pr) == b""
+    conns = json.load(urllib.request.urlopen("http://127.0.0.1:%d/api/connections" % http))
+    mine = [c for c in conns["connections"] if c["protocol"] == 2]
+    assert len(mine) == 1, conns
+    # Its own refused publish (the empty payload) is counted too, as
+    # empty_payload: what LOST reports is what it lost as a subscriber.
+    dropped = mine[0]["dropped_by_reason"]["queue_full"]
+    assert dropped > 0, mine
+    delivered = lost = 0
+    while delivered + lost < 3000:
+        f = decode(await read(r))
+        if f[0] == "MSG":
+            assert f[1] == 3, f
+            delivered += 1
+        elif f[0] == "LOST":
+            assert f[1] == 3 and f[3] == 11, f
+            lost += f[2]
+    assert lost == dropped, (lost, dropped)
+    await frame(w, b"")
+    assert await read(r) == b""
+    print("ok", lost)
+
+asyncio.run(asyncio.wait_for(main(int(sys.argv[1]), int(sys.argv[2])), 30))
+"#;
+
+#[test]
+fn a_python_v2_client_from_protocol_md_subscribes_publishes_and_hears_refusals_and_losses() {
+    let broker = Broker::spawn(&["--send-queue", "16", "--http", "127.0.0.1:0"]);
+    let http: u16 = broker
+        .log
+        .wait_for(10.0, "monitoring on http://")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = Command::new("python3")
+        .args(["-c", CLIENT_V2, &broker.port.to_string(), &http.to_string()])
+        .output()
+        .expect("python3 is installed");
+    assert!(
+        out.status.success(),
+        "python v2 client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok "));
+}
