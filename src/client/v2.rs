@@ -191,6 +191,26 @@ impl Tally {
     }
 }
 
+/// Connects to a broker that must speak protocol v2 (no reconnecting, no
+/// fallback): the connection after its `HELLO`.
+pub async fn connect(
+    connector: &super::Connector,
+    features: &[&str],
+    options: super::ConnectOptions,
+) -> anyhow::Result<(Connection, ServerHello)> {
+    use futures::SinkExt;
+    let name = hello_name();
+    let sent = client_hello(features);
+    let mut conn = connector.connect_with(&name, options).await?;
+    conn.feed(Bytes::copy_from_slice(name.as_bytes())).await?;
+    conn.feed(sent.clone()).await?;
+    conn.flush().await?;
+    match greeting(&mut conn, &sent).await? {
+        Greeting::V2(hello) => Ok((conn, hello)),
+        Greeting::V1 { .. } => anyhow::bail!("the broker at {connector} speaks protocol 1 only"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,25 +231,5 @@ mod tests {
         assert_eq!(t.refusals(), "1 refused (denied: 1)");
         assert!(!t.hear(&BrokerFrame::Subscribed(1)));
         assert_eq!(t.abandon(), 1);
-    }
-}
-
-/// Connects to a broker that must speak protocol v2 (no reconnecting, no
-/// fallback): the connection after its `HELLO`.
-pub async fn connect(
-    connector: &super::Connector,
-    features: &[&str],
-    options: super::ConnectOptions,
-) -> anyhow::Result<(Connection, ServerHello)> {
-    use futures::SinkExt;
-    let name = hello_name();
-    let sent = client_hello(features);
-    let mut conn = connector.connect_with(&name, options).await?;
-    conn.feed(Bytes::copy_from_slice(name.as_bytes())).await?;
-    conn.feed(sent.clone()).await?;
-    conn.flush().await?;
-    match greeting(&mut conn, &sent).await? {
-        Greeting::V2(hello) => Ok((conn, hello)),
-        Greeting::V1 { .. } => anyhow::bail!("the broker at {connector} speaks protocol 1 only"),
     }
 }
