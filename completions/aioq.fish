@@ -151,6 +151,8 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -l size -d 'Payload siz
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l latency-rate -d 'Publish rate of the latency run, messages per second' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l latency-duration -d 'Length of the latency run' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l connections -d 'Subscriber connections in the fan-out run' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l protocol -d 'Protocol an aioq target is spoken to in: v1, or v2 (publishers and measuring subscribers; the isolation runs\' slow subscribers stay on v1)' -r -f -a "v1\t'Protocol 1'
+v2\t'Protocol 2 (publishers and measuring subscribers; the isolation runs\' slow subscribers stay on protocol 1\'s bare socket)'"
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l min-isolation -d 'Exit 1 when an isolation ratio falls below this, or when isolation is inconclusive' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l compare -d 'Print every figure beside this earlier run\'s (`--json` output), with the change, changes within --noise marked as such' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l max-regression -d 'With --compare: exit 1 when a figure got worse by more than this many percent' -r
@@ -160,6 +162,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -l send-queue-bytes -d 
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l topic-overflow -d 'Embedded broker: what happens to a /topic subscriber whose queue is full' -r -f -a "drop\t'The subscriber misses the message; the loss is counted'
 disconnect\t'The subscriber is disconnected as a slow consumer; the loss is counted'"
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l confirms -d 'With --protocol v2: every publish asks a confirm, and each publisher\'s goodbye waits for the last (cumulative confirms, one per read buffer)'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l json -d 'Print one JSON document on stdout instead of tables'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l csv -d 'Print the figures as CSV (figure,value,unit) instead of tables'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l no-prime -d 'Skip the priming burst that fills the stalled subscribers\' kernel buffers before an isolation run is measured (the verdict is then inconclusive unless the run itself owes them enough)'

@@ -237,7 +237,11 @@ impl Monitor {
                 ConnectionView {
                     id: e.conn.id,
                     peer: e.conn.peer.to_string(),
-                    channel: clipped(crate::proto::shown(e.name())),
+                    // Protocol v2: the first subscription's (all are below).
+                    channel: match (&e.conn.v2, e.conn.first_subscription()) {
+                        (Some(_), Some(s)) => clipped(s.channel.display_name()),
+                        _ => clipped(crate::proto::shown(e.name())),
+                    },
                     tls: e.tls,
                     identity: e.identity.as_ref().map(|i| clipped(i.shown())),
                     connected_since: humantime::format_rfc3339_millis(e.since).to_string(),

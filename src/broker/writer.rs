@@ -354,9 +354,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         self.rx.close();
         conn.taken(top_up(&mut self.rx, &mut self.batch, usize::MAX));
         let stopping = shared.phases.drain.is_cancelled();
+        let shown = self.to.shown_channel();
         // They point back to the connection: let go of them here, where it ends.
         let subs = conn.release();
-        let shown = self.to.shown_channel();
         let controls = self.batch.iter().filter(|m| m.is_control()).count();
         conn.control_written(controls);
         let mut unsent = std::mem::take(&mut self.batch);
@@ -662,6 +662,17 @@ fn whole_frames(batch: &[Out], written: u64, size: impl Fn(&Out) -> usize) -> us
         .count()
 }
 
+/// A protocol v2 connection's subscriptions as logs show them: its
+/// channels, or the null channel when it holds none.
+pub fn shown_subscriptions(conn: &Conn) -> String {
+    let subs = conn.subscriptions();
+    if subs.is_empty() {
+        return crate::proto::NULL_CHANNEL.to_string();
+    }
+    let names: Vec<String> = subs.iter().map(|s| s.channel.display_name()).collect();
+    names.join(", ")
+}
+
 /// Why a connection was killed, as its writer can tell (a reason the reader
 /// gave first stands: the first one set is kept).
 fn kill_reason(shared: &Shared, sub: &Conn) -> EndReason {
@@ -691,6 +702,9 @@ impl Recipient {
 
     /// The channel it subscribed to, as logs show it.
     fn shown_channel(&self) -> String {
+        if self.conn.v2.is_some() {
+            return shown_subscriptions(&self.conn);
+        }
         self.sub.as_ref().map_or_else(
             || crate::proto::NULL_CHANNEL.to_string(),
             |s| s.channel.display_name(),
