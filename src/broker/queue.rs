@@ -92,7 +92,7 @@ impl Inner {
             let w = &self.workers[i];
             // A full queue is seen with one load, not by counting and
             // undoing an offer it would refuse.
-            if w.conn.room() > 0 {
+            if w.room() > 0 {
                 match offer(w, item) {
                     Ok(()) => {
                         self.next = (i + 1) % n;
@@ -125,12 +125,8 @@ impl Inner {
         };
         self.round_robin(m, |w, mut m| {
             m.sub = w.ids.local;
-            let offered = if held {
-                w.conn.offer_held(m)
-            } else {
-                w.conn.offer(m)
-            };
-            offered.map_err(Refused::into_message_and_budget)
+            w.offer_work(m, held)
+                .map_err(Refused::into_message_and_budget)
         })?;
         self.numbering.taken(seq);
         Ok(())
@@ -400,7 +396,7 @@ impl QueueState {
         if !inner.backlog.is_empty() {
             return 0;
         }
-        inner.workers.iter().map(|w| w.conn.room()).sum()
+        inner.workers.iter().map(|w| w.room()).sum()
     }
 
     /// Hands a JetStream message to the next worker with room, to be

@@ -421,7 +421,11 @@ impl Router {
                 c
             }
         };
-        let sub = Arc::new(Subscription::new(conn.clone(), channel.clone(), ids));
+        let mut sub = Subscription::new(conn.clone(), channel.clone(), ids);
+        if conn.v2.is_some() && matches!(channel.kind, Kind::Queue(_)) {
+            sub = sub.with_prefetch(self.policy().for_channel(&channel.name).worker_queue);
+        }
+        let sub = Arc::new(sub);
         announce();
         match &channel.kind {
             Kind::Topic(t) => lock(t).subs.push(sub.clone()),

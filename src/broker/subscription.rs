@@ -52,6 +52,10 @@ pub struct Subscription {
     pub ids: Ids,
     /// Set when the client asked to hear about losses.
     lost: Option<Box<Lost>>,
+    /// A `/queue` worker's own bound on the messages queued for it (its
+    /// prefetch), when it shares its connection's send queue with other
+    /// subscriptions (protocol v2); and how many are queued for it now.
+    prefetch: Option<(usize, AtomicUsize)>,
     /// Stored messages queued for this worker, by delivery number (so oldest
     /// first), settled once written to its socket (see
     /// [`written`](Self::written)).
@@ -75,6 +79,7 @@ impl Subscription {
             channel,
             ids,
             lost: ids.report_loss.then(Box::default),
+            prefetch: None,
             in_flight: Mutex::new(VecDeque::new()),
             in_flight_len: AtomicUsize::new(0),
         }
@@ -105,7 +110,10 @@ impl Subscription {
             sub: self.ids.local,
         };
         match self.conn.offer(m) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.queued_one();
+                Ok(())
+            }
             Err(refused) => {
                 let mut in_flight = lock(&self.in_flight);
                 // The newest: numbers rise, and nothing else removes an
@@ -121,6 +129,53 @@ impl Subscription {
                 }
             }
         }
+    }
+
+    /// Bounds the messages queued for this `/queue` worker to `n`, as its own
+    /// send queue's capacity does under protocol v1: a v2 connection's send
+    /// queue is sized for `/topic` fan-out, and a worker that could take
+    /// thousands would be handed messages one at a time as they come, each
+    /// write carrying a few, where a bounded one takes them from the backlog
+    /// by the batch.
+    pub fn with_prefetch(mut self, n: usize) -> Self {
+        self.prefetch = Some((n.max(1), AtomicUsize::new(0)));
+        self
+    }
+
+    /// Messages it may be handed now.
+    pub fn room(&self) -> usize {
+        let room = self.conn.room();
+        match &self.prefetch {
+            Some((n, queued)) => room.min(n.saturating_sub(queued.load(Relaxed))),
+            None => room,
+        }
+    }
+
+    /// One more message queued for it (a `/queue` worker with a prefetch).
+    fn queued_one(&self) {
+        if let Some((_, queued)) = &self.prefetch {
+            queued.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Its writer took `n` of its messages off the send queue.
+    pub fn taken(&self, n: usize) {
+        if let Some((_, queued)) = &self.prefetch {
+            let _ = queued.fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(n)));
+        }
+    }
+
+    /// Queues a `/queue` delivery for it (see [`room`](Self::room)).
+    pub fn offer_work(&self, m: Out, held: bool) -> Result<(), Refused> {
+        let offered = if held {
+            self.conn.offer_held(m)
+        } else {
+            self.conn.offer(m)
+        };
+        if offered.is_ok() {
+            self.queued_one();
+        }
+        offered
     }
 
     /// Queues a `/topic` message for it.
