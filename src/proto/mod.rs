@@ -13,7 +13,7 @@ pub use codec::{FrameCodec, FrameError};
 pub use message::Request;
 
 /// Protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Bytes of the big-endian length in front of every frame.
 pub const LEN_PREFIX: usize = 4;
