@@ -766,7 +766,10 @@ async fn handshake<T: Transport>(
         Ok(Some(Ok(frame))) => frame,
     };
     match channel_name(frame, shared.config.max_channel) {
-        Ok(Some(name)) if v2::is_hello(&name) => hello(shared, frames, peer, deadline, name).await,
+        // Boxed: a v1 connection's task does not carry the hello's reads.
+        Ok(Some(name)) if v2::is_hello(&name) => {
+            Box::pin(hello(shared, frames, peer, deadline, name)).await
+        }
         Ok(Some(name)) => Some(First::Channel(name)),
         Ok(None) => {
             tracing::debug!("Remote {peer} said goodbye before subscribing");
@@ -1095,10 +1098,34 @@ async fn step(
     let parser = match session {
         Session::V1(parser) => parser,
         Session::V2(v2) => {
-            return match v2.step(shared, conn, publisher, frame).await {
+            return match v2.step(shared, conn, publisher, frame) {
                 Ok(Next::Go) => None,
                 Ok(Next::Goodbye) => Some(End::Finish(EndReason::Goodbye)),
-                Ok(Next::Cut) => Some(cut_short(shared, conn)),
+                Ok(Next::Publish {
+                    confirm,
+                    channel,
+                    payload,
+                }) => {
+                    if !publisher.publish(channel.clone(), payload).await {
+                        return Some(cut_short(shared, conn));
+                    }
+                    v2.published(shared, conn, publisher, confirm, &channel)
+                        .await;
+                    None
+                }
+                Ok(Next::Refuse {
+                    confirm,
+                    code,
+                    channel,
+                }) => {
+                    v2.refuse(shared, conn, publisher, confirm, code, &channel)
+                        .await;
+                    None
+                }
+                Ok(Next::Ping(token)) => {
+                    v2.pong(shared, conn, publisher, token).await;
+                    None
+                }
                 Err(broken) => {
                     protocol_error(shared, conn.peer, &broken.text);
                     conn.last_word(v2::encode::error(broken.code, &broken.text));

@@ -62,9 +62,22 @@ pub(super) enum Next {
     Go,
     /// The client said goodbye.
     Goodbye,
-    /// The publish could not be routed: the broker stopped, or the
-    /// connection was killed, while it waited for room.
-    Cut,
+    /// A publish to route, then to answer with
+    /// [`published`](SessionV2::published).
+    Publish {
+        confirm: Option<u64>,
+        channel: Bytes,
+        payload: Bytes,
+    },
+    /// A publish refused before routing (its channel name is too long).
+    Refuse {
+        confirm: Option<u64>,
+        code: u8,
+        channel: Bytes,
+    },
+    /// A `PING`: answered after every publish before it, by
+    /// [`pong`](SessionV2::pong).
+    Ping(u64),
 }
 
 impl SessionV2 {
@@ -82,8 +95,11 @@ impl SessionV2 {
         }
     }
 
-    /// Handles one frame.
-    pub async fn step(
+    /// Handles one frame, as far as it can without waiting; what needs the
+    /// publisher's routing it returns for the read loop to do. (Not async:
+    /// the read loop's future, which every connection's task holds, stays
+    /// as small as protocol v1 makes it.)
+    pub fn step(
         &mut self,
         shared: &Shared,
         conn: &Arc<Conn>,
@@ -142,43 +158,85 @@ impl SessionV2 {
                         text: "a publish with no channel".into(),
                     });
                 }
-                let refusal = if channel.len() > shared.config.max_channel {
+                if channel.len() > shared.config.max_channel {
                     publisher.count_refused(super::stats::DropReason::TooLarge);
-                    Some(reason::TOO_LARGE)
-                } else {
-                    if !publisher.publish(channel.clone(), payload).await {
-                        return Ok(Next::Cut);
-                    }
-                    publisher.refusal()
-                };
-                if let Some(code) = refusal {
-                    stats.v2_refusal(code);
+                    return Ok(Next::Refuse {
+                        confirm,
+                        code: reason::TOO_LARGE,
+                        channel,
+                    });
                 }
-                if let Some(id) = confirm {
-                    match refusal {
-                        Some(code) => {
-                            // What was routed before it is confirmed first: a
-                            // later CONFIRM can only cover ids past this one.
-                            self.answer(conn, publisher, shared).await;
-                            let text = refusal_text(code, &channel, shared);
-                            self.answered = id;
-                            self.due = id;
-                            self.unanswered = 0;
-                            conn.control(encode::refused(id, code, &text));
-                        }
-                        None => self.due = id,
-                    }
-                }
+                return Ok(Next::Publish {
+                    confirm,
+                    channel,
+                    payload,
+                });
             }
             ClientFrame::Ping(token) => {
                 stats.v2_frame(V2Frame::Ping);
-                // In order: what was published before the ping is answered first.
-                self.answer(conn, publisher, shared).await;
-                conn.control(encode::token(v2::kind::PONG, token));
+                return Ok(Next::Ping(token));
             }
             ClientFrame::Pong(_) => stats.v2_frame(V2Frame::Pong),
         }
         Ok(Next::Go)
+    }
+
+    /// After a publish was routed (or refused, as `publisher` says).
+    pub async fn published(
+        &mut self,
+        shared: &Shared,
+        conn: &Conn,
+        publisher: &mut Publisher<'_>,
+        confirm: Option<u64>,
+        channel: &[u8],
+    ) {
+        match publisher.refusal() {
+            Some(code) => {
+                self.refuse(shared, conn, publisher, confirm, code, channel)
+                    .await
+            }
+            None => {
+                if let Some(id) = confirm {
+                    self.due = id;
+                }
+            }
+        }
+    }
+
+    /// Says a publish was refused, for `code` (a reason code).
+    pub async fn refuse(
+        &mut self,
+        shared: &Shared,
+        conn: &Conn,
+        publisher: &mut Publisher<'_>,
+        confirm: Option<u64>,
+        code: u8,
+        channel: &[u8],
+    ) {
+        shared.stats.v2_refusal(code);
+        let Some(id) = confirm else {
+            return;
+        };
+        // What was routed before it is confirmed first: a later CONFIRM can
+        // only cover ids past this one.
+        self.answer(conn, publisher, shared).await;
+        let text = refusal_text(code, channel, shared);
+        self.answered = id;
+        self.due = id;
+        self.unanswered = 0;
+        conn.control(encode::refused(id, code, &text));
+    }
+
+    /// Answers a `PING`: in order, what was published before it first.
+    pub async fn pong(
+        &mut self,
+        shared: &Shared,
+        conn: &Conn,
+        publisher: &mut Publisher<'_>,
+        token: u64,
+    ) {
+        self.answer(conn, publisher, shared).await;
+        conn.control(encode::token(v2::kind::PONG, token));
     }
 
     /// Queues the `CONFIRM` for what was routed since the last one (once

@@ -167,7 +167,7 @@ async fn one_connection_subscribes_to_several_channels_publishes_with_confirms_a
 
 #[tokio::test]
 async fn a_v1_client_never_notices_v2_and_reserved_names_are_refused_to_it() {
-    let broker = Broker::spawn(&[]);
+    let mut broker = Broker::spawn(&[]);
     let mut v1 = Raw::subscribe(broker.port, "/topic/mixed").await;
     crate::util::wait_subscribed(&broker, "/topic/mixed", 1).await;
     let (mut c, _) = Raw::hello(broker.port, &[]).await;
@@ -183,6 +183,13 @@ async fn a_v1_client_never_notices_v2_and_reserved_names_are_refused_to_it() {
         within(5.0, "the refusal", reserved.read()).await,
         Some(vec![])
     );
+    // A hello after a v1 subscribe is a publish to a reserved name: refused,
+    // counted as denied, and the connection stays v1.
+    v1.publish("/$aioq/hello/late", br#"{"protocol":2}"#).await;
+    v1.publish("/topic/mixed", b"still v1").await;
+    assert_eq!(within(5.0, "v1 still", v1.read_text()).await, "still v1");
+    let summary = broker.terminate();
+    assert_eq!(crate::util::dropped(&summary, "denied"), 1, "{summary}");
 }
 
 #[tokio::test]
