@@ -134,6 +134,17 @@ impl Conn {
         self
     }
 
+    /// Takes `n` bytes of the broker's memory budget for something this
+    /// connection holds besides messages (a protocol v2 subscription).
+    pub fn take_budget(&self, n: usize) -> bool {
+        self.budget.try_take(n)
+    }
+
+    /// Gives back what [`take_budget`](Self::take_budget) took.
+    pub fn give_back_budget(&self, n: usize) {
+        self.budget.give_back(n);
+    }
+
     /// Queues a frame of the connection's own (protocol v2) after what is
     /// queued, past the send queue's bound; false when the writer is gone.
     pub fn control(&self, frame: bytes::Bytes) -> bool {

@@ -403,6 +403,12 @@ impl Router {
         ids: Ids,
         announce: impl FnOnce(),
     ) -> Result<Arc<Subscription>, Full> {
+        // What it costs the memory budget was taken by the caller (v2).
+        let charged = if conn.v2.is_some() {
+            super::subscription::cost(&name)
+        } else {
+            0
+        };
         debug_assert!(!proto::is_null(&name));
         let mut channels = lock(&self.channels);
         let channel = match channels.map.get(&name) {
@@ -421,7 +427,7 @@ impl Router {
                 c
             }
         };
-        let mut sub = Subscription::new(conn.clone(), channel.clone(), ids);
+        let mut sub = Subscription::new(conn.clone(), channel.clone(), ids).charged(charged);
         if conn.v2.is_some() && matches!(channel.kind, Kind::Queue(_)) {
             sub = sub.with_prefetch(self.policy().for_channel(&channel.name).worker_queue);
         }

@@ -327,6 +327,14 @@ impl SessionV2 {
             }
             return refuse(reason::DENIED, format!("may not subscribe to {shown}"));
         }
+        // What it holds is counted in the memory budget like messages.
+        let cost = super::subscription::cost(&channel);
+        if !conn.take_budget(cost) {
+            return refuse(
+                reason::OVER_BUDGET,
+                "the broker's memory budget (--max-memory) is spent".into(),
+            );
+        }
         let ids = Ids {
             local: self.last_local + 1,
             sid,
@@ -335,6 +343,9 @@ impl SessionV2 {
         let subscribed = shared.router.subscribe_as(channel, conn, ids, || {
             conn.control(encode::sid(v2::kind::SUBSCRIBED, sid));
         });
+        if subscribed.is_err() {
+            conn.give_back_budget(cost);
+        }
         match subscribed {
             Ok(sub) => {
                 self.last_local = ids.local;

@@ -63,6 +63,24 @@ pub struct Subscription {
     /// Its length, so that the writer of a worker with nothing stored in
     /// flight (every worker of a memory-backed channel) never takes the lock.
     in_flight_len: AtomicUsize,
+    /// Bytes of the memory budget it holds (protocol v2), given back when
+    /// it goes.
+    charged: usize,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if self.charged > 0 {
+            self.conn.give_back_budget(self.charged);
+        }
+    }
+}
+
+/// What a protocol v2 subscription costs the memory budget: the
+/// subscription and its place on its channel, its name, and the
+/// connection's table entry for it.
+pub fn cost(channel: &[u8]) -> usize {
+    std::mem::size_of::<Subscription>() + channel.len() + 128
 }
 
 /// A stored message in a worker's send queue.
@@ -82,6 +100,7 @@ impl Subscription {
             prefetch: None,
             in_flight: Mutex::new(VecDeque::new()),
             in_flight_len: AtomicUsize::new(0),
+            charged: 0,
         }
     }
 
@@ -139,6 +158,12 @@ impl Subscription {
     /// by the batch.
     pub fn with_prefetch(mut self, n: usize) -> Self {
         self.prefetch = Some((n.max(1), AtomicUsize::new(0)));
+        self
+    }
+
+    /// It holds `n` bytes of its connection's budget, given back when it goes.
+    pub fn charged(mut self, n: usize) -> Self {
+        self.charged = n;
         self
     }
 

@@ -762,3 +762,36 @@ async fn listen_and_send_speak_v2_and_fall_back_to_v1_where_nothing_needs_it() {
     assert!(p.err.contains("needs protocol 2"), "{}", p.err.text());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Subscriptions are held in the memory budget like messages: past it, a
+/// subscribe is refused with `over_budget`; what an unsubscribe gives back
+/// serves the next one.
+#[tokio::test]
+async fn subscriptions_count_in_the_memory_budget() {
+    let broker = Broker::spawn(&["--max-memory", "8KiB", "--max-subscriptions", "1000"]);
+    let (mut c, _) = Raw::hello(broker.port, &[]).await;
+    let mut wire = Vec::new();
+    for sid in 0..200 {
+        v2::put(&mut wire, &v2::sub(sid, &format!("/topic/budget/{sid}")));
+    }
+    c.send(&wire).await;
+    let frames = read_until(&mut c, |f| f.len() == 200).await;
+    let held: Vec<u32> = frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Subscribed(sid) => Some(*sid),
+            _ => None,
+        })
+        .collect();
+    let over = frames
+        .iter()
+        .filter(|f| matches!(f, Frame::Ended { reason: 3, .. }))
+        .count();
+    assert!(!held.is_empty() && over > 0, "{frames:?}");
+    assert_eq!(held.len() + over, 200);
+    // Given back on unsubscribe: a new subscription fits again.
+    c.send_frame(&v2::unsub(held[0])).await;
+    assert!(matches!(c.next().await, Frame::Ended { reason: 0, .. }));
+    c.send_frame(&v2::sub(10_000, "/topic/budget/again")).await;
+    assert_eq!(c.next().await, Frame::Subscribed(10_000));
+}
