@@ -880,7 +880,7 @@ async fn read_loop<R: AsyncRead + WaitData + Unpin + Send>(
     Box::pin(publisher.settle(&shared.phases.abort)).await;
     if let Session::V2(v2) = &mut session {
         // Every confirm id read is answered before end-of-stream.
-        v2.answer(conn, &mut publisher, shared).await;
+        Box::pin(v2.answer(conn, &mut publisher, shared)).await;
     }
     end
 }
@@ -1046,13 +1046,21 @@ async fn before_waiting(
     }
     publisher.flush_counts();
     if let Session::V2(v2) = session {
-        v2.answer(conn, publisher, shared).await;
+        if !v2.answer_now(conn, publisher) {
+            Box::pin(v2.answer(conn, publisher, shared)).await;
+        }
         if conn.control_full() {
             // The client reads none of what it is owed: read no more from
-            // it until its writer catches up (or gives up on it).
-            tokio::select! {
-                _ = conn.control_room() => {}
-                _ = conn.kill.cancelled() => return Some(End::Stop),
+            // it until its writer catches up (or gives up on it). Boxed:
+            // rare, and not to be carried by every connection's task.
+            let room = Box::pin(async {
+                tokio::select! {
+                    _ = conn.control_room() => true,
+                    _ = conn.kill.cancelled() => false,
+                }
+            });
+            if !room.await {
+                return Some(End::Stop);
             }
         }
     }
@@ -1095,58 +1103,74 @@ async fn step(
         Some(Err(e)) => return Some(End::Close(EndReason::ReadError(e.to_string()))),
         Some(Ok(frame)) => frame,
     };
-    let parser = match session {
-        Session::V1(parser) => parser,
-        Session::V2(v2) => {
-            return match v2.step(shared, conn, publisher, frame) {
-                Ok(Next::Go) => None,
-                Ok(Next::Goodbye) => Some(End::Finish(EndReason::Goodbye)),
-                Ok(Next::Publish {
-                    confirm,
-                    channel,
-                    payload,
-                }) => {
-                    if !publisher.publish(channel.clone(), payload).await {
-                        return Some(cut_short(shared, conn));
-                    }
-                    v2.published(shared, conn, publisher, confirm, &channel)
-                        .await;
-                    None
-                }
-                Ok(Next::Refuse {
-                    confirm,
-                    code,
-                    channel,
-                }) => {
-                    v2.refuse(shared, conn, publisher, confirm, code, &channel)
-                        .await;
-                    None
-                }
-                Ok(Next::Ping(token)) => {
-                    v2.pong(shared, conn, publisher, token).await;
-                    None
-                }
-                Err(broken) => {
-                    protocol_error(shared, conn.peer, &broken.text);
-                    conn.last_word(v2::encode::error(broken.code, &broken.text));
-                    Some(End::Close(EndReason::Protocol(broken.text)))
-                }
-            };
-        }
-    };
-    match parser.push(frame) {
-        Err(e) => {
-            protocol_error(shared, conn.peer, &e.to_string());
-            Some(End::Close(EndReason::Protocol(e.to_string())))
-        }
-        Ok(None) => None,
-        Ok(Some(Request::Goodbye)) => Some(End::Finish(EndReason::Goodbye)),
-        Ok(Some(Request::Publish { channel, payload })) => {
-            if publisher.publish(channel, payload).await {
-                None
-            } else {
-                Some(cut_short(shared, conn))
+    // One publish await for both versions: each await of a future is a
+    // place for it in the read loop's future, which every connection's
+    // task holds for its whole life.
+    let (channel, payload, confirm) = match session {
+        Session::V1(parser) => match parser.push(frame) {
+            Err(e) => {
+                protocol_error(shared, conn.peer, &e.to_string());
+                return Some(End::Close(EndReason::Protocol(e.to_string())));
             }
+            Ok(None) => return None,
+            Ok(Some(Request::Goodbye)) => return Some(End::Finish(EndReason::Goodbye)),
+            Ok(Some(Request::Publish { channel, payload })) => (channel, payload, None),
+        },
+        Session::V2(v2) => match v2.step(shared, conn, publisher, frame) {
+            Ok(Next::Publish {
+                confirm,
+                channel,
+                payload,
+            }) => (channel, payload, confirm),
+            // The rest boxed, for the same reason.
+            other => return Box::pin(v2_other(shared, conn, publisher, v2, other)).await,
+        },
+    };
+    // A v2 refusal names the channel.
+    let name = match session {
+        Session::V2(_) => Some(channel.clone()),
+        Session::V1(_) => None,
+    };
+    if !publisher.publish(channel, payload).await {
+        return Some(cut_short(shared, conn));
+    }
+    if let (Session::V2(v2), Some(name)) = (session, name) {
+        match publisher.refusal() {
+            None => v2.routed(confirm),
+            Some(code) => Box::pin(v2.refuse(shared, conn, publisher, confirm, code, &name)).await,
+        }
+    }
+    None
+}
+
+/// A v2 frame's outcome other than a publish to route.
+async fn v2_other(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    publisher: &mut Publisher<'_>,
+    v2: &mut SessionV2,
+    next: Result<Next, super::session_v2::Broken>,
+) -> Option<End> {
+    match next {
+        Ok(Next::Go | Next::Publish { .. }) => None,
+        Ok(Next::Goodbye) => Some(End::Finish(EndReason::Goodbye)),
+        Ok(Next::Refuse {
+            confirm,
+            code,
+            channel,
+        }) => {
+            v2.refuse(shared, conn, publisher, confirm, code, &channel)
+                .await;
+            None
+        }
+        Ok(Next::Ping(token)) => {
+            v2.pong(shared, conn, publisher, token).await;
+            None
+        }
+        Err(broken) => {
+            protocol_error(shared, conn.peer, &broken.text);
+            conn.last_word(v2::encode::error(broken.code, &broken.text));
+            Some(End::Close(EndReason::Protocol(broken.text)))
         }
     }
 }

@@ -181,25 +181,10 @@ impl SessionV2 {
         Ok(Next::Go)
     }
 
-    /// After a publish was routed (or refused, as `publisher` says).
-    pub async fn published(
-        &mut self,
-        shared: &Shared,
-        conn: &Conn,
-        publisher: &mut Publisher<'_>,
-        confirm: Option<u64>,
-        channel: &[u8],
-    ) {
-        match publisher.refusal() {
-            Some(code) => {
-                self.refuse(shared, conn, publisher, confirm, code, channel)
-                    .await
-            }
-            None => {
-                if let Some(id) = confirm {
-                    self.due = id;
-                }
-            }
+    /// A publish was routed: its confirm is due.
+    pub fn routed(&mut self, confirm: Option<u64>) {
+        if let Some(id) = confirm {
+            self.due = id;
         }
     }
 
@@ -244,14 +229,28 @@ impl SessionV2 {
     /// for more input, so one confirm answers a whole read buffer of
     /// publishes.
     pub async fn answer(&mut self, conn: &Conn, publisher: &mut Publisher<'_>, shared: &Shared) {
-        if self.due <= self.answered {
-            publish_unanswered(conn, self.unanswered, self.answered);
-            return;
-        }
-        if publisher.unsettled() {
+        if !self.answer_now(conn, publisher) {
             // Boxed: JetStream's futures are large.
             Box::pin(publisher.settle(&shared.phases.abort)).await;
+            self.confirm(conn);
         }
+    }
+
+    /// [`answer`](Self::answer) without waiting; false when what is due
+    /// waits for JetStream first (then `answer` is the one to call).
+    pub fn answer_now(&mut self, conn: &Conn, publisher: &Publisher<'_>) -> bool {
+        if self.due <= self.answered {
+            publish_unanswered(conn, self.unanswered, self.answered);
+            return true;
+        }
+        if publisher.unsettled() {
+            return false;
+        }
+        self.confirm(conn);
+        true
+    }
+
+    fn confirm(&mut self, conn: &Conn) {
         conn.control(encode::token(v2::kind::CONFIRM, self.due));
         self.answered = self.due;
         self.unanswered = 0;

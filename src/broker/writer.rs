@@ -241,7 +241,8 @@ pub async fn run<W: AsyncWrite + Unpin>(
     let outcome = writer.write_until_done(&finish).await;
     match outcome {
         Outcome::Drain { leave_first } => writer.finish(leave_first).await,
-        Outcome::Close => writer.last_word().await,
+        // Boxed: rare, and not to be carried by every writer's task.
+        Outcome::Close => Box::pin(writer.last_word()).await,
     }
     writer.leave();
 }
@@ -483,7 +484,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     /// [`leave`](Self::leave) to hand back.
     async fn write_batch(&mut self) -> Result<(), EndReason> {
         if self.v2.is_some() {
-            return self.write_batch_v2().await;
+            // Boxed: every connection's writer task would otherwise carry
+            // the v2 batch's state (one allocation a batch, v2 only).
+            return Box::pin(self.write_batch_v2()).await;
         }
         let Writer {
             sink, batch, to, ..
