@@ -50,12 +50,8 @@ pub struct Subscription {
     pub conn: Arc<Conn>,
     pub channel: Arc<Channel>,
     pub ids: Ids,
-    /// Set when the client asked to hear about losses.
-    lost: Option<Box<Lost>>,
-    /// A `/queue` worker's own bound on the messages queued for it (its
-    /// prefetch), when it shares its connection's send queue with other
-    /// subscriptions (protocol v2); and how many are queued for it now.
-    prefetch: Option<(usize, AtomicUsize)>,
+    /// What only a protocol v2 subscription holds (one word for a v1 one).
+    v2: Option<Box<V2Extra>>,
     /// Stored messages queued for this worker, by delivery number (so oldest
     /// first), settled once written to its socket (see
     /// [`written`](Self::written)).
@@ -63,15 +59,25 @@ pub struct Subscription {
     /// Its length, so that the writer of a worker with nothing stored in
     /// flight (every worker of a memory-backed channel) never takes the lock.
     in_flight_len: AtomicUsize,
-    /// Bytes of the memory budget it holds (protocol v2), given back when
-    /// it goes.
+}
+
+/// A protocol v2 subscription's own state.
+#[derive(Default)]
+struct V2Extra {
+    /// Set when the client asked to hear about losses.
+    lost: Option<Lost>,
+    /// A `/queue` worker's own bound on the messages queued for it (its
+    /// prefetch), as it shares its connection's send queue with other
+    /// subscriptions; and how many are queued for it now.
+    prefetch: Option<(usize, AtomicUsize)>,
+    /// Bytes of the memory budget it holds, given back when it goes.
     charged: usize,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if self.charged > 0 {
-            self.conn.give_back_budget(self.charged);
+        if let Some(v2) = self.v2.as_ref().filter(|v| v.charged > 0) {
+            self.conn.give_back_budget(v2.charged);
         }
     }
 }
@@ -96,11 +102,14 @@ impl Subscription {
             conn,
             channel,
             ids,
-            lost: ids.report_loss.then(Box::default),
-            prefetch: None,
+            v2: ids.report_loss.then(|| {
+                Box::new(V2Extra {
+                    lost: Some(Lost::default()),
+                    ..V2Extra::default()
+                })
+            }),
             in_flight: Mutex::new(VecDeque::new()),
             in_flight_len: AtomicUsize::new(0),
-            charged: 0,
         }
     }
 
@@ -157,20 +166,22 @@ impl Subscription {
     /// write carrying a few, where a bounded one takes them from the backlog
     /// by the batch.
     pub fn with_prefetch(mut self, n: usize) -> Self {
-        self.prefetch = Some((n.max(1), AtomicUsize::new(0)));
+        self.v2.get_or_insert_with(Box::default).prefetch = Some((n.max(1), AtomicUsize::new(0)));
         self
     }
 
     /// It holds `n` bytes of its connection's budget, given back when it goes.
     pub fn charged(mut self, n: usize) -> Self {
-        self.charged = n;
+        if n > 0 {
+            self.v2.get_or_insert_with(Box::default).charged = n;
+        }
         self
     }
 
     /// Messages it may be handed now.
     pub fn room(&self) -> usize {
         let room = self.conn.room();
-        match &self.prefetch {
+        match self.v2.as_ref().and_then(|v| v.prefetch.as_ref()) {
             Some((n, queued)) => room.min(n.saturating_sub(queued.load(Relaxed))),
             None => room,
         }
@@ -178,14 +189,14 @@ impl Subscription {
 
     /// One more message queued for it (a `/queue` worker with a prefetch).
     fn queued_one(&self) {
-        if let Some((_, queued)) = &self.prefetch {
+        if let Some((_, queued)) = self.v2.as_ref().and_then(|v| v.prefetch.as_ref()) {
             queued.fetch_add(1, Relaxed);
         }
     }
 
     /// Its writer took `n` of its messages off the send queue.
     pub fn taken(&self, n: usize) {
-        if let Some((_, queued)) = &self.prefetch {
+        if let Some((_, queued)) = self.v2.as_ref().and_then(|v| v.prefetch.as_ref()) {
             let _ = queued.fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(n)));
         }
     }
@@ -211,7 +222,7 @@ impl Subscription {
     /// Records `n` messages lost for `reason` (a protocol v2 reason code),
     /// for the client to be told when it asked to be.
     pub fn note_lost(&self, n: u64, reason: u8) {
-        let Some(lost) = &self.lost else {
+        let Some(lost) = self.v2.as_ref().and_then(|v| v.lost.as_ref()) else {
             return;
         };
         if lost.count.fetch_add(n, Relaxed) == 0 {
@@ -226,7 +237,7 @@ impl Subscription {
 
     /// Takes what it lost since the last call: (count, reason, since ms).
     pub fn take_lost(&self) -> Option<(u64, u8, u64)> {
-        let lost = self.lost.as_ref()?;
+        let lost = self.v2.as_ref()?.lost.as_ref()?;
         if lost.count.load(Relaxed) == 0 {
             return None;
         }
