@@ -81,6 +81,7 @@ pub struct SendArgs {
 
 pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     let connector = args.target.connector()?;
+    let target = connector.to_string();
     crate::ensure_usage!(!args.channel.is_empty(), "--channel cannot be empty");
     crate::ensure_usage!(
         args.message.as_deref() != Some(""),
@@ -89,11 +90,15 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     );
     let (tx, rx) = mpsc::channel::<Bytes>(args.buffer as usize);
     let (drop_tx, mut drop_rx) = mpsc::unbounded_channel::<u64>();
+    // Messages handed to the publisher: what a signal before the broker was
+    // ever reached leaves unsent.
+    let produced = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let producer = if args.stdin {
-        tokio::spawn(read_stdin(tx))
+        tokio::spawn(read_stdin(tx, produced.clone()))
     } else {
-        tokio::spawn(generate(generator(&args), tx, drop_tx))
+        tokio::spawn(generate(generator(&args), tx, drop_tx, produced.clone()))
     };
+    let connects = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     crate::ensure_usage!(
         !(args.confirm && args.protocol == Protocol::V1),
         "--confirm needs protocol 2 (--protocol 1 was given)"
@@ -103,7 +108,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         no_confirm: args.no_confirm,
         protocol: args.protocol,
         confirm_each: args.confirm,
-        ..Default::default()
+        connects: Some(connects.clone()),
     };
     // The last line says what the broker said, and no more; refusals make
     // the exit code 6.
@@ -163,6 +168,16 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             // Stop producing; what was produced is sent and confirmed, within
             // a bound, unless a second signal says not to wait.
             producer.abort();
+            use std::sync::atomic::Ordering::Relaxed;
+            if connects.load(Relaxed) == 0 {
+                // Nothing to wait for: the broker was never reached.
+                tracing::error!(
+                    "interrupted before the broker at {} was reached: {} message(s) were never sent",
+                    target,
+                    produced.load(Relaxed)
+                );
+                return Ok(ExitCode::from(exit::INTERRUPTED));
+            }
             tracing::info!("interrupted: sending what was read, then saying goodbye");
             let within = publisher::CONFIRM_WITHIN + Duration::from_secs(1);
             tokio::select! {
@@ -234,7 +249,13 @@ impl Generator {
 /// Produces messages on a schedule. With an interval, a message that finds the
 /// buffer full is dropped and counted (the schedule goes on); with interval 0 the
 /// producer waits for room.
-async fn generate(g: Generator, tx: mpsc::Sender<Bytes>, drops: mpsc::UnboundedSender<u64>) {
+async fn generate(
+    g: Generator,
+    tx: mpsc::Sender<Bytes>,
+    drops: mpsc::UnboundedSender<u64>,
+    produced: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     let mut ticker = tokio::time::interval(g.interval.max(Duration::from_nanos(1)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dropped = 0u64;
@@ -245,11 +266,18 @@ async fn generate(g: Generator, tx: mpsc::Sender<Bytes>, drops: mpsc::UnboundedS
             if tx.send(msg).await.is_err() {
                 return;
             }
+            produced.fetch_add(1, Relaxed);
         } else {
             ticker.tick().await;
-            if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(msg) {
-                dropped += 1;
-                let _ = drops.send(dropped);
+            match tx.try_send(msg) {
+                Ok(()) => {
+                    produced.fetch_add(1, Relaxed);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    dropped += 1;
+                    let _ = drops.send(dropped);
+                }
+                Err(_) => return,
             }
         }
         i += 1;
@@ -258,7 +286,10 @@ async fn generate(g: Generator, tx: mpsc::Sender<Bytes>, drops: mpsc::UnboundedS
 
 /// One message per input line, as bytes (input need not be UTF-8), without its
 /// line ending. Waits for buffer room rather than dropping.
-async fn read_stdin(tx: mpsc::Sender<Bytes>) {
+async fn read_stdin(
+    tx: mpsc::Sender<Bytes>,
+    produced: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
     let mut input = tokio::io::BufReader::new(tokio::io::stdin());
     loop {
         let mut line = Vec::new();
@@ -283,5 +314,6 @@ async fn read_stdin(tx: mpsc::Sender<Bytes>) {
         if tx.send(Bytes::from(line)).await.is_err() {
             return;
         }
+        produced.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }

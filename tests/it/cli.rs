@@ -376,3 +376,35 @@ fn a_bare_http_port_and_a_missing_pid_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("--pid 4194305: no such process"), "{err}");
 }
+
+/// Ctrl-C of a `send` that never reached the broker does not wait for a
+/// confirm that cannot come: it exits 130 at once and says how many messages
+/// were never sent (walkthrough 7: it waited 6 s and said nothing).
+#[test]
+fn an_interrupted_send_that_never_connected_says_what_was_never_sent() {
+    // A port nobody listens on: bound, then closed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let mut send = Proc::spawn(
+        &["send", "--port", &port, "--count", "5", "--interval", "0"],
+        false,
+    );
+    send.err.wait_for(10.0, "retrying with backoff");
+    let start = std::time::Instant::now();
+    signal(&send.child, "INT");
+    assert_eq!(send.exit_code(10.0), Some(130));
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(3),
+        "waited {:?} for a broker it never reached",
+        start.elapsed()
+    );
+    assert!(
+        send.err.contains("5 message(s) were never sent"),
+        "{}",
+        send.err.text()
+    );
+}
