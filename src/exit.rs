@@ -38,6 +38,9 @@ pub struct Unreachable {
 pub struct Refused {
     pub addr: String,
     pub why: String,
+    /// Waiting will not change it (a refused certificate, a subscription
+    /// the rules forbid): a client stops rather than retry.
+    pub lasting: bool,
 }
 
 /// Marks an error as a bad flag or value found after clap's own parsing (a
@@ -70,6 +73,16 @@ macro_rules! ensure_usage {
             return Err($crate::exit::usage(format!($($why)+)));
         }
     };
+}
+
+/// Whether an error is one that waiting cannot fix: a usage error (flags
+/// that do not match the broker) or a lasting refusal. A reconnecting client
+/// stops on it instead of retrying for ever.
+pub fn is_lasting(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.downcast_ref::<Usage>().is_some()
+            || e.downcast_ref::<Refused>().is_some_and(|r| r.lasting)
+    })
 }
 
 /// Picks the exit code for an error chain.

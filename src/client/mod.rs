@@ -178,6 +178,8 @@ pub enum Diagnosis {
     Mismatch(String),
     /// The broker turned us away.
     Refused(String),
+    /// The broker refused our certificate: waiting will not change that.
+    Certificate(String),
 }
 
 impl Diagnosis {
@@ -188,7 +190,18 @@ impl Diagnosis {
             Diagnosis::Mismatch(why) => {
                 usage(format!("cannot talk to the broker at {addr}: {why}"))
             }
-            Diagnosis::Refused(why) => crate::exit::Refused { addr, why }.into(),
+            Diagnosis::Refused(why) => crate::exit::Refused {
+                addr,
+                why,
+                lasting: false,
+            }
+            .into(),
+            Diagnosis::Certificate(why) => crate::exit::Refused {
+                addr,
+                why,
+                lasting: true,
+            }
+            .into(),
         }
     }
 }
@@ -221,7 +234,7 @@ pub fn explain(err: &(dyn std::error::Error + 'static)) -> Option<Diagnosis> {
                     | Alert::CertificateExpired
                     | Alert::CertificateRevoked
                     | Alert::AccessDenied),
-                ) => Some(Diagnosis::Refused(format!(
+                ) => Some(Diagnosis::Certificate(format!(
                     "it refused our certificate ({alert:?}): --tls-cert must be signed by a CA \
                      in the broker's --tls-client-ca, and be valid now"
                 ))),

@@ -117,7 +117,7 @@ impl Reconnector {
                                     .into(),
                             );
                             let e = why.into_error(self.connector.to_string());
-                            if self.once {
+                            if self.once || crate::exit::is_lasting(&e) {
                                 return Err(e);
                             }
                             self.back_off(format!("{e:#}"));
@@ -149,7 +149,7 @@ impl Reconnector {
                         Some(d) => d.into_error(self.connector.to_string()),
                         None => e,
                     };
-                    if self.once {
+                    if self.once || crate::exit::is_lasting(&e) {
                         return Err(e);
                     }
                     self.back_off(format!("{e:#}"));
@@ -198,7 +198,7 @@ impl Reconnector {
                         Some(why) => why.into_error(self.connector.to_string()),
                         None => anyhow::Error::new(e).context("saying hello"),
                     };
-                    if self.once {
+                    if self.once || crate::exit::is_lasting(&e) {
                         return Err(e);
                     }
                     self.back_off(format!("{e:#}"));
@@ -217,12 +217,14 @@ impl Reconnector {
                         return Ok(self.connected(conn));
                     };
                     let e = why.into_error(self.connector.to_string());
-                    if self.once {
+                    if self.once || crate::exit::is_lasting(&e) {
                         return Err(e);
                     }
                     self.back_off(format!("{e:#}"));
                 }
-                Err(e) if self.once => return Err(e),
+                // A mistake in the flags (TLS on one side only, a CA not
+                // trusted) or a refused certificate: waiting cannot fix it.
+                Err(e) if self.once || crate::exit::is_lasting(&e) => return Err(e),
                 Err(e) => {
                     let delay = self.backoff.next_delay();
                     self.retrying(&format!("{e:#}"), delay);

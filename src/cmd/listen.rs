@@ -285,6 +285,7 @@ async fn session_v2(
                 return Err(crate::exit::Refused {
                     addr: target.to_string(),
                     why: format!("{}: {} ({text})", name(sid), reason_name(reason)),
+                    lasting: true,
                 }
                 .into());
             }
