@@ -97,6 +97,8 @@ pub struct ConnV2 {
     pub answered: AtomicU64,
     /// An `ERROR` to write before the connection closes.
     last_word: Mutex<Option<bytes::Bytes>>,
+    /// It was granted `headers`: deliveries carry their header blocks.
+    pub headers: AtomicBool,
 }
 
 impl Conn {

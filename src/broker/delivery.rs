@@ -56,6 +56,11 @@ pub struct Out {
     /// connection may hold several under protocol v2), or [`CONTROL`]: then
     /// `payload` is a whole frame body, written as it is.
     pub sub: u32,
+    /// Bytes at the front of `payload` that are the message's header block
+    /// (protocol v2 headers; 0 for none): a v2 delivery carries them as its
+    /// header block, a v1 one the payload after them. (In the padding:
+    /// the item stays 48 bytes.)
+    pub head: u16,
 }
 
 impl Out {
@@ -65,6 +70,26 @@ impl Out {
             payload,
             delivery: None,
             sub,
+            head: 0,
+        }
+    }
+
+    /// A `/topic` message with a header block of `head` bytes in front.
+    pub fn with_head(payload: Bytes, sub: u32, head: u16) -> Self {
+        Self {
+            payload,
+            delivery: None,
+            sub,
+            head,
+        }
+    }
+
+    /// What a protocol v1 subscriber is sent: the payload after any headers.
+    pub fn body(&self) -> Bytes {
+        if self.head == 0 {
+            self.payload.clone()
+        } else {
+            self.payload.slice(usize::from(self.head)..)
         }
     }
 
@@ -74,6 +99,7 @@ impl Out {
             payload: frame,
             delivery: None,
             sub: CONTROL,
+            head: 0,
         }
     }
 

@@ -407,7 +407,7 @@ impl Injector {
             &shared.phases.stop_reading,
             None,
         );
-        publisher.publish(channel.clone(), payload).await;
+        publisher.publish(channel.clone(), payload, 0).await;
         // Stored in JetStream (or routed here) before it counts as published.
         publisher.settle(&shared.phases.abort).await;
     }

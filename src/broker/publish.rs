@@ -252,7 +252,9 @@ impl<'a> Publisher<'a> {
 
     /// Routes one publish; false when the broker stopped or the connection was
     /// killed while it waited for `/queue` room (the message is counted lost).
-    pub async fn publish(&mut self, name: Bytes, payload: Bytes) -> bool {
+    /// `head`: bytes at the front of `payload` that are its header block
+    /// (protocol v2 headers, never on a clustered broker).
+    pub async fn publish(&mut self, name: Bytes, payload: Bytes, head: u16) -> bool {
         let len = payload.len() as u64;
         self.unsaid.received.0 += 1;
         self.unsaid.received.1 += len;
@@ -273,7 +275,7 @@ impl<'a> Publisher<'a> {
                 return true;
             }
         }
-        if payload.is_empty() {
+        if payload.len() == usize::from(head) {
             let conn = self.conn.map(|c| &*c.stats);
             self.router
                 .count_drop(None, conn, DropReason::EmptyPayload, 1);
@@ -282,6 +284,14 @@ impl<'a> Publisher<'a> {
         }
         self.unsaid.published.0 += 1;
         self.unsaid.published.1 += len;
+        // Headers do not cross a cluster yet (a connection admitted before
+        // the broker joined one may have been granted them): dropped here.
+        let (payload, head) =
+            if head > 0 && (self.links.forward.is_some() || self.links.jetstream.is_some()) {
+                (payload.slice(usize::from(head)..), 0)
+            } else {
+                (payload, head)
+            };
         // A /topic message that went to the other brokers was routed, whether
         // or not anyone here is subscribed.
         let elsewhere = match self.links.forward {
@@ -291,9 +301,9 @@ impl<'a> Publisher<'a> {
         // Routed here at once, as nearly every publish is; the rest in boxed
         // futures, so that the future of every publish (which the reader
         // moves into place per frame) stays small.
-        match self.route_now(&name, &payload, elsewhere) {
+        match self.route_now(&name, &payload, head, elsewhere) {
             Now::Done(done) => done,
-            Now::Wait => Box::pin(self.route_locally(name, payload, false, elsewhere)).await,
+            Now::Wait => Box::pin(self.route_locally(name, payload, head, false, elsewhere)).await,
             Now::Stream(channel) => match self.gather(&channel, payload) {
                 Ok(()) => true,
                 Err(rest) => Box::pin(self.ship_and_gather(channel, rest)).await,
@@ -337,7 +347,7 @@ impl<'a> Publisher<'a> {
     async fn route_back(&mut self, back: Back) -> bool {
         for (channel, payload) in back {
             if !self
-                .route_locally(channel.name.clone(), payload, true, false)
+                .route_locally(channel.name.clone(), payload, 0, true, false)
                 .await
             {
                 return false;
@@ -453,7 +463,7 @@ impl<'a> Publisher<'a> {
 
     /// Routes one message without waiting, when its channel's store is this
     /// broker's memory.
-    fn route_now(&mut self, name: &Bytes, payload: &Bytes, elsewhere: bool) -> Now {
+    fn route_now(&mut self, name: &Bytes, payload: &Bytes, head: u16, elsewhere: bool) -> Now {
         loop {
             let channel = match self.target(name, elsewhere) {
                 Ok(c) => c,
@@ -461,8 +471,10 @@ impl<'a> Publisher<'a> {
             };
             let routed = match (&channel.kind, channel.store) {
                 (Kind::Queue(_), Some(Backend::JetStream)) => return Now::Stream(channel),
-                (Kind::Topic(_), _) => self.router.publish_topic(&channel, payload, elsewhere),
-                (Kind::Queue(q), _) => match q.try_publish(payload) {
+                (Kind::Topic(_), _) => self
+                    .router
+                    .publish_topic(&channel, payload, head, elsewhere),
+                (Kind::Queue(q), _) => match q.try_publish(payload, head) {
                     Ok(Attempt::Taken) => Ok(()),
                     Ok(Attempt::Full | Attempt::OverBudget) => return Now::Wait,
                     Err(retired) => Err(retired),
@@ -481,6 +493,7 @@ impl<'a> Publisher<'a> {
         &mut self,
         name: Bytes,
         payload: Bytes,
+        head: u16,
         counted: bool,
         elsewhere: bool,
     ) -> bool {
@@ -498,12 +511,14 @@ impl<'a> Publisher<'a> {
                 Err(done) => return done,
             };
             let routed = match &channel.kind {
-                Kind::Topic(_) => self.router.publish_topic(&channel, &payload, elsewhere),
+                Kind::Topic(_) => self
+                    .router
+                    .publish_topic(&channel, &payload, head, elsewhere),
                 // Biased: a message that can be routed at once is, even
                 // while the broker is stopping.
                 Kind::Queue(q) => tokio::select! {
                     biased;
-                    r = q.publish(payload.clone()) => r,
+                    r = q.publish(payload.clone(), head) => r,
                     _ = self.stop.cancelled() => {
                         self.lost(&channel, DropReason::Shutdown);
                         return false;

@@ -122,6 +122,7 @@ impl Inner {
             delivery: Some(DeliveryId::new(seq, m.attempt())),
             payload: m.payload,
             sub: 0,
+            head: m.head,
         };
         self.round_robin(m, |w, mut m| {
             m.sub = w.ids.local;
@@ -223,14 +224,14 @@ impl QueueState {
     /// Routes one message without waiting: to the next worker, or into the
     /// backlog. Order is kept: while a backlog exists, new messages join its
     /// tail.
-    pub fn try_publish(&self, payload: &Bytes) -> Result<Attempt, Retired> {
+    pub fn try_publish(&self, payload: &Bytes, head: u16) -> Result<Attempt, Retired> {
         let mut inner = lock(&self.inner);
         if inner.retired {
             return Err(Retired);
         }
         if inner.backlog.is_empty()
             && inner
-                .dispatch(Out::plain(payload.clone(), 0), false)
+                .dispatch(Out::with_head(payload.clone(), 0, head), false)
                 .is_ok()
         {
             return Ok(Attempt::Taken);
@@ -244,19 +245,21 @@ impl QueueState {
             return Ok(Attempt::OverBudget);
         }
         inner.bytes += len;
-        inner.backlog.push_back(Out::plain(payload.clone(), 0));
+        inner
+            .backlog
+            .push_back(Out::with_head(payload.clone(), 0, head));
         self.backlog_len.store(inner.backlog.len(), Relaxed);
         Ok(Attempt::Taken)
     }
 
     /// Routes one message, waiting for backlog room when the backlog is full.
-    pub async fn publish(&self, payload: Bytes) -> Result<(), Retired> {
+    pub async fn publish(&self, payload: Bytes, head: u16) -> Result<(), Retired> {
         loop {
             let room = self.space.notified();
             tokio::pin!(room);
             // Registered before the attempt, so a refill in between is not missed.
             room.as_mut().enable();
-            match self.try_publish(&payload)? {
+            match self.try_publish(&payload, head)? {
                 Attempt::Taken => return Ok(()),
                 Attempt::Full => room.await,
                 // The budget is shared with every other channel: bytes freed
@@ -511,7 +514,7 @@ mod tests {
         q.add_worker(a.clone());
         q.add_worker(b.clone());
         for m in ["1", "2", "3", "4", "5", "6"] {
-            q.publish(Bytes::from(m)).await.unwrap();
+            q.publish(Bytes::from(m), 0).await.unwrap();
         }
         assert_eq!(q.backlog_len(), 2, "both queues full: 5 and 6 wait");
         // B's writer is quicker: the next turn is A's, so B waits for it.
@@ -532,7 +535,7 @@ mod tests {
         q.add_worker(a.clone());
         q.add_worker(b.clone());
         for m in ["1", "2", "3", "4", "5", "6"] {
-            q.publish(Bytes::from(m)).await.unwrap();
+            q.publish(Bytes::from(m), 0).await.unwrap();
         }
         assert_eq!(drain(&q, &b, &mut rx_b), ["2", "4"]);
         // A's peer stopped reading: its writer waits on the socket.
@@ -540,7 +543,7 @@ mod tests {
         q.refill();
         assert_eq!(q.backlog_len(), 0, "A's turn passed to B");
         assert_eq!(drain(&q, &b, &mut rx_b), ["5", "6"]);
-        q.publish(Bytes::from("7")).await.unwrap();
+        q.publish(Bytes::from("7"), 0).await.unwrap();
         assert_eq!(drain(&q, &b, &mut rx_b), ["7"], "published straight to B");
     }
 
@@ -550,7 +553,7 @@ mod tests {
         let q = QueueState::new(10, 1 << 20, budget.clone());
         let (a, mut rx_a) = worker(1, 16, &budget);
         q.add_worker(a.clone());
-        q.publish(Bytes::from_static(b"owed")).await.unwrap();
+        q.publish(Bytes::from_static(b"owed"), 0).await.unwrap();
         // The worker said goodbye: off the rotation, still owed its message.
         q.stop_routing(&a);
         // Its write fails; the message comes back. The channel must not have
@@ -572,8 +575,8 @@ mod tests {
     async fn moving_backlog_to_a_worker_keeps_the_budget_count() {
         let budget = Arc::new(Budget::new(20));
         let q = QueueState::new(10, 1 << 20, budget.clone());
-        q.publish(Bytes::from_static(b"12345")).await.unwrap();
-        q.publish(Bytes::from_static(b"67890")).await.unwrap();
+        q.publish(Bytes::from_static(b"12345"), 0).await.unwrap();
+        q.publish(Bytes::from_static(b"67890"), 0).await.unwrap();
         assert_eq!(budget.used(), 10, "the backlog holds its whole share");
         assert_eq!(budget.parked(), 10);
         // A spent share must not stop the backlog from reaching a worker.
@@ -595,8 +598,8 @@ mod tests {
     async fn a_backlog_is_bounded_in_bytes_and_its_publisher_waits() {
         let budget = Arc::new(Budget::new(1 << 20));
         let q = QueueState::new(100, 10, budget.clone());
-        q.publish(Bytes::from_static(b"123456")).await.unwrap();
-        let blocked = q.publish(Bytes::from_static(b"789012"));
+        q.publish(Bytes::from_static(b"123456"), 0).await.unwrap();
+        let blocked = q.publish(Bytes::from_static(b"789012"), 0);
         tokio::pin!(blocked);
         assert!(
             futures::poll!(&mut blocked).is_pending(),
@@ -620,7 +623,7 @@ mod tests {
         q.add_worker(a.clone());
         q.add_worker(b.clone());
         for m in ["1", "2", "3"] {
-            q.publish(Bytes::from(m)).await.unwrap();
+            q.publish(Bytes::from(m), 0).await.unwrap();
         }
         let id = |m: &Out| m.delivery.map(|d| (d.seq(), d.attempt().get()));
         let at_a: Vec<Out> = std::iter::from_fn(|| rx_a.try_recv()).collect();

@@ -627,6 +627,9 @@ async fn admit_v2<T: Transport>(
     let granted = Granted {
         confirms: hello.wants(v2::feature::CONFIRMS),
         loss: hello.wants(v2::feature::LOSS),
+        // Not across a cluster yet: NATS forwarding and the JetStream
+        // envelope carry payloads only.
+        headers: hello.wants(v2::feature::HEADERS) && shared.cluster.get().is_none(),
     };
     let (capacity, max_bytes) = policy.for_channel(b"").send_bounds(b"");
     let mut features = Vec::new();
@@ -635,6 +638,9 @@ async fn admit_v2<T: Transport>(
     }
     if granted.loss {
         features.push(v2::feature::LOSS.to_string());
+    }
+    if granted.headers {
+        features.push(v2::feature::HEADERS.to_string());
     }
     let answer = ServerHello {
         protocol: 2,
@@ -673,6 +679,9 @@ async fn admit_v2<T: Transport>(
         )
         .speaking_v2(),
     );
+    if let Some(v2) = &conn.v2 {
+        v2.headers.store(granted.headers, Relaxed);
+    }
     let rd = Counted::new(rd, shared.reading.clone(), conn.clone());
     let frames =
         FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
@@ -1106,7 +1115,7 @@ async fn step(
     // One publish await for both versions: each await of a future is a
     // place for it in the read loop's future, which every connection's
     // task holds for its whole life.
-    let (channel, payload, confirm) = match session {
+    let (channel, payload, head, confirm) = match session {
         Session::V1(parser) => match parser.push(frame) {
             Err(e) => {
                 protocol_error(shared, conn.peer, &e.to_string());
@@ -1114,14 +1123,15 @@ async fn step(
             }
             Ok(None) => return None,
             Ok(Some(Request::Goodbye)) => return Some(End::Finish(EndReason::Goodbye)),
-            Ok(Some(Request::Publish { channel, payload })) => (channel, payload, None),
+            Ok(Some(Request::Publish { channel, payload })) => (channel, payload, 0, None),
         },
         Session::V2(v2) => match v2.step(shared, conn, publisher, frame) {
             Ok(Next::Publish {
                 confirm,
                 channel,
                 payload,
-            }) => (channel, payload, confirm),
+                head,
+            }) => (channel, payload, head, confirm),
             // The rest boxed, for the same reason.
             other => return Box::pin(v2_other(shared, conn, publisher, v2, other)).await,
         },
@@ -1131,7 +1141,7 @@ async fn step(
         Session::V2(_) => Some(channel.clone()),
         Session::V1(_) => None,
     };
-    if !publisher.publish(channel, payload).await {
+    if !publisher.publish(channel, payload, head).await {
         return Some(cut_short(shared, conn));
     }
     if let (Session::V2(v2), Some(name)) = (session, name) {

@@ -524,6 +524,7 @@ impl Router {
         &self,
         channel: &Channel,
         payload: &Bytes,
+        head: u16,
         elsewhere: bool,
     ) -> Result<(), Retired> {
         let Kind::Topic(state) = &channel.kind else {
@@ -543,7 +544,7 @@ impl Router {
         let mut evict = false;
         for s in &state.subs {
             let sub = &s.conn;
-            match s.offer(payload.clone()) {
+            match s.offer(payload.clone(), head) {
                 Ok(()) => {}
                 Err(Refused::Full(_)) => match channel.overflow() {
                     TopicOverflow::Drop => {

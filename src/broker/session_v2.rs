@@ -37,6 +37,7 @@ impl From<DecodeError> for Broken {
 pub(super) struct Granted {
     pub confirms: bool,
     pub loss: bool,
+    pub headers: bool,
 }
 
 pub(super) struct SessionV2 {
@@ -67,7 +68,10 @@ pub(super) enum Next {
     Publish {
         confirm: Option<u64>,
         channel: Bytes,
+        /// The header block (when there is one), then the payload.
         payload: Bytes,
+        /// Bytes of header block in front of the payload.
+        head: u16,
     },
     /// A publish refused before routing (its channel name is too long).
     Refuse {
@@ -127,7 +131,7 @@ impl SessionV2 {
                 payload,
             } => {
                 stats.v2_frame(V2Frame::Pub);
-                if headers.is_some() {
+                if headers.is_some() && !self.granted.headers {
                     return Err(Broken {
                         code: error::HEADERS,
                         text: "headers were not granted".into(),
@@ -166,10 +170,25 @@ impl SessionV2 {
                         channel,
                     });
                 }
+                // A message with headers travels as its block then its
+                // payload, the block's length beside it (one copy: in the
+                // frame, the channel lies between them).
+                let (payload, head) = match headers {
+                    None => (payload, 0),
+                    Some(block) => {
+                        let mut joined =
+                            bytes::BytesMut::with_capacity(block.len() + payload.len());
+                        joined.extend_from_slice(&block);
+                        joined.extend_from_slice(&payload);
+                        // Within max_header_bytes (4096): it fits a u16.
+                        (joined.freeze(), block.len() as u16)
+                    }
+                };
                 return Ok(Next::Publish {
                     confirm,
                     channel,
                     payload,
+                    head,
                 });
             }
             ClientFrame::Ping(token) => {

@@ -136,6 +136,7 @@ impl Subscription {
             payload,
             delivery: Some(id),
             sub: self.ids.local,
+            head: 0,
         };
         match self.conn.offer(m) {
             Ok(()) => {
@@ -214,9 +215,11 @@ impl Subscription {
         offered
     }
 
-    /// Queues a `/topic` message for it.
-    pub fn offer(&self, payload: Bytes) -> Result<(), Refused> {
-        self.conn.offer(Out::plain(payload, self.ids.local))
+    /// Queues a `/topic` message for it (`head`: bytes of header block in
+    /// front of the payload).
+    pub fn offer(&self, payload: Bytes, head: u16) -> Result<(), Refused> {
+        self.conn
+            .offer(Out::with_head(payload, self.ids.local, head))
     }
 
     /// Records `n` messages lost for `reason` (a protocol v2 reason code),

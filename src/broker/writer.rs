@@ -499,7 +499,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         let start = sink.get_ref().written;
         let write = async {
             for m in batch.iter() {
-                sink.feed(m.payload.clone()).await?;
+                sink.feed(m.body()).await?;
             }
             sink.flush().await
         };
@@ -509,7 +509,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             // The frames that reached the socket whole are delivered (the peer
             // reads them); the rest are handed back.
             Err(_) => whole_frames(batch, sink.get_ref().written - start, |m| {
-                crate::proto::LEN_PREFIX + m.len()
+                crate::proto::LEN_PREFIX + m.len() - usize::from(m.head)
             }),
         };
         let n = whole as u64;
@@ -565,6 +565,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         };
         let start = sink.get_ref().written;
         let first_delivery = v2.delivery;
+        // Not granted headers: a message's header block is left out.
+        let headers = to.conn.v2.as_ref().is_some_and(|c| c.headers.load(Relaxed));
         let write = async {
             let mut delivery = first_delivery;
             let mut last: Option<&Arc<Subscription>> = None;
@@ -589,8 +591,17 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 head[1..5].copy_from_slice(&sub.ids.sid.to_be_bytes());
                 head[5..13].copy_from_slice(&delivery.to_be_bytes());
                 head[13..17].copy_from_slice(&m.attempt().get().to_be_bytes());
+                // The payload begins with the header block, as MSG wants it.
+                let body = if m.head == 0 || headers {
+                    if m.head > 0 {
+                        head[17] = crate::proto::v2::FLAG_HEADERS;
+                    }
+                    &m.payload[..]
+                } else {
+                    &m.payload[usize::from(m.head)..]
+                };
                 // Into the write buffer by hand: the codec knows one part.
-                crate::proto::codec::put_parts(sink.write_buffer_mut(), &head, &m.payload);
+                crate::proto::codec::put_parts(sink.write_buffer_mut(), &head, body);
                 if sink.write_buffer().len() >= WRITE_BUFFER {
                     SinkExt::<Bytes>::flush(sink).await?;
                 }
@@ -601,9 +612,8 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         let whole = match result {
             Ok(()) => batch.len(),
             Err(_) => whole_frames(batch, sink.get_ref().written - start, |m| {
-                crate::proto::LEN_PREFIX
-                    + m.payload.len()
-                    + if m.is_control() { 0 } else { MSG_HEAD }
+                let body = m.payload.len() - if headers { 0 } else { usize::from(m.head) };
+                crate::proto::LEN_PREFIX + body + if m.is_control() { 0 } else { MSG_HEAD }
             }),
         };
         // Counted per subscription, in runs: most batches are one.

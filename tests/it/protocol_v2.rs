@@ -795,3 +795,70 @@ async fn subscriptions_count_in_the_memory_budget() {
     c.send_frame(&v2::sub(10_000, "/topic/budget/again")).await;
     assert_eq!(c.next().await, Frame::Subscribed(10_000));
 }
+
+/// Headers (granted on a broker outside a cluster) reach a v2 subscriber or
+/// worker as sent, at their limits; a v1 subscriber of the same channel gets
+/// the payload alone.
+#[tokio::test]
+async fn headers_reach_v2_subscribers_and_v1_ones_get_the_payload_alone() {
+    let broker = Broker::spawn(&[]);
+    let mut v1 = Raw::subscribe(broker.port, "/topic/h").await;
+    let (mut sub, hello) = Raw::hello(broker.port, &["headers"]).await;
+    assert_eq!(hello["features"], serde_json::json!(["headers"]));
+    sub.send_frame(&v2::sub(1, "/topic/h")).await;
+    sub.send_frame(&v2::sub(2, "/queue/h")).await;
+    assert_eq!(sub.next().await, Frame::Subscribed(1));
+    assert_eq!(sub.next().await, Frame::Subscribed(2));
+    // A v2 subscriber that did not ask for headers.
+    let (mut bare, _) = Raw::hello(broker.port, &[]).await;
+    bare.send_frame(&v2::sub(9, "/topic/h")).await;
+    assert_eq!(bare.next().await, Frame::Subscribed(9));
+    crate::util::wait_subscribed(&broker, "/topic/h", 3).await;
+    let (mut p, _) = Raw::hello(broker.port, &["headers", "confirms"]).await;
+    // At the limits: 32 headers, a block of exactly 4096 bytes (the count
+    // byte, 31 of 5 bytes, and one with a 3-byte key and its lengths).
+    let big = vec![b'v'; 4096 - 1 - 31 * 5 - (1 + 3 + 2)];
+    let mut many: Vec<(&str, &[u8])> = vec![("k", b"v"); 31];
+    many.push(("big", &big));
+    let mut wire = Vec::new();
+    v2::put(
+        &mut wire,
+        &v2::publish_with_headers("/topic/h", &[("trace-id", b"abc")], b"one"),
+    );
+    v2::put(
+        &mut wire,
+        &v2::publish_with_headers("/queue/h", &[("attempt", b"1")], b"job"),
+    );
+    v2::put(
+        &mut wire,
+        &v2::publish_with_headers("/topic/h", &many, b"full"),
+    );
+    p.send(&wire).await;
+    let got = read_until(&mut sub, |f| f.len() == 3).await;
+    assert_eq!(
+        got[0],
+        Frame::MsgWithHeaders {
+            sid: 1,
+            headers: vec![("trace-id".into(), b"abc".to_vec())],
+            payload: b"one".to_vec()
+        }
+    );
+    assert!(got.contains(&Frame::MsgWithHeaders {
+        sid: 2,
+        headers: vec![("attempt".into(), b"1".to_vec())],
+        payload: b"job".to_vec()
+    }));
+    assert!(got.iter().any(|f| matches!(f,
+        Frame::MsgWithHeaders { sid: 1, headers, payload } if headers.len() == 32 && payload == b"full")));
+    assert_eq!(within(5.0, "v1", v1.read_text()).await, "one");
+    assert!(matches!(bare.next().await, Frame::Msg { sid: 9, payload, .. } if payload == b"one"));
+    assert_eq!(within(5.0, "v1", v1.read_text()).await, "full");
+    // One byte past the block's limit: ERROR headers.
+    let mut over: Vec<(&str, &[u8])> = vec![("k", b"v"); 31];
+    let bigger = vec![b'v'; big.len() + 1];
+    over.push(("big", &bigger));
+    p.send_frame(&v2::publish_with_headers("/topic/h", &over, b"x"))
+        .await;
+    let (code, _) = error_then_close(&mut p).await;
+    assert_eq!(code, 7);
+}

@@ -99,7 +99,7 @@ pub(super) async fn inbound(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: 
         // from this one too would deliver twice.
         if cluster
             .router
-            .publish_topic(&channel, &payload, false)
+            .publish_topic(&channel, &payload, 0, false)
             .is_err()
         {
             cluster.stats.unrouted.fetch_add(1, Relaxed);

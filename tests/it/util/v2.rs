@@ -15,6 +15,12 @@ pub enum Frame {
         attempt: u32,
         payload: Vec<u8>,
     },
+    /// A `MSG` with a header block (flag 0x02).
+    MsgWithHeaders {
+        sid: u32,
+        headers: Vec<(String, Vec<u8>)>,
+        payload: Vec<u8>,
+    },
     Subscribed(u32),
     Ended {
         sid: u32,
@@ -58,8 +64,25 @@ pub fn decode(f: &[u8]) -> Frame {
         0x01 => Frame::Hello(serde_json::from_slice(b).expect("HELLO json")),
         0x05 => Frame::Ping(be64(b)),
         0x06 => Frame::Pong(be64(b)),
+        0x10 if b[16] == 0x02 => {
+            let mut at = 18;
+            let mut headers = Vec::new();
+            for _ in 0..b[17] {
+                let klen = b[at] as usize;
+                let key = String::from_utf8(b[at + 1..at + 1 + klen].to_vec()).unwrap();
+                at += 1 + klen;
+                let vlen = u16::from_be_bytes([b[at], b[at + 1]]) as usize;
+                headers.push((key, b[at + 2..at + 2 + vlen].to_vec()));
+                at += 2 + vlen;
+            }
+            Frame::MsgWithHeaders {
+                sid: be32(b),
+                headers,
+                payload: b[at..].to_vec(),
+            }
+        }
         0x10 => {
-            assert_eq!(b[16], 0, "no headers were asked for");
+            assert_eq!(b[16], 0, "no flags but headers are defined");
             Frame::Msg {
                 sid: be32(b),
                 delivery: be64(&b[4..]),
@@ -111,6 +134,21 @@ pub fn publish(confirm: Option<u64>, channel: &str, payload: &[u8]) -> Vec<u8> {
     let mut b = vec![0x04, u8::from(confirm.is_some())];
     if let Some(id) = confirm {
         b.extend_from_slice(&id.to_be_bytes());
+    }
+    b.extend_from_slice(&(channel.len() as u16).to_be_bytes());
+    b.extend_from_slice(channel.as_bytes());
+    b.extend_from_slice(payload);
+    b
+}
+
+/// A `PUB` with a header block made of `headers`.
+pub fn publish_with_headers(channel: &str, headers: &[(&str, &[u8])], payload: &[u8]) -> Vec<u8> {
+    let mut b = vec![0x04, 0x02, headers.len() as u8];
+    for (k, v) in headers {
+        b.push(k.len() as u8);
+        b.extend_from_slice(k.as_bytes());
+        b.extend_from_slice(&(v.len() as u16).to_be_bytes());
+        b.extend_from_slice(v);
     }
     b.extend_from_slice(&(channel.len() as u16).to_be_bytes());
     b.extend_from_slice(channel.as_bytes());
