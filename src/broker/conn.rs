@@ -354,6 +354,20 @@ impl Conn {
         self.drop_log.due(self.born)
     }
 
+    /// Losses held back by [`note_drop`](Self::note_drop) for a second or
+    /// more with no new one to say them: the sweeper says them.
+    pub fn drops_due(&self) -> Option<u64> {
+        self.drop_log.due_idle(self.born)
+    }
+
+    /// What the slow-consumer lines count: losses to a full send queue or to
+    /// the memory budget (not what was queued when it left).
+    pub fn overflow_drops(&self) -> u64 {
+        use super::stats::DropReason;
+        self.stats.dropped.get(DropReason::QueueFull)
+            + self.stats.dropped.get(DropReason::MemoryLimit)
+    }
+
     /// Losses recorded by [`note_drop`](Self::note_drop) that no line has
     /// reported yet: said when the subscriber goes, so the lines add up.
     pub fn unlogged_drops(&self) -> u64 {

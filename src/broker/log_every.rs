@@ -30,6 +30,24 @@ impl LogEvery {
 }
 
 impl LogEvery {
+    /// Events held back since the last line, when a line is due although
+    /// no new event came (a sweeper's look): the last partial second of a
+    /// burst is then said a second later, not when its source goes.
+    pub fn due_idle(&self, base: Instant) -> Option<u64> {
+        if self.unlogged.load(Relaxed) == 0 {
+            return None;
+        }
+        let now = base.elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms.load(Relaxed);
+        (now >= last + EVERY_MS
+            && self
+                .last_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok())
+        .then(|| self.unlogged.swap(0, Relaxed))
+        .filter(|&n| n > 0)
+    }
+
     /// The events not reported yet, now reported by the caller.
     pub fn take(&self) -> u64 {
         self.unlogged.swap(0, Relaxed)
@@ -51,5 +69,21 @@ mod tests {
         // A second later the next line covers the two held back and itself.
         let earlier = base - Duration::from_millis(1100);
         assert_eq!(every.due(earlier), Some(3));
+    }
+
+    #[test]
+    fn events_held_back_are_said_a_second_later_without_a_new_one() {
+        let every = LogEvery::default();
+        let base = Instant::now();
+        assert_eq!(every.due(base), Some(1));
+        assert_eq!(every.due(base), None);
+        assert_eq!(every.due_idle(base), None, "not a second yet");
+        let earlier = base - Duration::from_millis(1100);
+        assert_eq!(every.due_idle(earlier), Some(1));
+        assert_eq!(
+            every.due_idle(earlier - Duration::from_secs(2)),
+            None,
+            "nothing left"
+        );
     }
 }

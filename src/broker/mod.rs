@@ -508,6 +508,7 @@ impl Broker {
         if let Some(ttl) = shared.config.backlog_ttl {
             tokio::spawn(expire_backlogs(shared.clone(), ttl));
         }
+        tokio::spawn(say_held_back_drops(shared.clone()));
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
@@ -566,6 +567,40 @@ impl Broker {
         let summary = shared.stats.summary();
         tracing::info!("shutdown complete: {summary}");
         summary
+    }
+}
+
+/// Once a second, says the slow-consumer losses that no new loss came to
+/// say: a subscriber that stays connected is not under-reported until it
+/// leaves (walkthrough 10).
+async fn say_held_back_drops(shared: Arc<Shared>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shared.phases.stop_reading.cancelled() => return,
+        }
+        let due: Vec<(Registered, u64)> = lock(&shared.connections)
+            .values()
+            .filter_map(|e| Some((e.clone(), e.conn.drops_due()?)))
+            .collect();
+        for (e, n) in due {
+            let conn = &e.conn;
+            let shown = if conn.v2.is_some() {
+                writer::shown_subscriptions(conn)
+            } else {
+                crate::proto::shown(e.name())
+            };
+            let (messages, bytes) = conn.bounds();
+            tracing::warn!(
+                "Remote {} is a slow consumer on {shown}: dropped {n} message(s), its send queue \
+                 full ({messages} messages or {bytes} bytes) or the memory budget spent ({} \
+                 dropped in all)",
+                conn.peer,
+                conn.overflow_drops(),
+            );
+        }
     }
 }
 

@@ -558,7 +558,7 @@ impl Router {
                                 channel.display_name(),
                                 sub.bounds().0,
                                 sub.bounds().1,
-                                sub.stats.dropped.total(),
+                                sub.overflow_drops(),
                             );
                         }
                     }
@@ -586,7 +586,7 @@ impl Router {
                             sub.peer,
                             channel.display_name(),
                             self.config.max_memory,
-                            sub.stats.dropped.total(),
+                            sub.overflow_drops(),
                         );
                     }
                 }

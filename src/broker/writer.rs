@@ -401,7 +401,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             tracing::warn!(
                 "Remote {} on {shown}: dropped {unsaid} more message(s) before it left ({} dropped in all)",
                 conn.peer,
-                conn.stats.dropped.total(),
+                conn.overflow_drops(),
             );
         }
         let s = &conn.stats;
