@@ -138,12 +138,12 @@ impl Subscription {
             sub: self.ids.local,
             head: 0,
         };
+        // Counted before it is queued (see offer_work).
+        self.queued_one();
         match self.conn.offer(m) {
-            Ok(()) => {
-                self.queued_one();
-                Ok(())
-            }
+            Ok(()) => Ok(()),
             Err(refused) => {
+                self.taken(1);
                 let mut in_flight = lock(&self.in_flight);
                 // The newest: numbers rise, and nothing else removes an
                 // entry the writer has not seen.
@@ -204,13 +204,19 @@ impl Subscription {
 
     /// Queues a `/queue` delivery for it (see [`room`](Self::room)).
     pub fn offer_work(&self, m: Out, held: bool) -> Result<(), Refused> {
+        // Counted before it is queued: once queued, its writer may take it
+        // (and count it taken) before this thread counted it queued, and a
+        // count that went below zero and back would leave one behind each
+        // time, until the worker had no room for good (seen: a v2 /queue
+        // throughput run stalled after 220,000 deliveries).
+        self.queued_one();
         let offered = if held {
             self.conn.offer_held(m)
         } else {
             self.conn.offer(m)
         };
-        if offered.is_ok() {
-            self.queued_one();
+        if offered.is_err() {
+            self.taken(1);
         }
         offered
     }
