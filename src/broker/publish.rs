@@ -175,8 +175,9 @@ pub(crate) struct Publisher<'a> {
     /// The connection's rights; `None` for the broker's own process.
     rights: Option<Rights>,
     unsaid: Unsaid,
-    /// Why the last publish was refused (a protocol v2 reason code), if it was.
-    refusal: Option<u8>,
+    /// Why the last publish was refused (a protocol v2 reason code), and
+    /// the channel it named, if it was.
+    refusal: Option<(u8, Bytes)>,
 }
 
 impl Drop for Publisher<'_> {
@@ -258,12 +259,12 @@ impl<'a> Publisher<'a> {
         let len = payload.len() as u64;
         self.unsaid.received.0 += 1;
         self.unsaid.received.1 += len;
-        self.refusal = None;
         // Names under /$aioq/ are the protocol's own: nobody publishes there.
-        if crate::proto::v2::is_reserved(&name) {
+        // (One byte looked at first: this runs for every publish.)
+        if name.get(1) == Some(&b'$') && crate::proto::v2::is_reserved(&name) {
             let conn = self.conn.map(|c| &*c.stats);
             self.router.count_drop(None, conn, DropReason::Denied, 1);
-            self.refusal = Some(v2::reason::RESERVED);
+            self.refusal = Some((v2::reason::RESERVED, name));
             return true;
         }
         if let Some(rights) = &mut self.rights {
@@ -271,7 +272,7 @@ impl<'a> Publisher<'a> {
                 rights.denied(&name);
                 let conn = self.conn.map(|c| &*c.stats);
                 self.router.count_drop(None, conn, DropReason::Denied, 1);
-                self.refusal = Some(v2::reason::DENIED);
+                self.refusal = Some((v2::reason::DENIED, name));
                 return true;
             }
         }
@@ -279,7 +280,7 @@ impl<'a> Publisher<'a> {
             let conn = self.conn.map(|c| &*c.stats);
             self.router
                 .count_drop(None, conn, DropReason::EmptyPayload, 1);
-            self.refusal = Some(v2::reason::EMPTY_PAYLOAD);
+            self.refusal = Some((v2::reason::EMPTY_PAYLOAD, name));
             return true;
         }
         self.unsaid.published.0 += 1;
@@ -440,10 +441,11 @@ impl<'a> Publisher<'a> {
         }
     }
 
-    /// Why the last publish was refused (a protocol v2 reason code), if it
-    /// was; a publish that reached no subscriber was not refused.
-    pub fn refusal(&self) -> Option<u8> {
-        self.refusal
+    /// Why the last publish was refused (a protocol v2 reason code) and the
+    /// channel it named, if it was; a publish that reached no subscriber was
+    /// not refused.
+    pub fn take_refusal(&mut self) -> Option<(u8, Bytes)> {
+        self.refusal.take()
     }
 
     /// `/queue` messages are on their way into JetStream and not yet
@@ -453,8 +455,8 @@ impl<'a> Publisher<'a> {
     }
 
     /// A publish that would have created a channel past `--max-channels`.
-    fn refused(&mut self) {
-        self.refusal = Some(v2::reason::MAX_CHANNELS);
+    fn refused(&mut self, name: &Bytes) {
+        self.refusal = Some((v2::reason::MAX_CHANNELS, name.clone()));
         let conn = self.conn.map(|c| &*c.stats);
         self.router
             .count_drop(None, conn, DropReason::ChannelLimit, 1);
@@ -558,7 +560,7 @@ impl<'a> Publisher<'a> {
                 Err(true)
             }
             Found::Refused => {
-                self.refused();
+                self.refused(name);
                 Err(true)
             }
         }

@@ -1136,18 +1136,17 @@ async fn step(
             other => return Box::pin(v2_other(shared, conn, publisher, v2, other)).await,
         },
     };
-    // A v2 refusal names the channel.
-    let name = match session {
-        Session::V2(_) => Some(channel.clone()),
-        Session::V1(_) => None,
-    };
     if !publisher.publish(channel, payload, head).await {
         return Some(cut_short(shared, conn));
     }
-    if let (Session::V2(v2), Some(name)) = (session, name) {
-        match publisher.refusal() {
+    // (A v1 refusal is counted, and said to nobody.)
+    let refusal = publisher.take_refusal();
+    if let Session::V2(v2) = session {
+        match refusal {
             None => v2.routed(confirm),
-            Some(code) => Box::pin(v2.refuse(shared, conn, publisher, confirm, code, &name)).await,
+            Some((code, name)) => {
+                Box::pin(v2.refuse(shared, conn, publisher, confirm, code, &name)).await
+            }
         }
     }
     None
