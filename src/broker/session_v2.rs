@@ -412,6 +412,7 @@ impl SessionV2 {
             }
             Kind::Topic(_) => shared.router.leave(&sub, Vec::new(), false),
         }
+        sub.give_back_budget();
         conn.control(encode::ended(sid, reason::UNSUBSCRIBED, "unsubscribed"));
     }
 }

@@ -71,13 +71,22 @@ struct V2Extra {
     /// subscriptions; and how many are queued for it now.
     prefetch: Option<(usize, AtomicUsize)>,
     /// Bytes of the memory budget it holds, given back when it goes.
-    charged: usize,
+    charged: AtomicUsize,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if let Some(v2) = self.v2.as_ref().filter(|v| v.charged > 0) {
-            self.conn.give_back_budget(v2.charged);
+        self.give_back_budget();
+    }
+}
+
+impl Subscription {
+    /// Gives back the budget it holds, now (an unsubscribe: the writer may
+    /// hold it a little longer, until its `ENDED` is written).
+    pub fn give_back_budget(&self) {
+        let n = self.v2.as_ref().map_or(0, |v| v.charged.swap(0, Relaxed));
+        if n > 0 {
+            self.conn.give_back_budget(n);
         }
     }
 }
@@ -174,7 +183,7 @@ impl Subscription {
     /// It holds `n` bytes of its connection's budget, given back when it goes.
     pub fn charged(mut self, n: usize) -> Self {
         if n > 0 {
-            self.v2.get_or_insert_with(Box::default).charged = n;
+            self.v2.get_or_insert_with(Box::default).charged = AtomicUsize::new(n);
         }
         self
     }
