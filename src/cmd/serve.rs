@@ -29,24 +29,56 @@ pub async fn run(args: ServeArgs, line: ServeLine) -> anyhow::Result<ExitCode> {
     } = args.plan()?;
     if args.check_config {
         let l = loaded.as_ref().context("--check-config needs --config")?;
+        let access = if l.has_access {
+            format!(
+                "{} [[access.identity]] entr{}, plain connections {}, {}",
+                l.access.identity.len(),
+                if l.access.identity.len() == 1 {
+                    "y"
+                } else {
+                    "ies"
+                },
+                match &l.access.plain {
+                    Some(crate::broker::access::Plain::Refuse) => "refused",
+                    Some(crate::broker::access::Plain::Rules(_)) => "by their own rules",
+                    None => "by the default rules",
+                },
+                l.access.default_said()
+            )
+        } else {
+            "no [access]: every client may do everything".to_string()
+        };
         println!(
-            "{}: ok ({} [[channel]] entr{}, {} [[access.identity]] entr{}, plain connections {}, \
-             {})",
+            "{}: ok ({} [[channel]] entr{}, {access})",
             l.path.display(),
             l.rules.len(),
             if l.rules.len() == 1 { "y" } else { "ies" },
-            l.access.identity.len(),
-            if l.access.identity.len() == 1 {
-                "y"
-            } else {
-                "ies"
-            },
-            match &l.access.plain {
-                Some(crate::broker::access::Plain::Refuse) => "refused",
-                Some(crate::broker::access::Plain::Rules(_)) => "by their own rules",
-                None => "by the default rules",
-            },
-            l.access.default_said()
+        );
+        // What is in force: the file and the flags together (walkthrough 13).
+        println!(
+            "in force: host {} port {}, send-queue {}, send-queue-bytes {}, worker-queue {}, \
+             backlog {}, backlog-bytes {}, topic-overflow {}, max-frame {}, max-channel {}, \
+             max-channels {}, max-subscriptions {}, max-connections {}, \
+             max-connections-per-ip {}, max-memory {}, subscribe-timeout {:?}, \
+             write-timeout {:?}, drain-timeout {:?}",
+            args.host,
+            args.port,
+            config.send_queue,
+            config.send_queue_bytes,
+            config.worker_queue,
+            config.backlog,
+            config.backlog_bytes,
+            config.topic_overflow.name(),
+            config.max_frame,
+            config.max_channel,
+            config.max_channels,
+            config.max_subscriptions,
+            config.max_connections,
+            config.max_connections_per_ip,
+            config.max_memory,
+            config.subscribe_timeout,
+            config.write_timeout,
+            config.drain_timeout,
         );
         return Ok(ExitCode::SUCCESS);
     }

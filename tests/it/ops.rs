@@ -613,3 +613,33 @@ async fn a_second_signal_stops_the_drain_at_once() {
     assert_eq!(status.code(), Some(130), "{}", broker.log.text());
     drop(stalled);
 }
+
+/// `--check-config` says what is in force, the file and the flags together,
+/// and that a file without `[access]` lets everyone do everything
+/// (walkthrough 13: one line listing no setting, "by the default rules").
+#[test]
+fn check_config_says_what_is_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("t4.toml");
+    std::fs::write(&file, "send-queue = 5\nbacklog = 77\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--send-queue",
+            "7",
+        ])
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("no [access]: every client may do everything"),
+        "{text}"
+    );
+    assert!(text.contains("send-queue 7,"), "the flag wins: {text}");
+    assert!(text.contains("backlog 77,"), "the file's: {text}");
+    assert!(text.contains("max-subscriptions 64,"), "a default: {text}");
+}
