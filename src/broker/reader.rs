@@ -519,35 +519,9 @@ async fn admit<T: Transport>(
         let _ = socket2::SockRef::from(framed.get_ref().tcp())
             .set_tcp_notsent_lowat(QUEUE_WORKER_NOTSENT);
     }
-    // Bytes the client sent right after its subscribe frame are in the read
-    // buffer: they go on to the reader with the codec.
-    // (A FramedRead given a filled buffer would still wait for the socket before
-    // decoding it, so the bytes are read again, ahead of the socket.)
-    // Copied out, so that the handshake's buffer is not kept for the
-    // connection's life (nothing to copy, and no allocation, for most).
-    let parts = framed.into_parts();
-    let (rd, wr) = parts.io.split();
-    let early = Bytes::copy_from_slice(&parts.read_buf);
-    // Given back now, not when this function ends with the connection.
-    drop((parts.read_buf, parts.write_buf));
-    let rd = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(early), rd);
+    let (rd, wr) = split_after_handshake(framed);
     let (capacity, max_bytes) = channel_policy.send_bounds(&name);
-    let (tx, rx) = super::send_queue::channel(capacity);
-    let id = shared.next_id.fetch_add(1, Relaxed);
-    let stats = Arc::new(ConnStats::default());
-    let kill = shared.phases.abort.child_token();
-    let conn = Arc::new(Conn::new(
-        id,
-        peer,
-        tx,
-        max_bytes,
-        shared.router.budget.clone(),
-        stats,
-        kill,
-    ));
-    let rd = Counted::new(rd, shared.reading.clone(), conn.clone());
-    let frames =
-        FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
+    let (conn, rx) = new_conn(shared, peer, capacity, max_bytes, false);
     // A publish-only client (the null channel) subscribes to nothing.
     let null = crate::proto::is_null(&name);
     let sub = if null {
@@ -567,37 +541,122 @@ async fn admit<T: Transport>(
         }
     };
     tracing::info!("Remote {peer} subscribed to {}", crate::proto::shown(&name));
-    let finish = CancellationToken::new();
-    slot.register(Registered {
-        conn: conn.clone(),
-        sub,
-        since: std::time::SystemTime::now(),
-        identity: identity.clone(),
-        tls,
-        finish: finish.clone(),
-    });
-    shared.phases.writers.spawn(writer::run(
-        shared.clone(),
-        wr,
-        rx,
-        conn.clone(),
-        finish.clone(),
-        slot,
-    ));
     let rights = Rights::new(
-        identity,
+        identity.clone(),
         rules.unwrap_or_else(Rules::allow_all),
         generation,
         peer,
     );
-    Some(Admitted {
+    Some(start(
+        shared,
+        slot,
+        Start {
+            rd,
+            wr,
+            conn,
+            rx,
+            sub,
+            identity,
+            tls,
+            rights,
+            null,
+            session: Session::V1(RequestParser::new(shared.config.max_channel)),
+        },
+    ))
+}
+
+/// The reading half of a connection after its handshake, with the bytes
+/// the client sent right after its first frames in front of it (they are
+/// in the handshake's read buffer, and go on to the reader with the codec:
+/// a FramedRead given a filled buffer would still wait for the socket
+/// before decoding it). Copied out, so that the handshake's buffer is not
+/// kept for the connection's life (nothing to copy, and no allocation, for
+/// most); and its writing half.
+fn split_after_handshake<T: Transport>(
+    framed: Framed<T, FrameCodec>,
+) -> (Early<T::Reader>, T::Writer) {
+    let parts = framed.into_parts();
+    let (rd, wr) = parts.io.split();
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    // Given back now, not when the caller ends with the connection.
+    drop((parts.read_buf, parts.write_buf));
+    (
+        tokio::io::AsyncReadExt::chain(std::io::Cursor::new(early), rd),
+        wr,
+    )
+}
+
+/// A new connection's state and the receiving end of its send queue.
+fn new_conn(
+    shared: &Shared,
+    peer: SocketAddr,
+    capacity: usize,
+    max_bytes: usize,
+    v2: bool,
+) -> (Arc<Conn>, super::send_queue::Receiver<super::delivery::Out>) {
+    let (tx, rx) = super::send_queue::channel(capacity);
+    let conn = Conn::new(
+        shared.next_id.fetch_add(1, Relaxed),
+        peer,
+        tx,
+        max_bytes,
+        shared.router.budget.clone(),
+        Arc::new(ConnStats::default()),
+        shared.phases.abort.child_token(),
+    );
+    let conn = if v2 { conn.speaking_v2() } else { conn };
+    (Arc::new(conn), rx)
+}
+
+/// What an admitted connection starts with.
+struct Start<R, W> {
+    rd: Early<R>,
+    wr: W,
+    conn: Arc<Conn>,
+    rx: super::send_queue::Receiver<super::delivery::Out>,
+    sub: Option<Arc<super::subscription::Subscription>>,
+    identity: Option<Identity>,
+    tls: bool,
+    rights: Rights,
+    null: bool,
+    session: Session,
+}
+
+/// Registers an admitted connection (for monitoring and reloads), starts
+/// its writer, and hands the reader what its read loop needs.
+fn start<R, W>(shared: &Arc<Shared>, slot: Arc<Slot>, s: Start<R, W>) -> Admitted<Early<R>>
+where
+    R: AsyncRead + WaitData + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let rd = Counted::new(s.rd, shared.reading.clone(), s.conn.clone());
+    let frames =
+        FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
+    let finish = CancellationToken::new();
+    slot.register(Registered {
+        conn: s.conn.clone(),
+        sub: s.sub,
+        since: std::time::SystemTime::now(),
+        identity: s.identity,
+        tls: s.tls,
+        finish: finish.clone(),
+    });
+    shared.phases.writers.spawn(writer::run(
+        shared.clone(),
+        s.wr,
+        s.rx,
+        s.conn.clone(),
+        finish.clone(),
+        slot,
+    ));
+    Admitted {
         frames,
-        conn,
+        conn: s.conn,
         finish,
-        null,
-        rights,
-        session: Session::V1(RequestParser::new(shared.config.max_channel)),
-    })
+        null: s.null,
+        rights: s.rights,
+        session: s.session,
+    }
 }
 
 /// A version 2 hello was read: the broker's `HELLO`, then a connection that
@@ -660,31 +719,11 @@ async fn admit_v2<T: Transport>(
         return None;
     }
     shared.stats.v2_connections.fetch_add(1, Relaxed);
-    let parts = framed.into_parts();
-    let (rd, wr) = parts.io.split();
-    let early = Bytes::copy_from_slice(&parts.read_buf);
-    drop((parts.read_buf, parts.write_buf));
-    let rd = tokio::io::AsyncReadExt::chain(std::io::Cursor::new(early), rd);
-    let (tx, rx) = super::send_queue::channel(capacity);
-    let id = shared.next_id.fetch_add(1, Relaxed);
-    let conn = Arc::new(
-        Conn::new(
-            id,
-            peer,
-            tx,
-            max_bytes,
-            shared.router.budget.clone(),
-            Arc::new(ConnStats::default()),
-            shared.phases.abort.child_token(),
-        )
-        .speaking_v2(),
-    );
+    let (rd, wr) = split_after_handshake(framed);
+    let (conn, rx) = new_conn(shared, peer, capacity, max_bytes, true);
     if let Some(v2) = &conn.v2 {
         v2.headers.store(granted.headers, Relaxed);
     }
-    let rd = Counted::new(rd, shared.reading.clone(), conn.clone());
-    let frames =
-        FramedRead::with_capacity(rd, FrameCodec::new(shared.config.max_frame), READ_BUFFER);
     tracing::info!(
         "Remote {peer} speaks protocol 2 ({})",
         hello.client.as_deref().map_or_else(
@@ -692,35 +731,26 @@ async fn admit_v2<T: Transport>(
             |c| { format!("client {}", crate::proto::shown(c.as_bytes())) }
         )
     );
-    let finish = CancellationToken::new();
-    slot.register(Registered {
-        conn: conn.clone(),
-        sub: None,
-        since: std::time::SystemTime::now(),
-        identity: identity.clone(),
-        tls,
-        finish: finish.clone(),
-    });
-    shared.phases.writers.spawn(writer::run(
-        shared.clone(),
-        wr,
-        rx,
-        conn.clone(),
-        finish.clone(),
+    let rights = Rights::new(identity.clone(), rules, generation, peer);
+    Some(start(
+        shared,
         slot,
-    ));
-    let rights = Rights::new(identity, rules, generation, peer);
-    Some(Admitted {
-        frames,
-        conn,
-        finish,
-        null: false,
-        rights,
-        session: Session::V2(Box::new(SessionV2::new(
-            granted,
-            shared.config.max_subscriptions,
-        ))),
-    })
+        Start {
+            rd,
+            wr,
+            conn,
+            rx,
+            sub: None,
+            identity,
+            tls,
+            rights,
+            null: false,
+            session: Session::V2(Box::new(SessionV2::new(
+                granted,
+                shared.config.max_subscriptions,
+            ))),
+        },
+    ))
 }
 
 /// Reads the subscribe frame (or a version 2 hello's three) within the
