@@ -96,13 +96,7 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
             },
             _ = &mut interrupted => return Ok(stopped(&args, received)),
         };
-        let listening = async {
-            if v2 {
-                session_v2(&args, &target, &mut conn, &mut received).await
-            } else {
-                session(&args, &mut conn, &mut received).await
-            }
-        };
+        let listening = session(&args, &target, &mut conn, &mut received, v2);
         let session = tokio::select! {
             s = listening => s?,
             _ = &mut interrupted => {
@@ -131,102 +125,25 @@ fn stopped(args: &ListenArgs, received: u64) -> ExitCode {
     }
 }
 
+/// Prints what comes until the end; under protocol 2 (`v2`), subscribes to
+/// every `--channel` first (ids 1, 2, ...) and says on stderr what the broker
+/// says was lost.
 async fn session(
-    args: &ListenArgs,
-    conn: &mut Connection,
-    received: &mut u64,
-) -> anyhow::Result<Session> {
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    loop {
-        if args.count.is_some_and(|n| *received >= n) {
-            out.flush()?;
-            let _ = conn.send(Bytes::new()).await;
-            return Ok(Session::Done(ExitCode::SUCCESS));
-        }
-        let frame = match conn.next().await {
-            Some(Ok(f)) => f,
-            Some(Err(e)) => {
-                out.flush()?;
-                return Ok(Session::Broken(e.to_string()));
-            }
-            None => {
-                out.flush()?;
-                return Ok(Session::Broken("closed without end-of-stream".into()));
-            }
-        };
-        if frame.is_empty() {
-            out.flush()?;
-            return Ok(Session::EndOfStream);
-        }
-        print_message(&mut out, args, &args.channel[0], &frame)?;
-        *received += 1;
-        // Flush when no further frame is already buffered, so a burst costs one
-        // write but a lone message shows up at once.
-        if conn.read_buffer().len() < 4 {
-            out.flush()?;
-        }
-    }
-}
-
-/// Asked once: a terminal does not become a pipe.
-fn stdout_is_terminal() -> bool {
-    static TERMINAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *TERMINAL.get_or_init(|| crate::runtime::output::Stream::Stdout.is_terminal())
-}
-
-fn print_message(
-    out: &mut impl Write,
-    args: &ListenArgs,
-    channel: &str,
-    payload: &[u8],
-) -> std::io::Result<()> {
-    // With several channels, a text line says which it came from.
-    if args.format == Format::Text && args.channel.len() > 1 {
-        write!(out, "{channel}\t")?;
-    }
-    match args.format {
-        // On a terminal, a payload's control characters are shown escaped:
-        // any client of the broker can publish bytes that would steer it.
-        Format::Text if stdout_is_terminal() => {
-            writeln!(out, "{}", crate::proto::shown(payload))
-        }
-        Format::Text => writeln!(out, "{}", String::from_utf8_lossy(payload)),
-        Format::Raw => out.write_all(payload),
-        Format::Json => {
-            let (text, encoding) = match std::str::from_utf8(payload) {
-                Ok(s) => (s.to_owned(), "utf8"),
-                Err(_) => (
-                    base64::engine::general_purpose::STANDARD.encode(payload),
-                    "base64",
-                ),
-            };
-            let line = serde_json::json!({
-                "channel": channel,
-                "size": payload.len(),
-                "payload": text,
-                "encoding": encoding,
-                "received_at": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
-            });
-            writeln!(out, "{line}")
-        }
-    }
-}
-
-/// A protocol 2 session: subscribes to every `--channel` (ids 1, 2, ...),
-/// then prints what comes, and says on stderr what the broker says was lost.
-async fn session_v2(
     args: &ListenArgs,
     target: &str,
     conn: &mut Connection,
     received: &mut u64,
+    v2: bool,
 ) -> anyhow::Result<Session> {
     use crate::client::v2::reason_name;
     use crate::proto::v2::{decode_broker, encode, BrokerFrame};
-    for (i, channel) in args.channel.iter().enumerate() {
-        conn.feed(encode::sub(i as u32 + 1, channel.as_bytes()))
-            .await?;
+    if v2 {
+        for (i, channel) in args.channel.iter().enumerate() {
+            conn.feed(encode::sub(i as u32 + 1, channel.as_bytes()))
+                .await?;
+        }
+        conn.flush().await?;
     }
-    conn.flush().await?;
     let name = |sid: u32| {
         args.channel
             .get((sid as usize).wrapping_sub(1))
@@ -250,10 +167,26 @@ async fn session_v2(
                 return Ok(Session::Broken("closed without end-of-stream".into()));
             }
         };
-        match decode_broker(frame) {
+        // Under protocol 1 every frame is a payload of the one channel.
+        let frame = if v2 {
+            decode_broker(frame)
+        } else if frame.is_empty() {
+            Ok(BrokerFrame::EndOfStream)
+        } else {
+            Ok(BrokerFrame::Msg {
+                sid: 1,
+                delivery: 0,
+                attempt: 1,
+                headers: None,
+                payload: frame,
+            })
+        };
+        match frame {
             Ok(BrokerFrame::Msg { sid, payload, .. }) => {
                 print_message(&mut out, args, name(sid), &payload)?;
                 *received += 1;
+                // Flush when no further frame is already buffered, so a burst
+                // costs one write but a lone message shows up at once.
                 if conn.read_buffer().len() < 4 {
                     out.flush()?;
                 }
@@ -304,6 +237,50 @@ async fn session_v2(
                     "a frame this client cannot read: {e}"
                 )));
             }
+        }
+    }
+}
+
+/// Asked once: a terminal does not become a pipe.
+fn stdout_is_terminal() -> bool {
+    static TERMINAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TERMINAL.get_or_init(|| crate::runtime::output::Stream::Stdout.is_terminal())
+}
+
+fn print_message(
+    out: &mut impl Write,
+    args: &ListenArgs,
+    channel: &str,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    // With several channels, a text line says which it came from.
+    if args.format == Format::Text && args.channel.len() > 1 {
+        write!(out, "{channel}\t")?;
+    }
+    match args.format {
+        // On a terminal, a payload's control characters are shown escaped:
+        // any client of the broker can publish bytes that would steer it.
+        Format::Text if stdout_is_terminal() => {
+            writeln!(out, "{}", crate::proto::shown(payload))
+        }
+        Format::Text => writeln!(out, "{}", String::from_utf8_lossy(payload)),
+        Format::Raw => out.write_all(payload),
+        Format::Json => {
+            let (text, encoding) = match std::str::from_utf8(payload) {
+                Ok(s) => (s.to_owned(), "utf8"),
+                Err(_) => (
+                    base64::engine::general_purpose::STANDARD.encode(payload),
+                    "base64",
+                ),
+            };
+            let line = serde_json::json!({
+                "channel": channel,
+                "size": payload.len(),
+                "payload": text,
+                "encoding": encoding,
+                "received_at": humantime::format_rfc3339_micros(SystemTime::now()).to_string(),
+            });
+            writeln!(out, "{line}")
         }
     }
 }
