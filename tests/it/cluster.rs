@@ -1065,76 +1065,28 @@ async fn a_topic_message_forwarded_to_the_cluster_is_not_unrouted() {
 }
 
 /// Protocol v2 across a cluster: a confirm of a `/queue` publish comes once
-/// JetStream stored it (the stream holds every confirmed message before any
-/// worker exists), a v2 worker on another broker gets each once, and a
-/// `/topic` message reaches a v2 subscriber on the other broker.
+/// JetStream stored it: with the publisher's broker killed (SIGKILL) right
+/// after the confirms, a v2 worker on the other broker gets every confirmed
+/// job, each once. A `/topic` message reaches a v2 subscriber across.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn v2_confirms_of_queue_publishes_come_after_jetstream_stored_them() {
     use crate::util::v2::{self, Frame};
     const N: u64 = 500;
     let nats = Nats::start();
-    let a = clustered(&nats, &["--http", "127.0.0.1:0"]);
+    let mut a = clustered(&nats, &["--http", "127.0.0.1:0"]);
     let b = clustered(&nats, &[]);
     for broker in [&a, &b] {
         broker.log.wait_for_async(10.0, "JetStream available").await;
     }
-    let http_port: u16 = a
-        .log
-        .wait_for(10.0, "monitoring on http://")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let http_port: u16 = a.monitor_port();
     let (mut p, _) = Raw::hello(a.port, &["confirms"]).await;
-    let mut wire = Vec::new();
-    for i in 1..=N {
-        v2::put(
-            &mut wire,
-            &v2::publish(Some(i), "/queue/v2held", format!("{i}").as_bytes()),
-        );
-    }
-    p.send(&wire).await;
-    within(30.0, "every publish confirmed", async {
-        loop {
-            match p.next().await {
-                Frame::Confirm(up_to) if up_to == N => break,
-                Frame::Confirm(_) => {}
-                other => panic!("{other:?}"),
-            }
-        }
-    })
-    .await;
-    // Confirmed means stored: JetStream acknowledged every one (they travel
-    // many to a JetStream message), and nobody has taken any yet.
-    let (_, server) = http(http_port, "GET", "/api/server", None).await;
-    assert_eq!(server["totals"]["cluster"]["to_cluster"], N, "{server}");
-    assert!(stream_messages(&nats).await > 0);
-
-    let (mut w, _) = Raw::hello(b.port, &[]).await;
-    w.send_frame(&v2::sub(4, "/queue/v2held")).await;
-    assert_eq!(w.next().await, Frame::Subscribed(4));
-    let mut got = HashSet::new();
-    within(30.0, "every job on the other broker", async {
-        while (got.len() as u64) < N {
-            match w.next().await {
-                Frame::Msg {
-                    sid: 4, payload, ..
-                } => {
-                    assert!(got.insert(payload), "a job twice");
-                }
-                other => panic!("{other:?}"),
-            }
-        }
-    })
-    .await;
 
     // A /topic message from a v2 publisher on a reaches a v2 subscriber on b.
+    let (mut w, _) = Raw::hello(b.port, &[]).await;
     w.send_frame(&v2::sub(5, "/topic/v2news")).await;
     assert_eq!(w.next().await, Frame::Subscribed(5));
     following(&b, "/topic/v2news").await;
-    p.send_frame(&v2::publish(Some(N + 1), "/topic/v2news", b"across"))
+    p.send_frame(&v2::publish(Some(1), "/topic/v2news", b"across"))
         .await;
     within(10.0, "the topic message across the cluster", async {
         loop {
@@ -1144,6 +1096,50 @@ async fn v2_confirms_of_queue_publishes_come_after_jetstream_stored_them() {
             {
                 assert_eq!(payload, b"across");
                 break;
+            }
+        }
+    })
+    .await;
+
+    let mut wire = Vec::new();
+    for i in 2..=N + 1 {
+        v2::put(
+            &mut wire,
+            &v2::publish(Some(i), "/queue/v2held", format!("{i}").as_bytes()),
+        );
+    }
+    p.send(&wire).await;
+    within(30.0, "every publish confirmed", async {
+        loop {
+            match p.next().await {
+                Frame::Confirm(up_to) if up_to == N + 1 => break,
+                Frame::Confirm(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    // Confirmed means stored: JetStream acknowledged every one (they travel
+    // many to a JetStream message), and nobody has taken any yet.
+    let (_, server) = http(http_port, "GET", "/api/server", None).await;
+    // (and the /topic message, forwarded).
+    assert_eq!(server["totals"]["cluster"]["to_cluster"], N + 1, "{server}");
+    // The publisher's broker dies at once: nothing of it is asked to stop.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+
+    w.send_frame(&v2::sub(4, "/queue/v2held")).await;
+    assert_eq!(w.next().await, Frame::Subscribed(4));
+    let mut got = HashSet::new();
+    within(30.0, "every confirmed job on the other broker", async {
+        while (got.len() as u64) < N {
+            match w.next().await {
+                Frame::Msg {
+                    sid: 4, payload, ..
+                } => {
+                    assert!(got.insert(payload), "a job twice");
+                }
+                other => panic!("{other:?}"),
             }
         }
     })

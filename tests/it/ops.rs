@@ -7,8 +7,7 @@ use crate::util::*;
 
 /// The port of `serve --http 127.0.0.1:0`, from its log.
 fn monitor_port(broker: &Broker) -> u16 {
-    let line = broker.log.wait_for(10.0, "monitoring on http://");
-    line.rsplit(':').next().unwrap().trim().parse().unwrap()
+    broker.monitor_port()
 }
 
 /// /healthz, /api/server and /metrics tell what the broker did: messages in

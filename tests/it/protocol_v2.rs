@@ -195,7 +195,7 @@ async fn a_v1_client_never_notices_v2_and_reserved_names_are_refused_to_it() {
 #[tokio::test]
 async fn subscriptions_past_the_limit_and_ids_in_use_are_refused_with_reasons() {
     let broker = Broker::spawn(&["--max-subscriptions", "2", "--http", "127.0.0.1:0"]);
-    let http_port = broker_http_port(&broker);
+    let http_port = broker.monitor_port();
     let (mut c, _) = Raw::hello(broker.port, &["confirms"]).await;
     let mut wire = Vec::new();
     v2::put(&mut wire, &v2::sub(1, "/topic/a"));
@@ -255,7 +255,7 @@ async fn subscriptions_past_the_limit_and_ids_in_use_are_refused_with_reasons() 
 #[tokio::test]
 async fn a_subscriber_that_lost_messages_is_told_how_many_and_the_counts_match_the_brokers() {
     let broker = Broker::spawn(&["--send-queue", "16", "--http", "127.0.0.1:0"]);
-    let http_port = broker_http_port(&broker);
+    let http_port = broker.monitor_port();
     let mut c = Raw::connect_small_buffer(broker.port).await;
     let name = "/$aioq/hello/loss";
     let mut wire = Vec::new();
@@ -306,11 +306,6 @@ async fn a_subscriber_that_lost_messages_is_told_how_many_and_the_counts_match_t
     assert_eq!(lost + delivered, 5000);
 }
 
-fn broker_http_port(broker: &Broker) -> u16 {
-    let line = broker.log.wait_for(10.0, "monitoring on http://");
-    line.rsplit(':').next().unwrap().trim().parse().unwrap()
-}
-
 async fn dropped_for_subscriber(http_port: u16) -> u64 {
     let (_, _, body) = http_get(http_port, "/api/connections").await;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -343,7 +338,7 @@ async fn error_then_close(c: &mut Raw) -> (u8, String) {
 #[tokio::test]
 async fn broken_v2_frames_get_an_error_with_its_code_and_the_connection_closed() {
     let broker = Broker::spawn(&["--max-frame", "64KiB", "--http", "127.0.0.1:0"]);
-    let http_port = broker_http_port(&broker);
+    let http_port = broker.monitor_port();
     let (mut good, _) = Raw::hello(broker.port, &["confirms"]).await;
     good.send_frame(&v2::sub(1, "/topic/ok")).await;
     assert_eq!(good.next().await, Frame::Subscribed(1));
@@ -484,7 +479,8 @@ async fn broken_v2_frames_get_an_error_with_its_code_and_the_connection_closed()
 /// not buffer a million refusals, and serves a client beside it meanwhile.
 #[tokio::test]
 async fn a_million_subscribe_frames_are_answered_in_bounded_memory() {
-    let broker = Broker::spawn(&["--max-subscriptions", "64"]);
+    let broker = Broker::spawn(&["--max-subscriptions", "64", "--http", "127.0.0.1:0"]);
+    let http_port = broker.monitor_port();
     let (flood, _) = Raw::hello(broker.port, &[]).await;
     let mut wire = Vec::with_capacity(1_000_000 * 19);
     for sid in 0..1_000_000u32 {
@@ -505,7 +501,35 @@ async fn a_million_subscribe_frames_are_answered_in_bounded_memory() {
         .await;
     let frames = read_until(&mut good, |f| f.contains(&Frame::Confirm(1))).await;
     assert!(frames.iter().any(|f| matches!(f, Frame::Msg { .. })));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Once the broker has read past its bound of unwritten answers (1024),
+    // it reads only as fast as the answers leave: far from all of them.
+    let subs_read = || async {
+        let (_, _, metrics) = http_get(http_port, "/metrics").await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"aioq_v2_frames_total{type="sub"} "#))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    crate::util::poll_until(10.0, "the broker reading the flood", || async {
+        let n = subs_read().await;
+        if n > 2048 {
+            Ok(())
+        } else {
+            Err(format!("{n} read"))
+        }
+    })
+    .await;
+    // Watched for two seconds (an observation window, not a wait for an
+    // event): a broker with no bound reads the whole flood in that time.
+    let watch_until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while std::time::Instant::now() < watch_until {
+        let read = subs_read().await;
+        assert!(
+            read < 200_000,
+            "subscribes read while none was answered: {read}"
+        );
+    }
     assert!(
         !sending.is_finished(),
         "20 MB of subscribes went through unread answers"

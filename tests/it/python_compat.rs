@@ -162,15 +162,7 @@ asyncio.run(asyncio.wait_for(main(int(sys.argv[1]), int(sys.argv[2])), 30))
 #[test]
 fn a_python_v2_client_from_protocol_md_subscribes_publishes_and_hears_refusals_and_losses() {
     let broker = Broker::spawn(&["--send-queue", "16", "--http", "127.0.0.1:0"]);
-    let http: u16 = broker
-        .log
-        .wait_for(10.0, "monitoring on http://")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let http: u16 = broker.monitor_port();
     let out = Command::new("python3")
         .args(["-c", CLIENT_V2, &broker.port.to_string(), &http.to_string()])
         .output()

@@ -341,15 +341,7 @@ async fn a_slow_consumer_disconnected_between_writes_is_logged_as_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_lines_catch_up_with_the_counter_while_it_stays() {
     let broker = Broker::spawn(&["--send-queue", "100", "--http", "127.0.0.1:0"]);
-    let http_port: u16 = broker
-        .log
-        .wait_for(10.0, "monitoring on http://")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let http_port: u16 = broker.monitor_port();
     let stalled = Raw::connect_small_buffer(broker.port).await;
     let mut stalled = stalled;
     stalled.frame(b"/topic/feed").await;

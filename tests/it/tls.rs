@@ -451,15 +451,7 @@ async fn access_rules_by_certificate_decide_who_subscribes_and_publishes() {
     let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     std::fs::write(file.path(), rules("", "\"/topic/*\"")).unwrap();
     let broker = mutual_tls_broker(&pki, &["--config", file.path().to_str().unwrap()]);
-    let port: u16 = broker
-        .log
-        .wait_for(10.0, "monitoring on http://")
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let port: u16 = broker.monitor_port();
     let alice = client_flags(&pki.ca, &pki.alice);
     let bob = client_flags(&pki.ca, &pki.bob);
     let nobody = client_flags(&pki.ca, &pki.client);

@@ -188,6 +188,12 @@ impl Broker {
         Broker { child, port, log }
     }
 
+    /// The port of `serve --http 127.0.0.1:0`, from its log.
+    pub fn monitor_port(&self) -> u16 {
+        let line = self.log.wait_for(10.0, "monitoring on http://");
+        line.rsplit(':').next().unwrap().trim().parse().unwrap()
+    }
+
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
