@@ -96,6 +96,9 @@ pub async fn run(args: ServeArgs, line: ServeLine) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}:{}", args.host, args.port))?;
     let addr = listener.local_addr()?;
+    // Before anything says the broker is up: a SIGTERM or SIGINT from then on
+    // stops it in order (its default action would end the process).
+    let shutdown = crate::runtime::shutdown::signal();
     tracing::info!(
         "broker ready on {addr} (send queue {} msgs/{} bytes, worker queue {}, backlog {}, topic overflow {})",
         config.send_queue,
@@ -162,9 +165,7 @@ pub async fn run(args: ServeArgs, line: ServeLine) -> anyhow::Result<ExitCode> {
             broker.budget(),
         ));
     }
-    broker
-        .run(listener, crate::runtime::shutdown::signal())
-        .await;
+    broker.run(listener, shutdown).await;
     Ok(ExitCode::SUCCESS)
 }
 
