@@ -84,15 +84,6 @@ impl Out {
         }
     }
 
-    /// What a protocol v1 subscriber is sent: the payload after any headers.
-    pub fn body(&self) -> Bytes {
-        if self.head == 0 {
-            self.payload.clone()
-        } else {
-            self.payload.slice(usize::from(self.head)..)
-        }
-    }
-
     /// A frame of the connection's own (protocol v2), in order with its messages.
     pub fn control(frame: Bytes) -> Self {
         Self {

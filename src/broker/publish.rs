@@ -81,7 +81,11 @@ impl Rights {
     }
 
     fn may_publish(&mut self, router: &Router, name: &Bytes) -> bool {
-        self.refresh(router);
+        // Looked at here, the call made only after a reload: this runs for
+        // every publish.
+        if router.generation() != self.generation {
+            self.refresh(router);
+        }
         if self.all {
             return true;
         }
@@ -255,7 +259,7 @@ impl<'a> Publisher<'a> {
     /// killed while it waited for `/queue` room (the message is counted lost).
     /// `head`: bytes at the front of `payload` that are its header block
     /// (protocol v2 headers, never on a clustered broker).
-    pub async fn publish(&mut self, name: Bytes, payload: Bytes, head: u16) -> bool {
+    pub async fn publish(&mut self, name: Bytes, mut payload: Bytes, mut head: u16) -> bool {
         let len = payload.len() as u64;
         self.unsaid.received.0 += 1;
         self.unsaid.received.1 += len;
@@ -287,12 +291,10 @@ impl<'a> Publisher<'a> {
         self.unsaid.published.1 += len;
         // Headers do not cross a cluster yet (a connection admitted before
         // the broker joined one may have been granted them): dropped here.
-        let (payload, head) =
-            if head > 0 && (self.links.forward.is_some() || self.links.jetstream.is_some()) {
-                (payload.slice(usize::from(head)..), 0)
-            } else {
-                (payload, head)
-            };
+        if head > 0 && (self.links.forward.is_some() || self.links.jetstream.is_some()) {
+            payload = payload.slice(usize::from(head)..);
+            head = 0;
+        }
         // A /topic message that went to the other brokers was routed, whether
         // or not anyone here is subscribed.
         let elsewhere = match self.links.forward {

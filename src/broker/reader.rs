@@ -924,6 +924,19 @@ async fn read_loop<R: AsyncRead + WaitData + Unpin + Send>(
     end
 }
 
+/// Handles one frame (or the end of input) of either version; `Some` ends
+/// the connection. A macro, not a function: the read loop awaits each
+/// version's own step, so that protocol 1's future (moved into place and
+/// dropped per frame) carries nothing of protocol 2's.
+macro_rules! step {
+    ($shared:expr, $conn:expr, $publisher:expr, $session:expr, $frame:expr) => {
+        match $session {
+            Session::V1(parser) => step_v1($shared, $conn, $publisher, parser, $frame).await,
+            Session::V2(v2) => step_v2($shared, $conn, $publisher, v2, $frame).await,
+        }
+    };
+}
+
 async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
     shared: &Shared,
     frames: &mut FramedRead<Counted<R>, FrameCodec>,
@@ -985,7 +998,7 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
             if let Some(Ok(f)) = &frame {
                 frames.get_mut().frame_done(f.len());
             }
-            match step(shared, conn, publisher, session, frame).await {
+            match step!(shared, conn, publisher, session, frame) {
                 Some(end) => return end,
                 None => continue,
             }
@@ -1062,7 +1075,7 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
         if let Some(Ok(f)) = &frame {
             frames.get_mut().frame_done(f.len());
         }
-        if let Some(end) = step(shared, conn, publisher, session, frame).await {
+        if let Some(end) = step!(shared, conn, publisher, session, frame) {
             return end;
         }
     }
@@ -1122,61 +1135,89 @@ fn in_progress<R>(frames: &FramedRead<R, FrameCodec>, session: &Session) -> bool
     !frames.read_buffer().is_empty() || frames.decoder().mid_frame() || session.mid_request()
 }
 
-/// Handles one frame (or the end of input); `Some` ends the connection.
-async fn step(
+/// What a frame read says before either version looks at it: `Err` ends
+/// the connection (end of input, a broken or oversized frame).
+#[inline(always)]
+fn frame_or_end(
     shared: &Shared,
-    conn: &Arc<Conn>,
-    publisher: &mut Publisher<'_>,
-    session: &mut Session,
+    conn: &Conn,
+    mid_request: bool,
     frame: Option<Result<Bytes, FrameError>>,
-) -> Option<End> {
-    let frame = match frame {
-        None if session.mid_request() => return Some(End::Close(EndReason::ClosedMidPair)),
-        None => return Some(End::Finish(EndReason::ClientClosed)),
+) -> Result<Bytes, End> {
+    match frame {
+        None if mid_request => Err(End::Close(EndReason::ClosedMidPair)),
+        None => Err(End::Finish(EndReason::ClientClosed)),
         Some(Err(e @ FrameError::TooLarge { .. })) => {
             protocol_error(shared, conn.peer, &e.to_string());
             conn.last_word(v2::encode::error(v2::error::TOO_LARGE, &e.to_string()));
+            Err(End::Close(EndReason::Protocol(e.to_string())))
+        }
+        Some(Err(e)) if e.is_truncated() => Err(End::Close(EndReason::ClosedMidFrame)),
+        Some(Err(e)) => Err(End::Close(EndReason::ReadError(e.to_string()))),
+        Some(Ok(frame)) => Ok(frame),
+    }
+}
+
+/// One protocol 1 frame: half of a channel-and-payload pair, or a goodbye.
+async fn step_v1(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    publisher: &mut Publisher<'_>,
+    parser: &mut RequestParser,
+    frame: Option<Result<Bytes, FrameError>>,
+) -> Option<End> {
+    let frame = match frame_or_end(shared, conn, parser.mid_pair(), frame) {
+        Ok(frame) => frame,
+        Err(end) => return Some(end),
+    };
+    let (channel, payload) = match parser.push(frame) {
+        Err(e) => {
+            protocol_error(shared, conn.peer, &e.to_string());
             return Some(End::Close(EndReason::Protocol(e.to_string())));
         }
-        Some(Err(e)) if e.is_truncated() => return Some(End::Close(EndReason::ClosedMidFrame)),
-        Some(Err(e)) => return Some(End::Close(EndReason::ReadError(e.to_string()))),
-        Some(Ok(frame)) => frame,
+        Ok(None) => return None,
+        Ok(Some(Request::Goodbye)) => return Some(End::Finish(EndReason::Goodbye)),
+        Ok(Some(Request::Publish { channel, payload })) => (channel, payload),
     };
-    // One publish await for both versions: each await of a future is a
-    // place for it in the read loop's future, which every connection's
-    // task holds for its whole life.
-    let (channel, payload, head, confirm) = match session {
-        Session::V1(parser) => match parser.push(frame) {
-            Err(e) => {
-                protocol_error(shared, conn.peer, &e.to_string());
-                return Some(End::Close(EndReason::Protocol(e.to_string())));
-            }
-            Ok(None) => return None,
-            Ok(Some(Request::Goodbye)) => return Some(End::Finish(EndReason::Goodbye)),
-            Ok(Some(Request::Publish { channel, payload })) => (channel, payload, 0, None),
-        },
-        Session::V2(v2) => match v2.step(shared, conn, publisher, frame) {
-            Ok(Next::Publish {
-                confirm,
-                channel,
-                payload,
-                head,
-            }) => (channel, payload, head, confirm),
-            // The rest boxed, for the same reason.
-            other => return Box::pin(v2_other(shared, conn, publisher, v2, other)).await,
-        },
+    if !publisher.publish(channel, payload, 0).await {
+        return Some(cut_short(shared, conn));
+    }
+    // A refusal is counted, and said to nobody: protocol 1 has no words for it.
+    publisher.take_refusal();
+    None
+}
+
+/// One protocol 2 frame.
+async fn step_v2(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    publisher: &mut Publisher<'_>,
+    v2: &mut SessionV2,
+    frame: Option<Result<Bytes, FrameError>>,
+) -> Option<End> {
+    let frame = match frame_or_end(shared, conn, false, frame) {
+        Ok(frame) => frame,
+        Err(end) => return Some(end),
+    };
+    let (channel, payload, head, confirm) = match v2.step(shared, conn, publisher, frame) {
+        Ok(Next::Publish {
+            confirm,
+            channel,
+            payload,
+            head,
+        }) => (channel, payload, head, confirm),
+        // The rest boxed: each await of a future is a place for it in the
+        // read loop's future, which every connection's task holds for its
+        // whole life.
+        other => return Box::pin(v2_other(shared, conn, publisher, v2, other)).await,
     };
     if !publisher.publish(channel, payload, head).await {
         return Some(cut_short(shared, conn));
     }
-    // (A v1 refusal is counted, and said to nobody.)
-    let refusal = publisher.take_refusal();
-    if let Session::V2(v2) = session {
-        match refusal {
-            None => v2.routed(confirm),
-            Some((code, name)) => {
-                Box::pin(v2.refuse(shared, conn, publisher, confirm, code, &name)).await
-            }
+    match publisher.take_refusal() {
+        None => v2.routed(confirm),
+        Some((code, name)) => {
+            Box::pin(v2.refuse(shared, conn, publisher, confirm, code, &name)).await
         }
     }
     None

@@ -499,9 +499,17 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         let start = sink.get_ref().written;
         let write = async {
             for m in batch.iter() {
-                sink.feed(m.body()).await?;
+                // Into the write buffer by hand, as the codec would, without
+                // a sink future per message.
+                crate::proto::codec::put_frame(
+                    sink.write_buffer_mut(),
+                    &m.payload[usize::from(m.head)..],
+                );
+                if sink.write_buffer().len() >= WRITE_BUFFER {
+                    SinkExt::<Bytes>::flush(sink).await?;
+                }
             }
-            sink.flush().await
+            SinkExt::<Bytes>::flush(sink).await
         };
         let result = to.write_within(write, base, last_ms).await;
         let whole = match result {
