@@ -52,6 +52,9 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-frame -d 'Larges
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-channel -d 'Longest channel name accepted, in bytes' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-channels -d 'Channels held at once. One source address (an IPv6 /64) may create a tenth of them as worker-less /queue channels by publishing; a publish past that, or past the limit, is dropped and counted as channel_limit. A subscription to a new channel when the registry is full evicts the oldest /queue channel that has no worker (its backlog counted as evicted); only when every channel has subscribers is it refused with end-of-stream' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-subscriptions -d 'Subscriptions one protocol v2 connection may hold at once (a v1 connection holds one)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l ack-wait -d 'How long a protocol v2 worker that acknowledges its deliveries may hold one unanswered before it goes to another worker (attempt raised)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-deliveries -d 'Failed deliveries (a nak, an ack wait run out) after which a message goes to its channel\'s dead-letter channel (CHANNEL/dead)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-credit -d 'Unacknowledged deliveries a protocol v2 worker may ask to hold at once (its credit)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-connections -d 'Connections served at once; more are refused with an end-of-stream frame' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l subscribe-timeout -d 'How long a new connection has to send its subscribe frame' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l keepalive -d 'Idle time before TCP keepalive probes; 0 turns keepalive off' -r

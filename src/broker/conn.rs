@@ -99,6 +99,12 @@ pub struct ConnV2 {
     last_word: Mutex<Option<bytes::Bytes>>,
     /// It was granted `headers`: deliveries carry their header blocks.
     pub headers: AtomicBool,
+    /// Deliveries written to its acknowledging workers and not yet answered.
+    pub held: Mutex<super::held::Held>,
+    /// `held`'s length, read without the lock.
+    pub held_len: AtomicUsize,
+    /// It is on the sweeper's list.
+    pub acker: AtomicBool,
 }
 
 impl Conn {
@@ -140,6 +146,12 @@ impl Conn {
     /// connection holds besides messages (a protocol v2 subscription).
     pub fn take_budget(&self, n: usize) -> bool {
         self.budget.try_take(n)
+    }
+
+    /// Holds `n` bytes in the budget whatever it says: deliveries written
+    /// to an acknowledging worker, held until answered.
+    pub fn hold_budget(&self, n: usize) {
+        self.budget.force_take(n);
     }
 
     /// Gives back what [`take_budget`](Self::take_budget) took.

@@ -26,6 +26,7 @@ mod cluster;
 mod conn;
 mod delivery;
 pub mod end;
+mod held;
 pub(crate) mod log_every;
 pub mod monitor;
 mod peer_log;
@@ -116,6 +117,12 @@ pub struct BrokerConfig {
     pub max_channels: usize,
     /// Subscriptions one protocol v2 connection may hold at once.
     pub max_subscriptions: usize,
+    /// How long an acknowledging worker may hold a delivery unanswered.
+    pub ack_wait: Duration,
+    /// Failed deliveries after which a message is dead-lettered.
+    pub max_deliveries: u32,
+    /// Unacknowledged deliveries one acknowledging worker may hold.
+    pub max_credit: u32,
     pub max_connections: usize,
     /// How long a new connection has to send its subscribe frame.
     pub subscribe_timeout: Duration,
@@ -150,6 +157,9 @@ impl Default for BrokerConfig {
             max_channel: crate::proto::DEFAULT_MAX_CHANNEL,
             max_channels: 100_000,
             max_subscriptions: 64,
+            ack_wait: Duration::from_secs(30),
+            max_deliveries: 5,
+            max_credit: 1024,
             max_connections: 10_000,
             subscribe_timeout: Duration::from_secs(10),
             keepalive: Some(Duration::from_secs(30)),
@@ -193,6 +203,13 @@ struct Shared {
     replies: std::sync::OnceLock<Replies>,
     /// This broker process, as protocol v2 hellos name it.
     server_id: String,
+    /// Connections that have held deliveries (acknowledging workers), for
+    /// the sweeper of ack waits.
+    ackers: std::sync::Mutex<Vec<std::sync::Weak<conn::Conn>>>,
+    /// `/queue` channels with failed messages waiting out a delay.
+    delaying: std::sync::Mutex<Vec<Arc<router::Channel>>>,
+    dead_letter_log: log_every::LogEvery,
+    born: std::time::Instant,
 }
 
 /// A random name for this broker process (16 hex digits).
@@ -211,6 +228,14 @@ fn new_server_id() -> String {
 }
 
 impl Shared {
+    /// `channel` has messages waiting out a delay: the sweeper looks at it.
+    fn delaying(&self, channel: &Arc<router::Channel>) {
+        let mut list = lock(&self.delaying);
+        if !list.iter().any(|c| Arc::ptr_eq(c, channel)) {
+            list.push(channel.clone());
+        }
+    }
+
     /// What a publish may go to beyond this broker: the cluster's `/topic`
     /// forwarder and its JetStream store, once the broker has joined one.
     fn links(&self) -> publish::Links<'_> {
@@ -448,6 +473,10 @@ impl Broker {
                 cluster: std::sync::OnceLock::new(),
                 replies: std::sync::OnceLock::new(),
                 server_id: new_server_id(),
+                ackers: Default::default(),
+                delaying: Default::default(),
+                dead_letter_log: Default::default(),
+                born: std::time::Instant::now(),
             }),
         }
     }
@@ -509,6 +538,7 @@ impl Broker {
             tokio::spawn(expire_backlogs(shared.clone(), ttl));
         }
         tokio::spawn(say_held_back_drops(shared.clone()));
+        tokio::spawn(held::sweep(shared.clone()));
         tokio::pin!(shutdown);
         loop {
             let accepted = tokio::select! {

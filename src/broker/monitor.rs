@@ -102,6 +102,11 @@ pub struct ConnectionView {
     /// Protocol v2: confirm ids read and not yet answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unanswered_confirms: Option<u64>,
+    /// Protocol v2, an acknowledging worker: deliveries held (in flight),
+    /// acknowledged, redelivered by cause, answers for ids it did not hold,
+    /// and how long the oldest held one has waited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acks: Option<serde_json::Value>,
 }
 
 /// One subscription of a protocol v2 connection.
@@ -129,6 +134,19 @@ pub struct ChannelView {
     pub topic_overflow: TopicOverflow,
     pub backlog_limit: usize,
     pub backlog_bytes_limit: usize,
+    /// A `/queue` channel: its acknowledging workers' deliveries in flight,
+    /// acknowledged, redelivered by cause, dead-lettered by reason; messages
+    /// waiting out a delay; the oldest delivery in flight's age.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acks: Option<serde_json::Value>,
+}
+
+/// How long the oldest held delivery of `held` has waited, in seconds.
+fn oldest_age(oldest_ms: Option<u64>) -> serde_json::Value {
+    let now = super::held::now_ms();
+    oldest_ms.map_or(serde_json::Value::Null, |t| {
+        serde_json::Value::from(now.saturating_sub(t) as f64 / 1000.0)
+    })
 }
 
 fn by_reason(drops: &super::stats::Drops) -> std::collections::BTreeMap<&'static str, u64> {
@@ -274,6 +292,21 @@ impl Monitor {
                         .v2
                         .as_ref()
                         .map(|v| v.unanswered.load(std::sync::atomic::Ordering::Relaxed)),
+                    acks: e
+                        .conn
+                        .v2
+                        .as_ref()
+                        .filter(|v| v.acker.load(Relaxed))
+                        .map(|v| {
+                            let oldest = super::lock(&v.held)
+                                .oldest_by_channel()
+                                .into_iter()
+                                .map(|(_, t)| t)
+                                .min();
+                            let mut j = s.acks.to_json();
+                            j["oldest_in_flight_seconds"] = oldest_age(oldest);
+                            j
+                        }),
                 }
             },
         )?;
@@ -290,6 +323,21 @@ impl Monitor {
         type C = Arc<super::router::Channel>;
         let policy = self.shared.router.policy();
         let channels = self.shared.router.channels();
+        // The oldest delivery in flight of each channel, from every
+        // acknowledging worker's table.
+        let mut oldest: std::collections::HashMap<bytes::Bytes, u64> = Default::default();
+        let ackers: Vec<_> = super::lock(&self.shared.ackers)
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect();
+        for conn in ackers {
+            if let Some(v2) = &conn.v2 {
+                for (name, t) in super::lock(&v2.held).oldest_by_channel() {
+                    let o = oldest.entry(name).or_insert(t);
+                    *o = (*o).min(t);
+                }
+            }
+        }
         let fields: &[Field<C>] = &[
             ("subscribers", |c| c.subscriber_count() as f64),
             ("backlog_messages", |c| c.backlog_len() as f64),
@@ -323,6 +371,16 @@ impl Monitor {
                     topic_overflow: c.overflow(),
                     backlog_limit: p.backlog,
                     backlog_bytes_limit: p.backlog_bytes,
+                    acks: match &c.kind {
+                        super::router::Kind::Queue(q) => {
+                            let mut j = c.stats.acks.to_json();
+                            j["delayed"] = q.delayed_len().into();
+                            j["oldest_in_flight_seconds"] =
+                                oldest_age(oldest.get(&c.name).copied());
+                            Some(j)
+                        }
+                        super::router::Kind::Topic(_) => None,
+                    },
                 }
             },
         )?;

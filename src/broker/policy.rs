@@ -3,6 +3,9 @@
 //! by prefix and identity in the configuration file. A running broker swaps
 //! it whole on reload.
 
+use std::time::Duration;
+
+use bytes::Bytes;
 use serde::Deserialize;
 
 use super::access::Access;
@@ -70,6 +73,14 @@ pub struct ChannelRule {
     pub backlog: Option<u32>,
     pub backlog_bytes: Option<Size>,
     pub topic_overflow: Option<TopicOverflow>,
+    /// How long an acknowledging worker may hold a delivery (e.g. "30s").
+    pub ack_wait: Option<String>,
+    pub max_deliveries: Option<u32>,
+    /// Delays before the 1st, 2nd... redelivery of a failed message
+    /// (e.g. "1s,10s,1m"; the last repeats).
+    pub backoff: Option<String>,
+    /// Where messages go after `max-deliveries` failures or a `TERM`.
+    pub dead_letter: Option<String>,
 }
 
 impl ChannelRule {
@@ -84,14 +95,81 @@ impl ChannelRule {
         ]
         .into_iter()
         .find(|(_, v)| *v == Some(0));
-        match zero {
-            Some((key, _)) => Err(format!(
+        if let Some((key, _)) = zero {
+            return Err(format!(
                 "[[channel]] prefix {:?}: {key} must be at least 1",
                 self.prefix
-            )),
-            None => Ok(()),
+            ));
         }
+        let bad = |key: &str, why: String| {
+            Err(format!("[[channel]] prefix {:?}: {key} {why}", self.prefix))
+        };
+        if let Some(w) = &self.ack_wait {
+            match crate::units::parse_duration(w) {
+                Ok(d) if d.is_zero() => return bad("ack-wait", "must be more than 0".into()),
+                Ok(_) => {}
+                Err(e) => return bad("ack-wait", e),
+            }
+        }
+        if self.max_deliveries == Some(0) || self.max_deliveries.is_some_and(|m| m > 65_535) {
+            return bad("max-deliveries", "must be 1 to 65535".into());
+        }
+        if let Some(b) = &self.backoff {
+            if let Err(e) = parse_backoff(b) {
+                return bad("backoff", e);
+            }
+        }
+        if let Some(d) = &self.dead_letter {
+            if !crate::proto::is_queue(d.as_bytes()) {
+                return bad(
+                    "dead-letter",
+                    format!("{d:?} is not a /queue channel: dead letters wait for a worker"),
+                );
+            }
+        }
+        Ok(())
     }
+}
+
+/// A backoff schedule: durations separated by commas ("1s,10s,1m").
+pub fn parse_backoff(s: &str) -> Result<Vec<Duration>, String> {
+    s.split(',')
+        .map(|d| crate::units::parse_duration(d.trim()))
+        .collect()
+}
+
+/// What an acknowledging worker of a `/queue` channel is held to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckPolicy {
+    pub ack_wait: Duration,
+    pub max_deliveries: u32,
+    /// Delays before redeliveries after a failure; empty: at once.
+    pub backoff: Vec<Duration>,
+    /// Where dead letters go; `None` for a channel that is itself one
+    /// (its name ends in `/dead`): it never dead-letters.
+    pub dead_letter: Option<Bytes>,
+}
+
+impl AckPolicy {
+    /// The delay before redelivering a message that failed `failures` times.
+    pub fn backoff_for(&self, failures: u32) -> Duration {
+        let i = (failures.max(1) - 1) as usize;
+        self.backoff
+            .get(i)
+            .or(self.backoff.last())
+            .copied()
+            .unwrap_or(Duration::ZERO)
+    }
+}
+
+/// The name of `channel`'s dead-letter channel by default.
+pub fn default_dead_letter(channel: &[u8]) -> Option<Bytes> {
+    if channel.ends_with(b"/dead") {
+        return None;
+    }
+    let mut name = channel.to_vec();
+    name.extend_from_slice(b"/dead");
+    Some(Bytes::from(name))
 }
 
 /// Everything that can change while the broker runs.
@@ -101,6 +179,9 @@ pub struct Policy {
     /// Longest prefix first: the first that fits a name is the most specific.
     rules: Vec<ChannelRule>,
     pub access: Access,
+    /// The flags' ack wait and maximum deliveries.
+    ack_wait: Duration,
+    max_deliveries: u32,
 }
 
 impl Policy {
@@ -117,12 +198,44 @@ impl Policy {
             },
             rules,
             access,
+            ack_wait: config.ack_wait,
+            max_deliveries: config.max_deliveries,
         }
     }
 
     /// The flags alone: no per-channel entries, everyone allowed everything.
     pub fn from_config(config: &BrokerConfig) -> Self {
         Self::new(config, Vec::new(), Access::default())
+    }
+
+    /// What an acknowledging worker of `name` is held to.
+    pub fn acks_for(&self, name: &[u8]) -> AckPolicy {
+        let rule = self
+            .rules
+            .iter()
+            .find(|r| name.starts_with(r.prefix.as_bytes()));
+        let dead_letter = if name.ends_with(b"/dead") {
+            None
+        } else {
+            match rule.and_then(|r| r.dead_letter.as_ref()) {
+                Some(d) => Some(Bytes::copy_from_slice(d.as_bytes())),
+                None => default_dead_letter(name),
+            }
+        };
+        AckPolicy {
+            ack_wait: rule
+                .and_then(|r| r.ack_wait.as_deref())
+                .and_then(|w| crate::units::parse_duration(w).ok())
+                .unwrap_or(self.ack_wait),
+            max_deliveries: rule
+                .and_then(|r| r.max_deliveries)
+                .unwrap_or(self.max_deliveries),
+            backoff: rule
+                .and_then(|r| r.backoff.as_deref())
+                .and_then(|b| parse_backoff(b).ok())
+                .unwrap_or_default(),
+            dead_letter,
+        }
     }
 
     pub fn for_channel(&self, name: &[u8]) -> ChannelPolicy {

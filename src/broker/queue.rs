@@ -64,6 +64,9 @@ struct Inner {
     backlog: VecDeque<Out>,
     /// Payload bytes in `backlog`.
     bytes: usize,
+    /// What only a channel with acknowledging workers needs (boxed: every
+    /// channel carries the field, most never use it).
+    redo: Option<Box<Redo>>,
     /// Since when the channel has had no worker (`None` while it has one).
     workerless_since: Option<std::time::Instant>,
     /// Workers taken off the rotation that may still hand messages back (they
@@ -73,7 +76,35 @@ struct Inner {
     retired: bool,
 }
 
+#[derive(Default)]
+struct Redo {
+    /// Messages given back after they were written to an acknowledging
+    /// worker, by their number (kept across deliveries): how often they
+    /// failed and when they were first delivered. Dropped once acknowledged
+    /// or dead-lettered.
+    history: std::collections::HashMap<u64, History>,
+    /// Failed messages waiting out their delay before redelivery, with when.
+    delayed: Vec<(std::time::Instant, Out)>,
+}
+
+/// What a channel remembers of a message given back by an acknowledging worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct History {
+    /// Deliveries that failed (a `NAK`, an ack wait run out).
+    pub failures: u32,
+    /// When it was first delivered (Unix time, ms).
+    pub first_ms: u64,
+}
+
 impl Inner {
+    /// Nothing is left that could still come to a worker.
+    fn idle(&self) -> bool {
+        self.workers.is_empty()
+            && self.draining == 0
+            && self.backlog.is_empty()
+            && self.redo.as_ref().is_none_or(|r| r.delayed.is_empty())
+    }
+
     /// Offers `item` to the next worker in the rotation, which moves on when
     /// it takes it. A worker with no room keeps its turn (the message waits in
     /// the backlog until its writer takes what it has: equal workers get equal
@@ -103,7 +134,7 @@ impl Inner {
                     Err((back, false)) => item = back,
                 }
             }
-            if !w.conn.passed_over() {
+            if !w.passed_over() {
                 self.next = i;
                 return Err(item);
             }
@@ -117,7 +148,15 @@ impl Inner {
     /// a worker takes it. `held`: the budget already counts its bytes (it
     /// comes from the backlog).
     fn dispatch(&mut self, m: Out, held: bool) -> Result<(), Out> {
-        let seq = self.numbering.peek();
+        // A message keeps its number from its first delivery on: what the
+        // channel remembers of it (its failures) is found by it.
+        let (seq, fresh) = match m.delivery {
+            Some(d) => (
+                std::num::NonZeroU64::new(d.seq()).unwrap_or(std::num::NonZeroU64::MIN),
+                false,
+            ),
+            None => (self.numbering.peek(), true),
+        };
         let m = Out {
             delivery: Some(DeliveryId::new(seq, m.attempt())),
             payload: m.payload,
@@ -129,7 +168,9 @@ impl Inner {
             w.offer_work(m, held)
                 .map_err(Refused::into_message_and_budget)
         })?;
-        self.numbering.taken(seq);
+        if fresh {
+            self.numbering.taken(seq);
+        }
         Ok(())
     }
 
@@ -316,7 +357,7 @@ impl QueueState {
         }
         self.push_front(&mut inner, unsent);
         self.room_changed();
-        if inner.workers.is_empty() && inner.backlog.is_empty() && inner.draining == 0 {
+        if inner.idle() {
             inner.retired = true;
         }
         inner.retired
@@ -369,12 +410,126 @@ impl QueueState {
     }
 
     fn clear(&self, inner: &mut Inner) -> usize {
-        let n = inner.backlog.len();
+        let redo = inner.redo.take().unwrap_or_default();
+        let n = inner.backlog.len() + redo.delayed.len();
         inner.backlog.clear();
-        let bytes = std::mem::take(&mut inner.bytes);
+        let delayed: usize = redo.delayed.iter().map(|(_, m)| m.len()).sum();
+        let bytes = std::mem::take(&mut inner.bytes) + delayed;
         self.budget.give_back_parked(bytes);
         self.after_change(inner, n);
         n
+    }
+}
+
+/// For acknowledging workers: what failed comes back, after its delay, and
+/// what failed too often leaves for the dead-letter channel.
+impl QueueState {
+    /// Records that message `seq`, first delivered at `first_ms`, came back
+    /// from a worker (`failed`: counted as a failure); what the channel now
+    /// knows of it.
+    pub fn note(&self, seq: u64, first_ms: u64, failed: bool) -> History {
+        let mut inner = lock(&self.inner);
+        let h = inner
+            .redo
+            .get_or_insert_with(Box::default)
+            .history
+            .entry(seq)
+            .or_insert(History {
+                failures: 0,
+                first_ms,
+            });
+        if failed {
+            h.failures += 1;
+        }
+        *h
+    }
+
+    /// Forgets message `seq`: acknowledged, or dead-lettered.
+    pub fn forget(&self, seq: u64) {
+        if let Some(r) = &mut lock(&self.inner).redo {
+            r.history.remove(&seq);
+        }
+    }
+
+    /// Puts back messages written to a worker and not done: ahead of every
+    /// message not yet delivered, oldest first, at once or after `delay`.
+    /// Gives them back when the channel is retired.
+    pub fn redeliver(
+        &self,
+        mut back: Vec<Out>,
+        delay: std::time::Duration,
+    ) -> Result<(), Vec<Out>> {
+        let mut inner = lock(&self.inner);
+        if inner.retired {
+            return Err(back);
+        }
+        back.sort_by_key(|m| m.delivery.map_or(0, DeliveryId::seq));
+        if delay.is_zero() {
+            self.push_front(&mut inner, back);
+        } else {
+            let due = std::time::Instant::now() + delay;
+            for m in back {
+                self.budget.force_park(m.len());
+                inner
+                    .redo
+                    .get_or_insert_with(Box::default)
+                    .delayed
+                    .push((due, m));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves delayed messages whose time has come to the front of the
+    /// backlog; true while some still wait.
+    pub fn release_due(&self, now: std::time::Instant) -> bool {
+        let mut inner = lock(&self.inner);
+        let Some(redo) = inner.redo.as_mut().filter(|r| !r.delayed.is_empty()) else {
+            return false;
+        };
+        let (due, wait): (Vec<_>, Vec<_>) = std::mem::take(&mut redo.delayed)
+            .into_iter()
+            .partition(|(t, _)| *t <= now);
+        let left = !wait.is_empty();
+        redo.delayed = wait;
+        if !due.is_empty() {
+            let mut due: Vec<Out> = due.into_iter().map(|(_, m)| m).collect();
+            due.sort_by_key(|m| m.delivery.map_or(0, DeliveryId::seq));
+            // Parked while they waited; push_front parks them again.
+            self.budget.give_back_parked(due.iter().map(Out::len).sum());
+            self.push_front(&mut inner, due);
+        }
+        left
+    }
+
+    /// Messages waiting out a delay.
+    pub fn delayed_len(&self) -> usize {
+        lock(&self.inner)
+            .redo
+            .as_ref()
+            .map_or(0, |r| r.delayed.len())
+    }
+
+    /// Routes a dead letter: to a worker, or into the backlog past its
+    /// bounds (a dead letter is never dropped, nor does it wait: it comes
+    /// from a worker's answer, not from a publisher).
+    pub fn force_publish(&self, payload: Bytes, head: u16) -> Result<(), Retired> {
+        let mut inner = lock(&self.inner);
+        if inner.retired {
+            return Err(Retired);
+        }
+        if inner.backlog.is_empty()
+            && inner
+                .dispatch(Out::with_head(payload.clone(), 0, head), false)
+                .is_ok()
+        {
+            return Ok(());
+        }
+        self.budget.force_park(payload.len());
+        inner.bytes += payload.len();
+        inner.backlog.push_back(Out::with_head(payload, 0, head));
+        self.backlog_len.store(inner.backlog.len(), Relaxed);
+        Ok(())
     }
 }
 
@@ -443,7 +598,7 @@ impl QueueState {
     /// Retires the channel if it has no worker, none leaving and no backlog.
     pub fn retire_if_idle(&self) -> bool {
         let mut inner = lock(&self.inner);
-        if inner.workers.is_empty() && inner.draining == 0 && inner.backlog.is_empty() {
+        if inner.idle() {
             inner.retired = true;
         }
         inner.retired
@@ -633,8 +788,9 @@ mod tests {
             [Some((1, 1)), Some((3, 1))]
         );
         assert_eq!(id(&at_b), Some((2, 1)));
-        // A leaves before writing its two: b gets them as new deliveries
-        // (numbers go on), not as second attempts (none reached a socket).
+        // A leaves before writing its two: b gets them under the numbers
+        // they had (a message keeps its number, by which the channel knows
+        // its history), not as second attempts (none reached a socket).
         for m in &at_a {
             a.conn.taken(m.len());
         }
@@ -642,6 +798,6 @@ mod tests {
         let again: Vec<Option<(u64, u32)>> = std::iter::from_fn(|| rx_b.try_recv())
             .map(|m| id(&m))
             .collect();
-        assert_eq!(again, [Some((4, 1)), Some((5, 1))]);
+        assert_eq!(again, [Some((1, 1)), Some((3, 1))]);
     }
 }

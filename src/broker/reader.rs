@@ -689,6 +689,9 @@ async fn admit_v2<T: Transport>(
         // Not across a cluster yet: NATS forwarding and the JetStream
         // envelope carry payloads only.
         headers: hello.wants(v2::feature::HEADERS) && shared.cluster.get().is_none(),
+        // Not across a cluster yet: JetStream's consumer acknowledges a
+        // delivery once it is written to a worker here.
+        acks: hello.wants(v2::feature::ACKS) && shared.cluster.get().is_none(),
     };
     let (capacity, max_bytes) = policy.for_channel(b"").send_bounds(b"");
     let mut features = Vec::new();
@@ -701,6 +704,9 @@ async fn admit_v2<T: Transport>(
     if granted.headers {
         features.push(v2::feature::HEADERS.to_string());
     }
+    if granted.acks {
+        features.push(v2::feature::ACKS.to_string());
+    }
     let answer = ServerHello {
         protocol: 2,
         server: concat!("aioq/", env!("CARGO_PKG_VERSION")).to_string(),
@@ -709,7 +715,8 @@ async fn admit_v2<T: Transport>(
         max_frame: shared.config.max_frame as u64,
         max_channel: shared.config.max_channel as u64,
         max_subscriptions: shared.config.max_subscriptions as u64,
-        max_credit: capacity as u64,
+        max_credit: u64::from(shared.config.max_credit),
+        send_queue: capacity as u64,
         max_headers: v2::HeaderLimits::default().max_headers as u64,
         max_header_bytes: v2::HeaderLimits::default().max_bytes as u64,
     };

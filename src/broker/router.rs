@@ -389,7 +389,7 @@ impl Router {
     /// (The null channel is not one: a publish-only client subscribes to
     /// nothing, and its caller does not ask.)
     pub fn subscribe(&self, name: Bytes, conn: &Arc<Conn>) -> Result<Arc<Subscription>, Full> {
-        self.subscribe_as(name, conn, Ids::V1, || {})
+        self.subscribe_as(name, conn, Ids::V1, None, || {})
     }
 
     /// Subscribes `conn` to `name` under `ids`. `announce` runs once the
@@ -401,6 +401,7 @@ impl Router {
         name: Bytes,
         conn: &Arc<Conn>,
         ids: Ids,
+        acks: Option<u32>,
         announce: impl FnOnce(),
     ) -> Result<Arc<Subscription>, Full> {
         // What it costs the memory budget was taken by the caller (v2).
@@ -429,7 +430,19 @@ impl Router {
         };
         let mut sub = Subscription::new(conn.clone(), channel.clone(), ids).charged(charged);
         if conn.v2.is_some() && matches!(channel.kind, Kind::Queue(_)) {
-            sub = sub.with_prefetch(self.policy().for_channel(&channel.name).worker_queue);
+            let policy = self.policy();
+            let prefetch = policy.for_channel(&channel.name).worker_queue;
+            sub = match acks {
+                Some(asked) => {
+                    let max = self.config.max_credit as usize;
+                    let credit = match asked {
+                        0 => prefetch.min(max),
+                        n => (n as usize).min(max),
+                    };
+                    sub.with_acks(policy.acks_for(&channel.name), credit)
+                }
+                None => sub.with_prefetch(prefetch),
+            };
         }
         let sub = Arc::new(sub);
         announce();

@@ -15,7 +15,9 @@ use super::router::Kind;
 use super::stats::V2Frame;
 use super::subscription::{Ids, Subscription};
 use super::Shared;
-use crate::proto::v2::{self, encode, error, reason, ClientFrame, DecodeError, HeaderLimits};
+use crate::proto::v2::{
+    self, encode, error, reason, Answer, ClientFrame, DecodeError, HeaderLimits,
+};
 
 /// Why a frame ends the connection: an `ERROR` code and its text.
 pub(super) struct Broken {
@@ -38,6 +40,7 @@ pub(super) struct Granted {
     pub confirms: bool,
     pub loss: bool,
     pub headers: bool,
+    pub acks: bool,
 }
 
 pub(super) struct SessionV2 {
@@ -116,9 +119,48 @@ impl SessionV2 {
         let frame = v2::decode_client(frame, self.limits)?;
         let stats = &shared.stats;
         match frame {
-            ClientFrame::Sub { sid, channel } => {
+            ClientFrame::Sub { sid, acks, channel } => {
                 stats.v2_frame(V2Frame::Sub);
-                self.subscribe(shared, conn, publisher, sid, channel);
+                if acks.is_some() && !self.granted.acks {
+                    return Err(Broken {
+                        code: error::MALFORMED,
+                        text: "a SUB with acknowledgements, and acks were not granted".into(),
+                    });
+                }
+                self.subscribe(shared, conn, publisher, sid, acks, channel);
+            }
+            ClientFrame::Answer { answer, up_to, ids } => {
+                stats.v2_frame(match answer {
+                    Answer::Ack => V2Frame::Ack,
+                    Answer::Nak(_) => V2Frame::Nak,
+                    Answer::Working => V2Frame::Working,
+                    Answer::Term => V2Frame::Term,
+                });
+                let missing = super::held::answer(shared, conn, answer, up_to, &ids);
+                if missing.count > 0 {
+                    conn.control(encode::not_held(missing.count, missing.first));
+                }
+            }
+            ClientFrame::Credit { sid, credit } => {
+                stats.v2_frame(V2Frame::Credit);
+                match self.subs.get(&sid) {
+                    Some(sub) => {
+                        let max = shared.config.max_credit as usize;
+                        if sub.set_credit((credit as usize).min(max)) {
+                            if let Kind::Queue(q) = &sub.channel.kind {
+                                q.refill();
+                            }
+                        }
+                    }
+                    None => {
+                        shared.stats.v2_refusal(reason::UNKNOWN_SID);
+                        conn.control(encode::ended(
+                            sid,
+                            reason::UNKNOWN_SID,
+                            &format!("no subscription has id {sid}"),
+                        ));
+                    }
+                }
             }
             ClientFrame::Unsub { sid } => {
                 stats.v2_frame(V2Frame::Unsub);
@@ -282,6 +324,7 @@ impl SessionV2 {
         conn: &Arc<Conn>,
         publisher: &mut Publisher<'_>,
         sid: u32,
+        acks: Option<u32>,
         channel: Bytes,
     ) {
         let refuse = |code: u8, text: String| {
@@ -333,6 +376,12 @@ impl SessionV2 {
                 format!("{shown}: names under /$aioq/ are reserved"),
             );
         }
+        if acks.is_some() && !crate::proto::is_queue(&channel) {
+            return refuse(
+                reason::NOT_A_QUEUE,
+                format!("{shown}: only a /queue channel's workers acknowledge deliveries"),
+            );
+        }
         if !publisher.may_subscribe(&channel) {
             shared.stats.denied.fetch_add(1, Relaxed);
             if let Some(n) = shared.denied_log.due(conn.peer.ip()) {
@@ -358,7 +407,7 @@ impl SessionV2 {
             sid,
             report_loss: self.granted.loss,
         };
-        let subscribed = shared.router.subscribe_as(channel, conn, ids, || {
+        let subscribed = shared.router.subscribe_as(channel, conn, ids, acks, || {
             conn.control(encode::sid(v2::kind::SUBSCRIBED, sid));
         });
         if subscribed.is_err() {
@@ -367,10 +416,17 @@ impl SessionV2 {
         match subscribed {
             Ok(sub) => {
                 self.last_local = ids.local;
-                tracing::info!(
-                    "Remote {} (protocol 2, id {sid}) subscribed to {shown}",
-                    conn.peer
-                );
+                match sub.credit().filter(|_| sub.acks().is_some()) {
+                    Some((credit, _)) => tracing::info!(
+                        "Remote {} (protocol 2, id {sid}) subscribed to {shown}, acknowledging, \
+                         credit {credit}",
+                        conn.peer
+                    ),
+                    None => tracing::info!(
+                        "Remote {} (protocol 2, id {sid}) subscribed to {shown}",
+                        conn.peer
+                    ),
+                }
                 self.subs.insert(sid, sub);
             }
             Err(_) => {
@@ -399,7 +455,10 @@ impl SessionV2 {
                 // What waits in the send queue goes back to the channel now,
                 // for its other workers; what the writer took is written.
                 shared.router.stop_routing(&sub);
-                let unsent = conn.take_queued(sub.ids.local);
+                // What it held goes back first: it was delivered before
+                // what still waits in the send queue.
+                let mut unsent = super::held::take_back(shared, conn, &sub);
+                unsent.extend(conn.take_queued(sub.ids.local));
                 let unsent = match shared.replies.get() {
                     Some(replies) => {
                         let (local, back) = sub.unwritten(unsent);

@@ -41,10 +41,13 @@ pub enum DropReason {
     /// A `/queue` message in the backlog of a worker-less channel evicted
     /// to give its place in the registry to a subscription (`--max-channels`).
     Evicted,
+    /// A message a worker ended (`TERM`) in a channel with no dead-letter
+    /// channel (one that is itself a dead-letter channel).
+    Terminated,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 11] = [
+    pub const ALL: [DropReason; 12] = [
         DropReason::QueueFull,
         DropReason::SlowConsumer,
         DropReason::SubscriberGone,
@@ -56,6 +59,7 @@ impl DropReason {
         DropReason::Expired,
         DropReason::Denied,
         DropReason::Evicted,
+        DropReason::Terminated,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -71,6 +75,7 @@ impl DropReason {
             DropReason::Expired => "expired",
             DropReason::Denied => "denied",
             DropReason::Evicted => "evicted",
+            DropReason::Terminated => "terminated",
         }
     }
 }
@@ -141,6 +146,8 @@ pub struct BrokerStats {
     pub dropped: Drops,
     /// Connections that ended, by why.
     pub ended: super::end::Ends,
+    /// Acknowledged work, every channel together.
+    pub acks: AckStats,
     /// Set when the broker is part of a cluster: the summary then reports the
     /// cluster counters below.
     pub clustered: std::sync::atomic::AtomicBool,
@@ -166,7 +173,7 @@ pub struct BrokerStats {
     pub v2_frames: [AtomicU64; V2Frame::ALL.len()],
     /// Protocol v2 refusals (`REFUSED`, and `ENDED` other than for an
     /// unsubscribe), by reason code.
-    pub v2_refusals: [AtomicU64; 13],
+    pub v2_refusals: [AtomicU64; 14],
     /// Connections that said a protocol v2 hello and were answered.
     pub v2_connections: AtomicU64,
 }
@@ -179,15 +186,25 @@ pub enum V2Frame {
     Pub,
     Ping,
     Pong,
+    Ack,
+    Nak,
+    Working,
+    Term,
+    Credit,
 }
 
 impl V2Frame {
-    pub const ALL: [V2Frame; 5] = [
+    pub const ALL: [V2Frame; 10] = [
         V2Frame::Sub,
         V2Frame::Unsub,
         V2Frame::Pub,
         V2Frame::Ping,
         V2Frame::Pong,
+        V2Frame::Ack,
+        V2Frame::Nak,
+        V2Frame::Working,
+        V2Frame::Term,
+        V2Frame::Credit,
     ];
 
     pub fn name(self) -> &'static str {
@@ -197,6 +214,11 @@ impl V2Frame {
             V2Frame::Pub => "pub",
             V2Frame::Ping => "ping",
             V2Frame::Pong => "pong",
+            V2Frame::Ack => "ack",
+            V2Frame::Nak => "nak",
+            V2Frame::Working => "working",
+            V2Frame::Term => "term",
+            V2Frame::Credit => "credit",
         }
     }
 }
@@ -222,6 +244,112 @@ pub struct ChannelStats {
     pub dropped: Drops,
     /// Messages that came from the cluster into this channel.
     pub cluster_in: Flow,
+    /// Acknowledged work (protocol v2 workers that acknowledge).
+    pub acks: AckStats,
+}
+
+/// Why a held delivery went back to its channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redelivery {
+    /// Its ack wait ran out.
+    Timeout,
+    /// The worker said `NAK`.
+    Nak,
+    /// The worker left (disconnected or unsubscribed) holding it.
+    Disconnect,
+}
+
+impl Redelivery {
+    pub const ALL: [Redelivery; 3] = [Redelivery::Timeout, Redelivery::Nak, Redelivery::Disconnect];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Redelivery::Timeout => "timeout",
+            Redelivery::Nak => "nak",
+            Redelivery::Disconnect => "disconnect",
+        }
+    }
+}
+
+/// Why a message went to its dead-letter channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// Failed `max_deliveries` times, the last by a `NAK`.
+    MaxDeliveries,
+    /// A worker said `TERM`.
+    Term,
+    /// Failed `max_deliveries` times, the last by its ack wait running out.
+    Expired,
+}
+
+impl DeadReason {
+    pub const ALL: [DeadReason; 3] = [
+        DeadReason::MaxDeliveries,
+        DeadReason::Term,
+        DeadReason::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadReason::MaxDeliveries => "max_deliveries",
+            DeadReason::Term => "term",
+            DeadReason::Expired => "expired",
+        }
+    }
+}
+
+/// Counters of acknowledged work, per channel, per connection and in all.
+#[derive(Debug, Default)]
+pub struct AckStats {
+    /// Deliveries written and not yet answered.
+    pub in_flight: AtomicU64,
+    pub acked: AtomicU64,
+    redelivered: [AtomicU64; 3],
+    dead_lettered: [AtomicU64; 3],
+    /// Answers for deliveries the connection did not hold.
+    pub not_held: AtomicU64,
+}
+
+impl AckStats {
+    pub fn redelivered(&self, cause: Redelivery, n: u64) {
+        self.redelivered[cause as usize].fetch_add(n, Relaxed);
+    }
+
+    pub fn dead_lettered(&self, reason: DeadReason) {
+        self.dead_lettered[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    pub fn redelivered_by(&self, cause: Redelivery) -> u64 {
+        self.redelivered[cause as usize].load(Relaxed)
+    }
+
+    pub fn dead_lettered_by(&self, reason: DeadReason) -> u64 {
+        self.dead_lettered[reason as usize].load(Relaxed)
+    }
+
+    /// One fewer in flight (never below zero).
+    pub fn settled(&self, n: u64) {
+        let _ = self
+            .in_flight
+            .fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+
+    /// As JSON for the monitoring endpoints.
+    pub fn to_json(&self) -> serde_json::Value {
+        let by = |f: &dyn Fn(usize) -> (&'static str, u64), n: usize| {
+            (0..n)
+                .map(f)
+                .map(|(k, v)| (k.to_string(), serde_json::Value::from(v)))
+                .collect::<serde_json::Map<_, _>>()
+        };
+        serde_json::json!({
+            "in_flight": self.in_flight.load(Relaxed),
+            "acked": self.acked.load(Relaxed),
+            "redelivered": by(&|i| (Redelivery::ALL[i].as_str(), self.redelivered_by(Redelivery::ALL[i])), 3),
+            "dead_lettered": by(&|i| (DeadReason::ALL[i].as_str(), self.dead_lettered_by(DeadReason::ALL[i])), 3),
+            "not_held": self.not_held.load(Relaxed),
+        })
+    }
 }
 
 /// Per-connection counters.
@@ -230,6 +358,7 @@ pub struct ConnStats {
     pub received: Flow,
     pub sent: Flow,
     pub dropped: Drops,
+    pub acks: AckStats,
 }
 
 impl ConnStats {

@@ -69,9 +69,12 @@ struct V2Extra {
     /// A `/queue` worker's own bound on the messages queued for it (its
     /// prefetch), as it shares its connection's send queue with other
     /// subscriptions; and how many are queued for it now.
-    prefetch: Option<(usize, AtomicUsize)>,
+    /// (For an acknowledging worker, its credit: held until answered.)
+    prefetch: Option<(AtomicUsize, AtomicUsize)>,
     /// Bytes of the memory budget it holds, given back when it goes.
     charged: AtomicUsize,
+    /// Set for a worker that acknowledges its deliveries: what it is held to.
+    acks: Option<super::policy::AckPolicy>,
 }
 
 impl Drop for Subscription {
@@ -152,7 +155,7 @@ impl Subscription {
         match self.conn.offer(m) {
             Ok(()) => Ok(()),
             Err(refused) => {
-                self.taken(1);
+                self.settled(1);
                 let mut in_flight = lock(&self.in_flight);
                 // The newest: numbers rise, and nothing else removes an
                 // entry the writer has not seen.
@@ -176,7 +179,17 @@ impl Subscription {
     /// write carrying a few, where a bounded one takes them from the backlog
     /// by the batch.
     pub fn with_prefetch(mut self, n: usize) -> Self {
-        self.v2.get_or_insert_with(Box::default).prefetch = Some((n.max(1), AtomicUsize::new(0)));
+        self.v2.get_or_insert_with(Box::default).prefetch =
+            Some((AtomicUsize::new(n.max(1)), AtomicUsize::new(0)));
+        self
+    }
+
+    /// A worker that acknowledges its deliveries, under `policy`, holding at
+    /// most `credit` unanswered (queued or written).
+    pub fn with_acks(mut self, policy: super::policy::AckPolicy, credit: usize) -> Self {
+        let extra = self.v2.get_or_insert_with(Box::default);
+        extra.acks = Some(policy);
+        extra.prefetch = Some((AtomicUsize::new(credit), AtomicUsize::new(0)));
         self
     }
 
@@ -192,8 +205,47 @@ impl Subscription {
     pub fn room(&self) -> usize {
         let room = self.conn.room();
         match self.v2.as_ref().and_then(|v| v.prefetch.as_ref()) {
-            Some((n, queued)) => room.min(n.saturating_sub(queued.load(Relaxed))),
+            Some((n, queued)) => room.min(n.load(Relaxed).saturating_sub(queued.load(Relaxed))),
             None => room,
+        }
+    }
+
+    /// Its turn goes to the next worker: its writer is stuck on the socket,
+    /// or it acknowledges and holds all its credit (it may never answer:
+    /// its turn is not kept for it, as it is for a worker whose writer is
+    /// simply busy).
+    pub fn passed_over(&self) -> bool {
+        self.conn.passed_over() || (self.acks().is_some() && self.room() == 0)
+    }
+
+    /// What it is held to when it acknowledges its deliveries.
+    pub fn acks(&self) -> Option<&super::policy::AckPolicy> {
+        self.v2.as_ref().and_then(|v| v.acks.as_ref())
+    }
+
+    /// Its credit (or prefetch) is now `n`; false when it has none to set.
+    pub fn set_credit(&self, n: usize) -> bool {
+        match self.v2.as_ref().and_then(|v| v.prefetch.as_ref()) {
+            Some((credit, _)) => {
+                credit.store(n, Relaxed);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Its credit (or prefetch), and how much of it is used.
+    pub fn credit(&self) -> Option<(usize, usize)> {
+        self.v2
+            .as_ref()
+            .and_then(|v| v.prefetch.as_ref())
+            .map(|(n, q)| (n.load(Relaxed), q.load(Relaxed)))
+    }
+
+    /// `n` of its held deliveries were answered (or given back): room for more.
+    pub fn settled(&self, n: usize) {
+        if let Some((_, queued)) = self.v2.as_ref().and_then(|v| v.prefetch.as_ref()) {
+            let _ = queued.fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(n)));
         }
     }
 
@@ -204,8 +256,12 @@ impl Subscription {
         }
     }
 
-    /// Its writer took `n` of its messages off the send queue.
+    /// Its writer took `n` of its messages off the send queue (an
+    /// acknowledging worker's still count against its credit, until answered).
     pub fn taken(&self, n: usize) {
+        if self.acks().is_some() {
+            return;
+        }
         if let Some((_, queued)) = self.v2.as_ref().and_then(|v| v.prefetch.as_ref()) {
             let _ = queued.fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(n)));
         }
@@ -225,7 +281,7 @@ impl Subscription {
             self.conn.offer(m)
         };
         if offered.is_err() {
-            self.taken(1);
+            self.settled(1);
         }
         offered
     }

@@ -366,6 +366,15 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             let (mine, rest): (Vec<Out>, Vec<Out>) =
                 unsent.into_iter().partition(|m| m.sub == sub.ids.local);
             unsent = rest;
+            // What it held and never answered goes back first, attempt
+            // raised: it was delivered before what was never written.
+            let mut back = super::held::take_back(shared, conn, sub);
+            let mine = if back.is_empty() {
+                mine
+            } else {
+                back.extend(mine);
+                back
+            };
             // Stored messages this worker never got go back to their
             // store, for any broker's workers; only messages of this
             // broker's memory stay in its backlog.
@@ -575,6 +584,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         let first_delivery = v2.delivery;
         // Not granted headers: a message's header block is left out.
         let headers = to.conn.v2.as_ref().is_some_and(|c| c.headers.load(Relaxed));
+        // Deliveries to acknowledging workers are held from before their
+        // bytes can reach the socket: an answer may come at once.
+        let held = hold_acked(&to.shared, &to.conn, v2, batch);
         let write = async {
             let mut delivery = first_delivery;
             let mut last: Option<&Arc<Subscription>> = None;
@@ -624,6 +636,15 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 crate::proto::LEN_PREFIX + body + if m.is_control() { 0 } else { MSG_HEAD }
             }),
         };
+        if whole < batch.len() && !held.is_empty() {
+            // Not written: handed back unwritten (by leave), not held.
+            let unwritten: Vec<u64> = held
+                .iter()
+                .filter(|(i, _)| *i >= whole)
+                .map(|(_, id)| *id)
+                .collect();
+            super::held::unhold(&to.conn, &unwritten);
+        }
         // Counted per subscription, in runs: most batches are one.
         let mut controls = 0;
         let (mut n, mut bytes) = (0u64, 0u64);
@@ -661,6 +682,48 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         batch.drain(..whole);
         result
     }
+}
+
+/// Registers the batch's deliveries to acknowledging workers as held, under
+/// the delivery ids the write will give them; returns (index in the batch,
+/// delivery id) of each.
+fn hold_acked(shared: &Shared, conn: &Arc<Conn>, v2: &V2, batch: &[Out]) -> Vec<(usize, u64)> {
+    if !v2.subs.iter().any(|s| s.acks().is_some()) {
+        return Vec::new();
+    }
+    let now = std::time::Instant::now();
+    let now_ms = super::held::now_ms();
+    let mut delivery = v2.delivery;
+    let mut at = Vec::new();
+    let mut entries = Vec::new();
+    for (i, m) in batch.iter().enumerate() {
+        if m.is_control() {
+            continue;
+        }
+        // As the write numbers them: a message of a subscription gone is
+        // skipped there too.
+        let Some(sub) = v2.find(m.sub) else {
+            continue;
+        };
+        delivery += 1;
+        let Some(policy) = sub.acks() else {
+            continue;
+        };
+        at.push((i, delivery));
+        entries.push((
+            delivery,
+            super::held::Entry {
+                sub: sub.clone(),
+                out: m.clone(),
+                deadline: now + policy.ack_wait,
+                delivered_ms: now_ms,
+            },
+        ));
+    }
+    if !entries.is_empty() {
+        super::held::hold(shared, conn, entries);
+    }
+    at
 }
 
 /// Moves what is queued into `batch`, up to `limit` in it, without waiting;

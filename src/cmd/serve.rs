@@ -58,7 +58,8 @@ pub async fn run(args: ServeArgs, line: ServeLine) -> anyhow::Result<ExitCode> {
         println!(
             "in force: host {} port {}, send-queue {}, send-queue-bytes {}, worker-queue {}, \
              backlog {}, backlog-bytes {}, topic-overflow {}, max-frame {}, max-channel {}, \
-             max-channels {}, max-subscriptions {}, max-connections {}, \
+             max-channels {}, max-subscriptions {}, ack-wait {:?}, max-deliveries {}, \
+             max-credit {}, max-connections {}, \
              max-connections-per-ip {}, max-memory {}, subscribe-timeout {:?}, \
              write-timeout {:?}, drain-timeout {:?}",
             args.host,
@@ -73,6 +74,9 @@ pub async fn run(args: ServeArgs, line: ServeLine) -> anyhow::Result<ExitCode> {
             config.max_channel,
             config.max_channels,
             config.max_subscriptions,
+            config.ack_wait,
+            config.max_deliveries,
+            config.max_credit,
             config.max_connections,
             config.max_connections_per_ip,
             config.max_memory,

@@ -94,6 +94,18 @@ pub struct ServeArgs {
     /// connection holds one).
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=65_536))]
     pub max_subscriptions: u32,
+    /// How long a protocol v2 worker that acknowledges its deliveries may hold
+    /// one unanswered before it goes to another worker (attempt raised).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub ack_wait: Duration,
+    /// Failed deliveries (a nak, an ack wait run out) after which a message
+    /// goes to its channel's dead-letter channel (CHANNEL/dead).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    pub max_deliveries: u32,
+    /// Unacknowledged deliveries a protocol v2 worker may ask to hold at once
+    /// (its credit).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_credit: u32,
     /// Connections served at once; more are refused with an end-of-stream frame.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -237,6 +249,7 @@ impl ServeArgs {
             !self.write_timeout.is_zero(),
             "--write-timeout must be more than 0"
         );
+        ensure_usage!(!self.ack_wait.is_zero(), "--ack-wait must be more than 0");
         ensure_usage!(
             !self.frame_timeout.is_zero(),
             "--frame-timeout must be more than 0"
@@ -294,6 +307,9 @@ impl ServeArgs {
             max_channel: self.max_channel,
             max_channels: self.max_channels as usize,
             max_subscriptions: self.max_subscriptions as usize,
+            ack_wait: self.ack_wait,
+            max_deliveries: self.max_deliveries,
+            max_credit: self.max_credit,
             max_connections: self.max_connections as usize,
             subscribe_timeout: self.subscribe_timeout,
             keepalive: (!self.keepalive.is_zero()).then_some(self.keepalive),

@@ -280,6 +280,48 @@ impl Collector for Counters {
             let labels = vec![("reason", name)];
             ConstCounter::new(n.load(Relaxed)).encode(family.encode_family(&labels)?)?;
         }
+        let acks = &stats.acks;
+        counter(
+            &mut e,
+            "aioq_acked",
+            "Deliveries acknowledging workers acknowledged.",
+            acks.acked.load(Relaxed),
+        )?;
+        gauge(
+            &mut e,
+            "aioq_in_flight",
+            "Deliveries written to acknowledging workers and not yet answered.",
+            acks.in_flight.load(Relaxed) as i64,
+        )?;
+        counter(
+            &mut e,
+            "aioq_ack_not_held",
+            "Answers for delivery ids the connection did not hold.",
+            acks.not_held.load(Relaxed),
+        )?;
+        let redelivered = ConstCounter::new(0u64);
+        let mut family = e.encode_descriptor(
+            "aioq_redelivered",
+            "Held deliveries that went back to their channel, by cause.",
+            None,
+            redelivered.metric_type(),
+        )?;
+        for cause in crate::broker::stats::Redelivery::ALL {
+            let labels = vec![("cause", cause.as_str())];
+            ConstCounter::new(acks.redelivered_by(cause)).encode(family.encode_family(&labels)?)?;
+        }
+        let dead = ConstCounter::new(0u64);
+        let mut family = e.encode_descriptor(
+            "aioq_dead_lettered",
+            "Messages sent to a dead-letter channel, by reason.",
+            None,
+            dead.metric_type(),
+        )?;
+        for reason in crate::broker::stats::DeadReason::ALL {
+            let labels = vec![("reason", reason.as_str())];
+            ConstCounter::new(acks.dead_lettered_by(reason))
+                .encode(family.encode_family(&labels)?)?;
+        }
         let ended = ConstCounter::new(0u64);
         let mut family = e.encode_descriptor(
             "aioq_connections_ended",

@@ -22,6 +22,11 @@ pub mod kind {
     pub const PUB: u8 = 0x04;
     pub const PING: u8 = 0x05;
     pub const PONG: u8 = 0x06;
+    pub const ACK: u8 = 0x07;
+    pub const NAK: u8 = 0x08;
+    pub const WORKING: u8 = 0x09;
+    pub const TERM: u8 = 0x0a;
+    pub const CREDIT: u8 = 0x0b;
     pub const MSG: u8 = 0x10;
     pub const SUBSCRIBED: u8 = 0x11;
     pub const ENDED: u8 = 0x12;
@@ -29,6 +34,7 @@ pub mod kind {
     pub const REFUSED: u8 = 0x14;
     pub const LOST: u8 = 0x15;
     pub const ERROR: u8 = 0x16;
+    pub const NOT_HELD: u8 = 0x17;
 }
 
 /// Reason codes of `ENDED`, `REFUSED` and `LOST`.
@@ -46,8 +52,9 @@ pub mod reason {
     pub const EMPTY_PAYLOAD: u8 = 10;
     pub const OVERFLOW: u8 = 11;
     pub const SHUTTING_DOWN: u8 = 12;
+    pub const NOT_A_QUEUE: u8 = 13;
 
-    const NAMES: [&str; 13] = [
+    const NAMES: [&str; 14] = [
         "unsubscribed",
         "denied",
         "too_large",
@@ -61,6 +68,7 @@ pub mod reason {
         "empty_payload",
         "overflow",
         "shutting_down",
+        "not_a_queue",
     ];
 
     /// The name `PROTOCOL.md` gives a code; `None` for one it does not define.
@@ -85,6 +93,7 @@ pub mod feature {
     pub const CONFIRMS: &str = "confirms";
     pub const LOSS: &str = "loss";
     pub const HEADERS: &str = "headers";
+    pub const ACKS: &str = "acks";
 }
 
 /// A client's hello (its third frame), as far as the broker reads it.
@@ -132,6 +141,10 @@ pub struct ServerHello {
     pub max_channel: u64,
     pub max_subscriptions: u64,
     pub max_credit: u64,
+    /// Deliveries queued for one connection before a `/topic` subscription
+    /// loses messages (`aioq serve --send-queue`).
+    #[serde(default)]
+    pub send_queue: u64,
     pub max_headers: u64,
     pub max_header_bytes: u64,
 }
@@ -162,6 +175,24 @@ impl ServerHello {
 pub const FLAG_CONFIRM: u8 = 0x01;
 /// `PUB` and `MSG` flag: a header block follows.
 pub const FLAG_HEADERS: u8 = 0x02;
+/// `SUB` flag: the subscription acknowledges its deliveries (a `/queue`
+/// channel; its credit follows the flags).
+pub const FLAG_ACKS: u8 = 0x01;
+/// `ACK` flag: its one id acknowledges every delivery held up to it.
+pub const FLAG_UP_TO: u8 = 0x01;
+
+/// What a worker says of deliveries it holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Done.
+    Ack,
+    /// Not done: deliver again after the delay (ms; 0: the channel's backoff).
+    Nak(u32),
+    /// Still working: its ack wait starts again.
+    Working,
+    /// Never to be delivered again: to the dead-letter channel now.
+    Term,
+}
 
 /// Whether a first frame is a version 2 hello: the prefix, then a nonce of
 /// 1 to 64 bytes of `[A-Za-z0-9_-]`.
@@ -200,7 +231,20 @@ impl Default for HeaderLimits {
 pub enum ClientFrame {
     Sub {
         sid: u32,
+        /// With acknowledgements: the credit asked for (0: the broker's default).
+        acks: Option<u32>,
         channel: Bytes,
+    },
+    /// `ACK`, `NAK`, `WORKING`, `TERM`: the ids, in the frame's order (with
+    /// `up_to`, one id that covers every delivery held up to it).
+    Answer {
+        answer: Answer,
+        up_to: bool,
+        ids: Vec<u64>,
+    },
+    Credit {
+        sid: u32,
+        credit: u32,
     },
     Unsub {
         sid: u32,
@@ -258,14 +302,22 @@ pub fn decode_client(mut frame: Bytes, limits: HeaderLimits) -> Result<ClientFra
         kind::SUB => {
             need(&frame, 5, "SUB too short")?;
             let sid = frame.get_u32();
-            if frame.get_u8() != 0 {
-                return Err(DecodeError::Malformed("SUB flags are reserved"));
+            let flags = frame.get_u8();
+            if flags & !FLAG_ACKS != 0 {
+                return Err(DecodeError::Malformed("SUB flag bits are reserved"));
             }
+            let acks = if flags & FLAG_ACKS != 0 {
+                need(&frame, 4, "SUB credit cut short")?;
+                Some(frame.get_u32())
+            } else {
+                None
+            };
             if frame.is_empty() {
                 return Err(DecodeError::Malformed("SUB of an empty channel name"));
             }
             Ok(ClientFrame::Sub {
                 sid,
+                acks,
                 channel: frame,
             })
         }
@@ -323,9 +375,71 @@ pub fn decode_client(mut frame: Bytes, limits: HeaderLimits) -> Result<ClientFra
                 ClientFrame::Pong(token)
             })
         }
+        kind::ACK => {
+            need(&frame, 1, "ACK too short")?;
+            let flags = frame.get_u8();
+            if flags & !FLAG_UP_TO != 0 {
+                return Err(DecodeError::Malformed("ACK flag bits are reserved"));
+            }
+            let up_to = flags & FLAG_UP_TO != 0;
+            let ids = delivery_ids(frame)?;
+            if up_to && ids.len() != 1 {
+                return Err(DecodeError::Malformed("an ACK up to an id carries one id"));
+            }
+            Ok(ClientFrame::Answer {
+                answer: Answer::Ack,
+                up_to,
+                ids,
+            })
+        }
+        kind::NAK => {
+            need(&frame, 4, "NAK too short")?;
+            let delay = frame.get_u32();
+            Ok(ClientFrame::Answer {
+                answer: Answer::Nak(delay),
+                up_to: false,
+                ids: delivery_ids(frame)?,
+            })
+        }
+        kind::WORKING | kind::TERM => Ok(ClientFrame::Answer {
+            answer: if kind == kind::WORKING {
+                Answer::Working
+            } else {
+                Answer::Term
+            },
+            up_to: false,
+            ids: delivery_ids(frame)?,
+        }),
+        kind::CREDIT => {
+            if frame.len() != 8 {
+                return Err(DecodeError::Malformed("CREDIT is a sid and a credit"));
+            }
+            Ok(ClientFrame::Credit {
+                sid: frame.get_u32(),
+                credit: frame.get_u32(),
+            })
+        }
         kind::HELLO => Err(DecodeError::HelloAgain),
         other => Err(DecodeError::UnknownType(other)),
     }
+}
+
+/// The delivery ids that make up the rest of an answer frame: at least one,
+/// none of them 0.
+fn delivery_ids(mut frame: Bytes) -> Result<Vec<u64>, DecodeError> {
+    if frame.is_empty() || frame.len() % 8 != 0 {
+        return Err(DecodeError::Malformed(
+            "delivery ids are one or more u64s, nothing else",
+        ));
+    }
+    let mut ids = Vec::with_capacity(frame.len() / 8);
+    while !frame.is_empty() {
+        match frame.get_u64() {
+            0 => return Err(DecodeError::Malformed("delivery id 0")),
+            id => ids.push(id),
+        }
+    }
+    Ok(ids)
 }
 
 /// The length of the header block at the start of `body`, checked against
@@ -421,6 +535,11 @@ pub enum BrokerFrame {
         code: u8,
         text: String,
     },
+    /// Answers for deliveries the connection does not hold: how many, the first.
+    NotHeld {
+        count: u32,
+        first: u64,
+    },
     /// The empty frame.
     EndOfStream,
 }
@@ -506,6 +625,13 @@ pub fn decode_broker(mut frame: Bytes) -> Result<BrokerFrame, DecodeError> {
                 text: text(&frame),
             }
         }
+        kind::NOT_HELD => {
+            need(&frame, 12, "NOT_HELD too short")?;
+            BrokerFrame::NotHeld {
+                count: frame.get_u32(),
+                first: frame.get_u64(),
+            }
+        }
         kind::HELLO => return Err(DecodeError::HelloAgain),
         other => return Err(DecodeError::UnknownType(other)),
     })
@@ -521,6 +647,55 @@ pub mod encode {
         b.put_u32(sid);
         b.put_u8(0);
         b.put_slice(channel);
+        b.freeze()
+    }
+
+    /// A `SUB` with acknowledgements and `credit` (0: the broker's default).
+    pub fn sub_acked(sid: u32, credit: u32, channel: &[u8]) -> Bytes {
+        let mut b = BytesMut::with_capacity(10 + channel.len());
+        b.put_u8(kind::SUB);
+        b.put_u32(sid);
+        b.put_u8(FLAG_ACKS);
+        b.put_u32(credit);
+        b.put_slice(channel);
+        b.freeze()
+    }
+
+    /// `ACK`, `NAK`, `WORKING` or `TERM` of `ids` (`up_to`: an `ACK` of one id
+    /// that covers every delivery held up to it).
+    pub fn answer(answer: Answer, up_to: bool, ids: &[u64]) -> Bytes {
+        let mut b = BytesMut::with_capacity(5 + 8 * ids.len());
+        match answer {
+            Answer::Ack => {
+                b.put_u8(kind::ACK);
+                b.put_u8(if up_to { FLAG_UP_TO } else { 0 });
+            }
+            Answer::Nak(delay) => {
+                b.put_u8(kind::NAK);
+                b.put_u32(delay);
+            }
+            Answer::Working => b.put_u8(kind::WORKING),
+            Answer::Term => b.put_u8(kind::TERM),
+        }
+        for id in ids {
+            b.put_u64(*id);
+        }
+        b.freeze()
+    }
+
+    pub fn credit(sid: u32, credit: u32) -> Bytes {
+        let mut b = BytesMut::with_capacity(9);
+        b.put_u8(kind::CREDIT);
+        b.put_u32(sid);
+        b.put_u32(credit);
+        b.freeze()
+    }
+
+    pub fn not_held(count: u32, first: u64) -> Bytes {
+        let mut b = BytesMut::with_capacity(13);
+        b.put_u8(kind::NOT_HELD);
+        b.put_u32(count);
+        b.put_u64(first);
         b.freeze()
     }
 
@@ -652,6 +827,7 @@ mod tests {
             decode(sub.clone()),
             Ok(ClientFrame::Sub {
                 sid: 1,
+                acks: None,
                 channel: Bytes::from_static(b"/topic/a")
             })
         );

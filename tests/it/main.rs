@@ -1,6 +1,7 @@
 //! One integration-test binary (one link step): the real `aioq` binary, driven over
 //! real sockets.
 
+mod acks;
 mod bench;
 mod cli;
 mod cluster;

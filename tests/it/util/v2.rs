@@ -43,6 +43,11 @@ pub enum Frame {
         code: u8,
         text: String,
     },
+    /// Answers for deliveries the connection did not hold: how many, the first.
+    NotHeld {
+        count: u32,
+        first: u64,
+    },
     EndOfStream,
     Other(Vec<u8>),
 }
@@ -108,6 +113,10 @@ pub fn decode(f: &[u8]) -> Frame {
             reason: b[12],
             since: be64(&b[13..]),
         },
+        0x17 => Frame::NotHeld {
+            count: be32(b),
+            first: be64(&b[4..]),
+        },
         0x16 => Frame::Error {
             code: b[0],
             text: text(&b[1..]),
@@ -121,6 +130,53 @@ pub fn sub(sid: u32, channel: &str) -> Vec<u8> {
     b.extend_from_slice(&sid.to_be_bytes());
     b.push(0);
     b.extend_from_slice(channel.as_bytes());
+    b
+}
+
+/// A `SUB` whose deliveries are acknowledged, holding at most `credit`.
+pub fn sub_acked(sid: u32, credit: u32, channel: &str) -> Vec<u8> {
+    let mut b = vec![0x02];
+    b.extend_from_slice(&sid.to_be_bytes());
+    b.push(0x01);
+    b.extend_from_slice(&credit.to_be_bytes());
+    b.extend_from_slice(channel.as_bytes());
+    b
+}
+
+fn with_ids(mut b: Vec<u8>, ids: &[u64]) -> Vec<u8> {
+    for id in ids {
+        b.extend_from_slice(&id.to_be_bytes());
+    }
+    b
+}
+
+pub fn ack(ids: &[u64]) -> Vec<u8> {
+    with_ids(vec![0x07, 0], ids)
+}
+
+/// An `ACK` of every delivery held up to `id`.
+pub fn ack_up_to(id: u64) -> Vec<u8> {
+    with_ids(vec![0x07, 0x01], &[id])
+}
+
+pub fn nak(delay_ms: u32, ids: &[u64]) -> Vec<u8> {
+    let mut b = vec![0x08];
+    b.extend_from_slice(&delay_ms.to_be_bytes());
+    with_ids(b, ids)
+}
+
+pub fn working(ids: &[u64]) -> Vec<u8> {
+    with_ids(vec![0x09], ids)
+}
+
+pub fn term(ids: &[u64]) -> Vec<u8> {
+    with_ids(vec![0x0a], ids)
+}
+
+pub fn credit(sid: u32, credit: u32) -> Vec<u8> {
+    let mut b = vec![0x0b];
+    b.extend_from_slice(&sid.to_be_bytes());
+    b.extend_from_slice(&credit.to_be_bytes());
     b
 }
 
