@@ -43,6 +43,9 @@ _aioq() {
             aioq,watch-db)
                 cmd="aioq__subcmd__watch__subcmd__db"
                 ;;
+            aioq,work)
+                cmd="aioq__subcmd__work"
+                ;;
             aioq__subcmd__help,bench)
                 cmd="aioq__subcmd__help__subcmd__bench"
                 ;;
@@ -69,6 +72,9 @@ _aioq() {
                 ;;
             aioq__subcmd__help,watch-db)
                 cmd="aioq__subcmd__help__subcmd__watch__subcmd__db"
+                ;;
+            aioq__subcmd__help,work)
+                cmd="aioq__subcmd__help__subcmd__work"
                 ;;
             aioq__subcmd__help__subcmd__metrics,collect)
                 cmd="aioq__subcmd__help__subcmd__metrics__subcmd__collect"
@@ -101,7 +107,7 @@ _aioq() {
 
     case "${cmd}" in
         aioq)
-            opts="-v -q -h -V --verbose --quiet --help --version serve listen send bench watch-db metrics completions man help"
+            opts="-v -q -h -V --verbose --quiet --help --version serve listen send work bench watch-db metrics completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -263,7 +269,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__help)
-            opts="serve listen send bench watch-db metrics completions man help"
+            opts="serve listen send work bench watch-db metrics completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -430,8 +436,22 @@ _aioq() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        aioq__subcmd__help__subcmd__work)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         aioq__subcmd__listen)
-            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --listen --channel --protocol --count --format --no-reconnect --verbose --quiet --help --version"
+            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --listen --channel --protocol --count --format --no-reconnect --ack --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1020,6 +1040,60 @@ _aioq() {
                     return 0
                     ;;
                 --cache-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__work)
+            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --channel --concurrency --timeout --count --no-reconnect --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-server-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --channel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --concurrency)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --count)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

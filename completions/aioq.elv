@@ -29,6 +29,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand serve 'Run the message broker'
             cand listen 'Subscribe to a channel and print what arrives'
             cand send 'Publish messages to a channel'
+            cand work 'Run a command for each job of a /queue channel, acknowledging it by its exit status'
             cand bench 'Measure isolation, throughput, latency and fan-out of a broker'
             cand watch-db 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
             cand metrics 'Application metrics through the broker: report, collect, chart'
@@ -100,6 +101,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --format 'How each message is printed'
             cand --tls 'Connect with TLS (implied by any other --tls-* flag)'
             cand --no-reconnect 'Exit when the connection ends instead of reconnecting (0 on end-of-stream, 1 on a broken connection, 3 when the broker cannot be reached, 5 when it turns the connection away at once)'
+            cand --ack 'Acknowledge each /queue message once it is printed (protocol 2): a message the listener did not print (it was stopped first) goes to another worker instead of being lost'
             cand -v 'More log output on stderr (-v debug, -vv trace)'
             cand --verbose 'More log output on stderr (-v debug, -vv trace)'
             cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
@@ -134,6 +136,28 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'aioq;work'= {
+            cand --host 'Broker host name or address'
+            cand --port 'Broker TCP port'
+            cand --tls-ca 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]'
+            cand --tls-cert 'Client certificate chain (PEM), for brokers that require one; needs --tls-key'
+            cand --tls-key 'Private key for --tls-cert (PEM)'
+            cand --tls-server-name 'Name to expect in the broker''s certificate [default: the host the client connects to]'
+            cand --channel 'The /queue channel to take jobs from'
+            cand --concurrency 'Commands run at once; also the jobs held from the broker at once'
+            cand --timeout 'Kill a command that runs longer than this (the job is tried again)'
+            cand --count 'Exit 0 after this many jobs (done or not)'
+            cand --tls 'Connect with TLS (implied by any other --tls-* flag)'
+            cand --no-reconnect 'Exit when the connection ends instead of reconnecting'
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
             cand -V 'Print version'
             cand --version 'Print version'
         }
@@ -314,6 +338,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand serve 'Run the message broker'
             cand listen 'Subscribe to a channel and print what arrives'
             cand send 'Publish messages to a channel'
+            cand work 'Run a command for each job of a /queue channel, acknowledging it by its exit status'
             cand bench 'Measure isolation, throughput, latency and fan-out of a broker'
             cand watch-db 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
             cand metrics 'Application metrics through the broker: report, collect, chart'
@@ -326,6 +351,8 @@ set edit:completion:arg-completer[aioq] = {|@words|
         &'aioq;help;listen'= {
         }
         &'aioq;help;send'= {
+        }
+        &'aioq;help;work'= {
         }
         &'aioq;help;bench'= {
         }

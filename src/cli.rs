@@ -59,6 +59,8 @@ pub enum Command {
     Listen(cmd::listen::ListenArgs),
     /// Publish messages to a channel.
     Send(cmd::send::SendArgs),
+    /// Run a command for each job of a /queue channel, acknowledging it by its exit status.
+    Work(cmd::work::WorkArgs),
     /// Measure isolation, throughput, latency and fan-out of a broker.
     Bench(cmd::bench::BenchArgs),
     /// PostgreSQL change feed with a coherent cache, an HTTP API and forwarding.

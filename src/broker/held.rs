@@ -198,7 +198,9 @@ pub fn answer(shared: &Shared, conn: &Conn, answer: Answer, up_to: bool, ids: &[
             for e in taken {
                 let h = note(&e, false);
                 settle(conn, &e);
+                let sub = e.sub.clone();
                 dead_letter(shared, e, DeadReason::Term, h.map_or(0, |h| h.failures));
+                refill(&sub);
             }
         }
         Answer::Working => {}
@@ -276,6 +278,19 @@ fn next_attempt(out: &Out) -> Out {
 /// after the delay asked for (`None` or zero: the channel's backoff), or to
 /// the dead-letter channel once it failed `max_deliveries` times.
 fn failed(shared: &Shared, conn: &Conn, e: Entry, delay: Option<Duration>, cause: Redelivery) {
+    let sub = e.sub.clone();
+    failed_inner(shared, conn, e, delay, cause);
+    // Its credit is free: what waits may go to it.
+    refill(&sub);
+}
+
+fn failed_inner(
+    shared: &Shared,
+    conn: &Conn,
+    e: Entry,
+    delay: Option<Duration>,
+    cause: Redelivery,
+) {
     let h = note(&e, true);
     settle(conn, &e);
     let failures = h.map_or(1, |h| h.failures);

@@ -167,6 +167,14 @@ impl Inner {
             m.sub = w.ids.local;
             w.offer_work(m, held)
                 .map_err(Refused::into_message_and_budget)
+        })
+        .map_err(|mut back| {
+            // Not taken: a number it was not given must not stick to it
+            // (the next new message gets that number too).
+            if fresh {
+                back.delivery = None;
+            }
+            back
         })?;
         if fresh {
             self.numbering.taken(seq);
@@ -799,5 +807,26 @@ mod tests {
             .map(|m| id(&m))
             .collect();
         assert_eq!(again, [Some((1, 1)), Some((3, 1))]);
+    }
+
+    #[tokio::test]
+    async fn a_message_no_worker_had_room_for_gets_a_number_of_its_own() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let q = QueueState::new(100, 1 << 20, budget.clone());
+        let (a, mut rx) = worker(1, 1, &budget);
+        q.add_worker(a.clone());
+        for m in ["1", "2", "3", "4"] {
+            q.publish(Bytes::from(m), 0).await.unwrap();
+        }
+        // One at a time: each of 2, 3 and 4 was offered while the worker
+        // was full and went to the backlog before it was taken.
+        let mut seqs = Vec::new();
+        while seqs.len() < 4 {
+            let m = rx.try_recv().expect("the next message");
+            a.conn.taken(m.len());
+            seqs.push(m.delivery.map(|d| d.seq()));
+            q.refill();
+        }
+        assert_eq!(seqs, [Some(1), Some(2), Some(3), Some(4)]);
     }
 }

@@ -407,8 +407,11 @@ impl SessionV2 {
             sid,
             report_loss: self.granted.loss,
         };
+        // An acknowledging worker is told its ack wait (it says WORKING
+        // within it for what takes longer).
+        let ack_wait = acks.map(|_| shared.router.policy().acks_for(&channel).ack_wait);
         let subscribed = shared.router.subscribe_as(channel, conn, ids, acks, || {
-            conn.control(encode::sid(v2::kind::SUBSCRIBED, sid));
+            conn.control(encode::subscribed(sid, ack_wait));
         });
         if subscribed.is_err() {
             conn.give_back_budget(cost);

@@ -229,7 +229,10 @@ mod tests {
         assert!(t.hear(&BrokerFrame::Confirm(4)));
         assert_eq!((t.routed, t.refused_total(), t.waiting()), (3, 1, 1));
         assert_eq!(t.refusals(), "1 refused (denied: 1)");
-        assert!(!t.hear(&BrokerFrame::Subscribed(1)));
+        assert!(!t.hear(&BrokerFrame::Subscribed {
+            sid: 1,
+            ack_wait_ms: None
+        }));
         assert_eq!(t.abandon(), 1);
     }
 }

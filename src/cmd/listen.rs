@@ -18,6 +18,7 @@ Examples:
   aioq listen --channel /queue/jobs --count 10 --format json
   aioq listen --channel /topic/files --format raw > dump.bin
   aioq listen --channel /topic/a --channel /queue/b     # one connection (protocol 2)
+  aioq listen --channel /queue/jobs --ack --count 1     # acknowledged once printed
 
 With several --channel, text lines are CHANNEL<TAB>PAYLOAD and JSON lines name
 their channel. Over protocol 2, messages a slow listener lost are reported on
@@ -56,6 +57,11 @@ pub struct ListenArgs {
     /// turns the connection away at once).
     #[arg(long)]
     pub no_reconnect: bool,
+    /// Acknowledge each /queue message once it is printed (protocol 2): a
+    /// message the listener did not print (it was stopped first) goes to
+    /// another worker instead of being lost.
+    #[arg(long)]
+    pub ack: bool,
 }
 
 enum Session {
@@ -78,12 +84,32 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
         !(several && args.protocol == Protocol::V1),
         "several --channel need protocol 2 (--protocol 1 was given)"
     );
+    crate::ensure_usage!(
+        !(args.ack && args.protocol == Protocol::V1),
+        "--ack needs protocol 2 (--protocol 1 was given)"
+    );
+    crate::ensure_usage!(
+        !args.ack
+            || args
+                .channel
+                .iter()
+                .all(|c| crate::proto::is_queue(c.as_bytes())),
+        "--ack is for /queue channels: a /topic message is not shared among workers"
+    );
     let target = connector.to_string();
     let role = format!("subscribed to {}", args.channel.join(", "));
     let mut link = Reconnector::new(connector, &args.channel[0], role).once(args.no_reconnect);
     if args.protocol != Protocol::V1 {
-        let v1_will_do = !several && args.protocol == Protocol::Auto;
-        link = link.speak_v2(&[crate::proto::v2::feature::LOSS], v1_will_do);
+        let v1_will_do = !several && !args.ack && args.protocol == Protocol::Auto;
+        let features: &[&'static str] = if args.ack {
+            &[
+                crate::proto::v2::feature::LOSS,
+                crate::proto::v2::feature::ACKS,
+            ]
+        } else {
+            &[crate::proto::v2::feature::LOSS]
+        };
+        link = link.speak_v2(features, v1_will_do);
     }
     let mut received = 0u64;
     let interrupted = crate::runtime::shutdown::signal();
@@ -136,11 +162,16 @@ async fn session(
     v2: bool,
 ) -> anyhow::Result<Session> {
     use crate::client::v2::reason_name;
-    use crate::proto::v2::{decode_broker, encode, BrokerFrame};
+    use crate::proto::v2::{decode_broker, encode, Answer, BrokerFrame};
     if v2 {
         for (i, channel) in args.channel.iter().enumerate() {
-            conn.feed(encode::sub(i as u32 + 1, channel.as_bytes()))
-                .await?;
+            let sid = i as u32 + 1;
+            conn.feed(if args.ack {
+                encode::sub_acked(sid, 0, channel.as_bytes())
+            } else {
+                encode::sub(sid, channel.as_bytes())
+            })
+            .await?;
         }
         conn.flush().await?;
     }
@@ -150,9 +181,15 @@ async fn session(
             .map_or("?", String::as_str)
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // Printed and not yet acknowledged (--ack): acknowledged once flushed.
+    let mut printed: Vec<u64> = Vec::new();
     loop {
         if args.count.is_some_and(|n| *received >= n) {
             out.flush()?;
+            if !printed.is_empty() {
+                let ids = std::mem::take(&mut printed);
+                conn.send(encode::answer(Answer::Ack, false, &ids)).await?;
+            }
             let _ = conn.send(Bytes::new()).await;
             return Ok(Session::Done(ExitCode::SUCCESS));
         }
@@ -182,13 +219,25 @@ async fn session(
             })
         };
         match frame {
-            Ok(BrokerFrame::Msg { sid, payload, .. }) => {
+            Ok(BrokerFrame::Msg {
+                sid,
+                payload,
+                delivery,
+                ..
+            }) => {
                 print_message(&mut out, args, name(sid), &payload)?;
                 *received += 1;
+                if args.ack {
+                    printed.push(delivery);
+                }
                 // Flush when no further frame is already buffered, so a burst
                 // costs one write but a lone message shows up at once.
                 if conn.read_buffer().len() < 4 {
                     out.flush()?;
+                    if !printed.is_empty() {
+                        let ids = std::mem::take(&mut printed);
+                        conn.send(encode::answer(Answer::Ack, false, &ids)).await?;
+                    }
                 }
             }
             Ok(BrokerFrame::EndOfStream) => {

@@ -10,3 +10,4 @@ pub mod serve_args;
 pub mod serve_config;
 pub mod serve_http;
 pub mod watch_db;
+pub mod work;

@@ -513,7 +513,11 @@ pub enum BrokerFrame {
         headers: Option<Bytes>,
         payload: Bytes,
     },
-    Subscribed(u32),
+    /// `sid`, and for an acknowledging subscription its ack wait (ms).
+    Subscribed {
+        sid: u32,
+        ack_wait_ms: Option<u32>,
+    },
     Ended {
         sid: u32,
         reason: u8,
@@ -587,7 +591,10 @@ pub fn decode_broker(mut frame: Bytes) -> Result<BrokerFrame, DecodeError> {
         }
         kind::SUBSCRIBED => {
             need(&frame, 4, "SUBSCRIBED too short")?;
-            BrokerFrame::Subscribed(frame.get_u32())
+            BrokerFrame::Subscribed {
+                sid: frame.get_u32(),
+                ack_wait_ms: (frame.len() >= 4).then(|| frame.get_u32()),
+            }
         }
         kind::ENDED => {
             need(&frame, 5, "ENDED too short")?;
@@ -749,6 +756,17 @@ pub mod encode {
         b.put_u8(headers.map_or(0, |_| FLAG_HEADERS));
         if let Some(h) = headers {
             b.put_slice(h);
+        }
+        b.freeze()
+    }
+
+    /// `SUBSCRIBED`, with the ack wait of an acknowledging subscription.
+    pub fn subscribed(sid: u32, ack_wait: Option<std::time::Duration>) -> Bytes {
+        let mut b = BytesMut::with_capacity(9);
+        b.put_u8(kind::SUBSCRIBED);
+        b.put_u32(sid);
+        if let Some(w) = ack_wait {
+            b.put_u32(u32::try_from(w.as_millis()).unwrap_or(u32::MAX));
         }
         b.freeze()
     }

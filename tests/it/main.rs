@@ -19,3 +19,4 @@ mod serve_limits;
 mod tls;
 mod util;
 mod watch_db;
+mod work;

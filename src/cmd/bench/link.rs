@@ -190,7 +190,7 @@ impl Target {
                 conn.send(v2::encode::sub(1, channel.as_bytes())).await?;
                 match conn.next().await {
                     Some(Ok(f)) => match v2::decode_broker(f) {
-                        Ok(v2::BrokerFrame::Subscribed(1)) => {}
+                        Ok(v2::BrokerFrame::Subscribed { sid: 1, .. }) => {}
                         other => bail!("subscribing to {channel}: {other:?}"),
                     },
                     _ => bail!("subscribing to {channel}: the connection ended"),
