@@ -175,3 +175,105 @@ fn a_python_v2_client_from_protocol_md_subscribes_publishes_and_hears_refusals_a
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok "));
 }
+
+/// A protocol v2 worker in Python asyncio, written from PROTOCOL.md's
+/// "Acknowledgements" alone: it acknowledges one job, naks one (seen again,
+/// attempt 2), ends one with TERM (read back from the dead-letter channel,
+/// with its reason), and hears NOT_HELD for an id it never held.
+const WORKER_V2: &str = r#"
+import asyncio, json, struct, sys
+
+async def frame(w, data):
+    w.write(struct.pack(">I", len(data)) + data)
+    await w.drain()
+
+async def read(r):
+    (n,) = struct.unpack(">I", await r.readexactly(4))
+    return await r.readexactly(n)
+
+def ids(*xs):
+    return b"".join(struct.pack(">Q", x) for x in xs)
+
+def decode(f):
+    t, b = f[0], f[1:]
+    if t == 0x10:
+        sid, delivery, attempt, flags = struct.unpack(">IQIB", b[:17])
+        body = b[17:]
+        headers = {}
+        if flags & 0x02:
+            count, at = body[0], 1
+            for _ in range(count):
+                k = body[at + 1:at + 1 + body[at]]; at += 1 + body[at]
+                (vl,) = struct.unpack(">H", body[at:at + 2]); headers[k.decode()] = body[at + 2:at + 2 + vl].decode(); at += 2 + vl
+            body = body[at:]
+        return ("MSG", sid, delivery, attempt, body, headers)
+    if t == 0x11: return ("SUBSCRIBED", struct.unpack(">I", b[:4])[0], len(b) == 8 and struct.unpack(">I", b[4:8])[0])
+    if t == 0x13: return ("CONFIRM", struct.unpack(">Q", b)[0])
+    if t == 0x17: return ("NOT_HELD",) + struct.unpack(">IQ", b)
+    if t == 0x06: return ("PONG", struct.unpack(">Q", b)[0])
+    raise AssertionError("unexpected frame %r" % f)
+
+async def connect(port, features):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    name = b"/$aioq/hello/pyw"
+    await frame(w, name); await frame(w, name)
+    await frame(w, json.dumps({"protocol": 2, "features": features}).encode())
+    h = await read(r)
+    assert h[0] == 0x01 and set(features) <= set(json.loads(h[1:])["features"]), h
+    return r, w
+
+async def main(port):
+    r, w = await connect(port, ["acks", "confirms", "headers"])
+    # SUB with flag 0x01 and a credit of 3.
+    await frame(w, b"\x02" + struct.pack(">IBI", 1, 1, 3) + b"/queue/py-jobs")
+    kind, sid, wait = decode(await read(r))
+    assert (kind, sid) == ("SUBSCRIBED", 1) and wait == 30000, (kind, sid, wait)
+    await frame(w, b"\x02" + struct.pack(">IB", 2, 0) + b"/queue/py-jobs/dead")
+    assert decode(await read(r))[:2] == ("SUBSCRIBED", 2)
+    for i, job in enumerate([b"good", b"retry", b"poison"]):
+        ch = b"/queue/py-jobs"
+        await frame(w, b"\x04\x01" + struct.pack(">QH", i + 1, len(ch)) + ch + job)
+    got = {}
+    while len(got) < 3:
+        f = decode(await read(r))
+        if f[0] == "MSG": got[f[4]] = f
+    assert all(f[3] == 1 for f in got.values()), got
+    await frame(w, b"\x07\x00" + ids(got[b"good"][2]))            # ACK
+    await frame(w, b"\x08" + struct.pack(">I", 0) + ids(got[b"retry"][2]))  # NAK, no delay
+    await frame(w, b"\x0a" + ids(got[b"poison"][2]))               # TERM
+    await frame(w, b"\x07\x00" + ids(999999))                      # never held
+    seen = []
+    while len([f for f in seen if f[0] == "MSG"]) < 2 or not any(f[0] == "NOT_HELD" for f in seen):
+        f = decode(await read(r))
+        if f[0] != "CONFIRM": seen.append(f)
+    again = [f for f in seen if f[0] == "MSG" and f[1] == 1]
+    assert len(again) == 1 and again[0][4] == b"retry" and again[0][3] == 2, seen
+    dead = [f for f in seen if f[0] == "MSG" and f[1] == 2]
+    assert len(dead) == 1 and dead[0][4] == b"poison", seen
+    assert dead[0][5]["aioq-reason"] == "term" and dead[0][5]["aioq-channel"] == "/queue/py-jobs", dead
+    assert ("NOT_HELD", 1, 999999) in seen, seen
+    await frame(w, b"\x07\x01" + ids(again[0][2]))                 # ACK up to
+    await frame(w, b"\x05" + struct.pack(">Q", 1))
+    while decode(await read(r)) != ("PONG", 1): pass
+    await frame(w, b"")
+    while await read(r) != b"": pass
+    print("ok")
+
+asyncio.run(asyncio.wait_for(main(int(sys.argv[1])), 30))
+"#;
+
+#[test]
+fn a_python_v2_worker_from_protocol_md_acks_naks_and_terms() {
+    let broker = Broker::spawn(&[]);
+    let out = Command::new("python3")
+        .args(["-c", WORKER_V2, &broker.port.to_string()])
+        .output()
+        .expect("python3 is installed");
+    assert!(
+        out.status.success(),
+        "python v2 worker failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}

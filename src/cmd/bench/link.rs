@@ -38,11 +38,21 @@ pub enum Speak {
     V2,
 }
 
+/// What a protocol 2 run asks of an aioq broker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Asks {
+    /// Every publish asks a confirm.
+    pub confirms: bool,
+    /// `/queue` workers acknowledge what they are sent (one `ACK` up to the
+    /// last delivery per read buffer).
+    pub acks: bool,
+}
+
 /// A broker to measure.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// An aioq broker; with protocol 2, whether every publish asks a confirm.
-    Aioq(Connector, Speak, bool),
+    /// An aioq broker, and what protocol 2 asks of it.
+    Aioq(Connector, Speak, Asks),
     Nats {
         host: String,
         port: u16,
@@ -85,16 +95,16 @@ impl fmt::Display for Target {
 impl Target {
     /// The target spoken to in `speak` (aioq only), asking confirms when
     /// `confirms` (protocol 2 only).
-    pub fn speaking(self, speak: Speak, confirms: bool) -> anyhow::Result<Self> {
+    pub fn speaking(self, speak: Speak, asks: Asks) -> anyhow::Result<Self> {
         match self {
             Target::Aioq(c, ..) => {
-                if confirms && speak != Speak::V2 {
-                    return Err(usage("--confirms needs --protocol v2"));
+                if asks != Asks::default() && speak != Speak::V2 {
+                    return Err(usage("--confirms and --acks need --protocol v2"));
                 }
-                Ok(Target::Aioq(c, speak, confirms))
+                Ok(Target::Aioq(c, speak, asks))
             }
-            other if speak == Speak::V2 || confirms => Err(usage(format!(
-                "--protocol v2 and --confirms are for aioq targets, not {}",
+            other if speak == Speak::V2 || asks != Asks::default() => Err(usage(format!(
+                "--protocol v2, --confirms and --acks are for aioq targets, not {}",
                 other.kind()
             ))),
             other => Ok(other),
@@ -109,7 +119,7 @@ impl Target {
                 return Ok(Target::Aioq(
                     Connector::parse(flag, text, tls)?,
                     Speak::V1,
-                    false,
+                    Asks::default(),
                 ))
             }
         };
@@ -144,7 +154,7 @@ impl Target {
                 return Ok(Target::Aioq(
                     Connector::parse(flag, rest, tls)?,
                     Speak::V1,
-                    false,
+                    Asks::default(),
                 ))
             }
             "nats" => Target::Nats { host, port, auth },
@@ -185,9 +195,17 @@ impl Target {
     /// they come, confirmed subscribed.
     pub async fn subscribe(&self, channel: &str) -> anyhow::Result<Sub> {
         match self {
-            Target::Aioq(c, Speak::V2, _) => {
-                let (mut conn, _) = client::v2::connect(c, &[], ConnectOptions::default()).await?;
-                conn.send(v2::encode::sub(1, channel.as_bytes())).await?;
+            Target::Aioq(c, Speak::V2, asks) => {
+                let acks = asks.acks && is_queue(channel);
+                let features: &[&str] = if acks { &[v2::feature::ACKS] } else { &[] };
+                let (mut conn, _) =
+                    client::v2::connect(c, features, ConnectOptions::default()).await?;
+                conn.send(if acks {
+                    v2::encode::sub_acked(1, 0, channel.as_bytes())
+                } else {
+                    v2::encode::sub(1, channel.as_bytes())
+                })
+                .await?;
                 match conn.next().await {
                     Some(Ok(f)) => match v2::decode_broker(f) {
                         Ok(v2::BrokerFrame::Subscribed { sid: 1, .. }) => {}
@@ -196,7 +214,12 @@ impl Target {
                     _ => bail!("subscribing to {channel}: the connection ended"),
                 }
                 let (reader, writer) = client::split(conn);
-                Ok(Sub::AioqV2 { reader, writer })
+                Ok(Sub::AioqV2 {
+                    reader,
+                    writer,
+                    acks,
+                    unacked: 0,
+                })
             }
             Target::Aioq(c, ..) => {
                 let (reader, writer) = client::split(c.connect(channel).await?);
@@ -265,7 +288,7 @@ impl Target {
     /// A publisher that subscribes to nothing.
     pub async fn publisher(&self) -> anyhow::Result<Pub> {
         match self {
-            Target::Aioq(c, Speak::V2, confirms) => {
+            Target::Aioq(c, Speak::V2, asks) => {
                 let (conn, _) =
                     client::v2::connect(c, &[v2::feature::CONFIRMS], ConnectOptions::default())
                         .await?;
@@ -274,7 +297,7 @@ impl Target {
                 tokio::spawn(read_answers(reader, tx));
                 Ok(Pub::AioqV2 {
                     writer,
-                    last_id: confirms.then_some(0),
+                    last_id: asks.confirms.then_some(0),
                     answers,
                 })
             }
@@ -372,6 +395,10 @@ pub enum Sub {
     AioqV2 {
         reader: Reader,
         writer: Writer,
+        /// It acknowledges its deliveries; the last one read and not yet
+        /// acknowledged (0: none).
+        acks: bool,
+        unacked: u64,
     },
     Nats {
         sub: async_nats::Subscriber,
@@ -388,10 +415,31 @@ impl Sub {
                 Some(Ok(_)) => Event::End,
                 _ => Event::Closed,
             },
-            Sub::AioqV2 { reader, .. } => loop {
+            Sub::AioqV2 {
+                reader,
+                writer,
+                acks,
+                unacked,
+            } => loop {
+                // What was read is acknowledged once nothing more is
+                // buffered: one ACK per read, as a worker that batches.
+                if *unacked > 0 && reader.read_buffer().len() < 4 {
+                    let up_to = std::mem::take(unacked);
+                    let ack = v2::encode::answer(v2::Answer::Ack, true, &[up_to]);
+                    if writer.send(ack).await.is_err() {
+                        break Event::Closed;
+                    }
+                }
                 match reader.next().await {
                     Some(Ok(f)) => match v2::decode_broker(f) {
-                        Ok(v2::BrokerFrame::Msg { payload, .. }) => break Event::Message(payload),
+                        Ok(v2::BrokerFrame::Msg {
+                            payload, delivery, ..
+                        }) => {
+                            if *acks {
+                                *unacked = delivery;
+                            }
+                            break Event::Message(payload);
+                        }
                         Ok(v2::BrokerFrame::EndOfStream) => break Event::End,
                         Ok(v2::BrokerFrame::Error { .. }) | Err(_) => break Event::Closed,
                         Ok(_) => continue,

@@ -126,6 +126,10 @@ pub struct BenchArgs {
     /// goodbye waits for the last (cumulative confirms, one per read buffer).
     #[arg(long)]
     pub confirms: bool,
+    /// With --protocol v2: /queue workers acknowledge their deliveries (one
+    /// ACK up to the last per read; credit --worker-queue of the broker).
+    #[arg(long)]
+    pub acks: bool,
     /// Print one JSON document on stdout instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -395,12 +399,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     crate::ensure_usage!(
-        !args.confirms || args.protocol == link::Speak::V2,
-        "--confirms needs --protocol v2"
+        !(args.confirms || args.acks) || args.protocol == link::Speak::V2,
+        "--confirms and --acks need --protocol v2"
     );
+    let asks = link::Asks {
+        confirms: args.confirms,
+        acks: args.acks,
+    };
     let (addr, broker) = match &args.target {
         Some(t) => (
-            Target::parse("--target", t, &args.tls)?.speaking(args.protocol, args.confirms)?,
+            Target::parse("--target", t, &args.tls)?.speaking(args.protocol, asks)?,
             None,
         ),
         None => {
@@ -420,7 +428,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 Target::Aioq(
                     Connector::plain(addr.ip().to_string(), addr.port()),
                     args.protocol,
-                    args.confirms,
+                    asks,
                 ),
                 Some(b),
             )
@@ -435,7 +443,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         sub_addr: match &args.subscribe_target {
             Some(t) => {
                 let sub = Target::parse("--subscribe-target", t, &args.tls)?
-                    .speaking(args.protocol, args.confirms)?;
+                    .speaking(args.protocol, asks)?;
                 crate::ensure_usage!(
                     sub.kind() == addr.kind(),
                     "--subscribe-target {t}: a {} broker, where --target is {}",
