@@ -201,6 +201,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--topic-overflow', '--topic-overflow', [CompletionResultType]::ParameterName, 'Embedded broker: what happens to a /topic subscriber whose queue is full')
             [CompletionResult]::new('--tls', '--tls', [CompletionResultType]::ParameterName, 'Connect with TLS (implied by any other --tls-* flag)')
             [CompletionResult]::new('--confirms', '--confirms', [CompletionResultType]::ParameterName, 'With --protocol v2: every publish asks a confirm, and each publisher''s goodbye waits for the last (cumulative confirms, one per read buffer)')
+            [CompletionResult]::new('--acks', '--acks', [CompletionResultType]::ParameterName, 'With --protocol v2: /queue workers acknowledge their deliveries (one ACK up to the last per read; credit --worker-queue of the broker)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print one JSON document on stdout instead of tables')
             [CompletionResult]::new('--csv', '--csv', [CompletionResultType]::ParameterName, 'Print the figures as CSV (figure,value,unit) instead of tables')
             [CompletionResult]::new('--no-prime', '--no-prime', [CompletionResultType]::ParameterName, 'Skip the priming burst that fills the stalled subscribers'' kernel buffers before an isolation run is measured (the verdict is then inconclusive unless the run itself owes them enough)')

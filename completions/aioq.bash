@@ -121,7 +121,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__bench)
-            opts="-v -q -h -V --target --subscribe-target --target-metrics --tls --tls-ca --tls-cert --tls-key --tls-server-name --scenario --kinds --subscribers --slow --slow-mode --trickle-rate --rate --duration --messages --stall-timeout --size --latency-rate --latency-duration --connections --protocol --confirms --json --min-isolation --compare --max-regression --noise --csv --no-prime --send-queue --send-queue-bytes --topic-overflow --verbose --quiet --help --version"
+            opts="-v -q -h -V --target --subscribe-target --target-metrics --tls --tls-ca --tls-cert --tls-key --tls-server-name --scenario --kinds --subscribers --slow --slow-mode --trickle-rate --rate --duration --messages --stall-timeout --size --latency-rate --latency-duration --connections --protocol --confirms --acks --json --min-isolation --compare --max-regression --noise --csv --no-prime --send-queue --send-queue-bytes --topic-overflow --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

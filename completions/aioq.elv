@@ -193,6 +193,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --topic-overflow 'Embedded broker: what happens to a /topic subscriber whose queue is full'
             cand --tls 'Connect with TLS (implied by any other --tls-* flag)'
             cand --confirms 'With --protocol v2: every publish asks a confirm, and each publisher''s goodbye waits for the last (cumulative confirms, one per read buffer)'
+            cand --acks 'With --protocol v2: /queue workers acknowledge their deliveries (one ACK up to the last per read; credit --worker-queue of the broker)'
             cand --json 'Print one JSON document on stdout instead of tables'
             cand --csv 'Print the figures as CSV (figure,value,unit) instead of tables'
             cand --no-prime 'Skip the priming burst that fills the stalled subscribers'' kernel buffers before an isolation run is measured (the verdict is then inconclusive unless the run itself owes them enough)'

@@ -184,6 +184,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -l topic-overflow -d 'E
 disconnect\t'The subscriber is disconnected as a slow consumer; the loss is counted'"
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l confirms -d 'With --protocol v2: every publish asks a confirm, and each publisher\'s goodbye waits for the last (cumulative confirms, one per read buffer)'
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l acks -d 'With --protocol v2: /queue workers acknowledge their deliveries (one ACK up to the last per read; credit --worker-queue of the broker)'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l json -d 'Print one JSON document on stdout instead of tables'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l csv -d 'Print the figures as CSV (figure,value,unit) instead of tables'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l no-prime -d 'Skip the priming burst that fills the stalled subscribers\' kernel buffers before an isolation run is measured (the verdict is then inconclusive unless the run itself owes them enough)'
