@@ -45,14 +45,17 @@ impl ServeLine {
     }
 }
 
-/// Settings a reload applies: the defaults of every channel's policy.
-pub const RELOADABLE: [&str; 6] = [
+/// Settings a reload applies: the defaults of every channel's policy (the
+/// acknowledgement settings to subscriptions made from then on).
+pub const RELOADABLE: [&str; 8] = [
     "send-queue",
     "send-queue-bytes",
     "worker-queue",
     "backlog",
     "backlog-bytes",
     "topic-overflow",
+    "ack-wait",
+    "max-deliveries",
 ];
 
 /// A file read and checked, with the command line over it.

@@ -369,3 +369,81 @@ async fn acknowledgements_are_refused_where_they_cannot_be_kept() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_channel_entry_sets_its_ack_wait_backoff_and_dead_letter_channel() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"[[channel]]\nprefix = \"/queue/fast/\"\nack-wait = \"300ms\"\nmax-deliveries = 2\n\
+          backoff = \"250ms\"\ndead-letter = \"/queue/graveyard\"\n",
+    )
+    .unwrap();
+    let broker = Broker::spawn(&["--config", file.path().to_str().unwrap()]);
+    let (mut dead, _) = Raw::hello(broker.port, &[]).await;
+    dead.send_frame(&v2::sub(1, "/queue/graveyard")).await;
+    assert_eq!(dead.next().await, Frame::Subscribed(1));
+    let (mut w, _) = Raw::hello(broker.port, &["acks"]).await;
+    w.send_frame(&v2::sub_acked(1, 1, "/queue/fast/x")).await;
+    // SUBSCRIBED carries the channel's ack wait: 300 ms.
+    match w.next().await {
+        Frame::Subscribed(1) => {}
+        other => panic!("{other:?}"),
+    }
+    publish(broker.port, "/queue/fast/x", &[b"flaky"]).await;
+    let (id, attempt, _) = deliveries(&mut w, 1).await.remove(0);
+    assert_eq!(attempt, 1);
+    let naked = Instant::now();
+    w.send_frame(&v2::nak(0, &[id])).await;
+    // The backoff, not at once.
+    let (_, attempt, _) = deliveries(&mut w, 1).await.remove(0);
+    assert_eq!(attempt, 2);
+    assert!(
+        naked.elapsed() >= Duration::from_millis(240),
+        "{:?}",
+        naked.elapsed()
+    );
+    // The second failure is its ack wait running out: dead-lettered, to
+    // the channel the entry names.
+    let Frame::Msg { payload, .. } = within(10.0, "the dead letter", dead.next()).await else {
+        panic!("expected the dead letter");
+    };
+    assert_eq!(payload, b"flaky");
+    assert_eq!(until_pong(&mut w, 1).await, []);
+
+    let bad = |toml: &str| {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, toml.as_bytes()).unwrap();
+        let out = std::process::Command::new(crate::util::BIN)
+            .args(["serve", "--check-config", "--config"])
+            .arg(f.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    for (toml, says) in [
+        (
+            "[[channel]]\nprefix = \"/queue/\"\nbackoff = \"soon\"\n",
+            "backoff",
+        ),
+        (
+            "[[channel]]\nprefix = \"/queue/\"\nack-wait = \"0s\"\n",
+            "ack-wait",
+        ),
+        (
+            "[[channel]]\nprefix = \"/queue/\"\nmax-deliveries = 0\n",
+            "max-deliveries",
+        ),
+        (
+            "[[channel]]\nprefix = \"/queue/\"\ndead-letter = \"/topic/x\"\n",
+            "not a /queue",
+        ),
+    ] {
+        let (code, err) = bad(toml);
+        assert_eq!(code, Some(2), "{toml}: {err}");
+        assert!(err.contains(says), "{toml}: {err}");
+    }
+}
