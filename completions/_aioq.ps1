@@ -33,6 +33,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Subscribe to a channel and print what arrives')
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Publish messages to a channel')
             [CompletionResult]::new('work', 'work', [CompletionResultType]::ParameterValue, 'Run a command for each job of a /queue channel, acknowledging it by its exit status')
+            [CompletionResult]::new('requeue', 'requeue', [CompletionResultType]::ParameterValue, 'Move messages (dead letters) from one /queue channel back to another')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure isolation, throughput, latency and fan-out of a broker')
             [CompletionResult]::new('watch-db', 'watch-db', [CompletionResultType]::ParameterValue, 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding')
             [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Application metrics through the broker: report, collect, chart')
@@ -159,6 +160,28 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit 0 after this many jobs (done or not)')
             [CompletionResult]::new('--tls', '--tls', [CompletionResultType]::ParameterName, 'Connect with TLS (implied by any other --tls-* flag)')
             [CompletionResult]::new('--no-reconnect', '--no-reconnect', [CompletionResultType]::ParameterName, 'Exit when the connection ends instead of reconnecting')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'aioq;requeue' {
+            [CompletionResult]::new('--host', '--host', [CompletionResultType]::ParameterName, 'Broker host name or address')
+            [CompletionResult]::new('--port', '--port', [CompletionResultType]::ParameterName, 'Broker TCP port')
+            [CompletionResult]::new('--tls-ca', '--tls-ca', [CompletionResultType]::ParameterName, 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]')
+            [CompletionResult]::new('--tls-cert', '--tls-cert', [CompletionResultType]::ParameterName, 'Client certificate chain (PEM), for brokers that require one; needs --tls-key')
+            [CompletionResult]::new('--tls-key', '--tls-key', [CompletionResultType]::ParameterName, 'Private key for --tls-cert (PEM)')
+            [CompletionResult]::new('--tls-server-name', '--tls-server-name', [CompletionResultType]::ParameterName, 'Name to expect in the broker''s certificate [default: the host the client connects to]')
+            [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'The /queue channel to take messages from (a dead-letter channel)')
+            [CompletionResult]::new('--to', '--to', [CompletionResultType]::ParameterName, 'The channel to put them on')
+            [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Move at most this many')
+            [CompletionResult]::new('--idle', '--idle', [CompletionResultType]::ParameterName, 'Without --count: stop once nothing has come for this long')
+            [CompletionResult]::new('--tls', '--tls', [CompletionResultType]::ParameterName, 'Connect with TLS (implied by any other --tls-* flag)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v debug, -vv trace)')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Less log output on stderr (-q warnings only, -qq errors only)')
@@ -359,6 +382,7 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             [CompletionResult]::new('listen', 'listen', [CompletionResultType]::ParameterValue, 'Subscribe to a channel and print what arrives')
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Publish messages to a channel')
             [CompletionResult]::new('work', 'work', [CompletionResultType]::ParameterValue, 'Run a command for each job of a /queue channel, acknowledging it by its exit status')
+            [CompletionResult]::new('requeue', 'requeue', [CompletionResultType]::ParameterValue, 'Move messages (dead letters) from one /queue channel back to another')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure isolation, throughput, latency and fan-out of a broker')
             [CompletionResult]::new('watch-db', 'watch-db', [CompletionResultType]::ParameterValue, 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding')
             [CompletionResult]::new('metrics', 'metrics', [CompletionResultType]::ParameterValue, 'Application metrics through the broker: report, collect, chart')
@@ -377,6 +401,9 @@ Register-ArgumentCompleter -Native -CommandName 'aioq' -ScriptBlock {
             break
         }
         'aioq;help;work' {
+            break
+        }
+        'aioq;help;requeue' {
             break
         }
         'aioq;help;bench' {

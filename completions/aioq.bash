@@ -34,6 +34,9 @@ _aioq() {
             aioq,metrics)
                 cmd="aioq__subcmd__metrics"
                 ;;
+            aioq,requeue)
+                cmd="aioq__subcmd__requeue"
+                ;;
             aioq,send)
                 cmd="aioq__subcmd__send"
                 ;;
@@ -63,6 +66,9 @@ _aioq() {
                 ;;
             aioq__subcmd__help,metrics)
                 cmd="aioq__subcmd__help__subcmd__metrics"
+                ;;
+            aioq__subcmd__help,requeue)
+                cmd="aioq__subcmd__help__subcmd__requeue"
                 ;;
             aioq__subcmd__help,send)
                 cmd="aioq__subcmd__help__subcmd__send"
@@ -107,7 +113,7 @@ _aioq() {
 
     case "${cmd}" in
         aioq)
-            opts="-v -q -h -V --verbose --quiet --help --version serve listen send work bench watch-db metrics completions man help"
+            opts="-v -q -h -V --verbose --quiet --help --version serve listen send work requeue bench watch-db metrics completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -269,7 +275,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__help)
-            opts="serve listen send work bench watch-db metrics completions man help"
+            opts="serve listen send work requeue bench watch-db metrics completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -383,6 +389,20 @@ _aioq() {
         aioq__subcmd__help__subcmd__metrics__subcmd__report)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__help__subcmd__requeue)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -726,6 +746,60 @@ _aioq() {
                     return 0
                     ;;
                 --control-channel)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        aioq__subcmd__requeue)
+            opts="-v -q -h -V --host --port --tls --tls-ca --tls-cert --tls-key --tls-server-name --from --to --count --idle --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-server-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --to)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idle)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

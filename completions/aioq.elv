@@ -30,6 +30,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand listen 'Subscribe to a channel and print what arrives'
             cand send 'Publish messages to a channel'
             cand work 'Run a command for each job of a /queue channel, acknowledging it by its exit status'
+            cand requeue 'Move messages (dead letters) from one /queue channel back to another'
             cand bench 'Measure isolation, throughput, latency and fan-out of a broker'
             cand watch-db 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
             cand metrics 'Application metrics through the broker: report, collect, chart'
@@ -152,6 +153,27 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --count 'Exit 0 after this many jobs (done or not)'
             cand --tls 'Connect with TLS (implied by any other --tls-* flag)'
             cand --no-reconnect 'Exit when the connection ends instead of reconnecting'
+            cand -v 'More log output on stderr (-v debug, -vv trace)'
+            cand --verbose 'More log output on stderr (-v debug, -vv trace)'
+            cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand --quiet 'Less log output on stderr (-q warnings only, -qq errors only)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'aioq;requeue'= {
+            cand --host 'Broker host name or address'
+            cand --port 'Broker TCP port'
+            cand --tls-ca 'CA certificates (PEM) that the broker''s certificate must chain to [default: the system''s, /etc/ssl/certs/ca-certificates.crt]'
+            cand --tls-cert 'Client certificate chain (PEM), for brokers that require one; needs --tls-key'
+            cand --tls-key 'Private key for --tls-cert (PEM)'
+            cand --tls-server-name 'Name to expect in the broker''s certificate [default: the host the client connects to]'
+            cand --from 'The /queue channel to take messages from (a dead-letter channel)'
+            cand --to 'The channel to put them on'
+            cand --count 'Move at most this many'
+            cand --idle 'Without --count: stop once nothing has come for this long'
+            cand --tls 'Connect with TLS (implied by any other --tls-* flag)'
             cand -v 'More log output on stderr (-v debug, -vv trace)'
             cand --verbose 'More log output on stderr (-v debug, -vv trace)'
             cand -q 'Less log output on stderr (-q warnings only, -qq errors only)'
@@ -340,6 +362,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand listen 'Subscribe to a channel and print what arrives'
             cand send 'Publish messages to a channel'
             cand work 'Run a command for each job of a /queue channel, acknowledging it by its exit status'
+            cand requeue 'Move messages (dead letters) from one /queue channel back to another'
             cand bench 'Measure isolation, throughput, latency and fan-out of a broker'
             cand watch-db 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
             cand metrics 'Application metrics through the broker: report, collect, chart'
@@ -354,6 +377,8 @@ set edit:completion:arg-completer[aioq] = {|@words|
         &'aioq;help;send'= {
         }
         &'aioq;help;work'= {
+        }
+        &'aioq;help;requeue'= {
         }
         &'aioq;help;bench'= {
         }

@@ -32,6 +32,7 @@ complete -c aioq -n "__fish_aioq_needs_command" -f -a "serve" -d 'Run the messag
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "listen" -d 'Subscribe to a channel and print what arrives'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "send" -d 'Publish messages to a channel'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "work" -d 'Run a command for each job of a /queue channel, acknowledging it by its exit status'
+complete -c aioq -n "__fish_aioq_needs_command" -f -a "requeue" -d 'Move messages (dead letters) from one /queue channel back to another'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "bench" -d 'Measure isolation, throughput, latency and fan-out of a broker'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "watch-db" -d 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
 complete -c aioq -n "__fish_aioq_needs_command" -f -a "metrics" -d 'Application metrics through the broker: report, collect, chart'
@@ -144,6 +145,21 @@ complete -c aioq -n "__fish_aioq_using_subcommand work" -s v -l verbose -d 'More
 complete -c aioq -n "__fish_aioq_using_subcommand work" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand work" -s h -l help -d 'Print help'
 complete -c aioq -n "__fish_aioq_using_subcommand work" -s V -l version -d 'Print version'
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -l host -d 'Broker host name or address' -r
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -l port -d 'Broker TCP port' -r
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -l tls-ca -d 'CA certificates (PEM) that the broker\'s certificate must chain to [default: the system\'s, /etc/ssl/certs/ca-certificates.crt]' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -l from -d 'The /queue channel to take messages from (a dead-letter channel)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -l to -d 'The channel to put them on' -r
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -l count -d 'Move at most this many' -r
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -l idle -d 'Without --count: stop once nothing has come for this long' -r
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -l tls -d 'Connect with TLS (implied by any other --tls-* flag)'
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -s v -l verbose -d 'More log output on stderr (-v debug, -vv trace)'
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -s h -l help -d 'Print help'
+complete -c aioq -n "__fish_aioq_using_subcommand requeue" -s V -l version -d 'Print version'
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l target -d 'Broker to measure: HOST:PORT (aioq), nats://HOST:PORT or redis://HOST:PORT; default: an embedded aioq broker on a free port' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l subscribe-target -d 'Subscribers and workers connect here (HOST:PORT) while publishers use --target: two brokers of one cluster, to measure across it' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l target-metrics -d 'The --target broker\'s Prometheus page (`aioq serve --http`), read before and after each throughput run for its physics: messages and bytes per socket write, CPU time per delivery' -r
@@ -278,15 +294,16 @@ complete -c aioq -n "__fish_aioq_using_subcommand man" -s v -l verbose -d 'More 
 complete -c aioq -n "__fish_aioq_using_subcommand man" -s q -l quiet -d 'Less log output on stderr (-q warnings only, -qq errors only)'
 complete -c aioq -n "__fish_aioq_using_subcommand man" -s h -l help -d 'Print help'
 complete -c aioq -n "__fish_aioq_using_subcommand man" -s V -l version -d 'Print version'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work bench watch-db metrics completions man help" -f -a "serve" -d 'Run the message broker'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work bench watch-db metrics completions man help" -f -a "listen" -d 'Subscribe to a channel and print what arrives'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work bench watch-db metrics completions man help" -f -a "send" -d 'Publish messages to a channel'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work bench watch-db metrics completions man help" -f -a "work" -d 'Run a command for each job of a /queue channel, acknowledging it by its exit status'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work bench watch-db metrics completions man help" -f -a "bench" -d 'Measure isolation, throughput, latency and fan-out of a broker'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work bench watch-db metrics completions man help" -f -a "watch-db" -d 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work bench watch-db metrics completions man help" -f -a "metrics" -d 'Application metrics through the broker: report, collect, chart'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work bench watch-db metrics completions man help" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work bench watch-db metrics completions man help" -f -a "man" -d 'Write man pages for aioq and each subcommand'
-complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work bench watch-db metrics completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work requeue bench watch-db metrics completions man help" -f -a "serve" -d 'Run the message broker'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work requeue bench watch-db metrics completions man help" -f -a "listen" -d 'Subscribe to a channel and print what arrives'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work requeue bench watch-db metrics completions man help" -f -a "send" -d 'Publish messages to a channel'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work requeue bench watch-db metrics completions man help" -f -a "work" -d 'Run a command for each job of a /queue channel, acknowledging it by its exit status'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work requeue bench watch-db metrics completions man help" -f -a "requeue" -d 'Move messages (dead letters) from one /queue channel back to another'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work requeue bench watch-db metrics completions man help" -f -a "bench" -d 'Measure isolation, throughput, latency and fan-out of a broker'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work requeue bench watch-db metrics completions man help" -f -a "watch-db" -d 'PostgreSQL change feed with a coherent cache, an HTTP API and forwarding'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work requeue bench watch-db metrics completions man help" -f -a "metrics" -d 'Application metrics through the broker: report, collect, chart'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work requeue bench watch-db metrics completions man help" -f -a "completions" -d 'Print shell completions (bash, zsh, fish, elvish, powershell)'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work requeue bench watch-db metrics completions man help" -f -a "man" -d 'Write man pages for aioq and each subcommand'
+complete -c aioq -n "__fish_aioq_using_subcommand help; and not __fish_seen_subcommand_from serve listen send work requeue bench watch-db metrics completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c aioq -n "__fish_aioq_using_subcommand help; and __fish_seen_subcommand_from metrics" -f -a "report" -d 'Sample a process\'s CPU and memory and publish them'
 complete -c aioq -n "__fish_aioq_using_subcommand help; and __fish_seen_subcommand_from metrics" -f -a "collect" -d 'Gather samples: a live terminal table, JSON lines, or a web page'

@@ -61,6 +61,8 @@ pub enum Command {
     Send(cmd::send::SendArgs),
     /// Run a command for each job of a /queue channel, acknowledging it by its exit status.
     Work(cmd::work::WorkArgs),
+    /// Move messages (dead letters) from one /queue channel back to another.
+    Requeue(cmd::requeue::RequeueArgs),
     /// Measure isolation, throughput, latency and fan-out of a broker.
     Bench(cmd::bench::BenchArgs),
     /// PostgreSQL change feed with a coherent cache, an HTTP API and forwarding.

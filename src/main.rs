@@ -30,6 +30,7 @@ fn main() -> ExitCode {
             Command::Listen(args) => cmd::listen::run(args).await,
             Command::Send(args) => cmd::send::run(args).await,
             Command::Work(args) => cmd::work::run(args).await,
+            Command::Requeue(args) => cmd::requeue::run(args).await,
             Command::Bench(args) => cmd::bench::run(args).await,
             Command::WatchDb(args) => cmd::watch_db::run(args).await,
             Command::Metrics(args) => cmd::metrics::run(args).await,

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod gen;
 pub mod listen;
 pub mod metrics;
+pub mod requeue;
 pub mod send;
 pub mod serve;
 pub mod serve_args;

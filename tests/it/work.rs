@@ -315,3 +315,90 @@ async fn work_refuses_what_it_cannot_do_with_a_clear_error() {
     assert_eq!(listen.exit_code(10.0), Some(0));
     assert_eq!(listen.out.text().trim(), "j");
 }
+
+#[tokio::test]
+async fn requeue_puts_dead_letters_back_and_leaves_nothing_behind() {
+    let broker = Broker::spawn(&["--http", "127.0.0.1:0"]);
+    let http = broker.monitor_port();
+    let port = broker.port.to_string();
+    let (mut w, _) = Raw::hello(broker.port, &["acks"]).await;
+    w.send_frame(&v2::sub_acked(1, 4, "/queue/jobs")).await;
+    assert!(matches!(w.next().await, Frame::Subscribed(1)));
+    publish(
+        broker.port,
+        "/queue/jobs",
+        &["p1".to_string(), "p2".to_string()],
+    )
+    .await;
+    let mut ids = Vec::new();
+    while ids.len() < 2 {
+        match within(10.0, "the jobs", w.next()).await {
+            Frame::Msg { delivery, .. } => ids.push(delivery),
+            other => panic!("{other:?}"),
+        }
+    }
+    w.send_frame(&v2::term(&ids)).await;
+    // The worker leaves; the dead letters wait with no worker.
+    drop(w);
+    let mut requeue = Proc::spawn(
+        &[
+            "requeue",
+            "--port",
+            &port,
+            "--from",
+            "/queue/jobs/dead",
+            "--to",
+            "/queue/jobs",
+        ],
+        false,
+    );
+    assert_eq!(requeue.exit_code(20.0), Some(0), "{}", requeue.err.text());
+    assert!(
+        requeue
+            .err
+            .text()
+            .contains("moved 2 message(s) from /queue/jobs/dead to /queue/jobs"),
+        "{}",
+        requeue.err.text()
+    );
+    let mut listen = Proc::spawn(
+        &[
+            "listen",
+            "--port",
+            &port,
+            "--channel",
+            "/queue/jobs",
+            "--ack",
+            "--count",
+            "2",
+        ],
+        false,
+    );
+    assert_eq!(listen.exit_code(10.0), Some(0));
+    let mut got: Vec<String> = listen.out.text().lines().map(str::to_string).collect();
+    got.sort();
+    assert_eq!(got, ["p1", "p2"]);
+    assert_eq!(
+        metric(http, "aioq_dead_lettered_total{reason=\"term\"}").await,
+        2
+    );
+    // Requeue acknowledged what it moved: nothing is left to move.
+    let mut again = Proc::spawn(
+        &[
+            "requeue",
+            "--port",
+            &port,
+            "--from",
+            "/queue/jobs/dead",
+            "--to",
+            "/queue/jobs",
+        ],
+        false,
+    );
+    assert_eq!(again.exit_code(20.0), Some(0));
+    assert!(
+        again.err.text().contains("moved 0 message(s)"),
+        "{}",
+        again.err.text()
+    );
+}
