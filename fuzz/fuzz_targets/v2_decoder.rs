@@ -20,7 +20,21 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let again = match &frame {
-        ClientFrame::Sub { sid, channel } => encode::sub(*sid, channel),
+        ClientFrame::Sub {
+            sid,
+            acks: None,
+            channel,
+        } => encode::sub(*sid, channel),
+        ClientFrame::Sub {
+            sid,
+            acks: Some(credit),
+            channel,
+        } => encode::sub_acked(*sid, *credit, channel),
+        ClientFrame::Answer { answer, up_to, ids } => {
+            assert!(!ids.is_empty() && !ids.contains(&0));
+            encode::answer(*answer, *up_to, ids)
+        }
+        ClientFrame::Credit { sid, credit } => encode::credit(*sid, *credit),
         ClientFrame::Unsub { sid } => encode::unsub(*sid),
         ClientFrame::Pub {
             confirm,
