@@ -15,6 +15,20 @@ pub struct LogEvery {
 }
 
 impl LogEvery {
+    /// For a `static`: a process-wide limit on one kind of line.
+    pub const fn new() -> Self {
+        Self {
+            last_ms: AtomicU64::new(0),
+            unlogged: AtomicU64::new(0),
+        }
+    }
+
+    /// [`due`](Self::due) measured from the process's first use of it.
+    pub fn due_now(&self) -> Option<u64> {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        self.due(*BASE.get_or_init(Instant::now))
+    }
+
     /// Records one event; returns how many to report when a line is due.
     pub fn due(&self, base: Instant) -> Option<u64> {
         self.unlogged.fetch_add(1, Relaxed);

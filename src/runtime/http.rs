@@ -165,6 +165,15 @@ async fn guard(
         .map(|v| v.to_str().unwrap_or("\u{0}"));
     if let Some(host) = host {
         if !host_allowed(host, &hosts) {
+            static REFUSED: crate::broker::log_every::LogEvery =
+                crate::broker::log_every::LogEvery::new();
+            if let Some(n) = REFUSED.due_now() {
+                tracing::warn!(
+                    "HTTP: refused {n} request(s) since the last line (403), the last with Host \
+                     {:?}: add the name with --http-allow-host if it is yours",
+                    host.chars().take(100).collect::<String>()
+                );
+            }
             return (
                 StatusCode::FORBIDDEN,
                 "this Host is not served (a page reaching this address under its own \

@@ -519,7 +519,13 @@ async fn keys_mode_cannot_be_poisoned_or_read_and_the_http_face_is_guarded() {
         )
     };
     assert_eq!(raw(post("text/plain", "localhost")).await, 415);
+    w.err.wait_for(
+        10.0,
+        "POST /patron (415): writes need Content-Type: application/json",
+    );
     assert_eq!(raw(post("application/json", "evil.example")).await, 403);
+    w.err
+        .wait_for(10.0, "(403), the last with Host \"evil.example\"");
     assert_eq!(
         raw(post("application/json", &format!("127.0.0.1:{port}"))).await,
         200

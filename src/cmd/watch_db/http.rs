@@ -48,7 +48,20 @@ async fn guard(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let refuse = |status: StatusCode, why: &str| ApiError(status, why.to_string()).into_response();
+    // Said in the log too, at most once a second: a client that keeps
+    // getting these is misconfigured (or is a web page it should not be).
+    static REFUSED: crate::broker::log_every::LogEvery = crate::broker::log_every::LogEvery::new();
+    let refuse = |status: StatusCode, why: &str| {
+        if let Some(n) = REFUSED.due_now() {
+            tracing::warn!(
+                "HTTP: refused {n} request(s) since the last line, the last {} {} ({}): {why}",
+                request.method(),
+                request.uri().path().chars().take(100).collect::<String>(),
+                status.as_u16()
+            );
+        }
+        ApiError(status, why.to_string()).into_response()
+    };
     let headers = request.headers();
     if let Some(token) = &app.guard.token {
         let given = headers
