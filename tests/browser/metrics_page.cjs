@@ -37,9 +37,10 @@ const { chromium } = require(process.env.PLAYWRIGHT_CORE);
     const drawn = await page.evaluate(() => window.aioq.drawn());
     const marks = await page.evaluate(() => window.aioq.marks());
     const flags = await page.evaluate(() => window.aioq.flags());
+    const colours = await page.evaluate(() => window.aioq.colours());
     const status = await page.textContent("#status");
     await page.screenshot({ path: out, fullPage: true });
-    console.log(JSON.stringify({ drawn, status, errors, marks, flags }));
+    console.log(JSON.stringify({ drawn, status, errors, marks, flags, colours }));
   } finally {
     await browser.close();
   }

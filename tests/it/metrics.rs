@@ -287,6 +287,16 @@ async fn page_draws_live_charts_in_headless_chromium() {
         "{report}"
     );
     assert_eq!(report["flags"]["red"], serde_json::json!([]), "{report}");
+    // Reporters named after colours are drawn in them; another name gets a
+    // palette colour of its own.
+    assert_eq!(report["colours"]["red"], "#d62728", "{report}");
+    assert_eq!(report["colours"]["green"], "#2ca02c", "{report}");
+    assert!(
+        report["colours"]["forged"]
+            .as_str()
+            .is_some_and(|c| c.starts_with('#')),
+        "{report}"
+    );
     assert_eq!(report["errors"], serde_json::json!([]), "no script errors");
     let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("metrics-page.png");
     assert!(

@@ -157,11 +157,18 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitCode> {
             }
             _ = &mut interrupted => break,
         }
-        // Collectors that went quiet no longer count: back to --interval.
+        // Collectors that went quiet no longer count: either way a change
+        // seen here says its own reason (the watching ones went quiet, and
+        // only idle ones are left; or none is heard from any more).
         if watchers.idle() != idle {
             idle = !idle;
             tracing::info!(
-                "no collector heard from lately: sampling every {}",
+                "{}: sampling every {}",
+                if idle {
+                    "nobody watches"
+                } else {
+                    "no collector heard from lately"
+                },
                 humantime::format_duration(interval(idle))
             );
         }

@@ -9,6 +9,25 @@ const KEEP_S = 3600;              // the longest window on offer
 let windowS = 300;
 const PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4",
                  "#f032e6", "#9a6324", "#800000", "#469990", "#000075", "#808000"];
+// A reporter named after a colour is drawn in it (the README's demo names
+// its reporters red and green); any other name gets a palette colour chosen
+// by the name itself, so it keeps its colour across reloads and whatever
+// order the reporters appear in.
+const NAMED = {
+  red: "#d62728", green: "#2ca02c", blue: "#1f77b4", orange: "#ff7f0e",
+  purple: "#9467bd", brown: "#8c564b", pink: "#e377c2", gray: "#7f7f7f",
+  grey: "#7f7f7f", olive: "#808000", cyan: "#17becf", teal: "#469990",
+  navy: "#000075", maroon: "#800000", magenta: "#f032e6", yellow: "#c9b000",
+  black: "#222222",
+};
+function colourFor(name) {
+  const named = NAMED[name.toLowerCase()];
+  if (named) return named;
+  let h = 2166136261;                      // FNV-1a
+  for (const ch of name) { h = Math.imul(h ^ ch.codePointAt(0), 16777619) >>> 0; }
+  return PALETTE[h % PALETTE.length];
+}
+const colours = new Map();        // name -> stroke
 
 const names = [];                 // reporter names, in order of appearance
 const lastSeen = new Map();       // name -> { ms, raw } of the last sample, to skip replays
@@ -63,7 +82,8 @@ function addReporter(name) {
   names.push(name);
   cpu.set(name, new Map());
   mem.set(name, new Map());
-  const stroke = PALETTE[(names.length - 1) % PALETTE.length];
+  const stroke = colourFor(name);
+  colours.set(name, stroke);
   for (const c of Object.values(charts)) {
     c.addSeries({ label: name, stroke, width: 2, spanGaps: false }, c.series.length);
   }
@@ -164,5 +184,6 @@ window.aioq = {
   },
   marks() { return marks.map(m => ({ name: m.name, what: m.what })); },
   flags() { return flagged; },
+  colours() { return Object.fromEntries(colours); },
   window() { return windowS; },
 };
