@@ -114,6 +114,12 @@ pub struct ConnectionView {
 pub struct SubscriptionView {
     pub sid: u32,
     pub channel: String,
+    /// Its channel's send-queue bounds, where tighter than the connection's:
+    /// messages, payload bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_queue: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_queue_bytes: Option<usize>,
 }
 
 /// One channel, as `/api/channels` shows it.
@@ -283,6 +289,8 @@ impl Monitor {
                             .map(|s| SubscriptionView {
                                 sid: s.ids.sid,
                                 channel: clipped(s.channel.display_name()),
+                                send_queue: s.topic_bound().map(|b| b.0),
+                                send_queue_bytes: s.topic_bound().map(|b| b.1),
                             })
                             .collect(),
                         None => Vec::new(),

@@ -429,6 +429,19 @@ impl Router {
             }
         };
         let mut sub = Subscription::new(conn.clone(), channel.clone(), ids).charged(charged);
+        if conn.v2.is_some() && matches!(channel.kind, Kind::Topic(_)) {
+            // One send queue for all a connection's subscriptions, sized by
+            // the defaults: a channel whose entry bounds it tighter gets its
+            // bound per subscription.
+            let (messages, bytes) = self
+                .policy()
+                .for_channel(&channel.name)
+                .send_bounds(&channel.name);
+            let (conn_messages, conn_bytes) = conn.bounds();
+            if messages < conn_messages || bytes < conn_bytes {
+                sub = sub.with_topic_bound(messages.min(conn_messages), bytes.min(conn_bytes));
+            }
+        }
         if conn.v2.is_some() && matches!(channel.kind, Kind::Queue(_)) {
             let policy = self.policy();
             let prefetch = policy.for_channel(&channel.name).worker_queue;

@@ -75,6 +75,20 @@ struct V2Extra {
     charged: AtomicUsize,
     /// Set for a worker that acknowledges its deliveries: what it is held to.
     acks: Option<super::policy::AckPolicy>,
+    /// A `/topic` subscription whose channel bounds its subscribers' queues
+    /// tighter than its connection's send queue (sized by the defaults: a
+    /// connection may hold several subscriptions): its own bound.
+    topic_bound: Option<TopicBound>,
+}
+
+/// Messages and payload bytes a subscription may have queued at once, and
+/// how many it has.
+#[derive(Default)]
+struct TopicBound {
+    max_messages: usize,
+    max_bytes: usize,
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
 }
 
 impl Drop for Subscription {
@@ -258,7 +272,16 @@ impl Subscription {
 
     /// Its writer took `n` of its messages off the send queue (an
     /// acknowledging worker's still count against its credit, until answered).
-    pub fn taken(&self, n: usize) {
+    pub fn taken(&self, n: usize, bytes: usize) {
+        if let Some(bound) = self.v2.as_ref().and_then(|v| v.topic_bound.as_ref()) {
+            let _ = bound
+                .messages
+                .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(n)));
+            let _ = bound
+                .bytes
+                .fetch_update(Relaxed, Relaxed, |q| Some(q.saturating_sub(bytes)));
+            return;
+        }
         if self.acks().is_some() {
             return;
         }
@@ -289,8 +312,47 @@ impl Subscription {
     /// Queues a `/topic` message for it (`head`: bytes of header block in
     /// front of the payload).
     pub fn offer(&self, payload: Bytes, head: u16) -> Result<(), Refused> {
-        self.conn
-            .offer(Out::with_head(payload, self.ids.local, head))
+        let Some(bound) = self.v2.as_ref().and_then(|v| v.topic_bound.as_ref()) else {
+            return self
+                .conn
+                .offer(Out::with_head(payload, self.ids.local, head));
+        };
+        let len = payload.len();
+        // As the send queue does: one message always fits.
+        let messages = bound.messages.fetch_add(1, Relaxed);
+        let bytes = bound.bytes.fetch_add(len, Relaxed);
+        let offered =
+            if messages >= bound.max_messages || (bytes > 0 && bytes + len > bound.max_bytes) {
+                Err(Refused::Full(Out::with_head(payload, self.ids.local, head)))
+            } else {
+                self.conn
+                    .offer(Out::with_head(payload, self.ids.local, head))
+            };
+        if offered.is_err() {
+            bound.messages.fetch_sub(1, Relaxed);
+            bound.bytes.fetch_sub(len, Relaxed);
+        }
+        offered
+    }
+
+    /// Its own bound on queued messages and bytes, where its channel sets
+    /// one tighter than its connection's.
+    pub fn topic_bound(&self) -> Option<(usize, usize)> {
+        self.v2
+            .as_ref()
+            .and_then(|v| v.topic_bound.as_ref())
+            .map(|b| (b.max_messages, b.max_bytes))
+    }
+
+    /// Bounds this `/topic` subscription's queued messages to `messages`
+    /// and `bytes` (its channel's policy, where tighter than its connection's).
+    pub fn with_topic_bound(mut self, messages: usize, bytes: usize) -> Self {
+        self.v2.get_or_insert_with(Box::default).topic_bound = Some(TopicBound {
+            max_messages: messages.max(1),
+            max_bytes: bytes.max(1),
+            ..TopicBound::default()
+        });
+        self
     }
 
     /// Records `n` messages lost for `reason` (a protocol v2 reason code),

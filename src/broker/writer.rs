@@ -665,7 +665,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             let run = &batch[i..end];
             let run_bytes: u64 = run.iter().map(|m| m.len() as u64).sum();
             if let Some(sub) = v2.find(local) {
-                sub.taken(run.len());
+                sub.taken(run.len(), run_bytes as usize);
                 sub.channel.stats.delivered.add(run.len() as u64, run_bytes);
                 if let Some(replies) = to.shared.replies.get() {
                     replies.written(sub.written(run));

@@ -136,3 +136,102 @@ fn the_shell_word_splitter_keeps_quotes_and_stops_at_pipes() {
         ["aioq", "send", "--message", ""]
     );
 }
+
+/// The README's monitoring example: its file, started for real, and the
+/// clients it names give the output it shows, field for field (times,
+/// addresses and ids aside).
+#[tokio::test]
+async fn the_readme_monitoring_example_gives_its_own_output() {
+    use crate::util::{http_get, Broker, Proc};
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().collect();
+    // The indented block from `# orders.toml` to the first unindented line.
+    let start = lines
+        .iter()
+        .position(|l| l.trim() == "# orders.toml")
+        .expect("the README's orders.toml");
+    let toml: Vec<String> = lines[start..]
+        .iter()
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.trim_start().to_string())
+        .collect();
+    let toml = toml.join("\n").replace("127.0.0.1:9090", "127.0.0.1:0");
+    // What each curl line is shown to print: the indented lines after it.
+    let shown = |path: &str| -> serde_json::Value {
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with("$ curl") && l.contains(path))
+            .unwrap_or_else(|| panic!("no curl of {path}"));
+        let json: String = lines[at + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("    ") && !l.trim_start().starts_with('$'))
+            .map(|l| l.trim())
+            .collect();
+        serde_json::from_str(&json).unwrap_or_else(|e| panic!("{path}: {e}: {json}"))
+    };
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, toml.as_bytes()).unwrap();
+    let broker = Broker::spawn(&["--config", file.path().to_str().unwrap()]);
+    let http = broker.monitor_port();
+    let port = broker.port.to_string();
+    let _listen = Proc::spawn(
+        &["listen", "--port", &port, "--channel", "/topic/orders"],
+        false,
+    );
+    broker.log.wait_for(10.0, "subscribed to /topic/orders");
+    let mut send = Proc::spawn(
+        &[
+            "send",
+            "--port",
+            &port,
+            "--channel",
+            "/topic/orders",
+            "--count",
+            "3",
+            "--message",
+            "hi",
+        ],
+        false,
+    );
+    assert_eq!(send.exit_code(10.0), Some(0));
+    let connections = "/api/connections?sort=messages_out&limit=1";
+    crate::util::within(10.0, "the listener's three messages", async {
+        while !http_get(http, connections)
+            .await
+            .2
+            .contains(r#""messages_out":3"#)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    for (path, volatile) in [
+        (
+            connections,
+            &["connected_seconds", "connected_since", "peer", "id"][..],
+        ),
+        ("/api/channels", &[][..]),
+    ] {
+        let mut got: serde_json::Value =
+            serde_json::from_str(&http_get(http, path).await.2).unwrap();
+        let mut want = shown(path);
+        for v in [&mut got, &mut want] {
+            let rows = v
+                .as_object_mut()
+                .unwrap()
+                .values_mut()
+                .find_map(|x| x.as_array_mut())
+                .unwrap();
+            for row in rows {
+                for k in volatile {
+                    row.as_object_mut().unwrap().remove(*k);
+                }
+            }
+        }
+        assert_eq!(
+            got, want,
+            "{path}: what the broker says, and what the README shows"
+        );
+    }
+}

@@ -894,3 +894,71 @@ async fn headers_reach_v2_subscribers_and_v1_ones_get_the_payload_alone() {
     let (code, _) = error_then_close(&mut p).await;
     assert_eq!(code, 7);
 }
+
+/// A `[[channel]]` entry's send-queue bound holds for a protocol 2
+/// subscription too, though its connection's one send queue is sized by the
+/// defaults (seen: a v2 listener of a channel bounded at 16 messages queued
+/// 2000 of them).
+#[tokio::test]
+async fn a_channel_entrys_send_queue_bounds_a_v2_subscription() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"[[channel]]\nprefix = \"/topic/tight\"\nsend-queue = 16\nsend-queue-bytes = \"8MiB\"\n",
+    )
+    .unwrap();
+    let broker = Broker::spawn(&[
+        "--config",
+        file.path().to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    let http_port = broker.monitor_port();
+    let mut c = Raw::connect_small_buffer(broker.port).await;
+    let (mut c, _) = {
+        let name = "/$aioq/hello/tight";
+        let mut wire = Vec::new();
+        v2::put(&mut wire, name.as_bytes());
+        v2::put(&mut wire, name.as_bytes());
+        v2::put(&mut wire, br#"{"protocol":2,"features":["loss"]}"#);
+        v2::put(&mut wire, &v2::sub(1, "/topic/tight"));
+        c.send(&wire).await;
+        assert!(matches!(c.next().await, Frame::Hello(_)));
+        (c, ())
+    };
+    assert_eq!(c.next().await, Frame::Subscribed(1));
+    let (_, _, body) = http_get(http_port, "/api/connections").await;
+    assert!(
+        body.contains(r#""send_queue":16,"send_queue_bytes":8388608"#),
+        "the subscription shows its own bound: {body}"
+    );
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let payload = vec![b'x'; 1000];
+    let mut flood = Vec::new();
+    for _ in 0..2000 {
+        crate::util::publish_wire(&mut flood, "/topic/tight", &payload);
+    }
+    p.send(&flood).await;
+    p.goodbye().await;
+    assert_eq!(
+        within(20.0, "the publisher's end-of-stream", p.read()).await,
+        Some(vec![])
+    );
+    let dropped = dropped_for_subscriber(http_port).await;
+    assert!(
+        dropped > 0,
+        "16 messages at most queued: the rest are dropped"
+    );
+    let (mut lost, mut delivered) = (0, 0);
+    within(20.0, "every message or loss notice", async {
+        while lost + delivered < 2000 {
+            match c.next().await {
+                Frame::Msg { .. } => delivered += 1,
+                Frame::Lost { count, .. } => lost += count,
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(lost, dropped);
+}
