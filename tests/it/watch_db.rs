@@ -504,6 +504,13 @@ async fn keys_mode_cannot_be_poisoned_or_read_and_the_http_face_is_guarded() {
         .await
         .unwrap();
     wait_until_async(10.0, "the visits event", || w.out.len() >= 3).await;
+    // The row was cached (read above): the event carries it as it was, and
+    // the diff, as rows mode's trigger would.
+    let update = events(&w).pop().unwrap();
+    assert_eq!(update["type"], "UPDATE", "{update}");
+    assert_eq!(update["data"]["diff"], json!({ "visits": 9 }), "{update}");
+    assert_eq!(update["data"]["old"]["name"], "Ada L.", "{update}");
+    assert_ne!(update["data"]["old"]["visits"], 9, "{update}");
     assert_eq!(http(port, "GET", "/patron/01", None).await.1["visits"], 9);
     let long = format!("/patron/{}", "9".repeat(300));
     assert_eq!(http(port, "GET", &long, None).await.0, 400);
@@ -847,6 +854,12 @@ async fn check_reports_each_condition_and_exits_0_only_when_all_pass() {
     }
     let (code, out) = check(&["--payload", "rows"], None);
     assert_eq!(code, Some(1), "the trigger sends keys: {out}");
+    // Not "run with --install" alone: that would switch every keys-mode
+    // watcher of the table (walkthrough 17).
+    assert!(
+        out.contains("the trigger sends keys events: check with --payload keys"),
+        "{out}"
+    );
 
     let (code, out) = check(&[], Some(pg.dsn("ready").replace("postgres@", "reader@")));
     assert_eq!(code, Some(1), "{out}");

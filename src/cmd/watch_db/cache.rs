@@ -118,6 +118,16 @@ impl Cache {
         Err(Miss { key, token })
     }
 
+    /// The row as cached, without counting a hit or leaving a mark on a
+    /// miss; `None` when the cache does not hold it (or holds it absent).
+    pub fn peek(&self, table: &str, id: &str) -> Option<Value> {
+        let key = (table.to_string(), id.to_string());
+        match self.rows.lock().unwrap().peek(&key) {
+            Some(Slot::Row(row)) => row.clone(),
+            _ => None,
+        }
+    }
+
     /// Stores a read-through's result, unless an event came for the row since
     /// the miss (its result may be older than the event's).
     pub fn fill(&self, miss: Miss, row: Option<Value>) {

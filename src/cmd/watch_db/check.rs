@@ -152,12 +152,24 @@ async fn trigger(db: &tokio_postgres::Client, t: &Table, payload: Payload) -> an
         });
     }
     if args != want {
+        // Only the payload differs: the trigger was installed for the other
+        // mode, and its watchers may run in it. Reinstalling would switch
+        // them all: say how to check in the trigger's mode first.
+        let other_mode = args.len() == 3 && args[..2] == want[..2];
+        let fix = if other_mode {
+            format!(
+                "the trigger sends {} events: check with --payload {} if that is what its                  watchers use, or run with --install to switch it (every watcher of the                  table must then use --payload {})",
+                args[2],
+                args[2],
+                payload.as_str()
+            )
+        } else {
+            "run with --install".to_string()
+        };
         return Ok(Line {
             ok: false,
             what,
-            detail: format!(
-                "installed with arguments {args:?}, expected {want:?}: run with --install"
-            ),
+            detail: format!("installed with arguments {args:?}, expected {want:?}: {fix}"),
         });
     }
     Ok(Line {

@@ -203,9 +203,31 @@ fn settle(app: &App, p: Pending, row: Option<Result<Option<Value>, String>>) -> 
             app.cache.put(&table.name, &id, Some(row));
             return None;
         }
-        Some(Ok(None)) if kind == "DELETE" => event["verified"] = json!(true),
+        Some(Ok(None)) if kind == "DELETE" => {
+            event["verified"] = json!(true);
+            // What the row was, as far as this watcher knew it.
+            if let Some(old) = app.cache.peek(&table.name, &id) {
+                event["data"] = json!({ "old": old });
+            }
+        }
         Some(Ok(row)) => {
+            // The row before, as this watcher's cache held it (the event
+            // before this one for it, or a read since): the old row and the
+            // diff that rows mode's trigger gives, where the cache can.
+            let old = match kind.as_str() {
+                "UPDATE" => app.cache.peek(&table.name, &id),
+                _ => None,
+            };
             event["data"] = json!({ "new": row });
+            if let (Some(old), Some(new)) = (old, row.as_ref().and_then(Value::as_object)) {
+                let diff: serde_json::Map<String, Value> = new
+                    .iter()
+                    .filter(|(k, v)| old.get(k.as_str()) != Some(*v))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                event["data"]["old"] = old;
+                event["data"]["diff"] = Value::Object(diff);
+            }
             event["fetched"] = json!(true);
         }
         None => {}

@@ -32,7 +32,7 @@ Examples:
   aioq watch-db --dsn ... --table patron --http 127.0.0.1:8000      # instance A
   aioq watch-db --dsn ... --table patron --http 127.0.0.1:8001      # instance B
   aioq watch-db --dsn ... --table patron --publish /topic/db/patron # into the broker
-  aioq watch-db --dsn ... --table patron --json | jq .data.diff
+  aioq watch-db --dsn ... --table patron --json | jq .data.diff   # keys mode: rows it held
 
 --install and --uninstall change the database and exit. Otherwise events are
 printed on stdout (pretty JSON, or one line each with --json) until SIGINT/SIGTERM.";
