@@ -235,3 +235,26 @@ async fn the_readme_monitoring_example_gives_its_own_output() {
         );
     }
 }
+
+/// Every drop reason and every end reason the broker counts has its row in
+/// the README's table: a new reason without one fails here.
+#[test]
+fn every_drop_and_end_reason_is_explained_in_the_readme() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("## Why a message was not delivered, or a connection ended")
+        .expect("the README's reasons section");
+    let section = &readme[start..readme[start..].find("## Exit codes").unwrap() + start];
+    let rows: Vec<&str> = section.lines().filter(|l| l.starts_with("| `")).collect();
+    let names = aioq::broker::stats::DropReason::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .chain(aioq::broker::end::EndReason::NAMES);
+    for name in names {
+        assert!(
+            rows.iter().any(|r| r.starts_with(&format!("| `{name}` |"))),
+            "no row for `{name}` in the README's reasons tables"
+        );
+    }
+}
