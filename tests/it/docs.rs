@@ -258,3 +258,40 @@ fn every_drop_and_end_reason_is_explained_in_the_readme() {
         );
     }
 }
+
+/// The README's table of metrics and a running broker's `/metrics` name the
+/// same families (cluster-only ones aside): a metric added or renamed
+/// without its row fails here.
+#[tokio::test]
+async fn the_readme_lists_every_metric_the_broker_serves() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("| metric | type | labels | what |")
+        .expect("the metrics table");
+    let documented: std::collections::BTreeSet<String> = readme[start..]
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .flat_map(|l| {
+            let first = l.split('|').nth(1).unwrap_or_default().to_string();
+            first
+                .split(',')
+                .map(|n| n.trim().trim_matches('`').to_string())
+                .collect::<Vec<_>>()
+        })
+        .filter(|n| !n.starts_with("aioq_cluster_"))
+        .collect();
+    let broker = crate::util::Broker::spawn(&["--http", "127.0.0.1:0"]);
+    let (_, _, body) = crate::util::http_get(broker.monitor_port(), "/metrics").await;
+    let served: std::collections::BTreeSet<String> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        documented, served,
+        "the README's metrics table and /metrics"
+    );
+}
