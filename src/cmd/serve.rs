@@ -160,6 +160,12 @@ pub async fn run(args: ServeArgs, line: ServeLine) -> anyhow::Result<ExitCode> {
         writeln!(out, "listening on {addr}")?;
         out.flush()?;
     }
+    // Type=notify: systemd starts what depends on the broker from here.
+    crate::runtime::systemd::notify("READY=1");
+    let shutdown = async {
+        shutdown.await;
+        crate::runtime::systemd::notify("STOPPING=1");
+    };
     if let Some((channel, interval)) = metrics {
         tokio::spawn(crate::cmd::metrics::report::broker_self(
             broker.injector(),

@@ -43,12 +43,17 @@ pub fn init(verbosity: i8) -> Logging {
         .thread_name("aioq-log")
         .finish(std::io::stderr());
     let dropped = writer.error_counter();
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(ansi)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    // Under journald, which stamps every line itself: no second timestamp.
+    let _ = if super::systemd::stderr_is_journal() {
+        fmt.without_time().try_init()
+    } else {
+        fmt.try_init()
+    };
     Logging {
         dropped,
         _guard: guard,

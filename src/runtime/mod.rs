@@ -6,6 +6,7 @@ pub mod http;
 pub mod logging;
 pub mod output;
 pub mod shutdown;
+pub mod systemd;
 
 /// What per-address limits count by: the address, or for IPv6 its /64
 /// network (one host is routinely given a whole /64, and would otherwise have

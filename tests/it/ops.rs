@@ -642,3 +642,35 @@ fn check_config_says_what_is_in_force() {
     assert!(text.contains("backlog 77,"), "the file's: {text}");
     assert!(text.contains("max-subscriptions 64,"), "a default: {text}");
 }
+
+/// Under systemd (`Type=notify`): the broker says READY=1 once it serves,
+/// and STOPPING=1 when a SIGTERM starts its shutdown.
+#[test]
+fn serve_tells_systemd_when_it_is_ready_and_when_it_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify");
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut child = crate::util::Killed(
+        std::process::Command::new(BIN)
+            .args(["serve", "--port", "0"])
+            .env("NOTIFY_SOCKET", &path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut buf = [0u8; 256];
+    let n = socket.recv(&mut buf).expect("READY=1 within 10 s");
+    assert_eq!(&buf[..n], b"READY=1");
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    let n = socket.recv(&mut buf).expect("STOPPING=1 within 10 s");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+    let status = crate::util::wait_exit(&mut child.0, 10.0);
+    assert_eq!(status.code(), Some(0));
+}
