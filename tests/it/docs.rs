@@ -295,3 +295,91 @@ async fn the_readme_lists_every_metric_the_broker_serves() {
         "the README's metrics table and /metrics"
     );
 }
+
+/// The README's certificate recipe, run as written (every `openssl` and
+/// `printf` line of it, in a scratch directory): the broker serves mutual
+/// TLS with the files it makes, and the client certificate gets in.
+#[tokio::test]
+async fn the_readme_certificate_recipe_makes_certificates_that_work() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let start = readme
+        .find("A certificate recipe that works")
+        .expect("the recipe");
+    let end = start + readme[start..].find("#### Clustering over NATS").unwrap();
+    // Indented lines, continuations joined; openssl and printf only.
+    let mut script = String::new();
+    for line in readme[start..end].lines().filter(|l| l.starts_with("    ")) {
+        let line = line.trim();
+        if script.ends_with("\\\n") || line.starts_with("openssl") || line.starts_with("printf") {
+            script.push_str(line);
+            script.push('\n');
+        }
+    }
+    assert!(script.matches("openssl x509").count() == 2, "{script}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("sh")
+        .args(["-ec", &script])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let f = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let broker = crate::util::Broker::spawn(&[
+        "--tls-cert",
+        &f("broker.pem"),
+        "--tls-key",
+        &f("broker.key"),
+        "--tls-client-ca",
+        &f("ca.pem"),
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    let http = broker.monitor_port();
+    let port = broker.port.to_string();
+    let mut send = crate::util::Proc::spawn(
+        &[
+            "send",
+            "--port",
+            &port,
+            "--tls-ca",
+            &f("ca.pem"),
+            "--tls-cert",
+            &f("reporter.pem"),
+            "--tls-key",
+            &f("reporter.key"),
+            "--channel",
+            "/topic/metrics",
+            "--message",
+            "hi",
+        ],
+        false,
+    );
+    assert_eq!(send.exit_code(20.0), Some(0), "{}", send.err.text());
+    let _listen = crate::util::Proc::spawn(
+        &[
+            "listen",
+            "--port",
+            &port,
+            "--tls-ca",
+            &f("ca.pem"),
+            "--tls-cert",
+            &f("reporter.pem"),
+            "--tls-key",
+            &f("reporter.key"),
+            "--channel",
+            "/topic/metrics",
+        ],
+        false,
+    );
+    broker.log.wait_for(10.0, "subscribed to /topic/metrics");
+    let (_, _, body) = crate::util::http_get(http, "/api/connections").await;
+    assert!(
+        body.contains(r#""identity":"CN=metrics-reporter""#),
+        "{body}"
+    );
+}
