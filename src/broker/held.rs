@@ -197,7 +197,7 @@ pub fn answer(shared: &Shared, conn: &Conn, answer: Answer, up_to: bool, ids: &[
         Answer::Term => {
             for e in taken {
                 let h = note(&e, false);
-                settle(conn, &e);
+                settle(shared, conn, &e);
                 let sub = e.sub.clone();
                 dead_letter(shared, e, DeadReason::Term, h.map_or(0, |h| h.failures));
                 refill(&sub);
@@ -218,7 +218,7 @@ fn acked(shared: &Shared, conn: &Conn, done: Vec<Entry>) {
     shared.stats.acks.acked.fetch_add(n, Relaxed);
     let mut last: Option<&Arc<Subscription>> = None;
     for e in &done {
-        settle(conn, e);
+        settle(shared, conn, e);
         e.sub.channel.stats.acks.acked.fetch_add(1, Relaxed);
         if e.out.attempt().get() > 1 {
             if let (Kind::Queue(q), Some(d)) = (&e.sub.channel.kind, e.out.delivery) {
@@ -245,11 +245,12 @@ fn refill(sub: &Subscription) {
 }
 
 /// An entry leaves the table: its credit and its budget are free.
-fn settle(conn: &Conn, e: &Entry) {
+fn settle(shared: &Shared, conn: &Conn, e: &Entry) {
     e.sub.settled(1);
     conn.give_back_budget(e.out.len());
     conn.stats.acks.settled(1);
     e.sub.channel.stats.acks.settled(1);
+    shared.stats.acks.settled(1);
 }
 
 /// The channel's record of a message that came back.
@@ -292,7 +293,7 @@ fn failed_inner(
     cause: Redelivery,
 ) {
     let h = note(&e, true);
-    settle(conn, &e);
+    settle(shared, conn, &e);
     let failures = h.map_or(1, |h| h.failures);
     let Some(policy) = e.sub.acks() else {
         return;
@@ -479,7 +480,7 @@ pub fn take_back(shared: &Shared, conn: &Conn, sub: &Subscription) -> Vec<Out> {
         .iter()
         .map(|e| {
             note(e, false);
-            settle(conn, e);
+            settle(shared, conn, e);
             next_attempt(&e.out)
         })
         .collect()
@@ -544,6 +545,7 @@ pub fn hold(shared: &Shared, conn: &Arc<Conn>, entries: Vec<(u64, Entry)>) {
     let bytes: usize = entries.iter().map(|(_, e)| e.out.len()).sum();
     conn.hold_budget(bytes);
     conn.stats.acks.in_flight.fetch_add(n, Relaxed);
+    shared.stats.acks.in_flight.fetch_add(n, Relaxed);
     for (_, e) in &entries {
         e.sub.channel.stats.acks.in_flight.fetch_add(1, Relaxed);
     }
@@ -560,14 +562,14 @@ pub fn hold(shared: &Shared, conn: &Arc<Conn>, entries: Vec<(u64, Entry)>) {
 
 /// Deliveries registered by [`hold`] that were not written after all (the
 /// write failed): out of the table, to be handed back unwritten.
-pub fn unhold(conn: &Conn, ids: &[u64]) {
+pub fn unhold(shared: &Shared, conn: &Conn, ids: &[u64]) {
     let Some(v2) = &conn.v2 else {
         return;
     };
     let mut held = lock(&v2.held);
     for id in ids {
         if let Some(e) = held.remove(*id) {
-            settle(conn, &e);
+            settle(shared, conn, &e);
         }
     }
     v2.held_len.store(held.len(), Relaxed);

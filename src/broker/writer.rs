@@ -643,7 +643,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 .filter(|(i, _)| *i >= whole)
                 .map(|(_, id)| *id)
                 .collect();
-            super::held::unhold(&to.conn, &unwritten);
+            super::held::unhold(&to.shared, &to.conn, &unwritten);
         }
         // Counted per subscription, in runs: most batches are one.
         let mut controls = 0;

@@ -342,6 +342,15 @@ async fn hostile_workers_are_bounded_and_counted_while_others_are_served() {
     assert_eq!(acks["acked"], 7, "{acks}");
     let (_, _, metrics) = http_get(http, "/metrics").await;
     assert!(
+        metrics.contains("\naioq_in_flight 2\n"),
+        "the broker's gauge counts what its workers hold: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("in_flight"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(
         metrics.contains("aioq_ack_not_held_total 3"),
         "{}",
         metrics
