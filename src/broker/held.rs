@@ -497,10 +497,16 @@ pub async fn sweep(shared: Arc<Shared>) {
             _ = shared.phases.stop_reading.cancelled() => return,
         }
         let now = Instant::now();
+        // Nothing held anywhere (the usual case): no connection to look at.
+        let holding = shared.stats.acks.in_flight.load(Relaxed) > 0;
         let ackers: Vec<Arc<Conn>> = {
             let mut list = lock(&shared.ackers);
             list.retain(|w| w.strong_count() > 0);
-            list.iter().filter_map(Weak::upgrade).collect()
+            if holding {
+                list.iter().filter_map(Weak::upgrade).collect()
+            } else {
+                Vec::new()
+            }
         };
         for conn in ackers {
             let Some(v2) = &conn.v2 else { continue };

@@ -274,6 +274,13 @@ impl QueueState {
     /// backlog. Order is kept: while a backlog exists, new messages join its
     /// tail.
     pub fn try_publish(&self, payload: &Bytes, head: u16) -> Result<Attempt, Retired> {
+        self.place(payload, head, false)
+    }
+
+    /// [`try_publish`](Self::try_publish); `forced`: past the backlog's
+    /// bounds and the budget (a dead letter, which never waits).
+    #[inline]
+    fn place(&self, payload: &Bytes, head: u16, forced: bool) -> Result<Attempt, Retired> {
         let mut inner = lock(&self.inner);
         if inner.retired {
             return Err(Retired);
@@ -286,12 +293,17 @@ impl QueueState {
             return Ok(Attempt::Taken);
         }
         let len = payload.len();
-        let fits = inner.backlog.is_empty() || inner.bytes + len <= self.max_bytes.load(Relaxed);
-        if inner.backlog.len() >= self.capacity.load(Relaxed) || !fits {
-            return Ok(Attempt::Full);
-        }
-        if !self.budget.try_park(len) {
-            return Ok(Attempt::OverBudget);
+        if forced {
+            self.budget.force_park(len);
+        } else {
+            let fits =
+                inner.backlog.is_empty() || inner.bytes + len <= self.max_bytes.load(Relaxed);
+            if inner.backlog.len() >= self.capacity.load(Relaxed) || !fits {
+                return Ok(Attempt::Full);
+            }
+            if !self.budget.try_park(len) {
+                return Ok(Attempt::OverBudget);
+            }
         }
         inner.bytes += len;
         inner
@@ -522,22 +534,7 @@ impl QueueState {
     /// bounds (a dead letter is never dropped, nor does it wait: it comes
     /// from a worker's answer, not from a publisher).
     pub fn force_publish(&self, payload: Bytes, head: u16) -> Result<(), Retired> {
-        let mut inner = lock(&self.inner);
-        if inner.retired {
-            return Err(Retired);
-        }
-        if inner.backlog.is_empty()
-            && inner
-                .dispatch(Out::with_head(payload.clone(), 0, head), false)
-                .is_ok()
-        {
-            return Ok(());
-        }
-        self.budget.force_park(payload.len());
-        inner.bytes += payload.len();
-        inner.backlog.push_back(Out::with_head(payload, 0, head));
-        self.backlog_len.store(inner.backlog.len(), Relaxed);
-        Ok(())
+        self.place(&payload, head, true).map(|_| ())
     }
 }
 

@@ -362,10 +362,7 @@ impl Subscription {
             return;
         };
         if lost.count.fetch_add(n, Relaxed) == 0 {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            lost.since_ms.store(now, Relaxed);
+            lost.since_ms.store(super::held::now_ms(), Relaxed);
             lost.reason.store(reason, Relaxed);
         }
         self.conn.note_lost();
