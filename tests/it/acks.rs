@@ -57,25 +57,7 @@ async fn worker(port: u16, credit: u32, channel: &str) -> Raw {
     c
 }
 
-async fn publish(port: u16, channel: &str, payloads: &[&[u8]]) {
-    let (mut p, _) = Raw::hello(port, &["confirms"]).await;
-    let mut wire = Vec::new();
-    for (i, m) in payloads.iter().enumerate() {
-        v2::put(&mut wire, &v2::publish(Some(i as u64 + 1), channel, m));
-    }
-    p.send(&wire).await;
-    let last = payloads.len() as u64;
-    within(10.0, "the publisher's confirms", async {
-        loop {
-            match p.next().await {
-                Frame::Confirm(n) if n == last => return,
-                Frame::Confirm(_) => {}
-                other => panic!("{other:?}"),
-            }
-        }
-    })
-    .await;
-}
+use crate::util::v2::publish_confirmed as publish;
 
 async fn channel_acks(http: u16, name: &str) -> serde_json::Value {
     let (_, _, body) = http_get(http, "/api/channels").await;

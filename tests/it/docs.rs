@@ -8,6 +8,10 @@ use clap::Parser;
 
 use crate::util::{BIN, SUBCOMMANDS};
 
+fn readme() -> String {
+    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap()
+}
+
 /// Splits a shell line into words: quotes kept together, a comment, pipe,
 /// redirection or `&` ends the command.
 fn words(line: &str) -> Vec<String> {
@@ -86,8 +90,7 @@ fn parses(cmd: &str) -> Result<(), String> {
 
 #[test]
 fn every_command_in_the_readme_parses() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = readme();
     let cmds = commands(&readme);
     assert!(cmds.len() > 25, "found only {} commands", cmds.len());
     let bad: Vec<String> = cmds.iter().filter_map(|c| parses(c).err()).collect();
@@ -143,8 +146,7 @@ fn the_shell_word_splitter_keeps_quotes_and_stops_at_pipes() {
 #[tokio::test]
 async fn the_readme_monitoring_example_gives_its_own_output() {
     use crate::util::{http_get, Broker, Proc};
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = readme();
     let lines: Vec<&str> = readme.lines().collect();
     // The indented block from `# orders.toml` to the first unindented line.
     let start = lines
@@ -240,8 +242,7 @@ async fn the_readme_monitoring_example_gives_its_own_output() {
 /// the README's table: a new reason without one fails here.
 #[test]
 fn every_drop_and_end_reason_is_explained_in_the_readme() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = readme();
     let start = readme
         .find("## Why a message was not delivered, or a connection ended")
         .expect("the README's reasons section");
@@ -264,8 +265,7 @@ fn every_drop_and_end_reason_is_explained_in_the_readme() {
 /// without its row fails here.
 #[tokio::test]
 async fn the_readme_lists_every_metric_the_broker_serves() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = readme();
     let start = readme
         .find("| metric | type | labels | what |")
         .expect("the metrics table");
@@ -301,8 +301,7 @@ async fn the_readme_lists_every_metric_the_broker_serves() {
 /// TLS with the files it makes, and the client certificate gets in.
 #[tokio::test]
 async fn the_readme_certificate_recipe_makes_certificates_that_work() {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme = readme();
     let start = readme
         .find("A certificate recipe that works")
         .expect("the recipe");

@@ -256,43 +256,62 @@ async fn subscriptions_past_the_limit_and_ids_in_use_are_refused_with_reasons() 
 async fn a_subscriber_that_lost_messages_is_told_how_many_and_the_counts_match_the_brokers() {
     let broker = Broker::spawn(&["--send-queue", "16", "--http", "127.0.0.1:0"]);
     let http_port = broker.monitor_port();
-    let mut c = Raw::connect_small_buffer(broker.port).await;
+    let mut c = loss_listener(broker.port, 7, "/topic/flood").await;
+    // A v1 publisher floods while the subscriber reads nothing.
+    flood(broker.port, "/topic/flood", 5000).await;
+    let dropped = dropped_for_subscriber(http_port).await;
+    assert!(dropped > 0, "the flood must overflow a 16-message queue");
+    let lost = read_all(&mut c, 7, 5000).await;
+    assert_eq!(lost, dropped, "LOST counts add up to the broker's drops");
+}
+
+/// A protocol 2 connection with a 4 KiB receive buffer, granted `loss`,
+/// subscribed to `channel` as `sid`.
+async fn loss_listener(port: u16, sid: u32, channel: &str) -> Raw {
+    let mut c = Raw::connect_small_buffer(port).await;
     let name = "/$aioq/hello/loss";
     let mut wire = Vec::new();
     v2::put(&mut wire, name.as_bytes());
     v2::put(&mut wire, name.as_bytes());
     v2::put(&mut wire, br#"{"protocol":2,"features":["loss"]}"#);
-    v2::put(&mut wire, &v2::sub(7, "/topic/flood"));
+    v2::put(&mut wire, &v2::sub(sid, channel));
     c.send(&wire).await;
     assert!(matches!(c.next().await, Frame::Hello(_)));
-    assert_eq!(c.next().await, Frame::Subscribed(7));
-    // A v1 publisher floods while the subscriber reads nothing.
-    let mut p = Raw::subscribe(broker.port, "/null").await;
+    assert_eq!(c.next().await, Frame::Subscribed(sid));
+    c
+}
+
+/// `n` messages of 1000 bytes to `channel` from a protocol 1 publisher, all
+/// routed (its end-of-stream came).
+async fn flood(port: u16, channel: &str, n: usize) {
+    let mut p = Raw::subscribe(port, "/null").await;
     let payload = vec![b'x'; 1000];
-    let mut flood = Vec::new();
-    for _ in 0..5000 {
-        crate::util::publish_wire(&mut flood, "/topic/flood", &payload);
+    let mut wire = Vec::new();
+    for _ in 0..n {
+        crate::util::publish_wire(&mut wire, channel, &payload);
     }
-    p.send(&flood).await;
+    p.send(&wire).await;
     p.goodbye().await;
     assert_eq!(
         within(20.0, "the publisher's end-of-stream", p.read()).await,
         Some(vec![])
     );
-    let dropped = dropped_for_subscriber(http_port).await;
-    assert!(dropped > 0, "the flood must overflow a 16-message queue");
-    let mut lost = 0;
-    let mut delivered = 0;
+}
+
+/// Reads subscription `sid`'s deliveries and loss notices until they account
+/// for `n` messages; how many were lost (each notice says `overflow`).
+async fn read_all(c: &mut Raw, sid: u32, n: u64) -> u64 {
+    let (mut lost, mut delivered) = (0, 0);
     within(20.0, "every message or loss notice", async {
-        while lost + delivered < 5000 {
+        while lost + delivered < n {
             match c.next().await {
-                Frame::Msg { sid: 7, .. } => delivered += 1,
+                Frame::Msg { sid: s, .. } if s == sid => delivered += 1,
                 Frame::Lost {
-                    sid: 7,
+                    sid: s,
                     count,
                     reason,
                     since,
-                } => {
+                } if s == sid => {
                     assert_eq!(reason, 11, "overflow");
                     assert!(since > 1_600_000_000_000, "Unix ms: {since}");
                     lost += count;
@@ -302,8 +321,8 @@ async fn a_subscriber_that_lost_messages_is_told_how_many_and_the_counts_match_t
         }
     })
     .await;
-    assert_eq!(lost, dropped, "LOST counts add up to the broker's drops");
-    assert_eq!(lost + delivered, 5000);
+    assert_eq!(lost + delivered, n);
+    lost
 }
 
 async fn dropped_for_subscriber(http_port: u16) -> u64 {
@@ -914,51 +933,18 @@ async fn a_channel_entrys_send_queue_bounds_a_v2_subscription() {
         "127.0.0.1:0",
     ]);
     let http_port = broker.monitor_port();
-    let mut c = Raw::connect_small_buffer(broker.port).await;
-    let (mut c, _) = {
-        let name = "/$aioq/hello/tight";
-        let mut wire = Vec::new();
-        v2::put(&mut wire, name.as_bytes());
-        v2::put(&mut wire, name.as_bytes());
-        v2::put(&mut wire, br#"{"protocol":2,"features":["loss"]}"#);
-        v2::put(&mut wire, &v2::sub(1, "/topic/tight"));
-        c.send(&wire).await;
-        assert!(matches!(c.next().await, Frame::Hello(_)));
-        (c, ())
-    };
-    assert_eq!(c.next().await, Frame::Subscribed(1));
+    let mut c = loss_listener(broker.port, 1, "/topic/tight").await;
     let (_, _, body) = http_get(http_port, "/api/connections").await;
     assert!(
         body.contains(r#""send_queue":16,"send_queue_bytes":8388608"#),
         "the subscription shows its own bound: {body}"
     );
-    let mut p = Raw::subscribe(broker.port, "/null").await;
-    let payload = vec![b'x'; 1000];
-    let mut flood = Vec::new();
-    for _ in 0..2000 {
-        crate::util::publish_wire(&mut flood, "/topic/tight", &payload);
-    }
-    p.send(&flood).await;
-    p.goodbye().await;
-    assert_eq!(
-        within(20.0, "the publisher's end-of-stream", p.read()).await,
-        Some(vec![])
-    );
+    flood(broker.port, "/topic/tight", 2000).await;
     let dropped = dropped_for_subscriber(http_port).await;
     assert!(
         dropped > 0,
         "16 messages at most queued: the rest are dropped"
     );
-    let (mut lost, mut delivered) = (0, 0);
-    within(20.0, "every message or loss notice", async {
-        while lost + delivered < 2000 {
-            match c.next().await {
-                Frame::Msg { .. } => delivered += 1,
-                Frame::Lost { count, .. } => lost += count,
-                other => panic!("{other:?}"),
-            }
-        }
-    })
-    .await;
+    let lost = read_all(&mut c, 1, 2000).await;
     assert_eq!(lost, dropped);
 }

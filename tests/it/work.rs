@@ -4,34 +4,32 @@
 //! reaches another worker, a SIGINT that lets the running job finish.
 
 use crate::util::v2::{self, Frame};
-use crate::util::{http_get, within, Broker, Proc, Raw};
+use crate::util::{metric, within, Broker, Proc, Raw};
 
+/// Publishes `payloads` (text) with confirms.
 async fn publish(port: u16, channel: &str, payloads: &[String]) {
-    let (mut p, _) = Raw::hello(port, &["confirms"]).await;
-    let mut wire = Vec::new();
-    for (i, m) in payloads.iter().enumerate() {
-        v2::put(
-            &mut wire,
-            &v2::publish(Some(i as u64 + 1), channel, m.as_bytes()),
-        );
-    }
-    p.send(&wire).await;
-    let last = payloads.len() as u64;
-    within(10.0, "the publisher's confirms", async {
-        while p.next().await != Frame::Confirm(last) {}
-    })
-    .await;
+    let bytes: Vec<&[u8]> = payloads.iter().map(String::as_bytes).collect();
+    v2::publish_confirmed(port, channel, &bytes).await;
 }
 
-/// A counter of the broker's `/metrics` (the channel is gone once its last
-/// worker left: its own counters with it).
-async fn metric(http: u16, line_start: &str) -> u64 {
-    let (_, _, body) = http_get(http, "/metrics").await;
-    body.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
+/// `listen --ack --count N` on `channel`: what it printed, line by line.
+fn take_acked(port: &str, channel: &str, n: usize) -> Vec<String> {
+    let count = n.to_string();
+    let mut listen = Proc::spawn(
+        &[
+            "listen",
+            "--port",
+            port,
+            "--channel",
+            channel,
+            "--ack",
+            "--count",
+            &count,
+        ],
+        false,
+    );
+    assert_eq!(listen.exit_code(10.0), Some(0), "{}", listen.err.text());
+    listen.out.text().lines().map(str::to_string).collect()
 }
 
 #[tokio::test]
@@ -235,21 +233,8 @@ async fn sigint_lets_the_running_job_finish_acknowledges_it_and_exits_130() {
     );
     assert_eq!(metric(http, "aioq_acked_total").await, 1);
     // The other job waits for a worker, not lost.
-    let mut listen = Proc::spawn(
-        &[
-            "listen",
-            "--port",
-            &port,
-            "--channel",
-            "/queue/jobs",
-            "--ack",
-            "--count",
-            "1",
-        ],
-        false,
-    );
-    assert_eq!(listen.exit_code(10.0), Some(0));
-    assert_eq!(listen.out.text().trim(), "b");
+    let got = take_acked(&port, "/queue/jobs", 1);
+    assert_eq!(got, ["b"]);
     assert_eq!(
         metric(http, "aioq_acked_total").await,
         2,
@@ -299,21 +284,8 @@ async fn work_refuses_what_it_cannot_do_with_a_clear_error() {
         missing.err.text()
     );
     // The job was given back, not lost.
-    let mut listen = Proc::spawn(
-        &[
-            "listen",
-            "--port",
-            &port,
-            "--channel",
-            "/queue/jobs",
-            "--ack",
-            "--count",
-            "1",
-        ],
-        false,
-    );
-    assert_eq!(listen.exit_code(10.0), Some(0));
-    assert_eq!(listen.out.text().trim(), "j");
+    let got = take_acked(&port, "/queue/jobs", 1);
+    assert_eq!(got, ["j"]);
 }
 
 #[tokio::test]
@@ -361,21 +333,8 @@ async fn requeue_puts_dead_letters_back_and_leaves_nothing_behind() {
         "{}",
         requeue.err.text()
     );
-    let mut listen = Proc::spawn(
-        &[
-            "listen",
-            "--port",
-            &port,
-            "--channel",
-            "/queue/jobs",
-            "--ack",
-            "--count",
-            "2",
-        ],
-        false,
-    );
-    assert_eq!(listen.exit_code(10.0), Some(0));
-    let mut got: Vec<String> = listen.out.text().lines().map(str::to_string).collect();
+    let got = take_acked(&port, "/queue/jobs", 2);
+    let mut got = got;
     got.sort();
     assert_eq!(got, ["p1", "p2"]);
     assert_eq!(

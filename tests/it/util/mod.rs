@@ -504,3 +504,14 @@ pub fn proc_status(pid: u32, field: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
 }
+
+/// A series of the broker's `/metrics` whose line starts with `line_start`
+/// (a name, with its labels): its value.
+pub async fn metric(http: u16, line_start: &str) -> u64 {
+    let (_, _, body) = http_get(http, "/metrics").await;
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
+}

@@ -268,3 +268,25 @@ impl Raw {
         self.read().await.map(|f| decode(&f))
     }
 }
+
+/// Publishes `payloads` to `channel` over a fresh protocol 2 connection, each
+/// with a confirm id, and waits until the broker confirmed them all.
+pub async fn publish_confirmed(port: u16, channel: &str, payloads: &[&[u8]]) {
+    let (mut p, _) = Raw::hello(port, &["confirms"]).await;
+    let mut wire = Vec::new();
+    for (i, m) in payloads.iter().enumerate() {
+        put(&mut wire, &publish(Some(i as u64 + 1), channel, m));
+    }
+    p.send(&wire).await;
+    let last = payloads.len() as u64;
+    super::within(10.0, "the publisher's confirms", async {
+        loop {
+            match p.next().await {
+                Frame::Confirm(n) if n == last => return,
+                Frame::Confirm(_) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+}
