@@ -352,6 +352,14 @@ async fn acknowledgements_are_refused_where_they_cannot_be_kept() {
         Frame::Ended { sid: 1, reason, .. } => assert_eq!(reason, 13, "not_a_queue"),
         other => panic!("{other:?}"),
     }
+    // CREDIT for a subscription the connection does not hold.
+    c.send_frame(&v2::credit(99, 5)).await;
+    match c.next().await {
+        Frame::Ended {
+            sid: 99, reason, ..
+        } => assert_eq!(reason, 9, "unknown_sid"),
+        other => panic!("{other:?}"),
+    }
     // A SUB with acknowledgements on a connection not granted them.
     let (mut d, _) = Raw::hello(broker.port, &[]).await;
     d.send_frame(&v2::sub_acked(1, 0, "/queue/jobs")).await;
@@ -437,4 +445,32 @@ async fn a_channel_entry_sets_its_ack_wait_backoff_and_dead_letter_channel() {
         assert_eq!(code, Some(2), "{toml}: {err}");
         assert!(err.contains(says), "{toml}: {err}");
     }
+}
+
+#[tokio::test]
+async fn a_dead_letter_channel_never_dead_letters_and_a_term_there_is_counted() {
+    let broker = Broker::spawn(&["--max-deliveries", "1", "--http", "127.0.0.1:0"]);
+    let http = broker.monitor_port();
+    let mut w = worker(broker.port, 2, "/queue/jobs/dead").await;
+    publish(broker.port, "/queue/jobs/dead", &[b"again", b"drop me"]).await;
+    let got = deliveries(&mut w, 2).await;
+    // Past --max-deliveries, a NAK still brings it back: there is no
+    // /queue/jobs/dead/dead.
+    w.send_frame(&v2::nak(0, &[got[0].0])).await;
+    let (_, attempt, payload) = deliveries(&mut w, 1).await.remove(0);
+    assert_eq!((attempt, payload.as_slice()), (2, &b"again"[..]));
+    w.send_frame(&v2::term(&[got[1].0])).await;
+    assert_eq!(until_pong(&mut w, 1).await, []);
+    assert_eq!(
+        crate::util::metric(http, "aioq_messages_dropped_total{reason=\"terminated\"}").await,
+        1
+    );
+    assert_eq!(
+        crate::util::metric(http, "aioq_dead_lettered_total{reason=\"term\"}").await,
+        0
+    );
+    assert_eq!(
+        crate::util::metric(http, "aioq_dead_lettered_total{reason=\"max_deliveries\"}").await,
+        0
+    );
 }

@@ -179,13 +179,25 @@ async fn a_worker_killed_with_sigkill_mid_job_hands_the_job_to_another_at_once()
     unsafe_kill(child);
     match got {
         Frame::Msg {
-            attempt, payload, ..
+            attempt,
+            payload,
+            delivery,
+            ..
         } => {
             assert_eq!(payload, b"the job");
             assert_eq!(attempt, 2);
+            other.send_frame(&v2::ack(&[delivery])).await;
         }
         other => panic!("{other:?}"),
     }
+    // Once: nothing more comes for it (the PONG is in order after anything
+    // the broker had to send).
+    other.send_frame(&v2::ping(1)).await;
+    assert_eq!(
+        within(10.0, "the PONG", other.next()).await,
+        Frame::Pong(1),
+        "the job came back once"
+    );
 }
 
 fn unsafe_kill(pid: i32) {
