@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs each fuzz target for a fixed number of iterations from the committed
 # corpus (copied, so the run does not grow it). Longer runs: see README.
-#   fuzz/run.sh                 # CI: 2,000,000 frame and 1,000,000 v2 decoder runs, 20,000 connections
+#   fuzz/run.sh                 # CI: 2,000,000 frame, 1,000,000 v2 decoder and 500,000 segment runs, 20,000 connections
 #   RUNS_SCALE=100 fuzz/run.sh  # a hundred times longer
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +16,7 @@ export RUSTC_BOOTSTRAP=1
 cargo fuzz build -s none -O
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-for spec in frame_decoder:2000000 v2_decoder:1000000 connection:20000; do
+for spec in frame_decoder:2000000 v2_decoder:1000000 segment_replay:500000 connection:20000; do
   target=${spec%%:*}
   runs=$(( ${spec##*:} * scale ))
   mkdir -p "$work/$target"

@@ -216,6 +216,17 @@ fn acked(shared: &Shared, conn: &Conn, done: Vec<Entry>) {
     let n = done.len() as u64;
     conn.stats.acks.acked.fetch_add(n, Relaxed);
     shared.stats.acks.acked.fetch_add(n, Relaxed);
+    // Done with in a durable channel's store, a run of one channel at a time.
+    let mut i = 0;
+    while i < done.len() {
+        let channel = &done[i].sub.channel;
+        let end = done[i..]
+            .iter()
+            .position(|e| !Arc::ptr_eq(&e.sub.channel, channel))
+            .map_or(done.len(), |k| i + k);
+        stored_done(channel, done[i..end].iter().map(|e| &e.out));
+        i = end;
+    }
     let mut last: Option<&Arc<Subscription>> = None;
     for e in &done {
         settle(shared, conn, e);
@@ -241,6 +252,15 @@ fn acked(shared: &Shared, conn: &Conn, done: Vec<Entry>) {
 fn refill(sub: &Subscription) {
     if let Kind::Queue(q) = &sub.channel.kind {
         q.refill();
+    }
+}
+
+/// Messages of `channel` done with: out of its store, if it is durable.
+fn stored_done<'a>(channel: &Channel, outs: impl IntoIterator<Item = &'a Out>) {
+    if let Kind::Queue(q) = &channel.kind {
+        if let Some(log) = q.log() {
+            log.settle(outs);
+        }
     }
 }
 
@@ -328,7 +348,9 @@ fn redeliver(shared: &Shared, channel: &Arc<Channel>, back: Vec<Out>, delay: Dur
         // name now, made again if need be.
         Err(back) => {
             for m in back {
-                republish(shared, &channel.name, m.payload, m.head);
+                republish(shared, &channel.name, m.payload.clone(), m.head);
+                // Stored again under the channel's new number (if durable).
+                stored_done(channel, [&m]);
             }
         }
     }
@@ -377,6 +399,7 @@ fn dead_letter(shared: &Shared, e: Entry, reason: DeadReason, failures: u32) {
         shared
             .router
             .count_drop(Some(channel), None, super::stats::DropReason::Terminated, 1);
+        stored_done(channel, [&e.out]);
         return;
     };
     let attempts = e.out.attempt().get();
@@ -392,7 +415,9 @@ fn dead_letter(shared: &Shared, e: Entry, reason: DeadReason, failures: u32) {
             reason.as_str()
         );
     }
+    // Stored in the dead-letter channel (if durable) before it leaves this one.
     republish(shared, &dead, payload, head);
+    stored_done(channel, [&e.out]);
 }
 
 /// The message's header block (what it had, then `aioq-*` entries saying

@@ -45,6 +45,14 @@ mod subscription;
 mod writer;
 
 pub use cluster::{redact, ClusterConfig};
+pub use store::disk::{Disk, Fsync, OpenError as DiskOpenError, Recovered};
+
+/// Replays arbitrary bytes as one segment of the durable store: how many
+/// messages they hold unsettled. For the fuzzer.
+#[doc(hidden)]
+pub fn replay_segment(bytes: &[u8]) -> usize {
+    store::disk::recover::replay_bytes(bytes).0
+}
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -141,6 +149,8 @@ pub struct BrokerConfig {
     pub write_timeout: Duration,
     /// A connection that leaves a frame half-sent for this long is closed.
     pub frame_timeout: Duration,
+    /// Prefixes of the `/queue` channels kept in the durable store.
+    pub durable: Vec<String>,
 }
 
 impl Default for BrokerConfig {
@@ -169,6 +179,7 @@ impl Default for BrokerConfig {
             per_ip_spares_loopback: true,
             write_timeout: Duration::from_secs(30),
             frame_timeout: Duration::from_secs(30),
+            durable: Vec::new(),
         }
     }
 }
@@ -520,6 +531,13 @@ impl Broker {
     }
 
     /// A way to publish into this broker from the same process.
+    /// Keeps durable channels in `disk`, and puts back what it held
+    /// (`recovered`): before the broker serves.
+    pub fn use_disk(&self, disk: Arc<Disk>, recovered: Recovered) {
+        self.shared.router.use_disk(disk);
+        self.shared.router.restore(recovered.channels);
+    }
+
     pub fn injector(&self) -> Injector {
         Injector(self.shared.clone())
     }
@@ -671,9 +689,22 @@ async fn shutdown_gracefully(shared: &Shared) {
     shared.protocol_log.flush();
     shared.denied_log.flush();
     // One line for all of them: a broker can hold millions of backlogs.
-    let d = shared
-        .router
-        .drop_backlogs(DropReason::Shutdown, |q| q.discard_backlog());
+    // A durable channel's backlog stays in the store for the next start.
+    let d = shared.router.drop_backlogs(DropReason::Shutdown, |q| {
+        if q.log().is_some() {
+            0
+        } else {
+            q.discard_backlog()
+        }
+    });
+    if let Some(disk) = shared.router.disk() {
+        tracing::info!(
+            "{} message(s) ({} bytes) kept in the durable store {} for the next start",
+            disk.stats.messages.load(Relaxed),
+            disk.stats.bytes.load(Relaxed),
+            disk.dir().display()
+        );
+    }
     if d.messages > 0 {
         tracing::warn!(
             "{} message(s) left in the backlogs of {} /queue channel(s) at shutdown (most \

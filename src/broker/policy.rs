@@ -24,6 +24,8 @@ pub struct ChannelPolicy {
     pub backlog: usize,
     pub backlog_bytes: usize,
     pub topic_overflow: TopicOverflow,
+    /// A `/queue` channel whose messages are kept in the durable store.
+    pub durable: bool,
 }
 
 impl ChannelPolicy {
@@ -81,6 +83,9 @@ pub struct ChannelRule {
     pub backoff: Option<String>,
     /// Where messages go after `max-deliveries` failures or a `TERM`.
     pub dead_letter: Option<String>,
+    /// Keep the messages of these `/queue` channels on disk (`--durable`
+    /// for a prefix, from the file).
+    pub durable: Option<bool>,
 }
 
 impl ChannelRule {
@@ -182,6 +187,8 @@ pub struct Policy {
     /// The flags' ack wait and maximum deliveries.
     ack_wait: Duration,
     max_deliveries: u32,
+    /// `--durable` prefixes.
+    durable: Vec<String>,
 }
 
 impl Policy {
@@ -195,11 +202,13 @@ impl Policy {
                 backlog: config.backlog,
                 backlog_bytes: config.backlog_bytes,
                 topic_overflow: config.topic_overflow,
+                durable: false,
             },
             rules,
             access,
             ack_wait: config.ack_wait,
             max_deliveries: config.max_deliveries,
+            durable: config.durable.clone(),
         }
     }
 
@@ -239,14 +248,16 @@ impl Policy {
     }
 
     pub fn for_channel(&self, name: &[u8]) -> ChannelPolicy {
+        let mut d = self.defaults;
+        d.durable = crate::proto::is_queue(name)
+            && self.durable.iter().any(|p| name.starts_with(p.as_bytes()));
         let Some(rule) = self
             .rules
             .iter()
             .find(|r| name.starts_with(r.prefix.as_bytes()))
         else {
-            return self.defaults;
+            return d;
         };
-        let d = self.defaults;
         ChannelPolicy {
             send_queue: rule.send_queue.map_or(d.send_queue, |v| v as usize),
             send_queue_bytes: rule.send_queue_bytes.map_or(d.send_queue_bytes, |s| s.0),
@@ -254,7 +265,13 @@ impl Policy {
             backlog: rule.backlog.map_or(d.backlog, |v| v as usize),
             backlog_bytes: rule.backlog_bytes.map_or(d.backlog_bytes, |s| s.0),
             topic_overflow: rule.topic_overflow.unwrap_or(d.topic_overflow),
+            durable: crate::proto::is_queue(name) && rule.durable.unwrap_or(d.durable),
         }
+    }
+
+    /// Whether any channel can be durable: a store is needed.
+    pub fn any_durable(&self) -> bool {
+        !self.durable.is_empty() || self.rules.iter().any(|r| r.durable == Some(true))
     }
 }
 

@@ -182,6 +182,9 @@ pub(crate) struct Publisher<'a> {
     /// Why the last publish was refused (a protocol v2 reason code), and
     /// the channel it named, if it was.
     refusal: Option<(u8, Bytes)>,
+    /// Messages went to a durable channel since the last
+    /// [`settle`](Self::settle): a confirm waits for the store.
+    stored: bool,
 }
 
 impl Drop for Publisher<'_> {
@@ -208,6 +211,7 @@ impl<'a> Publisher<'a> {
             rights: None,
             unsaid: Unsaid::default(),
             refusal: None,
+            stored: false,
         }
     }
 
@@ -319,6 +323,15 @@ impl<'a> Publisher<'a> {
     /// (or routed) before its connection is done, since a `send` that gets
     /// end-of-stream is owed that.
     pub async fn settle(&mut self, stop: &CancellationToken) {
+        if std::mem::take(&mut self.stored) {
+            if let Some(disk) = self.router.disk() {
+                let upto = disk.appended();
+                tokio::select! {
+                    _ = disk.wait_confirmed(upto) => {}
+                    _ = stop.cancelled() => {}
+                }
+            }
+        }
         let Some(jetstream) = self.links.jetstream else {
             return;
         };
@@ -454,6 +467,11 @@ impl<'a> Publisher<'a> {
     /// stored: a confirm for them waits for [`settle`](Self::settle).
     pub fn unsettled(&self) -> bool {
         self.outbox.as_ref().is_some_and(|o| !o.is_empty())
+            || (self.stored
+                && self
+                    .router
+                    .disk()
+                    .is_some_and(|d| d.confirmed() < d.appended()))
     }
 
     /// A publish that would have created a channel past `--max-channels`.
@@ -480,7 +498,9 @@ impl<'a> Publisher<'a> {
                     .publish_topic(&channel, payload, head, elsewhere),
                 (Kind::Queue(q), _) => match q.try_publish(payload, head) {
                     Ok(Attempt::Taken) => Ok(()),
-                    Ok(Attempt::Full | Attempt::OverBudget) => return Now::Wait,
+                    Ok(Attempt::Full | Attempt::OverBudget | Attempt::StoreFull) => {
+                        return Now::Wait
+                    }
                     Err(retired) => Err(retired),
                 },
             };
@@ -583,6 +603,9 @@ impl<'a> Publisher<'a> {
             self.cache.remove(name);
             self.last = None;
             return false;
+        }
+        if channel.store == Some(Backend::Disk) {
+            self.stored = true;
         }
         if !counted {
             self.count_channel(channel, len as u64);

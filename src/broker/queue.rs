@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use super::budget::Budget;
 use super::conn::Refused;
 use super::delivery::{DeliveryId, Numbering, Out};
+use super::store::disk::Disk;
 use super::store::Delivery;
 use super::subscription::Subscription;
 
@@ -33,6 +34,26 @@ pub enum Attempt {
     Full,
     /// The broker's memory budget is spent: wait for room there.
     OverBudget,
+    /// The durable store has more gathered than the disk took: wait for it.
+    StoreFull,
+}
+
+/// A durable channel's place in the store: its messages are appended there
+/// as they are published and settled there when done with.
+pub struct ChannelLog {
+    pub disk: Arc<Disk>,
+    pub name: Bytes,
+}
+
+impl ChannelLog {
+    /// The messages of `done` (this channel's deliveries) are done with.
+    pub fn settle<'a>(&self, done: impl IntoIterator<Item = &'a Out>) {
+        let done: Vec<(u64, usize)> = done
+            .into_iter()
+            .filter_map(|m| Some((m.delivery?.seq(), m.len())))
+            .collect();
+        self.disk.settle(&self.name, &done);
+    }
 }
 
 pub struct QueueState {
@@ -50,6 +71,8 @@ pub struct QueueState {
     /// (a writer taking messages, a worker joining or leaving) wakes it.
     room_wanted: AtomicBool,
     room: Notify,
+    /// Where a durable channel's messages are kept besides memory.
+    log: Option<Box<ChannelLog>>,
 }
 
 #[derive(Default)]
@@ -215,7 +238,23 @@ impl QueueState {
             budget,
             room_wanted: AtomicBool::new(false),
             room: Notify::new(),
+            log: None,
         }
+    }
+
+    /// A durable channel: every message is stored in `log` before a worker
+    /// can have it, its numbers going on from the highest the store holds.
+    pub fn durable(mut self, log: ChannelLog) -> Self {
+        let last = log.disk.last_seq(&log.name);
+        if let Some(n) = std::num::NonZeroU64::new(last) {
+            lock(&self.inner).numbering.taken(n);
+        }
+        self.log = Some(Box::new(log));
+        self
+    }
+
+    pub fn log(&self) -> Option<&ChannelLog> {
+        self.log.as_deref()
     }
 
     /// New bounds (a reload). A backlog already past them keeps what it
@@ -285,30 +324,50 @@ impl QueueState {
         if inner.retired {
             return Err(Retired);
         }
-        if inner.backlog.is_empty()
-            && inner
-                .dispatch(Out::with_head(payload.clone(), 0, head), false)
-                .is_ok()
-        {
-            return Ok(Attempt::Taken);
+        let mut out = Out::with_head(payload.clone(), 0, head);
+        if let Some(log) = &self.log {
+            if !forced && log.disk.congested() {
+                return Ok(Attempt::StoreFull);
+            }
+            // Numbered and stored before any worker can have it: its
+            // settlement must follow it in the store.
+            let seq = inner.numbering.peek();
+            inner.numbering.taken(seq);
+            out.delivery = Some(DeliveryId::new(seq, std::num::NonZeroU32::MIN));
+            log.disk.append(&log.name, seq.get(), head, payload);
         }
+        let out = if inner.backlog.is_empty() {
+            match inner.dispatch(out, false) {
+                Ok(()) => return Ok(Attempt::Taken),
+                Err(back) => back,
+            }
+        } else {
+            out
+        };
         let len = payload.len();
         if forced {
             self.budget.force_park(len);
         } else {
             let fits =
                 inner.backlog.is_empty() || inner.bytes + len <= self.max_bytes.load(Relaxed);
-            if inner.backlog.len() >= self.capacity.load(Relaxed) || !fits {
-                return Ok(Attempt::Full);
-            }
-            if !self.budget.try_park(len) {
-                return Ok(Attempt::OverBudget);
+            let refused = if inner.backlog.len() >= self.capacity.load(Relaxed) || !fits {
+                Some(Attempt::Full)
+            } else if !self.budget.try_park(len) {
+                Some(Attempt::OverBudget)
+            } else {
+                None
+            };
+            if let Some(refused) = refused {
+                // Not taken: its record stands for nothing (the publisher
+                // tries again, as a new message).
+                if let Some(log) = &self.log {
+                    log.settle([&out]);
+                }
+                return Ok(refused);
             }
         }
         inner.bytes += len;
-        inner
-            .backlog
-            .push_back(Out::with_head(payload.clone(), 0, head));
+        inner.backlog.push_back(out);
         self.backlog_len.store(inner.backlog.len(), Relaxed);
         Ok(Attempt::Taken)
     }
@@ -323,6 +382,15 @@ impl QueueState {
             match self.try_publish(&payload, head)? {
                 Attempt::Taken => return Ok(()),
                 Attempt::Full => room.await,
+                Attempt::StoreFull => {
+                    let disk = self.log.as_ref().map(|l| l.disk.clone());
+                    if let Some(disk) = disk {
+                        tokio::select! {
+                            _ = &mut room => {}
+                            _ = disk.room() => {}
+                        }
+                    }
+                }
                 // The budget is shared with every other channel: bytes freed
                 // there must wake this publisher too.
                 Attempt::OverBudget => tokio::select! {
@@ -405,7 +473,7 @@ impl QueueState {
         if !stale {
             return 0;
         }
-        self.clear(&mut inner)
+        self.clear(&mut inner, true)
     }
 
     /// Empties and retires a channel with no worker and none leaving, to
@@ -417,7 +485,7 @@ impl QueueState {
             return None;
         }
         inner.retired = true;
-        let n = self.clear(&mut inner);
+        let n = self.clear(&mut inner, true);
         // Publishers waiting for its room look the name up again.
         self.space.notify_waiters();
         Some(n)
@@ -426,12 +494,22 @@ impl QueueState {
     /// Empties the backlog at shutdown; returns how many messages it held.
     pub fn discard_backlog(&self) -> usize {
         let mut inner = lock(&self.inner);
-        self.clear(&mut inner)
+        self.clear(&mut inner, false)
     }
 
-    fn clear(&self, inner: &mut Inner) -> usize {
+    /// Drops what the channel holds (`settle`: in its store too: a
+    /// shutdown keeps a durable channel's messages there for the next start).
+    fn clear(&self, inner: &mut Inner, settle: bool) -> usize {
         let redo = inner.redo.take().unwrap_or_default();
         let n = inner.backlog.len() + redo.delayed.len();
+        if let Some(log) = self.log.as_ref().filter(|_| settle) {
+            log.settle(
+                inner
+                    .backlog
+                    .iter()
+                    .chain(redo.delayed.iter().map(|(_, m)| m)),
+            );
+        }
         inner.backlog.clear();
         let delayed: usize = redo.delayed.iter().map(|(_, m)| m.len()).sum();
         let bytes = std::mem::take(&mut inner.bytes) + delayed;
@@ -607,6 +685,38 @@ impl QueueState {
             inner.retired = true;
         }
         inner.retired
+    }
+
+    /// Messages read back from the durable store at start, oldest first:
+    /// into the backlog under their numbers, each as the attempt after the
+    /// last one written to a worker.
+    pub fn restore_stored(&self, msgs: Vec<super::store::disk::Stored>) {
+        let mut inner = lock(&self.inner);
+        let mut back = Vec::with_capacity(msgs.len());
+        for m in msgs {
+            let (Some(seq), Some(attempt)) = (
+                std::num::NonZeroU64::new(m.seq),
+                std::num::NonZeroU32::new(m.delivered.saturating_add(1)),
+            ) else {
+                continue;
+            };
+            if seq.get() > inner.numbering.peek().get() {
+                inner.numbering.taken(seq);
+            }
+            back.push(Out {
+                payload: m.payload,
+                delivery: Some(DeliveryId::new(seq, attempt)),
+                sub: 0,
+                head: m.head,
+            });
+        }
+        for m in back {
+            self.budget.force_park(m.len());
+            inner.bytes += m.len();
+            inner.backlog.push_back(m);
+        }
+        let moved = self.refill_locked(&mut inner);
+        self.after_change(&inner, moved);
     }
 
     /// Puts back orphans that could not be handed to JetStream.

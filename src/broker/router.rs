@@ -22,9 +22,10 @@ use super::budget::Budget;
 use super::conn::{Conn, Refused};
 use super::delivery::Out;
 use super::policy::{ChannelPolicy, Policy};
-use super::queue::QueueState;
 pub use super::queue::Retired;
+use super::queue::{ChannelLog, QueueState};
 use super::stats::{BrokerStats, ChannelStats, ConnStats, DropReason};
+use super::store::disk::Disk;
 use super::store::{Backend, ChannelLink};
 use super::subscription::{Ids, Subscription};
 use super::{BrokerConfig, TopicOverflow};
@@ -244,7 +245,8 @@ impl Registry {
             let Kind::Queue(q) = &channel.kind else {
                 continue;
             };
-            if !which(&channel) {
+            // A durable channel's messages wait for a worker, however long.
+            if !which(&channel) || channel.store == Some(Backend::Disk) {
                 self.queues.push_back(weak);
                 continue;
             }
@@ -267,6 +269,8 @@ pub struct Router {
     /// Where new `/queue` channels keep their messages: memory unless a
     /// store was named before the broker ran (the cluster's JetStream).
     queue_store: std::sync::OnceLock<Backend>,
+    /// The durable store, when the broker has one.
+    disk: std::sync::OnceLock<Arc<Disk>>,
     pub budget: Arc<Budget>,
     config: Arc<BrokerConfig>,
     /// Swapped whole on reload; read when a channel or a connection begins.
@@ -291,6 +295,7 @@ impl Router {
             channels: Mutex::new(Registry::default()),
             interest: std::sync::OnceLock::new(),
             queue_store: std::sync::OnceLock::new(),
+            disk: std::sync::OnceLock::new(),
             budget: Arc::new(Budget::new(config.max_memory)),
             policy: RwLock::new(Arc::new(Policy::from_config(&config))),
             generation: AtomicU64::new(0),
@@ -302,6 +307,45 @@ impl Router {
     /// `/queue` channels made from now on keep their messages in `store`.
     pub fn store_queues_in(&self, store: Backend) {
         let _ = self.queue_store.set(store);
+    }
+
+    /// Durable channels keep their messages in `disk` from now on.
+    pub fn use_disk(&self, disk: Arc<Disk>) {
+        let _ = self.disk.set(disk);
+    }
+
+    pub fn disk(&self) -> Option<&Arc<Disk>> {
+        self.disk.get()
+    }
+
+    /// Puts back what the durable store held at start: each channel made,
+    /// its messages in its backlog in order, with the attempt each is at
+    /// (a message written to an acknowledging worker before the stop comes
+    /// back as the attempt after, counted). Before the broker serves.
+    pub fn restore(&self, channels: Vec<(Bytes, Vec<super::store::disk::Stored>)>) {
+        for (name, msgs) in channels {
+            let channel = {
+                let mut reg = lock(&self.channels);
+                match reg.map.get(&name) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let c = self.new_channel(name.clone(), None);
+                        reg.insert(c.clone());
+                        c
+                    }
+                }
+            };
+            let Kind::Queue(q) = &channel.kind else {
+                continue;
+            };
+            let again = msgs.iter().filter(|m| m.delivered > 0).count() as u64;
+            if let Some(disk) = self.disk() {
+                disk.stats
+                    .redelivered_after_restart
+                    .fetch_add(again, Relaxed);
+            }
+            q.restore_stored(msgs);
+        }
     }
 
     /// Reports channels created and retired to `interest` from now on.
@@ -346,7 +390,22 @@ impl Router {
         let (kind, store) = if proto::is_queue(&name) {
             let queue = QueueState::new(policy.backlog, policy.backlog_bytes, self.budget.clone());
             let store = self.queue_store.get().copied().unwrap_or(Backend::Memory);
-            (Kind::Queue(queue), Some(store))
+            // Durable by policy, or because the store still holds some of
+            // its messages (a policy changed since must not lose them).
+            match self
+                .disk
+                .get()
+                .filter(|d| store == Backend::Memory && (policy.durable || d.channel(&name).0 > 0))
+            {
+                Some(disk) => (
+                    Kind::Queue(queue.durable(ChannelLog {
+                        disk: disk.clone(),
+                        name: name.clone(),
+                    })),
+                    Some(Backend::Disk),
+                ),
+                None => (Kind::Queue(queue), Some(store)),
+            }
         } else {
             (Kind::Topic(Mutex::new(TopicState::default())), None)
         };

@@ -535,6 +535,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         to.shared.stats.delivered.add(n, bytes);
         if let Some(sub) = &to.sub {
             sub.channel.stats.delivered.add(n, bytes);
+            stored_written(sub, &batch[..whole]);
             if let Some(replies) = to.shared.replies.get() {
                 replies.written(sub.written(&batch[..whole]));
             }
@@ -667,6 +668,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
             if let Some(sub) = v2.find(local) {
                 sub.taken(run.len(), run_bytes as usize);
                 sub.channel.stats.delivered.add(run.len() as u64, run_bytes);
+                stored_written(sub, run);
                 if let Some(replies) = to.shared.replies.get() {
                     replies.written(sub.written(run));
                 }
@@ -724,6 +726,28 @@ fn hold_acked(shared: &Shared, conn: &Arc<Conn>, v2: &V2, batch: &[Out]) -> Vec<
         super::held::hold(shared, conn, entries);
     }
     at
+}
+
+/// Tells a durable channel's store that `run` (deliveries of `sub`) was
+/// written: done with for a worker that does not acknowledge; for one that
+/// does, the attempt it was at (after a crash, the next comes back).
+fn stored_written(sub: &Subscription, run: &[Out]) {
+    let Kind::Queue(q) = &sub.channel.kind else {
+        return;
+    };
+    let Some(log) = q.log() else {
+        return;
+    };
+    if sub.acks().is_some() {
+        log.disk.delivered(
+            &log.name,
+            run.iter()
+                .filter_map(|m| m.delivery)
+                .map(|d| (d.seq(), d.attempt().get())),
+        );
+    } else {
+        log.settle(run);
+    }
 }
 
 /// Moves what is queued into `batch`, up to `limit` in it, without waiting;

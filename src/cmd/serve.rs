@@ -125,10 +125,22 @@ pub async fn run(args: ServeArgs, line: ServeLine) -> anyhow::Result<ExitCode> {
     // (its default action ends the process).
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("cannot handle SIGHUP")?;
+    let durable = policy
+        .as_ref()
+        .map_or(!config.durable.is_empty(), |p| p.any_durable());
     let broker = Broker::serving(config, tls);
     if let Some(policy) = policy {
         broker.reloader().apply(policy);
     }
+    // Opened when a channel may be durable, or when an earlier run left
+    // messages there: what is stored is never dropped for a flag left out.
+    let disk = if durable || args.data_dir.join("FORMAT").exists() {
+        let (disk, recovered) = open_store(&args).await?;
+        broker.use_disk(disk.clone(), recovered);
+        Some(disk)
+    } else {
+        None
+    };
     tokio::spawn(reload_on_hangup(hangup, loaded, line, broker.reloader()));
     if let Some(addr) = &args.http {
         let l = tokio::net::TcpListener::bind(addr)
@@ -176,7 +188,51 @@ pub async fn run(args: ServeArgs, line: ServeLine) -> anyhow::Result<ExitCode> {
         ));
     }
     broker.run(listener, shutdown).await;
+    if let Some(disk) = disk {
+        // What was gathered is written and synced before the process ends.
+        tokio::task::spawn_blocking(move || disk.close()).await?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens the durable store and reads back what it holds, saying so.
+async fn open_store(
+    args: &ServeArgs,
+) -> anyhow::Result<(
+    std::sync::Arc<crate::broker::Disk>,
+    crate::broker::Recovered,
+)> {
+    let dir = args.data_dir.clone();
+    let (mode, segment) = (args.fsync, args.segment_size as u64);
+    let (disk, recovered) =
+        tokio::task::spawn_blocking(move || crate::broker::Disk::open(&dir, mode, segment))
+            .await??;
+    let stats = &disk.stats;
+    let messages: usize = recovered.channels.iter().map(|(_, m)| m.len()).sum();
+    let dir = std::path::absolute(disk.dir()).unwrap_or_else(|_| disk.dir().to_path_buf());
+    tracing::info!(
+        "durable store {} (fsync {}): recovered {messages} message(s) in {} channel(s) from {} segment(s) in {:.1} ms",
+        dir.display(),
+        disk.mode().name(),
+        recovered.channels.len(),
+        recovered.segments.len(),
+        stats.recovery_micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0
+    );
+    if recovered.torn > 0 {
+        tracing::warn!(
+            "durable store: {} record(s) cut short by a crash were truncated (never confirmed)",
+            recovered.torn
+        );
+    }
+    for (path, at) in &recovered.quarantined {
+        tracing::error!(
+            "durable store: {} is damaged at byte {at}: set aside (kept for inspection); the \
+             {} message(s) before the damage were kept, what came after it is lost",
+            path.display(),
+            recovered.rescued
+        );
+    }
+    Ok((disk, recovered))
 }
 
 /// How long a reload may take to read the file: a hung mount must not hold

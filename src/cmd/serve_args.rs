@@ -106,6 +106,34 @@ pub struct ServeArgs {
     /// (its credit).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_credit: u32,
+    /// Keep the messages of /queue channels whose names start with PREFIX on
+    /// disk (repeatable; `durable = true` in a [[channel]] entry too): they
+    /// survive a restart or a crash of the broker, a publish is confirmed
+    /// once it is stored (as --fsync says), and a message is gone from disk
+    /// only once acknowledged (or written to a worker that does not
+    /// acknowledge). Not with --cluster, whose /queue channels JetStream keeps.
+    #[arg(long, value_name = "PREFIX")]
+    pub durable: Vec<String>,
+    /// Where durable channels are kept. One broker per directory (a second
+    /// is refused while the first runs).
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "aioq-data",
+        env = "AIOQ_DATA_DIR"
+    )]
+    pub data_dir: std::path::PathBuf,
+    /// When a durable publish counts as stored: `always` (on disk: every
+    /// write is fsynced, one fsync shared by every publisher waiting on it),
+    /// `interval:D` (written to the file, fsynced every D: a power loss can
+    /// take the last D, a crash of the broker alone nothing), `never` (written;
+    /// synced when the system pleases).
+    #[arg(long, default_value = "always", value_parser = parse_fsync)]
+    pub fsync: crate::broker::Fsync,
+    /// Size at which the durable store starts a new segment file; a segment
+    /// is deleted once every message in it (and in every older one) is done.
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    pub segment_size: usize,
     /// Connections served at once; more are refused with an end-of-stream frame.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -262,6 +290,17 @@ impl ServeArgs {
             !self.metrics || !self.metrics_channel.is_empty(),
             "--metrics-channel cannot be empty"
         );
+        ensure_usage!(
+            self.cluster.is_none() || self.durable.is_empty(),
+            "--durable and --cluster cannot go together: a clustered broker's /queue channels \
+             are kept in JetStream (durable there unless --cluster-memory)"
+        );
+        for p in &self.durable {
+            ensure_usage!(
+                crate::proto::is_queue(p.as_bytes()),
+                "--durable {p:?}: only /queue channels can be durable (a prefix starting with /queue)"
+            );
+        }
         let cluster = match &self.cluster {
             None => None,
             Some(url) => {
@@ -321,8 +360,13 @@ impl ServeArgs {
             per_ip_spares_loopback: self.max_connections_per_ip.is_none(),
             write_timeout: self.write_timeout,
             frame_timeout: self.frame_timeout,
+            durable: self.durable.clone(),
         }
     }
+}
+
+fn parse_fsync(s: &str) -> Result<crate::broker::Fsync, String> {
+    crate::broker::Fsync::parse(s)
 }
 
 /// `--topic-overflow`'s values: the broker's policy, named here so that the

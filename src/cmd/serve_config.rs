@@ -47,7 +47,8 @@ impl ServeLine {
 
 /// Settings a reload applies: the defaults of every channel's policy (the
 /// acknowledgement settings to subscriptions made from then on).
-pub const RELOADABLE: [&str; 8] = [
+pub const RELOADABLE: [&str; 9] = [
+    "durable",
     "send-queue",
     "send-queue-bytes",
     "worker-queue",

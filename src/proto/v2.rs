@@ -427,7 +427,7 @@ pub fn decode_client(mut frame: Bytes, limits: HeaderLimits) -> Result<ClientFra
 /// The delivery ids that make up the rest of an answer frame: at least one,
 /// none of them 0.
 fn delivery_ids(mut frame: Bytes) -> Result<Vec<u64>, DecodeError> {
-    if frame.is_empty() || frame.len() % 8 != 0 {
+    if frame.is_empty() || !frame.len().is_multiple_of(8) {
         return Err(DecodeError::Malformed(
             "delivery ids are one or more u64s, nothing else",
         ));

@@ -1,7 +1,8 @@
 //! Where `/queue` messages are kept, and how the core answers for the ones a
 //! store handed out. A channel's store is chosen once, when the router makes
-//! it ([`Backend`]): this broker's memory (the channel's backlog), or
-//! JetStream when the broker is clustered. A message taken from a store
+//! it ([`Backend`]): this broker's memory (the channel's backlog), its
+//! disk as well (a durable channel, `disk/`), or JetStream when the broker
+//! is clustered. A message taken from a store
 //! travels as a part of a [`Parcel`], known by the store's [`Token`]; the
 //! writer and the queues settle it through [`Replies`] without knowing which
 //! store it came from. `jetstream/` is the JetStream store: the outbox a
@@ -16,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::lock;
 
+pub mod disk;
 pub mod jetstream;
 
 /// Which store keeps a `/queue` channel's messages.
@@ -23,6 +25,9 @@ pub mod jetstream;
 pub enum Backend {
     /// The channel's backlog in this broker's memory.
     Memory,
+    /// The backlog in memory, every message in the broker's durable store
+    /// ([`disk`]) until it is settled.
+    Disk,
     /// A JetStream stream shared by every broker of the cluster; the
     /// backlog holds only what JetStream would not take.
     JetStream,

@@ -1,0 +1,236 @@
+//! The store's one writing thread: takes every record gathered since its
+//! last write, writes them, syncs as the store's mode says, then moves the
+//! confirmed position on. Publishers append while it writes and syncs, so
+//! the next write carries all of theirs: the more publishers wait on the
+//! disk, the more records each fsync makes durable.
+//!
+//! A write or sync that fails (a full disk, an I/O error) is undone to the
+//! file's length before it and tried again later with the same bytes:
+//! nothing is confirmed meanwhile, and publishers wait once the gathered
+//! records reach the bound. (After a failed fsync the kernel may have
+//! dropped the pages it could not write; writing them again, rather than
+//! syncing again, is what makes the retry mean something.)
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom, Write};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use super::recover::segment_path;
+use super::{lock, record, sync_dir, Disk, Fsync, MAX_PENDING};
+
+/// How long a failing write waits before it is tried again.
+const RETRY: Duration = Duration::from_millis(100);
+
+struct Open {
+    seg: u64,
+    file: File,
+    len: u64,
+    /// Written since its last sync.
+    dirty: bool,
+}
+
+pub(super) fn run(store: &Disk) {
+    let mut open: Option<Open> = None;
+    let mut last_sync = Instant::now();
+    let mut synced_records = 0u64;
+    let mut failures = 0u64;
+    loop {
+        let (chunks, upto, records, reclaim, stop) = {
+            let mut st = lock(&store.state);
+            loop {
+                if !st.chunks.is_empty() || !st.reclaim.is_empty() || st.stop {
+                    break;
+                }
+                match store.mode {
+                    Fsync::Interval(every) if open.as_ref().is_some_and(|o| o.dirty) => {
+                        let left = every.saturating_sub(last_sync.elapsed());
+                        if left.is_zero() {
+                            break;
+                        }
+                        st = store
+                            .wake
+                            .wait_timeout(st, left)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .0;
+                    }
+                    _ => {
+                        st = store
+                            .wake
+                            .wait(st)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    }
+                }
+            }
+            (
+                std::mem::take(&mut st.chunks),
+                st.appended,
+                st.records,
+                std::mem::take(&mut st.reclaim),
+                st.stop,
+            )
+        };
+        let taken: usize = chunks.iter().map(|(_, b)| b.len()).sum();
+        for (seg, bytes) in &chunks {
+            // Tried until it goes: these records are promised to nobody
+            // yet, and everything after them waits behind them.
+            loop {
+                match write(store, &mut open, *seg, bytes) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        failures += 1;
+                        store.stats.errors.fetch_add(1, Relaxed);
+                        if failures == 1 || failures.is_power_of_two() {
+                            tracing::error!(
+                                "durable store {}: cannot write segment {seg}: {e}; publishers \
+                                 to durable channels wait until it can ({failures} failure(s))",
+                                store.dir.display()
+                            );
+                        }
+                        std::thread::sleep(RETRY);
+                    }
+                }
+            }
+        }
+        if failures > 0 && !chunks.is_empty() {
+            tracing::info!(
+                "durable store {}: writing again after {failures} failure(s)",
+                store.dir.display()
+            );
+            failures = 0;
+        }
+        let sync_due = match store.mode {
+            Fsync::Always => !chunks.is_empty(),
+            Fsync::Interval(every) => stop || last_sync.elapsed() >= every,
+            Fsync::Never => stop,
+        };
+        if sync_due {
+            if let Some(o) = open.as_mut().filter(|o| o.dirty) {
+                let t = Instant::now();
+                match o.file.sync_data() {
+                    Ok(()) => {
+                        o.dirty = false;
+                        store.stats.fsyncs.fetch_add(1, Relaxed);
+                        store
+                            .stats
+                            .fsync_micros
+                            .fetch_add(t.elapsed().as_micros() as u64, Relaxed);
+                        store
+                            .stats
+                            .synced_records
+                            .fetch_add(records - synced_records, Relaxed);
+                        synced_records = records;
+                    }
+                    Err(e) => {
+                        // Written again: see the module's documentation.
+                        // Only the last chunk is in this file unsynced (a
+                        // switch of segment synced the one before).
+                        store.stats.errors.fetch_add(1, Relaxed);
+                        tracing::error!(
+                            "durable store {}: fsync of segment {} failed: {e}; writing again",
+                            store.dir.display(),
+                            o.seg
+                        );
+                        let mut chunks = chunks;
+                        if let (Some(last), Some(o)) = (chunks.pop(), open.take()) {
+                            let _ = o.file.set_len(o.len - last.1.len() as u64);
+                            let mut st = lock(&store.state);
+                            st.chunks.insert(0, last);
+                        }
+                        std::thread::sleep(RETRY);
+                        continue;
+                    }
+                }
+            }
+            last_sync = Instant::now();
+        }
+        if !chunks.is_empty() {
+            store.confirmed.fetch_max(upto, Relaxed);
+            store.advanced.notify_waiters();
+            store.stats.written_bytes.fetch_add(taken as u64, Relaxed);
+            let mut st = lock(&store.state);
+            st.pending = st.pending.saturating_sub(taken);
+            if st.pending <= MAX_PENDING / 2 && store.congested.swap(false, Relaxed) {
+                store.room.notify_waiters();
+            }
+        }
+        for seg in reclaim {
+            if open.as_ref().is_some_and(|o| o.seg == seg) {
+                open = None;
+            }
+            match std::fs::remove_file(segment_path(&store.dir, seg)) {
+                Ok(()) => {
+                    store.stats.segments_deleted.fetch_add(1, Relaxed);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(
+                    "durable store {}: cannot delete settled segment {seg}: {e}",
+                    store.dir.display()
+                ),
+            }
+        }
+        if stop && lock(&store.state).chunks.is_empty() {
+            if let Some(o) = open.as_mut().filter(|o| o.dirty) {
+                let _ = o.file.sync_data();
+            }
+            return;
+        }
+    }
+}
+
+/// Writes `bytes` at the end of segment `seg`, opening (making) it first
+/// when it is not the one open; on error the file is cut back to where it
+/// was.
+fn write(store: &Disk, open: &mut Option<Open>, seg: u64, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(o) = open.as_mut().filter(|o| o.seg != seg && o.dirty) {
+        // The segment before is done: on disk before anything after it
+        // can be confirmed.
+        if store.mode != Fsync::Never {
+            o.file.sync_data()?;
+            store.stats.fsyncs.fetch_add(1, Relaxed);
+        }
+        o.dirty = false;
+    }
+    if open.as_ref().is_none_or(|o| o.seg != seg) {
+        *open = None;
+        // Opened again after a failure: what it holds is kept.
+        let path = segment_path(&store.dir, seg);
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)?;
+        let mut len = file.metadata()?.len();
+        if len < record::MAGIC.len() as u64 {
+            file.set_len(0)?;
+            file.write_all(record::MAGIC)?;
+            len = record::MAGIC.len() as u64;
+            if store.mode != Fsync::Never {
+                file.sync_data()?;
+                sync_dir(&store.dir)?;
+            }
+        }
+        file.seek(SeekFrom::Start(len))?;
+        *open = Some(Open {
+            seg,
+            file,
+            len,
+            dirty: false,
+        });
+    }
+    let Some(o) = open.as_mut() else {
+        return Err(std::io::Error::other("no segment open"));
+    };
+    match o.file.write_all(bytes) {
+        Ok(()) => {
+            o.len += bytes.len() as u64;
+            o.dirty = true;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = o.file.set_len(o.len);
+            let _ = o.file.seek(SeekFrom::Start(o.len));
+            Err(e)
+        }
+    }
+}

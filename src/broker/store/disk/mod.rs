@@ -1,0 +1,556 @@
+//! The durable store of one broker: `/queue` channels whose messages must
+//! outlive the process. One log for every durable channel, in segment files
+//! of a data directory: a publish appends a record, a settlement (an ack, a
+//! write to a worker that does not acknowledge, a dead letter) appends
+//! another, and a segment whose every message is settled is deleted once
+//! every older one is.
+//!
+//! Appends go to memory under one lock; one thread (`commit`) writes what
+//! gathered and syncs it, so that every publisher whose records went into a
+//! write shares its fsync (group commit). What is confirmed (a v2 `CONFIRM`,
+//! a v1 end-of-stream) waits for [`Disk::confirmed`] to pass the records.
+
+mod commit;
+pub mod record;
+pub mod recover;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub use recover::{Recovered, Stored};
+
+use super::super::lock;
+
+/// When a write counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Once on disk: every write is followed by an fsync, shared by every
+    /// publisher whose records it holds.
+    Always,
+    /// Once written to the file; synced every so often (a power loss can
+    /// take what was written since the last sync; a crash of the broker
+    /// alone cannot).
+    Interval(Duration),
+    /// Once written; synced when the system pleases.
+    Never,
+}
+
+impl Fsync {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => match s.strip_prefix("interval:") {
+                Some(d) => match crate::units::parse_duration(d) {
+                    Ok(d) if !d.is_zero() => Ok(Self::Interval(d)),
+                    Ok(_) => Err("interval:D needs D more than 0".into()),
+                    Err(e) => Err(e),
+                },
+                None => Err(format!(
+                    "{s:?} is not always, interval:DURATION (e.g. interval:1s) or never"
+                )),
+            },
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Self::Always => "always".into(),
+            Self::Interval(d) => format!("interval:{}", humantime::format_duration(d)),
+            Self::Never => "never".into(),
+        }
+    }
+}
+
+/// The store's format, written in `FORMAT` in the data directory.
+pub const FORMAT: u32 = 1;
+
+/// Bytes of records gathered and not yet written past which publishers to
+/// durable channels wait: the disk is slower than they are, or failing.
+const MAX_PENDING: usize = 64 << 20;
+
+/// What the store has done, for `/metrics` and the monitoring API.
+#[derive(Debug, Default)]
+pub struct DiskStats {
+    pub fsyncs: AtomicU64,
+    /// Records made durable by those fsyncs.
+    pub synced_records: AtomicU64,
+    /// Time spent in fsync, in microseconds.
+    pub fsync_micros: AtomicU64,
+    pub written_bytes: AtomicU64,
+    /// Write or sync errors (a full disk, an I/O error): the store retries.
+    pub errors: AtomicU64,
+    pub segments_deleted: AtomicU64,
+    /// Messages stored and not settled.
+    pub messages: AtomicU64,
+    /// Their payload bytes.
+    pub bytes: AtomicU64,
+    /// From the start: what was read back, and how long it took.
+    pub recovered: AtomicU64,
+    pub recovery_micros: AtomicU64,
+    pub torn: AtomicU64,
+    pub quarantined: AtomicU64,
+    /// Messages redelivered after a restart because a worker had them when
+    /// the broker stopped.
+    pub redelivered_after_restart: AtomicU64,
+}
+
+/// What one durable channel has in the store.
+#[derive(Debug, Default)]
+struct Chan {
+    /// Its number in the segment being written, once named there.
+    idx: Option<u32>,
+    /// Where its messages start in each segment that holds some: (first
+    /// number, segment), oldest first. A message's segment is found by it.
+    starts: VecDeque<(u64, u64)>,
+    /// The highest number it gave.
+    last: u64,
+    live: u64,
+    bytes: u64,
+}
+
+struct State {
+    /// The segment being written.
+    seg: u64,
+    /// Its size, counting what is gathered.
+    seg_bytes: u64,
+    /// Numbers given to channel names in this segment.
+    next_idx: u32,
+    /// Records gathered, by segment, not yet handed to the write.
+    chunks: Vec<(u64, Vec<u8>)>,
+    pending: usize,
+    /// Bytes of records appended since the start (a position in the log).
+    appended: u64,
+    records: u64,
+    /// Unsettled messages per segment, every segment that exists.
+    live: BTreeMap<u64, u64>,
+    chans: HashMap<Bytes, Chan>,
+    /// Segments to delete (every message settled, none older left).
+    reclaim: Vec<u64>,
+    stop: bool,
+}
+
+/// The store: see the module's documentation.
+pub struct Disk {
+    dir: PathBuf,
+    mode: Fsync,
+    segment_size: u64,
+    state: Mutex<State>,
+    /// Wakes the commit thread.
+    wake: Condvar,
+    /// The log position up to which writes are confirmed (as `mode` says).
+    confirmed: AtomicU64,
+    /// Woken at every advance of `confirmed`.
+    advanced: tokio::sync::Notify,
+    /// Woken when gathered records fall back under the bound.
+    room: tokio::sync::Notify,
+    congested: AtomicBool,
+    pub stats: DiskStats,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held for as long as the store is open: a second broker is refused.
+    _lock: std::fs::File,
+}
+
+/// Why a data directory cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("data directory {0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error(
+        "data directory {dir} is in use by another aioq serve{pid}: stop it, or give this one \
+         another --data-dir"
+    )]
+    Locked { dir: PathBuf, pid: String },
+    #[error(
+        "data directory {dir} holds store format {found}; this aioq reads format {FORMAT}: run \
+         the aioq that wrote it, or move the directory aside"
+    )]
+    Format { dir: PathBuf, found: String },
+}
+
+impl Disk {
+    /// Opens (or makes) the store in `dir` and reads back what it holds.
+    pub fn open(
+        dir: &Path,
+        mode: Fsync,
+        segment_size: u64,
+    ) -> Result<(Arc<Self>, Recovered), OpenError> {
+        let io = |e| OpenError::Io(dir.to_path_buf(), e);
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock_file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join("LOCK"))
+            .map_err(io)?;
+        if lock_file.try_lock().is_err() {
+            let pid = std::fs::read_to_string(dir.join("LOCK"))
+                .ok()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .map_or(String::new(), |p| format!(" (pid {p})"));
+            return Err(OpenError::Locked {
+                dir: dir.to_path_buf(),
+                pid,
+            });
+        }
+        {
+            use std::io::Write;
+            lock_file.set_len(0).map_err(io)?;
+            (&lock_file)
+                .write_all(format!("{}\n", std::process::id()).as_bytes())
+                .map_err(io)?;
+        }
+        let format_path = dir.join("FORMAT");
+        match std::fs::read_to_string(&format_path) {
+            Ok(text) => {
+                let found = text.trim().trim_start_matches("aioq store ").to_string();
+                if found != FORMAT.to_string() {
+                    return Err(OpenError::Format {
+                        dir: dir.to_path_buf(),
+                        found,
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::write(&format_path, format!("aioq store {FORMAT}\n")).map_err(io)?;
+                sync_dir(dir).map_err(io)?;
+            }
+            Err(e) => return Err(io(e)),
+        }
+        let started = std::time::Instant::now();
+        let recovered = recover::recover(dir).map_err(io)?;
+        // New records go to a segment of their own: a recovered one is
+        // never written again (its end may have been cut).
+        let seg = recovered.segments.last().map_or(1, |n| n + 1);
+        let mut live: BTreeMap<u64, u64> = recovered.segments.iter().map(|&n| (n, 0)).collect();
+        live.insert(seg, 0);
+        let mut chans: HashMap<Bytes, Chan> = HashMap::new();
+        let quarantined: Vec<u64> = recovered
+            .quarantined
+            .iter()
+            .filter_map(|(p, _)| p.file_name()?.to_str()?.get(..20)?.parse().ok())
+            .collect();
+        let store = Arc::new(Self {
+            dir: dir.to_path_buf(),
+            mode,
+            segment_size: segment_size.max(4096),
+            state: Mutex::new(State {
+                seg,
+                seg_bytes: record::MAGIC.len() as u64,
+                next_idx: 0,
+                chunks: Vec::new(),
+                pending: 0,
+                appended: 0,
+                records: 0,
+                live: BTreeMap::new(),
+                chans: HashMap::new(),
+                reclaim: Vec::new(),
+                stop: false,
+            }),
+            wake: Condvar::new(),
+            confirmed: AtomicU64::new(0),
+            advanced: tokio::sync::Notify::new(),
+            room: tokio::sync::Notify::new(),
+            congested: AtomicBool::new(false),
+            stats: DiskStats::default(),
+            thread: Mutex::new(None),
+            _lock: lock_file,
+        });
+        {
+            let mut st = lock(&store.state);
+            for (name, msgs) in &recovered.channels {
+                let chan = chans.entry(name.clone()).or_default();
+                for m in msgs {
+                    // What was in a damaged segment is written again here:
+                    // its file is no longer read at the next start.
+                    let segment = if quarantined.contains(&m.segment) {
+                        store.append_locked(&mut st, name, |buf, idx| {
+                            record::put_pub(buf, idx, m.seq, m.head, &m.payload)
+                        });
+                        st.seg
+                    } else {
+                        m.segment
+                    };
+                    *live.entry(segment).or_default() += 1;
+                    if chan.starts.back().is_none_or(|&(_, s)| s != segment) {
+                        chan.starts.push_back((m.seq, segment));
+                    }
+                    chan.live += 1;
+                    chan.bytes += m.payload.len() as u64;
+                }
+                chan.last = recovered.last_seq.get(name).copied().unwrap_or(0);
+            }
+            // Names given in the rescue stay valid for the segment.
+            for (name, c) in std::mem::take(&mut st.chans) {
+                chans.entry(name).or_default().idx = c.idx;
+            }
+            st.live = live;
+            st.chans = chans;
+            let messages: u64 = st.chans.values().map(|c| c.live).sum();
+            let bytes: u64 = st.chans.values().map(|c| c.bytes).sum();
+            store.stats.messages.store(messages, Relaxed);
+            store.stats.bytes.store(bytes, Relaxed);
+            store.stats.recovered.store(messages, Relaxed);
+            // Segments left with nothing unsettled go at once.
+            store.reclaim_locked(&mut st);
+        }
+        store.stats.torn.store(recovered.torn, Relaxed);
+        store
+            .stats
+            .quarantined
+            .store(recovered.quarantined.len() as u64, Relaxed);
+        store
+            .stats
+            .recovery_micros
+            .store(started.elapsed().as_micros() as u64, Relaxed);
+        let thread = {
+            let store = store.clone();
+            std::thread::Builder::new()
+                .name("aioq-store".into())
+                .spawn(move || commit::run(&store))
+                .map_err(io)?
+        };
+        *lock(&store.thread) = Some(thread);
+        Ok((store, recovered))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn mode(&self) -> Fsync {
+        self.mode
+    }
+
+    /// Appends a record made by `put` (given the buffer and the channel's
+    /// number in the segment), opening a new segment first when the one
+    /// being written is full.
+    fn append_locked(
+        &self,
+        st: &mut State,
+        name: &Bytes,
+        put: impl FnOnce(&mut Vec<u8>, u32) -> usize,
+    ) {
+        if st.seg_bytes >= self.segment_size {
+            st.seg += 1;
+            let seg = st.seg;
+            st.live.insert(seg, 0);
+            st.seg_bytes = record::MAGIC.len() as u64;
+            st.next_idx = 0;
+            for c in st.chans.values_mut() {
+                c.idx = None;
+            }
+            // Retired names have nothing left to number.
+            st.chans.retain(|_, c| c.live > 0);
+        }
+        let seg = st.seg;
+        let State {
+            chunks,
+            chans,
+            next_idx,
+            ..
+        } = st;
+        let buf = match chunks.last_mut() {
+            Some((s, buf)) if *s == seg => buf,
+            _ => {
+                chunks.push((seg, Vec::with_capacity(64 << 10)));
+                &mut chunks.last_mut().unwrap_or_else(|| unreachable!()).1
+            }
+        };
+        let mut added = 0;
+        let chan = chans.entry(name.clone()).or_default();
+        let idx = match chan.idx {
+            Some(i) => i,
+            None => {
+                let i = *next_idx;
+                *next_idx += 1;
+                chan.idx = Some(i);
+                added += record::put_chan(buf, i, name);
+                i
+            }
+        };
+        added += put(buf, idx);
+        let was_empty = st.pending == 0;
+        st.pending += added;
+        st.seg_bytes += added as u64;
+        st.appended += added as u64;
+        st.records += 1;
+        if was_empty {
+            self.wake.notify_one();
+        }
+        if st.pending > MAX_PENDING {
+            self.congested.store(true, Relaxed);
+        }
+    }
+
+    /// A message published to durable channel `name` under number `seq`:
+    /// on its way to disk. Called under the channel's lock, before any
+    /// worker can have it (its settlement must follow it in the log).
+    pub fn append(&self, name: &Bytes, seq: u64, head: u16, payload: &[u8]) {
+        let mut st = lock(&self.state);
+        self.append_locked(&mut st, name, |buf, idx| {
+            record::put_pub(buf, idx, seq, head, payload)
+        });
+        let seg = st.seg;
+        *st.live.entry(seg).or_default() += 1;
+        let chan = st.chans.entry(name.clone()).or_default();
+        if chan.starts.back().is_none_or(|&(_, s)| s != seg) {
+            chan.starts.push_back((seq, seg));
+        }
+        chan.last = chan.last.max(seq);
+        chan.live += 1;
+        chan.bytes += payload.len() as u64;
+        self.stats.messages.fetch_add(1, Relaxed);
+        self.stats.bytes.fetch_add(payload.len() as u64, Relaxed);
+    }
+
+    /// Messages of `name` done with: (number, payload bytes) of each.
+    pub fn settle(&self, name: &Bytes, done: &[(u64, usize)]) {
+        if done.is_empty() {
+            return;
+        }
+        let mut st = lock(&self.state);
+        let seqs: Vec<u64> = done.iter().map(|d| d.0).collect();
+        self.append_locked(&mut st, name, |buf, idx| {
+            record::put_settle(buf, idx, &seqs)
+        });
+        let mut emptied = false;
+        let State { chans, live, .. } = &mut *st;
+        let Some(chan) = chans.get_mut(name) else {
+            return;
+        };
+        for &(seq, len) in done {
+            let at = chan.starts.partition_point(|&(first, _)| first <= seq);
+            let Some(&(_, seg)) = at.checked_sub(1).and_then(|i| chan.starts.get(i)) else {
+                continue;
+            };
+            if let Some(n) = live.get_mut(&seg) {
+                if *n > 0 {
+                    *n -= 1;
+                    emptied |= *n == 0;
+                    chan.live = chan.live.saturating_sub(1);
+                    chan.bytes = chan.bytes.saturating_sub(len as u64);
+                    self.stats.messages.fetch_sub(1, Relaxed);
+                    self.stats.bytes.fetch_sub(len as u64, Relaxed);
+                }
+            }
+        }
+        // Starts in segments that are gone name nothing.
+        while chan.starts.len() > 1
+            && chan
+                .starts
+                .front()
+                .is_some_and(|&(_, s)| !live.contains_key(&s))
+        {
+            chan.starts.pop_front();
+        }
+        if emptied {
+            self.reclaim_locked(&mut st);
+        }
+    }
+
+    /// Messages of `name` written to an acknowledging worker, (number,
+    /// attempt) of each: after a crash each comes back as the attempt after.
+    pub fn delivered(&self, name: &Bytes, written: impl Iterator<Item = (u64, u32)>) {
+        let mut st = lock(&self.state);
+        for (seq, attempt) in written {
+            self.append_locked(&mut st, name, |buf, idx| {
+                record::put_delivered(buf, idx, seq, attempt)
+            });
+        }
+    }
+
+    /// Queues for deletion the oldest segments with nothing unsettled
+    /// (never the one being written).
+    fn reclaim_locked(&self, st: &mut State) {
+        while let Some((&n, &live)) = st.live.iter().next() {
+            if live > 0 || n == st.seg {
+                break;
+            }
+            st.live.remove(&n);
+            st.reclaim.push(n);
+        }
+        if !st.reclaim.is_empty() {
+            self.wake.notify_one();
+        }
+    }
+
+    /// The number the next message of `name` should have at least: past
+    /// every one the store holds.
+    pub fn last_seq(&self, name: &Bytes) -> u64 {
+        let st = lock(&self.state);
+        st.chans.get(name).map_or(0, |c| c.last)
+    }
+
+    /// Stored messages and bytes of channel `name`.
+    pub fn channel(&self, name: &[u8]) -> (u64, u64) {
+        let st = lock(&self.state);
+        st.chans.get(name).map_or((0, 0), |c| (c.live, c.bytes))
+    }
+
+    /// The log position of everything appended so far.
+    pub fn appended(&self) -> u64 {
+        lock(&self.state).appended
+    }
+
+    /// The log position up to which writes are confirmed.
+    pub fn confirmed(&self) -> u64 {
+        self.confirmed.load(Relaxed)
+    }
+
+    /// Waits until everything up to log position `upto` is confirmed.
+    pub async fn wait_confirmed(&self, upto: u64) {
+        loop {
+            let advanced = self.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            if self.confirmed() >= upto {
+                return;
+            }
+            advanced.await;
+        }
+    }
+
+    /// More is gathered than the disk has taken: publishers wait.
+    pub fn congested(&self) -> bool {
+        self.congested.load(Relaxed)
+    }
+
+    /// Waits until the store takes appends again.
+    pub async fn room(&self) {
+        let room = self.room.notified();
+        tokio::pin!(room);
+        room.as_mut().enable();
+        if !self.congested() {
+            return;
+        }
+        room.await;
+    }
+
+    /// Writes and syncs what is gathered, then stops the commit thread.
+    pub fn close(&self) {
+        lock(&self.state).stop = true;
+        self.wake.notify_one();
+        if let Some(t) = lock(&self.thread).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Disk {
+    fn drop(&mut self) {
+        // The commit thread holds a reference until it stops: by here it has.
+    }
+}
+
+/// Makes a file's creation or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
