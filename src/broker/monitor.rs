@@ -66,6 +66,11 @@ impl Monitor {
         &self.shared.config
     }
 
+    /// The durable store, when the broker has one.
+    pub fn disk(&self) -> Option<&Arc<super::Disk>> {
+        self.shared.router.disk()
+    }
+
     pub fn clustered(&self) -> bool {
         self.shared.cluster.get().is_some()
     }
@@ -145,6 +150,10 @@ pub struct ChannelView {
     /// waiting out a delay; the oldest delivery in flight's age.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acks: Option<serde_json::Value>,
+    /// A durable `/queue` channel: messages and payload bytes in the store
+    /// (not yet settled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stored: Option<serde_json::Value>,
 }
 
 /// How long the oldest held delivery of `held` has waited, in seconds.
@@ -387,6 +396,13 @@ impl Monitor {
                                 oldest_age(oldest.get(&c.name).copied());
                             Some(j)
                         }
+                        super::router::Kind::Topic(_) => None,
+                    },
+                    stored: match &c.kind {
+                        super::router::Kind::Queue(q) => q.log().map(|l| {
+                            let (messages, bytes) = l.disk.channel(&c.name);
+                            serde_json::json!({"messages": messages, "bytes": bytes})
+                        }),
                         super::router::Kind::Topic(_) => None,
                     },
                 }

@@ -518,6 +518,11 @@ impl Router {
         }
         let sub = Arc::new(sub);
         announce();
+        // Held by the connection before anything can be routed to it: a
+        // backlog reaches a new worker at once, and a protocol 2 writer
+        // that woke for it would not know the subscription it names (and
+        // skip the message).
+        conn.hold(sub.clone());
         match &channel.kind {
             Kind::Topic(t) => lock(t).subs.push(sub.clone()),
             Kind::Queue(q) => {
@@ -525,7 +530,6 @@ impl Router {
                 channels.unmake(&channel);
             }
         }
-        conn.hold(sub.clone());
         Ok(sub)
     }
 

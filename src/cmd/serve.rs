@@ -209,7 +209,7 @@ async fn open_store(
             .await??;
     let stats = &disk.stats;
     let messages: usize = recovered.channels.iter().map(|(_, m)| m.len()).sum();
-    let dir = std::path::absolute(disk.dir()).unwrap_or_else(|_| disk.dir().to_path_buf());
+    let dir = disk.dir();
     tracing::info!(
         "durable store {} (fsync {}): recovered {messages} message(s) in {} channel(s) from {} segment(s) in {:.1} ms",
         dir.display(),

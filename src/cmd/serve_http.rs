@@ -78,6 +78,27 @@ async fn server(State(s): State<AppState>) -> impl IntoResponse {
         "channels": m.channels(),
         "held_bytes": m.held_bytes(),
         "totals": m.summary(),
+        "store": m.disk().map(|d| {
+            let s = &d.stats;
+            let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+            json!({
+                "dir": d.dir().display().to_string(),
+                "fsync": d.mode().name(),
+                "messages": n(&s.messages),
+                "bytes": n(&s.bytes),
+                "fsyncs": n(&s.fsyncs),
+                "synced_records": n(&s.synced_records),
+                "fsync_seconds": n(&s.fsync_micros) as f64 / 1e6,
+                "written_bytes": n(&s.written_bytes),
+                "errors": n(&s.errors),
+                "segments_deleted": n(&s.segments_deleted),
+                "recovered": n(&s.recovered),
+                "recovery_seconds": n(&s.recovery_micros) as f64 / 1e6,
+                "torn": n(&s.torn),
+                "quarantined": n(&s.quarantined),
+                "redelivered_after_restart": n(&s.redelivered_after_restart),
+            })
+        }),
     }))
 }
 
@@ -156,6 +177,85 @@ fn counter(e: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> std::fm
 fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt::Result {
     let g = ConstGauge::new(v);
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
+}
+
+/// The durable store's counters, when the broker has one.
+fn store_metrics(e: &mut DescriptorEncoder, d: &crate::broker::Disk) -> std::fmt::Result {
+    let s = &d.stats;
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
+    let counters: [(&str, &str, u64); 8] = [
+        ("aioq_store_fsyncs", "Fsyncs of the durable store.", n(&s.fsyncs)),
+        (
+            "aioq_store_synced_records",
+            "Records those fsyncs made durable (divided by fsyncs: records per fsync).",
+            n(&s.synced_records),
+        ),
+        (
+            "aioq_store_written_bytes",
+            "Bytes written to the durable store's segments.",
+            n(&s.written_bytes),
+        ),
+        (
+            "aioq_store_errors",
+            "Writes or fsyncs of the durable store that failed (retried).",
+            n(&s.errors),
+        ),
+        (
+            "aioq_store_segments_deleted",
+            "Segments deleted once every message in them was settled.",
+            n(&s.segments_deleted),
+        ),
+        (
+            "aioq_store_torn_records",
+            "Records cut short by a crash, truncated at start.",
+            n(&s.torn),
+        ),
+        (
+            "aioq_store_quarantined_segments",
+            "Damaged segments set aside at start.",
+            n(&s.quarantined),
+        ),
+        (
+            "aioq_store_redelivered_after_restart",
+            "Stored messages a worker held when the broker stopped, delivered again after the start.",
+            n(&s.redelivered_after_restart),
+        ),
+    ];
+    for (name, help, v) in counters {
+        counter(e, name, help, v)?;
+    }
+    let secs = ConstCounter::new(n(&s.fsync_micros) as f64 / 1e6);
+    secs.encode(e.encode_descriptor(
+        "aioq_store_fsync_seconds",
+        "Time spent in fsync (divided by fsyncs: the mean fsync latency).",
+        None,
+        secs.metric_type(),
+    )?)?;
+    gauge(
+        e,
+        "aioq_store_messages",
+        "Messages in the durable store, not yet settled.",
+        n(&s.messages) as i64,
+    )?;
+    gauge(
+        e,
+        "aioq_store_bytes",
+        "Payload bytes of those messages.",
+        n(&s.bytes) as i64,
+    )?;
+    gauge(
+        e,
+        "aioq_store_recovered_messages",
+        "Messages read back from the durable store at start.",
+        n(&s.recovered) as i64,
+    )?;
+    let rec = ConstGauge::new(n(&s.recovery_micros) as f64 / 1e6);
+    rec.encode(e.encode_descriptor(
+        "aioq_store_recovery_seconds",
+        "How long reading the durable store back took at start.",
+        None,
+        rec.metric_type(),
+    )?)
 }
 
 impl Collector for Counters {
@@ -351,6 +451,9 @@ impl Collector for Counters {
             "Channels in the registry.",
             m.channels() as i64,
         )?;
+        if let Some(d) = m.disk() {
+            store_metrics(&mut e, d)?;
+        }
         gauge(
             &mut e,
             "aioq_draining",

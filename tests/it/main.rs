@@ -6,6 +6,7 @@ mod bench;
 mod cli;
 mod cluster;
 mod docs;
+mod durable;
 mod generated;
 mod hardening;
 mod hostile;

@@ -180,6 +180,7 @@ impl Disk {
         mode: Fsync,
         segment_size: u64,
     ) -> Result<(Arc<Self>, Recovered), OpenError> {
+        let dir = &std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let io = |e| OpenError::Io(dir.to_path_buf(), e);
         std::fs::create_dir_all(dir).map_err(io)?;
         let lock_file = std::fs::OpenOptions::new()
@@ -318,6 +319,13 @@ impl Disk {
                 .map_err(io)?
         };
         *lock(&store.thread) = Some(thread);
+        if recovered.rescued > 0 {
+            // Confirmed once: on disk again before anything is served.
+            let upto = store.appended();
+            while store.confirmed() < upto {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         Ok((store, recovered))
     }
 
