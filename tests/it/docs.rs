@@ -282,7 +282,16 @@ async fn the_readme_lists_every_metric_the_broker_serves() {
         })
         .filter(|n| !n.starts_with("aioq_cluster_"))
         .collect();
-    let broker = crate::util::Broker::spawn(&["--http", "127.0.0.1:0"]);
+    // With a durable store: its series are served only then.
+    let data = tempfile::tempdir().unwrap();
+    let broker = crate::util::Broker::spawn(&[
+        "--http",
+        "127.0.0.1:0",
+        "--durable",
+        "/queue/",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+    ]);
     let (_, _, body) = crate::util::http_get(broker.monitor_port(), "/metrics").await;
     let served: std::collections::BTreeSet<String> = body
         .lines()
