@@ -124,6 +124,13 @@ impl ChannelRule {
                 return bad("backoff", e);
             }
         }
+        let queues = self.prefix.starts_with("/queue/") || "/queue/".starts_with(&self.prefix);
+        if self.durable == Some(true) && !queues {
+            return bad(
+                "durable",
+                "applies to /queue channels only (a prefix starting with /queue/)".into(),
+            );
+        }
         if let Some(d) = &self.dead_letter {
             if !crate::proto::is_queue(d.as_bytes()) {
                 return bad(

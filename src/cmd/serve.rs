@@ -141,7 +141,14 @@ pub async fn run(args: ServeArgs, line: ServeLine) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    tokio::spawn(reload_on_hangup(hangup, loaded, line, broker.reloader()));
+    let store_open = disk.is_some();
+    tokio::spawn(reload_on_hangup(
+        hangup,
+        loaded,
+        line,
+        broker.reloader(),
+        store_open,
+    ));
     if let Some(addr) = &args.http {
         let l = tokio::net::TcpListener::bind(addr)
             .await
@@ -260,6 +267,7 @@ async fn reload_on_hangup(
     started: Option<Loaded>,
     line: ServeLine,
     reloader: crate::broker::Reloader,
+    store_open: bool,
 ) {
     let Some(started) = started else {
         while hangup.recv().await.is_some() {
@@ -288,6 +296,13 @@ async fn reload_on_hangup(
                 path.display()
             ),
             Ok((loaded, policy)) => {
+                if policy.any_durable() && !store_open {
+                    tracing::warn!(
+                        "reload of {}: durable channels need the store, which opens at start: \
+                         restart the broker for them to be durable",
+                        path.display()
+                    );
+                }
                 for (setting, value) in loaded.needs_restart(&started, &line) {
                     tracing::warn!(
                         "reload of {}: {setting} changed, which needs a restart; still {value}",
