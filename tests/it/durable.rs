@@ -47,7 +47,7 @@ fn num(payload: &[u8]) -> u64 {
     std::str::from_utf8(payload)
         .ok()
         .and_then(|s| s.strip_prefix('m'))
-        .and_then(|n| n.parse().ok())
+        .and_then(|n| n.trim_end().parse().ok())
         .unwrap_or_else(|| panic!("not a test payload: {payload:?}"))
 }
 
@@ -328,7 +328,10 @@ async fn a_damaged_record_sets_its_segment_aside_and_what_came_before_it_is_kept
     let aside = seg.with_extension("log.damaged");
     assert!(aside.exists(), "kept for inspection at {}", aside.display());
     let http = b.monitor_port();
-    assert_eq!(metric(http, "aioq_store_quarantined_segments_total ").await, 1);
+    assert_eq!(
+        metric(http, "aioq_store_quarantined_segments_total ").await,
+        1
+    );
     assert_eq!(metric(http, "aioq_store_messages ").await, 1);
     kill(&mut b);
     // What was kept was written again: a third start still has it.
@@ -490,4 +493,111 @@ async fn segments_are_deleted_once_everything_in_them_is_done() {
     .await;
     assert!(metric(http, "aioq_store_segments_deleted_total ").await >= (full - 2) as u64);
     assert_eq!(metric(http, "aioq_store_messages ").await, 0);
+}
+
+/// A tmpfs of `size` mounted on a fresh directory, unmounted on drop; `None`
+/// when not root (mounting needs it; CI runs as root).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+        if !root {
+            eprintln!("not root: no tmpfs to fill, test skipped");
+            return None;
+        }
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mount a tmpfs as root");
+        Some(Tmpfs(dir))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_holds_confirms_back_and_loses_nothing_and_room_made_lets_them_through() {
+    let Some(fs) = Tmpfs::mount("192k") else {
+        return;
+    };
+    let b = durable(fs.0.path(), &["--segment-size", "32KiB"]);
+    let http = b.monitor_port();
+    // 400 KiB of confirmed publishes into 192 KiB of disk, no worker yet.
+    let (mut p, _) = Raw::hello(b.port, &["confirms"]).await;
+    let mut wire = Vec::new();
+    for id in 1..=400u64 {
+        v2::put(
+            &mut wire,
+            &v2::publish(Some(id), "/queue/full", format!("m{id:<1023}").as_bytes()),
+        );
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    poll_until(20.0, "the store to find the disk full", || async {
+        let v = metric(http, "aioq_store_errors_total ").await;
+        if v > 0 {
+            Ok(())
+        } else {
+            Err(format!("{v:?}"))
+        }
+    })
+    .await;
+    b.log.wait_for(10.0, "cannot write segment");
+    // Nothing past what is on disk is confirmed.
+    let mut confirmed = 0;
+    while let Ok(Some(f)) = tokio::time::timeout(Duration::from_millis(300), p.read()).await {
+        match v2::decode(&f) {
+            Frame::Confirm(n) => confirmed = n,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(
+        confirmed < 400,
+        "confirmed {confirmed} of 400 with the disk full"
+    );
+    // A worker takes and acknowledges them: settled segments are deleted,
+    // the store writes again, and every publish is confirmed.
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let worker = tokio::spawn(acking_worker(b.port, "/queue/full", got.clone()));
+    within(30.0, "every publish confirmed once room was made", async {
+        while confirmed < 400 {
+            match v2::decode(&p.read().await.expect("the publisher's connection")) {
+                Frame::Confirm(n) => confirmed = n,
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    b.log.wait_for(10.0, "writing again after");
+    poll_until(20.0, "every message done", || async {
+        let v = metric(http, "aioq_store_messages ").await;
+        if v == 0 {
+            Ok(())
+        } else {
+            Err(format!("{v:?}"))
+        }
+    })
+    .await;
+    let got: Vec<u64> = got.lock().unwrap().iter().map(|m| m.0).collect();
+    assert_eq!(
+        got,
+        (1..=400).collect::<Vec<_>>(),
+        "every one, once, in order"
+    );
+    drop(b);
+    worker.abort();
 }

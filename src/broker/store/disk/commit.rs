@@ -87,6 +87,11 @@ pub(super) fn run(store: &Disk) {
                                 store.dir.display()
                             );
                         }
+                        // A full disk: segments whose messages are all done
+                        // make room (their settlements wait in memory; a
+                        // crash meanwhile can only bring back nothing of them).
+                        let freed = std::mem::take(&mut lock(&store.state).reclaim);
+                        delete(store, &mut open, freed);
                         std::thread::sleep(RETRY);
                     }
                 }
@@ -154,26 +159,31 @@ pub(super) fn run(store: &Disk) {
                 store.room.notify_waiters();
             }
         }
-        for seg in reclaim {
-            if open.as_ref().is_some_and(|o| o.seg == seg) {
-                open = None;
-            }
-            match std::fs::remove_file(segment_path(&store.dir, seg)) {
-                Ok(()) => {
-                    store.stats.segments_deleted.fetch_add(1, Relaxed);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => tracing::warn!(
-                    "durable store {}: cannot delete settled segment {seg}: {e}",
-                    store.dir.display()
-                ),
-            }
-        }
+        delete(store, &mut open, reclaim);
         if stop && lock(&store.state).chunks.is_empty() {
             if let Some(o) = open.as_mut().filter(|o| o.dirty) {
                 let _ = o.file.sync_data();
             }
             return;
+        }
+    }
+}
+
+/// Deletes settled segments (closing the open one if it is among them).
+fn delete(store: &Disk, open: &mut Option<Open>, segments: Vec<u64>) {
+    for seg in segments {
+        if open.as_ref().is_some_and(|o| o.seg == seg) {
+            *open = None;
+        }
+        match std::fs::remove_file(segment_path(&store.dir, seg)) {
+            Ok(()) => {
+                store.stats.segments_deleted.fetch_add(1, Relaxed);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(
+                "durable store {}: cannot delete settled segment {seg}: {e}",
+                store.dir.display()
+            ),
         }
     }
 }
