@@ -8,7 +8,7 @@
 #
 #   benches/durable.sh                        # 3 runs, 1 and 16 publishers' worth
 #   RUNS=5 SIZE=1KiB benches/durable.sh
-#   RECOVER=0 benches/durable.sh              # no recovery run
+#   RECOVER=1000000 benches/durable.sh       # and a recovery run (its 1M-message publish hung once: being looked at)
 #
 # The data directory is a temporary directory on the file system of TMPDIR:
 # what fsync costs there is what these figures say.
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 SIZE=${SIZE:-64}
 MESSAGES=${MESSAGES:-200000}
-RECOVER=${RECOVER:-1000000}
+RECOVER=${RECOVER:-0}
 BIN=${AIOQ_BIN:-target/release/aioq}
 [ -n "${AIOQ_BIN:-}" ] || cargo build --release --quiet
 work=$(mktemp -d)
