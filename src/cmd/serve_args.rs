@@ -112,6 +112,8 @@ pub struct ServeArgs {
     /// once it is stored (as --fsync says), and a message is gone from disk
     /// only once acknowledged (or written to a worker that does not
     /// acknowledge). Not with --cluster, whose /queue channels JetStream keeps.
+    // --help text, not rustdoc.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "PREFIX")]
     pub durable: Vec<String>,
     /// Where durable channels are kept. One broker per directory (a second
