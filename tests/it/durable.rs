@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
 use crate::util::v2::{self, Frame};
-use crate::util::{metric, poll_until, within, Broker, Proc, Raw};
+use crate::util::{metric, metric_reaches, poll_until, within, Broker, Proc, Raw};
 
 fn durable(dir: &std::path::Path, extra: &[&str]) -> Broker {
     let mut args = vec![
@@ -149,17 +149,7 @@ async fn kill_during_a_confirmed_flood(seed: u64) {
     let http = b.monitor_port();
     let after = Arc::new(Mutex::new(Vec::new()));
     let worker = tokio::spawn(acking_worker(b.port, "/queue/jobs", after.clone()));
-    poll_until(20.0, "the restarted broker's store drained", || async {
-        {
-            let v = metric(http, "aioq_store_messages ").await;
-            if v == 0 {
-                Ok(())
-            } else {
-                Err(format!("{v:?}"))
-            }
-        }
-    })
-    .await;
+    metric_reaches(http, "aioq_store_messages ", 20.0, |v| v == 0).await;
     let redelivered = metric(http, "aioq_store_redelivered_after_restart_total ").await;
     drop(b);
     let _ = within(10.0, "the worker to end", worker).await;
@@ -249,27 +239,7 @@ async fn send_exits_0_only_once_its_messages_are_on_disk() {
     // At once: nothing is given time to reach the disk after send's exit.
     kill(&mut b);
     let b = durable(dir.path(), &[]);
-    let port = b.port.to_string();
-    let mut listen = Proc::spawn(
-        &[
-            "listen",
-            "--ack",
-            "--port",
-            &port,
-            "--channel",
-            "/queue/v1",
-            "--count",
-            "2000",
-        ],
-        false,
-    );
-    assert_eq!(listen.exit_code(20.0), Some(0));
-    let got: Vec<u64> = listen
-        .out
-        .snapshot()
-        .iter()
-        .map(|l| num(l.as_bytes()))
-        .collect();
+    let got = drain_from(&b, "/queue/v1", 2000).await;
     assert_eq!(
         got,
         (1..=2000).collect::<Vec<_>>(),
@@ -287,7 +257,8 @@ async fn stored(dir: &std::path::Path, n: u64) {
     kill(&mut b);
 }
 
-async fn drain(b: &Broker, n: usize) -> Vec<u64> {
+/// `n` messages of `channel` taken by `aioq listen --ack --count N`: their numbers.
+async fn drain_from(b: &Broker, channel: &str, n: usize) -> Vec<u64> {
     let port = b.port.to_string();
     let count = n.to_string();
     let mut listen = Proc::spawn(
@@ -297,7 +268,7 @@ async fn drain(b: &Broker, n: usize) -> Vec<u64> {
             "--port",
             &port,
             "--channel",
-            "/queue/a",
+            channel,
             "--count",
             &count,
         ],
@@ -336,7 +307,7 @@ async fn a_damaged_record_sets_its_segment_aside_and_what_came_before_it_is_kept
     kill(&mut b);
     // What was kept was written again: a third start still has it.
     let b = durable(dir.path(), &[]);
-    assert_eq!(drain(&b, 1).await, [1]);
+    assert_eq!(drain_from(&b, "/queue/a", 1).await, [1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,7 +329,7 @@ async fn a_record_cut_short_at_the_end_is_truncated_and_the_rest_served() {
         metric(b.monitor_port(), "aioq_store_torn_records_total ").await,
         1
     );
-    assert_eq!(drain(&b, 2).await, [1, 2]);
+    assert_eq!(drain_from(&b, "/queue/a", 2).await, [1, 2]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -422,48 +393,19 @@ async fn a_terminated_message_is_in_the_dead_letter_channel_after_a_sigkill_not_
     };
     w.send_frame(&v2::term(&[delivery])).await;
     let http = b.monitor_port();
-    poll_until(10.0, "the dead letter stored", || async {
-        {
-            let v = metric(http, "aioq_dead_lettered_total{reason=\"term\"}").await;
-            if v == 1 {
-                Ok(())
-            } else {
-                Err(format!("{v:?}"))
-            }
-        }
-    })
+    metric_reaches(
+        http,
+        "aioq_dead_lettered_total{reason=\"term\"}",
+        10.0,
+        |v| v == 1,
+    )
     .await;
     // The store has m2 (held by the worker now) and the dead letter.
-    poll_until(10.0, "both stored", || async {
-        {
-            let v = metric(http, "aioq_store_messages ").await;
-            if v == 2 {
-                Ok(())
-            } else {
-                Err(format!("{v:?}"))
-            }
-        }
-    })
-    .await;
+    metric_reaches(http, "aioq_store_messages ", 10.0, |v| v == 2).await;
     kill(&mut b);
     let b = durable(dir.path(), &[]);
-    assert_eq!(drain(&b, 1).await, [2], "m1 left /queue/a");
-    let port = b.port.to_string();
-    let mut dead = Proc::spawn(
-        &[
-            "listen",
-            "--ack",
-            "--port",
-            &port,
-            "--channel",
-            "/queue/a/dead",
-            "--count",
-            "1",
-        ],
-        false,
-    );
-    assert_eq!(dead.exit_code(20.0), Some(0));
-    assert_eq!(dead.out.snapshot(), ["m1"]);
+    assert_eq!(drain_from(&b, "/queue/a", 1).await, [2], "m1 left /queue/a");
+    assert_eq!(drain_from(&b, "/queue/a/dead", 1).await, [1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,7 +421,7 @@ async fn segments_are_deleted_once_everything_in_them_is_done() {
         full >= 3,
         "{full} segment(s) for 400 messages of 4 KiB segments"
     );
-    assert_eq!(drain(&b, 400).await.len(), 400);
+    assert_eq!(drain_from(&b, "/queue/a", 400).await.len(), 400);
     poll_until(10.0, "settled segments deleted", || async {
         {
             let v = segments(dir.path()).len();
@@ -547,15 +489,7 @@ async fn a_full_disk_holds_confirms_back_and_loses_nothing_and_room_made_lets_th
         );
     }
     p.stream.write_all(&wire).await.unwrap();
-    poll_until(20.0, "the store to find the disk full", || async {
-        let v = metric(http, "aioq_store_errors_total ").await;
-        if v > 0 {
-            Ok(())
-        } else {
-            Err(format!("{v:?}"))
-        }
-    })
-    .await;
+    metric_reaches(http, "aioq_store_errors_total ", 20.0, |v| v > 0).await;
     b.log.wait_for(10.0, "cannot write segment");
     // Nothing past what is on disk is confirmed.
     let mut confirmed = 0;
@@ -583,15 +517,7 @@ async fn a_full_disk_holds_confirms_back_and_loses_nothing_and_room_made_lets_th
     })
     .await;
     b.log.wait_for(10.0, "writing again after");
-    poll_until(20.0, "every message done", || async {
-        let v = metric(http, "aioq_store_messages ").await;
-        if v == 0 {
-            Ok(())
-        } else {
-            Err(format!("{v:?}"))
-        }
-    })
-    .await;
+    metric_reaches(http, "aioq_store_messages ", 20.0, |v| v == 0).await;
     let got: Vec<u64> = got.lock().unwrap().iter().map(|m| m.0).collect();
     assert_eq!(
         got,

@@ -515,3 +515,17 @@ pub async fn metric(http: u16, line_start: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {line_start} in /metrics"))
 }
+
+/// Waits until a `/metrics` series (see [`metric`]) satisfies `want`,
+/// saying the last value when it never does.
+pub async fn metric_reaches(http: u16, line_start: &str, secs: f64, want: impl Fn(u64) -> bool) {
+    poll_until(secs, &format!("{line_start} as wanted"), || async {
+        let v = metric(http, line_start).await;
+        if want(v) {
+            Ok(())
+        } else {
+            Err(format!("{v}"))
+        }
+    })
+    .await;
+}

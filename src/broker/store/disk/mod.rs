@@ -552,12 +552,6 @@ impl Disk {
     }
 }
 
-impl Drop for Disk {
-    fn drop(&mut self) {
-        // The commit thread holds a reference until it stops: by here it has.
-    }
-}
-
 /// Makes a file's creation or removal in `dir` durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
