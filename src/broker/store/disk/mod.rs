@@ -272,9 +272,12 @@ impl Disk {
                     // What was in a damaged segment is written again here:
                     // its file is no longer read at the next start.
                     let segment = if quarantined.contains(&m.segment) {
-                        store.append_locked(&mut st, name, |buf, idx| {
-                            record::put_pub(buf, idx, m.seq, m.head, &m.payload)
-                        });
+                        store.append_locked(
+                            &mut st,
+                            name,
+                            |buf, idx| record::put_pub(buf, idx, m.seq, m.head, &m.payload),
+                            None,
+                        );
                         st.seg
                     } else {
                         m.segment
@@ -345,6 +348,7 @@ impl Disk {
         st: &mut State,
         name: &Bytes,
         put: impl FnOnce(&mut Vec<u8>, u32) -> usize,
+        published: Option<(u64, usize)>,
     ) {
         if st.seg_bytes >= self.segment_size {
             st.seg += 1;
@@ -363,6 +367,7 @@ impl Disk {
             chunks,
             chans,
             next_idx,
+            live,
             ..
         } = st;
         let buf = match chunks.last_mut() {
@@ -373,7 +378,20 @@ impl Disk {
             }
         };
         let mut added = 0;
-        let chan = chans.entry(name.clone()).or_default();
+        // Looked up once per record, the name copied only the first time.
+        let chan = match chans.get_mut(name) {
+            Some(c) => c,
+            None => chans.entry(name.clone()).or_default(),
+        };
+        if let Some((seq, len)) = published {
+            *live.entry(seg).or_default() += 1;
+            if chan.starts.back().is_none_or(|&(_, s)| s != seg) {
+                chan.starts.push_back((seq, seg));
+            }
+            chan.last = chan.last.max(seq);
+            chan.live += 1;
+            chan.bytes += len as u64;
+        }
         let idx = match chan.idx {
             Some(i) => i,
             None => {
@@ -403,18 +421,12 @@ impl Disk {
     /// worker can have it (its settlement must follow it in the log).
     pub fn append(&self, name: &Bytes, seq: u64, head: u16, payload: &[u8]) {
         let mut st = lock(&self.state);
-        self.append_locked(&mut st, name, |buf, idx| {
-            record::put_pub(buf, idx, seq, head, payload)
-        });
-        let seg = st.seg;
-        *st.live.entry(seg).or_default() += 1;
-        let chan = st.chans.entry(name.clone()).or_default();
-        if chan.starts.back().is_none_or(|&(_, s)| s != seg) {
-            chan.starts.push_back((seq, seg));
-        }
-        chan.last = chan.last.max(seq);
-        chan.live += 1;
-        chan.bytes += payload.len() as u64;
+        self.append_locked(
+            &mut st,
+            name,
+            |buf, idx| record::put_pub(buf, idx, seq, head, payload),
+            Some((seq, payload.len())),
+        );
         self.stats.messages.fetch_add(1, Relaxed);
         self.stats.bytes.fetch_add(payload.len() as u64, Relaxed);
     }
@@ -426,9 +438,12 @@ impl Disk {
         }
         let mut st = lock(&self.state);
         let seqs: Vec<u64> = done.iter().map(|d| d.0).collect();
-        self.append_locked(&mut st, name, |buf, idx| {
-            record::put_settle(buf, idx, &seqs)
-        });
+        self.append_locked(
+            &mut st,
+            name,
+            |buf, idx| record::put_settle(buf, idx, &seqs),
+            None,
+        );
         let mut emptied = false;
         let State { chans, live, .. } = &mut *st;
         let Some(chan) = chans.get_mut(name) else {
@@ -469,9 +484,12 @@ impl Disk {
     pub fn delivered(&self, name: &Bytes, written: impl Iterator<Item = (u64, u32)>) {
         let mut st = lock(&self.state);
         for (seq, attempt) in written {
-            self.append_locked(&mut st, name, |buf, idx| {
-                record::put_delivered(buf, idx, seq, attempt)
-            });
+            self.append_locked(
+                &mut st,
+                name,
+                |buf, idx| record::put_delivered(buf, idx, seq, attempt),
+                None,
+            );
         }
     }
 
