@@ -79,25 +79,14 @@ async fn server(State(s): State<AppState>) -> impl IntoResponse {
         "held_bytes": m.held_bytes(),
         "totals": m.summary(),
         "store": m.disk().map(|d| {
-            let s = &d.stats;
-            let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
-            json!({
+            let mut j = json!({
                 "dir": d.dir().display().to_string(),
                 "fsync": d.mode().name(),
-                "messages": n(&s.messages),
-                "bytes": n(&s.bytes),
-                "fsyncs": n(&s.fsyncs),
-                "synced_records": n(&s.synced_records),
-                "fsync_seconds": n(&s.fsync_micros) as f64 / 1e6,
-                "written_bytes": n(&s.written_bytes),
-                "errors": n(&s.errors),
-                "segments_deleted": n(&s.segments_deleted),
-                "recovered": n(&s.recovered),
-                "recovery_seconds": n(&s.recovery_micros) as f64 / 1e6,
-                "torn": n(&s.torn),
-                "quarantined": n(&s.quarantined),
-                "redelivered_after_restart": n(&s.redelivered_after_restart),
-            })
+            });
+            for (key, _, _, v) in store_series(d) {
+                j[key] = v.json();
+            }
+            j
         }),
     }))
 }
@@ -179,83 +168,128 @@ fn gauge(e: &mut DescriptorEncoder, name: &str, help: &str, v: i64) -> std::fmt:
     g.encode(e.encode_descriptor(name, help, None, g.metric_type())?)
 }
 
-/// The durable store's counters, when the broker has one.
-fn store_metrics(e: &mut DescriptorEncoder, d: &crate::broker::Disk) -> std::fmt::Result {
+/// A value of a store series: a count, or seconds.
+#[derive(Clone, Copy)]
+enum Value {
+    Count(u64),
+    Seconds(f64),
+}
+
+impl Value {
+    fn json(self) -> serde_json::Value {
+        match self {
+            Value::Count(n) => json!(n),
+            Value::Seconds(s) => json!(s),
+        }
+    }
+}
+
+/// A durable store's series: (name after `aioq_store_`, counter or
+/// gauge, help, value). `/metrics` and `/api/server` both show these.
+fn store_series(d: &crate::broker::Disk) -> [(&'static str, bool, &'static str, Value); 13] {
     let s = &d.stats;
-    let n = |a: &std::sync::atomic::AtomicU64| a.load(Relaxed);
-    let counters: [(&str, &str, u64); 8] = [
-        ("aioq_store_fsyncs", "Fsyncs of the durable store.", n(&s.fsyncs)),
+    let n = |a: &std::sync::atomic::AtomicU64| Value::Count(a.load(Relaxed));
+    let secs = |a: &std::sync::atomic::AtomicU64| Value::Seconds(a.load(Relaxed) as f64 / 1e6);
+    const COUNTER: bool = true;
+    const GAUGE: bool = false;
+    [
+        ("fsyncs", COUNTER, "Fsyncs of the durable store.", n(&s.fsyncs)),
         (
-            "aioq_store_synced_records",
+            "synced_records",
+            COUNTER,
             "Records those fsyncs made durable (divided by fsyncs: records per fsync).",
             n(&s.synced_records),
         ),
         (
-            "aioq_store_written_bytes",
+            "fsync_seconds",
+            COUNTER,
+            "Time spent in fsync (divided by fsyncs: the mean fsync latency).",
+            secs(&s.fsync_micros),
+        ),
+        (
+            "written_bytes",
+            COUNTER,
             "Bytes written to the durable store's segments.",
             n(&s.written_bytes),
         ),
         (
-            "aioq_store_errors",
+            "errors",
+            COUNTER,
             "Writes or fsyncs of the durable store that failed (retried).",
             n(&s.errors),
         ),
         (
-            "aioq_store_segments_deleted",
+            "segments_deleted",
+            COUNTER,
             "Segments deleted once every message in them was settled.",
             n(&s.segments_deleted),
         ),
         (
-            "aioq_store_torn_records",
+            "torn_records",
+            COUNTER,
             "Records cut short by a crash, truncated at start.",
             n(&s.torn),
         ),
         (
-            "aioq_store_quarantined_segments",
+            "quarantined_segments",
+            COUNTER,
             "Damaged segments set aside at start.",
             n(&s.quarantined),
         ),
         (
-            "aioq_store_redelivered_after_restart",
+            "redelivered_after_restart",
+            COUNTER,
             "Stored messages a worker held when the broker stopped, delivered again after the start.",
             n(&s.redelivered_after_restart),
         ),
-    ];
-    for (name, help, v) in counters {
-        counter(e, name, help, v)?;
+        (
+            "messages",
+            GAUGE,
+            "Messages in the durable store, not yet settled.",
+            n(&s.messages),
+        ),
+        ("bytes", GAUGE, "Payload bytes of those messages.", n(&s.bytes)),
+        (
+            "recovered_messages",
+            GAUGE,
+            "Messages read back from the durable store at start.",
+            n(&s.recovered),
+        ),
+        (
+            "recovery_seconds",
+            GAUGE,
+            "How long reading the durable store back took at start.",
+            secs(&s.recovery_micros),
+        ),
+    ]
+}
+
+fn counter_of<N: prometheus_client::encoding::EncodeCounterValue>(
+    e: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    c: ConstCounter<N>,
+) -> std::fmt::Result {
+    c.encode(e.encode_descriptor(name, help, None, c.metric_type())?)
+}
+
+/// The durable store's series on `/metrics`, when the broker has one.
+fn store_metrics(e: &mut DescriptorEncoder, d: &crate::broker::Disk) -> std::fmt::Result {
+    for (key, counter, help, v) in store_series(d) {
+        let name = format!("aioq_store_{key}");
+        match (counter, v) {
+            (true, Value::Count(n)) => counter_of(e, &name, help, ConstCounter::new(n))?,
+            (true, Value::Seconds(s)) => counter_of(e, &name, help, ConstCounter::new(s))?,
+            (false, Value::Count(n)) => {
+                gauge(e, &name, help, i64::try_from(n).unwrap_or(i64::MAX))?
+            }
+            (false, Value::Seconds(s)) => {
+                let g = ConstGauge::new(s);
+                g.encode(e.encode_descriptor(&name, help, None, g.metric_type())?)?
+            }
+        }
     }
-    let secs = ConstCounter::new(n(&s.fsync_micros) as f64 / 1e6);
-    secs.encode(e.encode_descriptor(
-        "aioq_store_fsync_seconds",
-        "Time spent in fsync (divided by fsyncs: the mean fsync latency).",
-        None,
-        secs.metric_type(),
-    )?)?;
-    gauge(
-        e,
-        "aioq_store_messages",
-        "Messages in the durable store, not yet settled.",
-        n(&s.messages) as i64,
-    )?;
-    gauge(
-        e,
-        "aioq_store_bytes",
-        "Payload bytes of those messages.",
-        n(&s.bytes) as i64,
-    )?;
-    gauge(
-        e,
-        "aioq_store_recovered_messages",
-        "Messages read back from the durable store at start.",
-        n(&s.recovered) as i64,
-    )?;
-    let rec = ConstGauge::new(n(&s.recovery_micros) as f64 / 1e6);
-    rec.encode(e.encode_descriptor(
-        "aioq_store_recovery_seconds",
-        "How long reading the durable store back took at start.",
-        None,
-        rec.metric_type(),
-    )?)
+    Ok(())
 }
 
 impl Collector for Counters {
