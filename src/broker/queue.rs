@@ -16,7 +16,8 @@ use tokio::sync::Notify;
 use super::budget::Budget;
 use super::conn::Refused;
 use super::delivery::{DeliveryId, Numbering, Out};
-use super::store::disk::Disk;
+use super::router::{Channel, Kind};
+use super::store::disk::{record, Disk, Loc};
 use super::store::Delivery;
 use super::subscription::Subscription;
 
@@ -43,7 +44,67 @@ pub enum Attempt {
 pub struct ChannelLog {
     pub disk: Arc<Disk>,
     pub name: Bytes,
+    /// The channel, for the task that reads its backlog back from disk.
+    channel: std::sync::OnceLock<std::sync::Weak<Channel>>,
 }
+
+impl ChannelLog {
+    pub fn new(disk: Arc<Disk>, name: Bytes) -> Self {
+        Self {
+            disk,
+            name,
+            channel: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Once the channel is made: who its read-back task works for.
+    pub fn set_channel(&self, channel: std::sync::Weak<Channel>) {
+        let _ = self.channel.set(channel);
+    }
+}
+
+/// A message of a durable channel kept on disk only: past the memory
+/// window, read back when the backlog in memory runs low. 32 bytes, where
+/// its payload would be.
+#[derive(Debug, Clone, Copy)]
+struct Spilled {
+    seq: u64,
+    /// The log position at its record's end: readable once written there.
+    end: u64,
+    segment: u32,
+    offset: u32,
+    len: u32,
+    /// The attempt its next delivery is.
+    attempt: u32,
+}
+
+impl Spilled {
+    fn loc(&self) -> Loc {
+        Loc {
+            segment: u64::from(self.segment),
+            offset: self.offset,
+            len: self.len,
+        }
+    }
+
+    /// Its payload's length, from its record's.
+    fn size(&self) -> usize {
+        (self.len as usize).saturating_sub(record::PUB_OVERHEAD)
+    }
+}
+
+/// What a read back from disk came to.
+enum Took {
+    /// What it read is in the backlog.
+    All,
+    /// The broker's memory budget stopped it at a message of this size.
+    OverBudget(usize),
+    /// A read failed.
+    Failed(String),
+}
+
+/// Messages read back from disk at a time, at most.
+const READ_BATCH: usize = 1024;
 
 impl ChannelLog {
     /// The messages of `done` (this channel's deliveries) are done with.
@@ -87,6 +148,15 @@ struct Inner {
     backlog: VecDeque<Out>,
     /// Payload bytes in `backlog`.
     bytes: usize,
+    /// A durable channel's messages past the memory window, oldest first:
+    /// all of them newer than the backlog's (but for redeliveries).
+    spilled: VecDeque<Spilled>,
+    spilled_bytes: usize,
+    /// A task is reading `spilled` back.
+    reading: bool,
+    /// Raised whenever `spilled` is emptied other than by reading it back:
+    /// a read in flight then brings nothing in.
+    spill_gen: u64,
     /// What only a channel with acknowledging workers needs (boxed: every
     /// channel carries the field, most never use it).
     redo: Option<Box<Redo>>,
@@ -125,6 +195,7 @@ impl Inner {
         self.workers.is_empty()
             && self.draining == 0
             && self.backlog.is_empty()
+            && self.spilled.is_empty()
             && self.redo.as_ref().is_none_or(|r| r.delayed.is_empty())
     }
 
@@ -276,8 +347,11 @@ impl QueueState {
         lock(&self.inner).workers.len()
     }
 
+    /// Payload bytes of the backlog, in memory and (a durable channel's)
+    /// on disk only.
     pub fn backlog_bytes(&self) -> usize {
-        lock(&self.inner).bytes
+        let inner = lock(&self.inner);
+        inner.bytes + inner.spilled_bytes
     }
 
     /// Moves what workers have room for out of the backlog (see
@@ -293,8 +367,10 @@ impl QueueState {
     }
 
     /// Publishes the backlog's new length and wakes publishers waiting for room.
-    fn after_change(&self, inner: &Inner, moved: usize) {
-        self.backlog_len.store(inner.backlog.len(), Relaxed);
+    fn after_change(&self, inner: &mut Inner, moved: usize) {
+        self.backlog_len
+            .store(inner.backlog.len() + inner.spilled.len(), Relaxed);
+        self.want_read(inner);
         if moved > 0 {
             self.space.notify_waiters();
         }
@@ -305,7 +381,7 @@ impl QueueState {
         inner.workers.push(sub);
         inner.workerless_since = None;
         let moved = self.refill_locked(&mut inner);
-        self.after_change(&inner, moved);
+        self.after_change(&mut inner, moved);
         self.room_changed();
     }
 
@@ -325,6 +401,7 @@ impl QueueState {
             return Err(Retired);
         }
         let mut out = Out::with_head(payload.clone(), 0, head);
+        let mut spilled_at = None;
         if let Some(log) = &self.log {
             if !forced && log.disk.congested() {
                 return Ok(Attempt::StoreFull);
@@ -334,7 +411,15 @@ impl QueueState {
             let seq = inner.numbering.peek();
             inner.numbering.taken(seq);
             out.delivery = Some(DeliveryId::new(seq, std::num::NonZeroU32::MIN));
-            log.disk.append(&log.name, seq.get(), head, payload);
+            let (at, end) = log.disk.append(&log.name, seq.get(), head, payload);
+            // Behind messages kept on disk only: on disk only too, in order.
+            if !inner.spilled.is_empty() {
+                Self::spill(&mut inner, seq.get(), at, end);
+                self.backlog_len
+                    .store(inner.backlog.len() + inner.spilled.len(), Relaxed);
+                return Ok(Attempt::Taken);
+            }
+            spilled_at = Some((at, end));
         }
         let out = if inner.backlog.is_empty() {
             match inner.dispatch(out, false) {
@@ -358,18 +443,35 @@ impl QueueState {
                 None
             };
             if let Some(refused) = refused {
-                // Not taken: its record stands for nothing (the publisher
-                // tries again, as a new message).
-                if let Some(log) = &self.log {
-                    log.settle([&out]);
+                // Past the memory window, a durable channel's message stays
+                // on disk only.
+                if let (Some((at, end)), Some(d)) = (spilled_at, out.delivery) {
+                    Self::spill(&mut inner, d.seq(), at, end);
+                    self.backlog_len
+                        .store(inner.backlog.len() + inner.spilled.len(), Relaxed);
+                    return Ok(Attempt::Taken);
                 }
                 return Ok(refused);
             }
         }
         inner.bytes += len;
         inner.backlog.push_back(out);
-        self.backlog_len.store(inner.backlog.len(), Relaxed);
+        self.backlog_len
+            .store(inner.backlog.len() + inner.spilled.len(), Relaxed);
         Ok(Attempt::Taken)
+    }
+
+    fn spill(inner: &mut Inner, seq: u64, at: Loc, end: u64) {
+        let m = Spilled {
+            seq,
+            end,
+            segment: at.segment as u32,
+            offset: at.offset,
+            len: at.len,
+            attempt: 1,
+        };
+        inner.spilled_bytes += m.size();
+        inner.spilled.push_back(m);
     }
 
     /// Routes one message, waiting for backlog room when the backlog is full.
@@ -409,7 +511,7 @@ impl QueueState {
         }
         let mut inner = lock(&self.inner);
         let moved = self.refill_locked(&mut inner);
-        self.after_change(&inner, moved);
+        self.after_change(&mut inner, moved);
     }
 
     /// Takes a worker off the rotation while it is sent what it is owed; its
@@ -502,6 +604,7 @@ impl QueueState {
     fn clear(&self, inner: &mut Inner, settle: bool) -> usize {
         let redo = inner.redo.take().unwrap_or_default();
         let n = inner.backlog.len() + redo.delayed.len();
+        let n = n + inner.spilled.len();
         if let Some(log) = self.log.as_ref().filter(|_| settle) {
             log.settle(
                 inner
@@ -509,8 +612,14 @@ impl QueueState {
                     .iter()
                     .chain(redo.delayed.iter().map(|(_, m)| m)),
             );
+            let on_disk: Vec<(u64, usize)> =
+                inner.spilled.iter().map(|m| (m.seq, m.size())).collect();
+            log.disk.settle(&log.name, &on_disk);
         }
         inner.backlog.clear();
+        inner.spilled.clear();
+        inner.spilled_bytes = 0;
+        inner.spill_gen += 1;
         let delayed: usize = redo.delayed.iter().map(|(_, m)| m.len()).sum();
         let bytes = std::mem::take(&mut inner.bytes) + delayed;
         self.budget.give_back_parked(bytes);
@@ -616,6 +725,182 @@ impl QueueState {
     }
 }
 
+/// For durable channels: the backlog past the memory window, read back from
+/// disk ahead of the workers.
+impl QueueState {
+    /// Whether the backlog in memory is low enough to read more back: under
+    /// half its bounds.
+    fn wants_more(&self, inner: &Inner) -> bool {
+        !inner.spilled.is_empty()
+            && inner.backlog.len() < (self.capacity.load(Relaxed) / 2).max(1)
+            && inner.bytes < (self.max_bytes.load(Relaxed) / 2).max(1)
+    }
+
+    /// Starts the read-back task when the backlog in memory runs low.
+    fn want_read(&self, inner: &mut Inner) {
+        if inner.reading || !self.wants_more(inner) {
+            return;
+        }
+        let Some(channel) = self
+            .log
+            .as_ref()
+            .and_then(|l| l.channel.get())
+            .and_then(std::sync::Weak::upgrade)
+        else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        inner.reading = true;
+        rt.spawn(async move {
+            if let Kind::Queue(q) = &channel.kind {
+                q.read_back().await;
+            }
+        });
+    }
+
+    /// Reads messages kept on disk only back into the backlog, oldest
+    /// first, until the window is half full or none is left.
+    async fn read_back(&self) {
+        let Some(log) = self.log.as_deref() else {
+            return;
+        };
+        let mut failures = 0u32;
+        loop {
+            let (batch, gen) = {
+                let mut inner = lock(&self.inner);
+                if !self.wants_more(&inner) {
+                    inner.reading = false;
+                    return;
+                }
+                let room_n = self
+                    .capacity
+                    .load(Relaxed)
+                    .saturating_sub(inner.backlog.len());
+                let room_b = self.max_bytes.load(Relaxed).saturating_sub(inner.bytes);
+                let mut bytes = 0;
+                let batch: Vec<Spilled> = inner
+                    .spilled
+                    .iter()
+                    .take(room_n.clamp(1, READ_BATCH))
+                    .take_while(|m| {
+                        bytes += m.size();
+                        bytes <= room_b.max(m.size())
+                    })
+                    .copied()
+                    .collect();
+                (batch, inner.spill_gen)
+            };
+            let end = batch.iter().map(|m| m.end).max().unwrap_or(0);
+            log.disk.wait_written(end).await;
+            let disk = log.disk.clone();
+            let locs: Vec<Loc> = batch.iter().map(Spilled::loc).collect();
+            let read = tokio::task::spawn_blocking(move || disk.read(&locs))
+                .await
+                .unwrap_or_default();
+            match self.take_read(log, &batch, read, gen, &mut failures) {
+                Took::All => {}
+                Took::OverBudget(size) => self.budget.room_for_parking(size).await,
+                Took::Failed(e) => {
+                    if failures == 1 {
+                        tracing::error!(
+                            "durable store: cannot read a stored message back: {e}; trying again"
+                        );
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    /// Puts what a read brought into the backlog (unless the backlog on
+    /// disk was emptied meanwhile); the error that stopped it, if one did.
+    fn take_read(
+        &self,
+        log: &ChannelLog,
+        batch: &[Spilled],
+        read: Vec<Result<(u64, u16, Bytes), String>>,
+        gen: u64,
+        failures: &mut u32,
+    ) -> Took {
+        let mut inner = lock(&self.inner);
+        if inner.spill_gen != gen {
+            return Took::All;
+        }
+        let mut bad = None;
+        let mut over = None;
+        for (m, r) in batch.iter().zip(read) {
+            if inner.spilled.front().is_none_or(|f| f.seq != m.seq) {
+                break;
+            }
+            let payload = match r {
+                Ok((seq, head, payload)) if seq == m.seq => Some((head, payload)),
+                Ok(_) => None,
+                Err(e) => {
+                    bad = Some(e);
+                    break;
+                }
+            };
+            // Counted in the budget, as any backlog is; past it, the rest
+            // waits on disk (unless the backlog is empty: a worker must get
+            // something).
+            let size = m.size();
+            if inner.backlog.is_empty() {
+                self.budget.force_park(size);
+            } else if !self.budget.try_park(size) {
+                over = Some(size);
+                break;
+            }
+            inner.spilled.pop_front();
+            inner.spilled_bytes -= size;
+            let Some((head, payload)) = payload else {
+                // The file says something else at that place: the message
+                // is lost, and said so.
+                self.budget.give_back_parked(size);
+                log.disk
+                    .unreadable(&log.name, m.seq, size, "not the message recorded");
+                continue;
+            };
+            let (Some(seq), Some(attempt)) = (
+                std::num::NonZeroU64::new(m.seq),
+                std::num::NonZeroU32::new(m.attempt),
+            ) else {
+                continue;
+            };
+            inner.bytes += payload.len();
+            inner.backlog.push_back(Out {
+                payload,
+                delivery: Some(DeliveryId::new(seq, attempt)),
+                sub: 0,
+                head,
+            });
+            *failures = 0;
+        }
+        let moved = self.refill_locked(&mut inner);
+        self.backlog_len
+            .store(inner.backlog.len() + inner.spilled.len(), Relaxed);
+        if moved > 0 {
+            self.space.notify_waiters();
+        }
+        let Some(e) = bad else {
+            return over.map_or(Took::All, Took::OverBudget);
+        };
+        *failures += 1;
+        log.disk.stats.errors.fetch_add(1, Relaxed);
+        if *failures >= 10 {
+            // Ten reads of it failed: it is given up, counted.
+            if let Some(m) = inner.spilled.pop_front() {
+                inner.spilled_bytes -= m.size();
+                log.disk.unreadable(&log.name, m.seq, m.size(), &e);
+            }
+            *failures = 0;
+            return Took::All;
+        }
+        Took::Failed(e)
+    }
+}
+
 /// For the cluster's puller: how much room the workers have, JetStream
 /// deliveries handed to them, and the backlog handed back when they are gone.
 impl QueueState {
@@ -674,7 +959,7 @@ impl QueueState {
         let orphans: Vec<Bytes> = inner.backlog.drain(..).map(|m| m.payload).collect();
         let bytes = std::mem::take(&mut inner.bytes);
         self.budget.give_back_parked(bytes);
-        self.after_change(&inner, orphans.len());
+        self.after_change(&mut inner, orphans.len());
         orphans
     }
 
@@ -687,36 +972,30 @@ impl QueueState {
         inner.retired
     }
 
-    /// Messages read back from the durable store at start, oldest first:
-    /// into the backlog under their numbers, each as the attempt after the
-    /// last one written to a worker.
+    /// Messages found in the durable store at start, oldest first: on disk
+    /// only, under their numbers, each as the attempt after the last one
+    /// written to a worker; read back into memory as the window allows.
     pub fn restore_stored(&self, msgs: Vec<super::store::disk::Stored>) {
         let mut inner = lock(&self.inner);
-        let mut back = Vec::with_capacity(msgs.len());
         for m in msgs {
-            let (Some(seq), Some(attempt)) = (
-                std::num::NonZeroU64::new(m.seq),
-                std::num::NonZeroU32::new(m.delivered.saturating_add(1)),
-            ) else {
+            let Some(seq) = std::num::NonZeroU64::new(m.seq) else {
                 continue;
             };
             if seq.get() > inner.numbering.peek().get() {
                 inner.numbering.taken(seq);
             }
-            back.push(Out {
-                payload: m.payload,
-                delivery: Some(DeliveryId::new(seq, attempt)),
-                sub: 0,
-                head: m.head,
-            });
+            let s = Spilled {
+                seq: m.seq,
+                end: 0,
+                segment: m.at.segment as u32,
+                offset: m.at.offset,
+                len: m.at.len,
+                attempt: m.delivered.saturating_add(1),
+            };
+            inner.spilled_bytes += s.size();
+            inner.spilled.push_back(s);
         }
-        for m in back {
-            self.budget.force_park(m.len());
-            inner.bytes += m.len();
-            inner.backlog.push_back(m);
-        }
-        let moved = self.refill_locked(&mut inner);
-        self.after_change(&inner, moved);
+        self.after_change(&mut inner, 0);
     }
 
     /// Puts back orphans that could not be handed to JetStream.

@@ -89,6 +89,9 @@ pub enum Interest {
     Off(Arc<Channel>),
 }
 
+// A channel's kind is made once inside its `Arc<Channel>` and never moved:
+// boxing the queue would cost every queue message a pointer chase.
+#[allow(clippy::large_enum_variant)]
 pub enum Kind {
     Topic(Mutex<TopicState>),
     Queue(QueueState),
@@ -398,10 +401,7 @@ impl Router {
                 .filter(|d| store == Backend::Memory && (policy.durable || d.channel(&name).0 > 0))
             {
                 Some(disk) => (
-                    Kind::Queue(queue.durable(ChannelLog {
-                        disk: disk.clone(),
-                        name: name.clone(),
-                    })),
+                    Kind::Queue(queue.durable(ChannelLog::new(disk.clone(), name.clone()))),
                     Some(Backend::Disk),
                 ),
                 None => (Kind::Queue(queue), Some(store)),
@@ -424,6 +424,11 @@ impl Router {
             }),
             maker: Mutex::new(maker),
         });
+        if let Kind::Queue(q) = &channel.kind {
+            if let Some(log) = q.log() {
+                log.set_channel(Arc::downgrade(&channel));
+            }
+        }
         // Sent under the registry lock, so On and Off reach the follower in the
         // order channels come and go.
         if let Some(tx) = self.interest.get() {

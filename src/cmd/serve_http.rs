@@ -186,7 +186,7 @@ impl Value {
 
 /// A durable store's series: (name after `aioq_store_`, counter or
 /// gauge, help, value). `/metrics` and `/api/server` both show these.
-fn store_series(d: &crate::broker::Disk) -> [(&'static str, bool, &'static str, Value); 13] {
+fn store_series(d: &crate::broker::Disk) -> [(&'static str, bool, &'static str, Value); 14] {
     let s = &d.stats;
     let n = |a: &std::sync::atomic::AtomicU64| Value::Count(a.load(Relaxed));
     let secs = |a: &std::sync::atomic::AtomicU64| Value::Seconds(a.load(Relaxed) as f64 / 1e6);
@@ -241,6 +241,12 @@ fn store_series(d: &crate::broker::Disk) -> [(&'static str, bool, &'static str, 
             COUNTER,
             "Stored messages a worker held when the broker stopped, delivered again after the start.",
             n(&s.redelivered_after_restart),
+        ),
+        (
+            "unreadable_messages",
+            COUNTER,
+            "Messages kept on disk only whose record could no longer be read back (damaged since written): lost.",
+            n(&s.unreadable),
         ),
         (
             "messages",

@@ -97,6 +97,11 @@ pub(super) fn run(store: &Disk) {
                 }
             }
         }
+        if !chunks.is_empty() {
+            // Readable now (a backlog read back from disk waits for this).
+            store.written.fetch_max(upto, Relaxed);
+            store.advanced.notify_waiters();
+        }
         if failures > 0 && !chunks.is_empty() {
             tracing::info!(
                 "durable store {}: writing again after {failures} failure(s)",

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-pub use recover::{Recovered, Stored};
+pub use recover::{Loc, Recovered, Stored};
 
 use super::super::lock;
 
@@ -98,6 +98,9 @@ pub struct DiskStats {
     /// Messages redelivered after a restart because a worker had them when
     /// the broker stopped.
     pub redelivered_after_restart: AtomicU64,
+    /// Messages kept on disk only whose record could not be read back (the
+    /// file damaged since it was written): lost, and said so.
+    pub unreadable: AtomicU64,
 }
 
 /// What one durable channel has in the store.
@@ -145,6 +148,8 @@ pub struct Disk {
     wake: Condvar,
     /// The log position up to which writes are confirmed (as `mode` says).
     confirmed: AtomicU64,
+    /// The log position up to which records are in their files.
+    written: AtomicU64,
     /// Woken at every advance of `confirmed`.
     advanced: tokio::sync::Notify,
     /// Woken when gathered records fall back under the bound.
@@ -226,7 +231,7 @@ impl Disk {
             Err(e) => return Err(io(e)),
         }
         let started = std::time::Instant::now();
-        let recovered = recover::recover(dir).map_err(io)?;
+        let mut recovered = recover::recover(dir).map_err(io)?;
         // New records go to a segment of their own: a recovered one is
         // never written again (its end may have been cut).
         let seg = recovered.segments.last().map_or(1, |n| n + 1);
@@ -257,6 +262,7 @@ impl Disk {
             }),
             wake: Condvar::new(),
             confirmed: AtomicU64::new(0),
+            written: AtomicU64::new(0),
             advanced: tokio::sync::Notify::new(),
             room: tokio::sync::Notify::new(),
             congested: AtomicBool::new(false),
@@ -266,28 +272,27 @@ impl Disk {
         });
         {
             let mut st = lock(&store.state);
-            for (name, msgs) in &recovered.channels {
+            for (name, msgs) in &mut recovered.channels {
                 let chan = chans.entry(name.clone()).or_default();
                 for m in msgs {
                     // What was in a damaged segment is written again here:
                     // its file is no longer read at the next start.
-                    let segment = if quarantined.contains(&m.segment) {
-                        store.append_locked(
+                    if quarantined.contains(&m.at.segment) {
+                        let payload = m.payload.take().unwrap_or_default();
+                        m.at = store.append_locked(
                             &mut st,
                             name,
-                            |buf, idx| record::put_pub(buf, idx, m.seq, m.head, &m.payload),
+                            |buf, idx| record::put_pub(buf, idx, m.seq, m.head, &payload),
                             None,
                         );
-                        st.seg
-                    } else {
-                        m.segment
-                    };
+                    }
+                    let segment = m.at.segment;
                     *live.entry(segment).or_default() += 1;
                     if chan.starts.back().is_none_or(|&(_, s)| s != segment) {
                         chan.starts.push_back((m.seq, segment));
                     }
                     chan.live += 1;
-                    chan.bytes += m.payload.len() as u64;
+                    chan.bytes += u64::from(m.size);
                 }
                 chan.last = recovered.last_seq.get(name).copied().unwrap_or(0);
             }
@@ -349,7 +354,7 @@ impl Disk {
         name: &Bytes,
         put: impl FnOnce(&mut Vec<u8>, u32) -> usize,
         published: Option<(u64, usize)>,
-    ) {
+    ) -> Loc {
         if st.seg_bytes >= self.segment_size {
             st.seg += 1;
             let seg = st.seg;
@@ -402,7 +407,9 @@ impl Disk {
                 i
             }
         };
-        added += put(buf, idx);
+        let offset = st.seg_bytes + added as u64;
+        let len = put(buf, idx);
+        added += len;
         let was_empty = st.pending == 0;
         st.pending += added;
         st.seg_bytes += added as u64;
@@ -414,14 +421,21 @@ impl Disk {
         if st.pending > MAX_PENDING {
             self.congested.store(true, Relaxed);
         }
+        Loc {
+            segment: seg,
+            offset: offset as u32,
+            len: len as u32,
+        }
     }
 
     /// A message published to durable channel `name` under number `seq`:
     /// on its way to disk. Called under the channel's lock, before any
     /// worker can have it (its settlement must follow it in the log).
-    pub fn append(&self, name: &Bytes, seq: u64, head: u16, payload: &[u8]) {
+    /// Where its record is, and the log position at its end (readable from
+    /// the file once [`written`](Self::written) passes it).
+    pub fn append(&self, name: &Bytes, seq: u64, head: u16, payload: &[u8]) -> (Loc, u64) {
         let mut st = lock(&self.state);
-        self.append_locked(
+        let at = self.append_locked(
             &mut st,
             name,
             |buf, idx| record::put_pub(buf, idx, seq, head, payload),
@@ -429,6 +443,92 @@ impl Disk {
         );
         self.stats.messages.fetch_add(1, Relaxed);
         self.stats.bytes.fetch_add(payload.len() as u64, Relaxed);
+        (at, st.appended)
+    }
+
+    /// The log position up to which records are in their files (readable).
+    pub fn written(&self) -> u64 {
+        self.written.load(Relaxed)
+    }
+
+    /// Waits until everything up to log position `upto` is in its file.
+    pub async fn wait_written(&self, upto: u64) {
+        loop {
+            let advanced = self.advanced.notified();
+            tokio::pin!(advanced);
+            advanced.as_mut().enable();
+            if self.written() >= upto {
+                return;
+            }
+            advanced.await;
+        }
+    }
+
+    /// Reads back the messages whose records are at `locs` (written, each
+    /// a `PUB`): (number, head, payload) of each, or why it could not be.
+    /// Blocking: file reads.
+    pub fn read(&self, locs: &[Loc]) -> Vec<Result<(u64, u16, Bytes), String>> {
+        use std::os::unix::fs::FileExt;
+        let mut out = Vec::with_capacity(locs.len());
+        let mut file: Option<(u64, std::io::Result<std::fs::File>)> = None;
+        let mut i = 0;
+        while i < locs.len() {
+            let seg = locs[i].segment;
+            if file.as_ref().is_none_or(|(s, _)| *s != seg) {
+                file = Some((
+                    seg,
+                    std::fs::File::open(recover::segment_path(&self.dir, seg)),
+                ));
+            }
+            // One read for a run of records of one segment, unless what
+            // lies between them (other channels' records) is much more.
+            let mut j = i + 1;
+            let mut wanted = u64::from(locs[i].len);
+            while j < locs.len()
+                && locs[j].segment == seg
+                && locs[j].offset >= locs[j - 1].offset
+                && u64::from(locs[j].offset + locs[j].len - locs[i].offset)
+                    <= (wanted + u64::from(locs[j].len)) * 4 + (64 << 10)
+            {
+                wanted += u64::from(locs[j].len);
+                j += 1;
+            }
+            let start = locs[i].offset;
+            let end = locs[j - 1].offset + locs[j - 1].len;
+            let mut buf = vec![0u8; (end - start) as usize];
+            let read = match &file {
+                Some((_, Ok(f))) => f.read_exact_at(&mut buf, u64::from(start)),
+                Some((_, Err(e))) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                None => Err(std::io::Error::other("no segment")),
+            };
+            for at in &locs[i..j] {
+                let r = match &read {
+                    Err(e) => Err(format!(
+                        "{}: {e}",
+                        recover::segment_path(&self.dir, seg).display()
+                    )),
+                    Ok(()) => {
+                        let from = (at.offset - start) as usize;
+                        match buf.get(from..from + at.len as usize).map(record::decode) {
+                            Some(Ok((
+                                record::Record::Pub {
+                                    seq, head, payload, ..
+                                },
+                                _,
+                            ))) => Ok((seq, head, record::owned(payload))),
+                            _ => Err(format!(
+                                "{} byte {}: not the message recorded there",
+                                recover::segment_path(&self.dir, seg).display(),
+                                at.offset
+                            )),
+                        }
+                    }
+                };
+                out.push(r);
+            }
+            i = j;
+        }
+        out
     }
 
     /// Messages of `name` done with: (number, payload bytes) of each.
@@ -477,6 +577,18 @@ impl Disk {
         if emptied {
             self.reclaim_locked(&mut st);
         }
+    }
+
+    /// Message `seq` of `name`, kept on disk only, cannot be read back: it
+    /// is settled (lost), counted and logged.
+    pub fn unreadable(&self, name: &Bytes, seq: u64, size: usize, why: &str) {
+        self.stats.unreadable.fetch_add(1, Relaxed);
+        tracing::error!(
+            "durable store: message {seq} of {} cannot be read back ({why}): lost, counted \
+             in aioq_store_unreadable_messages_total",
+            String::from_utf8_lossy(name)
+        );
+        self.settle(name, &[(seq, size)]);
     }
 
     /// Messages of `name` written to an acknowledging worker, (number,

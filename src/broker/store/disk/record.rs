@@ -97,6 +97,9 @@ pub fn put_chan(out: &mut Vec<u8>, idx: u32, name: &[u8]) -> usize {
     })
 }
 
+/// Bytes a `PUB` record has besides its payload.
+pub const PUB_OVERHEAD: usize = FRAME + 1 + 4 + 8 + 2;
+
 pub fn put_pub(out: &mut Vec<u8>, idx: u32, seq: u64, head: u16, payload: &[u8]) -> usize {
     put(out, kind::PUB, |b| {
         b.put_u32_le(idx);

@@ -12,16 +12,29 @@ use bytes::Bytes;
 
 use super::record::{self, Bad, Record};
 
-/// A message read back.
+/// A message found unsettled: where its record is, not its payload (a
+/// backlog larger than memory is read back as workers need it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
     pub seq: u64,
     pub head: u16,
-    pub payload: Bytes,
+    /// Its payload's length.
+    pub size: u32,
     /// The last attempt written to an acknowledging worker (0: never).
     pub delivered: u32,
-    /// The segment its record is in.
+    /// Where its record is.
+    pub at: Loc,
+    /// The payload, only for a message of a damaged segment: written again
+    /// elsewhere before the broker serves.
+    pub payload: Option<Bytes>,
+}
+
+/// Where a record is: its segment, its offset there and its length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
     pub segment: u64,
+    pub offset: u32,
+    pub len: u32,
 }
 
 /// What a data directory held.
@@ -87,25 +100,62 @@ pub enum End {
 impl Replay {
     /// Applies the records of one segment's bytes (magic included).
     fn segment(&mut self, n: u64, bytes: &[u8]) -> End {
-        if bytes.len() < record::MAGIC.len() {
-            return End::Torn(0);
+        self.segment_from(n, bytes, bytes.len() as u64)
+            .unwrap_or(End::Damaged(0))
+    }
+
+    /// Applies the records of one segment, `total` bytes read from `file`
+    /// a window at a time (a segment is never held whole in memory: a
+    /// backlog larger than memory is recovered too).
+    fn segment_from(
+        &mut self,
+        n: u64,
+        mut file: impl std::io::Read,
+        total: u64,
+    ) -> std::io::Result<End> {
+        let mut window = Window {
+            buf: Vec::with_capacity(WINDOW),
+            base: 0,
+            at: 0,
+            eof: false,
+        };
+        window.fill(&mut file, record::MAGIC.len())?;
+        if window.buf.len() < record::MAGIC.len() {
+            return Ok(End::Torn(0));
         }
-        if &bytes[..record::MAGIC.len()] != record::MAGIC {
-            return End::Damaged(0);
+        if &window.buf[..record::MAGIC.len()] != record::MAGIC {
+            return Ok(End::Damaged(0));
         }
+        window.at = record::MAGIC.len();
         let mut names: HashMap<u32, Bytes> = HashMap::new();
-        let mut at = record::MAGIC.len();
-        while at < bytes.len() {
-            let rest = &bytes[at..];
+        loop {
+            if window.at == window.buf.len() {
+                window.fill(&mut file, WINDOW)?;
+                if window.at == window.buf.len() {
+                    return Ok(End::Clean);
+                }
+            }
+            let offset = window.base + window.at as u64;
+            let rest = &window.buf[window.at..];
             let (r, len) = match record::decode(rest) {
                 Ok(ok) => ok,
-                Err(Bad::Short) => return End::Torn(at as u64),
+                Err(Bad::Short) if !window.eof => {
+                    let want = frame_len(rest).map_or(WINDOW, |l| (record::FRAME + l).max(WINDOW));
+                    window.fill(&mut file, want)?;
+                    continue;
+                }
+                Err(Bad::Short) => return Ok(End::Torn(offset)),
                 // A bad checksum on the segment's last record is a write torn
                 // inside (the length written, the rest not): what a crash
                 // leaves, not damage.
-                Err(Bad::Checksum) if last_frame(rest) => return End::Torn(at as u64),
-                Err(_) => return End::Damaged(at as u64),
+                Err(Bad::Checksum)
+                    if offset + (record::FRAME + frame_len(rest).unwrap_or(0)) as u64 >= total =>
+                {
+                    return Ok(End::Torn(offset))
+                }
+                Err(_) => return Ok(End::Damaged(offset)),
             };
+            let at = offset;
             let name = |idx: u32| names.get(&idx).cloned();
             match r {
                 Record::Chan { idx, name } => {
@@ -118,7 +168,7 @@ impl Replay {
                     payload,
                 } => {
                     let Some(name) = name(idx) else {
-                        return End::Damaged(at as u64);
+                        return Ok(End::Damaged(at));
                     };
                     let last = self.last_seq.entry(name.clone()).or_default();
                     *last = (*last).max(seq);
@@ -127,15 +177,20 @@ impl Replay {
                         Stored {
                             seq,
                             head,
-                            payload: record::owned(payload),
+                            size: payload.len() as u32,
                             delivered: 0,
-                            segment: n,
+                            at: Loc {
+                                segment: n,
+                                offset: at as u32,
+                                len: len as u32,
+                            },
+                            payload: None,
                         },
                     );
                 }
                 Record::Settle { idx, seqs } => {
                     let Some(name) = name(idx) else {
-                        return End::Damaged(at as u64);
+                        return Ok(End::Damaged(at));
                     };
                     if let Some(live) = self.live.get_mut(&name) {
                         for s in Record::settled(seqs) {
@@ -148,24 +203,67 @@ impl Replay {
                 }
                 Record::Delivered { idx, seq, attempt } => {
                     let Some(name) = name(idx) else {
-                        return End::Damaged(at as u64);
+                        return Ok(End::Damaged(at));
                     };
                     if let Some(m) = self.live.get_mut(&name).and_then(|l| l.get_mut(&seq)) {
                         m.delivered = m.delivered.max(attempt);
                     }
                 }
             }
-            at += len;
+            window.at += len;
         }
-        End::Clean
     }
 }
 
-/// Whether the frame at the front of `rest` claims to end exactly where
-/// the bytes do (or past them).
-fn last_frame(rest: &[u8]) -> bool {
-    let len = u32::from_le_bytes(rest[0..4].try_into().unwrap_or_default()) as usize;
-    record::FRAME + len >= rest.len()
+/// Bytes of a segment read at a time.
+const WINDOW: usize = 1 << 20;
+
+/// The part of a segment in memory while it is replayed.
+struct Window {
+    buf: Vec<u8>,
+    /// The segment offset of `buf[0]`.
+    base: u64,
+    /// Where the next record starts in `buf`.
+    at: usize,
+    eof: bool,
+}
+
+impl Window {
+    /// Drops what was replayed and reads until `want` bytes from `at` are
+    /// in memory, or the end.
+    fn fill(&mut self, file: &mut impl std::io::Read, want: usize) -> std::io::Result<()> {
+        self.buf.drain(..self.at);
+        self.base += self.at as u64;
+        self.at = 0;
+        // A record claiming more than any can be is damage, found by
+        // decode; nothing is read for it.
+        let want = want.min(record::MAX_RECORD + record::FRAME);
+        let mut filled = self.buf.len();
+        if filled >= want || self.eof {
+            return Ok(());
+        }
+        self.buf.resize(want, 0);
+        while filled < want && !self.eof {
+            match file.read(&mut self.buf[filled..]) {
+                Ok(got) => {
+                    filled += got;
+                    self.eof = got == 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.buf.truncate(filled);
+                    return Err(e);
+                }
+            }
+        }
+        self.buf.truncate(filled);
+        Ok(())
+    }
+}
+
+/// The length a frame at the front of `rest` claims, if its length is there.
+fn frame_len(rest: &[u8]) -> Option<usize> {
+    Some(u32::from_le_bytes(rest.get(0..4)?.try_into().ok()?) as usize)
 }
 
 /// Reads every segment of `dir`: truncates torn ends, sets damaged segments
@@ -176,8 +274,9 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
     let mut damaged = Vec::new();
     for n in segment_numbers(dir)? {
         let path = segment_path(dir, n);
-        let bytes = std::fs::read(&path)?;
-        match replay.segment(n, &bytes) {
+        let file = std::fs::File::open(&path)?;
+        let total = file.metadata()?.len();
+        match replay.segment_from(n, &file, total)? {
             End::Clean => out.segments.push(n),
             End::Torn(at) => {
                 // What the crash cut: never confirmed (a confirm waits for
@@ -194,7 +293,22 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
                     out.segments.push(n);
                 }
             }
-            End::Damaged(at) => damaged.push((n, at)),
+            End::Damaged(at) => {
+                // What came before the damage is read now: its file is set
+                // aside.
+                use std::os::unix::fs::FileExt;
+                for m in replay.live.values_mut().flat_map(|l| l.values_mut()) {
+                    if m.at.segment == n {
+                        let mut buf = vec![0; m.at.len as usize];
+                        if file.read_exact_at(&mut buf, u64::from(m.at.offset)).is_ok() {
+                            if let Ok((Record::Pub { payload, .. }, _)) = record::decode(&buf) {
+                                m.payload = Some(record::owned(payload));
+                            }
+                        }
+                    }
+                }
+                damaged.push((n, at));
+            }
         }
     }
     for (n, at) in damaged {
@@ -227,7 +341,7 @@ pub fn recover(dir: &Path) -> std::io::Result<Recovered> {
     out.rescued = channels
         .iter()
         .flat_map(|(_, m)| m)
-        .filter(|m| quarantined.contains(&m.segment))
+        .filter(|m| quarantined.contains(&m.at.segment))
         .count() as u64;
     out.channels = channels;
     out.last_seq = replay.last_seq;
@@ -326,5 +440,56 @@ mod tests {
         let mut r = Replay::default();
         assert_eq!(r.segment(1, &seg), End::Damaged(at as u64));
         assert_eq!(r.live.values().map(BTreeMap::len).sum::<usize>(), 1);
+    }
+
+    /// Hands out a few bytes per read, as a slow file system may.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.0.len()).min(997);
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_segment_read_a_window_at_a_time_replays_as_whole_records_larger_than_the_window() {
+        let big = vec![7u8; 3 * WINDOW + 5];
+        let seg = segment(|b| {
+            put_chan(b, 0, b"/queue/a");
+            for s in 1..=3000 {
+                put_pub(b, 0, s, 0, format!("m{s}").as_bytes());
+            }
+            put_pub(b, 0, 3001, 0, &big);
+            put_pub(b, 0, 3002, 0, b"after");
+            put_settle(b, 0, &[2]);
+        });
+        let mut r = Replay::default();
+        let end = r.segment_from(1, Trickle(&seg), seg.len() as u64).unwrap();
+        assert_eq!(end, End::Clean);
+        let live = &r.live[&Bytes::from_static(b"/queue/a")];
+        assert_eq!(live.len(), 3001);
+        assert_eq!(live[&3001].size as usize, big.len());
+        // Where each record is, so that it can be read back alone.
+        let m = &live[&3002];
+        let (rec, _) = record::decode(&seg[m.at.offset as usize..]).unwrap();
+        assert!(matches!(
+            rec,
+            Record::Pub {
+                seq: 3002,
+                payload: b"after",
+                ..
+            }
+        ));
+        // Cut inside the big record: torn there.
+        let at = live[&3001].at.offset as usize;
+        let mut r = Replay::default();
+        let cut = &seg[..at + WINDOW + 10];
+        assert_eq!(
+            r.segment_from(1, Trickle(cut), cut.len() as u64).unwrap(),
+            End::Torn(at as u64)
+        );
     }
 }
