@@ -60,6 +60,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --data-dir 'Where durable channels are kept. One broker per directory (a second is refused while the first runs)'
             cand --fsync 'When a durable publish counts as stored: `always` (on disk: every write is fsynced, one fsync shared by every publisher waiting on it), `interval:D` (written to the file, fsynced every D: a power loss can take the last D, a crash of the broker alone nothing), `never` (written; synced when the system pleases)'
             cand --segment-size 'Size at which the durable store starts a new segment file; a segment is deleted once every message in it (and in every older one) is done'
+            cand --max-disk 'Bytes the durable store''s segment files may hold. At the bound a protocol 1 publisher to a durable channel waits (TCP back-pressure) and a protocol 2 publish is refused with `disk_full`, until workers settle enough for a segment to be deleted. Default: the file system''s room (a full disk holds publishers back the same way)'
             cand --max-connections 'Connections served at once; more are refused with an end-of-stream frame'
             cand --subscribe-timeout 'How long a new connection has to send its subscribe frame'
             cand --keepalive 'Idle time before TCP keepalive probes; 0 turns keepalive off'

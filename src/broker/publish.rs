@@ -498,9 +498,18 @@ impl<'a> Publisher<'a> {
                     .publish_topic(&channel, payload, head, elsewhere),
                 (Kind::Queue(q), _) => match q.try_publish(payload, head) {
                     Ok(Attempt::Taken) => Ok(()),
-                    Ok(Attempt::Full | Attempt::OverBudget | Attempt::StoreFull) => {
-                        return Now::Wait
+                    // Protocol 2 can say why; protocol 1 can only wait.
+                    Ok(Attempt::DiskFull) if self.conn.is_some_and(|c| c.v2.is_some()) => {
+                        self.refusal = Some((v2::reason::DISK_FULL, name.clone()));
+                        self.lost(&channel, DropReason::DiskFull);
+                        return Now::Done(true);
                     }
+                    Ok(
+                        Attempt::Full
+                        | Attempt::OverBudget
+                        | Attempt::StoreFull
+                        | Attempt::DiskFull,
+                    ) => return Now::Wait,
                     Err(retired) => Err(retired),
                 },
             };

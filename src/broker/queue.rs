@@ -37,6 +37,8 @@ pub enum Attempt {
     OverBudget,
     /// The durable store has more gathered than the disk took: wait for it.
     StoreFull,
+    /// The durable store holds `--max-disk`: wait, or refuse (protocol 2).
+    DiskFull,
 }
 
 /// A durable channel's place in the store: its messages are appended there
@@ -406,6 +408,9 @@ impl QueueState {
             if !forced && log.disk.congested() {
                 return Ok(Attempt::StoreFull);
             }
+            if !forced && log.disk.full() {
+                return Ok(Attempt::DiskFull);
+            }
             // Numbered and stored before any worker can have it: its
             // settlement must follow it in the store.
             let seq = inner.numbering.peek();
@@ -484,7 +489,7 @@ impl QueueState {
             match self.try_publish(&payload, head)? {
                 Attempt::Taken => return Ok(()),
                 Attempt::Full => room.await,
-                Attempt::StoreFull => {
+                Attempt::StoreFull | Attempt::DiskFull => {
                     let disk = self.log.as_ref().map(|l| l.disk.clone());
                     if let Some(disk) = disk {
                         tokio::select! {

@@ -44,10 +44,13 @@ pub enum DropReason {
     /// A message a worker ended (`TERM`) in a channel with no dead-letter
     /// channel (one that is itself a dead-letter channel).
     Terminated,
+    /// A protocol 2 publish to a durable channel refused because the store
+    /// holds `--max-disk` (protocol 1 publishers wait instead).
+    DiskFull,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 12] = [
+    pub const ALL: [DropReason; 13] = [
         DropReason::QueueFull,
         DropReason::SlowConsumer,
         DropReason::SubscriberGone,
@@ -60,6 +63,7 @@ impl DropReason {
         DropReason::Denied,
         DropReason::Evicted,
         DropReason::Terminated,
+        DropReason::DiskFull,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -76,6 +80,7 @@ impl DropReason {
             DropReason::Denied => "denied",
             DropReason::Evicted => "evicted",
             DropReason::Terminated => "terminated",
+            DropReason::DiskFull => "disk_full",
         }
     }
 }
@@ -173,7 +178,7 @@ pub struct BrokerStats {
     pub v2_frames: [AtomicU64; V2Frame::ALL.len()],
     /// Protocol v2 refusals (`REFUSED`, and `ENDED` other than for an
     /// unsubscribe), by reason code.
-    pub v2_refusals: [AtomicU64; 14],
+    pub v2_refusals: [AtomicU64; 15],
     /// Connections that said a protocol v2 hello and were answered.
     pub v2_connections: AtomicU64,
 }

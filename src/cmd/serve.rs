@@ -211,9 +211,11 @@ async fn open_store(
 )> {
     let dir = args.data_dir.clone();
     let (mode, segment) = (args.fsync, args.segment_size as u64);
-    let (disk, recovered) =
-        tokio::task::spawn_blocking(move || crate::broker::Disk::open(&dir, mode, segment))
-            .await??;
+    let max_disk = args.max_disk.map(|m| m as u64);
+    let (disk, recovered) = tokio::task::spawn_blocking(move || {
+        crate::broker::Disk::open(&dir, mode, segment, max_disk)
+    })
+    .await??;
     let stats = &disk.stats;
     let messages: usize = recovered.channels.iter().map(|(_, m)| m.len()).sum();
     let dir = disk.dir();

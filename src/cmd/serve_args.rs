@@ -136,6 +136,13 @@ pub struct ServeArgs {
     /// is deleted once every message in it (and in every older one) is done.
     #[arg(long, default_value = "64MiB", value_parser = parse_size)]
     pub segment_size: usize,
+    /// Bytes the durable store's segment files may hold. At the bound a
+    /// protocol 1 publisher to a durable channel waits (TCP back-pressure)
+    /// and a protocol 2 publish is refused with `disk_full`, until workers
+    /// settle enough for a segment to be deleted. Default: the file
+    /// system's room (a full disk holds publishers back the same way).
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_disk: Option<usize>,
     /// Connections served at once; more are refused with an end-of-stream frame.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -296,6 +303,16 @@ impl ServeArgs {
             self.cluster.is_none() || self.durable.is_empty(),
             "--durable and --cluster cannot go together: a clustered broker's /queue channels \
              are kept in JetStream (durable there unless --cluster-memory)"
+        );
+        ensure_usage!(
+            self.segment_size <= 1 << 30,
+            "--segment-size must be at most 1GiB"
+        );
+        ensure_usage!(
+            self.max_disk
+                .is_none_or(|m| m >= 2 * self.segment_size.max(4096)),
+            "--max-disk must hold at least two segments (2 x --segment-size): the one being \
+             written and one waiting to be deleted"
         );
         for p in &self.durable {
             ensure_usage!(

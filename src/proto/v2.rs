@@ -53,8 +53,9 @@ pub mod reason {
     pub const OVERFLOW: u8 = 11;
     pub const SHUTTING_DOWN: u8 = 12;
     pub const NOT_A_QUEUE: u8 = 13;
+    pub const DISK_FULL: u8 = 14;
 
-    const NAMES: [&str; 14] = [
+    const NAMES: [&str; 15] = [
         "unsubscribed",
         "denied",
         "too_large",
@@ -69,6 +70,7 @@ pub mod reason {
         "overflow",
         "shutting_down",
         "not_a_queue",
+        "disk_full",
     ];
 
     /// The name `PROTOCOL.md` gives a code; `None` for one it does not define.

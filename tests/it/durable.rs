@@ -402,6 +402,10 @@ async fn a_terminated_message_is_in_the_dead_letter_channel_after_a_sigkill_not_
     .await;
     // The store has m2 (held by the worker now) and the dead letter.
     metric_reaches(http, "aioq_store_messages ", 10.0, |v| v == 2).await;
+    // The log is one sequence: a publish confirmed after m1's settlement
+    // was recorded means that settlement is on disk too. (Killed before
+    // it, m1 would come back in /queue/a as well: at least once.)
+    v2::publish_confirmed(b.port, "/queue/barrier", &[b"m9"]).await;
     kill(&mut b);
     let b = durable(dir.path(), &[]);
     assert_eq!(drain_from(&b, "/queue/a", 1).await, [2], "m1 left /queue/a");
@@ -595,4 +599,114 @@ async fn a_backlog_ten_times_the_memory_budget_stays_on_disk_and_drains_in_order
         "recovering and draining {N} x {SIZE} B took the broker to {hwm} KiB"
     );
     metric_reaches(b.monitor_port(), "aioq_store_messages ", 10.0, |v| v == 0).await;
+}
+
+/// `--max-disk`: at the bound a protocol 2 publish to a durable channel is
+/// refused with `disk_full` (counted, logged once), a protocol 1 publisher
+/// is held back; a worker that takes the backlog makes room, and then both
+/// go on. Nothing confirmed is lost, nothing refused arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_max_disk_v2_publishes_are_refused_and_v1_held_back_until_workers_make_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = durable(
+        dir.path(),
+        &["--segment-size", "4KiB", "--max-disk", "32KiB"],
+    );
+    let http = b.monitor_port();
+    let (mut p, _) = Raw::hello(b.port, &["confirms"]).await;
+    let mut wire = Vec::new();
+    for id in 1..=100u64 {
+        v2::put(
+            &mut wire,
+            &v2::publish(Some(id), "/queue/bounded", &padded(id, 1024)),
+        );
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    let (mut confirmed, mut refused) = (0, Vec::new());
+    within(10.0, "every publish answered", async {
+        while confirmed.max(refused.last().copied().unwrap_or(0)) < 100 {
+            match v2::decode(&p.read().await.expect("the publisher's connection")) {
+                Frame::Confirm(n) => confirmed = n,
+                Frame::Refused { id, reason, text } => {
+                    assert_eq!(reason, 14, "{text}");
+                    assert!(text.contains("--max-disk"), "{text}");
+                    refused.push(id);
+                }
+                other => panic!("publisher: {other:?}"),
+            }
+        }
+    })
+    .await;
+    let accepted = 100 - refused.len() as u64;
+    assert!(
+        (20..=40).contains(&accepted),
+        "32 KiB hold about 30 messages of 1 KiB: {accepted} accepted"
+    );
+    assert_eq!(
+        metric(http, "aioq_messages_dropped_total{reason=\"disk_full\"}").await,
+        refused.len() as u64
+    );
+    b.log.wait_for(10.0, "--max-disk 32768");
+    let port = b.port.to_string();
+    let lines = |from: u64| -> String { (from..from + 10).map(|i| format!("m{i}\n")).collect() };
+    let send = |protocol: &str, from: u64| {
+        let mut p = Proc::spawn(
+            &[
+                "send",
+                "--stdin",
+                "--protocol",
+                protocol,
+                "--port",
+                &port,
+                "--channel",
+                "/queue/bounded",
+            ],
+            true,
+        );
+        use std::io::Write;
+        let mut stdin = p.child.stdin.take().unwrap();
+        stdin.write_all(lines(from).as_bytes()).unwrap();
+        p
+    };
+    // `send` over protocol 2 says why, and exits 6.
+    let mut refused_send = send("2", 2001);
+    assert_eq!(refused_send.exit_code(10.0), Some(6));
+    assert!(
+        refused_send.err.contains("--max-disk"),
+        "{}",
+        refused_send.err.text()
+    );
+    // Protocol 1 has no words for a refusal: its publisher waits. (A
+    // bounded look for something that must not happen.)
+    let mut held = send("1", 1001);
+    let until = std::time::Instant::now() + Duration::from_secs(1);
+    while std::time::Instant::now() < until {
+        assert!(
+            held.child.try_wait().unwrap().is_none(),
+            "send finished while the store was full"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let worker = tokio::spawn(acking_worker(b.port, "/queue/bounded", got.clone()));
+    assert_eq!(held.exit_code(20.0), Some(0), "room made, send goes on");
+    b.log.wait_for(10.0, "under --max-disk again");
+    let accepted_ids: Vec<u64> = (1..=100).filter(|i| !refused.contains(i)).collect();
+    let want: Vec<u64> = accepted_ids.iter().copied().chain(1001..=1010).collect();
+    poll_until(20.0, "the worker to have every accepted message", || {
+        let got = got.clone();
+        let want = want.len();
+        async move {
+            let n = got.lock().unwrap().len();
+            if n >= want {
+                Ok(())
+            } else {
+                Err(format!("{n} of {want}"))
+            }
+        }
+    })
+    .await;
+    let got: Vec<u64> = got.lock().unwrap().iter().map(|m| m.0).collect();
+    assert_eq!(got, want, "what was taken, once, in order; nothing refused");
+    worker.abort();
 }

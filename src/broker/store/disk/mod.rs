@@ -135,6 +135,9 @@ struct State {
     chans: HashMap<Bytes, Chan>,
     /// Segments to delete (every message settled, none older left).
     reclaim: Vec<u64>,
+    /// Bytes of every segment file that exists, counting what is gathered.
+    sizes: BTreeMap<u64, u64>,
+    disk_bytes: u64,
     stop: bool,
 }
 
@@ -155,6 +158,10 @@ pub struct Disk {
     /// Woken when gathered records fall back under the bound.
     room: tokio::sync::Notify,
     congested: AtomicBool,
+    /// Segment files hold `max_disk` bytes (0: no bound): publishes wait
+    /// (protocol 1) or are refused (protocol 2) until settled ones go.
+    max_disk: u64,
+    full: AtomicBool,
     pub stats: DiskStats,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held for as long as the store is open: a second broker is refused.
@@ -184,6 +191,7 @@ impl Disk {
         dir: &Path,
         mode: Fsync,
         segment_size: u64,
+        max_disk: Option<u64>,
     ) -> Result<(Arc<Self>, Recovered), OpenError> {
         let dir = &std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         let io = |e| OpenError::Io(dir.to_path_buf(), e);
@@ -258,6 +266,8 @@ impl Disk {
                 live: BTreeMap::new(),
                 chans: HashMap::new(),
                 reclaim: Vec::new(),
+                sizes: BTreeMap::new(),
+                disk_bytes: 0,
                 stop: false,
             }),
             wake: Condvar::new(),
@@ -266,6 +276,8 @@ impl Disk {
             advanced: tokio::sync::Notify::new(),
             room: tokio::sync::Notify::new(),
             congested: AtomicBool::new(false),
+            max_disk: max_disk.unwrap_or(0),
+            full: AtomicBool::new(false),
             stats: DiskStats::default(),
             thread: Mutex::new(None),
             _lock: lock_file,
@@ -302,6 +314,11 @@ impl Disk {
             }
             st.live = live;
             st.chans = chans;
+            for &n in &recovered.segments {
+                let size = std::fs::metadata(recover::segment_path(dir, n)).map_or(0, |m| m.len());
+                *st.sizes.entry(n).or_default() += size;
+                st.disk_bytes += size;
+            }
             let messages: u64 = st.chans.values().map(|c| c.live).sum();
             let bytes: u64 = st.chans.values().map(|c| c.bytes).sum();
             store.stats.messages.store(messages, Relaxed);
@@ -411,6 +428,18 @@ impl Disk {
         let len = put(buf, idx);
         added += len;
         let was_empty = st.pending == 0;
+        *st.sizes.entry(seg).or_insert(record::MAGIC.len() as u64) += added as u64;
+        st.disk_bytes += added as u64;
+        if self.max_disk > 0 && st.disk_bytes >= self.max_disk && !self.full.swap(true, Relaxed) {
+            tracing::warn!(
+                "durable store {}: its segments hold {} bytes, --max-disk {}: publishers to \
+                 durable channels wait (protocol 1) or are refused with disk_full (protocol 2) \
+                 until workers settle enough for a segment to go",
+                self.dir.display(),
+                st.disk_bytes,
+                self.max_disk
+            );
+        }
         st.pending += added;
         st.seg_bytes += added as u64;
         st.appended += added as u64;
@@ -614,6 +643,15 @@ impl Disk {
             }
             st.live.remove(&n);
             st.reclaim.push(n);
+            st.disk_bytes -= st.sizes.remove(&n).unwrap_or(0);
+        }
+        if st.disk_bytes < self.max_disk && self.full.swap(false, Relaxed) {
+            tracing::info!(
+                "durable store {}: under --max-disk again ({} bytes): durable publishes go on",
+                self.dir.display(),
+                st.disk_bytes
+            );
+            self.room.notify_waiters();
         }
         if !st.reclaim.is_empty() {
             self.wake.notify_one();
@@ -661,12 +699,27 @@ impl Disk {
         self.congested.load(Relaxed)
     }
 
+    /// The segment files hold `--max-disk`: no more publishes until some go.
+    pub fn full(&self) -> bool {
+        self.full.load(Relaxed)
+    }
+
+    /// The bound on the segment files' bytes (0: none).
+    pub fn max_disk(&self) -> u64 {
+        self.max_disk
+    }
+
+    /// Bytes of the segment files.
+    pub fn disk_bytes(&self) -> u64 {
+        lock(&self.state).disk_bytes
+    }
+
     /// Waits until the store takes appends again.
     pub async fn room(&self) {
         let room = self.room.notified();
         tokio::pin!(room);
         room.as_mut().enable();
-        if !self.congested() {
+        if !self.congested() && !self.full() {
             return;
         }
         room.await;
