@@ -183,6 +183,17 @@ fn delete(store: &Disk, open: &mut Option<Open>, segments: Vec<u64>) {
         match std::fs::remove_file(segment_path(&store.dir, seg)) {
             Ok(()) => {
                 store.stats.segments_deleted.fetch_add(1, Relaxed);
+                // Durable before the next (newer) one goes: a segment that a
+                // crash brings back must find the segments that settle its
+                // messages still there, or they would come back.
+                if store.mode != Fsync::Never {
+                    if let Err(e) = sync_dir(&store.dir) {
+                        tracing::warn!(
+                            "durable store {}: cannot sync the directory: {e}",
+                            store.dir.display()
+                        );
+                    }
+                }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!(
