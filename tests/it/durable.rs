@@ -710,3 +710,72 @@ async fn at_max_disk_v2_publishes_are_refused_and_v1_held_back_until_workers_mak
     assert_eq!(got, want, "what was taken, once, in order; nothing refused");
     worker.abort();
 }
+
+/// A small window (`--backlog 50`) while a publisher floods and a worker
+/// takes: most messages pass through the disk-only part of the backlog and
+/// are read back while newer ones are still being spilled behind them;
+/// the worker gets each once, in order, with no restart involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_spilled_past_a_small_window_are_read_back_in_order_while_publishing_goes_on() {
+    const N: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let b = durable(
+        dir.path(),
+        &[
+            "--backlog",
+            "50",
+            "--fsync",
+            "never",
+            "--segment-size",
+            "64KiB",
+        ],
+    );
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let publisher = {
+        let port = b.port;
+        tokio::spawn(async move {
+            let (mut p, _) = Raw::hello(port, &["confirms"]).await;
+            for first in (1..=N).step_by(500) {
+                let last = first + 499;
+                let mut wire = Vec::new();
+                for id in first..=last {
+                    v2::put(
+                        &mut wire,
+                        &v2::publish(Some(id), "/queue/window", format!("m{id}").as_bytes()),
+                    );
+                }
+                p.stream.write_all(&wire).await.unwrap();
+                loop {
+                    match p.read().await.map(|f| v2::decode(&f)) {
+                        Some(Frame::Confirm(n)) if n == last => break,
+                        Some(Frame::Confirm(_)) => {}
+                        other => panic!("publisher: {other:?}"),
+                    }
+                }
+            }
+        })
+    };
+    // The worker joins once the backlog is well past its window.
+    let http = b.monitor_port();
+    metric_reaches(http, "aioq_store_messages ", 20.0, |v| v >= 2_000).await;
+    let worker = tokio::spawn(acking_worker(b.port, "/queue/window", got.clone()));
+    within(30.0, "the publisher confirmed", publisher)
+        .await
+        .unwrap();
+    poll_until(30.0, "every message taken", || {
+        let got = got.clone();
+        async move {
+            let n = got.lock().unwrap().len() as u64;
+            if n >= N {
+                Ok(())
+            } else {
+                Err(format!("{n} of {N}"))
+            }
+        }
+    })
+    .await;
+    metric_reaches(http, "aioq_store_messages ", 20.0, |v| v == 0).await;
+    let got: Vec<u64> = got.lock().unwrap().iter().map(|m| m.0).collect();
+    assert_eq!(got, (1..=N).collect::<Vec<_>>(), "each once, in order");
+    worker.abort();
+}
