@@ -74,8 +74,8 @@ fn log(publishers: usize, run: Duration) -> f64 {
                         // Numbers are given under the channel's lock in the
                         // broker; one counter stands for it here.
                         let n = seq.fetch_add(1, Relaxed) + 1;
-                        let (_, end) = disk.append(&name, n, 0, &PAYLOAD);
-                        disk.wait_confirmed(end).await;
+                        let (_, end) = disk.append(&name, n, 0, &PAYLOAD, true);
+                        disk.wait_confirmed(end, true).await;
                         done.fetch_add(1, Relaxed);
                         if let Some(p) = prev.replace(n) {
                             disk.settle(&name, &[(p, PAYLOAD.len())]);

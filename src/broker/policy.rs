@@ -26,6 +26,10 @@ pub struct ChannelPolicy {
     pub topic_overflow: TopicOverflow,
     /// A `/queue` channel whose messages are kept in the durable store.
     pub durable: bool,
+    /// A `[[channel]]`'s `fsync`: whether a durable channel's publishes are
+    /// confirmed once synced (`always`) or once written (`never`); unset,
+    /// the store's `--fsync` says.
+    pub fsync_always: Option<bool>,
 }
 
 impl ChannelPolicy {
@@ -86,6 +90,9 @@ pub struct ChannelRule {
     /// Keep the messages of these `/queue` channels on disk (`--durable`
     /// for a prefix, from the file).
     pub durable: Option<bool>,
+    /// When their publishes are confirmed: `always` (synced) or `never`
+    /// (written); the store's `--fsync` when unset.
+    pub fsync: Option<String>,
 }
 
 impl ChannelRule {
@@ -125,6 +132,24 @@ impl ChannelRule {
             }
         }
         let queues = self.prefix.starts_with("/queue/") || "/queue/".starts_with(&self.prefix);
+        if let Some(f) = &self.fsync {
+            if !queues {
+                return bad(
+                    "fsync",
+                    "applies to durable /queue channels only (a prefix starting with /queue/)"
+                        .into(),
+                );
+            }
+            if f != "always" && f != "never" {
+                return bad(
+                    "fsync",
+                    format!(
+                        "{f:?} is not always (confirmed once synced) or never (once written; \
+                         the file is synced as the store's --fsync says)"
+                    ),
+                );
+            }
+        }
         if self.durable == Some(true) && !queues {
             return bad(
                 "durable",
@@ -210,6 +235,7 @@ impl Policy {
                 backlog_bytes: config.backlog_bytes,
                 topic_overflow: config.topic_overflow,
                 durable: false,
+                fsync_always: None,
             },
             rules,
             access,
@@ -273,6 +299,7 @@ impl Policy {
             backlog_bytes: rule.backlog_bytes.map_or(d.backlog_bytes, |s| s.0),
             topic_overflow: rule.topic_overflow.unwrap_or(d.topic_overflow),
             durable: crate::proto::is_queue(name) && rule.durable.unwrap_or(d.durable),
+            fsync_always: rule.fsync.as_deref().map(|f| f == "always"),
         }
     }
 

@@ -185,6 +185,9 @@ pub(crate) struct Publisher<'a> {
     /// Messages went to a durable channel since the last
     /// [`settle`](Self::settle): a confirm waits for the store.
     stored: bool,
+    /// Some of them are in a channel whose fsync is `always`: confirmed
+    /// once synced, not only written.
+    stored_sync: bool,
 }
 
 impl Drop for Publisher<'_> {
@@ -212,6 +215,7 @@ impl<'a> Publisher<'a> {
             unsaid: Unsaid::default(),
             refusal: None,
             stored: false,
+            stored_sync: false,
         }
     }
 
@@ -324,10 +328,11 @@ impl<'a> Publisher<'a> {
     /// end-of-stream is owed that.
     pub async fn settle(&mut self, stop: &CancellationToken) {
         if std::mem::take(&mut self.stored) {
+            let sync = std::mem::take(&mut self.stored_sync);
             if let Some(disk) = self.router.disk() {
                 let upto = disk.appended();
                 tokio::select! {
-                    _ = disk.wait_confirmed(upto) => {}
+                    _ = disk.wait_confirmed(upto, sync) => {}
                     _ = stop.cancelled() => {}
                 }
             }
@@ -471,7 +476,7 @@ impl<'a> Publisher<'a> {
                 && self
                     .router
                     .disk()
-                    .is_some_and(|d| d.confirmed() < d.appended()))
+                    .is_some_and(|d| d.confirmed(self.stored_sync) < d.appended()))
     }
 
     /// A publish that would have created a channel past `--max-channels`.
@@ -615,6 +620,9 @@ impl<'a> Publisher<'a> {
         }
         if channel.store == Some(Backend::Disk) {
             self.stored = true;
+            if let Kind::Queue(q) = &channel.kind {
+                self.stored_sync |= q.log().is_some_and(|l| l.sync);
+            }
         }
         if !counted {
             self.count_channel(channel, len as u64);

@@ -46,15 +46,19 @@ pub enum Attempt {
 pub struct ChannelLog {
     pub disk: Arc<Disk>,
     pub name: Bytes,
+    /// Its publishes are confirmed once synced (its fsync is `always`),
+    /// not once written.
+    pub sync: bool,
     /// The channel, for the task that reads its backlog back from disk.
     channel: std::sync::OnceLock<std::sync::Weak<Channel>>,
 }
 
 impl ChannelLog {
-    pub fn new(disk: Arc<Disk>, name: Bytes) -> Self {
+    pub fn new(disk: Arc<Disk>, name: Bytes, sync: bool) -> Self {
         Self {
             disk,
             name,
+            sync,
             channel: std::sync::OnceLock::new(),
         }
     }
@@ -416,7 +420,9 @@ impl QueueState {
             let seq = inner.numbering.peek();
             inner.numbering.taken(seq);
             out.delivery = Some(DeliveryId::new(seq, std::num::NonZeroU32::MIN));
-            let (at, end) = log.disk.append(&log.name, seq.get(), head, payload);
+            let (at, end) = log
+                .disk
+                .append(&log.name, seq.get(), head, payload, log.sync);
             // Behind messages kept on disk only: on disk only too, in order.
             if !inner.spilled.is_empty() {
                 Self::spill(&mut inner, seq.get(), at, end);

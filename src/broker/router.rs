@@ -401,7 +401,15 @@ impl Router {
                 .filter(|d| store == Backend::Memory && (policy.durable || d.channel(&name).0 > 0))
             {
                 Some(disk) => (
-                    Kind::Queue(queue.durable(ChannelLog::new(disk.clone(), name.clone()))),
+                    Kind::Queue(
+                        queue.durable(ChannelLog::new(
+                            disk.clone(),
+                            name.clone(),
+                            policy
+                                .fsync_always
+                                .unwrap_or(disk.mode() == super::Fsync::Always),
+                        )),
+                    ),
                     Some(Backend::Disk),
                 ),
                 None => (Kind::Queue(queue), Some(store)),

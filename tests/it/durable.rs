@@ -779,3 +779,68 @@ async fn messages_spilled_past_a_small_window_are_read_back_in_order_while_publi
     assert_eq!(got, (1..=N).collect::<Vec<_>>(), "each once, in order");
     worker.abort();
 }
+
+/// `fsync` in a `[[channel]]`: under `--fsync never`, a channel whose entry
+/// says `always` is confirmed only after an fsync (its writes are synced),
+/// while the others are confirmed once written and cost no fsync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_entry_asks_for_fsync_always_under_a_store_that_never_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"[[channel]]\nprefix = \"/queue/safe/\"\nfsync = \"always\"\n",
+    )
+    .unwrap();
+    let b = durable(
+        dir.path(),
+        &[
+            "--fsync",
+            "never",
+            "--config",
+            file.path().to_str().unwrap(),
+        ],
+    );
+    let http = b.monitor_port();
+    let payloads: Vec<Vec<u8>> = (1..=50).map(|i| format!("m{i}").into_bytes()).collect();
+    let refs: Vec<&[u8]> = payloads.iter().map(|p| &p[..]).collect();
+    for _ in 0..5 {
+        v2::publish_confirmed(b.port, "/queue/fast/a", &refs).await;
+    }
+    metric_reaches(http, "aioq_store_messages ", 10.0, |v| v == 250).await;
+    assert_eq!(
+        metric(http, "aioq_store_fsyncs_total ").await,
+        0,
+        "written is confirmed: no fsync"
+    );
+    for _ in 0..5 {
+        v2::publish_confirmed(b.port, "/queue/safe/a", &refs).await;
+    }
+    let fsyncs = metric(http, "aioq_store_fsyncs_total ").await;
+    assert!(
+        fsyncs >= 5,
+        "five confirmed batches to /queue/safe/, {fsyncs} fsync(s)"
+    );
+    // A bad value is refused with the entry's prefix.
+    let mut bad = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut bad,
+        b"[[channel]]\nprefix = \"/queue/x/\"\nfsync = \"sometimes\"\n",
+    )
+    .unwrap();
+    let mut check = Proc::spawn(
+        &[
+            "serve",
+            "--check-config",
+            "--config",
+            bad.path().to_str().unwrap(),
+        ],
+        false,
+    );
+    assert_eq!(check.exit_code(10.0), Some(2));
+    assert!(
+        check.err.text().contains("prefix \"/queue/x/\": fsync"),
+        "{}",
+        check.err.text()
+    );
+}

@@ -36,7 +36,7 @@ pub(super) fn run(store: &Disk) {
     let mut synced_records = 0u64;
     let mut failures = 0u64;
     loop {
-        let (chunks, upto, records, reclaim, stop) = {
+        let (chunks, upto, records, reclaim, stop, wanted) = {
             let mut st = lock(&store.state);
             loop {
                 if !st.chunks.is_empty() || !st.reclaim.is_empty() || st.stop {
@@ -68,6 +68,7 @@ pub(super) fn run(store: &Disk) {
                 st.records,
                 std::mem::take(&mut st.reclaim),
                 st.stop,
+                std::mem::take(&mut st.sync_wanted),
             )
         };
         let taken: usize = chunks.iter().map(|(_, b)| b.len()).sum();
@@ -100,7 +101,7 @@ pub(super) fn run(store: &Disk) {
         if !chunks.is_empty() {
             // Readable now (a backlog read back from disk waits for this).
             store.written.fetch_max(upto, Relaxed);
-            store.advanced.notify_waiters();
+            store.wrote.notify_waiters();
         }
         if failures > 0 && !chunks.is_empty() {
             tracing::info!(
@@ -109,11 +110,14 @@ pub(super) fn run(store: &Disk) {
             );
             failures = 0;
         }
-        let sync_due = match store.mode {
-            Fsync::Always => !chunks.is_empty(),
-            Fsync::Interval(every) => stop || last_sync.elapsed() >= every,
-            Fsync::Never => stop,
-        };
+        // Synced when a record gathered waits for it (a channel whose fsync
+        // is `always`), and as the store's mode says.
+        let sync_due = wanted
+            || match store.mode {
+                Fsync::Always => stop,
+                Fsync::Interval(every) => stop || last_sync.elapsed() >= every,
+                Fsync::Never => stop,
+            };
         if sync_due {
             if let Some(o) = open.as_mut().filter(|o| o.dirty) {
                 let t = Instant::now();
@@ -146,6 +150,7 @@ pub(super) fn run(store: &Disk) {
                             let _ = o.file.set_len(o.len - last.1.len() as u64);
                             let mut st = lock(&store.state);
                             st.chunks.insert(0, last);
+                            st.sync_wanted |= wanted;
                         }
                         std::thread::sleep(RETRY);
                         continue;
@@ -153,10 +158,12 @@ pub(super) fn run(store: &Disk) {
                 }
             }
             last_sync = Instant::now();
+            store.synced.fetch_max(upto, Relaxed);
+        }
+        if sync_due {
+            store.advanced.notify_waiters();
         }
         if !chunks.is_empty() {
-            store.confirmed.fetch_max(upto, Relaxed);
-            store.advanced.notify_waiters();
             store.stats.written_bytes.fetch_add(taken as u64, Relaxed);
             let mut st = lock(&store.state);
             st.pending = st.pending.saturating_sub(taken);
@@ -210,11 +217,10 @@ fn delete(store: &Disk, open: &mut Option<Open>, segments: Vec<u64>) {
 fn write(store: &Disk, open: &mut Option<Open>, seg: u64, bytes: &[u8]) -> std::io::Result<()> {
     if let Some(o) = open.as_mut().filter(|o| o.seg != seg && o.dirty) {
         // The segment before is done: on disk before anything after it
-        // can be confirmed.
-        if store.mode != Fsync::Never {
-            o.file.sync_data()?;
-            store.stats.fsyncs.fetch_add(1, Relaxed);
-        }
+        // can be confirmed (whatever the mode: a channel whose fsync is
+        // `always` may have records in it; once per segment).
+        o.file.sync_data()?;
+        store.stats.fsyncs.fetch_add(1, Relaxed);
         o.dirty = false;
     }
     if open.as_ref().is_none_or(|o| o.seg != seg) {

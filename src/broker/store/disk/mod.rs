@@ -8,7 +8,8 @@
 //! Appends go to memory under one lock; one thread (`commit`) writes what
 //! gathered and syncs it, so that every publisher whose records went into a
 //! write shares its fsync (group commit). What is confirmed (a v2 `CONFIRM`,
-//! a v1 end-of-stream) waits for [`Disk::confirmed`] to pass the records.
+//! a v1 end-of-stream) waits for [`Disk::confirmed`] to pass the records:
+//! synced ones for a channel whose fsync is `always`, written ones otherwise.
 
 mod commit;
 pub mod record;
@@ -138,6 +139,8 @@ struct State {
     /// Bytes of every segment file that exists, counting what is gathered.
     sizes: BTreeMap<u64, u64>,
     disk_bytes: u64,
+    /// A record gathered is confirmed only once synced: the next write is.
+    sync_wanted: bool,
     stop: bool,
 }
 
@@ -149,12 +152,14 @@ pub struct Disk {
     state: Mutex<State>,
     /// Wakes the commit thread.
     wake: Condvar,
-    /// The log position up to which writes are confirmed (as `mode` says).
-    confirmed: AtomicU64,
+    /// The log position up to which records are synced to disk.
+    synced: AtomicU64,
     /// The log position up to which records are in their files.
     written: AtomicU64,
-    /// Woken at every advance of `confirmed`.
+    /// Woken at every advance of `synced`.
     advanced: tokio::sync::Notify,
+    /// Woken at every advance of `written`.
+    wrote: tokio::sync::Notify,
     /// Woken when gathered records fall back under the bound.
     room: tokio::sync::Notify,
     congested: AtomicBool,
@@ -268,12 +273,14 @@ impl Disk {
                 reclaim: Vec::new(),
                 sizes: BTreeMap::new(),
                 disk_bytes: 0,
+                sync_wanted: false,
                 stop: false,
             }),
             wake: Condvar::new(),
-            confirmed: AtomicU64::new(0),
+            synced: AtomicU64::new(0),
             written: AtomicU64::new(0),
             advanced: tokio::sync::Notify::new(),
+            wrote: tokio::sync::Notify::new(),
             room: tokio::sync::Notify::new(),
             congested: AtomicBool::new(false),
             max_disk: max_disk.unwrap_or(0),
@@ -346,8 +353,12 @@ impl Disk {
         *lock(&store.thread) = Some(thread);
         if recovered.rescued > 0 {
             // Confirmed once: on disk again before anything is served.
-            let upto = store.appended();
-            while store.confirmed() < upto {
+            let upto = {
+                let mut st = lock(&store.state);
+                st.sync_wanted = true;
+                st.appended
+            };
+            while store.confirmed(mode != Fsync::Never) < upto {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
@@ -462,8 +473,18 @@ impl Disk {
     /// worker can have it (its settlement must follow it in the log).
     /// Where its record is, and the log position at its end (readable from
     /// the file once [`written`](Self::written) passes it).
-    pub fn append(&self, name: &Bytes, seq: u64, head: u16, payload: &[u8]) -> (Loc, u64) {
+    /// `sync`: it is confirmed only once synced (its channel's fsync is
+    /// `always`), so the write that takes it is followed by an fsync.
+    pub fn append(
+        &self,
+        name: &Bytes,
+        seq: u64,
+        head: u16,
+        payload: &[u8],
+        sync: bool,
+    ) -> (Loc, u64) {
         let mut st = lock(&self.state);
+        st.sync_wanted |= sync;
         let at = self.append_locked(
             &mut st,
             name,
@@ -482,15 +503,7 @@ impl Disk {
 
     /// Waits until everything up to log position `upto` is in its file.
     pub async fn wait_written(&self, upto: u64) {
-        loop {
-            let advanced = self.advanced.notified();
-            tokio::pin!(advanced);
-            advanced.as_mut().enable();
-            if self.written() >= upto {
-                return;
-            }
-            advanced.await;
-        }
+        self.wait_confirmed(upto, false).await;
     }
 
     /// Reads back the messages whose records are at `locs` (written, each
@@ -676,18 +689,25 @@ impl Disk {
         lock(&self.state).appended
     }
 
-    /// The log position up to which writes are confirmed.
-    pub fn confirmed(&self) -> u64 {
-        self.confirmed.load(Relaxed)
+    /// The log position up to which records are confirmed: synced
+    /// (`sync`: for a channel whose fsync is `always`), or written.
+    pub fn confirmed(&self, sync: bool) -> u64 {
+        if sync {
+            self.synced.load(Relaxed)
+        } else {
+            self.written()
+        }
     }
 
-    /// Waits until everything up to log position `upto` is confirmed.
-    pub async fn wait_confirmed(&self, upto: u64) {
+    /// Waits until everything up to log position `upto` is confirmed (see
+    /// [`confirmed`](Self::confirmed)).
+    pub async fn wait_confirmed(&self, upto: u64, sync: bool) {
+        let notify = if sync { &self.advanced } else { &self.wrote };
         loop {
-            let advanced = self.advanced.notified();
+            let advanced = notify.notified();
             tokio::pin!(advanced);
             advanced.as_mut().enable();
-            if self.confirmed() >= upto {
+            if self.confirmed(sync) >= upto {
                 return;
             }
             advanced.await;
