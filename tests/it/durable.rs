@@ -844,3 +844,47 @@ async fn a_channel_entry_asks_for_fsync_always_under_a_store_that_never_syncs() 
         check.err.text()
     );
 }
+
+/// A confirm for a channel whose fsync is `always` waits for a sync that
+/// covers the log up to where it looked, and records appended meanwhile for
+/// other channels ask for none: under a flood to a channel confirmed once
+/// written, one-at-a-time confirmed publishes to the `always` channel must
+/// still each be answered (they once waited for a sync nothing asked for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirm_behind_records_that_ask_no_fsync_still_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"[[channel]]\nprefix = \"/queue/safe/\"\nfsync = \"always\"\n",
+    )
+    .unwrap();
+    let b = durable(
+        dir.path(),
+        &[
+            "--fsync",
+            "never",
+            "--config",
+            file.path().to_str().unwrap(),
+        ],
+    );
+    let confirmed = Arc::new(Mutex::new(0));
+    let flood = tokio::spawn(flood(b.port, "/queue/fast", confirmed));
+    let (mut p, _) = Raw::hello(b.port, &["confirms"]).await;
+    within(20.0, "200 publishes confirmed one by one", async {
+        for id in 1..=200u64 {
+            let mut wire = Vec::new();
+            v2::put(
+                &mut wire,
+                &v2::publish(Some(id), "/queue/safe/a", format!("m{id}").as_bytes()),
+            );
+            p.stream.write_all(&wire).await.unwrap();
+            match p.read().await.map(|f| v2::decode(&f)) {
+                Some(Frame::Confirm(n)) => assert_eq!(n, id),
+                other => panic!("publisher: {other:?}"),
+            }
+        }
+    })
+    .await;
+    flood.abort();
+}

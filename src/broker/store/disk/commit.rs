@@ -39,7 +39,7 @@ pub(super) fn run(store: &Disk) {
         let (chunks, upto, records, reclaim, stop, wanted) = {
             let mut st = lock(&store.state);
             loop {
-                if !st.chunks.is_empty() || !st.reclaim.is_empty() || st.stop {
+                if !st.chunks.is_empty() || !st.reclaim.is_empty() || st.stop || st.sync_wanted {
                     break;
                 }
                 match store.mode {

@@ -703,12 +703,20 @@ impl Disk {
     /// [`confirmed`](Self::confirmed)).
     pub async fn wait_confirmed(&self, upto: u64, sync: bool) {
         let notify = if sync { &self.advanced } else { &self.wrote };
+        let mut asked = false;
         loop {
             let advanced = notify.notified();
             tokio::pin!(advanced);
             advanced.as_mut().enable();
             if self.confirmed(sync) >= upto {
                 return;
+            }
+            // What lies before `upto` may be records that ask for no sync
+            // (settlements after the publish waited for): one is asked for.
+            if sync && !asked {
+                asked = true;
+                lock(&self.state).sync_wanted = true;
+                self.wake.notify_one();
             }
             advanced.await;
         }
