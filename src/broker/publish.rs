@@ -188,6 +188,8 @@ pub(crate) struct Publisher<'a> {
     /// Some of them are in a channel whose fsync is `always`: confirmed
     /// once synced, not only written.
     stored_sync: bool,
+    /// The log position their confirm waits for.
+    stored_upto: u64,
 }
 
 impl Drop for Publisher<'_> {
@@ -216,6 +218,7 @@ impl<'a> Publisher<'a> {
             refusal: None,
             stored: false,
             stored_sync: false,
+            stored_upto: 0,
         }
     }
 
@@ -329,8 +332,8 @@ impl<'a> Publisher<'a> {
     pub async fn settle(&mut self, stop: &CancellationToken) {
         if std::mem::take(&mut self.stored) {
             let sync = std::mem::take(&mut self.stored_sync);
+            let upto = std::mem::take(&mut self.stored_upto);
             if let Some(disk) = self.router.disk() {
-                let upto = disk.appended();
                 tokio::select! {
                     _ = disk.wait_confirmed(upto, sync) => {}
                     _ = stop.cancelled() => {}
@@ -476,7 +479,7 @@ impl<'a> Publisher<'a> {
                 && self
                     .router
                     .disk()
-                    .is_some_and(|d| d.confirmed(self.stored_sync) < d.appended()))
+                    .is_some_and(|d| d.confirmed(self.stored_sync) < self.stored_upto))
     }
 
     /// A publish that would have created a channel past `--max-channels`.
@@ -621,7 +624,10 @@ impl<'a> Publisher<'a> {
         if channel.store == Some(Backend::Disk) {
             self.stored = true;
             if let Kind::Queue(q) = &channel.kind {
-                self.stored_sync |= q.log().is_some_and(|l| l.sync);
+                if let Some(log) = q.log() {
+                    self.stored_sync |= log.sync;
+                    self.stored_upto = self.stored_upto.max(log.last_end.load(Relaxed));
+                }
             }
         }
         if !counted {

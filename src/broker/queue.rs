@@ -5,7 +5,7 @@
 //! expire (`--backlog-ttl`).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -49,6 +49,9 @@ pub struct ChannelLog {
     /// Its publishes are confirmed once synced (its fsync is `always`),
     /// not once written.
     pub sync: bool,
+    /// The log position at the end of its last publish's record: what a
+    /// confirm for it waits for (not everything appended since).
+    pub last_end: AtomicU64,
     /// The channel, for the task that reads its backlog back from disk.
     channel: std::sync::OnceLock<std::sync::Weak<Channel>>,
 }
@@ -59,6 +62,7 @@ impl ChannelLog {
             disk,
             name,
             sync,
+            last_end: AtomicU64::new(0),
             channel: std::sync::OnceLock::new(),
         }
     }
@@ -423,6 +427,7 @@ impl QueueState {
             let (at, end) = log
                 .disk
                 .append(&log.name, seq.get(), head, payload, log.sync);
+            log.last_end.fetch_max(end, Relaxed);
             // Behind messages kept on disk only: on disk only too, in order.
             if !inner.spilled.is_empty() {
                 Self::spill(&mut inner, seq.get(), at, end);
