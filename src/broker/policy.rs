@@ -30,6 +30,9 @@ pub struct ChannelPolicy {
     /// confirmed once synced (`always`) or once written (`never`); unset,
     /// the store's `--fsync` says.
     pub fsync_always: Option<bool>,
+    /// A `[[channel]]`'s `max-disk`: payload bytes one durable channel may
+    /// keep in the store (beside the store's `--max-disk`).
+    pub max_disk: Option<usize>,
 }
 
 impl ChannelPolicy {
@@ -93,6 +96,8 @@ pub struct ChannelRule {
     /// When their publishes are confirmed: `always` (synced) or `never`
     /// (written); the store's `--fsync` when unset.
     pub fsync: Option<String>,
+    /// Payload bytes each of these durable channels may keep stored.
+    pub max_disk: Option<Size>,
 }
 
 impl ChannelRule {
@@ -104,6 +109,7 @@ impl ChannelRule {
             ("worker-queue", self.worker_queue.map(|v| v as usize)),
             ("backlog", self.backlog.map(|v| v as usize)),
             ("backlog-bytes", self.backlog_bytes.map(|s| s.0)),
+            ("max-disk", self.max_disk.map(|s| s.0)),
         ]
         .into_iter()
         .find(|(_, v)| *v == Some(0));
@@ -236,6 +242,7 @@ impl Policy {
                 topic_overflow: config.topic_overflow,
                 durable: false,
                 fsync_always: None,
+                max_disk: None,
             },
             rules,
             access,
@@ -300,6 +307,7 @@ impl Policy {
             topic_overflow: rule.topic_overflow.unwrap_or(d.topic_overflow),
             durable: crate::proto::is_queue(name) && rule.durable.unwrap_or(d.durable),
             fsync_always: rule.fsync.as_deref().map(|f| f == "always"),
+            max_disk: rule.max_disk.map(|s| s.0),
         }
     }
 

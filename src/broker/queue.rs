@@ -52,16 +52,19 @@ pub struct ChannelLog {
     /// The log position at the end of its last publish's record: what a
     /// confirm for it waits for (not everything appended since).
     pub last_end: AtomicU64,
+    /// Payload bytes it may keep stored (0: no bound but the store's).
+    pub max_bytes: u64,
     /// The channel, for the task that reads its backlog back from disk.
     channel: std::sync::OnceLock<std::sync::Weak<Channel>>,
 }
 
 impl ChannelLog {
-    pub fn new(disk: Arc<Disk>, name: Bytes, sync: bool) -> Self {
+    pub fn new(disk: Arc<Disk>, name: Bytes, sync: bool, max_bytes: Option<usize>) -> Self {
         Self {
             disk,
             name,
             sync,
+            max_bytes: max_bytes.unwrap_or(0) as u64,
             last_end: AtomicU64::new(0),
             channel: std::sync::OnceLock::new(),
         }
@@ -416,7 +419,10 @@ impl QueueState {
             if !forced && log.disk.congested() {
                 return Ok(Attempt::StoreFull);
             }
-            if !forced && log.disk.full() {
+            if !forced
+                && (log.disk.full()
+                    || (log.max_bytes > 0 && log.disk.channel(&log.name).1 >= log.max_bytes))
+            {
                 return Ok(Attempt::DiskFull);
             }
             // Numbered and stored before any worker can have it: its
@@ -501,11 +507,10 @@ impl QueueState {
                 Attempt::Taken => return Ok(()),
                 Attempt::Full => room.await,
                 Attempt::StoreFull | Attempt::DiskFull => {
-                    let disk = self.log.as_ref().map(|l| l.disk.clone());
-                    if let Some(disk) = disk {
+                    if let Some(log) = self.log.as_deref() {
                         tokio::select! {
                             _ = &mut room => {}
-                            _ = disk.room() => {}
+                            _ = log.disk.room(&log.name, log.max_bytes) => {}
                         }
                     }
                 }

@@ -408,6 +408,7 @@ impl Router {
                             policy
                                 .fsync_always
                                 .unwrap_or(disk.mode() == super::Fsync::Always),
+                            policy.max_disk,
                         )),
                     ),
                     Some(Backend::Disk),

@@ -503,8 +503,8 @@ fn refusal_text(code: u8, channel: &[u8], shared: &Shared) -> String {
             shared.config.max_channel
         ),
         reason::DISK_FULL => format!(
-            "{shown} is durable and the store holds --max-disk ({} bytes): publish again once \
-             workers have taken messages",
+            "{shown} is durable and its store is full (--max-disk {} bytes, or its [[channel]] \
+             max-disk): publish again once workers have taken messages",
             shared.router.disk().map_or(0, |d| d.max_disk())
         ),
         other => reason::name(other).unwrap_or("refused").to_string(),

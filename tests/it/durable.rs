@@ -888,3 +888,66 @@ async fn a_confirm_behind_records_that_ask_no_fsync_still_comes() {
     .await;
     flood.abort();
 }
+
+/// `max-disk` in a `[[channel]]` bounds what one durable channel keeps
+/// stored: past it its protocol 2 publishes are refused with `disk_full`
+/// while another channel takes everything; a worker that takes the backlog
+/// lets it take publishes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_entrys_max_disk_bounds_that_channel_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        b"[[channel]]\nprefix = \"/queue/small/\"\nmax-disk = \"4KiB\"\n",
+    )
+    .unwrap();
+    let b = durable(dir.path(), &["--config", file.path().to_str().unwrap()]);
+    let publish = |channel: &'static str, from: u64| {
+        let port = b.port;
+        async move {
+            let (mut p, _) = Raw::hello(port, &["confirms"]).await;
+            let mut wire = Vec::new();
+            for id in from..from + 20 {
+                v2::put(
+                    &mut wire,
+                    &v2::publish(Some(id), channel, &padded(id, 1024)),
+                );
+            }
+            p.stream.write_all(&wire).await.unwrap();
+            let (mut confirmed, mut refused) = (0, 0u64);
+            within(10.0, "every publish answered", async {
+                while confirmed.max(refused) < from + 19 {
+                    match v2::decode(&p.read().await.expect("the publisher's connection")) {
+                        Frame::Confirm(n) => confirmed = n,
+                        Frame::Refused { id, reason, .. } => {
+                            assert_eq!(reason, 14);
+                            refused = id;
+                        }
+                        other => panic!("publisher: {other:?}"),
+                    }
+                }
+            })
+            .await;
+            (from..from + 20).filter(|i| *i <= confirmed).count()
+        }
+    };
+    let small = publish("/queue/small/a", 1).await;
+    assert!(
+        small < 20 && small >= 3,
+        "4 KiB hold about 4: {small} taken"
+    );
+    assert_eq!(
+        publish("/queue/other", 1).await,
+        20,
+        "another channel is not bound"
+    );
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let worker = tokio::spawn(acking_worker(b.port, "/queue/small/a", got.clone()));
+    metric_reaches(b.monitor_port(), "aioq_store_messages ", 10.0, |v| v == 20).await;
+    assert!(
+        publish("/queue/small/a", 101).await >= 3,
+        "room again once taken"
+    );
+    worker.abort();
+}

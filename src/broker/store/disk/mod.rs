@@ -619,6 +619,9 @@ impl Disk {
         if emptied {
             self.reclaim_locked(&mut st);
         }
+        drop(st);
+        // A channel under its own max-disk may take publishes again.
+        self.room.notify_waiters();
     }
 
     /// Message `seq` of `name`, kept on disk only, cannot be read back: it
@@ -742,15 +745,19 @@ impl Disk {
         lock(&self.state).disk_bytes
     }
 
-    /// Waits until the store takes appends again.
-    pub async fn room(&self) {
-        let room = self.room.notified();
-        tokio::pin!(room);
-        room.as_mut().enable();
-        if !self.congested() && !self.full() {
-            return;
+    /// Waits until the store takes appends to channel `name` again: not
+    /// congested, under `--max-disk`, and the channel under `max` stored
+    /// payload bytes (0: no bound of its own).
+    pub async fn room(&self, name: &[u8], max: u64) {
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            if !self.congested() && !self.full() && (max == 0 || self.channel(name).1 < max) {
+                return;
+            }
+            room.await;
         }
-        room.await;
     }
 
     /// Writes and syncs what is gathered, then stops the commit thread.
