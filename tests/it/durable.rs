@@ -934,7 +934,7 @@ async fn a_channel_entrys_max_disk_bounds_that_channel_alone() {
     };
     let small = publish("/queue/small/a", 1).await;
     assert!(
-        small < 20 && small >= 3,
+        (3..20).contains(&small),
         "4 KiB hold about 4: {small} taken"
     );
     assert_eq!(
