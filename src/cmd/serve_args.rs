@@ -129,7 +129,10 @@ pub struct ServeArgs {
     /// write is fsynced, one fsync shared by every publisher waiting on it),
     /// `interval:D` (written to the file, fsynced every D: a power loss can
     /// take the last D, a crash of the broker alone nothing), `never` (written;
-    /// synced when the system pleases).
+    /// synced when the system pleases). Per channel: `fsync = "always"` or
+    /// `"never"` in a [[channel]] entry.
+    // --help text, not rustdoc.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, default_value = "always", value_parser = parse_fsync)]
     pub fsync: crate::broker::Fsync,
     /// Size at which the durable store starts a new segment file; a segment
@@ -140,7 +143,10 @@ pub struct ServeArgs {
     /// protocol 1 publisher to a durable channel waits (TCP back-pressure)
     /// and a protocol 2 publish is refused with `disk_full`, until workers
     /// settle enough for a segment to be deleted. Default: the file
-    /// system's room (a full disk holds publishers back the same way).
+    /// system's room (a full disk holds publishers back the same way). Per
+    /// channel: `max-disk` in a [[channel]] entry (its stored payload bytes).
+    // --help text, not rustdoc.
+    #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_disk: Option<usize>,
     /// Connections served at once; more are refused with an end-of-stream frame.
