@@ -74,7 +74,9 @@ fn log(publishers: usize, run: Duration) -> f64 {
                         // Numbers are given under the channel's lock in the
                         // broker; one counter stands for it here.
                         let n = seq.fetch_add(1, Relaxed) + 1;
-                        let (_, end) = disk.append(&name, n, 0, &PAYLOAD, true);
+                        let Some((_, end)) = disk.append(&name, n, 0, &PAYLOAD, true, 0) else {
+                            unreachable!("no bound of its own")
+                        };
                         disk.wait_confirmed(end, true).await;
                         done.fetch_add(1, Relaxed);
                         if let Some(p) = prev.replace(n) {

@@ -379,10 +379,16 @@ impl QueueState {
         self.backlog_len.load(Relaxed)
     }
 
-    /// Publishes the backlog's new length and wakes publishers waiting for room.
-    fn after_change(&self, inner: &mut Inner, moved: usize) {
+    /// Publishes the backlog's length (in memory and on disk only), which
+    /// workers look at without the lock.
+    fn publish_len(&self, inner: &Inner) {
         self.backlog_len
             .store(inner.backlog.len() + inner.spilled.len(), Relaxed);
+    }
+
+    /// Publishes the backlog's new length and wakes publishers waiting for room.
+    fn after_change(&self, inner: &mut Inner, moved: usize) {
+        self.publish_len(inner);
         self.want_read(inner);
         if moved > 0 {
             self.space.notify_waiters();
@@ -419,26 +425,26 @@ impl QueueState {
             if !forced && log.disk.congested() {
                 return Ok(Attempt::StoreFull);
             }
-            if !forced
-                && (log.disk.full()
-                    || (log.max_bytes > 0 && log.disk.channel(&log.name).1 >= log.max_bytes))
-            {
+            if !forced && log.disk.full() {
                 return Ok(Attempt::DiskFull);
             }
             // Numbered and stored before any worker can have it: its
             // settlement must follow it in the store.
             let seq = inner.numbering.peek();
+            let bound = if forced { 0 } else { log.max_bytes };
+            let Some((at, end)) =
+                log.disk
+                    .append(&log.name, seq.get(), head, payload, log.sync, bound)
+            else {
+                return Ok(Attempt::DiskFull);
+            };
             inner.numbering.taken(seq);
             out.delivery = Some(DeliveryId::new(seq, std::num::NonZeroU32::MIN));
-            let (at, end) = log
-                .disk
-                .append(&log.name, seq.get(), head, payload, log.sync);
             log.last_end.fetch_max(end, Relaxed);
             // Behind messages kept on disk only: on disk only too, in order.
             if !inner.spilled.is_empty() {
                 Self::spill(&mut inner, seq.get(), at, end);
-                self.backlog_len
-                    .store(inner.backlog.len() + inner.spilled.len(), Relaxed);
+                self.publish_len(&inner);
                 return Ok(Attempt::Taken);
             }
             spilled_at = Some((at, end));
@@ -469,8 +475,7 @@ impl QueueState {
                 // on disk only.
                 if let (Some((at, end)), Some(d)) = (spilled_at, out.delivery) {
                     Self::spill(&mut inner, d.seq(), at, end);
-                    self.backlog_len
-                        .store(inner.backlog.len() + inner.spilled.len(), Relaxed);
+                    self.publish_len(&inner);
                     return Ok(Attempt::Taken);
                 }
                 return Ok(refused);
@@ -478,8 +483,7 @@ impl QueueState {
         }
         inner.bytes += len;
         inner.backlog.push_back(out);
-        self.backlog_len
-            .store(inner.backlog.len() + inner.spilled.len(), Relaxed);
+        self.publish_len(&inner);
         Ok(Attempt::Taken)
     }
 
@@ -814,7 +818,7 @@ impl QueueState {
                 (batch, inner.spill_gen)
             };
             let end = batch.iter().map(|m| m.end).max().unwrap_or(0);
-            log.disk.wait_written(end).await;
+            log.disk.wait_confirmed(end, false).await;
             let disk = log.disk.clone();
             let locs: Vec<Loc> = batch.iter().map(Spilled::loc).collect();
             let read = tokio::task::spawn_blocking(move || disk.read(&locs))
@@ -899,8 +903,7 @@ impl QueueState {
             *failures = 0;
         }
         let moved = self.refill_locked(&mut inner);
-        self.backlog_len
-            .store(inner.backlog.len() + inner.spilled.len(), Relaxed);
+        self.publish_len(&inner);
         if moved > 0 {
             self.space.notify_waiters();
         }

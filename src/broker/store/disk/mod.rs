@@ -475,6 +475,8 @@ impl Disk {
     /// the file once [`written`](Self::written) passes it).
     /// `sync`: it is confirmed only once synced (its channel's fsync is
     /// `always`), so the write that takes it is followed by an fsync.
+    /// `None`, and nothing appended, when the channel keeps `max_bytes` of
+    /// payload stored already (0: no bound of its own).
     pub fn append(
         &self,
         name: &Bytes,
@@ -482,8 +484,14 @@ impl Disk {
         head: u16,
         payload: &[u8],
         sync: bool,
-    ) -> (Loc, u64) {
+        max_bytes: u64,
+    ) -> Option<(Loc, u64)> {
         let mut st = lock(&self.state);
+        // A channel's own bound, looked at under the lock the append takes
+        // anyway.
+        if max_bytes > 0 && st.chans.get(name).is_some_and(|c| c.bytes >= max_bytes) {
+            return None;
+        }
         st.sync_wanted |= sync;
         let at = self.append_locked(
             &mut st,
@@ -493,17 +501,12 @@ impl Disk {
         );
         self.stats.messages.fetch_add(1, Relaxed);
         self.stats.bytes.fetch_add(payload.len() as u64, Relaxed);
-        (at, st.appended)
+        Some((at, st.appended))
     }
 
     /// The log position up to which records are in their files (readable).
     pub fn written(&self) -> u64 {
         self.written.load(Relaxed)
-    }
-
-    /// Waits until everything up to log position `upto` is in its file.
-    pub async fn wait_written(&self, upto: u64) {
-        self.wait_confirmed(upto, false).await;
     }
 
     /// Reads back the messages whose records are at `locs` (written, each
@@ -687,11 +690,6 @@ impl Disk {
         st.chans.get(name).map_or((0, 0), |c| (c.live, c.bytes))
     }
 
-    /// The log position of everything appended so far.
-    pub fn appended(&self) -> u64 {
-        lock(&self.state).appended
-    }
-
     /// The log position up to which records are confirmed: synced
     /// (`sync`: for a channel whose fsync is `always`), or written.
     pub fn confirmed(&self, sync: bool) -> u64 {
@@ -738,11 +736,6 @@ impl Disk {
     /// The bound on the segment files' bytes (0: none).
     pub fn max_disk(&self) -> u64 {
         self.max_disk
-    }
-
-    /// Bytes of the segment files.
-    pub fn disk_bytes(&self) -> u64 {
-        lock(&self.state).disk_bytes
     }
 
     /// Waits until the store takes appends to channel `name` again: not
