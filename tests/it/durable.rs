@@ -26,6 +26,40 @@ fn durable(dir: &std::path::Path, extra: &[&str]) -> Broker {
     Broker::spawn(&args)
 }
 
+/// A config file holding `text`, for as long as it is kept.
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    file
+}
+
+/// [`durable`] reading a config file that holds `config` (kept with it).
+fn durable_with(
+    dir: &std::path::Path,
+    config: &str,
+    extra: &[&str],
+) -> (Broker, tempfile::NamedTempFile) {
+    let file = config_file(config);
+    let mut args = vec!["--config", file.path().to_str().unwrap()];
+    args.extend_from_slice(extra);
+    (durable(dir, &args), file)
+}
+
+/// Waits until an [`acking_worker`] has got `n` messages.
+async fn wait_taken(got: &Arc<Mutex<Vec<(u64, u32)>>>, n: usize, secs: f64) {
+    poll_until(secs, "the worker to have every message", || {
+        let have = got.lock().unwrap().len();
+        async move {
+            if have >= n {
+                Ok(())
+            } else {
+                Err(format!("{have} of {n}"))
+            }
+        }
+    })
+    .await;
+}
+
 /// SIGKILL, and the process gone.
 fn kill(b: &mut Broker) {
     b.child.kill().unwrap();
@@ -693,19 +727,7 @@ async fn at_max_disk_v2_publishes_are_refused_and_v1_held_back_until_workers_mak
     b.log.wait_for(10.0, "under --max-disk again");
     let accepted_ids: Vec<u64> = (1..=100).filter(|i| !refused.contains(i)).collect();
     let want: Vec<u64> = accepted_ids.iter().copied().chain(1001..=1010).collect();
-    poll_until(20.0, "the worker to have every accepted message", || {
-        let got = got.clone();
-        let want = want.len();
-        async move {
-            let n = got.lock().unwrap().len();
-            if n >= want {
-                Ok(())
-            } else {
-                Err(format!("{n} of {want}"))
-            }
-        }
-    })
-    .await;
+    wait_taken(&got, want.len(), 20.0).await;
     let got: Vec<u64> = got.lock().unwrap().iter().map(|m| m.0).collect();
     assert_eq!(got, want, "what was taken, once, in order; nothing refused");
     worker.abort();
@@ -762,18 +784,7 @@ async fn messages_spilled_past_a_small_window_are_read_back_in_order_while_publi
     within(30.0, "the publisher confirmed", publisher)
         .await
         .unwrap();
-    poll_until(30.0, "every message taken", || {
-        let got = got.clone();
-        async move {
-            let n = got.lock().unwrap().len() as u64;
-            if n >= N {
-                Ok(())
-            } else {
-                Err(format!("{n} of {N}"))
-            }
-        }
-    })
-    .await;
+    wait_taken(&got, N as usize, 30.0).await;
     metric_reaches(http, "aioq_store_messages ", 20.0, |v| v == 0).await;
     let got: Vec<u64> = got.lock().unwrap().iter().map(|m| m.0).collect();
     assert_eq!(got, (1..=N).collect::<Vec<_>>(), "each once, in order");
@@ -786,20 +797,10 @@ async fn messages_spilled_past_a_small_window_are_read_back_in_order_while_publi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_entry_asks_for_fsync_always_under_a_store_that_never_syncs() {
     let dir = tempfile::tempdir().unwrap();
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut file,
-        b"[[channel]]\nprefix = \"/queue/safe/\"\nfsync = \"always\"\n",
-    )
-    .unwrap();
-    let b = durable(
+    let (mut b, config) = durable_with(
         dir.path(),
-        &[
-            "--fsync",
-            "never",
-            "--config",
-            file.path().to_str().unwrap(),
-        ],
+        "[[channel]]\nprefix = \"/queue/safe/\"\nfsync = \"always\"\n",
+        &["--fsync", "never"],
     );
     let http = b.monitor_port();
     let payloads: Vec<Vec<u8>> = (1..=50).map(|i| format!("m{i}").into_bytes()).collect();
@@ -821,13 +822,18 @@ async fn a_channel_entry_asks_for_fsync_always_under_a_store_that_never_syncs() 
         fsyncs >= 5,
         "five confirmed batches to /queue/safe/, {fsyncs} fsync(s)"
     );
+    // Confirmed once written is a promise against a crash of the broker
+    // (not a power loss): every one of both channels comes back, once.
+    kill(&mut b);
+    let conf = config.path().to_str().unwrap();
+    let b = durable(dir.path(), &["--fsync", "never", "--config", conf]);
+    let want: Vec<u64> = (0..5).flat_map(|_| 1..=50).collect();
+    assert_eq!(drain_from(&b, "/queue/fast/a", 250).await, want);
+    assert_eq!(drain_from(&b, "/queue/safe/a", 250).await, want);
+    // Nothing left over: no message came back twice.
+    metric_reaches(b.monitor_port(), "aioq_store_messages ", 10.0, |v| v == 0).await;
     // A bad value is refused with the entry's prefix.
-    let mut bad = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut bad,
-        b"[[channel]]\nprefix = \"/queue/x/\"\nfsync = \"sometimes\"\n",
-    )
-    .unwrap();
+    let bad = config_file("[[channel]]\nprefix = \"/queue/x/\"\nfsync = \"sometimes\"\n");
     let mut check = Proc::spawn(
         &[
             "serve",
@@ -853,20 +859,10 @@ async fn a_channel_entry_asks_for_fsync_always_under_a_store_that_never_syncs() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_confirm_behind_records_that_ask_no_fsync_still_comes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut file,
-        b"[[channel]]\nprefix = \"/queue/safe/\"\nfsync = \"always\"\n",
-    )
-    .unwrap();
-    let b = durable(
+    let (b, _config) = durable_with(
         dir.path(),
-        &[
-            "--fsync",
-            "never",
-            "--config",
-            file.path().to_str().unwrap(),
-        ],
+        "[[channel]]\nprefix = \"/queue/safe/\"\nfsync = \"always\"\n",
+        &["--fsync", "never"],
     );
     let confirmed = Arc::new(Mutex::new(0));
     let flood = tokio::spawn(flood(b.port, "/queue/fast", confirmed));
@@ -896,13 +892,11 @@ async fn a_confirm_behind_records_that_ask_no_fsync_still_comes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_channel_entrys_max_disk_bounds_that_channel_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    std::io::Write::write_all(
-        &mut file,
-        b"[[channel]]\nprefix = \"/queue/small/\"\nmax-disk = \"4KiB\"\n",
-    )
-    .unwrap();
-    let b = durable(dir.path(), &["--config", file.path().to_str().unwrap()]);
+    let (b, _config) = durable_with(
+        dir.path(),
+        "[[channel]]\nprefix = \"/queue/small/\"\nmax-disk = \"4KiB\"\n",
+        &[],
+    );
     let publish = |channel: &'static str, from: u64| {
         let port = b.port;
         async move {
