@@ -945,3 +945,35 @@ async fn a_channel_entrys_max_disk_bounds_that_channel_alone() {
     );
     worker.abort();
 }
+
+/// Store sizes that cannot work are refused before the broker starts, with
+/// the flag named: exit 2.
+#[test]
+fn store_sizes_that_cannot_work_are_refused_with_the_flag_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    for (flags, says) in [
+        (
+            &["--segment-size", "2GiB"][..],
+            "--segment-size must be at most 1GiB",
+        ),
+        (
+            &["--segment-size", "64KiB", "--max-disk", "100KiB"][..],
+            "--max-disk must hold at least two segments",
+        ),
+    ] {
+        let mut args = vec![
+            "serve",
+            "--port",
+            "0",
+            "--durable",
+            "/queue/",
+            "--data-dir",
+            data,
+        ];
+        args.extend_from_slice(flags);
+        let mut serve = Proc::spawn(&args, false);
+        assert_eq!(serve.exit_code(10.0), Some(2), "{flags:?}");
+        assert!(serve.err.contains(says), "{flags:?}: {}", serve.err.text());
+    }
+}
