@@ -877,7 +877,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__serve)
-            opts="-v -q -h -V --config --check-config --host --port --send-queue --send-queue-bytes --worker-queue --backlog --backlog-bytes --backlog-ttl --topic-overflow --max-frame --max-channel --max-channels --max-subscriptions --ack-wait --max-deliveries --max-credit --durable --data-dir --fsync --segment-size --max-disk --max-connections --subscribe-timeout --keepalive --drain-timeout --max-memory --max-connections-per-ip --write-timeout --frame-timeout --tls-cert --tls-key --tls-client-ca --cluster --cluster-ack-wait --cluster-queue-bytes --cluster-queue-messages --cluster-replicas --cluster-memory --http --http-allow-host --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
+            opts="-v -q -h -V --config --check-config --host --port --send-queue --send-queue-bytes --worker-queue --backlog --backlog-bytes --backlog-ttl --topic-overflow --max-frame --max-channel --max-channels --max-subscriptions --ack-wait --max-deliveries --max-credit --durable --data-dir --fsync --segment-size --max-disk --max-connections --subscribe-timeout --keepalive --drain-timeout --max-memory --max-connections-per-ip --write-timeout --frame-timeout --tls-cert --tls-key --tls-client-ca --cluster --cluster-ack-wait --cluster-queue-bytes --cluster-queue-messages --cluster-replicas --cluster-memory --http --http-allow-host --http-channel-series --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1040,6 +1040,10 @@ _aioq() {
                     return 0
                     ;;
                 --http-allow-host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --http-channel-series)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -79,6 +79,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --cluster-replicas 'Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs a clustered NATS)'
             cand --http 'Serve monitoring over HTTP here: /healthz, /api/server, /api/connections, /api/channels and /metrics (Prometheus). Read-only; keep it on loopback or a private network'
             cand --http-allow-host 'A host name browsers may reach the HTTP face by (repeatable), beside localhost and IP literals: any other Host header gets 403, so that a web page cannot rebind its own name to this address and read it'
+            cand --http-channel-series 'Channels /metrics gives series of their own (`aioq_channel_*`, labelled by channel): the N with the most messages published, so that a dashboard needs no /api/channels and Prometheus no unbounded labels. 0 for none'
             cand --metrics-channel 'Channel for --metrics'
             cand --metrics-interval 'Time between --metrics samples'
             cand --check-config 'Check --config and the flags, say what is in force, and exit (0 when valid, 2 when not)'

@@ -80,6 +80,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-queue-messag
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l cluster-replicas -d 'Copies JetStream keeps of each /queue stream (1 to 5; more than 1 needs a clustered NATS)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l http -d 'Serve monitoring over HTTP here: /healthz, /api/server, /api/connections, /api/channels and /metrics (Prometheus). Read-only; keep it on loopback or a private network' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l http-allow-host -d 'A host name browsers may reach the HTTP face by (repeatable), beside localhost and IP literals: any other Host header gets 403, so that a web page cannot rebind its own name to this address and read it' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l http-channel-series -d 'Channels /metrics gives series of their own (`aioq_channel_*`, labelled by channel): the N with the most messages published, so that a dashboard needs no /api/channels and Prometheus no unbounded labels. 0 for none' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-channel -d 'Channel for --metrics' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l metrics-interval -d 'Time between --metrics samples' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l check-config -d 'Check --config and the flags, say what is in force, and exit (0 when valid, 2 when not)'

@@ -156,7 +156,7 @@ pub async fn run(args: ServeArgs, line: ServeLine) -> anyhow::Result<ExitCode> {
         tracing::info!("monitoring on http://{}", l.local_addr()?);
         tokio::spawn(crate::runtime::http::serve(
             l,
-            crate::cmd::serve_http::router(broker.monitor()),
+            crate::cmd::serve_http::router(broker.monitor(), usize::from(args.http_channel_series)),
             crate::runtime::http::Limits::new(
                 64,
                 std::time::Duration::from_secs(10),

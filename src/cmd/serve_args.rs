@@ -221,6 +221,12 @@ pub struct ServeArgs {
     /// web page cannot rebind its own name to this address and read it.
     #[arg(long, value_name = "NAME", requires = "http")]
     pub http_allow_host: Vec<String>,
+    /// Channels /metrics gives series of their own (`aioq_channel_*`,
+    /// labelled by channel): the N with the most messages published, so
+    /// that a dashboard needs no /api/channels and Prometheus no unbounded
+    /// labels. 0 for none.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u16).range(0..=1000), requires = "http")]
+    pub http_channel_series: u16,
     /// Publish the broker's own CPU, memory and counters, like `aioq metrics report`.
     #[arg(long)]
     pub metrics: bool,

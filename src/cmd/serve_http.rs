@@ -23,9 +23,17 @@ use crate::broker::monitor::Monitor;
 use crate::broker::stats::{DropReason, V2Frame};
 use std::sync::atomic::Ordering::Relaxed;
 
-pub fn router(monitor: Monitor) -> Router {
+/// The monitoring routes; `channel_series` channels get series of their own
+/// in /metrics.
+pub fn router(monitor: Monitor, channel_series: usize) -> Router {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Counters(monitor.clone())));
+    if channel_series > 0 {
+        registry.register_collector(Box::new(ChannelSeries {
+            monitor: monitor.clone(),
+            limit: channel_series,
+        }));
+    }
     registry.register_collector(Box::new(Process));
     let state = Arc::new((monitor, registry));
     Router::new()
@@ -521,6 +529,99 @@ impl Collector for Counters {
             )?;
         }
         Ok(())
+    }
+}
+
+/// Series per channel for the `limit` channels with the most messages
+/// published: a cumulative count, so the set a dashboard sees changes only
+/// when a channel overtakes another, and the label's cardinality is bounded
+/// however many channels clients make.
+#[derive(Debug)]
+struct ChannelSeries {
+    monitor: Monitor,
+    limit: usize,
+}
+
+type ChannelFigure = fn(&crate::broker::monitor::ChannelView) -> Option<u64>;
+
+impl Collector for ChannelSeries {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let Ok(page) = self.monitor.channel_views(Some("published"), self.limit) else {
+            return Ok(());
+        };
+        let counters: [(&str, &str, ChannelFigure); 4] = [
+            (
+                "aioq_channel_published",
+                "Messages published to the channel.",
+                |c| Some(c.published),
+            ),
+            (
+                "aioq_channel_delivered",
+                "Messages the channel's subscribers were written.",
+                |c| Some(c.delivered),
+            ),
+            (
+                "aioq_channel_dropped",
+                "The channel's messages not delivered (every reason).",
+                |c| Some(c.dropped),
+            ),
+            (
+                "aioq_channel_unrouted",
+                "Topic messages published while nobody subscribed.",
+                |c| (c.kind == "topic").then_some(c.unrouted),
+            ),
+        ];
+        for (name, help, figure) in counters {
+            let mut family =
+                e.encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+            for c in &page.rows {
+                if let Some(v) = figure(c) {
+                    let labels = [("channel", c.name.as_str())];
+                    ConstCounter::new(v).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let gauges: [(&str, &str, ChannelFigure); 5] = [
+            (
+                "aioq_channel_subscribers",
+                "Subscribers (topic) or workers (queue) now.",
+                |c| Some(c.subscribers as u64),
+            ),
+            (
+                "aioq_channel_backlog_messages",
+                "Messages waiting for a worker, in memory.",
+                |c| (c.kind == "queue").then_some(c.backlog_messages as u64),
+            ),
+            ("aioq_channel_backlog_bytes", "Their payload bytes.", |c| {
+                (c.kind == "queue").then_some(c.backlog_bytes as u64)
+            }),
+            (
+                "aioq_channel_in_flight",
+                "Deliveries held by acknowledging workers, unanswered.",
+                |c| c.acks.as_ref().and_then(|j| j["in_flight"].as_u64()),
+            ),
+            (
+                "aioq_channel_stored_messages",
+                "Durable channel: messages stored and not yet done.",
+                |c| c.stored.as_ref().and_then(|j| j["messages"].as_u64()),
+            ),
+        ];
+        for (name, help, figure) in gauges {
+            let mut family =
+                e.encode_descriptor(name, help, None, ConstGauge::new(0i64).metric_type())?;
+            for c in &page.rows {
+                if let Some(v) = figure(c) {
+                    let labels = [("channel", c.name.as_str())];
+                    ConstGauge::new(v as i64).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        gauge(
+            &mut e,
+            "aioq_channels_without_series",
+            "Channels past --http-channel-series, in /api/channels only.",
+            page.total.saturating_sub(page.rows.len()) as i64,
+        )
     }
 }
 

@@ -674,3 +674,126 @@ fn serve_tells_systemd_when_it_is_ready_and_when_it_stops() {
     let status = crate::util::wait_exit(&mut child.0, 10.0);
     assert_eq!(status.code(), Some(0));
 }
+
+/// `/metrics` gives the channels with the most messages published series of
+/// their own, as many as `--http-channel-series` says and no more however
+/// many channels clients make, with the figures `/api/channels` has, a
+/// channel name's quotes escaped; the rest are counted as left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_has_series_for_the_busiest_channels_only() {
+    let broker = Broker::spawn(&["--http", "127.0.0.1:0", "--http-channel-series", "3"]);
+    let port = monitor_port(&broker);
+    let mut sub = Raw::subscribe(broker.port, "/topic/say \"hi\"").await;
+    wait_subscribed(&broker, "/topic/say \"hi\"", 1).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let mut wire = Vec::new();
+    for i in 0..50u32 {
+        for _ in 0..=i {
+            publish_wire(&mut wire, &format!("/queue/c{i:02}"), b"x");
+        }
+    }
+    for _ in 0..45 {
+        publish_wire(&mut wire, "/topic/say \"hi\"", b"hello");
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    p.goodbye().await;
+    assert!(within(10.0, "publisher answered", p.closed()).await);
+    for _ in 0..45 {
+        assert!(within(5.0, "a topic message", sub.read()).await.is_some());
+    }
+
+    let text = metrics_text(port).await;
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .expect("the Prometheus text format");
+    let series = |name: &str| -> std::collections::BTreeMap<String, f64> {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name)
+            .map(|s| {
+                let v = match s.value {
+                    prometheus_parse::Value::Counter(v)
+                    | prometheus_parse::Value::Gauge(v)
+                    | prometheus_parse::Value::Untyped(v) => v,
+                    _ => f64::NAN,
+                };
+                (s.labels.get("channel").unwrap().to_string(), v)
+            })
+            .collect()
+    };
+    let expect = |pairs: &[(&str, f64)]| -> std::collections::BTreeMap<String, f64> {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    };
+    assert_eq!(
+        series("aioq_channel_published_total"),
+        expect(&[
+            ("/queue/c49", 50.0),
+            ("/queue/c48", 49.0),
+            ("/queue/c47", 48.0)
+        ]),
+        "{text}"
+    );
+    assert_eq!(
+        series("aioq_channel_backlog_messages"),
+        expect(&[
+            ("/queue/c49", 50.0),
+            ("/queue/c48", 49.0),
+            ("/queue/c47", 48.0)
+        ])
+    );
+    assert_eq!(
+        series("aioq_channel_subscribers"),
+        expect(&[
+            ("/queue/c49", 0.0),
+            ("/queue/c48", 0.0),
+            ("/queue/c47", 0.0)
+        ])
+    );
+    assert!(
+        text.contains("\naioq_channels_without_series 48\n"),
+        "{text}"
+    );
+
+    // A worker takes c49's backlog; a busier topic channel overtakes the
+    // rest, and its name is escaped, not broken.
+    let mut wire = Vec::new();
+    for _ in 0..10 {
+        publish_wire(&mut wire, "/topic/say \"hi\"", b"hello");
+    }
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    p.stream.write_all(&wire).await.unwrap();
+    p.goodbye().await;
+    assert!(within(10.0, "publisher answered", p.closed()).await);
+    let mut worker = Raw::subscribe(broker.port, "/queue/c49").await;
+    for _ in 0..50 {
+        assert!(within(5.0, "a job", worker.read()).await.is_some());
+    }
+    for _ in 0..10 {
+        assert!(within(5.0, "a topic message", sub.read()).await.is_some());
+    }
+    let text = metrics_text(port).await;
+    assert!(
+        text.contains("aioq_channel_published_total{channel=\"/topic/say \\\"hi\\\"\"} 55\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("aioq_channel_delivered_total{channel=\"/topic/say \\\"hi\\\"\"} 55\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("aioq_channel_delivered_total{channel=\"/queue/c49\"} 50\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("aioq_channel_subscribers{channel=\"/queue/c49\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("channel=\"/queue/c47\""),
+        "c47 is fourth now: {text}"
+    );
+    assert!(
+        text.contains("\naioq_channels_without_series 48\n"),
+        "{text}"
+    );
+}
