@@ -119,9 +119,9 @@ complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls-key -d 'Private k
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l channel -d 'Channel to publish to' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l interval -d 'Time between generated messages (seconds, or 500ms); 0 sends as fast as the broker\'s back-pressure allows' -r
-complete -c aioq -n "__fish_aioq_using_subcommand send" -l size -d 'Payload size in bytes (padding the generated text); default: the text alone' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l size -d 'Payload size in bytes: the generated text padded with dots, or cut, to it; default: the text alone' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l count -d 'Number of messages to send, then exit (default: forever; 1 with --message)' -r
-complete -c aioq -n "__fish_aioq_using_subcommand send" -l message -d 'Send this text instead of generated `Msg {i} from {id}` messages' -r
+complete -c aioq -n "__fish_aioq_using_subcommand send" -l message -d 'Send this text instead of generated `Msg {i} from {pid}` messages (the process id)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l buffer -d 'Messages held while the broker is unreachable. Generated messages beyond it are dropped and counted; with --stdin, reading input pauses instead' -r
 complete -c aioq -n "__fish_aioq_using_subcommand send" -l protocol -d 'Protocol to speak: auto (2 when the broker does, else 1), 1 or 2' -r -f -a "auto\t'Version 2 when the broker speaks it, else version 1'
 1\t''

@@ -14,9 +14,15 @@ Examples:
   aioq bench --scenario isolation
 
 Environment:
-  AIOQ_HOST, AIOQ_PORT   the broker clients connect to (listen, send, metrics)
+  AIOQ_HOST, AIOQ_PORT   the broker clients connect to (listen, send, work, requeue,
+                         metrics; watch-db --broker-host, --broker-port)
+  AIOQ_TLS, AIOQ_TLS_CA, AIOQ_TLS_CERT, AIOQ_TLS_KEY
+                         the clients' --tls, --tls-ca, --tls-cert, --tls-key
   AIOQ_LISTEN_HOST, AIOQ_LISTEN_PORT
                          where `aioq serve` listens
+  AIOQ_CONFIG, AIOQ_DATA_DIR
+                         serve's --config and --data-dir
+  AIOQ_DSN               watch-db's --dsn
   NO_COLOR               no colour in logs and tables
   RUST_LOG               log filter, overrides -v/-q (e.g. RUST_LOG=aioq=debug)
 

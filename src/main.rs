@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use std::ffi::OsString;
 
+use clap::error::{ContextKind, ContextValue};
 use clap::{CommandFactory, Parser};
 
 use aioq::cli::{Cli, Command};
@@ -9,7 +10,7 @@ use aioq::cmd::serve_config::ServeLine;
 use aioq::{cmd, exit, runtime};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| name_the_variable(e).exit());
     // The bench's embedded broker would log every connection it serves: keep
     // its output to warnings unless asked.
     let quieter = matches!(cli.command, Command::Bench(_)) as i8;
@@ -81,4 +82,39 @@ fn serve_line() -> ServeLine {
 fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// A bad value that came from an environment variable (`AIOQ_PORT=abc`)
+/// is reported by clap under the flag's name alone: add a tip naming the
+/// variable, which is what the user has to fix.
+fn name_the_variable(mut e: clap::Error) -> clap::Error {
+    let (Some(ContextValue::String(arg)), Some(ContextValue::String(value))) = (
+        e.get(ContextKind::InvalidArg),
+        e.get(ContextKind::InvalidValue),
+    ) else {
+        return e;
+    };
+    let long = arg.split_whitespace().next().unwrap_or_default();
+    let mut commands = vec![Cli::command()];
+    let mut variable = None;
+    while let Some(c) = commands.pop() {
+        for a in c.get_arguments() {
+            let Some(env) = a.get_env() else { continue };
+            let named = a.get_long().is_some_and(|l| long == format!("--{l}"));
+            if named && std::env::var_os(env).is_some_and(|v| v == value.as_str()) {
+                variable = Some(env.to_string_lossy().into_owned());
+            }
+        }
+        commands.extend(c.get_subcommands().cloned());
+    }
+    if let Some(var) = variable {
+        e.insert(
+            ContextKind::Suggested,
+            ContextValue::StyledStrs(vec![format!(
+                "the value came from the environment: {var}={value}"
+            )
+            .into()]),
+        );
+    }
+    e
 }

@@ -27,13 +27,11 @@ pub fn parse_listen_addr(s: &str) -> Result<String, String> {
 pub fn parse_size(s: &str) -> Result<usize, String> {
     let t = s.trim();
     let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '_'))
+        .find(|c: char| !(c.is_ascii_digit() || c == '_' || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let num: usize = num
-        .replace('_', "")
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size (examples: 1024, 64KiB, 16MiB)"))?;
+    let num = num.replace('_', "");
+    let not_a_size = || format!("'{s}' is not a size (examples: 1024, 64KiB, 1.5MiB)");
     let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -45,6 +43,19 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
             ))
         }
     };
+    if num.contains('.') {
+        // 1.5MiB is a size people write; 1.5 bytes is not one.
+        let n: f64 = num.parse().map_err(|_| not_a_size())?;
+        let bytes = n * mult as f64;
+        if bytes.fract() != 0.0 {
+            return Err(format!("'{s}' is not a whole number of bytes"));
+        }
+        if bytes >= usize::MAX as f64 {
+            return Err(format!("'{s}' is too large"));
+        }
+        return Ok(bytes as usize);
+    }
+    let num: usize = num.parse().map_err(|_| not_a_size())?;
     num.checked_mul(mult)
         .ok_or_else(|| format!("'{s}' is too large"))
 }
@@ -115,6 +126,13 @@ mod tests {
         assert!(parse_size("lots").is_err());
         assert!(parse_size("5 parsecs").unwrap_err().contains("unit"));
         assert!(parse_size("-1").is_err());
+        assert_eq!(parse_size("1.5MiB"), Ok(3 << 19));
+        assert_eq!(parse_size("0.5 KiB"), Ok(512));
+        assert!(parse_size("1.5")
+            .unwrap_err()
+            .contains("whole number of bytes"));
+        assert!(parse_size("1.2.3MiB").is_err());
+        assert!(parse_size("1e30GiB").is_err());
     }
 
     #[test]

@@ -60,6 +60,7 @@ pub fn completions(args: CompletionsArgs, mut cmd: clap::Command) -> anyhow::Res
 /// Man pages for `cmd` and each of its subcommands.
 pub fn man(args: ManArgs, cmd: clap::Command) -> anyhow::Result<ExitCode> {
     write_man_pages(&args.out, cmd)?;
+    tracing::info!("man pages written to {}", args.out.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -112,7 +113,59 @@ fn render_subcommands(
 
 fn render(cmd: &clap::Command, name: &str, dir: &Path) -> anyhow::Result<()> {
     let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut buf)?;
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(&mut buf)?;
+    man.render_name_section(&mut buf)?;
+    man.render_synopsis_section(&mut buf)?;
+    man.render_description_section(&mut buf)?;
+    if cmd.get_arguments().any(|a| !a.is_hide_set()) {
+        man.render_options_section(&mut buf)?;
+    }
+    if cmd.get_subcommands().any(|s| !s.is_hide_set()) {
+        man.render_subcommands_section(&mut buf)?;
+    }
+    if let Some(after) = cmd.get_after_long_help().or(cmd.get_after_help()) {
+        buf.extend(after_help_sections(&after.to_string()).as_bytes());
+    }
+    if cmd.get_version().is_some() {
+        man.render_version_section(&mut buf)?;
+    }
     let path = dir.join(format!("{name}.1"));
     std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The text after a command's options (`Examples:`, `Environment:`, `Exit
+/// status:` and their lines), as the man page sections readers look for
+/// (clap_mangen puts it all under one "EXTRA"); lines are kept as written,
+/// since examples line up their comments.
+fn after_help_sections(text: &str) -> String {
+    let mut out = String::new();
+    let mut open = false;
+    for line in text.lines() {
+        let heading = line
+            .strip_suffix(':')
+            .filter(|h| !h.starts_with(' ') && !h.is_empty() && !h.contains(". "));
+        if let Some(h) = heading {
+            if open {
+                out.push_str(".fi\n");
+            }
+            out.push_str(&format!(".SH {}\n.nf\n", h.to_uppercase()));
+            open = true;
+            continue;
+        }
+        if !open {
+            out.push_str(".SH NOTES\n.nf\n");
+            open = true;
+        }
+        let escaped = line.replace('\\', "\\e").replace('-', "\\-");
+        if escaped.starts_with('.') || escaped.starts_with('\'') {
+            out.push_str("\\&");
+        }
+        out.push_str(&escaped);
+        out.push('\n');
+    }
+    if open {
+        out.push_str(".fi\n");
+    }
+    out
 }

@@ -96,6 +96,10 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<ExitCode> {
                 .all(|c| crate::proto::is_queue(c.as_bytes())),
         "--ack is for /queue channels: a /topic message is not shared among workers"
     );
+    if args.count == Some(0) {
+        // As `head -n 0`: nothing asked for, nothing to wait for.
+        return Ok(ExitCode::SUCCESS);
+    }
     let target = connector.to_string();
     let role = format!("subscribed to {}", args.channel.join(", "));
     let mut link = Reconnector::new(connector, &args.channel[0], role).once(args.no_reconnect);

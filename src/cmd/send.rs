@@ -44,13 +44,14 @@ pub struct SendArgs {
     /// the broker's back-pressure allows.
     #[arg(long, default_value = "1.0", value_parser = parse_duration)]
     pub interval: Duration,
-    /// Payload size in bytes (padding the generated text); default: the text alone.
+    /// Payload size in bytes: the generated text padded with dots, or cut, to
+    /// it; default: the text alone.
     #[arg(long, value_parser = crate::units::parse_size)]
     pub size: Option<usize>,
     /// Number of messages to send, then exit (default: forever; 1 with --message).
     #[arg(long)]
     pub count: Option<u64>,
-    /// Send this text instead of generated `Msg {i} from {id}` messages.
+    /// Send this text instead of generated `Msg {i} from {pid}` messages (the process id).
     #[arg(long, conflicts_with = "stdin")]
     pub message: Option<String>,
     /// Send one message per line of standard input; exit when it ends, after
@@ -88,6 +89,12 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         "--message cannot be empty: an empty payload means end-of-stream, and the broker \
          discards it"
     );
+    if args.count == Some(0) && !args.stdin {
+        // Nothing to send: a script's computed count of 0 is not a reason to
+        // wait for a broker.
+        tracing::info!("sent 0 message(s) to {}: --count 0", args.channel);
+        return Ok(ExitCode::SUCCESS);
+    }
     let (tx, rx) = mpsc::channel::<Bytes>(args.buffer as usize);
     let (drop_tx, mut drop_rx) = mpsc::unbounded_channel::<u64>();
     // Messages handed to the publisher: what a signal before the broker was

@@ -14,6 +14,8 @@ fn bad_flag_exits_2_with_a_useful_message() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--no-such-flag"), "{err}");
+    let out = aioq(&["send", "--size", "1.5KiB", "--port", "1", "--count", "0"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let out = aioq(&["serve", "--max-frame", "12 parsecs"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown size unit"));
@@ -81,7 +83,18 @@ fn bad_cluster_flags_are_refused() {
 
 #[test]
 fn help_of_each_subcommand_renders_with_examples() {
-    for cmd in ["serve", "listen", "send", "bench", "completions", "man"] {
+    for cmd in [
+        "serve",
+        "listen",
+        "send",
+        "work",
+        "requeue",
+        "bench",
+        "watch-db",
+        "metrics",
+        "completions",
+        "man",
+    ] {
         let out = aioq(&[cmd, "--help"]);
         assert!(out.status.success(), "{cmd} --help");
         let text = String::from_utf8_lossy(&out.stdout);
@@ -134,6 +147,34 @@ fn top_level_help_documents_exit_codes_and_environment() {
     let text = String::from_utf8_lossy(&out.stdout);
     for needle in ["Exit status:", "AIOQ_PORT", "NO_COLOR", "130"] {
         assert!(text.contains(needle), "--help mentions {needle}");
+    }
+}
+
+/// `AIOQ_PORT=abc` is reported under `--port`'s name by the parser: the
+/// error must also name the variable, which is what holds the bad value.
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable() {
+    let out = Command::new(BIN)
+        .args(["listen", "--no-reconnect"])
+        .env("AIOQ_PORT", "abc")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("AIOQ_PORT=abc"), "{err}");
+    let out = aioq(&["listen", "--port", "abc"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("AIOQ_PORT"), "given as a flag: {err}");
+}
+
+/// `--count 0`, as `head -n 0`, asks for nothing: exit 0 at once, with no
+/// broker to reach (port 1: nothing listens there).
+#[test]
+fn a_count_of_zero_does_nothing_and_succeeds() {
+    for cmd in ["listen", "send"] {
+        let out = aioq(&[cmd, "--port", "1", "--no-reconnect", "--count", "0"]);
+        assert_eq!(out.status.code(), Some(0), "{cmd}");
     }
 }
 

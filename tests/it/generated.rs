@@ -125,6 +125,12 @@ fn every_man_page_referred_to_exists_and_synopses_name_the_typed_command() {
                 );
             }
         }
+        // What follows the options is in the sections man readers look
+        // for, not one called EXTRA.
+        assert!(!page.contains(".SH EXTRA"), "{name}.1 has an EXTRA section");
+        if !name.ends_with("help") {
+            assert!(page.contains(".SH EXAMPLES"), "{name}.1 has no EXAMPLES");
+        }
         let synopsis = page
             .split(".SH SYNOPSIS\n")
             .nth(1)

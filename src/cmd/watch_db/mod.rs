@@ -345,7 +345,7 @@ pub async fn run(args: WatchDbArgs) -> anyhow::Result<ExitCode> {
             Feed::Connected { first: false } => {
                 let n = app.cache.invalidate_all();
                 tracing::warn!(
-                    "reconnected to PostgreSQL: changes made while disconnected are unknown, cache invalidated ({n} rows)"
+                    "reconnected to PostgreSQL: changes made while disconnected are unknown, cache invalidated ({n} cached row(s) dropped)"
                 );
                 vec![
                     json!({ "type": "RESYNC", "reason": "reconnected to PostgreSQL", "invalidated": n }),
