@@ -388,11 +388,22 @@ pub struct Summary {
     pub bytes_out: u64,
     pub unrouted: u64,
     pub slow_consumers_disconnected: u64,
+    /// As an object by reason in JSON, as `dropped_by_reason` is in the
+    /// connection and channel listings.
+    #[serde(serialize_with = "as_object")]
     pub dropped: Vec<(DropReason, u64)>,
     /// Connections that ended, by [`super::end::EndReason`] name.
+    #[serde(serialize_with = "as_object")]
     pub ended: Vec<(&'static str, u64)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterSummary>,
+}
+
+fn as_object<K: Serialize, S: serde::Serializer>(
+    pairs: &[(K, u64)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(k, n)| (k, n)))
 }
 
 /// The cluster's part of the [`Summary`].

@@ -118,13 +118,18 @@ fn listed<T: serde::Serialize>(
 ) -> axum::response::Response {
     match page {
         Ok(p) => Json(json!({ "total": p.total, what: p.rows })).into_response(),
+        // JSON as the answers it stands for, so that a script reads the
+        // fields it may sort by.
         Err(known) => (
             StatusCode::BAD_REQUEST,
-            format!(
-                "sort={}: not a number of {what}; one of {}\n",
-                q.sort.as_deref().unwrap_or_default(),
-                known.join(", ")
-            ),
+            Json(json!({
+                "error": format!(
+                    "sort={}: not a number of {what}; one of {}",
+                    q.sort.as_deref().unwrap_or_default(),
+                    known.join(", ")
+                ),
+                "sort_fields": known,
+            })),
         )
             .into_response(),
     }
