@@ -559,3 +559,41 @@ fn a_broker_that_stops_reading_fails_the_run_after_the_stall_timeout() {
         "{err}"
     );
 }
+
+/// Ctrl-C during a run ends the bench at once with 130 and says so, rather
+/// than leaving without a word (here the run waits on a broker that reads
+/// nothing, for a stall timeout far away).
+#[test]
+fn an_interrupted_bench_says_so_and_exits_130() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = hole.local_addr().unwrap().to_string();
+    let (accepted, connected) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in hole.incoming() {
+            held.push(c);
+            let _ = accepted.send(());
+        }
+    });
+    let mut run = Proc::spawn(
+        &[
+            "bench",
+            "--target",
+            &target,
+            "--scenario",
+            "throughput",
+            "--kinds",
+            "queue",
+            "--stall-timeout",
+            "10m",
+        ],
+        false,
+    );
+    connected
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the bench connects");
+    crate::util::signal(&run.child, "INT");
+    assert_eq!(run.exit_code(10.0), Some(130), "{}", run.err.text());
+    let err = run.err.text();
+    assert!(err.contains("interrupted before any run finished"), "{err}");
+}

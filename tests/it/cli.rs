@@ -21,6 +21,9 @@ fn bad_flag_exits_2_with_a_useful_message() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown size unit"));
     let out = aioq(&["send", "--interval", "soon"]);
     assert_eq!(out.status.code(), Some(2));
+    let out = aioq(&["bench", "--size", "8"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 24 bytes"));
 }
 
 #[test]

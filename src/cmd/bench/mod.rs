@@ -107,7 +107,7 @@ pub struct BenchArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub stall_timeout: Duration,
     /// Payload size (at least 24 bytes: sequence number, due and send times).
-    #[arg(long, default_value = "64", value_parser = parse_size)]
+    #[arg(long, default_value = "64", value_parser = parse_payload_size)]
     pub size: usize,
     /// Publish rate of the latency run, messages per second.
     #[arg(long, default_value_t = 1000.0)]
@@ -202,6 +202,19 @@ pub struct Plan {
 
 /// Payload size of the priming burst's messages: large enough to fill
 /// buffers in few messages, small enough for any broker's frame limit.
+/// A `--size` that holds the timestamps every payload carries: a smaller
+/// one is refused, not silently raised.
+fn parse_payload_size(s: &str) -> Result<usize, String> {
+    let n = parse_size(s)?;
+    if n < payload::HEADER {
+        return Err(format!(
+            "at least {} bytes: each payload carries its sequence number, due and send times",
+            payload::HEADER
+        ));
+    }
+    Ok(n)
+}
+
 pub const PRIME_SIZE: usize = 16 * 1024;
 
 /// What the kernel can hold between a broker and a subscriber that reads
@@ -521,38 +534,70 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             plan.addr.kind()
         ));
     }
-    if wants(Scenario::Isolation) {
-        if topics {
-            report
-                .isolation
-                .push(scenarios::isolation(&plan, false, &progress).await?);
+    // Ctrl-C keeps what finished: its tables are printed, and the exit
+    // status says the run was cut short.
+    let interrupted = {
+        let stop = crate::runtime::shutdown::signal();
+        let report = &mut report;
+        let runs = async {
+            if wants(Scenario::Isolation) {
+                if topics {
+                    report
+                        .isolation
+                        .push(scenarios::isolation(&plan, false, &progress).await?);
+                }
+                if queues {
+                    report
+                        .isolation
+                        .push(scenarios::isolation(&plan, true, &progress).await?);
+                }
+            }
+            if wants(Scenario::Throughput) {
+                if topics {
+                    report
+                        .throughput
+                        .push(scenarios::throughput(&plan, false, &progress).await?);
+                }
+                if queues {
+                    report
+                        .throughput
+                        .push(scenarios::throughput(&plan, true, &progress).await?);
+                }
+            }
+            if wants(Scenario::Latency) {
+                report.latency = Some(scenarios::latency(&plan, &progress).await?);
+            }
+            if wants(Scenario::Fanout) {
+                report.fanout = Some(scenarios::fanout(&plan, embedded, &progress).await?);
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            r = runs => {
+                r?;
+                false
+            }
+            _ = stop => true,
         }
-        if queues {
-            report
-                .isolation
-                .push(scenarios::isolation(&plan, true, &progress).await?);
-        }
-    }
-    if wants(Scenario::Throughput) {
-        if topics {
-            report
-                .throughput
-                .push(scenarios::throughput(&plan, false, &progress).await?);
-        }
-        if queues {
-            report
-                .throughput
-                .push(scenarios::throughput(&plan, true, &progress).await?);
-        }
-    }
-    if wants(Scenario::Latency) {
-        report.latency = Some(scenarios::latency(&plan, &progress).await?);
-    }
-    if wants(Scenario::Fanout) {
-        report.fanout = Some(scenarios::fanout(&plan, embedded, &progress).await?);
-    }
+    };
     progress.finish();
-    let doc = serde_json::to_value(&report)?;
+    if interrupted {
+        let finished = report.isolation.len()
+            + report.throughput.len()
+            + usize::from(report.latency.is_some())
+            + usize::from(report.fanout.is_some());
+        if finished == 0 {
+            eprintln!("aioq bench: interrupted before any run finished");
+        } else {
+            eprintln!(
+                "aioq bench: interrupted; what follows is the {finished} run(s) that finished"
+            );
+        }
+    }
+    let mut doc = serde_json::to_value(&report)?;
+    if interrupted {
+        doc["interrupted"] = true.into();
+    }
     let changes = match &baseline {
         Some(base) => Some(compare::compare(
             &compare::figures(base),
@@ -574,6 +619,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         if let Some(c) = &changes {
             print_changes(c, args.noise);
         }
+    }
+    if interrupted {
+        return Ok(ExitCode::from(crate::exit::INTERRUPTED));
     }
     if let (Some(c), Some(max)) = (&changes, args.max_regression) {
         let worse: Vec<_> = c.iter().filter(|c| -c.better_by_pct > max).collect();
