@@ -679,7 +679,7 @@ fn lat(l: &Latency) -> String {
 }
 
 fn print_changes(changes: &[compare::Change], noise: f64) {
-    let mut t = table(&["figure", "baseline", "now", "change", ""]);
+    let mut t = table(&["figure", "baseline", "now", "change", "verdict"]);
     for c in changes {
         t.add_row(vec![
             c.name.clone(),

@@ -309,13 +309,15 @@ impl Board {
             "CPU %",
             "CPU avg",
             "memory MiB",
-            "trend",
+            // MiB gained or lost over the window, not a rate (the page's
+            // chart gives MiB/min).
+            "trend MiB",
             "samples",
             "lost",
             "restarts",
             "reconnects",
             "last seen",
-            "",
+            "flag",
         ]);
         for r in self.reporters.values() {
             let trend = Self::trend(r);
