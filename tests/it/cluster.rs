@@ -684,6 +684,19 @@ async fn cluster_trouble_is_said_at_start() {
         .log
         .wait_for_async(5.0, "not reachable yet")
         .await;
+    // Nothing can reach NATS, so there is nothing to wait for at shutdown:
+    // it took the whole 2 s flush bound before (about 5 ms with NATS up).
+    let stopping = std::time::Instant::now();
+    signal(&unreachable.child, "INT");
+    wait_until_async(10.0, "the unclustered broker exits", || {
+        unreachable.log.contains("shutdown complete")
+    })
+    .await;
+    let took = stopping.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "shutdown with NATS unreachable took {took:?}"
+    );
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -700,6 +713,13 @@ async fn cluster_trouble_is_said_at_start() {
     nats_log.wait_for(15.0, "Server is ready");
     let broker = Broker::spawn(&["--cluster", &format!("nats://127.0.0.1:{port}")]);
     broker.log.wait_for_async(10.0, "offers no JetStream").await;
+    // NATS was there from the start: connected, never "not reachable yet"
+    // (said first, 61 µs before "connected", when the flag came late).
+    assert!(
+        broker.log.contains("connected to NATS") && !broker.log.contains("not reachable yet"),
+        "{}",
+        broker.log.text()
+    );
 
     let mut send = Proc::spawn(
         &["send", "--port", &broker.port.to_string(), "--message", "x"],
@@ -1144,4 +1164,20 @@ async fn v2_confirms_of_queue_publishes_come_after_jetstream_stored_them() {
         }
     })
     .await;
+}
+
+/// "following" has its pair: when a channel's last local subscriber leaves,
+/// the broker says it stopped taking the channel from the cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_says_when_it_stops_following_a_channel() {
+    let nats = Nats::start();
+    let broker = clustered(&nats, &[]);
+    let mut sub = Raw::subscribe(broker.port, "/topic/brief").await;
+    following(&broker, "/topic/brief").await;
+    sub.goodbye().await;
+    assert!(sub.closed().await);
+    broker
+        .log
+        .wait_for_async(10.0, "cluster: no longer following /topic/brief")
+        .await;
 }

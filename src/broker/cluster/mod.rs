@@ -148,15 +148,12 @@ impl Cluster {
                 let (url, failed_log, up) = (url.clone(), failed_log.clone(), up.clone());
                 let tried = tried_event.clone();
                 async move {
-                    if matches!(
-                        event,
-                        async_nats::Event::Connected | async_nats::Event::ClientError(_)
-                    ) {
-                        tried.notify_one();
-                    }
                     match event {
                         async_nats::Event::Connected => {
+                            // Before the wake-up: the start reads it at once,
+                            // and said "not reachable yet" when it came first.
                             up.store(true, Relaxed);
+                            tried.notify_one();
                             tracing::info!("cluster: connected to NATS at {url}")
                         }
                         async_nats::Event::Disconnected | async_nats::Event::Closed => {
@@ -168,6 +165,7 @@ impl Cluster {
                         }
                         // Every failed reconnect says so: once in a while is enough.
                         async_nats::Event::ClientError(e) => {
+                            tried.notify_one();
                             if let Some(n) = failed_log.due(started) {
                                 tracing::warn!(
                                     "cluster: cannot reach NATS at {url}: {e} ({n} failed attempt(s) since the last line); \
@@ -314,7 +312,14 @@ impl Cluster {
     /// At shutdown: forwards what local publishers sent (counting what cannot
     /// go in time as unforwarded) and sends every acknowledgement queued so far.
     pub(super) async fn flush(&self, within: Duration) {
-        let deadline = tokio::time::Instant::now() + within;
+        // With NATS unreachable nothing queued can leave: waiting would only
+        // hold the shutdown for the whole bound (2 s against 3 ms).
+        let deadline = tokio::time::Instant::now()
+            + if self.connected.load(Relaxed) {
+                within
+            } else {
+                Duration::ZERO
+            };
         while self.forward_pending.load(Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -324,6 +329,9 @@ impl Cluster {
                 .cluster_unforwarded
                 .fetch_add(left as u64, Relaxed);
             tracing::warn!("cluster: {left} /topic message(s) not forwarded before shutdown");
+        }
+        if !self.connected.load(Relaxed) {
+            return;
         }
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         self.jetstream

@@ -106,4 +106,6 @@ pub(super) async fn inbound(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: 
         }
     }
     let _ = sub.unsubscribe().await;
+    // The pair of "following": the channel's last local subscriber left.
+    tracing::info!("cluster: no longer following {shown}");
 }
