@@ -130,6 +130,29 @@ async fn scrape(url: &MetricsUrl) -> anyhow::Result<Gauge> {
     })
 }
 
+/// A counter off the broker's Prometheus page (None when it has none).
+pub async fn counter(url: &MetricsUrl, name: &str) -> Option<f64> {
+    let text = tokio::time::timeout(std::time::Duration::from_secs(5), get(url))
+        .await
+        .ok()?
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Another page of the same monitoring face (`/api/server`), as JSON.
+pub async fn api(url: &MetricsUrl, path: &str) -> anyhow::Result<serde_json::Value> {
+    let other = MetricsUrl {
+        authority: url.authority.clone(),
+        path: path.to_string(),
+        shown: url.shown.clone(),
+    };
+    let text = tokio::time::timeout(std::time::Duration::from_secs(5), get(&other))
+        .await
+        .context("no answer within 5 s")??;
+    Ok(serde_json::from_str(&text)?)
+}
+
 async fn get(url: &MetricsUrl) -> anyhow::Result<String> {
     use http_body_util::{BodyExt, Empty};
     let stream = tokio::net::TcpStream::connect(&url.authority).await?;

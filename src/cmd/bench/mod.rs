@@ -3,6 +3,7 @@
 
 mod clients;
 mod compare;
+mod jobs;
 mod link;
 mod meter;
 mod payload;
@@ -40,11 +41,25 @@ with default settings unless the broker flags below say otherwise.";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scenario {
+    /// isolation, throughput, latency and fanout.
     All,
     Isolation,
     Throughput,
     Latency,
     Fanout,
+    /// Workers acknowledge every job: jobs/s, shares, publish-to-ack latency.
+    Work,
+    /// Confirmed publishes to a durable queue, 1 and 16 publishers.
+    Durable,
+    /// work and durable.
+    Jobs,
+}
+
+impl Scenario {
+    /// The work-queue scenarios (`jobs` module), against work queues.
+    fn is_job(self) -> bool {
+        matches!(self, Scenario::Work | Scenario::Durable | Scenario::Jobs)
+    }
 }
 
 /// Which channel kinds the isolation and throughput scenarios measure.
@@ -156,6 +171,30 @@ pub struct BenchArgs {
     /// inconclusive unless the run itself owes them enough).
     #[arg(long)]
     pub no_prime: bool,
+    /// Job scenarios: workers that take and acknowledge jobs.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub workers: u32,
+    /// Job scenarios: jobs per run.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub jobs: u64,
+    /// Job scenarios: deliveries a worker may hold unacknowledged (aioq
+    /// credit, RabbitMQ basic.qos, JetStream's pull batch, Redis COUNT).
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+    /// Job scenarios: publishes each producer keeps unconfirmed at most.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub confirm_window: u32,
+    /// durable: the publisher counts of its runs.
+    #[arg(long, value_delimiter = ',', default_value = "1,16", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub publishers: Vec<u32>,
+    /// Job scenarios without --target: the started broker's --fsync.
+    #[arg(long, default_value = "always", value_parser = ["always", "never"], value_name = "always|never")]
+    pub fsync: String,
+    /// Job scenarios on nats://: the JetStream file store's sync_interval
+    /// as the server was started (no client can read it): printed with the
+    /// figures; only `always` counts as synced before the publish ack.
+    #[arg(long, default_value = "2m (the server's default)", value_name = "SETTING")]
+    pub nats_sync: String,
     /// Embedded broker: messages per subscriber send queue.
     #[arg(long, default_value_t = 65_536)]
     pub send_queue: usize,
@@ -389,6 +428,15 @@ impl Drop for EmbeddedBroker {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if args.scenario.is_job() {
+        return jobs::run::run(&args).await;
+    }
+    if args.target.as_deref().is_some_and(|t| t.to_ascii_lowercase().starts_with("amqp://")) {
+        return Err(crate::exit::usage(
+            "--target amqp://: RabbitMQ is measured by the work-queue scenarios \
+             (--scenario work, durable or jobs)",
+        ));
+    }
     crate::ensure_usage!(args.rate > 0.0, "--rate must be positive");
     crate::ensure_usage!(args.latency_rate > 0.0, "--latency-rate must be positive");
     crate::ensure_usage!(args.trickle_rate > 0.0, "--trickle-rate must be positive");
@@ -661,7 +709,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn table(header: &[&str]) -> Table {
+pub(super) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED);
     if !Stream::Stdout.styled() {
@@ -671,14 +719,14 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
-fn lat(l: &Latency) -> String {
+pub(super) fn lat(l: &Latency) -> String {
     format!(
         "{} / {} / {} / {} / {}",
         l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
     )
 }
 
-fn print_changes(changes: &[compare::Change], noise: f64) {
+pub(super) fn print_changes(changes: &[compare::Change], noise: f64) {
     let mut t = table(&["figure", "baseline", "now", "change", "verdict"]);
     for c in changes {
         t.add_row(vec![

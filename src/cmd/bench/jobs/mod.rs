@@ -1,0 +1,560 @@
+//! The scenarios of work that must not be lost, for aioq and the work queues
+//! people pick instead of it (RabbitMQ, NATS JetStream, Redis Streams):
+//!
+//! - `work`: workers acknowledge every job; jobs/s, each worker's share,
+//!   publish-to-ack latency.
+//! - `durable`: confirmed publishes to a durable queue from 1 and 16
+//!   publishers; confirms/s, confirm latency, and aioq's records per fsync.
+//!
+//! Every figure comes with the promise it was measured at (the queue's
+//! storage, when its broker syncs to disk, the prefetch), read from the broker
+//! where it says and taken from the command line where it cannot; a broker
+//! that does not promise durability gets no durable figure.
+
+pub mod own;
+pub mod run;
+pub mod queue;
+
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use self::queue::{job_of, job_payload, QueueName, Queues};
+use super::meter::MetricsUrl;
+use super::report::Latency;
+use super::Progress;
+
+/// What the job scenarios are asked to do.
+#[derive(Debug, Clone)]
+pub struct JobPlan {
+    pub queues: Queues,
+    pub workers: usize,
+    pub jobs: u64,
+    pub size: usize,
+    pub prefetch: u16,
+    /// Publishes each producer keeps unconfirmed at most.
+    pub window: usize,
+    /// Publishers of the durable runs, one run each.
+    pub publishers: Vec<usize>,
+    pub stall_timeout: Duration,
+    /// An aioq broker's monitoring page: its fsync setting and counters.
+    pub metrics: Option<MetricsUrl>,
+    /// What the user says JetStream's file store syncs at (the server's
+    /// setting, which no client can read).
+    pub nats_sync: String,
+}
+
+/// The settings a figure was measured at.
+#[derive(Debug, Clone, Serialize)]
+pub struct Promise {
+    pub broker: &'static str,
+    /// How the queue keeps its jobs, and when the broker says a publish
+    /// is done, in the broker's own terms.
+    pub settings: String,
+    /// A confirmed publish is on disk (fsync) before it is confirmed.
+    pub synced_before_confirm: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkRun {
+    pub promise: Promise,
+    pub workers: usize,
+    pub prefetch: u16,
+    pub jobs: u64,
+    pub size: usize,
+    pub jobs_per_s: f64,
+    /// Each worker's share of the jobs (1/workers each when fair).
+    pub worker_shares: Vec<f64>,
+    /// From publish to the acknowledgement being sent.
+    pub latency: Latency,
+    pub lost: u64,
+    /// Jobs a worker got again after one acknowledged it.
+    pub duplicates: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DurableRun {
+    pub promise: Promise,
+    pub publishers: usize,
+    pub jobs: u64,
+    pub size: usize,
+    pub confirms_per_s: f64,
+    pub confirm_latency: Latency,
+    /// aioq: publishes per fsync in the run, from its /metrics.
+    pub records_per_fsync: Option<f64>,
+    /// Confirmed jobs the workers that drained the queue afterwards never got.
+    pub lost: u64,
+    pub duplicates: u64,
+}
+
+/// The promise of `plan`'s broker for a run, or why it has none to make.
+pub async fn promise(plan: &JobPlan, durable: bool) -> anyhow::Result<Result<Promise, String>> {
+    let broker = plan.queues.kind();
+    let p = |settings: String, synced: bool| {
+        Ok(Promise {
+            broker,
+            settings,
+            synced_before_confirm: synced,
+        })
+    };
+    Ok(match &plan.queues {
+        Queues::Aioq(_) if !durable => p(
+            format!("in-memory /queue, acknowledging workers, credit {}", plan.prefetch),
+            false,
+        ),
+        Queues::Aioq(_) => {
+            let Some(url) = &plan.metrics else {
+                return Ok(Err(
+                    "durable runs against an aioq --target need --target-metrics, to read its \
+                     fsync setting"
+                        .into(),
+                ));
+            };
+            let server = super::meter::api(url, "/api/server").await?;
+            match server["store"]["fsync"].as_str() {
+                Some(mode) => p(
+                    format!("durable /queue (serve --durable), --fsync {mode}, confirms"),
+                    mode == "always",
+                ),
+                None => Err("the broker keeps no durable store (serve --durable /queue/)".into()),
+            }
+        }
+        Queues::Amqp { .. } if !durable => p(
+            format!("transient classic queue, prefetch {}, manual acks", plan.prefetch),
+            false,
+        ),
+        Queues::Amqp { .. } => p(
+            "durable classic queue, persistent messages, publisher confirms (sent once on disk)"
+                .into(),
+            true,
+        ),
+        Queues::JetStream { .. } if !durable => p(
+            format!(
+                "memory storage, work-queue retention, pull consumer, explicit acks, \
+                 max_ack_pending {}",
+                plan.workers * usize::from(plan.prefetch)
+            ),
+            false,
+        ),
+        Queues::JetStream { .. } => p(
+            format!(
+                "file storage, acked publishes, sync_interval {} (as stated with --nats-sync)",
+                plan.nats_sync
+            ),
+            plan.nats_sync == "always",
+        ),
+        Queues::Streams { .. } => {
+            let aof = plan.queues.redis_config("appendonly").await?;
+            let fsync = plan.queues.redis_config("appendfsync").await?;
+            if aof != "yes" {
+                if durable {
+                    Err("Redis keeps nothing across a restart without AOF (appendonly no)".into())
+                } else {
+                    p("stream, one consumer group, XACK of each read, no AOF".into(), false)
+                }
+            } else {
+                p(
+                    format!("stream, one consumer group, XACK of each read, AOF appendfsync {fsync}"),
+                    fsync == "always",
+                )
+            }
+        }
+    })
+}
+
+/// Jobs seen by the workers: how often each was taken, and the first times.
+struct Tally {
+    seen: Vec<AtomicU8>,
+    done: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+impl Tally {
+    fn new(jobs: u64) -> Self {
+        Self {
+            seen: (0..jobs).map(|_| AtomicU8::new(0)).collect(),
+            done: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a job taken; true the first time.
+    fn take(&self, job: u64) -> bool {
+        let Some(s) = self.seen.get(job as usize) else {
+            return false;
+        };
+        if s.fetch_add(1, Relaxed) == 0 {
+            self.done.fetch_add(1, Relaxed);
+            true
+        } else {
+            self.duplicates.fetch_add(1, Relaxed);
+            false
+        }
+    }
+}
+
+/// What one in-process worker did.
+struct Worked {
+    taken: u64,
+    latency: Histogram<u64>,
+}
+
+/// A worker that takes and acknowledges until `stop`.
+async fn work_until(
+    plan: &JobPlan,
+    q: &QueueName,
+    n: usize,
+    tally: Arc<Tally>,
+    base: Instant,
+    stop: CancellationToken,
+) -> anyhow::Result<Worked> {
+    let mut w = plan.queues.worker(q, plan.prefetch, n).await?;
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut taken = 0;
+    let mut batch = Vec::new();
+    loop {
+        batch.clear();
+        tokio::select! {
+            r = w.take(&mut batch) => r?,
+            _ = stop.cancelled() => break,
+        }
+        w.ack().await?;
+        let now = base.elapsed().as_nanos() as u64;
+        for p in &batch {
+            let Some((job, at)) = job_of(p) else { continue };
+            taken += 1;
+            tally.take(job);
+            let _ = latency.record((now.saturating_sub(at) / 1000).max(1));
+        }
+        if tally.done.load(Relaxed) >= tally.seen.len() as u64 {
+            stop.cancel();
+        }
+    }
+    Ok(Worked { taken, latency })
+}
+
+/// What the producers did.
+struct Produced {
+    confirmed: u64,
+    latency: Histogram<u64>,
+    elapsed: Duration,
+}
+
+/// `producers` publishers share jobs `0..jobs` (job i to producer i mod
+/// producers), each with its window of unconfirmed publishes.
+async fn produce(
+    plan: &JobPlan,
+    q: &QueueName,
+    producers: usize,
+    base: Instant,
+    confirmed: Arc<AtomicU64>,
+) -> anyhow::Result<Produced> {
+    let mut ps = Vec::new();
+    for _ in 0..producers {
+        ps.push(plan.queues.producer(q).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, mut p) in ps.into_iter().enumerate() {
+        let (jobs, size, window) = (plan.jobs, plan.size, plan.window);
+        let confirmed = confirmed.clone();
+        tasks.spawn(async move {
+            let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+            let mut sent_at = std::collections::HashMap::new();
+            let mut answers = Vec::new();
+            let mut record = |answers: &mut Vec<(u64, bool)>,
+                              sent_at: &mut std::collections::HashMap<u64, Instant>|
+             -> anyhow::Result<()> {
+                for (job, ok) in answers.drain(..) {
+                    if !ok {
+                        bail!("the broker refused job {job}");
+                    }
+                    if let Some(t) = sent_at.remove(&job) {
+                        let _ = latency.record((t.elapsed().as_micros() as u64).max(1));
+                    }
+                    confirmed.fetch_add(1, Relaxed);
+                }
+                Ok(())
+            };
+            let mut job = i as u64;
+            while job < jobs {
+                while p.unanswered() >= window {
+                    p.answers(&mut answers).await?;
+                    record(&mut answers, &mut sent_at)?;
+                }
+                sent_at.insert(job, Instant::now());
+                p.publish(job, job_payload(job, size, base)).await?;
+                job += producers as u64;
+            }
+            while p.unanswered() > 0 {
+                p.answers(&mut answers).await?;
+                record(&mut answers, &mut sent_at)?;
+            }
+            anyhow::Ok(latency)
+        });
+    }
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    while let Some(r) = tasks.join_next().await {
+        latency.add(r??)?;
+    }
+    Ok(Produced {
+        confirmed: confirmed.load(Relaxed),
+        latency,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Fails when `counter` stands still for the stall timeout before `done`.
+async fn watch_stall(
+    plan: &JobPlan,
+    what: &str,
+    counter: impl Fn() -> u64,
+    done: &CancellationToken,
+) -> anyhow::Result<()> {
+    let mut last = (counter(), Instant::now());
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        let now = counter();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() >= plan.stall_timeout {
+            bail!(
+                "{what}: nothing moved for {:?} at {now}: the broker stopped",
+                plan.stall_timeout
+            );
+        }
+    }
+}
+
+/// Workers take jobs until every one in `tally` is done.
+async fn drain(
+    plan: &JobPlan,
+    q: &QueueName,
+    tally: Arc<Tally>,
+    base: Instant,
+    what: &str,
+) -> anyhow::Result<Vec<Worked>> {
+    let stop = CancellationToken::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for n in 0..plan.workers {
+        let (plan, q, tally, stop) = (plan.clone(), q.clone(), tally.clone(), stop.clone());
+        workers.spawn(async move {
+            let r = work_until(&plan, &q, n, tally, base, stop.clone()).await;
+            if r.is_err() {
+                stop.cancel();
+            }
+            r
+        });
+    }
+    let stalled = {
+        let tally = tally.clone();
+        watch_stall(plan, what, move || tally.done.load(Relaxed), &stop)
+    };
+    let stalled = stalled.await;
+    stop.cancel();
+    let mut worked = Vec::new();
+    while let Some(r) = workers.join_next().await {
+        worked.push(r??);
+    }
+    stalled?;
+    Ok(worked)
+}
+
+/// `work`: one producer publishes every job while the workers acknowledge
+/// them.
+pub async fn work(plan: &JobPlan, promise: Promise, progress: &Progress) -> anyhow::Result<WorkRun> {
+    progress.phase(
+        &format!("work: {} jobs, {} workers", plan.jobs, plan.workers),
+        Duration::ZERO,
+    );
+    let q = QueueName::new("work", false);
+    plan.queues.prepare(&q, plan.workers, plan.prefetch).await?;
+    let base = Instant::now();
+    let tally = Arc::new(Tally::new(plan.jobs));
+    let started = Instant::now();
+    let draining = drain(plan, &q, tally.clone(), base, "work");
+    let producing = produce(plan, &q, 1, base, Arc::new(AtomicU64::new(0)));
+    let (worked, produced) = tokio::join!(draining, producing);
+    let elapsed = started.elapsed();
+    plan.queues.remove(&q).await;
+    let (worked, _) = (worked?, produced?);
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    for w in &worked {
+        latency.add(&w.latency)?;
+    }
+    let total: u64 = worked.iter().map(|w| w.taken).sum::<u64>().max(1);
+    Ok(WorkRun {
+        promise,
+        workers: plan.workers,
+        prefetch: plan.prefetch,
+        jobs: plan.jobs,
+        size: plan.size,
+        jobs_per_s: tally.done.load(Relaxed) as f64 / elapsed.as_secs_f64(),
+        worker_shares: worked
+            .iter()
+            .map(|w| w.taken as f64 / total as f64)
+            .collect(),
+        latency: Latency::from(&latency),
+        lost: plan.jobs - tally.done.load(Relaxed),
+        duplicates: tally.duplicates.load(Relaxed),
+    })
+}
+
+/// `durable`: `publishers` producers publish every job, confirmed, with no
+/// worker; workers then drain the queue and count what came back.
+pub async fn durable(
+    plan: &JobPlan,
+    promise: Promise,
+    publishers: usize,
+    progress: &Progress,
+) -> anyhow::Result<DurableRun> {
+    progress.phase(
+        &format!("durable: {} jobs, {publishers} publisher(s)", plan.jobs),
+        Duration::ZERO,
+    );
+    let q = QueueName::new("durable", true);
+    plan.queues.prepare(&q, plan.workers, plan.prefetch).await?;
+    let fsyncs = |url: Option<MetricsUrl>| async move {
+        let url = url?;
+        Some((
+            super::meter::counter(&url, "aioq_store_fsyncs_total").await?,
+            super::meter::counter(&url, "aioq_store_synced_records_total").await?,
+        ))
+    };
+    let before = fsyncs(plan.metrics.clone()).await;
+    let base = Instant::now();
+    let confirmed = Arc::new(AtomicU64::new(0));
+    let stop = CancellationToken::new();
+    let producing = async {
+        let r = produce(plan, &q, publishers, base, confirmed.clone()).await;
+        stop.cancel();
+        r
+    };
+    let c = confirmed.clone();
+    let watching = watch_stall(plan, "durable", move || c.load(Relaxed), &stop);
+    let (produced, stalled) = tokio::join!(producing, watching);
+    let after = fsyncs(plan.metrics.clone()).await;
+    let produced = match (produced, stalled) {
+        (Ok(p), Ok(())) => p,
+        (Err(e), _) | (_, Err(e)) => {
+            plan.queues.remove(&q).await;
+            return Err(e);
+        }
+    };
+    if let (Queues::Aioq(_), Some(url)) = (&plan.queues, &plan.metrics) {
+        if let Err(e) = check_aioq_durable(url, &q.aioq()).await {
+            plan.queues.remove(&q).await;
+            return Err(e);
+        }
+    }
+    progress.phase(&format!("durable: draining {} jobs", plan.jobs), Duration::ZERO);
+    let tally = Arc::new(Tally::new(plan.jobs));
+    let drained = drain(plan, &q, tally.clone(), base, "durable, draining").await;
+    plan.queues.remove(&q).await;
+    drained?;
+    Ok(DurableRun {
+        promise,
+        publishers,
+        jobs: plan.jobs,
+        size: plan.size,
+        confirms_per_s: produced.confirmed as f64 / produced.elapsed.as_secs_f64(),
+        confirm_latency: Latency::from(&produced.latency),
+        records_per_fsync: match (before, after) {
+            (Some((f0, r0)), Some((f1, r1))) if f1 > f0 => Some((r1 - r0) / (f1 - f0)),
+            _ => None,
+        },
+        lost: plan.jobs - tally.done.load(Relaxed),
+        duplicates: tally.duplicates.load(Relaxed),
+    })
+}
+
+/// The `--target` of a job scenario: `HOST:PORT` (aioq), `amqp://`,
+/// `nats://` (JetStream) or `redis://` (Streams).
+pub fn parse_target(
+    text: &str,
+    tls: &crate::tls::ClientTlsArgs,
+) -> anyhow::Result<Queues> {
+    let bad = || {
+        crate::exit::usage(format!(
+            "--target {text:?}: expected HOST:PORT (aioq), amqp://[USER:PASS@]HOST:PORT, \
+             nats://HOST:PORT or redis://HOST:PORT"
+        ))
+    };
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Ok(Queues::Aioq(crate::client::Connector::parse(
+            "--target", text, tls,
+        )?));
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme == "aioq" {
+        return Ok(Queues::Aioq(crate::client::Connector::parse(
+            "--target", rest, tls,
+        )?));
+    }
+    if tls.enabled() {
+        return Err(crate::exit::usage(format!(
+            "--target {text}: --tls applies to aioq brokers only"
+        )));
+    }
+    let (auth, hostport) = match rest.trim_end_matches('/').rsplit_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest.trim_end_matches('/')),
+    };
+    let (host, port) = hostport.rsplit_once(':').ok_or_else(bad)?;
+    port.parse::<u16>().map_err(|_| bad())?;
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let shown = |s: &str| format!("{s}://{hostport}");
+    Ok(match scheme.as_str() {
+        "amqp" => Queues::Amqp {
+            uri: format!(
+                "amqp://{}@{hostport}/%2f",
+                auth.unwrap_or("guest:guest")
+            ),
+            shown: shown("amqp"),
+        },
+        "nats" => Queues::JetStream {
+            url: match auth {
+                Some(a) => format!("nats://{a}@{hostport}"),
+                None => format!("nats://{hostport}"),
+            },
+            shown: shown("nats"),
+        },
+        "redis" => Queues::Streams {
+            url: match auth {
+                Some(a) => format!("redis://{a}@{hostport}"),
+                None => format!("redis://{hostport}"),
+            },
+            shown: shown("redis"),
+        },
+        _ => return Err(bad()),
+    })
+}
+
+/// Checks after the fact that an aioq channel was kept durable: a run
+/// against a broker whose `--durable` prefix missed it measured memory.
+async fn check_aioq_durable(url: &MetricsUrl, channel: &str) -> anyhow::Result<()> {
+    let channels = super::meter::api(url, "/api/channels?limit=10000").await?;
+    let durable = channels["channels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"].as_str() == Some(channel))
+        .any(|c| c.get("stored").is_some());
+    if !durable {
+        bail!(
+            "the broker did not keep {channel} durable: serve --durable /queue/ (or a prefix \
+             of it) to measure a durable queue"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! `aioq bench --scenario work|durable|jobs`: the job scenarios from the
+//! command line to the report.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::own::OwnBroker;
+use super::{DurableRun, JobPlan, Promise, WorkRun};
+use crate::cmd::bench::{compare, lat, print_changes, table, BenchArgs, Progress, Scenario};
+use crate::runtime::output::Stream;
+
+/// The job scenarios' report; `--json` prints it as it is.
+#[derive(Debug, Serialize)]
+struct JobsReport {
+    schema_version: u32,
+    aioq_version: &'static str,
+    target: String,
+    broker: &'static str,
+    /// Runs not made, each with why: never a figure in their place.
+    skipped: Vec<String>,
+    work: Option<WorkRun>,
+    durable: Vec<DurableRun>,
+}
+
+pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    crate::ensure_usage!(
+        args.subscribe_target.is_none(),
+        "--subscribe-target is for the pub/sub scenarios"
+    );
+    let own = match &args.target {
+        Some(_) => None,
+        None => Some(OwnBroker::start(&args.fsync).await?),
+    };
+    let queues = match (&args.target, &own) {
+        (Some(t), _) => super::parse_target(t, &args.tls)?,
+        (None, Some(b)) => super::parse_target(&b.addr, &args.tls)?,
+        (None, None) => unreachable!("a broker was started"),
+    };
+    crate::ensure_usage!(
+        args.target_metrics.is_none() || matches!(queues, super::Queues::Aioq(_)),
+        "--target-metrics: the counters are aioq's; --target is {}",
+        queues.kind()
+    );
+    let plan = JobPlan {
+        queues,
+        workers: args.workers as usize,
+        jobs: args.jobs,
+        size: args.size,
+        prefetch: args.prefetch,
+        window: args.confirm_window as usize,
+        publishers: args.publishers.iter().map(|&p| p as usize).collect(),
+        stall_timeout: args.stall_timeout,
+        metrics: own
+            .as_ref()
+            .map(|b| b.metrics.clone())
+            .or(args.target_metrics.clone()),
+        nats_sync: args.nats_sync.clone(),
+    };
+    let baseline: Option<serde_json::Value> = match &args.compare {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(anyhow::Error::from)
+                .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
+                .with_context(|| format!("--compare {}", path.display()))
+                .map_err(crate::exit::as_usage)?,
+        ),
+        None => None,
+    };
+    let progress = Progress::new(Stream::Stderr.live(args.json || args.csv));
+    let mut report = JobsReport {
+        schema_version: 1,
+        aioq_version: env!("CARGO_PKG_VERSION"),
+        target: match (&args.target, &own) {
+            (Some(t), _) => shown_target(t),
+            (None, _) => format!(
+                "aioq serve started by the bench (--durable /queue/bench-durable, --fsync {})",
+                args.fsync
+            ),
+        },
+        broker: plan.queues.kind(),
+        skipped: Vec::new(),
+        work: None,
+        durable: Vec::new(),
+    };
+    let wants = |s: Scenario| args.scenario == Scenario::Jobs || args.scenario == s;
+    let interrupted = {
+        let stop = crate::runtime::shutdown::signal();
+        let report = &mut report;
+        let runs = async {
+            if wants(Scenario::Work) {
+                match super::promise(&plan, false).await? {
+                    Ok(p) => report.work = Some(super::work(&plan, p, &progress).await?),
+                    Err(why) => report.skipped.push(format!("work: {why}")),
+                }
+            }
+            if wants(Scenario::Durable) {
+                match super::promise(&plan, true).await? {
+                    Ok(p) => {
+                        for &n in &plan.publishers {
+                            report
+                                .durable
+                                .push(super::durable(&plan, p.clone(), n, &progress).await?);
+                        }
+                    }
+                    Err(why) => report.skipped.push(format!("durable: {why}")),
+                }
+            }
+            anyhow::Ok(())
+        };
+        tokio::select! {
+            r = runs => {
+                r?;
+                false
+            }
+            _ = stop => true,
+        }
+    };
+    progress.finish();
+    if let Some(b) = own {
+        b.stop().await;
+    }
+    if interrupted {
+        eprintln!("aioq bench: interrupted; what follows is the runs that finished");
+    }
+    let mut doc = serde_json::to_value(&report)?;
+    if interrupted {
+        doc["interrupted"] = true.into();
+    }
+    let changes = baseline.as_ref().map(|base| {
+        compare::compare(
+            &compare::figures(base),
+            &compare::figures(&doc),
+            args.noise,
+        )
+    });
+    if args.json {
+        if let Some(c) = &changes {
+            doc["comparison"] = serde_json::to_value(c)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else if args.csv {
+        print!("{}", compare::csv(&compare::figures(&doc)));
+    } else {
+        print_tables(&report);
+        if let Some(c) = &changes {
+            print_changes(c, args.noise);
+        }
+    }
+    if interrupted {
+        return Ok(ExitCode::from(crate::exit::INTERRUPTED));
+    }
+    if let (Some(c), Some(max)) = (&changes, args.max_regression) {
+        let worse: Vec<_> = c.iter().filter(|c| -c.better_by_pct > max).collect();
+        for w in &worse {
+            eprintln!(
+                "aioq bench: {} got worse by {:.1}% ({} -> {}), past --max-regression {max}%",
+                w.name, -w.better_by_pct, w.baseline, w.now
+            );
+        }
+        if !worse.is_empty() {
+            return Ok(ExitCode::from(crate::exit::FAILURE));
+        }
+    }
+    let lost: u64 = report.work.iter().map(|w| w.lost).sum::<u64>()
+        + report.durable.iter().map(|d| d.lost).sum::<u64>();
+    if lost > 0 {
+        eprintln!("aioq bench: {lost} job(s) lost where nothing was slow or killed");
+        return Ok(ExitCode::from(crate::exit::FAILURE));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The target as reports show it: no password.
+fn shown_target(t: &str) -> String {
+    match t.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => t.to_owned(),
+        },
+        None => t.to_owned(),
+    }
+}
+
+fn print_tables(r: &JobsReport) {
+    println!("aioq bench against {} ({})\n", r.target, r.broker);
+    for s in &r.skipped {
+        println!("skipped: {s}\n");
+    }
+    let promises = |p: &Promise| {
+        format!(
+            "{}{}",
+            p.settings,
+            if p.synced_before_confirm {
+                ""
+            } else {
+                " — not synced to disk before the confirm"
+            }
+        )
+    };
+    if let Some(w) = &r.work {
+        let mut t = table(&[
+            "work",
+            "workers",
+            "size",
+            "jobs/s",
+            "shares min/max",
+            "publish→ack µs p50/p90/p99/p99.9/max",
+            "lost",
+            "dup",
+        ]);
+        let min = w.worker_shares.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = w.worker_shares.iter().copied().fold(0.0, f64::max);
+        t.add_row(vec![
+            format!("{} jobs", w.jobs),
+            format!("{} (prefetch {})", w.workers, w.prefetch),
+            w.size.to_string(),
+            format!("{:.0}", w.jobs_per_s),
+            format!("{min:.3}/{max:.3}"),
+            lat(&w.latency),
+            w.lost.to_string(),
+            w.duplicates.to_string(),
+        ]);
+        println!("{t}\npromise: {}\n", w.promise.settings);
+    }
+    if !r.durable.is_empty() {
+        let mut t = table(&[
+            "durable",
+            "publishers",
+            "size",
+            "confirms/s",
+            "confirm µs p50/p90/p99/p99.9/max",
+            "records/fsync",
+            "lost",
+            "dup",
+        ]);
+        for d in &r.durable {
+            t.add_row(vec![
+                format!("{} jobs", d.jobs),
+                d.publishers.to_string(),
+                d.size.to_string(),
+                format!("{:.0}", d.confirms_per_s),
+                lat(&d.confirm_latency),
+                d.records_per_fsync
+                    .map_or("-".into(), |r| format!("{r:.1}")),
+                d.lost.to_string(),
+                d.duplicates.to_string(),
+            ]);
+        }
+        println!("{t}\npromise: {}\n", promises(&r.durable[0].promise));
+    }
+}
