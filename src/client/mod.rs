@@ -363,7 +363,11 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Counted<S> {
 }
 
 /// The halves of a [`Connection`], for a client that reads and writes apart.
-pub type Reader = FramedRead<Either<OwnedReadHalf, ReadHalf<TlsStream>>, FrameCodec>;
+/// The reader reads what the connection had already read first.
+pub type Reader = FramedRead<
+    tokio::io::Chain<std::io::Cursor<bytes::BytesMut>, Either<OwnedReadHalf, ReadHalf<TlsStream>>>,
+    FrameCodec,
+>;
 pub type Writer = FramedWrite<Either<OwnedWriteHalf, WriteHalf<TlsStream>>, FrameCodec>;
 
 /// Splits a connection; bytes already read stay with the reader.
@@ -379,7 +383,51 @@ pub fn split(conn: Connection) -> (Reader, Writer) {
             (Either::Right(rd), Either::Right(wr))
         }
     };
-    let mut reader = FramedRead::new(rd, parts.codec);
-    *reader.read_buffer_mut() = parts.read_buf;
+    // Not the new reader's buffer: a FramedRead reads its socket before it
+    // decodes what a buffer given to it holds, so frames that came with the
+    // last one read (a worker's first deliveries with its SUBSCRIBED) would
+    // wait for bytes that may never come.
+    let leftover = std::io::Cursor::new(parts.read_buf);
+    let reader = FramedRead::new(tokio::io::AsyncReadExt::chain(leftover, rd), parts.codec);
     (reader, FramedWrite::new(wr, FrameCodec::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+
+    /// Frames that arrived with the last one a connection read are the
+    /// reader's first after a split, with no more bytes coming (a worker's
+    /// deliveries up to its credit, sent with its SUBSCRIBED).
+    #[tokio::test]
+    async fn a_split_reader_gives_the_frames_already_read_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut wire = Vec::new();
+            for f in [&b"first"[..], b"second", b"third"] {
+                wire.extend_from_slice(&(f.len() as u32).to_be_bytes());
+                wire.extend_from_slice(f);
+            }
+            s.write_all(&wire).await.unwrap();
+            // Nothing more, and the socket stays open.
+            s
+        });
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let mut conn = Framed::new(Counted::new(Either::Left(stream)), FrameCodec::default());
+        let _held = server.await.unwrap();
+        assert_eq!(&conn.next().await.unwrap().unwrap()[..], b"first");
+        let (mut reader, _writer) = split(conn);
+        for want in [&b"second"[..], b"third"] {
+            let got = tokio::time::timeout(std::time::Duration::from_secs(5), reader.next())
+                .await
+                .expect("a frame already read, not waiting for the socket")
+                .unwrap()
+                .unwrap();
+            assert_eq!(&got[..], want);
+        }
+    }
 }

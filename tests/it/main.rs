@@ -3,6 +3,7 @@
 
 mod acks;
 mod bench;
+mod bench_jobs;
 mod cli;
 mod cluster;
 mod docs;

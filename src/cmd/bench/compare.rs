@@ -100,7 +100,12 @@ pub fn figures(doc: &Value) -> Vec<Figure> {
         false,
     );
     let w = &doc["work"];
-    add("work.jobs_per_s".into(), num(w, "/jobs_per_s"), "jobs/s", true);
+    add(
+        "work.jobs_per_s".into(),
+        num(w, "/jobs_per_s"),
+        "jobs/s",
+        true,
+    );
     add("work.p99_us".into(), num(w, "/latency/p99_us"), "µs", false);
     for d in doc["durable"].as_array().into_iter().flatten() {
         let n = d["publishers"].as_u64().unwrap_or(0);

@@ -193,7 +193,11 @@ pub struct BenchArgs {
     /// Job scenarios on nats://: the JetStream file store's sync_interval
     /// as the server was started (no client can read it): printed with the
     /// figures; only `always` counts as synced before the publish ack.
-    #[arg(long, default_value = "2m (the server's default)", value_name = "SETTING")]
+    #[arg(
+        long,
+        default_value = "2m (the server's default)",
+        value_name = "SETTING"
+    )]
     pub nats_sync: String,
     /// Embedded broker: messages per subscriber send queue.
     #[arg(long, default_value_t = 65_536)]
@@ -431,7 +435,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if args.scenario.is_job() {
         return jobs::run::run(&args).await;
     }
-    if args.target.as_deref().is_some_and(|t| t.to_ascii_lowercase().starts_with("amqp://")) {
+    if args
+        .target
+        .as_deref()
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("amqp://"))
+    {
         return Err(crate::exit::usage(
             "--target amqp://: RabbitMQ is measured by the work-queue scenarios \
              (--scenario work, durable or jobs)",

@@ -491,6 +491,7 @@ pub const SUBCOMMANDS: [&[&str]; 9] = [
 pub mod naive;
 pub mod nats;
 pub mod pg;
+pub mod rabbitmq;
 pub mod redis;
 pub mod v2;
 

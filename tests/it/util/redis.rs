@@ -8,20 +8,31 @@ use super::Lines;
 
 pub struct Redis {
     pub port: u16,
+    _dir: tempfile::TempDir,
     child: Child,
     log: Lines,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Self::start_with(&["--appendonly", "no"])
+    }
+
+    /// With these settings (`--appendonly yes --appendfsync always`), in a
+    /// scratch directory of its own.
+    pub fn start_with(settings: &[&str]) -> Redis {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--save", "", "--daemonize", "no"])
+            .args(settings)
+            .arg("--dir")
+            .arg(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -30,7 +41,12 @@ impl Redis {
             });
         let log = Lines::follow(child.stdout.take().unwrap());
         log.wait_for(15.0, "Ready to accept connections");
-        Redis { port, child, log }
+        Redis {
+            port,
+            _dir: dir,
+            child,
+            log,
+        }
     }
 
     pub fn url(&self) -> String {

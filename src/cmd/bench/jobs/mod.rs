@@ -12,8 +12,8 @@
 //! that does not promise durability gets no durable figure.
 
 pub mod own;
-pub mod run;
 pub mod queue;
+pub mod run;
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
@@ -104,7 +104,10 @@ pub async fn promise(plan: &JobPlan, durable: bool) -> anyhow::Result<Result<Pro
     };
     Ok(match &plan.queues {
         Queues::Aioq(_) if !durable => p(
-            format!("in-memory /queue, acknowledging workers, credit {}", plan.prefetch),
+            format!(
+                "in-memory /queue, acknowledging workers, credit {}",
+                plan.prefetch
+            ),
             false,
         ),
         Queues::Aioq(_) => {
@@ -125,7 +128,10 @@ pub async fn promise(plan: &JobPlan, durable: bool) -> anyhow::Result<Result<Pro
             }
         }
         Queues::Amqp { .. } if !durable => p(
-            format!("transient classic queue, prefetch {}, manual acks", plan.prefetch),
+            format!(
+                "transient classic queue, prefetch {}, manual acks",
+                plan.prefetch
+            ),
             false,
         ),
         Queues::Amqp { .. } => p(
@@ -155,11 +161,16 @@ pub async fn promise(plan: &JobPlan, durable: bool) -> anyhow::Result<Result<Pro
                 if durable {
                     Err("Redis keeps nothing across a restart without AOF (appendonly no)".into())
                 } else {
-                    p("stream, one consumer group, XACK of each read, no AOF".into(), false)
+                    p(
+                        "stream, one consumer group, XACK of each read, no AOF".into(),
+                        false,
+                    )
                 }
             } else {
                 p(
-                    format!("stream, one consumer group, XACK of each read, AOF appendfsync {fsync}"),
+                    format!(
+                        "stream, one consumer group, XACK of each read, AOF appendfsync {fsync}"
+                    ),
                     fsync == "always",
                 )
             }
@@ -370,7 +381,11 @@ async fn drain(
 
 /// `work`: one producer publishes every job while the workers acknowledge
 /// them.
-pub async fn work(plan: &JobPlan, promise: Promise, progress: &Progress) -> anyhow::Result<WorkRun> {
+pub async fn work(
+    plan: &JobPlan,
+    promise: Promise,
+    progress: &Progress,
+) -> anyhow::Result<WorkRun> {
     progress.phase(
         &format!("work: {} jobs, {} workers", plan.jobs, plan.workers),
         Duration::ZERO,
@@ -455,7 +470,10 @@ pub async fn durable(
             return Err(e);
         }
     }
-    progress.phase(&format!("durable: draining {} jobs", plan.jobs), Duration::ZERO);
+    progress.phase(
+        &format!("durable: draining {} jobs", plan.jobs),
+        Duration::ZERO,
+    );
     let tally = Arc::new(Tally::new(plan.jobs));
     let drained = drain(plan, &q, tally.clone(), base, "durable, draining").await;
     plan.queues.remove(&q).await;
@@ -478,10 +496,7 @@ pub async fn durable(
 
 /// The `--target` of a job scenario: `HOST:PORT` (aioq), `amqp://`,
 /// `nats://` (JetStream) or `redis://` (Streams).
-pub fn parse_target(
-    text: &str,
-    tls: &crate::tls::ClientTlsArgs,
-) -> anyhow::Result<Queues> {
+pub fn parse_target(text: &str, tls: &crate::tls::ClientTlsArgs) -> anyhow::Result<Queues> {
     let bad = || {
         crate::exit::usage(format!(
             "--target {text:?}: expected HOST:PORT (aioq), amqp://[USER:PASS@]HOST:PORT, \
@@ -516,10 +531,7 @@ pub fn parse_target(
     let shown = |s: &str| format!("{s}://{hostport}");
     Ok(match scheme.as_str() {
         "amqp" => Queues::Amqp {
-            uri: format!(
-                "amqp://{}@{hostport}/%2f",
-                auth.unwrap_or("guest:guest")
-            ),
+            uri: format!("amqp://{}@{hostport}/%2f", auth.unwrap_or("guest:guest")),
             shown: shown("amqp"),
         },
         "nats" => Queues::JetStream {

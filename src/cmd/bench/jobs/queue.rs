@@ -27,11 +27,20 @@ use crate::proto::v2;
 pub enum Queues {
     Aioq(Connector),
     /// RabbitMQ: `amqp://user:pass@host:port` (guest:guest unless said).
-    Amqp { uri: String, shown: String },
+    Amqp {
+        uri: String,
+        shown: String,
+    },
     /// NATS JetStream.
-    JetStream { url: String, shown: String },
+    JetStream {
+        url: String,
+        shown: String,
+    },
     /// Redis Streams.
-    Streams { url: String, shown: String },
+    Streams {
+        url: String,
+        shown: String,
+    },
 }
 
 /// One run's queue, named afresh so that runs never share messages.
@@ -82,7 +91,12 @@ impl Queues {
     }
 
     /// Makes the queue (a stream and its consumer, a group), empty.
-    pub async fn prepare(&self, q: &QueueName, workers: usize, prefetch: u16) -> anyhow::Result<()> {
+    pub async fn prepare(
+        &self,
+        q: &QueueName,
+        workers: usize,
+        prefetch: u16,
+    ) -> anyhow::Result<()> {
         match self {
             // A channel is made by its first publish.
             Queues::Aioq(_) => {}
@@ -160,12 +174,17 @@ impl Queues {
             }
             Queues::JetStream { .. } => {
                 if let Ok(c) = self.nats().await {
-                    let _ = async_nats::jetstream::new(c).delete_stream(q.stream()).await;
+                    let _ = async_nats::jetstream::new(c)
+                        .delete_stream(q.stream())
+                        .await;
                 }
             }
             Queues::Streams { .. } => {
                 if let Ok(mut c) = self.redis().await {
-                    let _ = redis::cmd("DEL").arg(&q.name).query_async::<()>(&mut c).await;
+                    let _ = redis::cmd("DEL")
+                        .arg(&q.name)
+                        .query_async::<()>(&mut c)
+                        .await;
                 }
             }
         }
@@ -217,8 +236,7 @@ impl Queues {
         Ok(match self {
             Queues::Aioq(c) => {
                 let (mut conn, _) =
-                    client::v2::connect(c, &[v2::feature::ACKS], ConnectOptions::default())
-                        .await?;
+                    client::v2::connect(c, &[v2::feature::ACKS], ConnectOptions::default()).await?;
                 conn.send(v2::encode::sub_acked(
                     1,
                     u32::from(prefetch),
@@ -425,8 +443,11 @@ impl Producer {
                         queue.as_str().into(),
                         Default::default(),
                         &payload,
-                        lapin::BasicProperties::default()
-                            .with_delivery_mode(if *persistent { 2 } else { 1 }),
+                        lapin::BasicProperties::default().with_delivery_mode(if *persistent {
+                            2
+                        } else {
+                            1
+                        }),
                     )
                     .await?;
                 pending.push_back(
@@ -502,14 +523,15 @@ impl Producer {
             } => {
                 let refused_before = confirmed.borrow().refused;
                 let c = confirmed
-                    .wait_for(|c| {
-                        c.ended || sent.front().is_some_and(|(id, _)| *id <= c.up_to)
-                    })
+                    .wait_for(|c| c.ended || sent.front().is_some_and(|(id, _)| *id <= c.up_to))
                     .await
                     .context("the broker's answers ended")?
                     .clone();
                 if c.refused > refused_before {
-                    bail!("the broker refused {} publishes", c.refused - refused_before);
+                    bail!(
+                        "the broker refused {} publishes",
+                        c.refused - refused_before
+                    );
                 }
                 while let Some((id, job)) = sent.front().copied() {
                     if id > c.up_to {
@@ -519,7 +541,10 @@ impl Producer {
                     out.push((job, true));
                 }
                 if out.is_empty() && c.ended {
-                    bail!("the connection ended with {} publishes unanswered", sent.len());
+                    bail!(
+                        "the connection ended with {} publishes unanswered",
+                        sent.len()
+                    );
                 }
             }
             Producer::Amqp { pending, .. }
@@ -585,7 +610,9 @@ impl Worker {
                             return Ok(());
                         }
                     }
-                    Ok(v2::BrokerFrame::Error { .. }) | Err(_) => bail!("the broker ended the connection"),
+                    Ok(v2::BrokerFrame::Error { .. }) | Err(_) => {
+                        bail!("the broker ended the connection")
+                    }
                     Ok(_) => {}
                 }
             },

@@ -128,13 +128,9 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if interrupted {
         doc["interrupted"] = true.into();
     }
-    let changes = baseline.as_ref().map(|base| {
-        compare::compare(
-            &compare::figures(base),
-            &compare::figures(&doc),
-            args.noise,
-        )
-    });
+    let changes = baseline
+        .as_ref()
+        .map(|base| compare::compare(&compare::figures(base), &compare::figures(&doc), args.noise));
     if args.json {
         if let Some(c) = &changes {
             doc["comparison"] = serde_json::to_value(c)?;
@@ -210,7 +206,11 @@ fn print_tables(r: &JobsReport) {
             "lost",
             "dup",
         ]);
-        let min = w.worker_shares.iter().copied().fold(f64::INFINITY, f64::min);
+        let min = w
+            .worker_shares
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
         let max = w.worker_shares.iter().copied().fold(0.0, f64::max);
         t.add_row(vec![
             format!("{} jobs", w.jobs),
