@@ -173,11 +173,15 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-ca -d 'CA certif
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-cert -d 'Client certificate chain (PEM), for brokers that require one; needs --tls-key' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-key -d 'Private key for --tls-cert (PEM)' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l tls-server-name -d 'Name to expect in the broker\'s certificate [default: the host the client connects to]' -r
-complete -c aioq -n "__fish_aioq_using_subcommand bench" -l scenario -d 'Which scenario to run' -r -f -a "all\t''
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l scenario -d 'Which scenario to run' -r -f -a "all\t'isolation, throughput, latency and fanout'
 isolation\t''
 throughput\t''
 latency\t''
-fanout\t''"
+fanout\t''
+work\t'Workers acknowledge every job: jobs/s, shares, publish-to-ack latency'
+durable\t'Confirmed publishes to a durable queue, 1 and 16 publishers'
+crash-worker\t'A worker process killed (SIGKILL) with jobs in hand: lost and duplicated jobs, time until its jobs reach another worker'
+jobs\t'work and durable (crash-worker runs only when named)'"
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l kinds -d 'Channel kinds the isolation and throughput scenarios measure' -r -f -a "both\t''
 topic\t''
 queue\t''"
@@ -200,6 +204,17 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -l min-isolation -d 'Ex
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l compare -d 'Print every figure beside this earlier run\'s (`--json` output), with the change, changes within --noise marked as such' -r -F
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l max-regression -d 'With --compare: exit 1 when a figure got worse by more than this many percent' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l noise -d 'With --compare: changes within this many percent are noise' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l workers -d 'Job scenarios: workers that take and acknowledge jobs' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l jobs -d 'Job scenarios: jobs per run' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l prefetch -d 'Job scenarios: deliveries a worker may hold unacknowledged (aioq credit, RabbitMQ basic.qos, JetStream\'s pull batch, Redis COUNT)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l confirm-window -d 'Job scenarios: publishes each producer keeps unconfirmed at most' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l publishers -d 'durable: the publisher counts of its runs' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l fsync -d 'Job scenarios without --target: the started broker\'s --fsync' -r -f -a "always\t''
+never\t''"
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l nats-sync -d 'Job scenarios on nats://: the JetStream file store\'s sync_interval as the server was started (no client can read it): printed with the figures; only `always` counts as synced before the publish ack' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l ack-wait -d 'Job scenarios: how long a delivery may go unanswered before another worker gets it, where the client sets it (JetStream\'s ack_wait, the idle time of Redis\'s XAUTOCLAIM); aioq\'s is the broker\'s --ack-wait, and aioq and RabbitMQ give a dead worker\'s jobs back at once' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l job-worker -d 'A worker process of crash-worker (started by the bench itself)' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l job-time -d 'With --job-worker: the time each job takes' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l send-queue -d 'Embedded broker: messages per subscriber send queue' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l send-queue-bytes -d 'Embedded broker: payload bytes per subscriber send queue' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l topic-overflow -d 'Embedded broker: what happens to a /topic subscriber whose queue is full' -r -f -a "drop\t'The subscriber misses the message; the loss is counted'

@@ -51,14 +51,20 @@ pub enum Scenario {
     Work,
     /// Confirmed publishes to a durable queue, 1 and 16 publishers.
     Durable,
-    /// work and durable.
+    /// A worker process killed (SIGKILL) with jobs in hand: lost and
+    /// duplicated jobs, time until its jobs reach another worker.
+    CrashWorker,
+    /// work and durable (crash-worker runs only when named).
     Jobs,
 }
 
 impl Scenario {
     /// The work-queue scenarios (`jobs` module), against work queues.
     fn is_job(self) -> bool {
-        matches!(self, Scenario::Work | Scenario::Durable | Scenario::Jobs)
+        matches!(
+            self,
+            Scenario::Work | Scenario::Durable | Scenario::CrashWorker | Scenario::Jobs
+        )
     }
 }
 
@@ -199,6 +205,18 @@ pub struct BenchArgs {
         value_name = "SETTING"
     )]
     pub nats_sync: String,
+    /// Job scenarios: how long a delivery may go unanswered before another
+    /// worker gets it, where the client sets it (JetStream's ack_wait, the
+    /// idle time of Redis's XAUTOCLAIM); aioq's is the broker's --ack-wait,
+    /// and aioq and RabbitMQ give a dead worker's jobs back at once.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub ack_wait: Duration,
+    /// A worker process of crash-worker (started by the bench itself).
+    #[arg(long, hide = true, value_name = "QUEUE")]
+    pub job_worker: Option<String>,
+    /// With --job-worker: the time each job takes.
+    #[arg(long, hide = true, default_value = "1ms", value_parser = parse_duration)]
+    pub job_time: Duration,
     /// Embedded broker: messages per subscriber send queue.
     #[arg(long, default_value_t = 65_536)]
     pub send_queue: usize,
@@ -432,7 +450,7 @@ impl Drop for EmbeddedBroker {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    if args.scenario.is_job() {
+    if args.scenario.is_job() || args.job_worker.is_some() {
         return jobs::run::run(&args).await;
     }
     if args

@@ -19,13 +19,14 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use self::queue::{job_of, job_payload, QueueName, Queues};
-use super::meter::MetricsUrl;
+use self::queue::{job_of, job_payload};
+pub use self::queue::{QueueName, Queues};
+pub use super::meter::MetricsUrl;
 use super::report::Latency;
 use super::Progress;
 
@@ -44,6 +45,11 @@ pub struct JobPlan {
     pub stall_timeout: Duration,
     /// An aioq broker's monitoring page: its fsync setting and counters.
     pub metrics: Option<MetricsUrl>,
+    /// How long a delivery may go unanswered before it goes to another
+    /// worker, where the client sets it (JetStream's ack_wait, Redis's
+    /// XAUTOCLAIM idle time; aioq and RabbitMQ give a dead worker's jobs
+    /// back when its connection ends).
+    pub ack_wait: Duration,
     /// What the user says JetStream's file store syncs at (the server's
     /// setting, which no client can read).
     pub nats_sync: String,
@@ -181,6 +187,8 @@ pub async fn promise(plan: &JobPlan, durable: bool) -> anyhow::Result<Result<Pro
 /// Jobs seen by the workers: how often each was taken, and the first times.
 struct Tally {
     seen: Vec<AtomicU8>,
+    /// When each job was first done (ns since the run's base; 0: not yet).
+    first_at: Vec<AtomicU64>,
     done: AtomicU64,
     duplicates: AtomicU64,
 }
@@ -189,17 +197,19 @@ impl Tally {
     fn new(jobs: u64) -> Self {
         Self {
             seen: (0..jobs).map(|_| AtomicU8::new(0)).collect(),
+            first_at: (0..jobs).map(|_| AtomicU64::new(0)).collect(),
             done: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
         }
     }
 
-    /// Counts a job taken; true the first time.
-    fn take(&self, job: u64) -> bool {
+    /// Counts a job done at `at`; true the first time.
+    fn take(&self, job: u64, at: u64) -> bool {
         let Some(s) = self.seen.get(job as usize) else {
             return false;
         };
         if s.fetch_add(1, Relaxed) == 0 {
+            self.first_at[job as usize].store(at.max(1), Relaxed);
             self.done.fetch_add(1, Relaxed);
             true
         } else {
@@ -224,7 +234,10 @@ async fn work_until(
     base: Instant,
     stop: CancellationToken,
 ) -> anyhow::Result<Worked> {
-    let mut w = plan.queues.worker(q, plan.prefetch, n).await?;
+    let mut w = plan
+        .queues
+        .worker(q, plan.prefetch, n, plan.ack_wait)
+        .await?;
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut taken = 0;
     let mut batch = Vec::new();
@@ -239,7 +252,7 @@ async fn work_until(
         for p in &batch {
             let Some((job, at)) = job_of(p) else { continue };
             taken += 1;
-            tally.take(job);
+            tally.take(job, now);
             let _ = latency.record((now.saturating_sub(at) / 1000).max(1));
         }
         if tally.done.load(Relaxed) >= tally.seen.len() as u64 {
@@ -391,7 +404,9 @@ pub async fn work(
         Duration::ZERO,
     );
     let q = QueueName::new("work", false);
-    plan.queues.prepare(&q, plan.workers, plan.prefetch).await?;
+    plan.queues
+        .prepare(&q, plan.workers, plan.prefetch, plan.ack_wait)
+        .await?;
     let base = Instant::now();
     let tally = Arc::new(Tally::new(plan.jobs));
     let started = Instant::now();
@@ -436,7 +451,9 @@ pub async fn durable(
         Duration::ZERO,
     );
     let q = QueueName::new("durable", true);
-    plan.queues.prepare(&q, plan.workers, plan.prefetch).await?;
+    plan.queues
+        .prepare(&q, plan.workers, plan.prefetch, plan.ack_wait)
+        .await?;
     let fsyncs = |url: Option<MetricsUrl>| async move {
         let url = url?;
         Some((
@@ -569,4 +586,174 @@ async fn check_aioq_durable(url: &MetricsUrl, channel: &str) -> anyhow::Result<(
         );
     }
     Ok(())
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CrashWorkerRun {
+    pub promise: Promise,
+    pub workers: usize,
+    pub jobs: u64,
+    /// How long deliveries may go unanswered where the client sets it
+    /// (JetStream ack_wait, Redis XAUTOCLAIM idle time).
+    pub ack_wait_ms: u64,
+    /// Jobs the killed worker had acknowledged, and held unanswered, at the
+    /// SIGKILL.
+    pub acked_by_killed: u64,
+    pub held_by_killed: u64,
+    /// Jobs no worker ever finished.
+    pub lost: u64,
+    /// Jobs finished twice (the killed worker's acknowledgements that never
+    /// left, or deliveries given again).
+    pub duplicates: u64,
+    /// From the SIGKILL until the last job the killed worker held was taken
+    /// by another worker; null when one never was.
+    pub handed_on_ms: Option<f64>,
+}
+
+/// What a worker process says on its stdout, line by line: `got JOB` when
+/// a delivery arrives, `done JOB` just before it acknowledges it (so that
+/// a kill between the two can only make a duplicate, never a false loss).
+pub async fn worker_process(
+    plan: &JobPlan,
+    q: &QueueName,
+    job_time: Duration,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut w = plan
+        .queues
+        .worker(q, plan.prefetch, 0, plan.ack_wait)
+        .await?;
+    let mut batch = Vec::new();
+    let stdout = std::io::stdout();
+    loop {
+        batch.clear();
+        w.take(&mut batch).await?;
+        let jobs: Vec<u64> = batch
+            .iter()
+            .filter_map(|p| job_of(p))
+            .map(|j| j.0)
+            .collect();
+        {
+            let mut out = stdout.lock();
+            for j in &jobs {
+                writeln!(out, "got {j}")?;
+            }
+            out.flush()?;
+        }
+        // The work itself.
+        tokio::time::sleep(job_time * jobs.len() as u32).await;
+        {
+            let mut out = stdout.lock();
+            for j in &jobs {
+                writeln!(out, "done {j}")?;
+            }
+            out.flush()?;
+        }
+        w.ack().await?;
+    }
+}
+
+/// `crash-worker`: a worker process is killed (SIGKILL) while it holds
+/// jobs; the others must finish every job, and the killed one's must reach
+/// them. `worker` is the command line of that process.
+pub async fn crash_worker(
+    plan: &JobPlan,
+    promise: Promise,
+    worker: impl FnOnce(&QueueName) -> tokio::process::Command,
+    progress: &Progress,
+) -> anyhow::Result<CrashWorkerRun> {
+    use tokio::io::AsyncBufReadExt;
+    progress.phase(
+        &format!(
+            "crash-worker: {} jobs, {} workers, one killed",
+            plan.jobs, plan.workers
+        ),
+        Duration::ZERO,
+    );
+    anyhow::ensure!(plan.workers >= 2, "crash-worker needs --workers 2 or more");
+    let q = QueueName::new("crash", false);
+    plan.queues
+        .prepare(&q, plan.workers, plan.prefetch, plan.ack_wait)
+        .await?;
+    let base = Instant::now();
+    let tally = Arc::new(Tally::new(plan.jobs));
+    let mut child = worker(&q)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the worker process")?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let stop = CancellationToken::new();
+    let mut workers = tokio::task::JoinSet::new();
+    for n in 1..plan.workers {
+        let (plan, q, tally, stop) = (plan.clone(), q.clone(), tally.clone(), stop.clone());
+        workers.spawn(async move { work_until(&plan, &q, n, tally, base, stop).await });
+    }
+    let producing = produce(plan, &q, 1, base, Arc::new(AtomicU64::new(0)));
+    // Killed once it has finished its share of a quarter of the jobs, with
+    // jobs in hand.
+    let kill_after = (plan.jobs / plan.workers as u64 / 4).max(1);
+    let watching = async {
+        let (mut got, mut done) = (Vec::new(), 0u64);
+        let mut held: Vec<u64> = Vec::new();
+        loop {
+            let Some(line) = lines.next_line().await? else {
+                bail!("the worker process ended before it was killed");
+            };
+            match line.split_once(' ') {
+                Some(("got", j)) => got.push(j.parse::<u64>()?),
+                Some(("done", j)) => {
+                    let j: u64 = j.parse()?;
+                    done += 1;
+                    got.retain(|g| *g != j);
+                    tally.take(j, base.elapsed().as_nanos() as u64);
+                }
+                _ => {}
+            }
+            if done >= kill_after && !got.is_empty() {
+                child.start_kill()?;
+                held.append(&mut got);
+                let killed_at = base.elapsed().as_nanos() as u64;
+                let _ = child.wait().await;
+                return anyhow::Ok((done, held, killed_at));
+            }
+        }
+    };
+    let (killed, produced) = tokio::join!(watching, producing);
+    let stalled = {
+        let tally = tally.clone();
+        watch_stall(
+            plan,
+            "crash-worker",
+            move || tally.done.load(Relaxed),
+            &stop,
+        )
+    };
+    // A stall here is the finding: what the killed worker held and nobody
+    // got within the stall timeout (past the ack wait) is lost.
+    if killed.is_ok() && produced.is_ok() {
+        let _ = stalled.await;
+    }
+    stop.cancel();
+    while let Some(r) = workers.join_next().await {
+        r??;
+    }
+    plan.queues.remove(&q).await;
+    let (acked, held, killed_at) = killed?;
+    produced?;
+    let handed_on = held
+        .iter()
+        .map(|j| tally.first_at[*j as usize].load(Relaxed))
+        .try_fold(0u64, |latest, at| (at > 0).then(|| latest.max(at)));
+    Ok(CrashWorkerRun {
+        promise,
+        workers: plan.workers,
+        jobs: plan.jobs,
+        ack_wait_ms: plan.ack_wait.as_millis() as u64,
+        acked_by_killed: acked,
+        held_by_killed: held.len() as u64,
+        lost: plan.jobs - tally.done.load(Relaxed),
+        duplicates: tally.duplicates.load(Relaxed),
+        handed_on_ms: handed_on.map(|at| at.saturating_sub(killed_at) as f64 / 1e6),
+    })
 }

@@ -96,6 +96,7 @@ impl Queues {
         q: &QueueName,
         workers: usize,
         prefetch: u16,
+        ack_wait: Duration,
     ) -> anyhow::Result<()> {
         match self {
             // A channel is made by its first publish.
@@ -135,7 +136,7 @@ impl Queues {
                 s.create_consumer(consumer::pull::Config {
                     durable_name: Some(CONSUMER.into()),
                     ack_policy: consumer::AckPolicy::Explicit,
-                    ack_wait: Duration::from_secs(30),
+                    ack_wait,
                     max_ack_pending: (workers * prefetch as usize) as i64,
                     ..Default::default()
                 })
@@ -232,7 +233,13 @@ impl Queues {
         })
     }
 
-    pub async fn worker(&self, q: &QueueName, prefetch: u16, n: usize) -> anyhow::Result<Worker> {
+    pub async fn worker(
+        &self,
+        q: &QueueName,
+        prefetch: u16,
+        n: usize,
+        ack_wait: Duration,
+    ) -> anyhow::Result<Worker> {
         Ok(match self {
             Queues::Aioq(c) => {
                 let (mut conn, _) =
@@ -303,8 +310,9 @@ impl Queues {
                 // Its own connection: a blocking read holds it.
                 conn: self.redis().await?,
                 key: q.name.clone(),
-                name: format!("worker-{n}"),
+                name: format!("worker-{n}-{}", std::process::id()),
                 prefetch,
+                idle: ack_wait,
                 taken: Vec::new(),
             },
         })
@@ -585,6 +593,9 @@ pub enum Worker {
         key: String,
         name: String,
         prefetch: u16,
+        /// Jobs another consumer has held unanswered this long are
+        /// claimed (`XAUTOCLAIM`), as a Redis worker pool must do itself.
+        idle: Duration,
         taken: Vec<String>,
     },
 }
@@ -647,6 +658,7 @@ impl Worker {
                 key,
                 name,
                 prefetch,
+                idle,
                 taken,
             } => {
                 let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
@@ -663,13 +675,31 @@ impl Worker {
                     .query_async(conn)
                     .await
                     .context("XREADGROUP")?;
-                for k in reply.into_iter().flat_map(|r| r.keys) {
-                    for entry in k.ids {
-                        if let Some(redis::Value::BulkString(b)) = entry.map.get("d") {
-                            out.push(Bytes::copy_from_slice(b));
-                        }
-                        taken.push(entry.id);
+                let mut entries: Vec<redis::streams::StreamId> = reply
+                    .into_iter()
+                    .flat_map(|r| r.keys)
+                    .flat_map(|k| k.ids)
+                    .collect();
+                if entries.is_empty() {
+                    // Nothing new: what a dead worker held is due.
+                    let claimed: redis::streams::StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                        .arg(key.as_str())
+                        .arg(GROUP)
+                        .arg(name.as_str())
+                        .arg(idle.as_millis() as u64)
+                        .arg("0-0")
+                        .arg("COUNT")
+                        .arg(*prefetch)
+                        .query_async(conn)
+                        .await
+                        .context("XAUTOCLAIM")?;
+                    entries = claimed.claimed;
+                }
+                for entry in entries {
+                    if let Some(redis::Value::BulkString(b)) = entry.map.get("d") {
+                        out.push(Bytes::copy_from_slice(b));
                     }
+                    taken.push(entry.id);
                 }
                 Ok(())
             }

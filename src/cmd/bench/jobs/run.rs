@@ -7,7 +7,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::own::OwnBroker;
-use super::{DurableRun, JobPlan, Promise, WorkRun};
+use super::{CrashWorkerRun, DurableRun, JobPlan, Promise, WorkRun};
 use crate::cmd::bench::{compare, lat, print_changes, table, BenchArgs, Progress, Scenario};
 use crate::runtime::output::Stream;
 
@@ -22,9 +22,23 @@ struct JobsReport {
     skipped: Vec<String>,
     work: Option<WorkRun>,
     durable: Vec<DurableRun>,
+    crash_worker: Option<CrashWorkerRun>,
 }
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(name) = &args.job_worker {
+        let target = args
+            .target
+            .as_deref()
+            .context("--job-worker needs --target")?;
+        let plan = plan(args, super::parse_target(target, &args.tls)?, None);
+        let q = super::queue::QueueName {
+            name: name.clone(),
+            durable: false,
+        };
+        super::worker_process(&plan, &q, args.job_time).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     crate::ensure_usage!(
         args.subscribe_target.is_none(),
         "--subscribe-target is for the pub/sub scenarios"
@@ -43,20 +57,24 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         "--target-metrics: the counters are aioq's; --target is {}",
         queues.kind()
     );
-    let plan = JobPlan {
+    crate::ensure_usage!(
+        args.stall_timeout > args.ack_wait,
+        "--stall-timeout must be longer than --ack-wait: a job held by a dead worker \
+         comes back after the ack wait"
+    );
+    let plan = plan(
+        args,
         queues,
-        workers: args.workers as usize,
-        jobs: args.jobs,
-        size: args.size,
-        prefetch: args.prefetch,
-        window: args.confirm_window as usize,
-        publishers: args.publishers.iter().map(|&p| p as usize).collect(),
-        stall_timeout: args.stall_timeout,
-        metrics: own
-            .as_ref()
+        own.as_ref()
             .map(|b| b.metrics.clone())
             .or(args.target_metrics.clone()),
-        nats_sync: args.nats_sync.clone(),
+    );
+    // The killed worker of crash-worker: this program again, on the same
+    // broker and queue.
+    let target_text = match (&args.target, &own) {
+        (Some(t), _) => t.clone(),
+        (None, Some(b)) => b.addr.clone(),
+        (None, None) => unreachable!("a broker was started"),
     };
     let baseline: Option<serde_json::Value> = match &args.compare {
         Some(path) => Some(
@@ -83,6 +101,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         skipped: Vec::new(),
         work: None,
         durable: Vec::new(),
+        crash_worker: None,
     };
     let wants = |s: Scenario| args.scenario == Scenario::Jobs || args.scenario == s;
     let interrupted = {
@@ -93,6 +112,27 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                 match super::promise(&plan, false).await? {
                     Ok(p) => report.work = Some(super::work(&plan, p, &progress).await?),
                     Err(why) => report.skipped.push(format!("work: {why}")),
+                }
+            }
+            // Named only: its loss accounting is still being checked.
+            if args.scenario == Scenario::CrashWorker {
+                match super::promise(&plan, false).await? {
+                    Ok(p) => {
+                        let worker = |q: &super::QueueName| {
+                            let mut c = tokio::process::Command::new(
+                                std::env::current_exe().expect("this program's path"),
+                            );
+                            c.args(["-q", "bench", "--job-worker", &q.name, "--target"])
+                                .arg(&target_text)
+                                .args(["--prefetch", &args.prefetch.to_string()])
+                                .arg("--ack-wait")
+                                .arg(format!("{}ms", args.ack_wait.as_millis()));
+                            c
+                        };
+                        report.crash_worker =
+                            Some(super::crash_worker(&plan, p, worker, &progress).await?);
+                    }
+                    Err(why) => report.skipped.push(format!("crash-worker: {why}")),
                 }
             }
             if wants(Scenario::Durable) {
@@ -160,12 +200,29 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let lost: u64 = report.work.iter().map(|w| w.lost).sum::<u64>()
+        + report.crash_worker.iter().map(|c| c.lost).sum::<u64>()
         + report.durable.iter().map(|d| d.lost).sum::<u64>();
     if lost > 0 {
         eprintln!("aioq bench: {lost} job(s) lost where nothing was slow or killed");
         return Ok(ExitCode::from(crate::exit::FAILURE));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn plan(args: &BenchArgs, queues: super::Queues, metrics: Option<super::MetricsUrl>) -> JobPlan {
+    JobPlan {
+        queues,
+        workers: args.workers as usize,
+        jobs: args.jobs,
+        size: args.size,
+        prefetch: args.prefetch,
+        window: args.confirm_window as usize,
+        publishers: args.publishers.iter().map(|&p| p as usize).collect(),
+        stall_timeout: args.stall_timeout,
+        ack_wait: args.ack_wait,
+        metrics,
+        nats_sync: args.nats_sync.clone(),
+    }
 }
 
 /// The target as reports show it: no password.
@@ -223,6 +280,29 @@ fn print_tables(r: &JobsReport) {
             w.duplicates.to_string(),
         ]);
         println!("{t}\npromise: {}\n", w.promise.settings);
+    }
+    if let Some(c) = &r.crash_worker {
+        let mut t = table(&[
+            "crash-worker",
+            "workers",
+            "killed worker: done / in hand",
+            "lost",
+            "dup",
+            "its jobs taken again after",
+        ]);
+        t.add_row(vec![
+            format!("{} jobs", c.jobs),
+            c.workers.to_string(),
+            format!("{} / {}", c.acked_by_killed, c.held_by_killed),
+            c.lost.to_string(),
+            c.duplicates.to_string(),
+            c.handed_on_ms
+                .map_or("never".into(), |ms| format!("{ms:.1} ms")),
+        ]);
+        println!(
+            "{t}\npromise: {} (ack wait {} ms where the client sets it)\n",
+            c.promise.settings, c.ack_wait_ms
+        );
     }
     if !r.durable.is_empty() {
         let mut t = table(&[
