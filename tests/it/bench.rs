@@ -423,7 +423,7 @@ fn redis_is_measured_in_its_own_protocol_and_says_it_has_no_queues() {
 
 #[test]
 fn a_target_in_no_known_protocol_is_a_usage_error() {
-    for target in ["amqp://127.0.0.1:5672", "nats://127.0.0.1", "redis://:6379"] {
+    for target in ["mqtt://127.0.0.1:1883", "nats://127.0.0.1", "redis://:6379"] {
         let out = Command::new(BIN)
             .args(["bench", "--target", target])
             .output()
@@ -432,6 +432,14 @@ fn a_target_in_no_known_protocol_is_a_usage_error() {
         assert_eq!(out.status.code(), Some(2), "{target}: {err}");
         assert!(err.contains("nats://HOST:PORT"), "{target}: {err}");
     }
+    // RabbitMQ is known, but only to the work-queue scenarios.
+    let out = Command::new(BIN)
+        .args(["bench", "--target", "amqp://127.0.0.1:5672"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("--scenario work, durable or jobs"), "{err}");
 }
 
 /// A NATS or Redis target nobody listens on is "cannot be reached" (exit 3,
