@@ -571,16 +571,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         },
     };
     // Read before the run: a missing baseline should not cost a run.
-    let baseline: Option<serde_json::Value> = match &args.compare {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(anyhow::Error::from)
-                .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
-                .with_context(|| format!("--compare {}", path.display()))
-                .map_err(crate::exit::as_usage)?,
-        ),
-        None => None,
-    };
+    let baseline = read_baseline(&args)?;
     let progress = Progress::new(Stream::Stderr.live(args.json || args.csv));
     let mut report = Report {
         schema_version: 2,
@@ -672,42 +663,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if interrupted {
         doc["interrupted"] = true.into();
     }
-    let changes = match &baseline {
-        Some(base) => Some(compare::compare(
-            &compare::figures(base),
-            &compare::figures(&doc),
-            args.noise,
-        )),
-        None => None,
-    };
-    if args.json {
-        let mut doc = doc.clone();
-        if let Some(c) = &changes {
-            doc["comparison"] = serde_json::to_value(c)?;
-        }
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else if args.csv {
-        print!("{}", compare::csv(&compare::figures(&doc)));
-    } else {
-        print_tables(&report);
-        if let Some(c) = &changes {
-            print_changes(c, args.noise);
-        }
-    }
-    if interrupted {
-        return Ok(ExitCode::from(crate::exit::INTERRUPTED));
-    }
-    if let (Some(c), Some(max)) = (&changes, args.max_regression) {
-        let worse: Vec<_> = c.iter().filter(|c| -c.better_by_pct > max).collect();
-        if !worse.is_empty() {
-            for w in &worse {
-                eprintln!(
-                    "aioq bench: {} got worse by {:.1}% ({} -> {}), past --max-regression {max}%",
-                    w.name, -w.better_by_pct, w.baseline, w.now
-                );
-            }
-            return Ok(ExitCode::from(crate::exit::FAILURE));
-        }
+    if let Some(code) = print_report(&args, baseline.as_ref(), doc, interrupted, || {
+        print_tables(&report)
+    })? {
+        return Ok(code);
     }
     if let Some(min) = args.min_isolation {
         for i in &report.isolation {
@@ -735,6 +694,63 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `--compare`'s baseline, read before any run: a missing one should not
+/// cost a run.
+fn read_baseline(args: &BenchArgs) -> anyhow::Result<Option<serde_json::Value>> {
+    let Some(path) = &args.compare else {
+        return Ok(None);
+    };
+    std::fs::read_to_string(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
+        .with_context(|| format!("--compare {}", path.display()))
+        .map_err(crate::exit::as_usage)
+        .map(Some)
+}
+
+/// Prints a report as asked (JSON, CSV, or `tables`), with the comparison
+/// to the baseline; the exit code an interruption or a figure worse than
+/// `--max-regression` calls for.
+fn print_report(
+    args: &BenchArgs,
+    baseline: Option<&serde_json::Value>,
+    mut doc: serde_json::Value,
+    interrupted: bool,
+    tables: impl FnOnce(),
+) -> anyhow::Result<Option<ExitCode>> {
+    let changes = baseline
+        .map(|base| compare::compare(&compare::figures(base), &compare::figures(&doc), args.noise));
+    if args.json {
+        if let Some(c) = &changes {
+            doc["comparison"] = serde_json::to_value(c)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else if args.csv {
+        print!("{}", compare::csv(&compare::figures(&doc)));
+    } else {
+        tables();
+        if let Some(c) = &changes {
+            print_changes(c, args.noise);
+        }
+    }
+    if interrupted {
+        return Ok(Some(ExitCode::from(crate::exit::INTERRUPTED)));
+    }
+    if let (Some(c), Some(max)) = (&changes, args.max_regression) {
+        let worse: Vec<_> = c.iter().filter(|c| -c.better_by_pct > max).collect();
+        for w in &worse {
+            eprintln!(
+                "aioq bench: {} got worse by {:.1}% ({} -> {}), past --max-regression {max}%",
+                w.name, -w.better_by_pct, w.baseline, w.now
+            );
+        }
+        if !worse.is_empty() {
+            return Ok(Some(ExitCode::from(crate::exit::FAILURE)));
+        }
+    }
+    Ok(None)
+}
+
 pub(super) fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_FULL_CONDENSED);
@@ -752,7 +768,7 @@ pub(super) fn lat(l: &Latency) -> String {
     )
 }
 
-pub(super) fn print_changes(changes: &[compare::Change], noise: f64) {
+fn print_changes(changes: &[compare::Change], noise: f64) {
     let mut t = table(&["figure", "baseline", "now", "change", "verdict"]);
     for c in changes {
         t.add_row(vec![

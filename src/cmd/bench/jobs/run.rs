@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use super::own::OwnBroker;
 use super::{CrashWorkerRun, DurableRun, JobPlan, Promise, WorkRun};
-use crate::cmd::bench::{compare, lat, print_changes, table, BenchArgs, Progress, Scenario};
+use crate::cmd::bench::{lat, print_report, read_baseline, table, BenchArgs, Progress, Scenario};
 use crate::runtime::output::Stream;
 
 /// The job scenarios' report; `--json` prints it as it is.
@@ -76,16 +76,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         (None, Some(b)) => b.addr.clone(),
         (None, None) => unreachable!("a broker was started"),
     };
-    let baseline: Option<serde_json::Value> = match &args.compare {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(anyhow::Error::from)
-                .and_then(|t| serde_json::from_str(&t).map_err(anyhow::Error::from))
-                .with_context(|| format!("--compare {}", path.display()))
-                .map_err(crate::exit::as_usage)?,
-        ),
-        None => None,
-    };
+    let baseline = read_baseline(args)?;
     let progress = Progress::new(Stream::Stderr.live(args.json || args.csv));
     let mut report = JobsReport {
         schema_version: 1,
@@ -168,36 +159,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     if interrupted {
         doc["interrupted"] = true.into();
     }
-    let changes = baseline
-        .as_ref()
-        .map(|base| compare::compare(&compare::figures(base), &compare::figures(&doc), args.noise));
-    if args.json {
-        if let Some(c) = &changes {
-            doc["comparison"] = serde_json::to_value(c)?;
-        }
-        println!("{}", serde_json::to_string_pretty(&doc)?);
-    } else if args.csv {
-        print!("{}", compare::csv(&compare::figures(&doc)));
-    } else {
-        print_tables(&report);
-        if let Some(c) = &changes {
-            print_changes(c, args.noise);
-        }
-    }
-    if interrupted {
-        return Ok(ExitCode::from(crate::exit::INTERRUPTED));
-    }
-    if let (Some(c), Some(max)) = (&changes, args.max_regression) {
-        let worse: Vec<_> = c.iter().filter(|c| -c.better_by_pct > max).collect();
-        for w in &worse {
-            eprintln!(
-                "aioq bench: {} got worse by {:.1}% ({} -> {}), past --max-regression {max}%",
-                w.name, -w.better_by_pct, w.baseline, w.now
-            );
-        }
-        if !worse.is_empty() {
-            return Ok(ExitCode::from(crate::exit::FAILURE));
-        }
+    if let Some(code) = print_report(args, baseline.as_ref(), doc, interrupted, || {
+        print_tables(&report)
+    })? {
+        return Ok(code);
     }
     let lost: u64 = report.work.iter().map(|w| w.lost).sum::<u64>()
         + report.crash_worker.iter().map(|c| c.lost).sum::<u64>()
