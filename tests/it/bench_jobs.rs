@@ -9,23 +9,21 @@ use crate::util::*;
 
 /// A short run of both job scenarios, as `--json`.
 fn jobs_run(extra: &[&str]) -> (Option<i32>, Value, String) {
-    let mut args = vec!["bench"];
-    if !extra.contains(&"--scenario") {
-        args.extend_from_slice(&["--scenario", "jobs"]);
+    let mut args = vec!["bench", "--json"];
+    let defaults = [
+        ("--scenario", "jobs"),
+        ("--jobs", "3000"),
+        ("--workers", "3"),
+        ("--prefetch", "32"),
+        ("--publishers", "1,4"),
+        ("--stall-timeout", "20s"),
+        ("--ack-wait", "1s"),
+    ];
+    for (flag, value) in defaults {
+        if !extra.contains(&flag) {
+            args.extend_from_slice(&[flag, value]);
+        }
     }
-    args.extend_from_slice(&[
-        "--json",
-        "--jobs",
-        "3000",
-        "--workers",
-        "3",
-        "--prefetch",
-        "32",
-        "--publishers",
-        "1,4",
-        "--stall-timeout",
-        "20s",
-    ]);
     args.extend_from_slice(extra);
     let out = std::process::Command::new(BIN)
         .args(&args)
@@ -51,6 +49,13 @@ fn assert_nothing_lost(doc: &Value, broker: &str, synced: bool) {
     let sum: f64 = shares.iter().map(|s| s.as_f64().unwrap()).sum();
     assert!((sum - 1.0).abs() < 1e-9, "{w:#}");
     assert_eq!(w["latency"]["samples"], 3000, "{w:#}");
+    // The killed worker's jobs all reached another worker; what it had
+    // finished but not yet acknowledged may come twice, and is counted.
+    let c = &doc["crash_worker"];
+    assert_eq!(c["lost"], 0, "{c:#}");
+    assert!(c["held_by_killed"].as_u64().unwrap() > 0, "{c:#}");
+    assert!(c["acked_by_killed"].as_u64().unwrap() > 0, "{c:#}");
+    assert!(c["handed_on_ms"].as_f64().is_some(), "{c:#}");
     let d = doc["durable"].as_array().unwrap();
     let publishers: Vec<u64> = d
         .iter()

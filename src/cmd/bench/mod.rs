@@ -54,7 +54,7 @@ pub enum Scenario {
     /// A worker process killed (SIGKILL) with jobs in hand: lost and
     /// duplicated jobs, time until its jobs reach another worker.
     CrashWorker,
-    /// work and durable (crash-worker runs only when named).
+    /// work, crash-worker and durable.
     Jobs,
 }
 
@@ -214,8 +214,9 @@ pub struct BenchArgs {
     /// A worker process of crash-worker (started by the bench itself).
     #[arg(long, hide = true, value_name = "QUEUE")]
     pub job_worker: Option<String>,
-    /// With --job-worker: the time each job takes.
-    #[arg(long, hide = true, default_value = "1ms", value_parser = parse_duration)]
+    /// crash-worker: how long each job takes a worker (every worker, the
+    /// killed one too, so that it dies with jobs in hand).
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
     pub job_time: Duration,
     /// Embedded broker: messages per subscriber send queue.
     #[arg(long, default_value_t = 65_536)]

@@ -43,6 +43,9 @@ pub struct JobPlan {
     /// Publishers of the durable runs, one run each.
     pub publishers: Vec<usize>,
     pub stall_timeout: Duration,
+    /// crash-worker: how long each job takes every worker, so that the
+    /// killed one holds jobs when it dies and gets its share.
+    pub job_time: Duration,
     /// An aioq broker's monitoring page: its fsync setting and counters.
     pub metrics: Option<MetricsUrl>,
     /// How long a delivery may go unanswered before it goes to another
@@ -233,6 +236,7 @@ async fn work_until(
     tally: Arc<Tally>,
     base: Instant,
     stop: CancellationToken,
+    job_time: Duration,
 ) -> anyhow::Result<Worked> {
     let mut w = plan
         .queues
@@ -246,6 +250,9 @@ async fn work_until(
         tokio::select! {
             r = w.take(&mut batch) => r?,
             _ = stop.cancelled() => break,
+        }
+        if !job_time.is_zero() {
+            tokio::time::sleep(job_time * batch.len() as u32).await;
         }
         w.ack().await?;
         let now = base.elapsed().as_nanos() as u64;
@@ -371,7 +378,7 @@ async fn drain(
     for n in 0..plan.workers {
         let (plan, q, tally, stop) = (plan.clone(), q.clone(), tally.clone(), stop.clone());
         workers.spawn(async move {
-            let r = work_until(&plan, &q, n, tally, base, stop.clone()).await;
+            let r = work_until(&plan, &q, n, tally, base, stop.clone(), Duration::ZERO).await;
             if r.is_err() {
                 stop.cancel();
             }
@@ -625,6 +632,7 @@ pub async fn worker_process(
         .await?;
     let mut batch = Vec::new();
     let stdout = std::io::stdout();
+    writeln!(stdout.lock(), "ready")?;
     loop {
         batch.clear();
         w.take(&mut batch).await?;
@@ -650,6 +658,30 @@ pub async fn worker_process(
             out.flush()?;
         }
         w.ack().await?;
+    }
+}
+
+/// The killed worker's lines as read so far: the jobs it holds, and how
+/// many it finished.
+#[derive(Default)]
+struct WorkerSaid {
+    got: Vec<u64>,
+    done: u64,
+}
+
+impl WorkerSaid {
+    fn apply(&mut self, line: &str, tally: &Tally, base: Instant) -> anyhow::Result<()> {
+        match line.split_once(' ') {
+            Some(("got", j)) => self.got.push(j.parse()?),
+            Some(("done", j)) => {
+                let j: u64 = j.parse()?;
+                self.done += 1;
+                self.got.retain(|g| *g != j);
+                tally.take(j, base.elapsed().as_nanos() as u64);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 
@@ -683,41 +715,57 @@ pub async fn crash_worker(
         .spawn()
         .context("starting the worker process")?;
     let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    // Its share starts with the others', not after them.
+    match tokio::time::timeout(plan.stall_timeout, lines.next_line()).await {
+        Ok(Ok(Some(line))) if line == "ready" => {}
+        Ok(Ok(_)) | Ok(Err(_)) => bail!("the worker process ended before it was ready"),
+        Err(_) => bail!(
+            "the worker process was not ready within {:?}",
+            plan.stall_timeout
+        ),
+    }
     let stop = CancellationToken::new();
     let mut workers = tokio::task::JoinSet::new();
     for n in 1..plan.workers {
         let (plan, q, tally, stop) = (plan.clone(), q.clone(), tally.clone(), stop.clone());
-        workers.spawn(async move { work_until(&plan, &q, n, tally, base, stop).await });
+        workers
+            .spawn(async move { work_until(&plan, &q, n, tally, base, stop, plan.job_time).await });
     }
     let producing = produce(plan, &q, 1, base, Arc::new(AtomicU64::new(0)));
     // Killed once it has finished its share of a quarter of the jobs, with
     // jobs in hand.
     let kill_after = (plan.jobs / plan.workers as u64 / 4).max(1);
     let watching = async {
-        let (mut got, mut done) = (Vec::new(), 0u64);
-        let mut held: Vec<u64> = Vec::new();
+        let mut said = WorkerSaid::default();
         loop {
-            let Some(line) = lines.next_line().await? else {
+            let line = match tokio::time::timeout(plan.stall_timeout, lines.next_line()).await {
+                Ok(line) => line?,
+                Err(_) => bail!(
+                    "the worker process took no more jobs for {:?} before it was due to be \
+                     killed (more --jobs, or a lower --prefetch)",
+                    plan.stall_timeout
+                ),
+            };
+            let Some(line) = line else {
                 bail!("the worker process ended before it was killed");
             };
-            match line.split_once(' ') {
-                Some(("got", j)) => got.push(j.parse::<u64>()?),
-                Some(("done", j)) => {
-                    let j: u64 = j.parse()?;
-                    done += 1;
-                    got.retain(|g| *g != j);
-                    tally.take(j, base.elapsed().as_nanos() as u64);
-                }
-                _ => {}
-            }
-            if done >= kill_after && !got.is_empty() {
-                child.start_kill()?;
-                held.append(&mut got);
-                let killed_at = base.elapsed().as_nanos() as u64;
-                let _ = child.wait().await;
-                return anyhow::Ok((done, held, killed_at));
+            said.apply(&line, &tally, base)?;
+            // Just after a `got`, the process is at its work with those
+            // jobs in hand (its `done` lines come after the job time).
+            if said.done >= kill_after && line.starts_with("got ") {
+                break;
             }
         }
+        child.start_kill()?;
+        let killed_at = base.elapsed().as_nanos() as u64;
+        let _ = child.wait().await;
+        // The process may have run ahead of this reader: what it said
+        // before it died is still in the pipe, and a job it said `done`
+        // to was acknowledged, so never comes back. Read to the end.
+        while let Some(line) = lines.next_line().await? {
+            said.apply(&line, &tally, base)?;
+        }
+        anyhow::Ok((said.done, said.got, killed_at))
     };
     let (killed, produced) = tokio::join!(watching, producing);
     let stalled = {

@@ -105,8 +105,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     Err(why) => report.skipped.push(format!("work: {why}")),
                 }
             }
-            // Named only: its loss accounting is still being checked.
-            if args.scenario == Scenario::CrashWorker {
+            if wants(Scenario::CrashWorker) {
                 match super::promise(&plan, false).await? {
                     Ok(p) => {
                         let worker = |q: &super::QueueName| {
@@ -116,6 +115,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                             c.args(["-q", "bench", "--job-worker", &q.name, "--target"])
                                 .arg(&target_text)
                                 .args(["--prefetch", &args.prefetch.to_string()])
+                                .arg("--job-time")
+                                .arg(format!("{}us", args.job_time.as_micros()))
                                 .arg("--ack-wait")
                                 .arg(format!("{}ms", args.ack_wait.as_millis()));
                             c
@@ -184,6 +185,7 @@ fn plan(args: &BenchArgs, queues: super::Queues, metrics: Option<super::MetricsU
         window: args.confirm_window as usize,
         publishers: args.publishers.iter().map(|&p| p as usize).collect(),
         stall_timeout: args.stall_timeout,
+        job_time: args.job_time,
         ack_wait: args.ack_wait,
         metrics,
         nats_sync: args.nats_sync.clone(),
