@@ -54,7 +54,14 @@ pub enum Scenario {
     /// A worker process killed (SIGKILL) with jobs in hand: lost and
     /// duplicated jobs, time until its jobs reach another worker.
     CrashWorker,
-    /// work, crash-worker and durable.
+    /// A broker the bench started (no --target, or --broker-cmd) SIGKILLed
+    /// during a confirmed flood, started again, drained: confirmed but
+    /// lost, duplicates, time to serve again.
+    CrashBroker,
+    /// A broker the bench started, SIGKILLed with --recovery-jobs stored:
+    /// time to serve again, to drain.
+    Recovery,
+    /// work, crash-worker, durable, crash-broker and recovery.
     Jobs,
 }
 
@@ -63,7 +70,12 @@ impl Scenario {
     fn is_job(self) -> bool {
         matches!(
             self,
-            Scenario::Work | Scenario::Durable | Scenario::CrashWorker | Scenario::Jobs
+            Scenario::Work
+                | Scenario::Durable
+                | Scenario::CrashWorker
+                | Scenario::CrashBroker
+                | Scenario::Recovery
+                | Scenario::Jobs
         )
     }
 }
@@ -193,6 +205,15 @@ pub struct BenchArgs {
     /// durable: the publisher counts of its runs.
     #[arg(long, value_delimiter = ',', default_value = "1,16", value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub publishers: Vec<u32>,
+    /// Job scenarios: the broker to start (and kill, and start again) for
+    /// crash-broker and recovery, run by `sh -c`; `{port}` (and
+    /// `{http_port}`) are replaced by free ports, in --target too. Its data
+    /// directory is the command's business: give one that outlives it.
+    #[arg(long, value_name = "CMD")]
+    pub broker_cmd: Option<String>,
+    /// recovery: the stored jobs of its runs.
+    #[arg(long, value_delimiter = ',', default_value = "100000,1000000", value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub recovery_jobs: Vec<u64>,
     /// Job scenarios without --target: the started broker's --fsync.
     #[arg(long, default_value = "always", value_parser = ["always", "never"], value_name = "always|never")]
     pub fsync: String,

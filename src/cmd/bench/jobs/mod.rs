@@ -5,15 +5,19 @@
 //!   publish-to-ack latency.
 //! - `durable`: confirmed publishes to a durable queue from 1 and 16
 //!   publishers; confirms/s, confirm latency, and aioq's records per fsync.
+//! - `crash-worker`: a worker process SIGKILLed with jobs in hand.
+//! - `crash-broker`, `recovery` (`restart`): a broker the bench started,
+//!   SIGKILLed and started again.
 //!
 //! Every figure comes with the promise it was measured at (the queue's
 //! storage, when its broker syncs to disk, the prefetch), read from the broker
 //! where it says and taken from the command line where it cannot; a broker
 //! that does not promise durability gets no durable figure.
 
-pub mod own;
 pub mod queue;
+pub mod restart;
 pub mod run;
+pub mod started;
 
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
@@ -28,7 +32,7 @@ use self::queue::{job_of, job_payload};
 pub use self::queue::{QueueName, Queues};
 pub use super::meter::MetricsUrl;
 use super::report::Latency;
-use super::Progress;
+pub use super::Progress;
 
 /// What the job scenarios are asked to do.
 #[derive(Debug, Clone)]
@@ -238,10 +242,18 @@ async fn work_until(
     stop: CancellationToken,
     job_time: Duration,
 ) -> anyhow::Result<Worked> {
-    let mut w = plan
-        .queues
-        .worker(q, plan.prefetch, n, plan.ack_wait)
-        .await?;
+    // A broker just restarted may listen before it serves (JetStream
+    // reads its streams back): tried again until the stall timeout.
+    let tried = Instant::now();
+    let mut w = loop {
+        match plan.queues.worker(q, plan.prefetch, n, plan.ack_wait).await {
+            Ok(w) => break w,
+            Err(e) if tried.elapsed() >= plan.stall_timeout || stop.is_cancelled() => {
+                return Err(e)
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    };
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     let mut taken = 0;
     let mut batch = Vec::new();

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use serde::Serialize;
 
-use super::own::OwnBroker;
+use super::restart::{restart_run, KillAt, RestartRun};
+use super::started::Started;
 use super::{CrashWorkerRun, DurableRun, JobPlan, Promise, WorkRun};
 use crate::cmd::bench::{lat, print_report, read_baseline, table, BenchArgs, Progress, Scenario};
 use crate::runtime::output::Stream;
@@ -23,6 +24,8 @@ struct JobsReport {
     work: Option<WorkRun>,
     durable: Vec<DurableRun>,
     crash_worker: Option<CrashWorkerRun>,
+    crash_broker: Option<RestartRun>,
+    recovery: Vec<RestartRun>,
 }
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
@@ -43,15 +46,20 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         args.subscribe_target.is_none(),
         "--subscribe-target is for the pub/sub scenarios"
     );
-    let own = match &args.target {
-        Some(_) => None,
-        None => Some(OwnBroker::start(&args.fsync).await?),
+    // A broker the bench starts itself, which crash-broker and recovery
+    // may kill: its own aioq without --target, or --broker-cmd.
+    let mut started = match (&args.target, &args.broker_cmd) {
+        (_, Some(cmd)) => Some(Started::command(cmd)?),
+        (None, None) => Some(Started::own(&args.fsync)?),
+        (Some(_), None) => None,
     };
-    let queues = match (&args.target, &own) {
-        (Some(t), _) => super::parse_target(t, &args.tls)?,
-        (None, Some(b)) => super::parse_target(&b.addr, &args.tls)?,
-        (None, None) => unreachable!("a broker was started"),
+    let target_text = match (&args.target, &started) {
+        (Some(t), Some(b)) => b.fill(t),
+        (Some(t), None) => t.clone(),
+        (None, Some(b)) => format!("127.0.0.1:{}", b.port),
+        (None, None) => unreachable!("a broker is started without --target"),
     };
+    let queues = super::parse_target(&target_text, &args.tls)?;
     crate::ensure_usage!(
         args.target_metrics.is_none() || matches!(queues, super::Queues::Aioq(_)),
         "--target-metrics: the counters are aioq's; --target is {}",
@@ -62,37 +70,31 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         "--stall-timeout must be longer than --ack-wait: a job held by a dead worker \
          comes back after the ack wait"
     );
-    let plan = plan(
-        args,
-        queues,
-        own.as_ref()
-            .map(|b| b.metrics.clone())
-            .or(args.target_metrics.clone()),
-    );
-    // The killed worker of crash-worker: this program again, on the same
-    // broker and queue.
-    let target_text = match (&args.target, &own) {
-        (Some(t), _) => t.clone(),
-        (None, Some(b)) => b.addr.clone(),
-        (None, None) => unreachable!("a broker was started"),
+    if let Some(b) = started.as_mut() {
+        b.start().await?;
+    }
+    let metrics = match (&started, &args.target_metrics) {
+        (_, Some(m)) => Some(m.clone()),
+        (Some(b), None) if matches!(queues, super::Queues::Aioq(_)) => b.metrics(),
+        _ => None,
     };
+    let plan = plan(args, queues, metrics);
     let baseline = read_baseline(args)?;
     let progress = Progress::new(Stream::Stderr.live(args.json || args.csv));
     let mut report = JobsReport {
         schema_version: 1,
         aioq_version: env!("CARGO_PKG_VERSION"),
-        target: match (&args.target, &own) {
-            (Some(t), _) => shown_target(t),
-            (None, _) => format!(
-                "aioq serve started by the bench (--durable /queue/bench-durable, --fsync {})",
-                args.fsync
-            ),
+        target: match &started {
+            Some(b) => b.shown.clone(),
+            None => shown_target(&target_text),
         },
         broker: plan.queues.kind(),
         skipped: Vec::new(),
         work: None,
         durable: Vec::new(),
         crash_worker: None,
+        crash_broker: None,
+        recovery: Vec::new(),
     };
     let wants = |s: Scenario| args.scenario == Scenario::Jobs || args.scenario == s;
     let interrupted = {
@@ -139,6 +141,52 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
                     Err(why) => report.skipped.push(format!("durable: {why}")),
                 }
             }
+            let restarts = [
+                (Scenario::CrashBroker, "crash-broker"),
+                (Scenario::Recovery, "recovery"),
+            ];
+            for (scenario, name) in restarts {
+                if !wants(scenario) {
+                    continue;
+                }
+                let Some(broker) = started.as_mut() else {
+                    report.skipped.push(format!(
+                        "{name}: the bench kills only a broker it started (no --target, or \
+                         --broker-cmd)"
+                    ));
+                    continue;
+                };
+                // Run whatever the promise: a broker that promised nothing
+                // is shown losing, as it says it may.
+                let promise = super::promise(&plan, true).await?;
+                if scenario == Scenario::CrashBroker {
+                    report.crash_broker = Some(
+                        restart_run(
+                            &plan,
+                            broker,
+                            promise,
+                            plan.jobs,
+                            KillAt::HalfConfirmed,
+                            &progress,
+                        )
+                        .await?,
+                    );
+                } else {
+                    for &n in &args.recovery_jobs {
+                        report.recovery.push(
+                            restart_run(
+                                &plan,
+                                broker,
+                                promise.clone(),
+                                n,
+                                KillAt::AllConfirmed,
+                                &progress,
+                            )
+                            .await?,
+                        );
+                    }
+                }
+            }
             anyhow::Ok(())
         };
         tokio::select! {
@@ -150,8 +198,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         }
     };
     progress.finish();
-    if let Some(b) = own {
-        b.stop().await;
+    if let Some(mut b) = started {
+        b.kill().await;
     }
     if interrupted {
         eprintln!("aioq bench: interrupted; what follows is the runs that finished");
@@ -170,6 +218,20 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<ExitCode> {
         + report.durable.iter().map(|d| d.lost).sum::<u64>();
     if lost > 0 {
         eprintln!("aioq bench: {lost} job(s) lost where nothing was slow or killed");
+        return Ok(ExitCode::from(crate::exit::FAILURE));
+    }
+    let broken: u64 = report
+        .crash_broker
+        .iter()
+        .chain(&report.recovery)
+        .filter(|r| r.durable)
+        .map(|r| r.confirmed_lost + r.never_published)
+        .sum();
+    if broken > 0 {
+        eprintln!(
+            "aioq bench: {broken} job(s) confirmed by a broker that promised durability and \
+             lost across its restart (or delivered and never sent)"
+        );
         return Ok(ExitCode::from(crate::exit::FAILURE));
     }
     Ok(ExitCode::SUCCESS)
@@ -269,6 +331,43 @@ fn print_tables(r: &JobsReport) {
         println!(
             "{t}\npromise: {} (ack wait {} ms where the client sets it)\n",
             c.promise.settings, c.ack_wait_ms
+        );
+    }
+    let restarts: Vec<(&str, &RestartRun)> = r
+        .crash_broker
+        .iter()
+        .map(|c| ("crash-broker", c))
+        .chain(r.recovery.iter().map(|c| ("recovery", c)))
+        .collect();
+    if !restarts.is_empty() {
+        let mut t = table(&[
+            "SIGKILL, restart",
+            "publishers",
+            "sent / confirmed",
+            "confirmed lost",
+            "unconfirmed kept",
+            "dup",
+            "listening",
+            "first job",
+            "drained",
+        ]);
+        let ms = |v: Option<f64>| v.map_or("never".into(), |v| format!("{v:.0} ms"));
+        for (name, c) in &restarts {
+            t.add_row(vec![
+                format!("{name}, {} jobs", c.jobs),
+                c.publishers.to_string(),
+                format!("{} / {}", c.published, c.confirmed),
+                c.confirmed_lost.to_string(),
+                c.unconfirmed_kept.to_string(),
+                c.duplicates.to_string(),
+                ms(Some(c.listening_ms)),
+                ms(c.first_job_ms),
+                ms(c.drained_ms),
+            ]);
+        }
+        println!(
+            "{t}\ntimes from the restart; promise: {}\n",
+            promises(&restarts[0].1.promise)
         );
     }
     if !r.durable.is_empty() {
