@@ -18,6 +18,7 @@ fn jobs_run(extra: &[&str]) -> (Option<i32>, Value, String) {
         ("--publishers", "1,4"),
         ("--stall-timeout", "20s"),
         ("--ack-wait", "1s"),
+        ("--recovery-jobs", "3000"),
     ];
     for (flag, value) in defaults {
         if !extra.contains(&flag) {
@@ -32,6 +33,36 @@ fn jobs_run(extra: &[&str]) -> (Option<i32>, Value, String) {
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     let doc = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.code(), doc, err)
+}
+
+/// A broker the bench started, SIGKILLed and started again: every job it
+/// confirmed came back once, nothing came that was never sent.
+fn assert_kept_across_a_kill(run: &Value) {
+    assert_eq!(run["durable"], true, "{run:#}");
+    assert!(run["confirmed"].as_u64().unwrap() > 0, "{run:#}");
+    for field in ["confirmed_lost", "duplicates", "never_published"] {
+        assert_eq!(run[field], 0, "{field}: {run:#}");
+    }
+    assert!(run["first_job_ms"].as_f64().is_some(), "{run:#}");
+}
+
+/// The bench's --broker-cmd for a broker that promised no durability:
+/// every confirmed job is gone after the kill, counted, and the run does
+/// not call it a defect.
+fn assert_lost_as_promised(code: Option<i32>, doc: &Value, err: &str) {
+    assert_eq!(code, Some(0), "{err}\n{doc:#}");
+    let c = &doc["crash_broker"];
+    assert_eq!(c["durable"], false, "{c:#}");
+    let confirmed = c["confirmed"].as_u64().unwrap();
+    assert!(confirmed > 0, "{c:#}");
+    assert_eq!(c["confirmed_lost"].as_u64(), Some(confirmed), "{c:#}");
+    assert!(
+        c["promise"]["settings"]
+            .as_str()
+            .unwrap()
+            .starts_with("no durable promise"),
+        "{c:#}"
+    );
 }
 
 /// Every job of every run arrived once, at the promise `synced` says.
@@ -88,6 +119,27 @@ fn aioq_keeps_every_job_and_says_its_fsync() {
             .unwrap()
             .contains("--fsync always"));
     }
+    assert_kept_across_a_kill(&doc["crash_broker"]);
+    let recovery = doc["recovery"].as_array().unwrap();
+    assert_eq!(recovery.len(), 1, "{doc:#}");
+    assert_kept_across_a_kill(&recovery[0]);
+    assert_eq!(recovery[0]["confirmed"], 3000, "{doc:#}");
+}
+
+/// Pointed at an aioq broker that keeps `/queue` in memory, crash-broker
+/// finds the loss it is built to find.
+#[test]
+fn crash_broker_counts_what_an_in_memory_queue_loses() {
+    let cmd = format!("{BIN} serve --port {{port}} --http 127.0.0.1:{{http_port}}");
+    let (code, doc, err) = jobs_run(&[
+        "--scenario",
+        "crash-broker",
+        "--broker-cmd",
+        &cmd,
+        "--stall-timeout",
+        "3s",
+    ]);
+    assert_lost_as_promised(code, &doc, &err);
 }
 
 #[test]
@@ -97,6 +149,25 @@ fn rabbitmq_is_measured_with_confirms_and_manual_acks() {
     assert_eq!(code, Some(0), "{err}\n{doc:#}");
     assert_nothing_lost(&doc, "rabbitmq", true);
     assert!(doc["durable"][0]["records_per_fsync"].is_null());
+    assert!(
+        doc["skipped"]
+            .to_string()
+            .contains("crash-broker: the bench kills only a broker it started"),
+        "{doc:#}"
+    );
+    drop(rabbit);
+
+    let cmd = crate::util::rabbitmq::Rabbit::command_line();
+    let (code, doc, err) = jobs_run(&[
+        "--scenario",
+        "crash-broker",
+        "--target",
+        "amqp://127.0.0.1:{port}",
+        "--broker-cmd",
+        &cmd.line,
+    ]);
+    assert_eq!(code, Some(0), "{err}\n{doc:#}");
+    assert_kept_across_a_kill(&doc["crash_broker"]);
 }
 
 /// JetStream's file store syncs on its own timer unless the server says
@@ -111,6 +182,19 @@ fn jetstream_is_measured_with_a_pull_consumer_and_its_sync_stated() {
         .as_str()
         .unwrap()
         .contains("file storage"));
+
+    let store = tempfile::tempdir().unwrap();
+    let cmd = format!("nats-server -js -p {{port}} -sd {}", store.path().display());
+    let (code, doc, err) = jobs_run(&[
+        "--scenario",
+        "crash-broker",
+        "--target",
+        "nats://127.0.0.1:{port}",
+        "--broker-cmd",
+        &cmd,
+    ]);
+    assert_eq!(code, Some(0), "{err}\n{doc:#}");
+    assert_kept_across_a_kill(&doc["crash_broker"]);
 }
 
 /// Redis Streams with AOF fsync always promises durability; without AOF it
@@ -133,6 +217,34 @@ fn redis_streams_are_durable_only_with_aof() {
         skipped.contains("durable: Redis keeps nothing across a restart without AOF"),
         "{skipped}"
     );
+
+    // Killed and started again by the bench: with AOF every confirmed job
+    // is back; without, every one is gone, as promised.
+    let dir = tempfile::tempdir().unwrap();
+    let redis_cmd = |aof: &str| {
+        format!(
+            "redis-server --port {{port}} --dir {} --save '' --appendonly {aof} \
+             --appendfsync always",
+            dir.path().display()
+        )
+    };
+    let crash = |cmd: &str| {
+        jobs_run(&[
+            "--scenario",
+            "crash-broker",
+            "--target",
+            "redis://127.0.0.1:{port}",
+            "--broker-cmd",
+            cmd,
+            "--stall-timeout",
+            "3s",
+        ])
+    };
+    let (code, doc, err) = crash(&redis_cmd("yes"));
+    assert_eq!(code, Some(0), "{err}\n{doc:#}");
+    assert_kept_across_a_kill(&doc["crash_broker"]);
+    let (code, doc, err) = crash(&redis_cmd("no"));
+    assert_lost_as_promised(code, &doc, &err);
 }
 
 /// An aioq broker that keeps no durable store gets no durable figure; one

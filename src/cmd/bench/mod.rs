@@ -207,7 +207,8 @@ pub struct BenchArgs {
     pub publishers: Vec<u32>,
     /// Job scenarios: the broker to start (and kill, and start again) for
     /// crash-broker and recovery, run by `sh -c`; `{port}` (and
-    /// `{http_port}`) are replaced by free ports, in --target too. Its data
+    /// `{http_port}`, `{dist_port}`) are replaced by free ports, `{port}`
+    /// in --target too. Its data
     /// directory is the command's business: give one that outlives it.
     #[arg(long, value_name = "CMD")]
     pub broker_cmd: Option<String>,

@@ -23,6 +23,15 @@ pub async fn within<T>(secs: f64, what: &str, fut: impl Future<Output = T>) -> T
 }
 
 /// Polls `cond` every 10 ms until it holds, failing after `secs`.
+/// A port nobody listens on now (bound, read, let go).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn wait_until(secs: f64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     while !cond() {

@@ -31,13 +31,7 @@ impl Nats {
             .prefix("aioq-nats-")
             .tempdir_in("/tmp")
             .unwrap();
-        let free = || {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
+        let free = super::free_port;
         let mut nats = Nats {
             store,
             port: free(),

@@ -2,7 +2,7 @@
 //! in a temp dir, a free AMQP port and a free distribution port; stopped
 //! (with its Erlang VM) on drop.
 
-use std::net::TcpListener;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use super::{wait_until, Lines};
@@ -16,39 +16,84 @@ pub struct Rabbit {
     log: Lines,
 }
 
+/// Its own directory in /tmp (an Erlang node name must stay short).
+fn scratch() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("aioq-rabbit-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::write(dir.path().join("plugins"), "[].\n").unwrap();
+    dir
+}
+
+/// The environment of a node of its own in `d`. The Erlang cookie lives
+/// in $HOME: one of its own, so that runs never share (or fight over) the
+/// user's.
+fn settings(d: &Path, port: &str, dist: &str) -> Vec<(&'static str, String)> {
+    let at = |name: &str| d.join(name).display().to_string();
+    vec![
+        ("HOME", d.display().to_string()),
+        (
+            "RABBITMQ_NODENAME",
+            format!(
+                "aioq{}@localhost",
+                d.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .replace(['-', '.'], "")
+            ),
+        ),
+        ("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1".into()),
+        ("RABBITMQ_NODE_PORT", port.into()),
+        ("RABBITMQ_DIST_PORT", dist.into()),
+        ("RABBITMQ_MNESIA_BASE", at("mnesia")),
+        ("RABBITMQ_LOG_BASE", at("log")),
+        ("RABBITMQ_ENABLED_PLUGINS_FILE", at("plugins")),
+        ("RABBITMQ_CONFIG_FILE", at("rabbitmq")),
+        ("RABBITMQ_PID_FILE", at("pid")),
+    ]
+}
+
+/// A node for `aioq bench --broker-cmd`, which starts and kills it: the
+/// command line, with `{port}` and `{dist_port}` for the bench to fill.
+pub struct RabbitCommand {
+    pub line: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for RabbitCommand {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+    }
+}
+
 impl Rabbit {
+    pub fn command_line() -> RabbitCommand {
+        let dir = scratch();
+        let env: Vec<String> = settings(dir.path(), "{port}", "{dist_port}")
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        RabbitCommand {
+            line: format!("{} {BIN}", env.join(" ")),
+            dir,
+        }
+    }
+
     pub fn start() -> Rabbit {
         assert!(
             std::path::Path::new(BIN).exists(),
             "no {BIN}: install it with `apt-get install rabbitmq-server`"
         );
-        let free = || {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
-        let (port, dist) = (free(), free());
-        let dir = tempfile::Builder::new()
-            .prefix("aioq-rabbit-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let d = dir.path();
-        std::fs::write(d.join("plugins"), "[].\n").unwrap();
-        // The Erlang cookie lives in $HOME: one of its own, so that runs never
-        // share (or fight over) the user's.
-        let mut child = Command::new(BIN)
-            .env("HOME", d)
-            .env("RABBITMQ_NODENAME", format!("aioq{port}@localhost"))
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", port.to_string())
-            .env("RABBITMQ_DIST_PORT", dist.to_string())
-            .env("RABBITMQ_MNESIA_BASE", d.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", d.join("log"))
-            .env("RABBITMQ_ENABLED_PLUGINS_FILE", d.join("plugins"))
-            .env("RABBITMQ_CONFIG_FILE", d.join("rabbitmq"))
-            .env("RABBITMQ_PID_FILE", d.join("pid"))
+        let (port, dist) = (super::free_port(), super::free_port());
+        let dir = scratch();
+        let mut command = Command::new(BIN);
+        for (k, v) in settings(dir.path(), &port.to_string(), &dist.to_string()) {
+            command.env(k, v);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -1,7 +1,6 @@
 //! A throwaway redis-server: loopback, a free port, no persistence; stopped
 //! on drop.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 
 use super::Lines;
@@ -21,11 +20,7 @@ impl Redis {
     /// With these settings (`--appendonly yes --appendfsync always`), in a
     /// scratch directory of its own.
     pub fn start_with(settings: &[&str]) -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = super::free_port();
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])

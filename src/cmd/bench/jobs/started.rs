@@ -61,13 +61,17 @@ impl Started {
         })
     }
 
-    /// The user's command, through `sh -c`, `{port}` and `{http_port}`
-    /// replaced by free ports.
+    /// The user's command, through `sh -c`, `{port}`, `{http_port}` and
+    /// `{dist_port}` (RabbitMQ's Erlang distribution) replaced by free
+    /// ports, the same at every start.
     pub fn command(cmd: &str) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("a scratch directory")?;
         let port = free_port()?;
         let http_port = cmd.contains("{http_port}").then(free_port).transpose()?;
         let mut line = cmd.replace("{port}", &port.to_string());
+        if line.contains("{dist_port}") {
+            line = line.replace("{dist_port}", &free_port()?.to_string());
+        }
         if let Some(h) = http_port {
             line = line.replace("{http_port}", &h.to_string());
         }
