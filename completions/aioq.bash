@@ -127,7 +127,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__bench)
-            opts="-v -q -h -V --target --subscribe-target --target-metrics --tls --tls-ca --tls-cert --tls-key --tls-server-name --scenario --kinds --subscribers --slow --slow-mode --trickle-rate --rate --duration --messages --stall-timeout --size --latency-rate --latency-duration --connections --protocol --confirms --acks --json --min-isolation --compare --max-regression --noise --csv --no-prime --workers --jobs --prefetch --confirm-window --publishers --fsync --nats-sync --ack-wait --job-worker --job-time --send-queue --send-queue-bytes --topic-overflow --verbose --quiet --help --version"
+            opts="-v -q -h -V --target --subscribe-target --target-metrics --tls --tls-ca --tls-cert --tls-key --tls-server-name --scenario --kinds --subscribers --slow --slow-mode --trickle-rate --rate --duration --messages --stall-timeout --size --latency-rate --latency-duration --connections --protocol --confirms --acks --json --min-isolation --compare --max-regression --noise --csv --no-prime --workers --jobs --prefetch --confirm-window --publishers --broker-cmd --recovery-jobs --fsync --nats-sync --ack-wait --job-worker --job-time --send-queue --send-queue-bytes --topic-overflow --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -162,7 +162,7 @@ _aioq() {
                     return 0
                     ;;
                 --scenario)
-                    COMPREPLY=($(compgen -W "all isolation throughput latency fanout work durable crash-worker jobs" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "all isolation throughput latency fanout work durable crash-worker crash-broker recovery jobs" -- "${cur}"))
                     return 0
                     ;;
                 --kinds)
@@ -254,6 +254,14 @@ _aioq() {
                     return 0
                     ;;
                 --publishers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker-cmd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --recovery-jobs)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -181,7 +181,9 @@ fanout\t''
 work\t'Workers acknowledge every job: jobs/s, shares, publish-to-ack latency'
 durable\t'Confirmed publishes to a durable queue, 1 and 16 publishers'
 crash-worker\t'A worker process killed (SIGKILL) with jobs in hand: lost and duplicated jobs, time until its jobs reach another worker'
-jobs\t'work and durable (crash-worker runs only when named)'"
+crash-broker\t'A broker the bench started (no --target, or --broker-cmd) SIGKILLed during a confirmed flood, started again, drained: confirmed but lost, duplicates, time to serve again'
+recovery\t'A broker the bench started, SIGKILLed with --recovery-jobs stored: time to serve again, to drain'
+jobs\t'work, crash-worker, durable, crash-broker and recovery'"
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l kinds -d 'Channel kinds the isolation and throughput scenarios measure' -r -f -a "both\t''
 topic\t''
 queue\t''"
@@ -209,12 +211,14 @@ complete -c aioq -n "__fish_aioq_using_subcommand bench" -l jobs -d 'Job scenari
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l prefetch -d 'Job scenarios: deliveries a worker may hold unacknowledged (aioq credit, RabbitMQ basic.qos, JetStream\'s pull batch, Redis COUNT)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l confirm-window -d 'Job scenarios: publishes each producer keeps unconfirmed at most' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l publishers -d 'durable: the publisher counts of its runs' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l broker-cmd -d 'Job scenarios: the broker to start (and kill, and start again) for crash-broker and recovery, run by `sh -c`; `{port}` (and `{http_port}`, `{dist_port}`) are replaced by free ports, `{port}` in --target too. Its data directory is the command\'s business: give one that outlives it' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l recovery-jobs -d 'recovery: the stored jobs of its runs' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l fsync -d 'Job scenarios without --target: the started broker\'s --fsync' -r -f -a "always\t''
 never\t''"
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l nats-sync -d 'Job scenarios on nats://: the JetStream file store\'s sync_interval as the server was started (no client can read it): printed with the figures; only `always` counts as synced before the publish ack' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l ack-wait -d 'Job scenarios: how long a delivery may go unanswered before another worker gets it, where the client sets it (JetStream\'s ack_wait, the idle time of Redis\'s XAUTOCLAIM); aioq\'s is the broker\'s --ack-wait, and aioq and RabbitMQ give a dead worker\'s jobs back at once' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l job-worker -d 'A worker process of crash-worker (started by the bench itself)' -r
-complete -c aioq -n "__fish_aioq_using_subcommand bench" -l job-time -d 'With --job-worker: the time each job takes' -r
+complete -c aioq -n "__fish_aioq_using_subcommand bench" -l job-time -d 'crash-worker: how long each job takes a worker (every worker, the killed one too, so that it dies with jobs in hand)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l send-queue -d 'Embedded broker: messages per subscriber send queue' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l send-queue-bytes -d 'Embedded broker: payload bytes per subscriber send queue' -r
 complete -c aioq -n "__fish_aioq_using_subcommand bench" -l topic-overflow -d 'Embedded broker: what happens to a /topic subscriber whose queue is full' -r -f -a "drop\t'The subscriber misses the message; the loss is counted'

@@ -122,6 +122,27 @@ pub fn figures(doc: &Value) -> Vec<Figure> {
             false,
         );
     }
+    add(
+        "crash_broker.first_job_ms".into(),
+        num(&doc["crash_broker"], "/first_job_ms"),
+        "ms",
+        false,
+    );
+    for r in doc["recovery"].as_array().into_iter().flatten() {
+        let n = r["jobs"].as_u64().unwrap_or(0);
+        add(
+            format!("recovery.{n}_jobs.first_job_ms"),
+            num(r, "/first_job_ms"),
+            "ms",
+            false,
+        );
+        add(
+            format!("recovery.{n}_jobs.drained_ms"),
+            num(r, "/drained_ms"),
+            "ms",
+            false,
+        );
+    }
     out
 }
 
@@ -204,5 +225,28 @@ mod tests {
         assert_eq!(c[0].verdict, "noise");
         assert_eq!(c[1].verdict, "worse");
         assert!((c[1].better_by_pct + 50.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_restart_scenarios_give_figures_named_by_their_stored_jobs() {
+        let doc = serde_json::json!({
+            "crash_broker": {"first_job_ms": 40.0, "drained_ms": 90.0},
+            "recovery": [
+                {"jobs": 100000, "first_job_ms": 120.0, "drained_ms": 900.0},
+                {"jobs": 1000000, "first_job_ms": null, "drained_ms": null},
+            ],
+        });
+        let names: Vec<(String, bool)> = figures(&doc)
+            .into_iter()
+            .map(|f| (f.name, f.higher_is_better))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("crash_broker.first_job_ms".to_string(), false),
+                ("recovery.100000_jobs.first_job_ms".to_string(), false),
+                ("recovery.100000_jobs.drained_ms".to_string(), false),
+            ]
+        );
     }
 }
