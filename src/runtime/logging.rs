@@ -34,8 +34,10 @@ pub fn init(verbosity: i8) -> Logging {
         1 => "debug",
         _ => "trace",
     };
+    // lapin (the bench's AMQP client) logs at ERROR every connection the
+    // crash scenarios cut, though each reaches the bench as a Result.
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("aioq={level},warn")));
+        .unwrap_or_else(|_| EnvFilter::new(format!("aioq={level},lapin=off,warn")));
     let ansi = super::output::Stream::Stderr.styled();
     let (writer, guard) = NonBlockingBuilder::default()
         .lossy(true)

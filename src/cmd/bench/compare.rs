@@ -123,6 +123,12 @@ pub fn figures(doc: &Value) -> Vec<Figure> {
         );
     }
     add(
+        "crash_worker.handed_on_ms".into(),
+        num(&doc["crash_worker"], "/handed_on_ms"),
+        "ms",
+        false,
+    );
+    add(
         "crash_broker.first_job_ms".into(),
         num(&doc["crash_broker"], "/first_job_ms"),
         "ms",

@@ -661,7 +661,7 @@ impl Worker {
                 idle,
                 taken,
             } => {
-                let reply: Option<redis::streams::StreamReadReply> = redis::cmd("XREADGROUP")
+                let reply = redis::cmd("XREADGROUP")
                     .arg("GROUP")
                     .arg(GROUP)
                     .arg(name.as_str())
@@ -673,8 +673,18 @@ impl Worker {
                     .arg(key.as_str())
                     .arg(">")
                     .query_async(conn)
-                    .await
-                    .context("XREADGROUP")?;
+                    .await;
+                let reply: Option<redis::streams::StreamReadReply> = match reply {
+                    // Just restarted, reading its AOF back: not serving yet.
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::BusyLoading) =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        return Ok(());
+                    }
+                    r => r.context("XREADGROUP")?,
+                };
                 let mut entries: Vec<redis::streams::StreamId> = reply
                     .into_iter()
                     .flat_map(|r| r.keys)
