@@ -434,8 +434,11 @@ impl Producer {
             } => {
                 *next_id += 1;
                 sent.push_back((*next_id, job));
+                // Written as the buffer fills or the producer waits for
+                // answers, as a pipelining client does (the peers' clients
+                // batch their writes too): not one system call a job.
                 writer
-                    .send(v2::encode::publish(Some(*next_id), None, channel, &payload))
+                    .feed(v2::encode::publish(Some(*next_id), None, channel, &payload))
                     .await?;
             }
             Producer::Amqp {
@@ -527,8 +530,12 @@ impl Producer {
     pub async fn answers(&mut self, out: &mut Vec<(u64, bool)>) -> anyhow::Result<()> {
         match self {
             Producer::Aioq {
-                sent, confirmed, ..
+                sent,
+                confirmed,
+                writer,
+                ..
             } => {
+                writer.flush().await?;
                 let refused_before = confirmed.borrow().refused;
                 let c = confirmed
                     .wait_for(|c| c.ended || sent.front().is_some_and(|(id, _)| *id <= c.up_to))
