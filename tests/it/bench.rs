@@ -4,7 +4,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::util::{naive, Proc, BIN};
+use crate::util::{free_port, hole, naive, Proc, BIN};
 
 fn bench(args: &[&str]) -> (Option<i32>, Value, String) {
     let out = Command::new(BIN)
@@ -446,11 +446,7 @@ fn a_target_in_no_known_protocol_is_a_usage_error() {
 /// as for aioq), and a password in the URL is said nowhere.
 #[test]
 fn an_unreachable_peer_exits_3_and_never_shows_its_password() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     for target in [
         format!("nats://user:hunter2@127.0.0.1:{port}"),
         format!("redis://127.0.0.1:{port}"),
@@ -540,10 +536,7 @@ fn a_served_broker_reports_its_physics_through_its_metrics() {
 /// saying how far it got.
 #[test]
 fn a_broker_that_stops_reading_fails_the_run_after_the_stall_timeout() {
-    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let target = hole.local_addr().unwrap().to_string();
-    // Accepts every connection and holds it, reading nothing.
-    std::thread::spawn(move || hole.incoming().collect::<Vec<_>>());
+    let (target, _) = hole();
     let mut run = Proc::spawn(
         &[
             "bench",
@@ -573,16 +566,7 @@ fn a_broker_that_stops_reading_fails_the_run_after_the_stall_timeout() {
 /// nothing, for a stall timeout far away).
 #[test]
 fn an_interrupted_bench_says_so_and_exits_130() {
-    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let target = hole.local_addr().unwrap().to_string();
-    let (accepted, connected) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for c in hole.incoming() {
-            held.push(c);
-            let _ = accepted.send(());
-        }
-    });
+    let (target, connected) = hole();
     let mut run = Proc::spawn(
         &[
             "bench",

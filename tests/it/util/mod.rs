@@ -32,6 +32,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A "broker" that accepts every connection and holds it, reading nothing:
+/// its address, and word of each connection it took.
+pub fn hole() -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let (accepted, connected) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in listener.incoming() {
+            held.push(c);
+            let _ = accepted.send(());
+        }
+    });
+    (target, connected)
+}
+
 pub fn wait_until(secs: f64, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
     while !cond() {
