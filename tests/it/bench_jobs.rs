@@ -287,3 +287,20 @@ fn an_aioq_broker_without_a_store_gets_no_durable_figure() {
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("did not keep /queue/bench-durable"), "{err}");
 }
+
+/// A --broker-cmd that ends before it listens fails the run at once, with
+/// what it said, rather than leaving the bench waiting on a port.
+#[test]
+fn a_broker_command_that_never_listens_fails_the_run_with_its_words() {
+    // Were the ending not seen, the bench would wait 180 s for the port,
+    // past the suite's 120 s backstop.
+    let (code, _, err) = jobs_run(&[
+        "--scenario",
+        "crash-broker",
+        "--broker-cmd",
+        "echo no such broker here >&2; exit 3",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("the broker ended"), "{err}");
+    assert!(err.contains("no such broker here"), "{err}");
+}

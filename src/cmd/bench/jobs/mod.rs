@@ -281,6 +281,32 @@ async fn work_until(
     Ok(Worked { taken, latency })
 }
 
+/// Workers numbered `ns` taking jobs of `q` until `stop`, each `job_time`
+/// a job.
+fn spawn_workers(
+    plan: &JobPlan,
+    q: &QueueName,
+    ns: std::ops::Range<usize>,
+    tally: &Arc<Tally>,
+    base: Instant,
+    stop: &CancellationToken,
+    job_time: Duration,
+) -> tokio::task::JoinSet<anyhow::Result<Worked>> {
+    let mut workers = tokio::task::JoinSet::new();
+    for n in ns {
+        let (plan, q, tally, stop) = (plan.clone(), q.clone(), tally.clone(), stop.clone());
+        workers.spawn(async move {
+            let r = work_until(&plan, &q, n, tally, base, stop.clone(), job_time).await;
+            // One worker's failure ends the run for all.
+            if r.is_err() {
+                stop.cancel();
+            }
+            r
+        });
+    }
+    workers
+}
+
 /// What the producers did.
 struct Produced {
     confirmed: u64,
@@ -386,17 +412,15 @@ async fn drain(
     what: &str,
 ) -> anyhow::Result<Vec<Worked>> {
     let stop = CancellationToken::new();
-    let mut workers = tokio::task::JoinSet::new();
-    for n in 0..plan.workers {
-        let (plan, q, tally, stop) = (plan.clone(), q.clone(), tally.clone(), stop.clone());
-        workers.spawn(async move {
-            let r = work_until(&plan, &q, n, tally, base, stop.clone(), Duration::ZERO).await;
-            if r.is_err() {
-                stop.cancel();
-            }
-            r
-        });
-    }
+    let mut workers = spawn_workers(
+        plan,
+        q,
+        0..plan.workers,
+        &tally,
+        base,
+        &stop,
+        Duration::ZERO,
+    );
     let stalled = {
         let tally = tally.clone();
         watch_stall(plan, what, move || tally.done.load(Relaxed), &stop)
@@ -624,8 +648,8 @@ pub struct CrashWorkerRun {
     /// Jobs finished twice (the killed worker's acknowledgements that never
     /// left, or deliveries given again).
     pub duplicates: u64,
-    /// From the SIGKILL until the last job the killed worker held was taken
-    /// by another worker; null when one never was.
+    /// From the SIGKILL until the last job the killed worker held was done
+    /// by another worker; null when one never was, or it held none.
     pub handed_on_ms: Option<f64>,
 }
 
@@ -737,12 +761,15 @@ pub async fn crash_worker(
         ),
     }
     let stop = CancellationToken::new();
-    let mut workers = tokio::task::JoinSet::new();
-    for n in 1..plan.workers {
-        let (plan, q, tally, stop) = (plan.clone(), q.clone(), tally.clone(), stop.clone());
-        workers
-            .spawn(async move { work_until(&plan, &q, n, tally, base, stop, plan.job_time).await });
-    }
+    let mut workers = spawn_workers(
+        plan,
+        &q,
+        1..plan.workers,
+        &tally,
+        base,
+        &stop,
+        plan.job_time,
+    );
     let producing = produce(plan, &q, 1, base, Arc::new(AtomicU64::new(0)));
     // Killed once it has finished its share of a quarter of the jobs, with
     // jobs in hand.
@@ -801,10 +828,13 @@ pub async fn crash_worker(
     plan.queues.remove(&q).await;
     let (acked, held, killed_at) = killed?;
     produced?;
+    // None when one never was, or when it held none at its death (it had
+    // said `done` to all it got): then there is nothing to time.
     let handed_on = held
         .iter()
         .map(|j| tally.first_at[*j as usize].load(Relaxed))
-        .try_fold(0u64, |latest, at| (at > 0).then(|| latest.max(at)));
+        .try_fold(0u64, |latest, at| (at > 0).then(|| latest.max(at)))
+        .filter(|_| !held.is_empty());
     Ok(CrashWorkerRun {
         promise,
         workers: plan.workers,

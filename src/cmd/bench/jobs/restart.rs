@@ -5,7 +5,7 @@
 //! serve again with that many stored. No worker runs before the kill, so
 //! every duplicate is one the broker made.
 
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::started::Started;
-use super::{job_payload, work_until, JobPlan, Progress, Promise, QueueName, Tally};
+use super::{job_payload, spawn_workers, JobPlan, Progress, Promise, QueueName, Tally};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RestartRun {
@@ -95,6 +95,10 @@ pub async fn restart_run(
         .await?;
     let base = Instant::now();
     let state: Arc<Vec<AtomicU8>> = Arc::new((0..jobs).map(|_| AtomicU8::new(0)).collect());
+    // Counted as confirms come: the kill is decided every millisecond,
+    // and a scan of a million jobs each time would take the cores the
+    // broker is measured on.
+    let confirms = Arc::new(AtomicU64::new(0));
     // Set just before the SIGKILL: errors are expected from then on.
     let dying = CancellationToken::new();
     // Set a while after it: a client that reconnects on its own (NATS)
@@ -103,7 +107,8 @@ pub async fn restart_run(
     let mut producers = tokio::task::JoinSet::new();
     for i in 0..publishers {
         let mut p = plan.queues.producer(&q).await?;
-        let (state, dying, killed) = (state.clone(), dying.clone(), killed.clone());
+        let (state, confirms) = (state.clone(), confirms.clone());
+        let (dying, killed) = (dying.clone(), killed.clone());
         let (size, window) = (plan.size, plan.window);
         producers.spawn(async move {
             let mut answers = Vec::new();
@@ -112,7 +117,7 @@ pub async fn restart_run(
                 while job < jobs {
                     while p.unanswered() >= window {
                         p.answers(&mut answers).await?;
-                        confirm(&state, &mut answers)?;
+                        confirm(&state, &confirms, &mut answers)?;
                     }
                     state[job as usize].store(SENT, Relaxed);
                     p.publish(job, job_payload(job, size, base)).await?;
@@ -120,7 +125,7 @@ pub async fn restart_run(
                 }
                 while p.unanswered() > 0 {
                     p.answers(&mut answers).await?;
-                    confirm(&state, &mut answers)?;
+                    confirm(&state, &confirms, &mut answers)?;
                 }
                 anyhow::Ok(())
             };
@@ -134,12 +139,6 @@ pub async fn restart_run(
             }
         });
     }
-    let confirmed = || {
-        state
-            .iter()
-            .filter(|s| s.load(Relaxed) == CONFIRMED)
-            .count() as u64
-    };
     // Until the moment to kill, the end of the flood (a small run may end
     // first), or a flood that stopped moving (a broker that holds its
     // publishers back at a backlog bound): the kill comes then.
@@ -153,7 +152,7 @@ pub async fn restart_run(
                 None => break,
             },
         }
-        let now = confirmed();
+        let now = confirms.load(Relaxed);
         if kill == KillAt::HalfConfirmed && now >= jobs / 2 {
             break;
         }
@@ -180,7 +179,7 @@ pub async fn restart_run(
         r??;
     }
     let published = state.iter().filter(|s| s.load(Relaxed) != 0).count() as u64;
-    let confirmed = confirmed();
+    let confirmed = confirms.load(Relaxed);
 
     let restarted_at = base.elapsed();
     let listening = broker.start().await?;
@@ -192,13 +191,15 @@ pub async fn restart_run(
         .await;
     let tally = Arc::new(Tally::new(jobs));
     let stop = CancellationToken::new();
-    let mut workers = tokio::task::JoinSet::new();
-    for n in 0..plan.workers {
-        let (plan, q, tally, stop) = (plan.clone(), q.clone(), tally.clone(), stop.clone());
-        workers.spawn(
-            async move { work_until(&plan, &q, n, tally, base, stop, Duration::ZERO).await },
-        );
-    }
+    let mut workers = spawn_workers(
+        plan,
+        &q,
+        0..plan.workers,
+        &tally,
+        base,
+        &stop,
+        Duration::ZERO,
+    );
     // Until every confirmed job came and then nothing for a while, or
     // nothing at all for the stall timeout: what is missing then is lost.
     let confirmed_seen = || {
@@ -221,7 +222,10 @@ pub async fn restart_run(
             last = (now, Instant::now());
         }
         let quiet = last.1.elapsed();
-        if (quiet >= QUIET && confirmed_seen()) || quiet >= plan.stall_timeout {
+        // Scanned only once as many jobs came as were confirmed.
+        if (quiet >= QUIET && tally.done.load(Relaxed) >= confirmed && confirmed_seen())
+            || quiet >= plan.stall_timeout
+        {
             break;
         }
     }
@@ -265,13 +269,19 @@ pub async fn restart_run(
     Ok(r)
 }
 
-fn confirm(state: &[AtomicU8], answers: &mut Vec<(u64, bool)>) -> anyhow::Result<()> {
+fn confirm(
+    state: &[AtomicU8],
+    confirms: &AtomicU64,
+    answers: &mut Vec<(u64, bool)>,
+) -> anyhow::Result<()> {
     for (job, ok) in answers.drain(..) {
         if !ok {
             bail!("the broker refused job {job}");
         }
         if let Some(s) = state.get(job as usize) {
-            s.store(CONFIRMED, Relaxed);
+            if s.swap(CONFIRMED, Relaxed) != CONFIRMED {
+                confirms.fetch_add(1, Relaxed);
+            }
         }
     }
     Ok(())

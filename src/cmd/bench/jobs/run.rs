@@ -317,7 +317,7 @@ fn print_tables(r: &JobsReport) {
             "killed worker: done / in hand",
             "lost",
             "dup",
-            "its jobs taken again after",
+            "its jobs done elsewhere after",
         ]);
         t.add_row(vec![
             format!("{} jobs", c.jobs),
@@ -325,8 +325,11 @@ fn print_tables(r: &JobsReport) {
             format!("{} / {}", c.acked_by_killed, c.held_by_killed),
             c.lost.to_string(),
             c.duplicates.to_string(),
-            c.handed_on_ms
-                .map_or("never".into(), |ms| format!("{ms:.1} ms")),
+            match (c.handed_on_ms, c.held_by_killed) {
+                (Some(ms), _) => format!("{ms:.1} ms"),
+                (None, 0) => "-".into(),
+                (None, _) => "never".into(),
+            },
         ]);
         println!(
             "{t}\npromise: {} (ack wait {} ms where the client sets it)\n",
