@@ -65,6 +65,7 @@ pub struct Out {
 
 impl Out {
     /// A `/topic` message for subscription `sub`.
+    #[cfg(test)]
     pub fn plain(payload: Bytes, sub: u32) -> Self {
         Self {
             payload,

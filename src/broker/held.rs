@@ -225,6 +225,9 @@ fn acked(shared: &Shared, conn: &Conn, done: Vec<Entry>) {
             .position(|e| !Arc::ptr_eq(&e.sub.channel, channel))
             .map_or(done.len(), |k| i + k);
         stored_done(channel, done[i..end].iter().map(|e| &e.out));
+        if let Some(replies) = shared.replies.get() {
+            replies.written(jetstream_held(channel, done[i..end].iter().map(|e| &e.out)));
+        }
         i = end;
     }
     let mut last: Option<&Arc<Subscription>> = None;
@@ -261,6 +264,28 @@ fn stored_done<'a>(channel: &Channel, outs: impl IntoIterator<Item = &'a Out>) {
         if let Some(log) = q.log() {
             log.settle(outs);
         }
+    }
+}
+
+/// In a cluster: the JetStream messages of `outs` (of `channel`), kept
+/// unanswered while a worker of this broker had the job; their answer is
+/// final now.
+fn jetstream_held<'a>(
+    channel: &Channel,
+    outs: impl IntoIterator<Item = &'a Out>,
+) -> Vec<super::store::Delivery> {
+    match &channel.kind {
+        Kind::Queue(q) => {
+            q.take_stored(outs.into_iter().filter_map(|o| o.delivery.map(|d| d.seq())))
+        }
+        Kind::Topic(_) => Vec::new(),
+    }
+}
+
+fn part_of(out: &Out) -> super::store::Part {
+    super::store::Part {
+        bytes: out.payload.clone(),
+        head: out.head,
     }
 }
 
@@ -348,6 +373,14 @@ fn redeliver(shared: &Shared, channel: &Arc<Channel>, back: Vec<Out>, delay: Dur
         // name now, made again if need be.
         Err(back) => {
             for m in back {
+                // A job JetStream keeps for this broker goes back to it, for
+                // any broker's workers.
+                if let Some(replies) = shared.replies.get() {
+                    if let [d] = &jetstream_held(channel, [&m])[..] {
+                        replies.give_back([(d.clone(), part_of(&m))]);
+                        continue;
+                    }
+                }
                 republish(shared, &channel.name, m.payload.clone(), m.head);
                 // Stored again under the channel's new number (if durable).
                 stored_done(channel, [&m]);
@@ -394,12 +427,19 @@ fn dead_letter(shared: &Shared, e: Entry, reason: DeadReason, failures: u32) {
         }
         _ => e.delivered_ms,
     };
+    let held_by_jetstream = shared
+        .replies
+        .get()
+        .zip(jetstream_held(channel, [&e.out]).pop());
     let Some(dead) = e.sub.acks().and_then(|a| a.dead_letter.clone()) else {
         // A dead-letter channel's own message ended by TERM: nowhere further.
         shared
             .router
             .count_drop(Some(channel), None, super::stats::DropReason::Terminated, 1);
         stored_done(channel, [&e.out]);
+        if let Some((replies, d)) = held_by_jetstream {
+            replies.written([d]);
+        }
         return;
     };
     let attempts = e.out.attempt().get();
@@ -414,6 +454,16 @@ fn dead_letter(shared: &Shared, e: Entry, reason: DeadReason, failures: u32) {
             crate::proto::shown(&dead),
             reason.as_str()
         );
+    }
+    // In a cluster, stored in the dead-letter channel's stream before
+    // JetStream hears that the job is done with.
+    if let Some((replies, d)) = held_by_jetstream {
+        let letter = super::store::Part {
+            bytes: payload,
+            head,
+        };
+        replies.dead_letter(dead, letter, d, part_of(&e.out));
+        return;
     }
     // Stored in the dead-letter channel (if durable) before it leaves this one.
     republish(shared, &dead, payload, head);

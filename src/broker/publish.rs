@@ -22,6 +22,7 @@ use super::router::{Channel, Full, Kind, Retired, Router};
 use super::stats::DropReason;
 use super::store::jetstream::{Back, JetStream, Outbox};
 use super::store::Backend;
+use super::store::Part;
 use crate::proto::v2;
 
 /// Where `/topic` messages go besides this broker's subscribers: the
@@ -29,7 +30,7 @@ use crate::proto::v2;
 pub trait Forward: Send + Sync {
     /// True when the message left for the other brokers (false: counted as
     /// not forwarded).
-    fn forward(&self, name: &Bytes, payload: &Bytes) -> bool;
+    fn forward(&self, name: &Bytes, payload: &Bytes, head: u16) -> bool;
 }
 
 /// What lies beyond this broker that a publish may go to.
@@ -270,7 +271,7 @@ impl<'a> Publisher<'a> {
     /// killed while it waited for `/queue` room (the message is counted lost).
     /// `head`: bytes at the front of `payload` that are its header block
     /// (protocol v2 headers, never on a clustered broker).
-    pub async fn publish(&mut self, name: Bytes, mut payload: Bytes, mut head: u16) -> bool {
+    pub async fn publish(&mut self, name: Bytes, payload: Bytes, head: u16) -> bool {
         let len = payload.len() as u64;
         self.unsaid.received.0 += 1;
         self.unsaid.received.1 += len;
@@ -300,16 +301,12 @@ impl<'a> Publisher<'a> {
         }
         self.unsaid.published.0 += 1;
         self.unsaid.published.1 += len;
-        // Headers do not cross a cluster yet (a connection admitted before
-        // the broker joined one may have been granted them): dropped here.
-        if head > 0 && (self.links.forward.is_some() || self.links.jetstream.is_some()) {
-            payload = payload.slice(usize::from(head)..);
-            head = 0;
-        }
         // A /topic message that went to the other brokers was routed, whether
         // or not anyone here is subscribed.
         let elsewhere = match self.links.forward {
-            Some(forward) if !crate::proto::is_queue(&name) => forward.forward(&name, &payload),
+            Some(forward) if !crate::proto::is_queue(&name) => {
+                forward.forward(&name, &payload, head)
+            }
             _ => false,
         };
         // Routed here at once, as nearly every publish is; the rest in boxed
@@ -318,7 +315,13 @@ impl<'a> Publisher<'a> {
         match self.route_now(&name, &payload, head, elsewhere) {
             Now::Done(done) => done,
             Now::Wait => Box::pin(self.route_locally(name, payload, head, false, elsewhere)).await,
-            Now::Stream(channel) => match self.gather(&channel, payload) {
+            Now::Stream(channel) => match self.gather(
+                &channel,
+                Part {
+                    bytes: payload,
+                    head,
+                },
+            ) {
                 Ok(()) => true,
                 Err(rest) => Box::pin(self.ship_and_gather(channel, rest)).await,
             },
@@ -369,9 +372,9 @@ impl<'a> Publisher<'a> {
 
     /// Routes here what JetStream did not take (already counted as published).
     async fn route_back(&mut self, back: Back) -> bool {
-        for (channel, payload) in back {
+        for (channel, part) in back {
             if !self
-                .route_locally(channel.name.clone(), payload, 0, true, false)
+                .route_locally(channel.name.clone(), part.bytes, part.head, true, false)
                 .await
             {
                 return false;
@@ -385,7 +388,7 @@ impl<'a> Publisher<'a> {
     /// state would be part of every publish's future, which each frame
     /// moves into place (its size showed as memcpy in the reader's profile).
     /// `Err`: the gathering is full or cannot take it, ship first.
-    fn gather(&mut self, channel: &Arc<Channel>, payload: Bytes) -> Result<(), Option<Bytes>> {
+    fn gather(&mut self, channel: &Arc<Channel>, payload: Part) -> Result<(), Option<Part>> {
         self.count_channel(channel, payload.len() as u64);
         let outbox = self.outbox.get_or_insert_with(Box::default);
         match outbox.gather(channel, payload) {
@@ -399,7 +402,7 @@ impl<'a> Publisher<'a> {
     /// gathering could not take), shipping again as it fills. Boxed by its
     /// caller: JetStream's futures are large, and would otherwise make every
     /// publish, clustered or not, carry their size.
-    async fn ship_and_gather(&mut self, channel: Arc<Channel>, mut rest: Option<Bytes>) -> bool {
+    async fn ship_and_gather(&mut self, channel: Arc<Channel>, mut rest: Option<Part>) -> bool {
         let mut shipped = true;
         loop {
             shipped = self.ship().await && shipped;

@@ -18,7 +18,7 @@ use super::conn::Refused;
 use super::delivery::{DeliveryId, Numbering, Out};
 use super::router::{Channel, Kind};
 use super::store::disk::{record, Disk, Loc};
-use super::store::Delivery;
+use super::store::{Delivery, Part};
 use super::subscription::Subscription;
 
 /// The channel was retired from the registry (a `/queue` or a `/topic`
@@ -147,6 +147,8 @@ pub struct QueueState {
     room: Notify,
     /// Where a durable channel's messages are kept besides memory.
     log: Option<Box<ChannelLog>>,
+    /// Entries in [`Redo::stored`], so that a write skips the lock when none.
+    stored_len: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -191,6 +193,11 @@ struct Redo {
     history: std::collections::HashMap<u64, History>,
     /// Failed messages waiting out their delay before redelivery, with when.
     delayed: Vec<(std::time::Instant, Out)>,
+    /// In a cluster: the JetStream messages of deliveries written to
+    /// acknowledging workers, by number, until the worker's answer is final
+    /// (acknowledged, or dead-lettered): JetStream is not answered before,
+    /// so that neither the worker's death nor this broker's loses the job.
+    stored: std::collections::HashMap<u64, Delivery>,
 }
 
 /// What a channel remembers of a message given back by an acknowledging worker.
@@ -323,6 +330,7 @@ impl QueueState {
             room_wanted: AtomicBool::new(false),
             room: Notify::new(),
             log: None,
+            stored_len: AtomicUsize::new(0),
         }
     }
 
@@ -677,6 +685,43 @@ impl QueueState {
     }
 
     /// Forgets message `seq`: acknowledged, or dead-lettered.
+    /// Deliveries of stored messages (see [`Redo::stored`]) written to an
+    /// acknowledging worker: kept until their answer is final.
+    pub fn keep_stored(&self, written: impl IntoIterator<Item = (u64, Delivery)>) {
+        let mut inner = lock(&self.inner);
+        let stored = &mut inner.redo.get_or_insert_with(Box::default).stored;
+        stored.extend(written);
+        self.stored_len.store(stored.len(), Relaxed);
+    }
+
+    /// Some delivery's stored message waits for a final answer.
+    pub fn holds_stored(&self) -> bool {
+        self.stored_len.load(Relaxed) > 0
+    }
+
+    /// The stored messages of deliveries `seqs`, whose answer is final:
+    /// out of the table, for their store to settle.
+    pub fn take_stored(&self, seqs: impl IntoIterator<Item = u64>) -> Vec<Delivery> {
+        self.take_stored_by(seqs).into_values().collect()
+    }
+
+    /// [`take_stored`](Self::take_stored), by number.
+    pub fn take_stored_by(
+        &self,
+        seqs: impl IntoIterator<Item = u64>,
+    ) -> std::collections::HashMap<u64, Delivery> {
+        let mut inner = lock(&self.inner);
+        let Some(redo) = inner.redo.as_mut().filter(|r| !r.stored.is_empty()) else {
+            return Default::default();
+        };
+        let taken = seqs
+            .into_iter()
+            .filter_map(|s| Some((s, redo.stored.remove(&s)?)))
+            .collect();
+        self.stored_len.store(redo.stored.len(), Relaxed);
+        taken
+    }
+
     pub fn forget(&self, seq: u64) {
         if let Some(r) = &mut lock(&self.inner).redo {
             r.history.remove(&seq);
@@ -952,21 +997,21 @@ impl QueueState {
     /// Hands a JetStream message to the next worker with room, to be
     /// acknowledged once written; gives it back when none has room (or the
     /// local backlog is not empty, which keeps its order).
-    pub fn offer_delivery(
-        &self,
-        payload: Bytes,
-        delivery: Delivery,
-    ) -> Result<(), (Bytes, Delivery)> {
+    pub fn offer_delivery(&self, part: Part, delivery: Delivery) -> Result<(), (Part, Delivery)> {
         let mut inner = lock(&self.inner);
         if !inner.backlog.is_empty() {
-            return Err((payload, delivery));
+            return Err((part, delivery));
         }
         let seq = inner.numbering.peek();
         let id = DeliveryId::new(seq, delivery.attempt());
-        inner.round_robin((payload, delivery), |w, (p, d)| {
+        inner.round_robin((part, delivery), |w, (p, d)| {
             w.offer_delivery(p, id, d).map_err(|(refused, d)| {
                 let (m, over_budget) = refused.into_message_and_budget();
-                ((m.payload, d), over_budget)
+                let p = Part {
+                    bytes: m.payload,
+                    head: m.head,
+                };
+                ((p, d), over_budget)
             })
         })?;
         inner.numbering.taken(seq);
@@ -975,12 +1020,12 @@ impl QueueState {
 
     /// The backlog, when no worker is left to take it: a clustered broker
     /// hands it back to JetStream rather than hold it. Its bytes leave the budget.
-    pub fn take_orphans(&self) -> Vec<Bytes> {
+    pub fn take_orphans(&self) -> Vec<Out> {
         let mut inner = lock(&self.inner);
         if !inner.workers.is_empty() || inner.draining > 0 || inner.backlog.is_empty() {
             return Vec::new();
         }
-        let orphans: Vec<Bytes> = inner.backlog.drain(..).map(|m| m.payload).collect();
+        let orphans: Vec<Out> = inner.backlog.drain(..).collect();
         let bytes = std::mem::take(&mut inner.bytes);
         self.budget.give_back_parked(bytes);
         self.after_change(&mut inner, orphans.len());
@@ -1023,12 +1068,9 @@ impl QueueState {
     }
 
     /// Puts back orphans that could not be handed to JetStream.
-    pub fn restore(&self, orphans: Vec<Bytes>) {
+    pub fn restore(&self, orphans: Vec<Out>) {
         let mut inner = lock(&self.inner);
-        self.push_front(
-            &mut inner,
-            orphans.into_iter().map(|p| Out::plain(p, 0)).collect(),
-        );
+        self.push_front(&mut inner, orphans);
     }
 }
 

@@ -686,12 +686,8 @@ async fn admit_v2<T: Transport>(
     let granted = Granted {
         confirms: hello.wants(v2::feature::CONFIRMS),
         loss: hello.wants(v2::feature::LOSS),
-        // Not across a cluster yet: NATS forwarding and the JetStream
-        // envelope carry payloads only.
-        headers: hello.wants(v2::feature::HEADERS) && shared.cluster.get().is_none(),
-        // Not across a cluster yet: JetStream's consumer acknowledges a
-        // delivery once it is written to a worker here.
-        acks: hello.wants(v2::feature::ACKS) && shared.cluster.get().is_none(),
+        headers: hello.wants(v2::feature::HEADERS),
+        acks: hello.wants(v2::feature::ACKS),
     };
     let (capacity, max_bytes) = policy.for_channel(b"").send_bounds(b"");
     let mut features = Vec::new();

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use super::conn::{Conn, Refused};
 use super::delivery::{DeliveryId, Out};
 use super::lock;
-use super::router::Channel;
-use super::store::Delivery;
+use super::router::{Channel, Kind};
+use super::store::{Delivery, Part};
 
 /// How a connection names a subscription.
 #[derive(Debug, Clone, Copy)]
@@ -118,7 +118,7 @@ pub fn cost(channel: &[u8]) -> usize {
 /// A stored message in a worker's send queue.
 struct InFlight {
     seq: u64,
-    part: Bytes,
+    part: Part,
     delivery: Delivery,
 }
 
@@ -145,7 +145,7 @@ impl Subscription {
     /// queue refuses it.
     pub fn offer_delivery(
         &self,
-        payload: Bytes,
+        part: Part,
         id: DeliveryId,
         delivery: Delivery,
     ) -> Result<(), (Refused, Delivery)> {
@@ -153,16 +153,16 @@ impl Subscription {
             let mut in_flight = lock(&self.in_flight);
             in_flight.push_back(InFlight {
                 seq: id.seq(),
-                part: payload.clone(),
+                part: part.clone(),
                 delivery,
             });
             self.in_flight_len.store(in_flight.len(), Relaxed);
         }
         let m = Out {
-            payload,
+            payload: part.bytes,
             delivery: Some(id),
             sub: self.ids.local,
-            head: 0,
+            head: part.head,
         };
         // Counted before it is queued (see offer_work).
         self.queued_one();
@@ -386,7 +386,7 @@ impl Subscription {
     /// due their settlement.
     pub fn written(&self, batch: &[Out]) -> Vec<Delivery> {
         if self.in_flight_len.load(Relaxed) == 0 {
-            return Vec::new();
+            return self.redelivered_written(batch);
         }
         let mut in_flight = lock(&self.in_flight);
         let mut due = Vec::new();
@@ -394,18 +394,41 @@ impl Subscription {
         for id in batch.iter().filter_map(|m| m.delivery) {
             if in_flight.front().is_some_and(|u| u.seq == id.seq()) {
                 if let Some(u) = in_flight.pop_front() {
-                    due.push(u.delivery);
+                    due.push((u.seq, u.delivery));
                 }
             }
         }
         self.in_flight_len.store(in_flight.len(), Relaxed);
+        drop(in_flight);
+        // An acknowledging worker's are settled by its answer, not by the write.
+        if let (Some(_), Kind::Queue(q)) = (self.acks(), &self.channel.kind) {
+            q.keep_stored(due);
+            return Vec::new();
+        }
+        let mut due: Vec<Delivery> = due.into_iter().map(|(_, d)| d).collect();
+        due.extend(self.redelivered_written(batch));
         due
+    }
+
+    /// Jobs an acknowledging worker gave back, redelivered from the backlog
+    /// to this worker: if it does not acknowledge, their stored messages are
+    /// settled by the write.
+    fn redelivered_written(&self, batch: &[Out]) -> Vec<Delivery> {
+        match &self.channel.kind {
+            Kind::Queue(q) if self.acks().is_none() && q.holds_stored() => q.take_stored(
+                batch
+                    .iter()
+                    .filter(|m| m.attempt().get() > 1)
+                    .filter_map(|m| m.delivery.map(|d| d.seq())),
+            ),
+            _ => Vec::new(),
+        }
     }
 
     /// Splits what this worker leaves unsent into messages of this broker's
     /// memory (returned first) and stored ones, which go back to their store
     /// (returned second) rather than to this broker's backlog.
-    pub fn unwritten(&self, unsent: Vec<Out>) -> (Vec<Out>, Vec<(Delivery, Bytes)>) {
+    pub fn unwritten(&self, unsent: Vec<Out>) -> (Vec<Out>, Vec<(Delivery, Part)>) {
         if self.in_flight_len.load(Relaxed) == 0 {
             return (unsent, Vec::new());
         }

@@ -1181,3 +1181,324 @@ async fn a_broker_says_when_it_stops_following_a_channel() {
         .wait_for_async(10.0, "cluster: no longer following /topic/brief")
         .await;
 }
+
+/// An acknowledging worker on a clustered broker: (connection, its broker).
+async fn acking_worker(port: u16, credit: u32, channel: &str) -> Raw {
+    use crate::util::v2::{self, Frame};
+    let (mut c, hello) = Raw::hello(port, &["acks", "headers"]).await;
+    assert!(hello["features"].to_string().contains("acks"), "{hello}");
+    c.send_frame(&v2::sub_acked(1, credit, channel)).await;
+    assert_eq!(c.next().await, Frame::Subscribed(1));
+    c
+}
+
+/// The next delivery: (delivery id, attempt, payload).
+async fn next_job(c: &mut Raw, what: &str) -> (u64, u32, Vec<u8>) {
+    use crate::util::v2::Frame;
+    within(20.0, what, async {
+        loop {
+            match c.next().await {
+                Frame::Msg {
+                    delivery,
+                    attempt,
+                    payload,
+                    ..
+                } => return (delivery, attempt, payload),
+                Frame::Ping(_) | Frame::Pong(_) => {}
+                other => panic!("{what}: expected a MSG, got {other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+/// In a cluster a job an acknowledging worker holds is JetStream's until the
+/// worker answers: neither the worker's death nor its broker's loses it, and
+/// an acknowledged job never comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_held_by_an_acknowledging_worker_outlives_its_broker() {
+    use crate::util::v2::{self, publish_confirmed};
+    let nats = Nats::start();
+    let a = clustered(&nats, &["--cluster-ack-wait", "1s"]);
+    let mut b = clustered(&nats, &["--cluster-ack-wait", "1s", "--ack-wait", "1h"]);
+    for broker in [&a, &b] {
+        broker.log.wait_for_async(10.0, "JetStream available").await;
+    }
+    let mut w = acking_worker(b.port, 2, "/queue/held").await;
+    // Two publishes, two JetStream messages: one is acknowledged, one held.
+    publish_confirmed(a.port, "/queue/held", &[b"done on b"]).await;
+    publish_confirmed(a.port, "/queue/held", &[b"held on b"]).await;
+    let (first, attempt, payload) = next_job(&mut w, "the first job on b").await;
+    assert_eq!((attempt, payload.as_slice()), (1, &b"done on b"[..]));
+    let (_, _, payload) = next_job(&mut w, "the second job on b").await;
+    assert_eq!(payload, b"held on b");
+    w.send_frame(&v2::ack(&[first])).await;
+    // The acknowledgement has reached b once b answers a PING after it.
+    w.send_frame(&v2::ping(7)).await;
+    within(10.0, "the PONG", async {
+        while w.next().await != crate::util::v2::Frame::Pong(7) {}
+    })
+    .await;
+    // b's acknowledgement of the first job reaches JetStream on its own time:
+    // give it the round trip a NATS flush takes before b dies.
+    within(10.0, "the first job settled in JetStream", async {
+        loop {
+            let pending = consumer_pending(&nats, "/queue/held").await;
+            if pending == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    drop(w);
+
+    let mut other = acking_worker(a.port, 2, "/queue/held").await;
+    let (id, attempt, payload) = next_job(&mut other, "the held job on a").await;
+    assert_eq!(payload, b"held on b", "the acknowledged job came back");
+    assert_eq!(attempt, 2, "JetStream's second delivery of it");
+    other.send_frame(&v2::ack(&[id])).await;
+    // Nothing else: the acknowledged job is not redelivered, then or after
+    // a job published now.
+    publish_confirmed(a.port, "/queue/held", &[b"marker"]).await;
+    let (_, _, payload) = next_job(&mut other, "the marker").await;
+    assert_eq!(payload, b"marker", "the acknowledged job came back");
+}
+
+/// A job a worker ends with `TERM` on one broker is a dead letter of the
+/// cluster: a listener on another broker reads it with its payload, its
+/// headers and the reasons, and it is stored before the job leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_in_a_cluster_keeps_its_payload_and_headers_on_every_broker() {
+    use crate::util::v2::{self, Frame};
+    let nats = Nats::start();
+    let a = clustered(&nats, &[]);
+    let mut b = clustered(&nats, &["--max-deliveries", "2"]);
+    for broker in [&a, &b] {
+        broker.log.wait_for_async(10.0, "JetStream available").await;
+    }
+    let mut w = acking_worker(b.port, 4, "/queue/dl").await;
+    let (mut p, _) = Raw::hello(a.port, &["confirms", "headers"]).await;
+    let mut wire = Vec::new();
+    v2::put(
+        &mut wire,
+        &v2::publish_with_headers("/queue/dl", &[("trace", b"t-1")], b"poison"),
+    );
+    v2::put(
+        &mut wire,
+        &v2::publish(Some(9), "/queue/dl", b"fails twice"),
+    );
+    p.send(&wire).await;
+    within(10.0, "the confirm", async {
+        while p.next().await != Frame::Confirm(9) {}
+    })
+    .await;
+    let mut seen = Vec::new();
+    within(20.0, "both jobs, with their headers", async {
+        while seen.len() < 2 {
+            match w.next().await {
+                Frame::MsgWithHeaders {
+                    headers, payload, ..
+                } => {
+                    assert_eq!(payload, b"poison");
+                    assert_eq!(headers, [("trace".to_string(), b"t-1".to_vec())]);
+                    seen.push("poison");
+                }
+                Frame::Msg { payload, .. } => {
+                    assert_eq!(payload, b"fails twice");
+                    seen.push("fails");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    // Delivery ids 1 and 2, in publish order.
+    w.send_frame(&v2::term(&[1])).await;
+    w.send_frame(&v2::nak(0, &[2])).await;
+    let (id, attempt, payload) = next_job(&mut w, "the second attempt").await;
+    assert_eq!((attempt, payload.as_slice()), (2, &b"fails twice"[..]));
+    w.send_frame(&v2::nak(0, &[id])).await;
+    // Both are dead letters now; b dies before anyone reads them.
+    let (mut d, _) = Raw::hello(a.port, &["headers"]).await;
+    within(20.0, "both dead letters stored in JetStream", async {
+        loop {
+            let pending = consumer_pending(&nats, "/queue/dl/dead").await;
+            if pending >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    b.child.kill().unwrap();
+    b.child.wait().unwrap();
+    d.send_frame(&v2::sub(3, "/queue/dl/dead")).await;
+    assert_eq!(d.next().await, Frame::Subscribed(3));
+    let mut dead = Vec::new();
+    within(20.0, "both dead letters on the other broker", async {
+        while dead.len() < 2 {
+            match d.next().await {
+                Frame::MsgWithHeaders {
+                    headers, payload, ..
+                } => {
+                    let h = |k: &str| {
+                        headers
+                            .iter()
+                            .find(|(n, _)| n == k)
+                            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                    };
+                    assert_eq!(h("aioq-channel").as_deref(), Some("/queue/dl"));
+                    match payload.as_slice() {
+                        b"poison" => {
+                            assert_eq!(h("aioq-reason").as_deref(), Some("term"));
+                            assert_eq!(h("trace").as_deref(), Some("t-1"), "{headers:?}");
+                        }
+                        b"fails twice" => {
+                            assert_eq!(h("aioq-reason").as_deref(), Some("max_deliveries"));
+                            assert_eq!(h("aioq-attempts").as_deref(), Some("2"));
+                        }
+                        other => panic!("{}", String::from_utf8_lossy(other)),
+                    }
+                    dead.push(payload);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    // And the jobs themselves are settled: nothing of /queue/dl is left.
+    let mut w = acking_worker(a.port, 4, "/queue/dl").await;
+    crate::util::v2::publish_confirmed(a.port, "/queue/dl", &[b"marker"]).await;
+    let (_, _, payload) = next_job(&mut w, "the marker").await;
+    assert_eq!(payload, b"marker", "a dead-lettered job came back");
+}
+
+/// Messages of `channel`'s JetStream consumer that wait for a broker or
+/// that a broker holds unacknowledged (0 before the stream exists).
+async fn consumer_pending(nats: &Nats, channel: &str) -> u64 {
+    // The stream's name as brokers compute it (FNV-1a 64 of the channel).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in channel.as_bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let name = format!("AIOQ_{h:016X}");
+    let req = "GET /jsz?streams=true&consumers=true HTTP/1.1\r\nHost: localhost\r\n\
+               Connection: close\r\n\r\n";
+    let (_, head, body) = http_raw(nats.monitor, req).await;
+    // nats-server sends a body this long in chunks.
+    let body = if head.to_ascii_lowercase().contains("chunked") {
+        let mut whole = String::new();
+        let mut rest = body.as_str();
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            whole.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        whole
+    } else {
+        body
+    };
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["account_details"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a["stream_detail"].as_array().cloned().unwrap_or_default())
+        .filter(|s| s["name"] == name.as_str())
+        .flat_map(|s| s["consumer_detail"].as_array().cloned().unwrap_or_default())
+        .map(|c| {
+            c["num_pending"].as_u64().unwrap_or(0) + c["num_ack_pending"].as_u64().unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Headers cross the cluster: a `/topic` message over NATS and a `/queue`
+/// message through JetStream reach a subscriber on another broker with their
+/// header block, and a version 1 subscriber there gets the payload alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_cross_the_cluster() {
+    use crate::util::v2::{self, Frame};
+    let nats = Nats::start();
+    let a = clustered(&nats, &[]);
+    let b = clustered(&nats, &[]);
+    for broker in [&a, &b] {
+        broker.log.wait_for_async(10.0, "JetStream available").await;
+    }
+    let (mut s, hello) = Raw::hello(b.port, &["headers"]).await;
+    assert_eq!(hello["features"], serde_json::json!(["headers"]), "{hello}");
+    s.send_frame(&v2::sub(1, "/topic/h")).await;
+    assert_eq!(s.next().await, Frame::Subscribed(1));
+    s.send_frame(&v2::sub(2, "/queue/h")).await;
+    assert_eq!(s.next().await, Frame::Subscribed(2));
+    let mut old = Raw::subscribe(b.port, "/topic/h").await;
+    following(&b, "/topic/h").await;
+    let (mut p, _) = Raw::hello(a.port, &["headers", "confirms"]).await;
+    let mut wire = Vec::new();
+    v2::put(
+        &mut wire,
+        &v2::publish_with_headers("/topic/h", &[("trace", b"t-7")], b"news"),
+    );
+    v2::put(
+        &mut wire,
+        &v2::publish_with_headers("/queue/h", &[("k", b"v")], b"job"),
+    );
+    p.send(&wire).await;
+    let mut got = Vec::new();
+    within(20.0, "both messages with their headers", async {
+        while got.len() < 2 {
+            match s.next().await {
+                Frame::MsgWithHeaders {
+                    sid,
+                    headers,
+                    payload,
+                } => got.push((sid, headers, payload)),
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    got.sort_by_key(|g| g.0);
+    assert_eq!(
+        got,
+        [
+            (
+                1,
+                vec![("trace".to_string(), b"t-7".to_vec())],
+                b"news".to_vec()
+            ),
+            (2, vec![("k".to_string(), b"v".to_vec())], b"job".to_vec()),
+        ]
+    );
+    assert_eq!(old.read_text().await, "news");
+}
+
+/// An acknowledging worker that dies mid-job: with no other worker on its
+/// broker, the job goes back to JetStream at once (not after the cluster's
+/// acknowledgement wait) and reaches a worker on another broker, attempt
+/// raised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_of_an_acknowledging_worker_that_dies_reaches_another_broker() {
+    use crate::util::v2::publish_confirmed;
+    let nats = Nats::start();
+    let a = clustered(&nats, &["--cluster-ack-wait", "5m"]);
+    let b = clustered(&nats, &["--cluster-ack-wait", "5m"]);
+    for broker in [&a, &b] {
+        broker.log.wait_for_async(10.0, "JetStream available").await;
+    }
+    let mut w = acking_worker(b.port, 1, "/queue/dies").await;
+    publish_confirmed(a.port, "/queue/dies", &[b"the job"]).await;
+    let (_, attempt, payload) = next_job(&mut w, "the job on b").await;
+    assert_eq!((attempt, payload.as_slice()), (1, &b"the job"[..]));
+    drop(w);
+    let mut other = acking_worker(a.port, 1, "/queue/dies").await;
+    let (_, attempt, payload) = next_job(&mut other, "the job on a").await;
+    assert_eq!(payload, b"the job");
+    assert!(attempt >= 2, "a second delivery, not {attempt}");
+}

@@ -33,6 +33,7 @@ use super::publish::Forward;
 use super::router::{Channel, Interest, Kind, Router};
 use super::stats::BrokerStats;
 use super::store::jetstream::{subject, JetStream, Settings};
+use super::store::Part;
 use super::store::{Backend, Replies};
 use crate::runtime::backoff::Backoff;
 /// Topic messages waiting to be forwarded, by count and by bytes.
@@ -93,7 +94,7 @@ pub struct Cluster {
     connected: Arc<AtomicBool>,
     /// Where `/queue` channels are kept, over the same NATS connection.
     jetstream: Arc<JetStream>,
-    forward: mpsc::Sender<(Bytes, Bytes)>,
+    forward: mpsc::Sender<(Bytes, Part)>,
     forward_bytes: AtomicUsize,
     /// Messages accepted for forwarding and not yet handed to the NATS client.
     forward_pending: AtomicUsize,
@@ -244,7 +245,7 @@ impl Cluster {
 impl Forward for Cluster {
     /// Hands a local `/topic` message to the forwarder without waiting; counts
     /// it when it cannot be forwarded.
-    fn forward(&self, name: &Bytes, payload: &Bytes) -> bool {
+    fn forward(&self, name: &Bytes, payload: &Bytes, head: u16) -> bool {
         let len = payload.len();
         if !self.connected() {
             self.unforwarded("NATS is unreachable");
@@ -261,7 +262,13 @@ impl Forward for Cluster {
             self.forward_pending.fetch_add(1, Relaxed);
             if self
                 .forward
-                .try_send((name.clone(), payload.clone()))
+                .try_send((
+                    name.clone(),
+                    Part {
+                        bytes: payload.clone(),
+                        head,
+                    },
+                ))
                 .is_err()
             {
                 self.forward_pending.fetch_sub(1, Relaxed);

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{subject, Cluster};
 use crate::broker::router::Channel;
+use crate::broker::store::jetstream::envelope;
+use crate::broker::store::Part;
 
 /// Messages taken off the forward queue at a time.
 const BATCH: usize = 256;
@@ -20,12 +22,12 @@ const BATCH: usize = 256;
 const SUBJECTS: usize = 4096;
 
 /// Publishes what local publishers send to `/topic` channels on NATS, in order.
-pub(super) async fn forward(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(Bytes, Bytes)>) {
+pub(super) async fn forward(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(Bytes, Part)>) {
     let mut batch = Vec::with_capacity(BATCH);
     let mut subjects: HashMap<Bytes, async_nats::Subject> = HashMap::new();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
-        for (name, payload) in batch.drain(..) {
-            let len = payload.len();
+        for (name, part) in batch.drain(..) {
+            let len = part.len();
             cluster.forward_bytes.fetch_sub(len, Relaxed);
             cluster.router.budget.give_back(len);
             if !cluster.connected() {
@@ -40,7 +42,17 @@ pub(super) async fn forward(cluster: Arc<Cluster>, mut rx: mpsc::Receiver<(Bytes
                 .entry(name)
                 .or_insert_with_key(|name| subject::encode(name).into())
                 .clone();
-            let published = cluster.client.publish(subject, payload).await;
+            // A header block travels in the payload, its length in a NATS
+            // header (as in a JetStream envelope).
+            let published = match envelope::seal(std::slice::from_ref(&part)) {
+                (None, payload) => cluster.client.publish(subject, payload).await,
+                (Some(headers), payload) => {
+                    cluster
+                        .client
+                        .publish_with_headers(subject, headers, payload)
+                        .await
+                }
+            };
             cluster.forward_pending.fetch_sub(1, Relaxed);
             match published {
                 Ok(()) => cluster.stats.cluster_out.add(1, len as u64),
@@ -82,7 +94,10 @@ pub(super) async fn inbound(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: 
             m = sub.next() => m,
         };
         let Some(msg) = msg else { break };
-        let payload = msg.payload;
+        let Part {
+            bytes: payload,
+            head,
+        } = envelope::lone(msg.headers.as_ref(), msg.payload);
         if payload.is_empty() {
             continue;
         }
@@ -99,7 +114,7 @@ pub(super) async fn inbound(cluster: Arc<Cluster>, channel: Arc<Channel>, stop: 
         // from this one too would deliver twice.
         if cluster
             .router
-            .publish_topic(&channel, &payload, 0, false)
+            .publish_topic(&channel, &payload, head, false)
             .is_err()
         {
             cluster.stats.unrouted.fetch_add(1, Relaxed);

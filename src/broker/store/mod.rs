@@ -20,6 +20,29 @@ use super::lock;
 pub mod disk;
 pub mod jetstream;
 
+/// A `/queue` message as a store keeps it: its bytes, the first `head` of
+/// which are its header block (protocol v2; 0 for none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub bytes: Bytes,
+    pub head: u16,
+}
+
+impl Part {
+    /// A message without a header block.
+    pub fn plain(bytes: Bytes) -> Self {
+        Self { bytes, head: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
 /// Which store keeps a `/queue` channel's messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -48,7 +71,7 @@ pub struct Parcel {
     /// Parts neither written nor given back yet.
     left: AtomicUsize,
     /// Parts given back: stored again before the parcel is acknowledged.
-    back: Mutex<Vec<Bytes>>,
+    back: Mutex<Vec<Part>>,
 }
 
 impl Parcel {
@@ -82,7 +105,7 @@ impl Parcel {
 
     /// One part settled (`back`: not written, to be stored again); true for
     /// the last.
-    fn settle(&self, back: Option<Bytes>) -> bool {
+    fn settle(&self, back: Option<Part>) -> bool {
         if let Some(part) = back {
             lock(&self.back).push(part);
         }
@@ -91,7 +114,7 @@ impl Parcel {
 
     /// Once every part is settled: the parts given back, and whether they
     /// are all of them (then the whole parcel can go back as it is).
-    pub fn given_back(&self) -> (Vec<Bytes>, bool) {
+    pub fn given_back(&self) -> (Vec<Part>, bool) {
         let back = std::mem::take(&mut *lock(&self.back));
         let all = back.len() == self.parts;
         (back, all)
@@ -131,6 +154,15 @@ pub enum Reply {
     Settled(Delivery),
     /// Not handed to any worker: any broker may deliver it again.
     Nak(Box<Token>),
+    /// A job a worker here gave up on: stored as `letter` in dead-letter
+    /// channel `to`, then its part settled; given back as `part` if the
+    /// dead letter cannot be stored.
+    DeadLetter {
+        to: Bytes,
+        letter: Part,
+        delivery: Delivery,
+        part: Part,
+    },
     /// Sends everything queued so far, then answers.
     Flush(oneshot::Sender<()>),
 }
@@ -155,16 +187,26 @@ impl Replies {
 
     /// Parts that no worker here will write: back to their store, for any
     /// broker's workers.
-    pub fn give_back(&self, parts: impl IntoIterator<Item = (Delivery, Bytes)>) {
+    pub fn give_back(&self, parts: impl IntoIterator<Item = (Delivery, Part)>) {
         for (p, part) in parts {
             self.settle(p, Some(part));
         }
     }
 
-    fn settle(&self, p: Delivery, back: Option<Bytes>) {
+    fn settle(&self, p: Delivery, back: Option<Part>) {
         if p.settle(back) {
             let _ = self.0.send(Reply::Settled(p));
         }
+    }
+
+    /// A job sent to dead-letter channel `to` as `letter` (see [`Reply::DeadLetter`]).
+    pub fn dead_letter(&self, to: Bytes, letter: Part, delivery: Delivery, part: Part) {
+        let _ = self.0.send(Reply::DeadLetter {
+            to,
+            letter,
+            delivery,
+            part,
+        });
     }
 
     /// A whole stored message back to its store as it is.

@@ -7,12 +7,21 @@
 //! has the header `Aioq-Parts: N` and a payload of N parts, each a 4-byte
 //! big-endian length and that many bytes. A message without the header is one
 //! part, as it is (what a lone message, or another NATS client, publishes).
+//! A part that begins with a protocol v2 header block says how long the
+//! block is in the header `Aioq-Heads`: one length per part, comma
+//! separated, there only when some part has a block (a broker that does not
+//! know it delivers the block as payload bytes, as before it existed).
 
 use async_nats::HeaderMap;
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::broker::store::Part;
+
 /// The header that marks a JetStream message as holding several parts.
 pub const PARTS: &str = "Aioq-Parts";
+
+/// The header that gives each part's header block length.
+pub const HEADS: &str = "Aioq-Heads";
 
 /// Most parts in one JetStream message.
 pub const MAX_PARTS: usize = 256;
@@ -22,27 +31,78 @@ pub const MAX_PARTS: usize = 256;
 pub const MAX_BYTES: usize = 64 << 10;
 
 /// The headers and payload of a JetStream message carrying `parts`.
-pub fn seal(parts: &[Bytes]) -> (Option<HeaderMap>, Bytes) {
+pub fn seal(parts: &[Part]) -> (Option<HeaderMap>, Bytes) {
+    let heads = parts.iter().any(|p| p.head > 0).then(|| {
+        let list: Vec<String> = parts.iter().map(|p| p.head.to_string()).collect();
+        list.join(",")
+    });
     if let [one] = parts {
-        return (None, one.clone());
+        let headers = heads.map(|h| {
+            let mut headers = HeaderMap::new();
+            headers.insert(HEADS, h.as_str());
+            headers
+        });
+        return (headers, one.bytes.clone());
     }
-    let len = parts.iter().map(|p| 4 + p.len()).sum();
+    let len = parts.iter().map(|p| 4 + p.bytes.len()).sum();
     let mut payload = BytesMut::with_capacity(len);
     for p in parts {
-        payload.put_u32(p.len() as u32);
-        payload.put_slice(p);
+        payload.put_u32(p.bytes.len() as u32);
+        payload.put_slice(&p.bytes);
     }
     let mut headers = HeaderMap::new();
     headers.insert(PARTS, parts.len().to_string().as_str());
+    if let Some(h) = heads {
+        headers.insert(HEADS, h.as_str());
+    }
     (Some(headers), payload.freeze())
+}
+
+/// A message published as it is (a `/topic` message across the cluster):
+/// its header block's length from `Aioq-Heads`, if it has one.
+pub fn lone(headers: Option<&HeaderMap>, payload: Bytes) -> Part {
+    with_heads(headers, vec![payload]).remove(0)
+}
+
+/// What a stored header block is checked against: any block a broker
+/// writes (a dead letter's may pass a publisher's limits).
+const ANY_BLOCK: crate::proto::v2::HeaderLimits = crate::proto::v2::HeaderLimits {
+    max_headers: 255,
+    max_bytes: u16::MAX as usize,
+};
+
+/// Gives each part its header block length, from the `Aioq-Heads` header;
+/// a list that does not fit (another count, a block longer than its part,
+/// a header block that does not parse) is ignored: the parts then travel
+/// as payload, as from a broker that sets no such header.
+fn with_heads(headers: Option<&HeaderMap>, parts: Vec<Bytes>) -> Vec<Part> {
+    let heads: Option<Vec<u16>> = headers
+        .and_then(|h| h.get(HEADS))
+        .and_then(|v| v.as_str().split(',').map(|n| n.parse().ok()).collect());
+    let fits = |heads: &[u16]| {
+        heads.len() == parts.len()
+            && heads.iter().zip(&parts).all(|(&h, p)| {
+                h == 0
+                    || crate::proto::v2::header_block_len(p, ANY_BLOCK)
+                        .is_ok_and(|n| n == usize::from(h))
+            })
+    };
+    match heads {
+        Some(heads) if fits(&heads) => parts
+            .into_iter()
+            .zip(heads)
+            .map(|(bytes, head)| Part { bytes, head })
+            .collect(),
+        _ => parts.into_iter().map(Part::plain).collect(),
+    }
 }
 
 /// The parts of a JetStream message (slices of its payload, not copies).
 /// `Err` for one that says it has parts and does not add up: it is then
 /// delivered whole, as one message, since it came from outside aioq.
-pub fn open(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<Vec<Bytes>, String> {
+pub fn open(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<Vec<Part>, String> {
     let Some(n) = headers.and_then(|h| h.get(PARTS)) else {
-        return Ok(vec![payload.clone()]);
+        return Ok(with_heads(headers, vec![payload.clone()]));
     };
     let n: usize = n
         .as_str()
@@ -75,17 +135,64 @@ pub fn open(headers: Option<&HeaderMap>, payload: &Bytes) -> Result<Vec<Bytes>, 
     if parts.len() != n {
         return Err(format!("{PARTS}: {n}, but {} parts", parts.len()));
     }
-    Ok(parts)
+    Ok(with_heads(headers, parts))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parts(v: &[&str]) -> Vec<Bytes> {
+    fn parts(v: &[&str]) -> Vec<Part> {
         v.iter()
-            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .map(|s| Part::plain(Bytes::copy_from_slice(s.as_bytes())))
             .collect()
+    }
+
+    /// A part with a header block of one entry (`k` = `v`) before `body`.
+    fn with_block(k: &str, v: &str, body: &str) -> Part {
+        let mut b = BytesMut::new();
+        b.put_u8(1);
+        b.put_u8(k.len() as u8);
+        b.put_slice(k.as_bytes());
+        b.put_u16(v.len() as u16);
+        b.put_slice(v.as_bytes());
+        let head = b.len() as u16;
+        b.put_slice(body.as_bytes());
+        Part {
+            bytes: b.freeze(),
+            head,
+        }
+    }
+
+    #[test]
+    fn header_blocks_travel_with_their_parts() {
+        let many = vec![
+            with_block("k", "v", "one"),
+            parts(&["two"]).remove(0),
+            with_block("trace", "t-1", ""),
+        ];
+        let sealed = seal(&many);
+        assert_eq!(
+            sealed.0.as_ref().unwrap().get(HEADS).unwrap().as_str(),
+            "6,0,12"
+        );
+        assert_eq!(open(sealed.0.as_ref(), &sealed.1).unwrap(), many);
+        let one = vec![with_block("k", "v", "alone")];
+        let sealed = seal(&one);
+        assert!(sealed.0.as_ref().unwrap().get(PARTS).is_none());
+        assert_eq!(open(sealed.0.as_ref(), &sealed.1).unwrap(), one);
+        // A list that does not fit its parts leaves them as payload.
+        let mut lying = sealed.0.clone().unwrap();
+        lying.insert(HEADS, "3");
+        assert_eq!(
+            open(Some(&lying), &sealed.1).unwrap(),
+            vec![Part::plain(sealed.1.clone())]
+        );
+        lying.insert(HEADS, "6,6");
+        assert_eq!(
+            open(Some(&lying), &sealed.1).unwrap(),
+            vec![Part::plain(sealed.1.clone())]
+        );
     }
 
     #[test]
@@ -102,7 +209,10 @@ mod tests {
         assert!(headers.is_none());
         assert_eq!(&payload[..], b"just this");
         // And what another NATS client publishes is one message.
-        assert_eq!(open(None, &payload).unwrap(), vec![payload.clone()]);
+        assert_eq!(
+            open(None, &payload).unwrap(),
+            vec![Part::plain(payload.clone())]
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! The store takes a NATS connection that someone else made and watches (the
 //! cluster); it knows nothing of `/topic` forwarding.
 
-mod envelope;
+pub mod envelope;
 mod outbox;
 mod pull;
 pub mod subject;
@@ -33,7 +33,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Replies, Reply, Token};
+use super::{Delivery, Part, Replies, Reply, Token};
 use crate::broker::lock;
 use crate::broker::log_every::LogEvery;
 use crate::broker::router::{Channel, Router};
@@ -231,7 +231,7 @@ impl JetStream {
     async fn publish_parts(
         &self,
         subject: async_nats::Subject,
-        parts: &[Bytes],
+        parts: &[Part],
     ) -> Result<jetstream::context::PublishAckFuture, jetstream::context::PublishError> {
         match envelope::seal(parts) {
             (None, payload) => self.js.publish(subject, payload).await,
@@ -266,6 +266,15 @@ async fn acknowledge(store: Arc<JetStream>, mut rx: mpsc::UnboundedReceiver<Repl
                 let Token::JetStream(msg) = *token;
                 msg.ack_with(jetstream::AckKind::Nak(None)).await
             }
+            Reply::DeadLetter {
+                to,
+                letter,
+                delivery,
+                part,
+            } => {
+                tokio::spawn(dead_letter(store.clone(), to, letter, delivery, part));
+                Ok(())
+            }
             Reply::Flush(done) => {
                 let _ = store.client.flush().await;
                 let _ = done.send(());
@@ -286,7 +295,7 @@ async fn acknowledge(store: Arc<JetStream>, mut rx: mpsc::UnboundedReceiver<Repl
 async fn restore(
     store: &JetStream,
     msg: &jetstream::Message,
-    back: Vec<Bytes>,
+    back: Vec<Part>,
 ) -> Result<(), async_nats::Error> {
     let stored = async {
         store
@@ -306,6 +315,41 @@ async fn restore(
                 "cluster: parts given back not stored apart ({why}); the whole message goes back"
             );
             msg.ack_with(jetstream::AckKind::Nak(None)).await
+        }
+    }
+}
+
+/// Stores a dead letter in its channel's stream, then settles the job it
+/// was (the order that loses nothing if this broker dies in between: the job
+/// comes back, and a second dead letter may be stored, never none). A dead
+/// letter that cannot be stored gives the job back to JetStream instead.
+async fn dead_letter(
+    store: Arc<JetStream>,
+    to: Bytes,
+    letter: Part,
+    delivery: Delivery,
+    part: Part,
+) {
+    let stored = match store.router.lookup(&to, None) {
+        Ok(Some(channel)) => {
+            let stop = CancellationToken::new();
+            let store_it =
+                outbox::store_parts(&store, &channel, std::slice::from_ref(&letter), &stop);
+            match tokio::time::timeout(RESTORE_WITHIN, store_it).await {
+                Ok(Ok(())) => Ok(()),
+                _ => Err("JetStream did not store it in time"),
+            }
+        }
+        _ => Err("the broker holds --max-channels channels"),
+    };
+    match stored {
+        Ok(()) => store.replies.written([delivery]),
+        Err(why) => {
+            tracing::warn!(
+                "cluster: a dead letter for {} was not stored ({why}): its job goes back to JetStream",
+                crate::proto::shown(&to)
+            );
+            store.replies.give_back([(delivery, part)]);
         }
     }
 }

@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
@@ -13,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{envelope, subject, JetStream};
 use crate::broker::router::Channel;
+use crate::broker::store::Part;
 use crate::runtime::backoff::Backoff;
 
 /// JetStream publishes one connection may have awaiting acknowledgement.
@@ -24,15 +24,15 @@ fn subject_of(channel: &Channel) -> async_nats::Subject {
         .subject(|| subject::encode(&channel.name).into())
 }
 
-type Pending = BoxFuture<'static, Result<(), (Arc<Channel>, Vec<Bytes>)>>;
+type Pending = BoxFuture<'static, Result<(), (Arc<Channel>, Vec<Part>)>>;
 
 /// Messages JetStream did not take, to be routed on this broker instead.
-pub type Back = Vec<(Arc<Channel>, Bytes)>;
+pub type Back = Vec<(Arc<Channel>, Part)>;
 
 /// One channel's messages gathered for the next JetStream message.
 struct Open {
     channel: Arc<Channel>,
-    parts: Vec<Bytes>,
+    parts: Vec<Part>,
     bytes: usize,
 }
 
@@ -59,7 +59,7 @@ impl Outbox {
     /// channel, or past [`envelope::MAX_BYTES`]): the caller ships what is
     /// gathered and adds it again. A message gathered leaves when the
     /// gathering is [full](Self::full), or when the reader ships it.
-    pub fn gather(&mut self, channel: &Arc<Channel>, payload: Bytes) -> Result<(), Bytes> {
+    pub fn gather(&mut self, channel: &Arc<Channel>, payload: Part) -> Result<(), Part> {
         let open = self.open.get_or_insert_with(|| Open {
             channel: channel.clone(),
             parts: Vec::new(),
@@ -150,12 +150,12 @@ impl Outbox {
     }
 }
 
-fn bytes_of(parts: &[Bytes]) -> u64 {
+fn bytes_of(parts: &[Part]) -> u64 {
     parts.iter().map(|p| p.len() as u64).sum()
 }
 
 /// Counts `parts` as kept on this broker, and gives them back for routing here.
-fn kept_local(store: &JetStream, why: &str, channel: &Arc<Channel>, parts: Vec<Bytes>) -> Back {
+fn kept_local(store: &JetStream, why: &str, channel: &Arc<Channel>, parts: Vec<Part>) -> Back {
     store.kept_local(parts.len(), why);
     parts.into_iter().map(|p| (channel.clone(), p)).collect()
 }
@@ -164,7 +164,7 @@ fn kept_local(store: &JetStream, why: &str, channel: &Arc<Channel>, parts: Vec<B
 async fn send(
     store: &JetStream,
     channel: &Channel,
-    parts: &[Bytes],
+    parts: &[Part],
 ) -> Result<async_nats::jetstream::context::PublishAckFuture, String> {
     store
         .publish_parts(subject_of(channel), parts)
@@ -178,7 +178,7 @@ async fn send(
 pub(super) async fn store_parts(
     store: &JetStream,
     channel: &Channel,
-    parts: &[Bytes],
+    parts: &[Part],
     stop: &CancellationToken,
 ) -> Result<(), ()> {
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_secs(1));
@@ -226,6 +226,7 @@ mod tests {
     use super::*;
     use crate::broker::router::Router;
     use crate::broker::BrokerConfig;
+    use bytes::Bytes;
 
     fn channels(names: &[&str]) -> Vec<Arc<Channel>> {
         let router = Router::new(Arc::new(BrokerConfig::default()), Arc::default());
@@ -247,7 +248,7 @@ mod tests {
     #[test]
     fn a_jetstream_message_gathers_one_channel_up_to_its_bounds() {
         let c = channels(&["/queue/a", "/queue/b"]);
-        let small = Bytes::from_static(b"x");
+        let small = Part::plain(Bytes::from_static(b"x"));
         let mut o = Outbox::default();
         for i in 1..=envelope::MAX_PARTS {
             assert!(!o.full(), "full at {i} parts");
@@ -260,15 +261,18 @@ mod tests {
         assert!(o.gather(&c[1], small.clone()).is_err());
         assert_eq!(gathered(&o), 1);
         // Nor one that would take it past its bytes.
-        let big = Bytes::from(vec![b'y'; envelope::MAX_BYTES]);
+        let big = Part::plain(Bytes::from(vec![b'y'; envelope::MAX_BYTES]));
         assert_eq!(o.gather(&c[0], big.clone()).unwrap_err(), big);
         // Alone, a message of any size is gathered, and must leave at once.
         let mut o = Outbox::default();
         o.gather(&c[0], big.clone()).unwrap();
         assert!(o.full());
         let mut o = Outbox::default();
-        o.gather(&c[0], Bytes::from(vec![b'z'; envelope::MAX_BYTES - 1]))
-            .unwrap();
+        o.gather(
+            &c[0],
+            Part::plain(Bytes::from(vec![b'z'; envelope::MAX_BYTES - 1])),
+        )
+        .unwrap();
         assert!(!o.full());
         o.gather(&c[0], small).unwrap();
         assert!(o.full(), "full at exactly its bytes");

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::consumer::pull::Batch;
 use async_nats::jetstream::{AckKind, Message};
-use bytes::Bytes;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +17,7 @@ use super::{envelope, JetStream};
 use crate::broker::queue::QueueState;
 use crate::broker::router::{Channel, Kind};
 use crate::broker::stats::DropReason;
-use crate::broker::store::{Parcel, Token};
+use crate::broker::store::{Parcel, Part, Token};
 use crate::runtime::backoff::Backoff;
 
 /// Most JetStream messages asked for in one pull request: one pull stays
@@ -44,7 +43,7 @@ const PULL_EXPIRES: Duration = Duration::from_secs(1);
 struct Held {
     parcel: Arc<Parcel>,
     /// Parts not offered to a worker yet, in order.
-    parts: VecDeque<Bytes>,
+    parts: VecDeque<Part>,
     /// Their payload bytes.
     bytes: usize,
     /// Some part is with a worker already.
@@ -90,7 +89,7 @@ impl Hold {
                     channel.display_name()
                 );
             }
-            vec![msg.payload.clone()]
+            vec![Part::plain(msg.payload.clone())]
         });
         let n = parts.len();
         if msg.info().is_ok_and(|i| i.delivered > 1) {
@@ -116,7 +115,7 @@ impl Hold {
         if !keep.is_empty() {
             self.held.push_back(Held {
                 parcel,
-                bytes: keep.iter().map(Bytes::len).sum(),
+                bytes: keep.iter().map(Part::len).sum(),
                 parts: keep,
                 started: false,
                 since: Instant::now(),
@@ -362,6 +361,29 @@ async fn hand_back_orphans(
     if orphans.is_empty() {
         return;
     }
+    // Jobs an acknowledging worker here gave back while JetStream kept them
+    // for this broker go back as they are (their attempts counted there).
+    let seqs: Vec<u64> = orphans
+        .iter()
+        .filter_map(|m| m.delivery.map(|d| d.seq()))
+        .collect();
+    let kept = q.take_stored_by(seqs);
+    if !kept.is_empty() {
+        let mut rest = Vec::with_capacity(orphans.len());
+        for m in orphans {
+            match m.delivery.and_then(|d| kept.get(&d.seq())) {
+                Some(d) => store.replies.give_back([(
+                    d.clone(),
+                    Part {
+                        bytes: m.payload,
+                        head: m.head,
+                    },
+                )]),
+                None => rest.push(m),
+            }
+        }
+        orphans = rest;
+    }
     let n = orphans.len();
     while !orphans.is_empty() {
         let mut bytes = 0;
@@ -374,10 +396,14 @@ async fn hand_back_orphans(
             })
             .count()
             .max(1);
-        if store_parts(store, channel, &orphans[..take], stop)
-            .await
-            .is_err()
-        {
+        let parts: Vec<Part> = orphans[..take]
+            .iter()
+            .map(|m| Part {
+                bytes: m.payload.clone(),
+                head: m.head,
+            })
+            .collect();
+        if store_parts(store, channel, &parts, stop).await.is_err() {
             q.restore(orphans);
             return;
         }
