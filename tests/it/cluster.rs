@@ -1502,3 +1502,94 @@ async fn a_job_of_an_acknowledging_worker_that_dies_reaches_another_broker() {
     assert_eq!(payload, b"the job");
     assert!(attempt >= 2, "a second delivery, not {attempt}");
 }
+
+/// `aioq work` on one broker of a cluster, jobs published and dead letters
+/// read on the other: good jobs done once, failing ones dead-lettered after
+/// exactly `--max-deliveries` with their payload, and JetStream left holding
+/// nothing of the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_across_a_cluster_does_each_job_once_and_dead_letters_the_failures() {
+    use crate::util::v2::{self, Frame};
+    let nats = Nats::start();
+    let a = clustered(&nats, &[]);
+    let b = clustered(&nats, &["--max-deliveries", "3"]);
+    for broker in [&a, &b] {
+        broker.log.wait_for_async(10.0, "JetStream available").await;
+    }
+    let (mut dead, _) = Raw::hello(a.port, &["headers"]).await;
+    dead.send_frame(&v2::sub(1, "/queue/cjobs/dead")).await;
+    assert_eq!(dead.next().await, Frame::Subscribed(1));
+    let jobs: Vec<String> = (1..=20)
+        .map(|i| format!("{}-{i}", if i % 5 == 0 { "bad" } else { "job" }))
+        .collect();
+    let bytes: Vec<&[u8]> = jobs.iter().map(String::as_bytes).collect();
+    v2::publish_confirmed(a.port, "/queue/cjobs", &bytes).await;
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    let script = format!(
+        "x=$(cat); case \"$x\" in bad*) exit 3;; esac; echo \"$x $AIOQ_ATTEMPT\" >> {}",
+        done.display()
+    );
+    let port = b.port.to_string();
+    let mut work = Proc::spawn(
+        &[
+            "work",
+            "--port",
+            &port,
+            "--channel",
+            "/queue/cjobs",
+            "--concurrency",
+            "3",
+            "--count",
+            "28",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        false,
+    );
+    assert_eq!(work.exit_code(30.0), Some(0), "{}", work.err.text());
+    let mut lines: Vec<String> = std::fs::read_to_string(&done)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    let mut want: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.starts_with("job"))
+        .map(|j| format!("{j} 1"))
+        .collect();
+    want.sort();
+    assert_eq!(
+        lines, want,
+        "every good job done once, at its first attempt"
+    );
+    let mut letters = Vec::new();
+    within(20.0, "four dead letters on the other broker", async {
+        while letters.len() < 4 {
+            match dead.next().await {
+                Frame::MsgWithHeaders {
+                    headers, payload, ..
+                } => {
+                    assert!(
+                        headers.contains(&("aioq-attempts".into(), b"3".to_vec())),
+                        "{headers:?}"
+                    );
+                    letters.push(String::from_utf8(payload).unwrap());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    letters.sort();
+    assert_eq!(letters, ["bad-10", "bad-15", "bad-20", "bad-5"]);
+    within(10.0, "every job answered in JetStream", async {
+        while consumer_pending(&nats, "/queue/cjobs").await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}
