@@ -14,6 +14,13 @@
 #   AIOQ_ARGS="--send-queue 1048576" BROKERS="aioq" benches/peers.sh
 #   IDLE=0 benches/peers.sh                  # no idle-connection runs
 #   FLOOR=127.0.0.1:25300 benches/peers.sh   # also a yardstick already running
+#   SITTINGS=3 GAP=120 benches/peers.sh      # 3 sittings, 2 minutes apart
+#   AIOQ2_ARGS="--threads 1" benches/peers.sh # a second aioq, side by side
+#
+# A sitting starts every broker afresh and runs RUNS rounds; each sitting has
+# its own table of medians, and the goals' ratios are given per sitting, then
+# as the median of the sittings with their spread and in how many they held:
+# a lead smaller than the swing between sittings is not a lead.
 #
 # FLOOR names a server that speaks the aioq protocol with no features at all
 # (a relay with no queues, isolation or accounting): its throughput runs show
@@ -21,12 +28,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
+SITTINGS=${SITTINGS:-1}
+GAP=${GAP:-60}
+AIOQ2_ARGS=${AIOQ2_ARGS:-}
 BENCH_ARGS=${BENCH_ARGS:-"--duration 5s --messages 200000 --subscribers 4"}
 IDLE=${IDLE:-10000}
 OUT=${OUT:-$(mktemp -d)}
 AIOQ_ARGS=${AIOQ_ARGS:-}
 BROKERS=${BROKERS:-"aioq nats redis"}
 FLOOR=${FLOOR:-}
+[ -n "$AIOQ2_ARGS" ] && BROKERS="$BROKERS aioq2"
 [ -n "$FLOOR" ] && BROKERS="$BROKERS floor"
 mkdir -p "$OUT"
 if ! command -v nats-server >/dev/null || ! command -v redis-server >/dev/null; then
@@ -45,39 +56,62 @@ wait_port() {
   echo "nothing listens on port $1" >&2; exit 1
 }
 
-P_AIOQ=$(free_port); P_HTTP=$(free_port); P_NATS=$(free_port); P_REDIS=$(free_port)
-# The monitoring endpoint gives the bench aioq's own physics (--target-metrics).
-# shellcheck disable=SC2086
-"$AIOQ" serve --port "$P_AIOQ" --http "127.0.0.1:$P_HTTP" $AIOQ_ARGS -q >/dev/null 2>&1 & PID_AIOQ=$!
-nats-server -a 127.0.0.1 -p "$P_NATS" >/dev/null 2>&1 & PID_NATS=$!
-redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & PID_REDIS=$!
-trap 'kill $PID_AIOQ $PID_NATS $PID_REDIS 2>/dev/null' EXIT
-wait_port "$P_AIOQ"; wait_port "$P_NATS"; wait_port "$P_REDIS"
-
 echo "aioq $("$AIOQ" --version | cut -d' ' -f2), $(nats-server --version), redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2)"
-echo "aioq bench $BENCH_ARGS, $RUNS runs each, aioq serve ${AIOQ_ARGS:-with defaults}, JSON in $OUT"
-for i in $(seq "$RUNS"); do
-  for t in "aioq=127.0.0.1:$P_AIOQ" "nats=nats://127.0.0.1:$P_NATS" "redis=redis://127.0.0.1:$P_REDIS" "floor=$FLOOR"; do
-    name=${t%%=*}
-    case " $BROKERS " in *" $name "*) ;; *) continue ;; esac
-    extra=()
-    [ "$name" = aioq ] && extra=(--target-metrics "http://127.0.0.1:$P_HTTP/metrics")
-    # A relay blocks on a stalled subscriber: throughput is all it can show.
-    [ "$name" = floor ] && extra=(--scenario throughput)
-    # shellcheck disable=SC2086
-    "$AIOQ" bench --target "${t#*=}" $BENCH_ARGS "${extra[@]}" --json > "$OUT/$name-$i.json"
-    echo "run $i: $name done" >&2
-  done
-done
-kill $PID_AIOQ $PID_NATS $PID_REDIS 2>/dev/null; wait 2>/dev/null || true
-if [ "$IDLE" != 0 ]; then
-  for i in $(seq "$RUNS"); do
-    AIOQ="$AIOQ" python3 benches/idle.py "$IDLE" --brokers "$(echo ${BROKERS% floor} | tr ' ' ,)" > "$OUT/idle-$i.txt"
-    echo "idle run $i done" >&2
-  done
-fi
+echo "aioq bench $BENCH_ARGS, $RUNS runs each, $SITTINGS sitting(s) $GAP s apart, aioq serve ${AIOQ_ARGS:-with defaults}${AIOQ2_ARGS:+, aioq2 serve $AIOQ2_ARGS}, JSON in $OUT"
+PIDS=""
+trap 'kill $PIDS 2>/dev/null' EXIT
 
-python3 - "$OUT" "$BROKERS" <<'PY'
+# One sitting: every broker started afresh, RUNS rounds, JSON in $1.
+sitting() {
+  local dir=$1
+  mkdir -p "$dir"
+  P_AIOQ=$(free_port); P_HTTP=$(free_port); P_NATS=$(free_port); P_REDIS=$(free_port)
+  P_AIOQ2=$(free_port); P_HTTP2=$(free_port)
+  # The monitoring endpoint gives the bench aioq's own physics (--target-metrics).
+  # shellcheck disable=SC2086
+  "$AIOQ" serve --port "$P_AIOQ" --http "127.0.0.1:$P_HTTP" $AIOQ_ARGS -q >/dev/null 2>&1 & PIDS="$!"
+  if [ -n "$AIOQ2_ARGS" ]; then
+    # shellcheck disable=SC2086
+    "$AIOQ" serve --port "$P_AIOQ2" --http "127.0.0.1:$P_HTTP2" $AIOQ2_ARGS -q >/dev/null 2>&1 & PIDS="$PIDS $!"
+  fi
+  nats-server -a 127.0.0.1 -p "$P_NATS" >/dev/null 2>&1 & PIDS="$PIDS $!"
+  redis-server --port "$P_REDIS" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 & PIDS="$PIDS $!"
+  wait_port "$P_AIOQ"; wait_port "$P_NATS"; wait_port "$P_REDIS"
+  [ -n "$AIOQ2_ARGS" ] && wait_port "$P_AIOQ2"
+  for i in $(seq "$RUNS"); do
+    for t in "aioq=127.0.0.1:$P_AIOQ" "aioq2=127.0.0.1:$P_AIOQ2" "nats=nats://127.0.0.1:$P_NATS" "redis=redis://127.0.0.1:$P_REDIS" "floor=$FLOOR"; do
+      name=${t%%=*}
+      case " $BROKERS " in *" $name "*) ;; *) continue ;; esac
+      extra=()
+      [ "$name" = aioq ] && extra=(--target-metrics "http://127.0.0.1:$P_HTTP/metrics")
+      [ "$name" = aioq2 ] && extra=(--target-metrics "http://127.0.0.1:$P_HTTP2/metrics")
+      # A relay blocks on a stalled subscriber: throughput is all it can show.
+      [ "$name" = floor ] && extra=(--scenario throughput)
+      # shellcheck disable=SC2086
+      "$AIOQ" bench --target "${t#*=}" $BENCH_ARGS "${extra[@]}" --json > "$dir/$name-$i.json"
+      echo "$(basename "$dir") run $i: $name done" >&2
+    done
+  done
+  # shellcheck disable=SC2086
+  kill $PIDS 2>/dev/null; wait 2>/dev/null || true
+  PIDS=""
+  if [ "$IDLE" != 0 ]; then
+    for i in $(seq "$RUNS"); do
+      AIOQ="$AIOQ" python3 benches/idle.py "$IDLE" --brokers "$(echo ${BROKERS% floor} | sed 's/ aioq2//' | tr ' ' ,)" > "$dir/idle-$i.txt"
+      echo "$(basename "$dir") idle run $i done" >&2
+    done
+  fi
+}
+
+DIRS=()
+for s in $(seq "$SITTINGS"); do
+  if [ "$SITTINGS" = 1 ]; then dir=$OUT; else dir=$OUT/sitting-$s; fi
+  [ "$s" -gt 1 ] && sleep "$GAP"
+  sitting "$dir"
+  DIRS+=("$dir")
+done
+
+python3 - "$BROKERS" "${DIRS[@]}" <<'PY'
 import glob, json, os, re, statistics, sys
 
 def figures(doc):
@@ -108,70 +142,138 @@ def figures(doc):
         out[f"fan-out to {f['connections']}, deliveries/s"] = f["delivered_per_s"]
     return out
 
-brokers = sys.argv[2].split()
-runs = {b: [figures(json.load(open(p))) for p in sorted(glob.glob(os.path.join(sys.argv[1], f"{b}-*.json")))] for b in brokers}
-# benches/idle.py lines: "<broker> <n> idle subscribers ...: ..., <x> KiB per connection"
-for path in sorted(glob.glob(os.path.join(sys.argv[1], "idle-*.txt"))):
-    got = {}
-    for line in open(path):
-        m = re.match(r"(\w+)\s+(\d+) idle subscribers.* ([\d.]+) KiB per connection", line)
-        if m:
-            got[m.group(1)] = (int(m.group(2)), float(m.group(3)))
-    for b, (n, kib) in got.items():
-        if b in runs:
-            i = sum(1 for r in runs[b] if any(k.startswith("idle") for k in r))
-            if i < len(runs[b]):
-                runs[b][i][f"idle subscriber, broker RSS KiB ({n:,} connections)"] = kib
-            else:
-                runs[b].append({f"idle subscriber, broker RSS KiB ({n:,} connections)": kib})
-names = []
-for b in brokers:
-    for r in runs[b]:
-        names += [n for n in r if n not in names]
+brokers = sys.argv[1].split()
+dirs = sys.argv[2:]
 
-def cell(b, n):
-    v = [r[n] for r in runs[b] if r.get(n) is not None]
-    if not v:
-        return "n/a"
-    m = statistics.median(v)
-    fmt = (lambda x: f"{x:,.0f}") if max(abs(x) for x in v) >= 10 else (lambda x: f"{x:.3g}")
-    return fmt(m) if min(v) == max(v) else f"{fmt(m)} ({fmt(min(v))}–{fmt(max(v))})"
 
-print()
-print("| figure (median of runs, range) | " + " | ".join(brokers) + " |")
-print("|---|" + "---|" * len(brokers))
-for n in names:
-    print(f"| {n} | " + " | ".join(cell(b, n) for b in brokers) + " |")
+def load(d):
+    runs = {b: [figures(json.load(open(p))) for p in sorted(glob.glob(os.path.join(d, f"{b}-*.json")))] for b in brokers}
+    # benches/idle.py lines: "<broker> <n> idle subscribers ...: ..., <x> KiB per connection"
+    for path in sorted(glob.glob(os.path.join(d, "idle-*.txt"))):
+        got = {}
+        for line in open(path):
+            m = re.match(r"(\w+)\s+(\d+) idle subscribers.* ([\d.]+) KiB per connection", line)
+            if m:
+                got[m.group(1)] = (int(m.group(2)), float(m.group(3)))
+        for b, (n, kib) in got.items():
+            if b in runs:
+                i = sum(1 for r in runs[b] if any(k.startswith("idle") for k in r))
+                if i < len(runs[b]):
+                    runs[b][i][f"idle subscriber, broker RSS KiB ({n:,} connections)"] = kib
+                else:
+                    runs[b].append({f"idle subscriber, broker RSS KiB ({n:,} connections)": kib})
+    return runs
 
-# The goals' ratios, from the medians: aioq against the best peer that was
-# lossless in every run (for latency and memory, lower is better).
-def med(b, n):
+
+def fmt_of(v):
+    return (lambda x: f"{x:,.0f}") if max(abs(x) for x in v) >= 10 else (lambda x: f"{x:.3g}")
+
+
+def table(runs):
+    names = []
+    for b in brokers:
+        for r in runs[b]:
+            names += [n for n in r if n not in names]
+
+    def cell(b, n):
+        v = [r[n] for r in runs[b] if r.get(n) is not None]
+        if not v:
+            return "n/a"
+        m = statistics.median(v)
+        fmt = fmt_of(v)
+        return fmt(m) if min(v) == max(v) else f"{fmt(m)} ({fmt(min(v))}–{fmt(max(v))})"
+
+    print()
+    print("| figure (median of runs, range) | " + " | ".join(brokers) + " |")
+    print("|---|" + "---|" * len(brokers))
+    for n in names:
+        print(f"| {n} | " + " | ".join(cell(b, n) for b in brokers) + " |")
+    return names
+
+
+def med(runs, b, n):
     v = [r[n] for r in runs.get(b, []) if r.get(n) is not None]
     return statistics.median(v) if v else None
 
-def lossless(b, k):
+
+def lossless(runs, b, k):
     return all(r.get(f"/{k} throughput lost", 1) == 0 for r in runs.get(b, []))
 
-peers = [b for b in brokers if b not in ("aioq", "floor")]
-if "aioq" in brokers and peers:
-    print()
-    for k in ("topic", "queue"):
-        n = f"/{k} throughput, deliveries/s"
-        best = max(((med(b, n), b) for b in peers if med(b, n) and lossless(b, k)), default=None)
-        if best and med("aioq", n):
-            print(f"/{k} throughput: aioq {med('aioq', n) / best[0]:.2f}x {best[1]} (best lossless peer)"
-                  + ("" if lossless("aioq", k) else "; aioq lost messages in some run"))
-        if med("floor", n) and med("aioq", n):
-            print(f"/{k} throughput at the floor: {med('floor', n):,.0f}/s; aioq "
-                  f"{med('aioq', n) / med('floor', n):.0%} of it"
-                  + (f", best peer {best[1]} {best[0] / med('floor', n):.0%}" if best else ""))
-    for n, what in (("latency p99 from schedule, µs", "latency p99"),):
-        best = min(((med(b, n), b) for b in peers if med(b, n)), default=None)
-        if best and med("aioq", n):
-            print(f"{what}: aioq {med('aioq', n):.0f} µs, best peer {best[1]} {best[0]:.0f} µs")
-    idle = [n for n in names if n.startswith("idle")]
-    for n in idle:
-        best = min(((med(b, n), b) for b in peers if med(b, n)), default=None)
-        if best and med("aioq", n):
-            print(f"idle subscriber: aioq {med('aioq', n):.1f} KiB, best peer {best[1]} {best[0]:.1f} KiB")
+
+peers = [b for b in brokers if b not in ("aioq", "aioq2", "floor")]
+mine = [b for b in ("aioq", "aioq2") if b in brokers]
+
+
+def ratios(runs, names):
+    """The goals' ratios, from one sitting's medians: each aioq against the
+    best peer that was lossless in every run (for latency and memory, lower
+    is better). Returns {(aioq, goal): (ratio, line)}."""
+    out = {}
+    for a in mine:
+        for k in ("topic", "queue"):
+            n = f"/{k} throughput, deliveries/s"
+            best = max(((med(runs, b, n), b) for b in peers if med(runs, b, n) and lossless(runs, b, k)), default=None)
+            if best and med(runs, a, n):
+                r = med(runs, a, n) / best[0]
+                out[(a, f"/{k} throughput vs best lossless peer, x")] = (
+                    r, f"/{k} throughput: {a} {r:.2f}x {best[1]} (best lossless peer)"
+                    + ("" if lossless(runs, a, k) else f"; {a} lost messages in some run"))
+            if med(runs, "floor", n) and med(runs, a, n):
+                r = med(runs, a, n) / med(runs, "floor", n)
+                out[(a, f"/{k} throughput, share of the floor")] = (
+                    r, f"/{k} throughput at the floor: {med(runs, 'floor', n):,.0f}/s; {a} {r:.0%} of it"
+                    + (f", best peer {best[1]} {best[0] / med(runs, 'floor', n):.0%}" if best else ""))
+        n = "latency p99 from schedule, µs"
+        best = min(((med(runs, b, n), b) for b in peers if med(runs, b, n)), default=None)
+        if best and med(runs, a, n):
+            out[(a, "latency p99 vs best peer, x (lower is better)")] = (
+                med(runs, a, n) / best[0],
+                f"latency p99: {a} {med(runs, a, n):.0f} µs, best peer {best[1]} {best[0]:.0f} µs")
+        for n in [n for n in names if n.startswith("idle")]:
+            best = min(((med(runs, b, n), b) for b in peers if med(runs, b, n)), default=None)
+            if best and med(runs, a, n):
+                out[(a, "idle subscriber vs best peer, x (lower is better)")] = (
+                    med(runs, a, n) / best[0],
+                    f"idle subscriber: {a} {med(runs, a, n):.1f} KiB, best peer {best[1]} {best[0]:.1f} KiB")
+    return out
+
+
+every = []
+for k, d in enumerate(dirs):
+    runs = load(d)
+    if len(dirs) > 1:
+        print(f"\n## sitting {k + 1} ({d})")
+    names = table(runs)
+    got = ratios(runs, names)
+    if got:
+        print()
+        for _, line in got.values():
+            print(line)
+    every.append(got)
+
+# Across sittings: the median of the sittings' ratios, their spread, and in
+# how many sittings each goal held (2x the best peer for throughput, no
+# worse than it for latency).
+if len(dirs) > 1:
+    print(f"\n## across {len(dirs)} sittings (median of the sittings, range)\n")
+    print("| ratio | " + " | ".join(mine) + " |")
+    print("|---|" + "---|" * len(mine))
+    goals = []
+    for got in every:
+        goals += [g for (_, g) in got if g not in goals]
+    for g in goals:
+        cells = []
+        for a in mine:
+            v = [got[(a, g)][0] for got in every if (a, g) in got]
+            if not v:
+                cells.append("n/a")
+                continue
+            lower = "lower is better" in g
+            target = 1.0 if lower else (2.0 if "vs best" in g else None)
+            held = ""
+            if target is not None:
+                k = sum(1 for x in v if (x <= target if lower else x >= target))
+                held = f"; goal ({'≤' if lower else '≥'}{target:g}) held in {k} of {len(v)}"
+            cells.append(f"{statistics.median(v):.2f} ({min(v):.2f}–{max(v):.2f}){held}")
+        print(f"| {g} | " + " | ".join(cells) + " |")
 PY

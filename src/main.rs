@@ -15,10 +15,11 @@ fn main() -> ExitCode {
     // its output to warnings unless asked.
     let quieter = matches!(cli.command, Command::Bench(_)) as i8;
     let logging = runtime::logging::init(cli.verbosity() - quieter);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = serve_threads(&cli) {
+        builder.worker_threads(n);
+    }
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             say(format_args!("aioq: error: cannot start the runtime: {e}"));
@@ -57,6 +58,21 @@ fn main() -> ExitCode {
             exit::code_for(&e)
         }
     }
+}
+
+/// `serve --threads`, from the flag, the environment or the `--config` file
+/// (read here once more: the runtime is built before `serve` reads it; a
+/// file with errors is left for `serve` to report).
+fn serve_threads(cli: &Cli) -> Option<usize> {
+    let Command::Serve(args) = &cli.command else {
+        return None;
+    };
+    let threads = match &args.config {
+        Some(path) => cmd::serve_config::load(path, &serve_line())
+            .map_or(args.threads, |l| l.args.threads),
+        None => args.threads,
+    };
+    threads.map(usize::from)
 }
 
 /// `serve`'s command line, for a `--config` file's settings to go under:

@@ -104,12 +104,13 @@ pub async fn run(args: ServeArgs, line: ServeLine) -> anyhow::Result<ExitCode> {
     // stops it in order (its default action would end the process).
     let shutdown = crate::runtime::shutdown::signal();
     tracing::info!(
-        "broker ready on {addr} (send queue {} msgs/{} bytes, worker queue {}, backlog {}, topic overflow {})",
+        "broker ready on {addr} (send queue {} msgs/{} bytes, worker queue {}, backlog {}, topic overflow {}, {} thread(s))",
         config.send_queue,
         config.send_queue_bytes,
         config.worker_queue,
         config.backlog,
-        config.topic_overflow.name()
+        config.topic_overflow.name(),
+        tokio::runtime::Handle::current().metrics().num_workers()
     );
     if tls.is_some() {
         tracing::info!(

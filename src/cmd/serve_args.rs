@@ -48,6 +48,13 @@ pub struct ServeArgs {
     /// TCP port; 0 picks a free one.
     #[arg(long, default_value_t = 25000, env = "AIOQ_LISTEN_PORT")]
     pub port: u16,
+    /// Threads that serve connections (default: one per core). A message's
+    /// path from a publisher's reader to its subscribers' writers crosses
+    /// threads whenever they run on different ones; on a machine whose cores
+    /// the broker shares with its clients, fewer threads can carry more (see
+    /// the README's Performance section for what was measured).
+    #[arg(long, env = "AIOQ_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: Option<u16>,
     /// Messages each /topic subscriber's send queue holds.
     #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
     pub send_queue: u32,
