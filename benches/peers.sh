@@ -260,7 +260,9 @@ if len(dirs) > 1:
     print("|---|" + "---|" * len(mine))
     goals = []
     for got in every:
-        goals += [g for (_, g) in got if g not in goals]
+        for (_, g) in got:
+            if g not in goals:
+                goals.append(g)
     for g in goals:
         cells = []
         for a in mine:

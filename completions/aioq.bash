@@ -925,7 +925,7 @@ _aioq() {
             return 0
             ;;
         aioq__subcmd__serve)
-            opts="-v -q -h -V --config --check-config --host --port --send-queue --send-queue-bytes --worker-queue --backlog --backlog-bytes --backlog-ttl --topic-overflow --max-frame --max-channel --max-channels --max-subscriptions --ack-wait --max-deliveries --max-credit --durable --data-dir --fsync --segment-size --max-disk --max-connections --subscribe-timeout --keepalive --drain-timeout --max-memory --max-connections-per-ip --write-timeout --frame-timeout --tls-cert --tls-key --tls-client-ca --cluster --cluster-ack-wait --cluster-queue-bytes --cluster-queue-messages --cluster-replicas --cluster-memory --http --http-allow-host --http-channel-series --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
+            opts="-v -q -h -V --config --check-config --host --port --threads --send-queue --send-queue-bytes --worker-queue --backlog --backlog-bytes --backlog-ttl --topic-overflow --max-frame --max-channel --max-channels --max-subscriptions --ack-wait --max-deliveries --max-credit --durable --data-dir --fsync --segment-size --max-disk --max-connections --subscribe-timeout --keepalive --drain-timeout --max-memory --max-connections-per-ip --write-timeout --frame-timeout --tls-cert --tls-key --tls-client-ca --cluster --cluster-ack-wait --cluster-queue-bytes --cluster-queue-messages --cluster-replicas --cluster-memory --http --http-allow-host --http-channel-series --metrics --metrics-channel --metrics-interval --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -940,6 +940,10 @@ _aioq() {
                     return 0
                     ;;
                 --port)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --threads)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -42,6 +42,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --config 'Settings from this TOML file (flags and environment override it): every flag by its name without dashes, [[channel]] policies by prefix, [access] rules by TLS identity. SIGHUP reloads it'
             cand --host 'Address to listen on. Loopback by default: the protocol has no authentication, so exposing it is a decision to make on purpose. (AIOQ_HOST points clients at a broker; it does not move this one.)'
             cand --port 'TCP port; 0 picks a free one'
+            cand --threads 'Threads that serve connections (default: half the cores, at least one). A message''s path from a publisher''s reader to its subscribers'' writers crosses threads whenever they run on different ones, and the kernel''s network work for those sockets needs cores too (see the README''s "Threads" for what was measured)'
             cand --send-queue 'Messages each /topic subscriber''s send queue holds'
             cand --send-queue-bytes 'Payload bytes each subscriber''s send queue holds; the queue is full at whichever bound comes first, so memory stays bounded for large messages'
             cand --worker-queue 'Messages each /queue worker''s send queue holds (its prefetch): what a stalled worker can hold back from the others'

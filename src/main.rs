@@ -68,11 +68,21 @@ fn serve_threads(cli: &Cli) -> Option<usize> {
         return None;
     };
     let threads = match &args.config {
-        Some(path) => cmd::serve_config::load(path, &serve_line())
+        // Parsed without `load`'s warnings: `serve` says them, once.
+        Some(path) => cmd::serve_config::read_quietly(path)
+            .ok()
+            .and_then(|text| cmd::serve_config::parse(path, &text, &serve_line()).ok())
             .map_or(args.threads, |l| l.args.threads),
         None => args.threads,
     };
-    threads.map(usize::from)
+    // Half the cores by default (one on this project's two-core machines):
+    // see the README's "Threads" for what was measured and why. TOKIO_WORKER_THREADS,
+    // when set, is left to tokio.
+    threads.map(usize::from).or_else(|| {
+        std::env::var_os("TOKIO_WORKER_THREADS")
+            .is_none()
+            .then(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)))
+    })
 }
 
 /// `serve`'s command line, for a `--config` file's settings to go under:

@@ -276,7 +276,9 @@ mod tests {
         let writer = tokio::spawn(async move {
             let mut got = Vec::new();
             rx.recv_many(&mut got, 10).await;
-            got
+            // Kept until the sends are done: a writer gone after the first
+            // would make the second a send to a closed queue (seen under load).
+            (got, rx)
         });
         // However the spawn and the sends interleave, the writer gets them.
         let sender = std::thread::spawn(move || {
@@ -285,12 +287,13 @@ mod tests {
             }
             tx
         });
-        let got = tokio::time::timeout(Duration::from_secs(5), writer)
+        let (got, rx) = tokio::time::timeout(Duration::from_secs(5), writer)
             .await
             .expect("woken")
             .unwrap();
         assert!(!got.is_empty() && got[0] == "a");
         drop(sender.join().unwrap());
+        drop(rx);
     }
 
     #[test]

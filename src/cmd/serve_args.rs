@@ -48,11 +48,11 @@ pub struct ServeArgs {
     /// TCP port; 0 picks a free one.
     #[arg(long, default_value_t = 25000, env = "AIOQ_LISTEN_PORT")]
     pub port: u16,
-    /// Threads that serve connections (default: one per core). A message's
-    /// path from a publisher's reader to its subscribers' writers crosses
-    /// threads whenever they run on different ones; on a machine whose cores
-    /// the broker shares with its clients, fewer threads can carry more (see
-    /// the README's Performance section for what was measured).
+    /// Threads that serve connections (default: half the cores, at least
+    /// one). A message's path from a publisher's reader to its subscribers'
+    /// writers crosses threads whenever they run on different ones, and the
+    /// kernel's network work for those sockets needs cores too (see the
+    /// README's "Threads" for what was measured).
     #[arg(long, env = "AIOQ_THREADS", value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
     /// Messages each /topic subscriber's send queue holds.
