@@ -202,14 +202,14 @@ pub fn read_settled(path: &Path) -> anyhow::Result<String> {
     anyhow::bail!("the file kept changing for a second; send SIGHUP again once it is written")
 }
 
-/// The file's text: a regular file (a FIFO or a device would block or never
-/// end) of at most [`MAX_FILE`] bytes.
 /// The file, read as [`load`] reads it (bounded, a regular file) but
 /// without its warnings: for a look before `serve` loads it.
 pub fn read_quietly(path: &Path) -> anyhow::Result<String> {
     read(path)
 }
 
+/// The file's text: a regular file (a FIFO or a device would block or never
+/// end) of at most [`MAX_FILE`] bytes.
 fn read(path: &Path) -> anyhow::Result<String> {
     use std::io::Read;
     let shown = path.display();
