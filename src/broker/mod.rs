@@ -39,6 +39,7 @@ mod router;
 mod send_queue;
 mod session_v2;
 mod shutdown;
+mod spill_index;
 pub mod stats;
 mod store;
 mod subscription;

@@ -77,19 +77,9 @@ impl ChannelLog {
 }
 
 /// A message of a durable channel kept on disk only: past the memory
-/// window, read back when the backlog in memory runs low. 32 bytes, where
-/// its payload would be.
-#[derive(Debug, Clone, Copy)]
-struct Spilled {
-    seq: u64,
-    /// The log position at its record's end: readable once written there.
-    end: u64,
-    segment: u32,
-    offset: u32,
-    len: u32,
-    /// The attempt its next delivery is.
-    attempt: u32,
-}
+/// window, read back when the backlog in memory runs low (its place in
+/// the log, in a [`SpillIndex`]).
+use super::spill_index::{SpillIndex, Spilled};
 
 impl Spilled {
     fn loc(&self) -> Loc {
@@ -165,7 +155,7 @@ struct Inner {
     bytes: usize,
     /// A durable channel's messages past the memory window, oldest first:
     /// all of them newer than the backlog's (but for redeliveries).
-    spilled: VecDeque<Spilled>,
+    spilled: SpillIndex,
     spilled_bytes: usize,
     /// A task is reading `spilled` back.
     reading: bool,
@@ -451,7 +441,7 @@ impl QueueState {
             log.last_end.fetch_max(end, Relaxed);
             // Behind messages kept on disk only: on disk only too, in order.
             if !inner.spilled.is_empty() {
-                Self::spill(&mut inner, seq.get(), at, end);
+                Self::spill(&mut inner, log.disk.dir(), seq.get(), at, end);
                 self.publish_len(&inner);
                 return Ok(Attempt::Taken);
             }
@@ -482,7 +472,10 @@ impl QueueState {
                 // Past the memory window, a durable channel's message stays
                 // on disk only.
                 if let (Some((at, end)), Some(d)) = (spilled_at, out.delivery) {
-                    Self::spill(&mut inner, d.seq(), at, end);
+                    let dir = self.log.as_ref().map(|l| l.disk.dir());
+                    if let Some(dir) = dir {
+                        Self::spill(&mut inner, dir, d.seq(), at, end);
+                    }
                     self.publish_len(&inner);
                     return Ok(Attempt::Taken);
                 }
@@ -495,7 +488,7 @@ impl QueueState {
         Ok(Attempt::Taken)
     }
 
-    fn spill(inner: &mut Inner, seq: u64, at: Loc, end: u64) {
+    fn spill(inner: &mut Inner, dir: &std::path::Path, seq: u64, at: Loc, end: u64) {
         let m = Spilled {
             seq,
             end,
@@ -505,7 +498,7 @@ impl QueueState {
             attempt: 1,
         };
         inner.spilled_bytes += m.size();
-        inner.spilled.push_back(m);
+        inner.spilled.push_back(m, Some(dir));
     }
 
     /// Routes one message, waiting for backlog room when the backlog is full.
@@ -645,8 +638,12 @@ impl QueueState {
                     .iter()
                     .chain(redo.delayed.iter().map(|(_, m)| m)),
             );
-            let on_disk: Vec<(u64, usize)> =
-                inner.spilled.iter().map(|m| (m.seq, m.size())).collect();
+            let on_disk: Vec<(u64, usize)> = inner
+                .spilled
+                .drain_all()
+                .iter()
+                .map(|m| (m.seq, m.size()))
+                .collect();
             log.disk.settle(&log.name, &on_disk);
         }
         inner.backlog.clear();
@@ -1062,7 +1059,8 @@ impl QueueState {
                 attempt: m.delivered.saturating_add(1),
             };
             inner.spilled_bytes += s.size();
-            inner.spilled.push_back(s);
+            let dir = self.log.as_ref().map(|l| l.disk.dir());
+            inner.spilled.push_back(s, dir);
         }
         self.after_change(&mut inner, 0);
     }

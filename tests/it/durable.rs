@@ -985,3 +985,49 @@ fn store_sizes_that_cannot_work_are_refused_with_the_flag_named() {
         assert!(serve.err.contains(says), "{flags:?}: {}", serve.err.text());
     }
 }
+
+/// A backlog on disk longer than the index a channel keeps in memory (65,536
+/// places): the rest of the index goes to a scratch file in the data
+/// directory and comes back in order as workers drain, and likewise for a
+/// backlog recovered after a SIGKILL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_longer_than_the_index_in_memory_drains_whole_and_in_order() {
+    const N: u64 = 150_000;
+    const FIRST: u64 = 40_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = durable(dir.path(), &[]);
+    let (mut p, _) = Raw::hello(b.port, &["confirms"]).await;
+    for first in (1..=N).step_by(10_000) {
+        let last = first + 9_999;
+        let mut wire = Vec::new();
+        for id in first..=last {
+            v2::put(
+                &mut wire,
+                &v2::publish(Some(id), "/queue/long", format!("m{id}").as_bytes()),
+            );
+        }
+        p.stream.write_all(&wire).await.unwrap();
+        within(20.0, "the publisher's confirms", async {
+            loop {
+                match p.read().await.map(|f| v2::decode(&f)) {
+                    Some(Frame::Confirm(n)) if n == last => break,
+                    Some(Frame::Confirm(_)) => {}
+                    other => panic!("publisher: {other:?}"),
+                }
+            }
+        })
+        .await;
+    }
+    let got = drain_from(&b, "/queue/long", FIRST as usize).await;
+    assert_eq!(got, (1..=FIRST).collect::<Vec<_>>(), "the first, in order");
+    kill(&mut b);
+    let b = durable(dir.path(), &[]);
+    let got = drain_from(&b, "/queue/long", (N - FIRST) as usize).await;
+    assert!(
+        got == (FIRST + 1..=N).collect::<Vec<_>>(),
+        "the rest once and in order after the restart: {} messages, first {:?}, last {:?}",
+        got.len(),
+        got.first(),
+        got.last()
+    );
+}
