@@ -87,7 +87,11 @@ impl SpillIndex {
     }
 
     pub fn len(&self) -> usize {
-        self.mem.len() + self.overflow.as_ref().map_or(0, |o| (o.written - o.read) as usize)
+        self.mem.len()
+            + self
+                .overflow
+                .as_ref()
+                .map_or(0, |o| (o.written - o.read) as usize)
     }
 
     pub fn is_empty(&self) -> bool {
