@@ -427,10 +427,11 @@ fn dead_letter(shared: &Shared, e: Entry, reason: DeadReason, failures: u32) {
         }
         _ => e.delivered_ms,
     };
+    // Looked up in a cluster only: elsewhere no store keeps the job.
     let held_by_jetstream = shared
         .replies
         .get()
-        .zip(jetstream_held(channel, [&e.out]).pop());
+        .and_then(|r| Some((r, jetstream_held(channel, [&e.out]).pop()?)));
     let Some(dead) = e.sub.acks().and_then(|a| a.dead_letter.clone()) else {
         // A dead-letter channel's own message ended by TERM: nowhere further.
         shared

@@ -18,6 +18,15 @@ fn clustered(nats: &Nats, extra: &[&str]) -> Broker {
     Broker::spawn(&args)
 }
 
+/// Two clustered brokers with `a` and `b` flags, once each has found JetStream.
+async fn two_brokers(nats: &Nats, a: &[&str], b: &[&str]) -> (Broker, Broker) {
+    let (a, b) = (clustered(nats, a), clustered(nats, b));
+    for broker in [&a, &b] {
+        broker.log.wait_for_async(10.0, "JetStream available").await;
+    }
+    (a, b)
+}
+
 /// Waits until `broker` has joined `channel` on NATS: from then on, what
 /// other brokers publish there reaches it.
 async fn following(broker: &Broker, channel: &str) {
@@ -498,8 +507,30 @@ async fn a_stalled_subscriber_on_one_broker_does_not_slow_the_others_across_the_
 }
 
 /// The JetStream streams on the NATS server, from its monitor.
+/// nats-server's `/jsz?QUERY`, whole (a long answer comes in chunks).
+async fn jsz(nats: &Nats, query: &str) -> serde_json::Value {
+    let req = format!("GET /jsz?{query} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let (_, head, body) = http_raw(nats.monitor, &req).await;
+    let body = if head.to_ascii_lowercase().contains("chunked") {
+        let mut whole = String::new();
+        let mut rest = body.as_str();
+        while let Some((size, after)) = rest.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            whole.push_str(&after[..n]);
+            rest = &after[n + 2..];
+        }
+        whole
+    } else {
+        body
+    };
+    serde_json::from_str(&body).unwrap()
+}
+
 async fn streams(nats: &Nats) -> Vec<serde_json::Value> {
-    let (_, v) = http(nats.monitor, "GET", "/jsz?streams=true", None).await;
+    let v = jsz(nats, "streams=true").await;
     v["account_details"]
         .as_array()
         .into_iter()
@@ -1219,11 +1250,12 @@ async fn next_job(c: &mut Raw, what: &str) -> (u64, u32, Vec<u8>) {
 async fn a_job_held_by_an_acknowledging_worker_outlives_its_broker() {
     use crate::util::v2::{self, publish_confirmed};
     let nats = Nats::start();
-    let a = clustered(&nats, &["--cluster-ack-wait", "1s"]);
-    let mut b = clustered(&nats, &["--cluster-ack-wait", "1s", "--ack-wait", "1h"]);
-    for broker in [&a, &b] {
-        broker.log.wait_for_async(10.0, "JetStream available").await;
-    }
+    let (a, mut b) = two_brokers(
+        &nats,
+        &["--cluster-ack-wait", "1s"],
+        &["--cluster-ack-wait", "1s", "--ack-wait", "1h"],
+    )
+    .await;
     let mut w = acking_worker(b.port, 2, "/queue/held").await;
     // Two publishes, two JetStream messages: one is acknowledged, one held.
     publish_confirmed(a.port, "/queue/held", &[b"done on b"]).await;
@@ -1241,15 +1273,13 @@ async fn a_job_held_by_an_acknowledging_worker_outlives_its_broker() {
     .await;
     // b's acknowledgement of the first job reaches JetStream on its own time:
     // give it the round trip a NATS flush takes before b dies.
-    within(10.0, "the first job settled in JetStream", async {
-        loop {
-            let pending = consumer_pending(&nats, "/queue/held").await;
-            if pending == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    until_pending(
+        &nats,
+        "/queue/held",
+        10.0,
+        "the first job settled in JetStream",
+        |n| n == 1,
+    )
     .await;
     b.child.kill().unwrap();
     b.child.wait().unwrap();
@@ -1274,11 +1304,7 @@ async fn a_job_held_by_an_acknowledging_worker_outlives_its_broker() {
 async fn a_dead_letter_in_a_cluster_keeps_its_payload_and_headers_on_every_broker() {
     use crate::util::v2::{self, Frame};
     let nats = Nats::start();
-    let a = clustered(&nats, &[]);
-    let mut b = clustered(&nats, &["--max-deliveries", "2"]);
-    for broker in [&a, &b] {
-        broker.log.wait_for_async(10.0, "JetStream available").await;
-    }
+    let (a, mut b) = two_brokers(&nats, &[], &["--max-deliveries", "2"]).await;
     let mut w = acking_worker(b.port, 4, "/queue/dl").await;
     let (mut p, _) = Raw::hello(a.port, &["confirms", "headers"]).await;
     let mut wire = Vec::new();
@@ -1323,15 +1349,13 @@ async fn a_dead_letter_in_a_cluster_keeps_its_payload_and_headers_on_every_broke
     w.send_frame(&v2::nak(0, &[id])).await;
     // Both are dead letters now; b dies before anyone reads them.
     let (mut d, _) = Raw::hello(a.port, &["headers"]).await;
-    within(20.0, "both dead letters stored in JetStream", async {
-        loop {
-            let pending = consumer_pending(&nats, "/queue/dl/dead").await;
-            if pending >= 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    until_pending(
+        &nats,
+        "/queue/dl/dead",
+        20.0,
+        "both dead letters stored in JetStream",
+        |n| n >= 2,
+    )
     .await;
     b.child.kill().unwrap();
     b.child.wait().unwrap();
@@ -1376,6 +1400,25 @@ async fn a_dead_letter_in_a_cluster_keeps_its_payload_and_headers_on_every_broke
     assert_eq!(payload, b"marker", "a dead-lettered job came back");
 }
 
+/// Polls [`consumer_pending`] until `ok` holds of it, within `secs`.
+async fn until_pending(
+    nats: &Nats,
+    channel: &str,
+    secs: f64,
+    what: &str,
+    ok: impl Fn(u64) -> bool,
+) {
+    poll_until(secs, what, || async {
+        let n = consumer_pending(nats, channel).await;
+        if ok(n) {
+            Ok(())
+        } else {
+            Err(format!("{n} pending"))
+        }
+    })
+    .await;
+}
+
 /// Messages of `channel`'s JetStream consumer that wait for a broker or
 /// that a broker holds unacknowledged (0 before the stream exists).
 async fn consumer_pending(nats: &Nats, channel: &str) -> u64 {
@@ -1386,26 +1429,7 @@ async fn consumer_pending(nats: &Nats, channel: &str) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     let name = format!("AIOQ_{h:016X}");
-    let req = "GET /jsz?streams=true&consumers=true HTTP/1.1\r\nHost: localhost\r\n\
-               Connection: close\r\n\r\n";
-    let (_, head, body) = http_raw(nats.monitor, req).await;
-    // nats-server sends a body this long in chunks.
-    let body = if head.to_ascii_lowercase().contains("chunked") {
-        let mut whole = String::new();
-        let mut rest = body.as_str();
-        while let Some((size, after)) = rest.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            whole.push_str(&after[..n]);
-            rest = &after[n + 2..];
-        }
-        whole
-    } else {
-        body
-    };
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let v = jsz(nats, "streams=true&consumers=true").await;
     v["account_details"]
         .as_array()
         .into_iter()
@@ -1426,11 +1450,7 @@ async fn consumer_pending(nats: &Nats, channel: &str) -> u64 {
 async fn headers_cross_the_cluster() {
     use crate::util::v2::{self, Frame};
     let nats = Nats::start();
-    let a = clustered(&nats, &[]);
-    let b = clustered(&nats, &[]);
-    for broker in [&a, &b] {
-        broker.log.wait_for_async(10.0, "JetStream available").await;
-    }
+    let (a, b) = two_brokers(&nats, &[], &[]).await;
     let (mut s, hello) = Raw::hello(b.port, &["headers"]).await;
     assert_eq!(hello["features"], serde_json::json!(["headers"]), "{hello}");
     s.send_frame(&v2::sub(1, "/topic/h")).await;
@@ -1487,11 +1507,12 @@ async fn headers_cross_the_cluster() {
 async fn a_job_of_an_acknowledging_worker_that_dies_reaches_another_broker() {
     use crate::util::v2::publish_confirmed;
     let nats = Nats::start();
-    let a = clustered(&nats, &["--cluster-ack-wait", "5m"]);
-    let b = clustered(&nats, &["--cluster-ack-wait", "5m"]);
-    for broker in [&a, &b] {
-        broker.log.wait_for_async(10.0, "JetStream available").await;
-    }
+    let (a, b) = two_brokers(
+        &nats,
+        &["--cluster-ack-wait", "5m"],
+        &["--cluster-ack-wait", "5m"],
+    )
+    .await;
     let mut w = acking_worker(b.port, 1, "/queue/dies").await;
     publish_confirmed(a.port, "/queue/dies", &[b"the job"]).await;
     let (_, attempt, payload) = next_job(&mut w, "the job on b").await;
@@ -1511,61 +1532,14 @@ async fn a_job_of_an_acknowledging_worker_that_dies_reaches_another_broker() {
 async fn work_across_a_cluster_does_each_job_once_and_dead_letters_the_failures() {
     use crate::util::v2::{self, Frame};
     let nats = Nats::start();
-    let a = clustered(&nats, &[]);
-    let b = clustered(&nats, &["--max-deliveries", "3"]);
-    for broker in [&a, &b] {
-        broker.log.wait_for_async(10.0, "JetStream available").await;
-    }
+    let (a, b) = two_brokers(&nats, &[], &["--max-deliveries", "3"]).await;
     let (mut dead, _) = Raw::hello(a.port, &["headers"]).await;
     dead.send_frame(&v2::sub(1, "/queue/cjobs/dead")).await;
     assert_eq!(dead.next().await, Frame::Subscribed(1));
-    let jobs: Vec<String> = (1..=20)
-        .map(|i| format!("{}-{i}", if i % 5 == 0 { "bad" } else { "job" }))
-        .collect();
+    let jobs = crate::util::twenty_jobs();
     let bytes: Vec<&[u8]> = jobs.iter().map(String::as_bytes).collect();
     v2::publish_confirmed(a.port, "/queue/cjobs", &bytes).await;
-    let dir = tempfile::tempdir().unwrap();
-    let done = dir.path().join("done");
-    let script = format!(
-        "x=$(cat); case \"$x\" in bad*) exit 3;; esac; echo \"$x $AIOQ_ATTEMPT\" >> {}",
-        done.display()
-    );
-    let port = b.port.to_string();
-    let mut work = Proc::spawn(
-        &[
-            "work",
-            "--port",
-            &port,
-            "--channel",
-            "/queue/cjobs",
-            "--concurrency",
-            "3",
-            "--count",
-            "28",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
-        false,
-    );
-    assert_eq!(work.exit_code(30.0), Some(0), "{}", work.err.text());
-    let mut lines: Vec<String> = std::fs::read_to_string(&done)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    let mut want: Vec<String> = jobs
-        .iter()
-        .filter(|j| j.starts_with("job"))
-        .map(|j| format!("{j} 1"))
-        .collect();
-    want.sort();
-    assert_eq!(
-        lines, want,
-        "every good job done once, at its first attempt"
-    );
+    crate::util::work_failing_bad_jobs(b.port, "/queue/cjobs", &jobs);
     let mut letters = Vec::new();
     within(20.0, "four dead letters on the other broker", async {
         while letters.len() < 4 {
@@ -1586,10 +1560,12 @@ async fn work_across_a_cluster_does_each_job_once_and_dead_letters_the_failures(
     .await;
     letters.sort();
     assert_eq!(letters, ["bad-10", "bad-15", "bad-20", "bad-5"]);
-    within(10.0, "every job answered in JetStream", async {
-        while consumer_pending(&nats, "/queue/cjobs").await > 0 {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
+    until_pending(
+        &nats,
+        "/queue/cjobs",
+        10.0,
+        "every job answered in JetStream",
+        |n| n == 0,
+    )
     .await;
 }

@@ -61,6 +61,33 @@ async fn wait_taken(got: &Arc<Mutex<Vec<(u64, u32)>>>, n: usize, secs: f64) {
 }
 
 /// SIGKILL, and the process gone.
+/// Publishes `ids` to `channel` over `p` (a v2 connection granted
+/// confirms), each with its id as confirm id and `payload(id)` as payload,
+/// in one write; waits for the confirm of the last.
+async fn publish_confirmed_run(
+    p: &mut Raw,
+    channel: &str,
+    ids: std::ops::RangeInclusive<u64>,
+    payload: impl Fn(u64) -> Vec<u8>,
+) {
+    let last = *ids.end();
+    let mut wire = Vec::new();
+    for id in ids {
+        v2::put(&mut wire, &v2::publish(Some(id), channel, &payload(id)));
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    within(20.0, "the publisher's confirms", async {
+        loop {
+            match p.read().await.map(|f| v2::decode(&f)) {
+                Some(Frame::Confirm(n)) if n == last => break,
+                Some(Frame::Confirm(_)) => {}
+                other => panic!("publisher: {other:?}"),
+            }
+        }
+    })
+    .await;
+}
+
 fn kill(b: &mut Broker) {
     b.child.kill().unwrap();
     b.child.wait().unwrap();
@@ -594,28 +621,9 @@ async fn a_backlog_ten_times_the_memory_budget_stays_on_disk_and_drains_in_order
     let mut b = durable(dir.path(), &flags);
     let (mut p, _) = Raw::hello(b.port, &["confirms"]).await;
     for first in (1..=N).step_by(100) {
-        let last = first + 99;
-        let mut wire = Vec::new();
-        for id in first..=last {
-            v2::put(
-                &mut wire,
-                &v2::publish(Some(id), "/queue/big", &padded(id, SIZE)),
-            );
-        }
-        p.stream.write_all(&wire).await.unwrap();
-        within(
-            20.0,
-            "confirms while the backlog grows past memory",
-            async {
-                loop {
-                    match p.read().await.map(|f| v2::decode(&f)) {
-                        Some(Frame::Confirm(n)) if n == last => break,
-                        Some(Frame::Confirm(_)) => {}
-                        other => panic!("publisher: {other:?}"),
-                    }
-                }
-            },
-        )
+        publish_confirmed_run(&mut p, "/queue/big", first..=first + 99, |id| {
+            padded(id, SIZE)
+        })
         .await;
     }
     let http = b.monitor_port();
@@ -766,22 +774,10 @@ async fn messages_spilled_past_a_small_window_are_read_back_in_order_while_publi
         tokio::spawn(async move {
             let (mut p, _) = Raw::hello(port, &["confirms"]).await;
             for first in (1..=N).step_by(500) {
-                let last = first + 499;
-                let mut wire = Vec::new();
-                for id in first..=last {
-                    v2::put(
-                        &mut wire,
-                        &v2::publish(Some(id), "/queue/window", format!("m{id}").as_bytes()),
-                    );
-                }
-                p.stream.write_all(&wire).await.unwrap();
-                loop {
-                    match p.read().await.map(|f| v2::decode(&f)) {
-                        Some(Frame::Confirm(n)) if n == last => break,
-                        Some(Frame::Confirm(_)) => {}
-                        other => panic!("publisher: {other:?}"),
-                    }
-                }
+                publish_confirmed_run(&mut p, "/queue/window", first..=first + 499, |id| {
+                    format!("m{id}").into_bytes()
+                })
+                .await;
             }
         })
     };
@@ -998,23 +994,8 @@ async fn a_backlog_longer_than_the_index_in_memory_drains_whole_and_in_order() {
     let mut b = durable(dir.path(), &[]);
     let (mut p, _) = Raw::hello(b.port, &["confirms"]).await;
     for first in (1..=N).step_by(10_000) {
-        let last = first + 9_999;
-        let mut wire = Vec::new();
-        for id in first..=last {
-            v2::put(
-                &mut wire,
-                &v2::publish(Some(id), "/queue/long", format!("m{id}").as_bytes()),
-            );
-        }
-        p.stream.write_all(&wire).await.unwrap();
-        within(20.0, "the publisher's confirms", async {
-            loop {
-                match p.read().await.map(|f| v2::decode(&f)) {
-                    Some(Frame::Confirm(n)) if n == last => break,
-                    Some(Frame::Confirm(_)) => {}
-                    other => panic!("publisher: {other:?}"),
-                }
-            }
+        publish_confirmed_run(&mut p, "/queue/long", first..=first + 9_999, |id| {
+            format!("m{id}").into_bytes()
         })
         .await;
     }

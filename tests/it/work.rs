@@ -4,7 +4,7 @@
 //! reaches another worker, a SIGINT that lets the running job finish.
 
 use crate::util::v2::{self, Frame};
-use crate::util::{metric, within, Broker, Proc, Raw};
+use crate::util::{metric, twenty_jobs, within, work_failing_bad_jobs, Broker, Proc, Raw};
 
 /// Publishes `payloads` (text) with confirms.
 async fn publish(port: u16, channel: &str, payloads: &[String]) {
@@ -36,62 +36,12 @@ fn take_acked(port: &str, channel: &str, n: usize) -> Vec<String> {
 async fn work_acknowledges_by_exit_status_and_dead_letters_what_keeps_failing() {
     let broker = Broker::spawn(&["--max-deliveries", "3", "--http", "127.0.0.1:0"]);
     let http = broker.monitor_port();
-    let port = broker.port.to_string();
     let (mut dead, _) = Raw::hello(broker.port, &["headers"]).await;
     dead.send_frame(&v2::sub(1, "/queue/jobs/dead")).await;
     assert_eq!(dead.next().await, Frame::Subscribed(1));
-    let jobs: Vec<String> = (1..=20)
-        .map(|i| {
-            if i % 5 == 0 {
-                format!("bad-{i}")
-            } else {
-                format!("job-{i}")
-            }
-        })
-        .collect();
+    let jobs = twenty_jobs();
     publish(broker.port, "/queue/jobs", &jobs).await;
-    let dir = tempfile::tempdir().unwrap();
-    let done = dir.path().join("done");
-    let script = format!(
-        "x=$(cat); case \"$x\" in bad*) exit 3;; esac; echo \"$x $AIOQ_ATTEMPT\" >> {}",
-        done.display()
-    );
-    // 16 good jobs once, 4 bad ones three times each.
-    let mut work = Proc::spawn(
-        &[
-            "work",
-            "--port",
-            &port,
-            "--channel",
-            "/queue/jobs",
-            "--concurrency",
-            "3",
-            "--count",
-            "28",
-            "--",
-            "sh",
-            "-c",
-            &script,
-        ],
-        false,
-    );
-    assert_eq!(work.exit_code(30.0), Some(0), "{}", work.err.text());
-    let mut lines: Vec<String> = std::fs::read_to_string(&done)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    let mut want: Vec<String> = jobs
-        .iter()
-        .filter(|j| j.starts_with("job"))
-        .map(|j| format!("{j} 1"))
-        .collect();
-    want.sort();
-    assert_eq!(
-        lines, want,
-        "every good job done once, at its first attempt"
-    );
+    let work = work_failing_bad_jobs(broker.port, "/queue/jobs", &jobs);
     let mut letters = Vec::new();
     within(10.0, "four dead letters", async {
         while letters.len() < 4 {

@@ -513,6 +513,65 @@ pub const SUBCOMMANDS: [&[&str]; 9] = [
     &["man"],
 ];
 
+/// Twenty jobs, every fifth one `bad-N` (the rest `job-N`): what
+/// [`work_failing_bad_jobs`] runs.
+pub fn twenty_jobs() -> Vec<String> {
+    (1..=20)
+        .map(|i| format!("{}-{i}", if i % 5 == 0 { "bad" } else { "job" }))
+        .collect()
+}
+
+/// `aioq work --concurrency 3 --count 28` on `channel` at `port` with a
+/// command that exits 3 for a `bad` job and notes every other with its
+/// attempt; checks it exits 0 having done each good job of `jobs` once, at
+/// its first attempt (with `--max-deliveries 3`: 16 good jobs once, 4 bad
+/// ones three times). The finished process, for what it said.
+pub fn work_failing_bad_jobs(port: u16, channel: &str, jobs: &[String]) -> Proc {
+    let dir = tempfile::tempdir().unwrap();
+    let done = dir.path().join("done");
+    let script = format!(
+        "x=$(cat); case \"$x\" in bad*) exit 3;; esac; echo \"$x $AIOQ_ATTEMPT\" >> {}",
+        done.display()
+    );
+    let port = port.to_string();
+    let mut work = Proc::spawn(
+        &[
+            "work",
+            "--port",
+            &port,
+            "--channel",
+            channel,
+            "--concurrency",
+            "3",
+            "--count",
+            "28",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        false,
+    );
+    assert_eq!(work.exit_code(30.0), Some(0), "{}", work.err.text());
+    let mut lines: Vec<String> = std::fs::read_to_string(&done)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    let mut want: Vec<String> = jobs
+        .iter()
+        .filter(|j| j.starts_with("job"))
+        .map(|j| format!("{j} 1"))
+        .collect();
+    want.sort();
+    assert_eq!(
+        lines, want,
+        "every good job done once, at its first attempt"
+    );
+    work
+}
+
 pub mod naive;
 pub mod nats;
 pub mod pg;
