@@ -452,3 +452,19 @@ fn an_interrupted_send_that_never_connected_says_what_was_never_sent() {
         send.err.text()
     );
 }
+
+/// `serve --threads`: 0 is refused as a usage error; a count given by the
+/// flag, the environment or the config file is the one the broker runs with
+/// (its ready line says so).
+#[tokio::test]
+async fn serve_runs_on_the_threads_it_is_given_and_refuses_none() {
+    let out = aioq(&["serve", "--port", "0", "--threads", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--threads"));
+    let b = crate::util::Broker::spawn(&["--threads", "5"]);
+    b.log.wait_for_async(10.0, "5 thread(s))").await;
+    let mut config = tempfile::NamedTempFile::new().unwrap();
+    std::io::Write::write_all(&mut config, b"threads = 7\n").unwrap();
+    let b = crate::util::Broker::spawn(&["--config", config.path().to_str().unwrap()]);
+    b.log.wait_for_async(10.0, "7 thread(s))").await;
+}
