@@ -286,6 +286,35 @@ fn an_aioq_broker_without_a_store_gets_no_durable_figure() {
     ]);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("did not keep /queue/bench-durable"), "{err}");
+
+    // The same, with more jobs than the in-memory backlog holds: the
+    // publishers are held back and nothing drains, so the run ends at its
+    // stall timeout with the reason (it used to wait forever).
+    let data = tempfile::tempdir().unwrap();
+    let held = Broker::spawn(&[
+        "--http",
+        "127.0.0.1:0",
+        "--durable",
+        "/queue/orders",
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--backlog",
+        "500",
+    ]);
+    let target = format!("127.0.0.1:{}", held.port);
+    let metrics = format!("http://127.0.0.1:{}/metrics", held.monitor_port());
+    let (code, _, err) = jobs_run(&[
+        "--target",
+        &target,
+        "--target-metrics",
+        &metrics,
+        "--scenario",
+        "durable",
+        "--stall-timeout",
+        "3s",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("did not keep /queue/bench-durable"), "{err}");
 }
 
 /// A --broker-cmd that ends before it listens fails the run at once, with

@@ -403,6 +403,25 @@ async fn watch_stall(
     }
 }
 
+/// What `work` returns, unless `watch` fails first (a stall): then `work`
+/// is dropped where it waits.
+async fn until_stalled<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+    watch: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<T> {
+    tokio::pin!(work, watch);
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            r = &mut work => return r,
+            r = &mut watch, if watching => {
+                r?;
+                watching = false;
+            }
+        }
+    }
+}
+
 /// Workers take jobs until every one in `tally` is done.
 async fn drain(
     plan: &JobPlan,
@@ -455,10 +474,24 @@ pub async fn work(
     let started = Instant::now();
     let draining = drain(plan, &q, tally.clone(), base, "work");
     let producing = produce(plan, &q, 1, base, Arc::new(AtomicU64::new(0)));
-    let (worked, produced) = tokio::join!(draining, producing);
+    // The workers' stall ends the run: publishers still waiting on a broker
+    // that stopped would keep it waiting forever.
+    tokio::pin!(draining, producing);
+    let mut produced = None;
+    let worked = loop {
+        tokio::select! {
+            w = &mut draining => break w,
+            p = &mut producing, if produced.is_none() => produced = Some(p),
+        }
+    };
     let elapsed = started.elapsed();
+    let produced = match (&worked, produced) {
+        (_, Some(p)) => p.map(drop),
+        (Ok(_), None) => producing.await.map(drop),
+        (Err(_), None) => Ok(()),
+    };
     plan.queues.remove(&q).await;
-    let (worked, _) = (worked?, produced?);
+    let (worked, ()) = (worked?, produced?);
     let mut latency = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
     for w in &worked {
         latency.add(&w.latency)?;
@@ -515,21 +548,32 @@ pub async fn durable(
     };
     let c = confirmed.clone();
     let watching = watch_stall(plan, "durable", move || c.load(Relaxed), &stop);
-    let (produced, stalled) = tokio::join!(producing, watching);
+    // Raced, not joined: publishers held back by a broker that stopped
+    // confirming would otherwise keep the run waiting past its stall.
+    let produced = until_stalled(producing, watching).await;
     let after = fsyncs(plan.metrics.clone()).await;
-    let produced = match (produced, stalled) {
-        (Ok(p), Ok(())) => p,
-        (Err(e), _) | (_, Err(e)) => {
+    // A channel the broker kept in memory is refused whether or not the
+    // run stalled: held back by the memory bound is how such a run ends
+    // when its jobs outgrow the backlog.
+    let kept = match (&plan.queues, &plan.metrics) {
+        (Queues::Aioq(_), Some(url)) => check_aioq_durable(url, &q.aioq()).await,
+        _ => Ok(true),
+    };
+    let produced = match (produced, kept) {
+        (Ok(p), Ok(true)) => p,
+        (_, Ok(false)) => {
+            plan.queues.remove(&q).await;
+            bail!(
+                "the broker did not keep {} durable: serve --durable /queue/ (or a prefix \
+                 of it) to measure a durable queue",
+                q.aioq()
+            );
+        }
+        (Err(e), _) | (Ok(_), Err(e)) => {
             plan.queues.remove(&q).await;
             return Err(e);
         }
     };
-    if let (Queues::Aioq(_), Some(url)) = (&plan.queues, &plan.metrics) {
-        if let Err(e) = check_aioq_durable(url, &q.aioq()).await {
-            plan.queues.remove(&q).await;
-            return Err(e);
-        }
-    }
     progress.phase(
         &format!("durable: draining {} jobs", plan.jobs),
         Duration::ZERO,
@@ -612,23 +656,16 @@ pub fn parse_target(text: &str, tls: &crate::tls::ClientTlsArgs) -> anyhow::Resu
     })
 }
 
-/// Checks after the fact that an aioq channel was kept durable: a run
+/// Whether an aioq channel was kept durable, checked after the fact: a run
 /// against a broker whose `--durable` prefix missed it measured memory.
-async fn check_aioq_durable(url: &MetricsUrl, channel: &str) -> anyhow::Result<()> {
+async fn check_aioq_durable(url: &MetricsUrl, channel: &str) -> anyhow::Result<bool> {
     let channels = super::meter::api(url, "/api/channels?limit=10000").await?;
-    let durable = channels["channels"]
+    Ok(channels["channels"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|c| c["name"].as_str() == Some(channel))
-        .any(|c| c.get("stored").is_some());
-    if !durable {
-        bail!(
-            "the broker did not keep {channel} durable: serve --durable /queue/ (or a prefix \
-             of it) to measure a durable queue"
-        );
-    }
-    Ok(())
+        .any(|c| c.get("stored").is_some()))
 }
 
 #[derive(Debug, Clone, Serialize)]
