@@ -140,6 +140,24 @@ enum Now {
     Stream(Arc<Channel>),
 }
 
+/// A publish that must wait: see [`Publisher::publish_now`].
+pub(crate) struct Later(LaterKind);
+
+enum LaterKind {
+    /// Its `/queue` backlog is full.
+    Wait {
+        name: Bytes,
+        payload: Bytes,
+        head: u16,
+        elsewhere: bool,
+    },
+    /// The JetStream gathering is full: ship it, then gather `rest`.
+    Ship {
+        channel: Arc<Channel>,
+        rest: Option<Part>,
+    },
+}
+
 /// What a publish finds under its channel's name.
 enum Found {
     Channel(Arc<Channel>),
@@ -272,6 +290,19 @@ impl<'a> Publisher<'a> {
     /// `head`: bytes at the front of `payload` that are its header block
     /// (protocol v2 headers, never on a clustered broker).
     pub async fn publish(&mut self, name: Bytes, payload: Bytes, head: u16) -> bool {
+        match self.publish_now(name, payload, head) {
+            Ok(done) => done,
+            Err(later) => Box::pin(self.publish_later(later)).await,
+        }
+    }
+
+    /// A publish as far as it goes without waiting, which is all the way
+    /// for nearly every one: `Ok` as [`Publisher::publish`] would answer,
+    /// `Err` when it must wait (for `/queue` room, or to ship to
+    /// JetStream), to be finished by [`Publisher::publish_later`]. Not
+    /// async, so that a reader routing a read buffer's frames builds and
+    /// moves no future per message.
+    pub fn publish_now(&mut self, name: Bytes, payload: Bytes, head: u16) -> Result<bool, Later> {
         let len = payload.len() as u64;
         self.unsaid.received.0 += 1;
         self.unsaid.received.1 += len;
@@ -281,7 +312,7 @@ impl<'a> Publisher<'a> {
             let conn = self.conn.map(|c| &*c.stats);
             self.router.count_drop(None, conn, DropReason::Denied, 1);
             self.refusal = Some((v2::reason::RESERVED, name));
-            return true;
+            return Ok(true);
         }
         if let Some(rights) = &mut self.rights {
             if !rights.may_publish(self.router, &name) {
@@ -289,7 +320,7 @@ impl<'a> Publisher<'a> {
                 let conn = self.conn.map(|c| &*c.stats);
                 self.router.count_drop(None, conn, DropReason::Denied, 1);
                 self.refusal = Some((v2::reason::DENIED, name));
-                return true;
+                return Ok(true);
             }
         }
         if payload.len() == usize::from(head) {
@@ -297,7 +328,7 @@ impl<'a> Publisher<'a> {
             self.router
                 .count_drop(None, conn, DropReason::EmptyPayload, 1);
             self.refusal = Some((v2::reason::EMPTY_PAYLOAD, name));
-            return true;
+            return Ok(true);
         }
         self.unsaid.published.0 += 1;
         self.unsaid.published.1 += len;
@@ -309,12 +340,14 @@ impl<'a> Publisher<'a> {
             }
             _ => false,
         };
-        // Routed here at once, as nearly every publish is; the rest in boxed
-        // futures, so that the future of every publish (which the reader
-        // moves into place per frame) stays small.
         match self.route_now(&name, &payload, head, elsewhere) {
-            Now::Done(done) => done,
-            Now::Wait => Box::pin(self.route_locally(name, payload, head, false, elsewhere)).await,
+            Now::Done(done) => Ok(done),
+            Now::Wait => Err(Later(LaterKind::Wait {
+                name,
+                payload,
+                head,
+                elsewhere,
+            })),
             Now::Stream(channel) => match self.gather(
                 &channel,
                 Part {
@@ -322,9 +355,27 @@ impl<'a> Publisher<'a> {
                     head,
                 },
             ) {
-                Ok(()) => true,
-                Err(rest) => Box::pin(self.ship_and_gather(channel, rest)).await,
+                Ok(()) => Ok(true),
+                Err(rest) => Err(Later(LaterKind::Ship { channel, rest })),
             },
+        }
+    }
+
+    /// The rest of a publish that [`Publisher::publish_now`] could not
+    /// finish; boxed by its callers, so that the futures of the routing
+    /// that waits (and of JetStream's) are no part of a reader's own.
+    pub async fn publish_later(&mut self, later: Later) -> bool {
+        match later.0 {
+            LaterKind::Wait {
+                name,
+                payload,
+                head,
+                elsewhere,
+            } => {
+                self.route_locally(name, payload, head, false, elsewhere)
+                    .await
+            }
+            LaterKind::Ship { channel, rest } => self.ship_and_gather(channel, rest).await,
         }
     }
 
