@@ -17,7 +17,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use super::recover::segment_path;
-use super::{lock, record, sync_dir, Disk, Fsync, MAX_PENDING};
+use super::{lock, record, sync_dir, Disk, Fsync, Sleep, GATHER, GATHER_BYTES, MAX_PENDING};
+
+/// Written buffers kept for the records that come next.
+const SPARE_BUFFERS: usize = 2;
 
 /// How long a failing write waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(100);
@@ -38,30 +41,54 @@ pub(super) fn run(store: &Disk) {
     loop {
         let (chunks, upto, records, reclaim, stop, wanted) = {
             let mut st = lock(&store.state);
+            let mut gathered = false;
             loop {
-                if !st.chunks.is_empty() || !st.reclaim.is_empty() || st.stop || st.sync_wanted {
+                st.sleep = Sleep::Busy;
+                if !st.reclaim.is_empty()
+                    || st.stop
+                    || st.sync_wanted
+                    || st.write_wanted
+                    || st.pending >= GATHER_BYTES
+                {
                     break;
                 }
-                match store.mode {
-                    Fsync::Interval(every) if open.as_ref().is_some_and(|o| o.dirty) => {
-                        let left = every.saturating_sub(last_sync.elapsed());
-                        if left.is_zero() {
-                            break;
+                let wait = if !st.chunks.is_empty() {
+                    // Records nobody waits for yet: more may join them.
+                    if gathered {
+                        break;
+                    }
+                    gathered = true;
+                    st.sleep = Sleep::Gathering;
+                    Some(GATHER)
+                } else {
+                    st.sleep = Sleep::Idle;
+                    match store.mode {
+                        Fsync::Interval(every) if open.as_ref().is_some_and(|o| o.dirty) => {
+                            let left = every.saturating_sub(last_sync.elapsed());
+                            if left.is_zero() {
+                                break;
+                            }
+                            Some(left)
                         }
-                        st = store
+                        _ => None,
+                    }
+                };
+                st = match wait {
+                    Some(left) => {
+                        store
                             .wake
                             .wait_timeout(st, left)
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .0;
+                            .0
                     }
-                    _ => {
-                        st = store
-                            .wake
-                            .wait(st)
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    }
-                }
+                    None => store
+                        .wake
+                        .wait(st)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner),
+                };
             }
+            st.sleep = Sleep::Busy;
+            st.write_wanted = false;
             (
                 std::mem::take(&mut st.chunks),
                 st.appended,
@@ -170,6 +197,14 @@ pub(super) fn run(store: &Disk) {
             if st.pending <= MAX_PENDING / 2 && store.congested.swap(false, Relaxed) {
                 store.room.notify_waiters();
             }
+            // Given back for the next records: a fresh buffer grown to a
+            // gathering's size was a realloc (and an mremap) per write.
+            for (_, mut bytes) in chunks {
+                if st.spare.len() < SPARE_BUFFERS && bytes.capacity() <= 2 * GATHER_BYTES {
+                    bytes.clear();
+                    st.spare.push(bytes);
+                }
+            }
         }
         delete(store, &mut open, reclaim);
         if stop && lock(&store.state).chunks.is_empty() {
@@ -183,6 +218,9 @@ pub(super) fn run(store: &Disk) {
 
 /// Deletes settled segments (closing the open one if it is among them).
 fn delete(store: &Disk, open: &mut Option<Open>, segments: Vec<u64>) {
+    if !segments.is_empty() {
+        store.forget_reading();
+    }
     for seg in segments {
         if open.as_ref().is_some_and(|o| o.seg == seg) {
             *open = None;
