@@ -25,7 +25,7 @@ const SPARE_BUFFERS: usize = 2;
 /// How long a failing write waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(100);
 
-struct Open {
+pub(super) struct Open {
     seg: u64,
     file: File,
     len: u64,
@@ -34,12 +34,11 @@ struct Open {
 }
 
 pub(super) fn run(store: &Disk) {
-    let mut open: Option<Open> = None;
     let mut last_sync = Instant::now();
     let mut synced_records = 0u64;
     let mut failures = 0u64;
     loop {
-        let (chunks, upto, records, reclaim, stop, wanted) = {
+        {
             let mut st = lock(&store.state);
             let mut gathered = false;
             loop {
@@ -63,7 +62,7 @@ pub(super) fn run(store: &Disk) {
                 } else {
                     st.sleep = Sleep::Idle;
                     match store.mode {
-                        Fsync::Interval(every) if open.as_ref().is_some_and(|o| o.dirty) => {
+                        Fsync::Interval(every) if st.unsynced => {
                             let left = every.saturating_sub(last_sync.elapsed());
                             if left.is_zero() {
                                 break;
@@ -88,7 +87,16 @@ pub(super) fn run(store: &Disk) {
                 };
             }
             st.sleep = Sleep::Busy;
+        }
+        // Taken under the writer's lock, so that what a waiting confirm
+        // writes itself (`Disk::write_now`) and what this thread writes
+        // reach the file in the order they were gathered.
+        let mut writer = lock(&store.writer);
+        let open = &mut *writer;
+        let (chunks, upto, records, reclaim, stop, wanted) = {
+            let mut st = lock(&store.state);
             st.write_wanted = false;
+            st.unsynced |= !st.chunks.is_empty();
             (
                 std::mem::take(&mut st.chunks),
                 st.appended,
@@ -103,7 +111,7 @@ pub(super) fn run(store: &Disk) {
             // Tried until it goes: these records are promised to nobody
             // yet, and everything after them waits behind them.
             loop {
-                match write(store, &mut open, *seg, bytes) {
+                match write(store, open, *seg, bytes) {
                     Ok(()) => break,
                     Err(e) => {
                         failures += 1;
@@ -119,7 +127,7 @@ pub(super) fn run(store: &Disk) {
                         // make room (their settlements wait in memory; a
                         // crash meanwhile can only bring back nothing of them).
                         let freed = std::mem::take(&mut lock(&store.state).reclaim);
-                        delete(store, &mut open, freed);
+                        delete(store, open, freed);
                         std::thread::sleep(RETRY);
                     }
                 }
@@ -185,6 +193,7 @@ pub(super) fn run(store: &Disk) {
                 }
             }
             last_sync = Instant::now();
+            lock(&store.state).unsynced = false;
             store.synced.fetch_max(upto, Relaxed);
         }
         if sync_due {
@@ -206,7 +215,7 @@ pub(super) fn run(store: &Disk) {
                 }
             }
         }
-        delete(store, &mut open, reclaim);
+        delete(store, open, reclaim);
         if stop && lock(&store.state).chunks.is_empty() {
             if let Some(o) = open.as_mut().filter(|o| o.dirty) {
                 let _ = o.file.sync_data();
@@ -214,6 +223,71 @@ pub(super) fn run(store: &Disk) {
             return;
         }
     }
+}
+
+/// Bytes gathered past which a waiting confirm leaves the write to the
+/// commit thread rather than writing them itself on its own thread.
+const WRITE_NOW_BYTES: usize = 4 << 20;
+
+/// Writes what is gathered on the caller's thread, for a confirm that
+/// waits for a write (not a sync): the commit thread's wake and the wake
+/// back were most of a confirmed `--fsync interval` publish's round trip,
+/// which a publisher's window of unconfirmed publishes is bounded by. Only
+/// when it is cheap: the writer is free (not syncing), nothing gathered
+/// asks for a sync, and every record goes to the segment already open (a
+/// switch syncs the segment before). False: left to the commit thread.
+pub(super) fn write_now(store: &Disk) -> bool {
+    let Ok(mut writer) = store.writer.try_lock() else {
+        return false;
+    };
+    let open = &mut *writer;
+    let (chunks, upto) = {
+        let mut st = lock(&store.state);
+        let seg = open.as_ref().map(|o| o.seg);
+        if st.chunks.is_empty()
+            || st.sync_wanted
+            || st.stop
+            || st.pending > WRITE_NOW_BYTES
+            || st.chunks.iter().any(|(s, _)| Some(*s) != seg)
+        {
+            return false;
+        }
+        st.unsynced = true;
+        (std::mem::take(&mut st.chunks), st.appended)
+    };
+    let mut chunks = chunks.into_iter();
+    let mut written = 0;
+    while let Some((seg, bytes)) = chunks.next() {
+        if write(store, open, seg, &bytes).is_err() {
+            // The commit thread tries again, and says why.
+            let mut st = lock(&store.state);
+            st.pending = st.pending.saturating_sub(written);
+            let rest: Vec<_> = std::iter::once((seg, bytes)).chain(chunks).collect();
+            st.chunks.splice(0..0, rest);
+            st.write_wanted = true;
+            store.nudge(&mut st, true);
+            return false;
+        }
+        written += bytes.len();
+        let mut st = lock(&store.state);
+        if st.spare.len() < SPARE_BUFFERS && bytes.capacity() <= 2 * GATHER_BYTES {
+            let mut bytes = bytes;
+            bytes.clear();
+            st.spare.push(bytes);
+        }
+    }
+    store.written.fetch_max(upto, Relaxed);
+    store.stats.written_bytes.fetch_add(written as u64, Relaxed);
+    {
+        let mut st = lock(&store.state);
+        st.pending = st.pending.saturating_sub(written);
+        if st.pending <= MAX_PENDING / 2 && store.congested.swap(false, Relaxed) {
+            store.room.notify_waiters();
+        }
+    }
+    drop(writer);
+    store.wrote.notify_waiters();
+    true
 }
 
 /// Deletes settled segments (closing the open one if it is among them).

@@ -145,6 +145,9 @@ struct State {
     sync_wanted: bool,
     /// Someone waits for a record gathered to be written: write now.
     write_wanted: bool,
+    /// Records were written since the last sync (by the commit thread or
+    /// by a confirm that wrote them itself).
+    unsynced: bool,
     /// What the commit thread is doing, so that appends wake it only when
     /// it sleeps (each wake is a system call, and a context switch).
     sleep: Sleep,
@@ -205,6 +208,10 @@ pub struct Disk {
     /// Dropped when segments are deleted, so that no deleted file's room
     /// is held.
     reading: Mutex<Option<(u64, Arc<std::fs::File>)>>,
+    /// The segment being written: held by whoever writes (the commit
+    /// thread, or a confirm writing for itself), from taking what is
+    /// gathered until it is in the file.
+    writer: Mutex<Option<commit::Open>>,
     /// Held for as long as the store is open: a second broker is refused.
     _lock: std::fs::File,
 }
@@ -312,6 +319,7 @@ impl Disk {
                 disk_bytes: 0,
                 sync_wanted: false,
                 write_wanted: false,
+                unsynced: false,
                 sleep: Sleep::Busy,
                 stop: false,
             }),
@@ -327,6 +335,7 @@ impl Disk {
             stats: DiskStats::default(),
             thread: Mutex::new(None),
             reading: Mutex::new(None),
+            writer: Mutex::new(None),
             _lock: lock_file,
         });
         {
@@ -774,6 +783,9 @@ impl Disk {
             // Records nobody waited for may be gathering: written now.
             if !asked {
                 asked = true;
+                if !sync && commit::write_now(self) {
+                    continue;
+                }
                 let mut st = lock(&self.state);
                 if sync {
                     st.sync_wanted = true;
@@ -898,6 +910,65 @@ mod tests {
                 .expect("synced");
         }
         assert!(disk.stats.fsyncs.load(Relaxed) >= 200);
+        disk.close();
+    }
+
+    /// What a waiting confirm writes on its own thread is still synced
+    /// within the interval (the commit thread is told it is unsynced), and
+    /// its records and the commit thread's reach the file in the order
+    /// they were appended, across segments.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn records_a_confirm_writes_itself_are_synced_and_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (disk, _) = Disk::open(
+            dir.path(),
+            Fsync::Interval(Duration::from_millis(20)),
+            64 << 10,
+            None,
+        )
+        .unwrap();
+        let name = Bytes::from_static(b"/queue/a");
+        // The first opens the segment (the commit thread's work), the
+        // second finds it open and is written by the confirm.
+        for seq in 0..2 {
+            let fsyncs = disk.stats.fsyncs.load(Relaxed);
+            let (_, end) = disk.append(&name, seq, 0, b"payload", false, 0).unwrap();
+            tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, false))
+                .await
+                .expect("written");
+            let synced = disk.clone();
+            tokio::task::spawn_blocking(move || {
+                until("written records are synced within the interval", || {
+                    synced.stats.fsyncs.load(Relaxed) > fsyncs
+                })
+            })
+            .await
+            .unwrap();
+        }
+        let mut seq = 2;
+        for round in 0..300u64 {
+            // Some left to the commit thread, then one waited for.
+            for _ in 0..round % 7 {
+                disk.append(&name, seq, 0, &[seq as u8; 100], false, 0)
+                    .unwrap();
+                seq += 1;
+            }
+            let (_, end) = disk
+                .append(&name, seq, 0, &[seq as u8; 100], false, 0)
+                .unwrap();
+            seq += 1;
+            tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, false))
+                .await
+                .expect("written");
+        }
+        disk.close();
+        drop(disk);
+        let (disk, recovered) = Disk::open(dir.path(), Fsync::Always, 64 << 10, None).unwrap();
+        assert!(recovered.segments.len() > 2, "{:?}", recovered.segments);
+        let got: Vec<u64> = recovered.channels[0].1.iter().map(|s| s.seq).collect();
+        assert_eq!(got, (0..seq).collect::<Vec<_>>());
+        assert_eq!(recovered.torn, 0);
+        assert!(recovered.quarantined.is_empty());
         disk.close();
     }
 }
