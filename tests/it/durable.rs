@@ -547,10 +547,22 @@ impl Drop for Tmpfs {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_holds_confirms_back_and_loses_nothing_and_room_made_lets_them_through() {
+    full_disk("always").await;
+}
+
+/// The same with `--fsync interval`, where a confirm waits for a write
+/// only and the connection waiting makes the write itself: a write that
+/// fails there is handed back to the store's thread, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_loses_nothing_either_when_confirms_wait_for_a_write_only() {
+    full_disk("interval:1s").await;
+}
+
+async fn full_disk(fsync: &str) {
     let Some(fs) = Tmpfs::mount("192k") else {
         return;
     };
-    let b = durable(fs.0.path(), &["--segment-size", "32KiB"]);
+    let b = durable(fs.0.path(), &["--segment-size", "32KiB", "--fsync", fsync]);
     let http = b.monitor_port();
     // 400 KiB of confirmed publishes into 192 KiB of disk, no worker yet.
     let (mut p, _) = Raw::hello(b.port, &["confirms"]).await;

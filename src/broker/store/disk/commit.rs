@@ -200,20 +200,7 @@ pub(super) fn run(store: &Disk) {
             store.advanced.notify_waiters();
         }
         if !chunks.is_empty() {
-            store.stats.written_bytes.fetch_add(taken as u64, Relaxed);
-            let mut st = lock(&store.state);
-            st.pending = st.pending.saturating_sub(taken);
-            if st.pending <= MAX_PENDING / 2 && store.congested.swap(false, Relaxed) {
-                store.room.notify_waiters();
-            }
-            // Given back for the next records: a fresh buffer grown to a
-            // gathering's size was a realloc (and an mremap) per write.
-            for (_, mut bytes) in chunks {
-                if st.spare.len() < SPARE_BUFFERS && bytes.capacity() <= 2 * GATHER_BYTES {
-                    bytes.clear();
-                    st.spare.push(bytes);
-                }
-            }
+            written_out(store, chunks, taken);
         }
         delete(store, open, reclaim);
         if stop && lock(&store.state).chunks.is_empty() {
@@ -256,12 +243,13 @@ pub(super) fn write_now(store: &Disk) -> bool {
         (std::mem::take(&mut st.chunks), st.appended)
     };
     let mut chunks = chunks.into_iter();
+    let mut done = Vec::new();
     let mut written = 0;
     while let Some((seg, bytes)) = chunks.next() {
         if write(store, open, seg, &bytes).is_err() {
             // The commit thread tries again, and says why.
+            written_out(store, done, written);
             let mut st = lock(&store.state);
-            st.pending = st.pending.saturating_sub(written);
             let rest: Vec<_> = std::iter::once((seg, bytes)).chain(chunks).collect();
             st.chunks.splice(0..0, rest);
             st.write_wanted = true;
@@ -269,25 +257,32 @@ pub(super) fn write_now(store: &Disk) -> bool {
             return false;
         }
         written += bytes.len();
-        let mut st = lock(&store.state);
-        if st.spare.len() < SPARE_BUFFERS && bytes.capacity() <= 2 * GATHER_BYTES {
-            let mut bytes = bytes;
-            bytes.clear();
-            st.spare.push(bytes);
-        }
+        done.push((seg, bytes));
     }
     store.written.fetch_max(upto, Relaxed);
-    store.stats.written_bytes.fetch_add(written as u64, Relaxed);
-    {
-        let mut st = lock(&store.state);
-        st.pending = st.pending.saturating_sub(written);
-        if st.pending <= MAX_PENDING / 2 && store.congested.swap(false, Relaxed) {
-            store.room.notify_waiters();
-        }
-    }
+    written_out(store, done, written);
     drop(writer);
     store.wrote.notify_waiters();
     true
+}
+
+/// What a write took is no longer pending: publishers held back for room
+/// go on, and the buffers are given back for the next records (a fresh
+/// buffer grown to a gathering's size was a realloc, and an mremap, per
+/// write).
+fn written_out(store: &Disk, chunks: Vec<(u64, Vec<u8>)>, bytes: usize) {
+    store.stats.written_bytes.fetch_add(bytes as u64, Relaxed);
+    let mut st = lock(&store.state);
+    st.pending = st.pending.saturating_sub(bytes);
+    if st.pending <= MAX_PENDING / 2 && store.congested.swap(false, Relaxed) {
+        store.room.notify_waiters();
+    }
+    for (_, mut buf) in chunks {
+        if st.spare.len() < SPARE_BUFFERS && buf.capacity() <= 2 * GATHER_BYTES {
+            buf.clear();
+            st.spare.push(buf);
+        }
+    }
 }
 
 /// Deletes settled segments (closing the open one if it is among them).

@@ -852,6 +852,13 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// A store whose mode is `--fsync interval`, nothing recovered.
+    fn open_interval(dir: &tempfile::TempDir, every: Duration, segment_size: u64) -> Arc<Disk> {
+        Disk::open(dir.path(), Fsync::Interval(every), segment_size, None)
+            .unwrap()
+            .0
+    }
+
     fn until(what: &str, done: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !done() {
@@ -865,13 +872,7 @@ mod tests {
     #[test]
     fn records_nobody_waits_for_are_written_all_the_same() {
         let dir = tempfile::tempdir().unwrap();
-        let (disk, _) = Disk::open(
-            dir.path(),
-            Fsync::Interval(Duration::from_secs(3600)),
-            1 << 20,
-            None,
-        )
-        .unwrap();
+        let disk = open_interval(&dir, Duration::from_secs(3600), 1 << 20);
         let name = Bytes::from_static(b"/queue/a");
         for round in 0..50u64 {
             let (_, end) = disk.append(&name, round, 0, b"payload", false, 0).unwrap();
@@ -891,13 +892,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_record_waited_for_is_written_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let (disk, _) = Disk::open(
-            dir.path(),
-            Fsync::Interval(Duration::from_secs(3600)),
-            1 << 20,
-            None,
-        )
-        .unwrap();
+        let disk = open_interval(&dir, Duration::from_secs(3600), 1 << 20);
         let name = Bytes::from_static(b"/queue/a");
         for seq in 0..200u64 {
             let (_, end) = disk.append(&name, seq, 0, b"payload", false, 0).unwrap();
@@ -920,13 +915,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn records_a_confirm_writes_itself_are_synced_and_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let (disk, _) = Disk::open(
-            dir.path(),
-            Fsync::Interval(Duration::from_millis(20)),
-            64 << 10,
-            None,
-        )
-        .unwrap();
+        let disk = open_interval(&dir, Duration::from_millis(20), 64 << 10);
         let name = Bytes::from_static(b"/queue/a");
         // The first opens the segment (the commit thread's work), the
         // second finds it open and is written by the confirm.
