@@ -59,6 +59,9 @@ pub struct Subscription {
     /// Its length, so that the writer of a worker with nothing stored in
     /// flight (every worker of a memory-backed channel) never takes the lock.
     in_flight_len: AtomicUsize,
+    /// A `/queue` worker's turns that went to others while it was passed
+    /// over, owed back to it (changed under its channel's lock only).
+    owed: std::sync::atomic::AtomicU32,
 }
 
 /// A protocol v2 subscription's own state.
@@ -136,6 +139,7 @@ impl Subscription {
             }),
             in_flight: Mutex::new(VecDeque::new()),
             in_flight_len: AtomicUsize::new(0),
+            owed: std::sync::atomic::AtomicU32::new(0),
         }
     }
 
@@ -230,6 +234,22 @@ impl Subscription {
     /// simply busy).
     pub fn passed_over(&self) -> bool {
         self.conn.passed_over() || (self.acks().is_some() && self.room() == 0)
+    }
+
+    /// Turns owed to it (see [`owe`](Self::owe)).
+    pub fn owed(&self) -> u32 {
+        self.owed.load(Relaxed)
+    }
+
+    /// One turn more (or, `false`, one fewer) owed to it, up to `max`.
+    pub fn owe(&self, more: bool, max: u32) {
+        let n = self.owed.load(Relaxed);
+        let n = if more {
+            (n + 1).min(max)
+        } else {
+            n.saturating_sub(1)
+        };
+        self.owed.store(n, Relaxed);
     }
 
     /// What it is held to when it acknowledges its deliveries.
