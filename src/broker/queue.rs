@@ -246,14 +246,9 @@ impl Inner {
                         // Those before it in the rotation were passed over
                         // for another worker: owed to them.
                         for j in 0..k {
-                            self.workers[(self.next + j) % n].owe(true, OWED_MAX);
+                            self.workers[(self.next + j) % n].owe_turn(OWED_MAX);
                         }
-                        if w.owed() > 0 {
-                            w.owe(false, 0);
-                            self.next = i;
-                        } else {
-                            self.next = (i + 1) % n;
-                        }
+                        self.next = if w.repay_turn() { i } else { (i + 1) % n };
                         return Ok(());
                     }
                     // The broker's memory, not this worker: none can take it.
@@ -1130,6 +1125,24 @@ mod tests {
         )
     }
 
+    /// A queue (backlog 100) with two workers whose send queues hold `capacity`.
+    #[allow(clippy::type_complexity)]
+    fn two_workers(
+        capacity: usize,
+    ) -> (
+        QueueState,
+        (Arc<Subscription>, send_queue::Receiver<Out>),
+        (Arc<Subscription>, send_queue::Receiver<Out>),
+    ) {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let q = QueueState::new(100, 1 << 20, budget.clone());
+        let a = worker(1, capacity, &budget);
+        let b = worker(2, capacity, &budget);
+        q.add_worker(a.0.clone());
+        q.add_worker(b.0.clone());
+        (q, a, b)
+    }
+
     /// What a writer does: takes everything queued, then lets the backlog refill.
     fn drain(q: &QueueState, w: &Subscription, rx: &mut send_queue::Receiver<Out>) -> Vec<Bytes> {
         let mut got = Vec::new();
@@ -1143,12 +1156,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_worker_that_drains_first_does_not_take_the_next_ones_turn() {
-        let budget = Arc::new(Budget::new(1 << 20));
-        let q = QueueState::new(100, 1 << 20, budget.clone());
-        let (a, mut rx_a) = worker(1, 2, &budget);
-        let (b, mut rx_b) = worker(2, 2, &budget);
-        q.add_worker(a.clone());
-        q.add_worker(b.clone());
+        let (q, (a, mut rx_a), (b, mut rx_b)) = two_workers(2);
         for m in ["1", "2", "3", "4", "5", "6"] {
             q.publish(Bytes::from(m), 0).await.unwrap();
         }
@@ -1164,12 +1172,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_worker_stuck_on_its_socket_is_passed_over() {
-        let budget = Arc::new(Budget::new(1 << 20));
-        let q = QueueState::new(100, 1 << 20, budget.clone());
-        let (a, _rx_a) = worker(1, 2, &budget);
-        let (b, mut rx_b) = worker(2, 2, &budget);
-        q.add_worker(a.clone());
-        q.add_worker(b.clone());
+        let (q, (a, _rx_a), (b, mut rx_b)) = two_workers(2);
         for m in ["1", "2", "3", "4", "5", "6"] {
             q.publish(Bytes::from(m), 0).await.unwrap();
         }
@@ -1185,12 +1188,7 @@ mod tests {
 
     #[tokio::test]
     async fn turns_a_passed_over_worker_lost_are_given_back_once_it_has_room() {
-        let budget = Arc::new(Budget::new(1 << 20));
-        let q = QueueState::new(100, 1 << 20, budget.clone());
-        let (a, mut rx_a) = worker(1, 4, &budget);
-        let (b, mut rx_b) = worker(2, 4, &budget);
-        q.add_worker(a.clone());
-        q.add_worker(b.clone());
+        let (q, (a, mut rx_a), (b, mut rx_b)) = two_workers(4);
         for m in ["1", "2", "3", "4", "5", "6", "7", "8"] {
             q.publish(Bytes::from(m), 0).await.unwrap();
         }
@@ -1217,6 +1215,25 @@ mod tests {
             ["17"],
             "then the rotation goes on"
         );
+    }
+
+    #[tokio::test]
+    async fn a_worker_is_owed_no_more_than_the_bound() {
+        let budget = Arc::new(Budget::new(1 << 20));
+        let q = QueueState::new(100, 1 << 20, budget.clone());
+        let (a, _rx_a) = worker(1, 1, &budget);
+        let (b, mut rx_b) = worker(2, 1, &budget);
+        q.add_worker(a.clone());
+        q.add_worker(b.clone());
+        a.conn.set_blocked(true);
+        for _ in 0..OWED_MAX + 10 {
+            assert_eq!(
+                q.try_publish(&Bytes::from_static(b"m"), 0).unwrap(),
+                Attempt::Taken
+            );
+            drain(&q, &b, &mut rx_b);
+        }
+        assert_eq!(a.owed(), OWED_MAX);
     }
 
     #[tokio::test]

@@ -236,20 +236,25 @@ impl Subscription {
         self.conn.passed_over() || (self.acks().is_some() && self.room() == 0)
     }
 
-    /// Turns owed to it (see [`owe`](Self::owe)).
+    /// Turns owed to it.
+    #[cfg(test)]
     pub fn owed(&self) -> u32 {
         self.owed.load(Relaxed)
     }
 
-    /// One turn more (or, `false`, one fewer) owed to it, up to `max`.
-    pub fn owe(&self, more: bool, max: u32) {
+    /// Its turn went to another worker: owed to it, up to `max`.
+    pub fn owe_turn(&self, max: u32) {
         let n = self.owed.load(Relaxed);
-        let n = if more {
-            (n + 1).min(max)
-        } else {
-            n.saturating_sub(1)
-        };
-        self.owed.store(n, Relaxed);
+        self.owed.store((n + 1).min(max), Relaxed);
+    }
+
+    /// Takes one turn it is owed, if any; true if it had one.
+    pub fn repay_turn(&self) -> bool {
+        let n = self.owed.load(Relaxed);
+        if n > 0 {
+            self.owed.store(n - 1, Relaxed);
+        }
+        n > 0
     }
 
     /// What it is held to when it acknowledges its deliveries.
