@@ -4,12 +4,15 @@
 //! the next write carries all of theirs: the more publishers wait on the
 //! disk, the more records each fsync makes durable.
 //!
-//! A write or sync that fails (a full disk, an I/O error) is undone to the
-//! file's length before it and tried again later with the same bytes:
-//! nothing is confirmed meanwhile, and publishers wait once the gathered
-//! records reach the bound. (After a failed fsync the kernel may have
-//! dropped the pages it could not write; writing them again, rather than
-//! syncing again, is what makes the retry mean something.)
+//! A write that fails (a full disk, an I/O error) is undone to the file's
+//! length before it and tried again later with the same bytes: nothing is
+//! confirmed meanwhile, and publishers wait once the gathered records reach
+//! the bound. A sync that fails is tried again after everything written to
+//! the segment since its last good sync is written again: after a failed
+//! fsync the kernel may have dropped the pages it could not write (Linux
+//! marks them clean), so a second fsync alone would prove nothing. Those
+//! bytes are kept until the sync that covers them, at most
+//! [`UNSYNCED_MAX`]: past it the segment is synced before more is written.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -25,18 +28,93 @@ const SPARE_BUFFERS: usize = 2;
 /// How long a failing write waits before it is tried again.
 const RETRY: Duration = Duration::from_millis(100);
 
+/// Bytes written to a segment since its last sync kept to write again,
+/// at most: a bound on the copy whatever the mode and the segment size.
+const UNSYNCED_MAX: usize = 32 << 20;
+
 pub(super) struct Open {
     seg: u64,
     file: File,
     len: u64,
     /// Written since its last sync.
     dirty: bool,
+    /// Its length at its last good sync (or when it was opened).
+    synced_len: u64,
+    /// What was written after `synced_len`, to write again should a sync
+    /// fail (see the module's documentation).
+    unsynced: Vec<u8>,
+    /// A sync failed: the file past `synced_len` is to be written again
+    /// from `unsynced` before anything else goes to it.
+    torn: bool,
+}
+
+impl Open {
+    /// Syncs what was written to the segment since its last sync; false
+    /// when there was nothing to sync.
+    fn sync(&mut self, store: &Disk) -> std::io::Result<bool> {
+        if self.torn {
+            self.rewrite()?;
+        }
+        if !self.dirty {
+            return Ok(false);
+        }
+        let t = Instant::now();
+        if let Err(e) = sync_data(store, self) {
+            self.torn = true;
+            return Err(e);
+        }
+        store.stats.fsyncs.fetch_add(1, Relaxed);
+        store
+            .stats
+            .fsync_micros
+            .fetch_add(t.elapsed().as_micros() as u64, Relaxed);
+        self.dirty = false;
+        self.synced_len = self.len;
+        // Kept for the next round when it is of the size rounds have.
+        if self.unsynced.capacity() > 4 * self.unsynced.len().max(1 << 20) {
+            self.unsynced = Vec::new();
+        }
+        self.unsynced.clear();
+        Ok(true)
+    }
+
+    /// Writes again what was written since the last good sync, in place
+    /// of what the file now holds there.
+    fn rewrite(&mut self) -> std::io::Result<()> {
+        self.file.set_len(self.synced_len)?;
+        self.len = self.synced_len;
+        self.file.seek(SeekFrom::Start(self.synced_len))?;
+        self.file.write_all(&self.unsynced)?;
+        self.len += self.unsynced.len() as u64;
+        self.dirty = true;
+        self.torn = false;
+        Ok(())
+    }
+}
+
+/// `fsync` (data only). In tests a store can be told to fail some, as a
+/// failing disk would: the pages not written are lost and the call says so.
+fn sync_data(store: &Disk, o: &Open) -> std::io::Result<()> {
+    #[cfg(test)]
+    if store
+        .fail_syncs
+        .fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        use std::os::unix::fs::FileExt;
+        let lost = vec![0; (o.len - o.synced_len) as usize];
+        o.file.write_all_at(&lost, o.synced_len)?;
+        return Err(std::io::Error::other("fsync failed (injected)"));
+    }
+    let _ = store;
+    o.file.sync_data()
 }
 
 pub(super) fn run(store: &Disk) {
     let mut last_sync = Instant::now();
     let mut synced_records = 0u64;
     let mut failures = 0u64;
+    let mut sync_failures = 0u64;
     loop {
         {
             let mut st = lock(&store.state);
@@ -107,7 +185,16 @@ pub(super) fn run(store: &Disk) {
             )
         };
         let taken: usize = chunks.iter().map(|(_, b)| b.len()).sum();
-        for (seg, bytes) in &chunks {
+        // Where each chunk ends in the log: what is written is readable
+        // while a later chunk waits for room (a backlog read back from disk
+        // may be what makes that room, once its workers settle it).
+        let mut at = upto - taken as u64;
+        for (i, (seg, bytes)) in chunks.iter().enumerate() {
+            if i > 0 {
+                store.written.fetch_max(at, Relaxed);
+                store.wrote.notify_waiters();
+            }
+            at += bytes.len() as u64;
             // Tried until it goes: these records are promised to nobody
             // yet, and everything after them waits behind them.
             loop {
@@ -154,47 +241,43 @@ pub(super) fn run(store: &Disk) {
                 Fsync::Never => stop,
             };
         if sync_due {
-            if let Some(o) = open.as_mut().filter(|o| o.dirty) {
-                let t = Instant::now();
-                match o.file.sync_data() {
-                    Ok(()) => {
-                        o.dirty = false;
-                        store.stats.fsyncs.fetch_add(1, Relaxed);
-                        store
-                            .stats
-                            .fsync_micros
-                            .fetch_add(t.elapsed().as_micros() as u64, Relaxed);
+            match open.as_mut().map_or(Ok(false), |o| o.sync(store)) {
+                Ok(synced) => {
+                    if synced {
                         store
                             .stats
                             .synced_records
                             .fetch_add(records - synced_records, Relaxed);
                         synced_records = records;
                     }
-                    Err(e) => {
-                        // Written again: see the module's documentation.
-                        // Only the last chunk is in this file unsynced (a
-                        // switch of segment synced the one before).
-                        store.stats.errors.fetch_add(1, Relaxed);
-                        tracing::error!(
-                            "durable store {}: fsync of segment {} failed: {e}; writing again",
-                            store.dir.display(),
-                            o.seg
+                    if sync_failures > 0 {
+                        tracing::info!(
+                            "durable store {}: syncing again after {sync_failures} failure(s)",
+                            store.dir.display()
                         );
-                        let mut chunks = chunks;
-                        if let (Some(last), Some(o)) = (chunks.pop(), open.take()) {
-                            let _ = o.file.set_len(o.len - last.1.len() as u64);
-                            let mut st = lock(&store.state);
-                            st.chunks.insert(0, last);
-                            st.sync_wanted |= wanted;
-                        }
-                        std::thread::sleep(RETRY);
-                        continue;
+                        sync_failures = 0;
                     }
+                    last_sync = Instant::now();
+                    lock(&store.state).unsynced = false;
+                    store.synced.fetch_max(upto, Relaxed);
+                }
+                Err(e) => {
+                    // Written again before the next try: see the module's
+                    // documentation. Nothing more is confirmed meanwhile.
+                    sync_failures += 1;
+                    store.stats.errors.fetch_add(1, Relaxed);
+                    if sync_failures == 1 || sync_failures.is_power_of_two() {
+                        tracing::error!(
+                            "durable store {}: fsync of segment {} failed: {e}; writing it \
+                             again ({sync_failures} failure(s))",
+                            store.dir.display(),
+                            open.as_ref().map_or(0, |o| o.seg)
+                        );
+                    }
+                    lock(&store.state).sync_wanted |= wanted;
+                    std::thread::sleep(RETRY);
                 }
             }
-            last_sync = Instant::now();
-            lock(&store.state).unsynced = false;
-            store.synced.fetch_max(upto, Relaxed);
         }
         if sync_due {
             store.advanced.notify_waiters();
@@ -204,8 +287,8 @@ pub(super) fn run(store: &Disk) {
         }
         delete(store, open, reclaim);
         if stop && lock(&store.state).chunks.is_empty() {
-            if let Some(o) = open.as_mut().filter(|o| o.dirty) {
-                let _ = o.file.sync_data();
+            if let Some(o) = open.as_mut() {
+                let _ = o.sync(store);
             }
             return;
         }
@@ -231,10 +314,16 @@ pub(super) fn write_now(store: &Disk) -> bool {
     let (chunks, upto) = {
         let mut st = lock(&store.state);
         let seg = open.as_ref().map(|o| o.seg);
+        // (Nor when the write would sync first: a sync is the commit
+        // thread's.)
+        let syncs = open
+            .as_ref()
+            .is_some_and(|o| o.torn || o.unsynced.len() + st.pending > UNSYNCED_MAX);
         if st.chunks.is_empty()
             || st.sync_wanted
             || st.stop
             || st.pending > WRITE_NOW_BYTES
+            || syncs
             || st.chunks.iter().any(|(s, _)| Some(*s) != seg)
         {
             return false;
@@ -242,12 +331,14 @@ pub(super) fn write_now(store: &Disk) -> bool {
         st.unsynced = true;
         (std::mem::take(&mut st.chunks), st.appended)
     };
+    let mut at = upto - chunks.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
     let mut chunks = chunks.into_iter();
     let mut done = Vec::new();
     let mut written = 0;
     while let Some((seg, bytes)) = chunks.next() {
         if write(store, open, seg, &bytes).is_err() {
             // The commit thread tries again, and says why.
+            store.written.fetch_max(at, Relaxed);
             written_out(store, done, written);
             let mut st = lock(&store.state);
             let rest: Vec<_> = std::iter::once((seg, bytes)).chain(chunks).collect();
@@ -257,6 +348,7 @@ pub(super) fn write_now(store: &Disk) -> bool {
             return false;
         }
         written += bytes.len();
+        at += bytes.len() as u64;
         done.push((seg, bytes));
     }
     store.written.fetch_max(upto, Relaxed);
@@ -294,6 +386,7 @@ fn delete(store: &Disk, open: &mut Option<Open>, segments: Vec<u64>) {
         if open.as_ref().is_some_and(|o| o.seg == seg) {
             *open = None;
         }
+        store.gone_below.fetch_max(seg + 1, Relaxed);
         match std::fs::remove_file(segment_path(&store.dir, seg)) {
             Ok(()) => {
                 store.stats.segments_deleted.fetch_add(1, Relaxed);
@@ -322,13 +415,17 @@ fn delete(store: &Disk, open: &mut Option<Open>, segments: Vec<u64>) {
 /// when it is not the one open; on error the file is cut back to where it
 /// was.
 fn write(store: &Disk, open: &mut Option<Open>, seg: u64, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(o) = open.as_mut().filter(|o| o.seg != seg && o.dirty) {
+    if seg < store.gone_below.load(Relaxed) {
+        // Settled whole, and deleted, before these records of it were
+        // written (a disk that was full held them back): nothing in them
+        // is wanted.
+        return Ok(());
+    }
+    if let Some(o) = open.as_mut().filter(|o| o.seg != seg) {
         // The segment before is done: on disk before anything after it
         // can be confirmed (whatever the mode: a channel whose fsync is
         // `always` may have records in it; once per segment).
-        o.file.sync_data()?;
-        store.stats.fsyncs.fetch_add(1, Relaxed);
-        o.dirty = false;
+        o.sync(store)?;
     }
     if open.as_ref().is_none_or(|o| o.seg != seg) {
         *open = None;
@@ -355,15 +452,22 @@ fn write(store: &Disk, open: &mut Option<Open>, seg: u64, bytes: &[u8]) -> std::
             file,
             len,
             dirty: false,
+            synced_len: len,
+            unsynced: Vec::new(),
+            torn: false,
         });
     }
     let Some(o) = open.as_mut() else {
         return Err(std::io::Error::other("no segment open"));
     };
+    if o.torn || o.unsynced.len() + bytes.len() > UNSYNCED_MAX {
+        o.sync(store)?;
+    }
     match o.file.write_all(bytes) {
         Ok(()) => {
             o.len += bytes.len() as u64;
             o.dirty = true;
+            o.unsynced.extend_from_slice(bytes);
             Ok(())
         }
         Err(e) => {

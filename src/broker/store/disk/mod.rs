@@ -212,8 +212,15 @@ pub struct Disk {
     /// thread, or a confirm writing for itself), from taking what is
     /// gathered until it is in the file.
     writer: Mutex<Option<commit::Open>>,
+    /// Segments numbered below it are deleted (they are deleted oldest
+    /// first): records still gathered for one are not written, or the
+    /// file would come back with nothing left to delete it.
+    gone_below: AtomicU64,
     /// Held for as long as the store is open: a second broker is refused.
     _lock: std::fs::File,
+    /// Syncs to fail, as a failing disk would (see `commit::sync_data`).
+    #[cfg(test)]
+    fail_syncs: std::sync::atomic::AtomicU32,
 }
 
 /// Why a data directory cannot be opened.
@@ -336,7 +343,10 @@ impl Disk {
             thread: Mutex::new(None),
             reading: Mutex::new(None),
             writer: Mutex::new(None),
+            gone_below: AtomicU64::new(0),
             _lock: lock_file,
+            #[cfg(test)]
+            fail_syncs: Default::default(),
         });
         {
             let mut st = lock(&store.state);
@@ -958,6 +968,48 @@ mod tests {
         assert_eq!(got, (0..seq).collect::<Vec<_>>());
         assert_eq!(recovered.torn, 0);
         assert!(recovered.quarantined.is_empty());
+        disk.close();
+    }
+
+    /// A failed fsync loses nothing written since the last good one: the
+    /// disk may have dropped every page it could not write (the injected
+    /// failure zeroes them all), and every write since is written again
+    /// before the sync is tried again, not only the last one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_fsync_writes_again_everything_since_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = open_interval(&dir, Duration::from_secs(3600), 1 << 20);
+        let name = Bytes::from_static(b"/queue/a");
+        let wait = |end, sync| {
+            let disk = disk.clone();
+            async move {
+                tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, sync))
+                    .await
+                    .expect("confirmed");
+            }
+        };
+        // Written one at a time (confirmed when written), none synced.
+        for seq in 0..20u64 {
+            let (_, end) = disk
+                .append(&name, seq, 0, &[seq as u8; 100], false, 0)
+                .unwrap();
+            wait(end, false).await;
+        }
+        disk.fail_syncs.store(2, Relaxed);
+        let (_, end) = disk.append(&name, 20, 0, &[20; 100], true, 0).unwrap();
+        wait(end, true).await;
+        assert_eq!(disk.stats.errors.load(Relaxed), 2);
+        disk.close();
+        drop(disk);
+        let (disk, recovered) = Disk::open(dir.path(), Fsync::Always, 1 << 20, None).unwrap();
+        assert_eq!(recovered.torn, 0);
+        assert!(
+            recovered.quarantined.is_empty(),
+            "{:?}",
+            recovered.quarantined
+        );
+        let got: Vec<u64> = recovered.channels[0].1.iter().map(|s| s.seq).collect();
+        assert_eq!(got, (0..=20).collect::<Vec<_>>());
         disk.close();
     }
 }
