@@ -20,6 +20,7 @@ use super::log_every::LogEvery;
 use super::queue::Attempt;
 use super::router::{Channel, Full, Kind, Retired, Router};
 use super::stats::DropReason;
+use super::store::disk::Disk;
 use super::store::jetstream::{Back, JetStream, Outbox};
 use super::store::Backend;
 use super::store::Part;
@@ -527,13 +528,24 @@ impl<'a> Publisher<'a> {
 
     /// `/queue` messages are on their way into JetStream and not yet
     /// stored: a confirm for them waits for [`settle`](Self::settle).
-    pub fn unsettled(&self) -> bool {
+    pub fn in_jetstream(&self) -> bool {
         self.outbox.as_ref().is_some_and(|o| !o.is_empty())
-            || (self.stored
-                && self
-                    .router
-                    .disk()
-                    .is_some_and(|d| d.confirmed(self.stored_sync) < self.stored_upto))
+    }
+
+    /// What the publishes to durable channels since the last call (or
+    /// [`settle`](Self::settle)) wait for to be confirmed: the log position
+    /// and whether it must be synced; the caller takes over the wait.
+    pub fn take_stored(&mut self) -> Option<(u64, bool)> {
+        std::mem::take(&mut self.stored).then(|| {
+            (
+                std::mem::take(&mut self.stored_upto),
+                std::mem::take(&mut self.stored_sync),
+            )
+        })
+    }
+
+    pub fn disk(&self) -> Option<&Arc<Disk>> {
+        self.router.disk()
     }
 
     /// A publish that would have created a channel past `--max-channels`.

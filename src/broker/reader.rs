@@ -1041,6 +1041,16 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
             {
                 return end;
             }
+            // A durable publish's confirm is sent once the store has it,
+            // while the reader reads on: boxed, and only when one waits,
+            // so that no other connection's task carries it.
+            let mut stored = match session {
+                Session::V2(v2) => v2
+                    .stored_wait()
+                    .zip(shared.router.disk())
+                    .map(|((upto, sync), disk)| Box::pin(disk.wait_confirmed(upto, sync))),
+                Session::V1(_) => None,
+            };
             tokio::select! {
             biased;
             _ = &mut stop => {
@@ -1055,6 +1065,11 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
                 continue;
             }
             _ = &mut killed => return End::Stop,
+            // Confirmed: said before more is read (the loop's next turn).
+            _ = async { match stored.as_mut() {
+                Some(w) => w.await,
+                None => std::future::pending().await,
+            } } => continue,
             f = next_frame(frames) => f,
             _ = watchdog.tick() => {
                 let partial = in_progress(frames, session);

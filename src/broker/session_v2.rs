@@ -3,7 +3,7 @@
 //! publishes with their confirms and refusals, pings. A frame that breaks the
 //! protocol ends the connection with an `ERROR` saying why.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -57,9 +57,32 @@ pub(super) struct SessionV2 {
     due: u64,
     /// The highest confirm id a `CONFIRM` or `REFUSED` was queued for.
     answered: u64,
-    /// Confirm ids read and not yet answered.
-    unanswered: u64,
+    /// Confirm ids read, and answered, since the connection began.
+    ids_read: u64,
+    ids_answered: u64,
+    /// Confirms routed to the durable store and waiting for it, oldest
+    /// first, while the reader reads on: a publisher's next publishes join
+    /// the store's next write while the one before is synced, where a
+    /// reader that waited gave the store one read buffer per fsync.
+    stored: VecDeque<Waiting>,
 }
+
+/// A confirm waiting for the durable store.
+#[derive(Clone, Copy, Debug)]
+struct Waiting {
+    /// The highest confirm id it answers.
+    id: u64,
+    /// [`SessionV2::ids_read`] when it was routed.
+    ids: u64,
+    /// The log position and whether it must be synced (see `Disk::confirmed`).
+    upto: u64,
+    sync: bool,
+}
+
+/// Confirms a connection keeps waiting for the store, at most; past it the
+/// newest one covers the next publishes too (each one is a read buffer's
+/// worth, and a client's window of unconfirmed publishes is far fewer).
+const MAX_WAITING: usize = 64;
 
 /// A frame's outcome for the read loop.
 pub(super) enum Next {
@@ -98,7 +121,9 @@ impl SessionV2 {
             last_id: 0,
             due: 0,
             answered: 0,
-            unanswered: 0,
+            ids_read: 0,
+            ids_answered: 0,
+            stored: VecDeque::new(),
         }
     }
 
@@ -196,7 +221,7 @@ impl SessionV2 {
                         });
                     }
                     self.last_id = id;
-                    self.unanswered += 1;
+                    self.ids_read += 1;
                 }
                 if channel.is_empty() {
                     return Err(Broken {
@@ -269,7 +294,7 @@ impl SessionV2 {
         let text = refusal_text(code, channel, shared);
         self.answered = id;
         self.due = id;
-        self.unanswered = 0;
+        self.ids_answered = self.ids_read;
         conn.control(encode::refused(id, code, &text));
     }
 
@@ -285,37 +310,93 @@ impl SessionV2 {
         conn.control(encode::token(v2::kind::PONG, token));
     }
 
-    /// Queues the `CONFIRM` for what was routed since the last one (once
-    /// JetStream stored what went to it). Called before the reader waits
-    /// for more input, so one confirm answers a whole read buffer of
-    /// publishes.
+    /// Queues the `CONFIRM` for everything routed so far, once JetStream
+    /// or the durable store has it: a refusal, a `PONG` and the end of the
+    /// connection are said after it.
     pub async fn answer(&mut self, conn: &Conn, publisher: &mut Publisher<'_>, shared: &Shared) {
-        if !self.answer_now(conn, publisher) {
-            // Boxed: JetStream's futures are large.
-            Box::pin(publisher.settle(&shared.phases.abort)).await;
-            self.confirm(conn);
+        if self.answer_now(conn, publisher) && self.stored.is_empty() {
+            return;
+        }
+        // Boxed: JetStream's futures are large.
+        Box::pin(publisher.settle(&shared.phases.abort)).await;
+        if let (Some(last), Some(disk)) = (self.stored.back(), publisher.disk()) {
+            let sync = self.stored.iter().any(|w| w.sync);
+            tokio::select! {
+                _ = disk.wait_confirmed(last.upto, sync) => {}
+                _ = shared.phases.abort.cancelled() => {}
+            }
+        }
+        self.stored.clear();
+        if self.due > self.answered {
+            self.confirm(conn, self.due, self.ids_read);
         }
     }
 
-    /// [`answer`](Self::answer) without waiting; false when what is due
-    /// waits for JetStream first (then `answer` is the one to call).
-    pub fn answer_now(&mut self, conn: &Conn, publisher: &Publisher<'_>) -> bool {
-        if self.due <= self.answered {
-            publish_unanswered(conn, self.unanswered, self.answered);
-            return true;
-        }
-        if publisher.unsettled() {
+    /// Queues the `CONFIRM`s that need no wait: for what was routed since
+    /// the last one, and for what the durable store has taken of what waits
+    /// for it. Called before the reader waits for more input, so that one
+    /// confirm answers a whole read buffer of publishes. False when what is
+    /// due waits for JetStream: then [`answer`](Self::answer) is the one
+    /// to call.
+    pub fn answer_now(&mut self, conn: &Conn, publisher: &mut Publisher<'_>) -> bool {
+        if publisher.in_jetstream() {
             return false;
         }
-        self.confirm(conn);
+        let newest = self.stored.back().map_or(self.answered, |w| w.id);
+        if self.due > newest {
+            match publisher.take_stored() {
+                Some((upto, sync)) if self.stored.len() < MAX_WAITING => {
+                    self.stored.push_back(Waiting {
+                        id: self.due,
+                        ids: self.ids_read,
+                        upto,
+                        sync,
+                    });
+                }
+                stored => match self.stored.back_mut() {
+                    // In order: nothing is confirmed before what waits
+                    // ahead of it.
+                    Some(w) => {
+                        w.id = self.due;
+                        w.ids = self.ids_read;
+                        if let Some((upto, sync)) = stored {
+                            w.upto = w.upto.max(upto);
+                            w.sync |= sync;
+                        }
+                    }
+                    None => self.confirm(conn, self.due, self.ids_read),
+                },
+            }
+        }
+        if let Some(disk) = publisher.disk() {
+            let mut done = None;
+            while let Some(w) = self
+                .stored
+                .front()
+                .filter(|w| disk.confirmed(w.sync) >= w.upto)
+            {
+                done = Some(*w);
+                self.stored.pop_front();
+            }
+            if let Some(w) = done {
+                self.confirm(conn, w.id, w.ids);
+            }
+        }
+        publish_unanswered(conn, self.ids_read - self.ids_answered, self.answered);
         true
     }
 
-    fn confirm(&mut self, conn: &Conn) {
-        conn.control(encode::token(v2::kind::CONFIRM, self.due));
-        self.answered = self.due;
-        self.unanswered = 0;
-        publish_unanswered(conn, self.unanswered, self.answered);
+    /// What the oldest confirm waiting for the durable store waits for:
+    /// the reader waits for it beside its input.
+    pub fn stored_wait(&self) -> Option<(u64, bool)> {
+        self.stored.front().map(|w| (w.upto, w.sync))
+    }
+
+    fn confirm(&mut self, conn: &Conn, id: u64, ids: u64) {
+        conn.control(encode::token(v2::kind::CONFIRM, id));
+        self.answered = id;
+        self.ids_answered = ids;
+        publish_unanswered(conn, self.ids_read - self.ids_answered, self.answered);
     }
 
     fn subscribe(

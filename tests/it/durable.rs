@@ -562,7 +562,17 @@ async fn full_disk(fsync: &str) {
     let Some(fs) = Tmpfs::mount("192k") else {
         return;
     };
-    let b = durable(fs.0.path(), &["--segment-size", "32KiB", "--fsync", fsync]);
+    // A memory window smaller than the backlog: most of it is read back
+    // from disk, while the records after it still wait for room there.
+    let flags = [
+        "--segment-size",
+        "32KiB",
+        "--fsync",
+        fsync,
+        "--backlog-bytes",
+        "64KiB",
+    ];
+    let b = durable(fs.0.path(), &flags);
     let http = b.monitor_port();
     // 400 KiB of confirmed publishes into 192 KiB of disk, no worker yet.
     let (mut p, _) = Raw::hello(b.port, &["confirms"]).await;
@@ -588,12 +598,37 @@ async fn full_disk(fsync: &str) {
         confirmed < 400,
         "confirmed {confirmed} of 400 with the disk full"
     );
+    // A confirm that waits for the disk does not stop the connection being
+    // read: a later publish to a topic is delivered now, and is confirmed
+    // only after every publish before it (confirms are cumulative).
+    let (mut sub, _) = Raw::hello(b.port, &[]).await;
+    sub.send_frame(&v2::sub(1, "/topic/beside")).await;
+    assert!(matches!(sub.next().await, Frame::Subscribed(1)));
+    p.send_frame(&v2::publish(Some(401), "/topic/beside", b"meanwhile"))
+        .await;
+    within(
+        10.0,
+        "the topic publish delivered while the disk is full",
+        async {
+            match sub.next().await {
+                Frame::Msg { payload, .. } => assert_eq!(payload, b"meanwhile"),
+                other => panic!("subscriber: {other:?}"),
+            }
+        },
+    )
+    .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), p.read())
+            .await
+            .is_err(),
+        "nothing is confirmed while the publishes before it wait for the disk"
+    );
     // A worker takes and acknowledges them: settled segments are deleted,
     // the store writes again, and every publish is confirmed.
     let got = Arc::new(Mutex::new(Vec::new()));
     let worker = tokio::spawn(acking_worker(b.port, "/queue/full", got.clone()));
     within(30.0, "every publish confirmed once room was made", async {
-        while confirmed < 400 {
+        while confirmed < 401 {
             match v2::decode(&p.read().await.expect("the publisher's connection")) {
                 Frame::Confirm(n) => confirmed = n,
                 other => panic!("{other:?}"),
