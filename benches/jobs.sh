@@ -11,6 +11,7 @@
 #   benches/jobs.sh                            # 3 runs each
 #   RUNS=1 JOBS=20000 RECOVER=100000 benches/jobs.sh
 #   BROKERS="aioq redis" OUT=/tmp/jobs benches/jobs.sh
+#   SCENARIO=durable BENCH_ARGS="--size 1KiB" benches/jobs.sh   # one scenario
 #
 # Settings (the promise each broker makes in these figures):
 #   aioq      serve --durable /queue/bench-durable --fsync always (a confirm
@@ -24,6 +25,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
+SCENARIO=${SCENARIO:-jobs}
 JOBS=${JOBS:-100000}
 RECOVER=${RECOVER:-100000,1000000}
 BROKERS=${BROKERS:-"aioq rabbitmq jetstream redis"}
@@ -67,11 +69,11 @@ broker() {
 }
 
 echo "aioq $("$AIOQ" --version | cut -d' ' -f2), $(nats-server --version), redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2), rabbitmq $(dpkg-query -W -f '${Version}' rabbitmq-server 2>/dev/null)"
-echo "aioq bench --scenario jobs --jobs $JOBS --recovery-jobs $RECOVER $BENCH_ARGS, $RUNS runs each, JSON in $OUT"
+echo "aioq bench --scenario $SCENARIO --jobs $JOBS --recovery-jobs $RECOVER $BENCH_ARGS, $RUNS runs each, JSON in $OUT"
 for i in $(seq "$RUNS"); do
   for name in $BROKERS; do
     broker "$name" "$work/$name-$i"
-    args=(bench --scenario jobs --json --jobs "$JOBS" --recovery-jobs "$RECOVER" --stall-timeout 60s)
+    args=(bench --scenario "$SCENARIO" --json --jobs "$JOBS" --recovery-jobs "$RECOVER" --stall-timeout 60s)
     [ -n "$cmd" ] && args+=(--broker-cmd "$cmd" --target "$target")
     # shellcheck disable=SC2086
     "$AIOQ" "${args[@]}" $BENCH_ARGS > "$OUT/$name-$i.json" || echo "run $i: $name failed (exit $?)" >&2
