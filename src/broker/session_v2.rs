@@ -339,6 +339,11 @@ impl SessionV2 {
     /// due waits for JetStream: then [`answer`](Self::answer) is the one
     /// to call.
     pub fn answer_now(&mut self, conn: &Conn, publisher: &mut Publisher<'_>) -> bool {
+        if self.due <= self.answered {
+            // Nothing owed (and so nothing waits for the store).
+            publish_unanswered(conn, self.ids_read - self.ids_answered, self.answered);
+            return true;
+        }
         if publisher.in_jetstream() {
             return false;
         }
