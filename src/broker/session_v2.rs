@@ -321,9 +321,14 @@ impl SessionV2 {
         Box::pin(publisher.settle(&shared.phases.abort)).await;
         if let (Some(last), Some(disk)) = (self.stored.back(), publisher.disk()) {
             let sync = self.stored.iter().any(|w| w.sync);
-            tokio::select! {
-                _ = disk.wait_confirmed(last.upto, sync) => {}
-                _ = shared.phases.abort.cancelled() => {}
+            let stored = tokio::select! {
+                _ = disk.wait_confirmed(last.upto, sync) => true,
+                _ = shared.phases.abort.cancelled() => false,
+            };
+            if !stored {
+                // The broker is closing every connection: what the store
+                // does not have yet goes unanswered, never confirmed.
+                return;
             }
         }
         self.stored.clear();
