@@ -134,10 +134,11 @@ pub struct ServeArgs {
     pub data_dir: std::path::PathBuf,
     /// When a durable publish counts as stored: `always` (on disk: every
     /// write is fsynced, one fsync shared by every publisher waiting on it),
-    /// `interval:D` (written to the file, fsynced every D: a power loss can
-    /// take the last D, a crash of the broker alone nothing), `never` (written;
-    /// synced when the system pleases). Per channel: `fsync = "always"` or
-    /// `"never"` in a [[channel]] entry.
+    /// `interval:D` (written to the file, fsynced every D and every 32 MiB
+    /// written: a power loss can take the last D, a crash of the broker alone
+    /// nothing), `never` (written; synced at every new segment and every 32 MiB
+    /// written, otherwise when the system pleases). Per channel: `fsync =
+    /// "always"` or `"never"` in a [[channel]] entry.
     // --help text, not rustdoc.
     #[allow(rustdoc::broken_intra_doc_links)]
     #[arg(long, default_value = "always", value_parser = parse_fsync)]

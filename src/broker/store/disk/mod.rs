@@ -1012,4 +1012,30 @@ mod tests {
         assert_eq!(got, (0..=20).collect::<Vec<_>>());
         disk.close();
     }
+
+    /// What a failed sync would have to write again is bounded: with no
+    /// sync due for an hour, more than `UNSYNCED_MAX` written to one
+    /// segment is synced before more goes to it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_bytes_kept_for_a_failed_sync_are_bounded_by_a_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = open_interval(&dir, Duration::from_secs(3600), 1 << 30);
+        let name = Bytes::from_static(b"/queue/a");
+        let payload = vec![7u8; 64 << 10];
+        let mut end = 0;
+        // 40 MiB, in writes of about 1 MiB, into one segment.
+        for seq in 0..640u64 {
+            end = disk.append(&name, seq, 0, &payload, false, 0).unwrap().1;
+            if seq % 16 == 15 {
+                tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, false))
+                    .await
+                    .expect("written");
+            }
+        }
+        tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, false))
+            .await
+            .expect("written");
+        assert_eq!(disk.stats.fsyncs.load(Relaxed), 1);
+        disk.close();
+    }
 }
