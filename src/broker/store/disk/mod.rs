@@ -869,6 +869,13 @@ mod tests {
             .0
     }
 
+    /// Waits (at most 10 s) until the store confirms up to `end`.
+    async fn confirmed(disk: &Disk, end: u64, sync: bool) {
+        tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, sync))
+            .await
+            .expect("confirmed within 10 s");
+    }
+
     fn until(what: &str, done: impl Fn() -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !done() {
@@ -906,13 +913,9 @@ mod tests {
         let name = Bytes::from_static(b"/queue/a");
         for seq in 0..200u64 {
             let (_, end) = disk.append(&name, seq, 0, b"payload", false, 0).unwrap();
-            tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, false))
-                .await
-                .expect("written");
+            confirmed(&disk, end, false).await;
             let (_, end) = disk.append(&name, seq, 0, b"payload", true, 0).unwrap();
-            tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, true))
-                .await
-                .expect("synced");
+            confirmed(&disk, end, true).await;
         }
         assert!(disk.stats.fsyncs.load(Relaxed) >= 200);
         disk.close();
@@ -932,9 +935,7 @@ mod tests {
         for seq in 0..2 {
             let fsyncs = disk.stats.fsyncs.load(Relaxed);
             let (_, end) = disk.append(&name, seq, 0, b"payload", false, 0).unwrap();
-            tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, false))
-                .await
-                .expect("written");
+            confirmed(&disk, end, false).await;
             let synced = disk.clone();
             tokio::task::spawn_blocking(move || {
                 until("written records are synced within the interval", || {
@@ -956,9 +957,7 @@ mod tests {
                 .append(&name, seq, 0, &[seq as u8; 100], false, 0)
                 .unwrap();
             seq += 1;
-            tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, false))
-                .await
-                .expect("written");
+            confirmed(&disk, end, false).await;
         }
         disk.close();
         drop(disk);
@@ -980,24 +979,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let disk = open_interval(&dir, Duration::from_secs(3600), 1 << 20);
         let name = Bytes::from_static(b"/queue/a");
-        let wait = |end, sync| {
-            let disk = disk.clone();
-            async move {
-                tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, sync))
-                    .await
-                    .expect("confirmed");
-            }
-        };
         // Written one at a time (confirmed when written), none synced.
         for seq in 0..20u64 {
             let (_, end) = disk
                 .append(&name, seq, 0, &[seq as u8; 100], false, 0)
                 .unwrap();
-            wait(end, false).await;
+            confirmed(&disk, end, false).await;
         }
         disk.fail_syncs.store(2, Relaxed);
         let (_, end) = disk.append(&name, 20, 0, &[20; 100], true, 0).unwrap();
-        wait(end, true).await;
+        confirmed(&disk, end, true).await;
         assert_eq!(disk.stats.errors.load(Relaxed), 2);
         disk.close();
         drop(disk);
@@ -1027,14 +1018,10 @@ mod tests {
         for seq in 0..640u64 {
             end = disk.append(&name, seq, 0, &payload, false, 0).unwrap().1;
             if seq % 16 == 15 {
-                tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, false))
-                    .await
-                    .expect("written");
+                confirmed(&disk, end, false).await;
             }
         }
-        tokio::time::timeout(Duration::from_secs(10), disk.wait_confirmed(end, false))
-            .await
-            .expect("written");
+        confirmed(&disk, end, false).await;
         assert_eq!(disk.stats.fsyncs.load(Relaxed), 1);
         disk.close();
     }
