@@ -303,6 +303,28 @@ impl Conn {
         self.enqueue(m, false)
     }
 
+    /// Queues `/topic` messages for subscription `sub` as far as they fit
+    /// whole, in order, with one count of bytes, one take from the budget
+    /// and one lock of the send queue for the lot; `bytes`: their payloads'
+    /// sum. Returns how many were queued: the rest go through
+    /// [`offer`](Self::offer) one by one, which says why each is refused.
+    pub fn offer_batch(&self, batch: &[(bytes::Bytes, u16)], bytes: usize, sub: u32) -> usize {
+        let before = self.queued_bytes.fetch_add(bytes, Relaxed);
+        if before + bytes > self.max_bytes || !self.budget.try_take(bytes) {
+            self.queued_bytes.fetch_sub(bytes, Relaxed);
+            return 0;
+        }
+        let n = self.tx.try_send_from(batch, |(payload, head)| {
+            Out::with_head(payload.clone(), sub, *head)
+        });
+        if n < batch.len() {
+            let unsent: usize = batch[n..].iter().map(|(p, _)| p.len()).sum();
+            self.queued_bytes.fetch_sub(unsent, Relaxed);
+            self.budget.give_back(unsent);
+        }
+        n
+    }
+
     fn enqueue(&self, payload: Out, take_budget: bool) -> Result<(), Refused> {
         let len = payload.len();
         let before = self.queued_bytes.fetch_add(len, Relaxed);

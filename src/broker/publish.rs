@@ -139,6 +139,25 @@ enum Now {
     Wait,
     /// Its channel keeps its messages in JetStream.
     Stream(Arc<Channel>),
+    /// A `/topic` channel: the message joins those held for it.
+    Topic(Arc<Channel>),
+}
+
+/// `/topic` messages a publisher holds before it routes them as one batch.
+/// Past a few dozen, a batch saves nothing more (the locks and counts it
+/// shares are already a small part of each message's cost).
+const HOLD_MAX: usize = 64;
+
+/// Consecutive `/topic` messages to one channel, from one read buffer,
+/// routed together: one lock of the channel and one hand-off per
+/// subscriber, where each message on its own would take both.
+#[derive(Default)]
+struct Held {
+    /// The channel, the name it was published to, and whether the messages
+    /// also went to the cluster's other brokers.
+    to: Option<(Arc<Channel>, Bytes, bool)>,
+    messages: Vec<(Bytes, u16)>,
+    bytes: usize,
 }
 
 /// A publish that must wait: see [`Publisher::publish_now`].
@@ -210,6 +229,9 @@ pub(crate) struct Publisher<'a> {
     stored_sync: bool,
     /// The log position their confirm waits for.
     stored_upto: u64,
+    /// `/topic` messages not yet routed: routed before anything else this
+    /// publisher does, and before its reader waits or answers.
+    held: Held,
 }
 
 impl Drop for Publisher<'_> {
@@ -239,6 +261,7 @@ impl<'a> Publisher<'a> {
             stored: false,
             stored_sync: false,
             stored_upto: 0,
+            held: Held::default(),
         }
     }
 
@@ -246,6 +269,7 @@ impl<'a> Publisher<'a> {
     /// a reader waits for more input, so that counters read by anyone else
     /// are never behind by more than what one read buffer holds.
     pub fn flush_counts(&mut self) {
+        self.route_held();
         let u = &mut self.unsaid;
         if u.received.0 > 0 {
             if let Some(conn) = self.conn {
@@ -343,6 +367,10 @@ impl<'a> Publisher<'a> {
         };
         match self.route_now(&name, &payload, head, elsewhere) {
             Now::Done(done) => Ok(done),
+            Now::Topic(channel) => {
+                self.hold(channel, name, payload, head, elsewhere);
+                Ok(true)
+            }
             Now::Wait => Err(Later(LaterKind::Wait {
                 name,
                 payload,
@@ -366,6 +394,7 @@ impl<'a> Publisher<'a> {
     /// finish; boxed by its callers, so that the futures of the routing
     /// that waits (and of JetStream's) are no part of a reader's own.
     pub async fn publish_later(&mut self, later: Later) -> bool {
+        self.route_held();
         match later.0 {
             LaterKind::Wait {
                 name,
@@ -565,11 +594,14 @@ impl<'a> Publisher<'a> {
                 Ok(c) => c,
                 Err(done) => return Now::Done(done),
             };
+            if matches!(channel.kind, Kind::Topic(_)) {
+                return Now::Topic(channel);
+            }
+            // In the order they came: what is held goes first.
+            self.route_held();
             let routed = match (&channel.kind, channel.store) {
                 (Kind::Queue(_), Some(Backend::JetStream)) => return Now::Stream(channel),
-                (Kind::Topic(_), _) => self
-                    .router
-                    .publish_topic(&channel, payload, head, elsewhere),
+                (Kind::Topic(_), _) => unreachable!("a /topic message is held"),
                 (Kind::Queue(q), _) => match q.try_publish(payload, head) {
                     Ok(Attempt::Taken) => Ok(()),
                     // Protocol 2 can say why; protocol 1 can only wait.
@@ -589,6 +621,74 @@ impl<'a> Publisher<'a> {
             };
             if self.after(name, &channel, routed, false, payload.len()) {
                 return Now::Done(true);
+            }
+        }
+    }
+
+    /// Holds a `/topic` message for [`route_held`](Self::route_held), which
+    /// runs first when it is for another channel than those held.
+    fn hold(
+        &mut self,
+        channel: Arc<Channel>,
+        name: Bytes,
+        payload: Bytes,
+        head: u16,
+        elsewhere: bool,
+    ) {
+        match &self.held.to {
+            Some((c, _, e)) if Arc::ptr_eq(c, &channel) && *e == elsewhere => {}
+            _ => {
+                self.route_held();
+                self.held.to = Some((channel.clone(), name, elsewhere));
+            }
+        }
+        self.count_channel(&channel, payload.len() as u64);
+        self.held.bytes += payload.len();
+        self.held.messages.push((payload, head));
+        if self.held.messages.len() >= HOLD_MAX {
+            self.route_held();
+        }
+    }
+
+    /// Routes the `/topic` messages held. Called before this publisher does
+    /// anything else, and by its reader before it waits for input, answers
+    /// a client or handles any frame but a publish: a message is held only
+    /// while its reader goes through a read buffer without a pause.
+    pub fn route_held(&mut self) {
+        let Some((channel, name, elsewhere)) = self.held.to.take() else {
+            return;
+        };
+        let mut messages = std::mem::take(&mut self.held.messages);
+        let bytes = std::mem::take(&mut self.held.bytes);
+        if self
+            .router
+            .publish_topic_batch(&channel, &messages, bytes, elsewhere)
+            .is_err()
+        {
+            // Retired underneath: each is routed as a publish would be after
+            // a retry, to the channel that now has the name, if any.
+            self.cache.remove(&name);
+            self.last = None;
+            for (payload, head) in messages.drain(..) {
+                self.route_topic(&name, &payload, head, elsewhere);
+            }
+        }
+        messages.clear();
+        // The buffer is kept: the next read buffer fills it again.
+        self.held.messages = messages;
+    }
+
+    /// One `/topic` message routed now, already counted for its channel.
+    fn route_topic(&mut self, name: &Bytes, payload: &Bytes, head: u16, elsewhere: bool) {
+        loop {
+            let Ok(channel) = self.target(name, elsewhere) else {
+                return;
+            };
+            let routed = self
+                .router
+                .publish_topic(&channel, payload, head, elsewhere);
+            if self.after(name, &channel, routed, true, payload.len()) {
+                return;
             }
         }
     }

@@ -1313,6 +1313,8 @@ async fn finish_v2(
     v2: &mut SessionV2,
     rest: RestV2,
 ) -> Option<End> {
+    // What waits here comes after every message held.
+    publisher.route_held();
     let (confirm, code, name) = match rest {
         RestV2::Other(next) => return v2_other(shared, conn, publisher, v2, next).await,
         RestV2::Refused {

@@ -646,83 +646,139 @@ impl Router {
         }
         let mut evict = false;
         for s in &state.subs {
-            let sub = &s.conn;
-            match s.offer(payload.clone(), head) {
-                Ok(()) => {}
-                Err(Refused::Full(_)) => match channel.overflow() {
-                    TopicOverflow::Drop => {
-                        self.count_drop(Some(channel), Some(&sub.stats), DropReason::QueueFull, 1);
-                        s.note_lost(1, v2::reason::OVERFLOW);
-                        if let Some(n) = sub.note_drop() {
-                            tracing::warn!(
-                                "Remote {} is a slow consumer on {}: dropped {n} message(s), \
-                                 its send queue is full ({} messages or {} bytes; {} dropped in all)",
-                                sub.peer,
-                                channel.display_name(),
-                                sub.bounds().0,
-                                sub.bounds().1,
-                                sub.overflow_drops(),
-                            );
-                        }
-                    }
-                    TopicOverflow::Disconnect => {
-                        self.count_drop(
-                            Some(channel),
-                            Some(&sub.stats),
-                            DropReason::SlowConsumer,
-                            1,
-                        );
-                        sub.slow.store(true, Relaxed);
-                        sub.kill.cancel();
+            if let Err(refused) = s.offer(payload.clone(), head) {
+                evict |= self.refused_topic(channel, s, refused);
+            }
+        }
+        if evict {
+            self.evict_gone(channel, &mut state);
+        }
+        Ok(())
+    }
+
+    /// Routes `/topic` messages, in order, as [`publish_topic`](Self::publish_topic)
+    /// routes each: one lock of the channel, and per subscriber one hand-off
+    /// for as many as fit whole in its send queue (`bytes`: the payloads'
+    /// sum); what does not fit is offered one by one and counted as each
+    /// would be.
+    pub fn publish_topic_batch(
+        &self,
+        channel: &Channel,
+        batch: &[(Bytes, u16)],
+        bytes: usize,
+        elsewhere: bool,
+    ) -> Result<(), Retired> {
+        let Kind::Topic(state) = &channel.kind else {
+            unreachable!("publish_topic_batch on a queue channel")
+        };
+        let mut state = lock(state);
+        if state.retired {
+            return Err(Retired);
+        }
+        if state.subs.is_empty() {
+            if !elsewhere {
+                let n = batch.len() as u64;
+                channel.stats.unrouted.fetch_add(n, Relaxed);
+                self.stats.unrouted.fetch_add(n, Relaxed);
+            }
+            return Ok(());
+        }
+        let mut evict = false;
+        for s in &state.subs {
+            let taken = s.offer_batch(batch, bytes);
+            for (payload, head) in &batch[taken..] {
+                if let Err(refused) = s.offer(payload.clone(), *head) {
+                    // Gone or cut off: the rest would have found it gone
+                    // from the channel, had each been routed on its own.
+                    if self.refused_topic(channel, s, refused) {
                         evict = true;
+                        break;
                     }
-                },
-                // Every subscriber finds the budget spent, fast or slow: nobody
-                // is disconnected for it, whatever the overflow policy.
-                Err(Refused::OverBudget(_)) => {
-                    self.count_drop(Some(channel), Some(&sub.stats), DropReason::MemoryLimit, 1);
-                    s.note_lost(1, v2::reason::OVER_BUDGET);
-                    if let Some(n) = sub.note_drop() {
-                        tracing::warn!(
-                            "Remote {} on {}: dropped {n} message(s), the broker's memory \
-                             budget of {} bytes is spent ({} dropped in all)",
-                            sub.peer,
-                            channel.display_name(),
-                            self.config.max_memory,
-                            sub.overflow_drops(),
-                        );
-                    }
-                }
-                Err(Refused::Closed(_)) => {
-                    self.count_drop(
-                        Some(channel),
-                        Some(&sub.stats),
-                        DropReason::SubscriberGone,
-                        1,
-                    );
-                    evict = true;
                 }
             }
         }
         if evict {
-            state.subs.retain(|s| {
-                let s = &s.conn;
-                let keep = !s.kill.is_cancelled() && !s.is_closed();
-                if !keep && s.slow.load(Relaxed) {
-                    self.stats.slow_consumers_disconnected.fetch_add(1, Relaxed);
-                    tracing::warn!(
-                        "Remote {} disconnected as a slow consumer on {}: send queue full \
-                         ({} messages or {} bytes)",
-                        s.peer,
-                        channel.display_name(),
-                        s.bounds().0,
-                        s.bounds().1,
-                    );
-                }
-                keep
-            });
+            self.evict_gone(channel, &mut state);
         }
         Ok(())
+    }
+
+    /// Takes off `channel` the subscribers that are gone or were cut off.
+    fn evict_gone(&self, channel: &Channel, state: &mut TopicState) {
+        state.subs.retain(|s| {
+            let s = &s.conn;
+            let keep = !s.kill.is_cancelled() && !s.is_closed();
+            if !keep && s.slow.load(Relaxed) {
+                self.stats.slow_consumers_disconnected.fetch_add(1, Relaxed);
+                tracing::warn!(
+                    "Remote {} disconnected as a slow consumer on {}: send queue full \
+                     ({} messages or {} bytes)",
+                    s.peer,
+                    channel.display_name(),
+                    s.bounds().0,
+                    s.bounds().1,
+                );
+            }
+            keep
+        });
+    }
+
+    /// Counts a `/topic` message that subscription `s` refused; true when
+    /// `s` is to leave the channel (gone, or disconnected as slow).
+    fn refused_topic(&self, channel: &Channel, s: &Subscription, refused: Refused) -> bool {
+        let sub = &s.conn;
+        match refused {
+            Refused::Full(_) => match channel.overflow() {
+                TopicOverflow::Drop => {
+                    self.count_drop(Some(channel), Some(&sub.stats), DropReason::QueueFull, 1);
+                    s.note_lost(1, v2::reason::OVERFLOW);
+                    if let Some(n) = sub.note_drop() {
+                        tracing::warn!(
+                            "Remote {} is a slow consumer on {}: dropped {n} message(s), \
+                             its send queue is full ({} messages or {} bytes; {} dropped in all)",
+                            sub.peer,
+                            channel.display_name(),
+                            sub.bounds().0,
+                            sub.bounds().1,
+                            sub.overflow_drops(),
+                        );
+                    }
+                    false
+                }
+                TopicOverflow::Disconnect => {
+                    self.count_drop(Some(channel), Some(&sub.stats), DropReason::SlowConsumer, 1);
+                    sub.slow.store(true, Relaxed);
+                    sub.kill.cancel();
+                    true
+                }
+            },
+            // Every subscriber finds the budget spent, fast or slow: nobody
+            // is disconnected for it, whatever the overflow policy.
+            Refused::OverBudget(_) => {
+                self.count_drop(Some(channel), Some(&sub.stats), DropReason::MemoryLimit, 1);
+                s.note_lost(1, v2::reason::OVER_BUDGET);
+                if let Some(n) = sub.note_drop() {
+                    tracing::warn!(
+                        "Remote {} on {}: dropped {n} message(s), the broker's memory \
+                         budget of {} bytes is spent ({} dropped in all)",
+                        sub.peer,
+                        channel.display_name(),
+                        self.config.max_memory,
+                        sub.overflow_drops(),
+                    );
+                }
+                false
+            }
+            Refused::Closed(_) => {
+                self.count_drop(
+                    Some(channel),
+                    Some(&sub.stats),
+                    DropReason::SubscriberGone,
+                    1,
+                );
+                true
+            }
+        }
     }
 
     /// The one place a loss is counted: at the broker, and at the channel and

@@ -100,6 +100,31 @@ impl<T> Sender<T> {
         Ok(())
     }
 
+    /// Queues what `make` builds of `src`'s items, in order, as far as there
+    /// is room: one lock and at most one wake for the lot. Returns how many
+    /// were queued (none when the writer is gone).
+    pub fn try_send_from<S>(&self, src: &[S], make: impl Fn(&S) -> T) -> usize {
+        let (n, wake) = {
+            let mut state = lock(&self.0.state);
+            if self.0.closed.load(Relaxed) {
+                return 0;
+            }
+            let n = src
+                .len()
+                .min(self.0.capacity.saturating_sub(state.items.len()));
+            if n == 0 {
+                return 0;
+            }
+            state.items.extend(src[..n].iter().map(make));
+            self.0.len.store(state.items.len(), Relaxed);
+            (n, std::mem::take(&mut state.waiting))
+        };
+        if wake {
+            self.0.ready.notify_one();
+        }
+        n
+    }
+
     /// Queues `m` past the capacity (a frame the connection owes its client,
     /// bounded by its sender); gives it back only when the writer is gone.
     pub fn force_send(&self, m: T) -> Result<(), T> {

@@ -142,6 +142,10 @@ impl SessionV2 {
             return Ok(Next::Goodbye);
         }
         let frame = v2::decode_client(frame, self.limits)?;
+        if !matches!(frame, ClientFrame::Pub { .. }) {
+            // A subscription, an answer, a goodbye: after the messages before it.
+            publisher.route_held();
+        }
         let stats = &shared.stats;
         match frame {
             ClientFrame::Sub { sid, acks, channel } => {

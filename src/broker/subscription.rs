@@ -334,6 +334,16 @@ impl Subscription {
         offered
     }
 
+    /// Queues `/topic` messages for it as far as they fit whole (see
+    /// [`Conn::offer_batch`]); none when it has a bound of its own, which
+    /// [`offer`](Self::offer) keeps one message at a time.
+    pub fn offer_batch(&self, batch: &[(Bytes, u16)], bytes: usize) -> usize {
+        if self.v2.as_ref().is_some_and(|v| v.topic_bound.is_some()) {
+            return 0;
+        }
+        self.conn.offer_batch(batch, bytes, self.ids.local)
+    }
+
     /// Queues a `/topic` message for it (`head`: bytes of header block in
     /// front of the payload).
     pub fn offer(&self, payload: Bytes, head: u16) -> Result<(), Refused> {

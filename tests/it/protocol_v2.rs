@@ -948,3 +948,51 @@ async fn a_channel_entrys_send_queue_bounds_a_v2_subscription() {
     let lost = read_all(&mut c, 1, 2000).await;
     assert_eq!(lost, dropped);
 }
+
+/// Frames in one write take effect in their order, however the broker
+/// routes a read buffer's publishes: a connection that subscribes between
+/// its own publishes gets those after and none before; the `PONG` comes
+/// after all of them.
+#[tokio::test]
+async fn a_subscription_between_publishes_in_one_write_sees_only_those_after_it() {
+    let broker = Broker::spawn(&[]);
+    // The channel exists before: the first publish has a subscriber to reach.
+    let (mut other, _) = Raw::hello(broker.port, &[]).await;
+    other.send_frame(&v2::sub(1, "/topic/order")).await;
+    assert_eq!(other.next().await, Frame::Subscribed(1));
+    let (mut c, _) = Raw::hello(broker.port, &[]).await;
+    let mut wire = Vec::new();
+    for m in [&b"before 1"[..], b"before 2"] {
+        v2::put(&mut wire, &v2::publish(None, "/topic/order", m));
+    }
+    v2::put(&mut wire, &v2::sub(7, "/topic/order"));
+    v2::put(&mut wire, &v2::publish(None, "/topic/order", b"after 1"));
+    v2::put(&mut wire, &v2::publish(None, "/topic/order", b"after 2"));
+    v2::put(&mut wire, &v2::ping(9));
+    c.send(&wire).await;
+    let seen = read_until(&mut c, |f| {
+        f.contains(&Frame::Pong(9))
+            && f.iter().filter(|f| matches!(f, Frame::Msg { .. })).count() >= 2
+    })
+    .await;
+    let payloads: Vec<_> = seen
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Msg { payload, .. } => Some(payload.as_slice()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads, [&b"after 1"[..], b"after 2"], "{seen:?}");
+    assert_eq!(seen[0], Frame::Subscribed(7), "{seen:?}");
+    // The other subscriber got all four, in order.
+    let mut got = Vec::new();
+    within(10.0, "the other subscriber's four", async {
+        while got.len() < 4 {
+            if let Frame::Msg { payload, .. } = other.next().await {
+                got.push(payload);
+            }
+        }
+    })
+    .await;
+    assert_eq!(got, [&b"before 1"[..], b"before 2", b"after 1", b"after 2"]);
+}

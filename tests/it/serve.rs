@@ -103,6 +103,52 @@ async fn topic_messages_without_subscribers_are_not_stored() {
     assert_eq!(within(5.0, "message", sub.read_text()).await, "first seen");
 }
 
+/// A burst in one write is routed a read buffer's worth at a time: to a
+/// subscriber whose send queue takes only part of it, what fits goes in
+/// order and every message that does not is counted, one by one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_that_half_fits_a_send_queue_is_delivered_or_counted_message_by_message() {
+    const N: u32 = 20_000;
+    let mut broker = Broker::spawn(&["--send-queue", "100"]);
+    let mut stalled = Raw::connect_small_buffer(broker.port).await;
+    stalled.frame(b"/topic/burst").await;
+    wait_subscribed(&broker, "/topic/burst", 1).await;
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let mut wire = Vec::new();
+    for i in 0..N {
+        let mut m = i.to_be_bytes().to_vec();
+        m.resize(100, b'b');
+        publish_wire(&mut wire, "/topic/burst", &m);
+    }
+    p.stream.write_all(&wire).await.unwrap();
+    p.goodbye().await;
+    assert_eq!(within(10.0, "publisher done", p.read()).await, Some(vec![]));
+    // Now the stalled one reads what it was kept.
+    stalled.goodbye().await;
+    let mut kept = 0u64;
+    let mut last = None;
+    within(30.0, "the stalled subscriber's end of stream", async {
+        while let Some(m) = stalled.read().await {
+            if m.is_empty() {
+                break;
+            }
+            let i = u32::from_be_bytes(m[..4].try_into().unwrap());
+            assert!(last.is_none_or(|l| i > l), "{i} after {last:?}");
+            last = Some(i);
+            kept += 1;
+        }
+    })
+    .await;
+    let summary = broker.terminate();
+    let lost = dropped(&summary, "queue_full");
+    assert!(
+        lost > 0,
+        "the stalled subscriber cannot have taken all: {summary}"
+    );
+    assert_eq!(kept + lost, u64::from(N), "{summary}");
+    assert_eq!(summary_field(&summary, "delivered"), kept, "{summary}");
+}
+
 /// The defining property: one subscriber that never reads (its socket buffer
 /// full) costs the others nothing, and its losses are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
