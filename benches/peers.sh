@@ -59,7 +59,8 @@ wait_port() {
 echo "aioq $("$AIOQ" --version | cut -d' ' -f2), $(nats-server --version), redis $(redis-server --version | cut -d' ' -f3 | cut -d= -f2)"
 echo "aioq bench $BENCH_ARGS, $RUNS runs each, $SITTINGS sitting(s) $GAP s apart, aioq serve ${AIOQ_ARGS:-with defaults}${AIOQ2_ARGS:+, aioq2 serve $AIOQ2_ARGS}, JSON in $OUT"
 PIDS=""
-trap 'kill $PIDS 2>/dev/null' EXIT
+# (An empty list would make kill, and so the script, fail after a clean run.)
+trap '[ -n "$PIDS" ] && kill $PIDS 2>/dev/null; true' EXIT
 
 # One sitting: every broker started afresh, RUNS rounds, JSON in $1.
 sitting() {
