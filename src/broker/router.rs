@@ -630,37 +630,18 @@ impl Router {
         head: u16,
         elsewhere: bool,
     ) -> Result<(), Retired> {
-        let Kind::Topic(state) = &channel.kind else {
-            unreachable!("publish_topic on a queue channel")
-        };
-        let mut state = lock(state);
-        if state.retired {
-            return Err(Retired);
-        }
-        if state.subs.is_empty() {
-            if !elsewhere {
-                channel.stats.unrouted.fetch_add(1, Relaxed);
-                self.stats.unrouted.fetch_add(1, Relaxed);
-            }
-            return Ok(());
-        }
-        let mut evict = false;
-        for s in &state.subs {
-            if let Err(refused) = s.offer(payload.clone(), head) {
-                evict |= self.refused_topic(channel, s, refused);
-            }
-        }
-        if evict {
-            self.evict_gone(channel, &mut state);
-        }
-        Ok(())
+        self.publish_topic_batch(
+            channel,
+            &[(payload.clone(), head)],
+            payload.len(),
+            elsewhere,
+        )
     }
 
-    /// Routes `/topic` messages, in order, as [`publish_topic`](Self::publish_topic)
-    /// routes each: one lock of the channel, and per subscriber one hand-off
-    /// for as many as fit whole in its send queue (`bytes`: the payloads'
-    /// sum); what does not fit is offered one by one and counted as each
-    /// would be.
+    /// Routes `/topic` messages in order; never waits. One lock of the
+    /// channel, and per subscriber one hand-off for as many as fit whole in
+    /// its send queue (`bytes`: the payloads' sum); what does not fit is
+    /// offered one by one, and each one refused is counted.
     pub fn publish_topic_batch(
         &self,
         channel: &Channel,
