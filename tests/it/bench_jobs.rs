@@ -166,7 +166,7 @@ fn rabbitmq_is_measured_with_confirms_and_manual_acks() {
         "--broker-cmd",
         &cmd.line,
     ]);
-    assert_eq!(code, Some(0), "{err}\n{doc:#}");
+    assert_eq!(code, Some(0), "{err}\n{doc:#}\n{}", cmd.log_tail());
     assert_kept_across_a_kill(&doc["crash_broker"]);
 }
 

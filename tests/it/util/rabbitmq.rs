@@ -61,6 +61,29 @@ pub struct RabbitCommand {
     dir: tempfile::TempDir,
 }
 
+impl RabbitCommand {
+    /// The last lines of each log the node wrote, for a failure to show
+    /// what the node did (a restarted node that listens but does not yet
+    /// serve, or recovers its queues slowly, says so there).
+    pub fn log_tail(&self) -> String {
+        let mut out = String::new();
+        let Ok(entries) = std::fs::read_dir(self.dir.path().join("log")) else {
+            return "(no log directory)".into();
+        };
+        for entry in entries.flatten() {
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let from = lines.len().saturating_sub(60);
+            out += &format!(
+                "--- {} ---\n{}\n",
+                entry.path().display(),
+                lines[from..].join("\n")
+            );
+        }
+        out
+    }
+}
+
 impl Drop for RabbitCommand {
     fn drop(&mut self) {
         if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("pid")) {
