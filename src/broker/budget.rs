@@ -149,6 +149,19 @@ impl Budget {
         true
     }
 
+    /// Takes `len` bytes only if they fit under the budget whole: for a
+    /// batch of messages, which must not pass as the one message
+    /// [`try_take`](Self::try_take) lets through when nothing is held (a
+    /// batch refused here is offered one message at a time).
+    pub fn try_take_within(&self, len: usize) -> bool {
+        let before = self.used.fetch_add(len, SeqCst);
+        if before + self.overhead.load(SeqCst) + len > self.max {
+            self.give_back(len);
+            return false;
+        }
+        true
+    }
+
     /// Counts `len` bytes of non-payload memory (a channel's state).
     pub fn add_overhead(&self, len: usize) {
         self.overhead.fetch_add(len, SeqCst);
@@ -193,6 +206,16 @@ mod tests {
         assert!(b.try_take(6));
         assert!(!b.try_take(6));
         assert!(b.try_take(4));
+        assert_eq!(b.used(), 10);
+    }
+
+    #[test]
+    fn a_batch_is_taken_only_within_the_bound_even_when_nothing_is_held() {
+        let b = Budget::new(10);
+        assert!(!b.try_take_within(20), "a batch is not one message");
+        assert_eq!(b.used(), 0);
+        assert!(b.try_take_within(10));
+        assert!(!b.try_take_within(1));
         assert_eq!(b.used(), 10);
     }
 

@@ -310,7 +310,7 @@ impl Conn {
     /// [`offer`](Self::offer) one by one, which says why each is refused.
     pub fn offer_batch(&self, batch: &[(bytes::Bytes, u16)], bytes: usize, sub: u32) -> usize {
         let before = self.queued_bytes.fetch_add(bytes, Relaxed);
-        if before + bytes > self.max_bytes || !self.budget.try_take(bytes) {
+        if before + bytes > self.max_bytes || !self.budget.try_take_within(bytes) {
             self.queued_bytes.fetch_sub(bytes, Relaxed);
             return 0;
         }

@@ -143,9 +143,10 @@ enum Now {
     Topic(Arc<Channel>),
 }
 
-/// `/topic` messages a publisher holds before it routes them as one batch.
-/// Past a few dozen, a batch saves nothing more (the locks and counts it
-/// shares are already a small part of each message's cost).
+/// `/topic` messages a publisher holds before it routes them as one batch:
+/// a bound on what it keeps (a read buffer of small messages holds hundreds).
+/// At 64, the locks and counts a batch shares cost each message under 2 %
+/// of what they cost it alone.
 const HOLD_MAX: usize = 64;
 
 /// Consecutive `/topic` messages to one channel, from one read buffer,
