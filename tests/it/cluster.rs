@@ -260,8 +260,7 @@ async fn stalled_worker_on(a: &Broker, b: &Broker, channel: &str, n: usize, size
 /// A worker on `a` that reads nothing; returns once `a` holds a full send
 /// queue for it of what `publish` (run once the worker is subscribed) sent.
 async fn stalled_worker(a: &Broker, channel: &str, publish: impl Future<Output = ()>) -> Raw {
-    let mut stalled = Raw::connect_small_buffer(a.port).await;
-    stalled.frame(channel.as_bytes()).await;
+    let stalled = Raw::subscribe_small_buffer(a.port, channel).await;
     wait_subscribed(a, channel, 1).await;
     let mut mon = Raw::subscribe(a.port, "/topic/self").await;
     publish.await;
@@ -451,8 +450,7 @@ async fn a_stalled_subscriber_on_one_broker_does_not_slow_the_others_across_the_
     // 20 MB to a subscriber that reads nothing: past its 1 MiB queue and what
     // socket buffers hold, it must miss messages, and only it.
     let mut b = clustered(&nats, &["--send-queue-bytes", "1MiB"]);
-    let mut stalled = Raw::connect_small_buffer(b.port).await;
-    stalled.frame(b"/topic/iso").await;
+    let stalled = Raw::subscribe_small_buffer(b.port, "/topic/iso").await;
     let fast = Raw::subscribe(b.port, "/topic/iso").await;
     following(&b, "/topic/iso").await;
     wait_subscribed(&b, "/topic/iso", 2).await;
@@ -859,8 +857,7 @@ async fn what_a_broker_pulled_ahead_for_a_stalled_worker_goes_to_other_brokers()
     // back by JetStream's own timeout.
     let a = clustered(&nats, &[&SELF_REPORT[..], &["5m"]].concat());
     let b = clustered(&nats, &[]);
-    let mut slow = Raw::connect_small_buffer(a.port).await;
-    slow.frame(b"/queue/ahead").await;
+    let mut slow = Raw::subscribe_small_buffer(a.port, "/queue/ahead").await;
     wait_subscribed(&a, "/queue/ahead", 1).await;
     let mut mon = Raw::subscribe(a.port, "/topic/self").await;
     // Reads a little, then nothing more.

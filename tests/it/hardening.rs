@@ -35,8 +35,7 @@ async fn flood_stalled_subscribers(max_memory: &str) -> (u64, String) {
     let pid = broker.child.id();
     let mut stalled = Vec::new();
     for _ in 0..4 {
-        let mut s = Raw::connect_small_buffer(broker.port).await;
-        s.frame(b"/topic/flood").await;
+        let s = Raw::subscribe_small_buffer(broker.port, "/topic/flood").await;
         stalled.push(s);
     }
     wait_subscribed(&broker, "/topic/flood", 4).await;
@@ -201,8 +200,7 @@ async fn connections_per_address_are_limited_and_other_addresses_still_get_in() 
 async fn a_worker_that_stops_taking_data_is_cut_and_its_messages_go_to_others() {
     const N: usize = 400;
     let broker = Broker::spawn(&["--write-timeout", "1s", "--keepalive", "1s"]);
-    let mut gone = Raw::connect_small_buffer(broker.port).await;
-    gone.frame(b"/queue/w").await;
+    let gone = Raw::subscribe_small_buffer(broker.port, "/queue/w").await;
     wait_subscribed(&broker, "/queue/w", 1).await;
     let mut p = Raw::subscribe(broker.port, "/null").await;
     let body = vec![b'w'; 16 * 1024];

@@ -118,8 +118,7 @@ async fn a_connection_keeps_its_slot_until_its_writer_is_done() {
     let mut watcher = Raw::subscribe(broker.port, "/topic/mark").await;
     wait_subscribed(&broker, "/topic/mark", 1).await;
     // Subscribed to its own topic, it floods itself and never reads.
-    let mut hog = Raw::connect_small_buffer(broker.port).await;
-    hog.frame(b"/topic/me").await;
+    let mut hog = Raw::subscribe_small_buffer(broker.port, "/topic/me").await;
     wait_subscribed(&broker, "/topic/me", 1).await;
     let chunk = vec![b'h'; 64 << 10];
     for _ in 0..128 {
@@ -639,8 +638,7 @@ async fn trickled_frames_cannot_keep_the_read_budget_from_large_messages() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_warnings_add_up_to_the_counter() {
     let mut broker = Broker::spawn(&["--send-queue", "100"]);
-    let mut stalled = Raw::connect_small_buffer(broker.port).await;
-    stalled.frame(b"/topic/burst").await;
+    let stalled = Raw::subscribe_small_buffer(broker.port, "/topic/burst").await;
     wait_subscribed(&broker, "/topic/burst", 1).await;
     let mut p = Raw::subscribe(broker.port, "/null").await;
     let mut wire = Vec::new();

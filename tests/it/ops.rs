@@ -30,8 +30,7 @@ async fn the_monitoring_endpoint_reports_what_the_broker_did() {
     let mut reader = Raw::subscribe(broker.port, "/topic/ops").await;
     let reading = tokio::spawn(async move { while reader.read().await.is_some() {} });
     // Reads nothing, with a small receive buffer: its queue fills and drops.
-    let mut stalled = Raw::connect_small_buffer(broker.port).await;
-    stalled.frame(b"/topic/ops").await;
+    let stalled = Raw::subscribe_small_buffer(broker.port, "/topic/ops").await;
     wait_subscribed(&broker, "/topic/ops", 2).await;
     let mut p = Raw::subscribe(broker.port, "/null").await;
     let payload = vec![b'x'; 16 * 1024];
@@ -168,10 +167,8 @@ topic-overflow = "disconnect"
     assert_eq!(server["config"]["send_queue"], 10, "from the file");
     assert_eq!(server["config"]["max_connections"], 50, "the flag wins");
 
-    let mut orders = Raw::connect_small_buffer(broker.port).await;
-    orders.frame(b"/topic/orders").await;
-    let mut metrics = Raw::connect_small_buffer(broker.port).await;
-    metrics.frame(b"/topic/metrics").await;
+    let orders = Raw::subscribe_small_buffer(broker.port, "/topic/orders").await;
+    let metrics = Raw::subscribe_small_buffer(broker.port, "/topic/metrics").await;
     wait_subscribed(&broker, "/topic/orders", 1).await;
     wait_subscribed(&broker, "/topic/metrics", 1).await;
     let channels = rows(port, "channels", "").await;
@@ -600,8 +597,7 @@ async fn healthz_answers_while_slow_readers_hold_places() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_stops_the_drain_at_once() {
     let mut broker = Broker::spawn(&["--drain-timeout", "60s"]);
-    let mut stalled = Raw::connect_small_buffer(broker.port).await;
-    stalled.frame(b"/topic/owed").await;
+    let stalled = Raw::subscribe_small_buffer(broker.port, "/topic/owed").await;
     wait_subscribed(&broker, "/topic/owed", 1).await;
     let mut p = Raw::subscribe(broker.port, "/null").await;
     let mut wire = Vec::new();

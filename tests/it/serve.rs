@@ -110,8 +110,7 @@ async fn topic_messages_without_subscribers_are_not_stored() {
 async fn a_burst_that_half_fits_a_send_queue_is_delivered_or_counted_message_by_message() {
     const N: u32 = 20_000;
     let mut broker = Broker::spawn(&["--send-queue", "100"]);
-    let mut stalled = Raw::connect_small_buffer(broker.port).await;
-    stalled.frame(b"/topic/burst").await;
+    let mut stalled = Raw::subscribe_small_buffer(broker.port, "/topic/burst").await;
     wait_subscribed(&broker, "/topic/burst", 1).await;
     let mut p = Raw::subscribe(broker.port, "/null").await;
     let mut wire = Vec::new();
@@ -155,8 +154,7 @@ async fn a_burst_that_half_fits_a_send_queue_is_delivered_or_counted_message_by_
 async fn stalled_topic_subscriber_does_not_slow_publisher_or_others() {
     const N: usize = 20_000;
     let mut broker = Broker::spawn(&["--send-queue", "256"]);
-    let mut stalled = Raw::connect_small_buffer(broker.port).await;
-    stalled.frame(b"/topic/feed").await;
+    let stalled = Raw::subscribe_small_buffer(broker.port, "/topic/feed").await;
     let mut fast = Vec::new();
     for _ in 0..2 {
         fast.push(Raw::subscribe(broker.port, "/topic/feed").await);
@@ -206,8 +204,7 @@ async fn stalled_topic_subscriber_does_not_slow_publisher_or_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_disconnected_under_disconnect_policy() {
     let broker = Broker::spawn(&["--send-queue", "16", "--topic-overflow", "disconnect"]);
-    let mut stalled = Raw::connect_small_buffer(broker.port).await;
-    stalled.frame(b"/topic/t").await;
+    let mut stalled = Raw::subscribe_small_buffer(broker.port, "/topic/t").await;
     let mut fast = Raw::subscribe(broker.port, "/topic/t").await;
     wait_subscribed(&broker, "/topic/t", 2).await;
     let mut p = Raw::subscribe(broker.port, "/null").await;
@@ -250,8 +247,7 @@ async fn slow_consumer_is_disconnected_under_disconnect_policy() {
 async fn queue_never_drops_under_a_stalled_worker() {
     const N: usize = 3000;
     let mut broker = Broker::spawn(&["--worker-queue", "64"]);
-    let mut stalled = Raw::connect_small_buffer(broker.port).await;
-    stalled.frame(b"/queue/work").await;
+    let stalled = Raw::subscribe_small_buffer(broker.port, "/queue/work").await;
     wait_subscribed(&broker, "/queue/work", 1).await;
     let mut fast = Raw::subscribe(broker.port, "/queue/work").await;
     wait_subscribed(&broker, "/queue/work", 2).await;
@@ -299,10 +295,8 @@ async fn queue_never_drops_under_a_stalled_worker() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_flushes_queues_and_sends_end_of_stream() {
     let mut broker = Broker::spawn(&[]);
-    let mut sub = Raw::connect_small_buffer(broker.port).await;
-    sub.frame(b"/topic/s").await;
-    let mut worker = Raw::connect_small_buffer(broker.port).await;
-    worker.frame(b"/queue/s").await;
+    let mut sub = Raw::subscribe_small_buffer(broker.port, "/topic/s").await;
+    let mut worker = Raw::subscribe_small_buffer(broker.port, "/queue/s").await;
     wait_subscribed(&broker, "/topic/s", 1).await;
     wait_subscribed(&broker, "/queue/s", 1).await;
     let mut p = Raw::subscribe(broker.port, "/null").await;
@@ -388,9 +382,7 @@ async fn a_slow_consumer_disconnected_between_writes_is_logged_as_one() {
 async fn slow_consumer_lines_catch_up_with_the_counter_while_it_stays() {
     let broker = Broker::spawn(&["--send-queue", "100", "--http", "127.0.0.1:0"]);
     let http_port: u16 = broker.monitor_port();
-    let stalled = Raw::connect_small_buffer(broker.port).await;
-    let mut stalled = stalled;
-    stalled.frame(b"/topic/feed").await;
+    let stalled = Raw::subscribe_small_buffer(broker.port, "/topic/feed").await;
     wait_subscribed(&broker, "/topic/feed", 1).await;
     let mut p = Raw::subscribe(broker.port, "/null").await;
     let mut wire = Vec::new();

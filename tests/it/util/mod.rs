@@ -328,6 +328,14 @@ impl Raw {
         Raw { stream }
     }
 
+    /// [`subscribe`](Self::subscribe) with a tiny receive buffer: a
+    /// subscriber that, left unread, stalls the broker's writes to it fast.
+    pub async fn subscribe_small_buffer(port: u16, channel: &str) -> Raw {
+        let mut c = Raw::connect_small_buffer(port).await;
+        c.frame(channel.as_bytes()).await;
+        c
+    }
+
     pub async fn subscribe(port: u16, channel: &str) -> Raw {
         let mut c = Raw::connect(port).await;
         c.frame(channel.as_bytes()).await;
