@@ -223,13 +223,10 @@ pub(crate) struct Publisher<'a> {
     /// the channel it named, if it was.
     refusal: Option<(u8, Bytes)>,
     /// Messages went to a durable channel since the last
-    /// [`settle`](Self::settle): a confirm waits for the store.
-    stored: bool,
-    /// Some of them are in a channel whose fsync is `always`: confirmed
-    /// once synced, not only written.
-    stored_sync: bool,
-    /// The log position their confirm waits for.
-    stored_upto: u64,
+    /// [`settle`](Self::settle) or [`take_stored`](Self::take_stored): the
+    /// log position their confirm waits for, and whether it waits for a
+    /// sync (some went to a channel whose fsync is `always`).
+    stored: Option<(u64, bool)>,
     /// `/topic` messages not yet routed: routed before anything else this
     /// publisher does, and before its reader waits or answers.
     held: Held,
@@ -259,9 +256,7 @@ impl<'a> Publisher<'a> {
             rights: None,
             unsaid: Unsaid::default(),
             refusal: None,
-            stored: false,
-            stored_sync: false,
-            stored_upto: 0,
+            stored: None,
             held: Held::default(),
         }
     }
@@ -415,9 +410,7 @@ impl<'a> Publisher<'a> {
     /// (or routed) before its connection is done, since a `send` that gets
     /// end-of-stream is owed that.
     pub async fn settle(&mut self, stop: &CancellationToken) {
-        if std::mem::take(&mut self.stored) {
-            let sync = std::mem::take(&mut self.stored_sync);
-            let upto = std::mem::take(&mut self.stored_upto);
+        if let Some((upto, sync)) = self.stored.take() {
             if let Some(disk) = self.router.disk() {
                 tokio::select! {
                     _ = disk.wait_confirmed(upto, sync) => {}
@@ -566,12 +559,7 @@ impl<'a> Publisher<'a> {
     /// [`settle`](Self::settle)) wait for to be confirmed: the log position
     /// and whether it must be synced; the caller takes over the wait.
     pub fn take_stored(&mut self) -> Option<(u64, bool)> {
-        std::mem::take(&mut self.stored).then(|| {
-            (
-                std::mem::take(&mut self.stored_upto),
-                std::mem::take(&mut self.stored_sync),
-            )
-        })
+        self.stored.take()
     }
 
     pub fn disk(&self) -> Option<&Arc<Disk>> {
@@ -788,14 +776,13 @@ impl<'a> Publisher<'a> {
             self.last = None;
             return false;
         }
-        if channel.store == Some(Backend::Disk) {
-            self.stored = true;
-            if let Kind::Queue(q) = &channel.kind {
-                if let Some(log) = q.log() {
-                    self.stored_sync |= log.sync;
-                    self.stored_upto = self.stored_upto.max(log.last_end.load(Relaxed));
-                }
-            }
+        if let Some(log) = match &channel.kind {
+            Kind::Queue(q) => q.log(),
+            Kind::Topic(_) => None,
+        } {
+            let (upto, sync) = self.stored.get_or_insert((0, false));
+            *upto = (*upto).max(log.last_end.load(Relaxed));
+            *sync |= log.sync;
         }
         if !counted {
             self.count_channel(channel, len as u64);
