@@ -49,6 +49,13 @@ pub(super) struct Open {
 }
 
 impl Open {
+    /// Writing `more` bytes must sync the segment first: a sync failed and
+    /// what it covered is to be written again, or the copy kept for that
+    /// would pass [`UNSYNCED_MAX`].
+    fn syncs_before(&self, more: usize) -> bool {
+        self.torn || self.unsynced.len() + more > UNSYNCED_MAX
+    }
+
     /// Syncs what was written to the segment since its last sync; false
     /// when there was nothing to sync.
     fn sync(&mut self, store: &Disk) -> std::io::Result<bool> {
@@ -188,7 +195,7 @@ pub(super) fn run(store: &Disk) {
         // Where each chunk ends in the log: what is written is readable
         // while a later chunk waits for room (a backlog read back from disk
         // may be what makes that room, once its workers settle it).
-        let mut at = upto - taken as u64;
+        let mut at = start_of(&chunks, upto);
         for (i, (seg, bytes)) in chunks.iter().enumerate() {
             if i > 0 {
                 store.written.fetch_max(at, Relaxed);
@@ -316,9 +323,7 @@ pub(super) fn write_now(store: &Disk) -> bool {
         let seg = open.as_ref().map(|o| o.seg);
         // (Nor when the write would sync first: a sync is the commit
         // thread's.)
-        let syncs = open
-            .as_ref()
-            .is_some_and(|o| o.torn || o.unsynced.len() + st.pending > UNSYNCED_MAX);
+        let syncs = open.as_ref().is_some_and(|o| o.syncs_before(st.pending));
         if st.chunks.is_empty()
             || st.sync_wanted
             || st.stop
@@ -331,7 +336,7 @@ pub(super) fn write_now(store: &Disk) -> bool {
         st.unsynced = true;
         (std::mem::take(&mut st.chunks), st.appended)
     };
-    let mut at = upto - chunks.iter().map(|(_, b)| b.len() as u64).sum::<u64>();
+    let mut at = start_of(&chunks, upto);
     let mut chunks = chunks.into_iter();
     let mut done = Vec::new();
     let mut written = 0;
@@ -356,6 +361,11 @@ pub(super) fn write_now(store: &Disk) -> bool {
     drop(writer);
     store.wrote.notify_waiters();
     true
+}
+
+/// Where the first of `chunks` starts in the log, the last ending at `upto`.
+fn start_of(chunks: &[(u64, Vec<u8>)], upto: u64) -> u64 {
+    upto - chunks.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
 }
 
 /// What a write took is no longer pending: publishers held back for room
@@ -460,7 +470,7 @@ fn write(store: &Disk, open: &mut Option<Open>, seg: u64, bytes: &[u8]) -> std::
     let Some(o) = open.as_mut() else {
         return Err(std::io::Error::other("no segment open"));
     };
-    if o.torn || o.unsynced.len() + bytes.len() > UNSYNCED_MAX {
+    if o.syncs_before(bytes.len()) {
         o.sync(store)?;
     }
     match o.file.write_all(bytes) {
