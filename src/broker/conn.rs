@@ -303,6 +303,26 @@ impl Conn {
         self.enqueue(m, false)
     }
 
+    /// Queues messages moving from a `/queue` backlog (their bytes already
+    /// counted by the budget) with one count of bytes and one lock of the
+    /// send queue for the lot; `bytes`: their payloads' sum. The caller
+    /// checked their room ([`byte_room`](Self::byte_room)); what still does
+    /// not fit (the queue filled meanwhile, or the writer is gone) stays in
+    /// `batch`.
+    pub fn offer_held_batch(&self, batch: &mut Vec<Out>, bytes: usize) {
+        self.queued_bytes.fetch_add(bytes, Relaxed);
+        self.tx.try_send_drain(batch);
+        if !batch.is_empty() {
+            let unsent: usize = batch.iter().map(Out::len).sum();
+            self.queued_bytes.fetch_sub(unsent, Relaxed);
+        }
+    }
+
+    /// Payload bytes queued now and the send queue's bound on them.
+    pub fn byte_room(&self) -> (usize, usize) {
+        (self.queued_bytes.load(Relaxed), self.max_bytes)
+    }
+
     /// Queues `/topic` messages for subscription `sub` as far as they fit
     /// whole, in order, with one count of bytes, one take from the budget
     /// and one lock of the send queue for the lot; `bytes`: their payloads'

@@ -125,6 +125,31 @@ impl<T> Sender<T> {
         n
     }
 
+    /// Moves items from the front of `items` into the queue, in order, as
+    /// far as there is room: one lock and at most one wake for the lot.
+    /// What did not fit stays in `items`; returns how many moved.
+    pub fn try_send_drain(&self, items: &mut Vec<T>) -> usize {
+        let (n, wake) = {
+            let mut state = lock(&self.0.state);
+            if self.0.closed.load(Relaxed) {
+                return 0;
+            }
+            let n = items
+                .len()
+                .min(self.0.capacity.saturating_sub(state.items.len()));
+            if n == 0 {
+                return 0;
+            }
+            state.items.extend(items.drain(..n));
+            self.0.len.store(state.items.len(), Relaxed);
+            (n, std::mem::take(&mut state.waiting))
+        };
+        if wake {
+            self.0.ready.notify_one();
+        }
+        n
+    }
+
     /// Queues `m` past the capacity (a frame the connection owes its client,
     /// bounded by its sender); gives it back only when the writer is gone.
     pub fn force_send(&self, m: T) -> Result<(), T> {
