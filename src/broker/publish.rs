@@ -139,19 +139,21 @@ enum Now {
     Wait,
     /// Its channel keeps its messages in JetStream.
     Stream(Arc<Channel>),
-    /// A `/topic` channel: the message joins those held for it.
-    Topic(Arc<Channel>),
+    /// A `/topic` channel, or a protocol 1 publisher's `/queue` in this
+    /// broker's memory or store: the message joins those held for it.
+    Hold(Arc<Channel>),
 }
 
-/// `/topic` messages a publisher holds before it routes them as one batch:
-/// a bound on what it keeps (a read buffer of small messages holds hundreds).
-/// At 64, the locks and counts a batch shares cost each message under 2 %
-/// of what they cost it alone.
+/// Messages a publisher holds before it routes them as one batch: a bound
+/// on what it keeps (a read buffer of small messages holds hundreds). At
+/// 64, the locks and counts a batch shares cost each message under 2 % of
+/// what they cost it alone.
 const HOLD_MAX: usize = 64;
 
-/// Consecutive `/topic` messages to one channel, from one read buffer,
-/// routed together: one lock of the channel and one hand-off per
-/// subscriber, where each message on its own would take both.
+/// Consecutive messages to one channel, from one read buffer, routed
+/// together. A `/topic` batch takes one lock of the channel and one
+/// hand-off per subscriber, where each message on its own would take both;
+/// a `/queue` batch, one lock of the channel and of its backlog.
 #[derive(Default)]
 struct Held {
     /// The channel, the name it was published to, and whether the messages
@@ -159,13 +161,28 @@ struct Held {
     to: Option<(Arc<Channel>, Bytes, bool)>,
     messages: Vec<(Bytes, u16)>,
     bytes: usize,
+    /// A `/queue` batch stopped at a message its backlog refused, for this
+    /// reason: it and those after it wait for room
+    /// ([`Publisher::wait_held`]), and so does whatever the publisher does next.
+    blocked: Option<Attempt>,
+}
+
+/// What [`Publisher::hold`] did with a message.
+enum Hold {
+    Held,
+    /// Held, behind messages that wait for room: the reader waits too.
+    Wait,
+    /// Not held: what is held for another channel waits for room first.
+    Back(Bytes),
 }
 
 /// A publish that must wait: see [`Publisher::publish_now`].
 pub(crate) struct Later(LaterKind);
 
 enum LaterKind {
-    /// Its `/queue` backlog is full.
+    /// The messages held wait for their backlog's room (this one among them).
+    Held,
+    /// Its `/queue` backlog is full, or held messages for another channel are.
     Wait {
         name: Bytes,
         payload: Bytes,
@@ -235,6 +252,9 @@ pub(crate) struct Publisher<'a> {
 impl Drop for Publisher<'_> {
     fn drop(&mut self) {
         self.flush_counts();
+        // Only when its reader ended without waiting for them (it waits
+        // whenever it can): counted, never dropped unsaid.
+        self.lose_held(DropReason::SubscriberGone);
     }
 }
 
@@ -287,14 +307,19 @@ impl<'a> Publisher<'a> {
 
     /// One more message published to `channel`.
     fn count_channel(&mut self, channel: &Arc<Channel>, len: u64) {
+        self.count_channel_n(channel, 1, len);
+    }
+
+    /// `n` more messages, of `len` bytes in all, published to `channel`.
+    fn count_channel_n(&mut self, channel: &Arc<Channel>, n: u64, len: u64) {
         match &mut self.unsaid.channel {
-            Some((c, n, bytes)) if Arc::ptr_eq(c, channel) => {
-                *n += 1;
+            Some((c, count, bytes)) if Arc::ptr_eq(c, channel) => {
+                *count += n;
                 *bytes += len;
             }
             slot => {
-                if let Some((c, n, bytes)) = slot.replace((channel.clone(), 1, len)) {
-                    c.stats.published.add(n, bytes);
+                if let Some((c, count, bytes)) = slot.replace((channel.clone(), n, len)) {
+                    c.stats.published.add(count, bytes);
                 }
             }
         }
@@ -361,11 +386,30 @@ impl<'a> Publisher<'a> {
             }
             _ => false,
         };
+        self.route_message(name, payload, head, elsewhere)
+    }
+
+    /// A publish, counted and allowed, as far as it goes without waiting.
+    fn route_message(
+        &mut self,
+        name: Bytes,
+        payload: Bytes,
+        head: u16,
+        elsewhere: bool,
+    ) -> Result<bool, Later> {
         match self.route_now(&name, &payload, head, elsewhere) {
             Now::Done(done) => Ok(done),
-            Now::Topic(channel) => {
-                self.hold(channel, name, payload, head, elsewhere);
-                Ok(true)
+            Now::Hold(channel) => {
+                match self.hold(channel, name.clone(), payload, head, elsewhere) {
+                    Hold::Held => Ok(true),
+                    Hold::Wait => Err(Later(LaterKind::Held)),
+                    Hold::Back(payload) => Err(Later(LaterKind::Wait {
+                        name,
+                        payload,
+                        head,
+                        elsewhere,
+                    })),
+                }
             }
             Now::Wait => Err(Later(LaterKind::Wait {
                 name,
@@ -390,19 +434,120 @@ impl<'a> Publisher<'a> {
     /// finish; boxed by its callers, so that the futures of the routing
     /// that waits (and of JetStream's) are no part of a reader's own.
     pub async fn publish_later(&mut self, later: Later) -> bool {
-        self.route_held();
+        let waited = self.wait_held().await;
         match later.0 {
+            LaterKind::Held => waited.is_ok(),
             LaterKind::Wait {
                 name,
                 payload,
                 head,
                 elsewhere,
             } => {
-                self.route_locally(name, payload, head, false, elsewhere)
-                    .await
+                if let Err(reason) = waited {
+                    if let Ok(channel) = self.target(&name, elsewhere) {
+                        self.lost(&channel, reason);
+                    }
+                    return false;
+                }
+                // Tried again: it may have waited only for those held.
+                match self.route_message(name, payload, head, elsewhere) {
+                    Ok(done) => done,
+                    Err(Later(LaterKind::Wait {
+                        name,
+                        payload,
+                        head,
+                        elsewhere,
+                    })) => {
+                        self.route_locally(name, payload, head, false, elsewhere)
+                            .await
+                    }
+                    Err(Later(LaterKind::Held)) => self.wait_held().await.is_ok(),
+                    Err(Later(LaterKind::Ship { channel, rest })) => {
+                        self.ship_and_gather(channel, rest).await
+                    }
+                }
             }
-            LaterKind::Ship { channel, rest } => self.ship_and_gather(channel, rest).await,
+            LaterKind::Ship { channel, rest } => {
+                let shipped = self.ship_and_gather(channel, rest).await;
+                waited.is_ok() && shipped
+            }
         }
+    }
+
+    /// Whether held `/queue` messages wait for room: the reader must
+    /// [`wait_held`](Self::wait_held) before it reads on or ends.
+    pub fn held_blocked(&self) -> bool {
+        self.held.blocked.is_some()
+    }
+
+    /// Routes what is held, waiting for `/queue` room as long as it must;
+    /// `Err` when the broker stopped or the connection was killed first
+    /// (what was still held is counted lost, for this reason).
+    pub async fn wait_held(&mut self) -> Result<(), DropReason> {
+        let conn = self.conn;
+        let killed = async {
+            match conn {
+                Some(c) => c.kill.cancelled().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(killed);
+        loop {
+            self.route_held();
+            if self.held.blocked.is_none() {
+                return Ok(());
+            }
+            let Some((channel, ..)) = self.held.to.clone() else {
+                return Ok(());
+            };
+            let Kind::Queue(q) = &channel.kind else {
+                return Ok(());
+            };
+            let room = q.space_notified();
+            tokio::pin!(room);
+            // Registered before the attempt, so a refill in between is not missed.
+            room.as_mut().enable();
+            self.route_held();
+            let Some(why) = self.held.blocked else {
+                return Ok(());
+            };
+            let len = self.held.messages.first().map_or(0, |(p, _)| p.len());
+            // Biased: what can be routed at once is, even while the broker
+            // is stopping (the attempt above).
+            tokio::select! {
+                biased;
+                _ = q.wait_room_for(room, why, len) => {}
+                _ = self.stop.cancelled() => {
+                    self.lose_held(DropReason::Shutdown);
+                    return Err(DropReason::Shutdown);
+                }
+                _ = &mut killed => {
+                    self.lose_held(DropReason::SubscriberGone);
+                    return Err(DropReason::SubscriberGone);
+                }
+                // As for one message waiting (see route_locally).
+                _ = tokio::time::sleep(EVICT_AFTER) => {
+                    if !self.router.budget.fits_parked(len) {
+                        self.router.evict_for_room(&channel);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What is still held will not be routed: each counted lost.
+    fn lose_held(&mut self, reason: DropReason) {
+        let Some((channel, ..)) = self.held.to.take() else {
+            return;
+        };
+        let n = self.held.messages.len() as u64;
+        if n > 0 {
+            let conn = self.conn.map(|c| &*c.stats);
+            self.router.count_drop(Some(&channel), conn, reason, n);
+        }
+        self.held.messages.clear();
+        self.held.bytes = 0;
+        self.held.blocked = None;
     }
 
     /// Waits for the `/queue` messages still on their way into JetStream and
@@ -583,11 +728,20 @@ impl<'a> Publisher<'a> {
                 Ok(c) => c,
                 Err(done) => return Now::Done(done),
             };
-            if matches!(channel.kind, Kind::Topic(_)) {
-                return Now::Topic(channel);
+            let holds = match (&channel.kind, channel.store) {
+                (Kind::Topic(_), _) => true,
+                (Kind::Queue(_), Some(Backend::JetStream)) => false,
+                // Protocol 2 answers each publish: one at a time.
+                (Kind::Queue(_), _) => self.conn.is_some_and(|c| c.v2.is_none()),
+            };
+            if holds {
+                return Now::Hold(channel);
             }
             // In the order they came: what is held goes first.
             self.route_held();
+            if self.held.blocked.is_some() {
+                return Now::Wait;
+            }
             let routed = match (&channel.kind, channel.store) {
                 (Kind::Queue(_), Some(Backend::JetStream)) => return Now::Stream(channel),
                 (Kind::Topic(_), _) => unreachable!("a /topic message is held"),
@@ -614,8 +768,8 @@ impl<'a> Publisher<'a> {
         }
     }
 
-    /// Holds a `/topic` message for [`route_held`](Self::route_held), which
-    /// runs first when it is for another channel than those held.
+    /// Holds a message for [`route_held`](Self::route_held), which runs
+    /// first when it is for another channel than those held.
     fn hold(
         &mut self,
         channel: Arc<Channel>,
@@ -623,30 +777,75 @@ impl<'a> Publisher<'a> {
         payload: Bytes,
         head: u16,
         elsewhere: bool,
-    ) {
+    ) -> Hold {
         match &self.held.to {
             Some((c, _, e)) if Arc::ptr_eq(c, &channel) && *e == elsewhere => {}
             _ => {
                 self.route_held();
+                if self.held.blocked.is_some() {
+                    return Hold::Back(payload);
+                }
                 self.held.to = Some((channel.clone(), name, elsewhere));
             }
         }
-        self.count_channel(&channel, payload.len() as u64);
+        // A /queue message is counted once its backlog took it.
+        if matches!(channel.kind, Kind::Topic(_)) {
+            self.count_channel(&channel, payload.len() as u64);
+        }
         self.held.bytes += payload.len();
         self.held.messages.push((payload, head));
-        if self.held.messages.len() >= HOLD_MAX {
+        if self.held.blocked.is_none() && self.held.messages.len() >= HOLD_MAX {
             self.route_held();
+        }
+        if self.held.blocked.is_some() {
+            Hold::Wait
+        } else {
+            Hold::Held
         }
     }
 
-    /// Routes the `/topic` messages held. Called before this publisher does
-    /// anything else, and by its reader before it waits for input, answers
-    /// a client or handles any frame but a publish: a message is held only
-    /// while its reader goes through a read buffer without a pause.
+    /// Routes the messages held. Called before this publisher does anything
+    /// else, and by its reader before it waits for input, answers a client
+    /// or handles any frame but a publish: a message is held only while its
+    /// reader goes through a read buffer without a pause. `/queue` messages
+    /// their backlog has no room for stay held ([`Held::blocked`]).
     pub fn route_held(&mut self) {
         let Some((channel, name, elsewhere)) = self.held.to.take() else {
             return;
         };
+        if let Kind::Queue(q) = &channel.kind {
+            let held = self.held.messages.len();
+            match q.try_publish_batch(&mut self.held.messages) {
+                Ok(why) => {
+                    let left: usize = self.held.messages.iter().map(|(p, _)| p.len()).sum();
+                    let taken = held - self.held.messages.len();
+                    if taken > 0 {
+                        self.placed(&channel, taken, self.held.bytes - left);
+                    }
+                    self.held.bytes = left;
+                    self.held.blocked = why;
+                    if why.is_some() {
+                        self.held.to = Some((channel, name, elsewhere));
+                    }
+                }
+                Err(Retired) => {
+                    // Retired underneath: to the channel that now has the
+                    // name, if any (each message that finds none is counted).
+                    self.cache.remove(&name);
+                    self.last = None;
+                    self.held.blocked = None;
+                    while !self.held.messages.is_empty() {
+                        if let Ok(c) = self.target(&name, elsewhere) {
+                            self.held.to = Some((c, name, elsewhere));
+                            return self.route_held();
+                        }
+                        let (payload, _) = self.held.messages.remove(0);
+                        self.held.bytes -= payload.len();
+                    }
+                }
+            }
+            return;
+        }
         let mut messages = std::mem::take(&mut self.held.messages);
         let bytes = std::mem::take(&mut self.held.bytes);
         if self
@@ -665,6 +864,19 @@ impl<'a> Publisher<'a> {
         messages.clear();
         // The buffer is kept: the next read buffer fills it again.
         self.held.messages = messages;
+    }
+
+    /// `n` messages of `bytes` in all went to `channel`'s `/queue`.
+    fn placed(&mut self, channel: &Arc<Channel>, n: usize, bytes: usize) {
+        if let Some(log) = match &channel.kind {
+            Kind::Queue(q) => q.log(),
+            Kind::Topic(_) => None,
+        } {
+            let (upto, sync) = self.stored.get_or_insert((0, false));
+            *upto = (*upto).max(log.last_end.load(Relaxed));
+            *sync |= log.sync;
+        }
+        self.count_channel_n(channel, n as u64, bytes as u64);
     }
 
     /// One `/topic` message routed now, already counted for its channel.
@@ -776,17 +988,10 @@ impl<'a> Publisher<'a> {
             self.last = None;
             return false;
         }
-        if let Some(log) = match &channel.kind {
-            Kind::Queue(q) => q.log(),
-            Kind::Topic(_) => None,
-        } {
-            let (upto, sync) = self.stored.get_or_insert((0, false));
-            *upto = (*upto).max(log.last_end.load(Relaxed));
-            *sync |= log.sync;
+        if counted {
+            return true;
         }
-        if !counted {
-            self.count_channel(channel, len as u64);
-        }
+        self.placed(channel, 1, len);
         true
     }
 

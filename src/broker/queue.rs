@@ -543,6 +543,79 @@ impl QueueState {
         self.place(payload, head, false)
     }
 
+    /// [`try_publish`](Self::try_publish) for messages in a row, under one
+    /// lock: those taken leave the front of `messages`; the rest stay, and
+    /// the answer says why the first of them was not taken (`None`: all
+    /// were).
+    pub fn try_publish_batch(
+        &self,
+        messages: &mut Vec<(Bytes, u16)>,
+    ) -> Result<Option<Attempt>, Retired> {
+        let mut inner = lock(&self.inner);
+        if inner.retired {
+            return Err(Retired);
+        }
+        if let Some(why) = self.park_batch(&mut inner, messages) {
+            return Ok(why);
+        }
+        let mut taken = 0;
+        let mut why = None;
+        for (payload, head) in messages.iter_mut() {
+            match self.place_locked(&mut inner, std::mem::take(payload), *head, false) {
+                Ok(()) => taken += 1,
+                Err((attempt, back)) => {
+                    *payload = back;
+                    why = Some(attempt);
+                    break;
+                }
+            }
+        }
+        drop(inner);
+        messages.drain(..taken);
+        Ok(why)
+    }
+
+    /// A flood's batch: behind a backlog in memory, the messages that fit
+    /// its bounds join it with one take from the budget, where each on its
+    /// own costs two of the broker's most contended atomic operations.
+    /// `None` when this does not apply (no backlog, a durable channel, the
+    /// budget short of the lot): then each message is placed on its own.
+    fn park_batch(
+        &self,
+        inner: &mut Inner,
+        messages: &mut Vec<(Bytes, u16)>,
+    ) -> Option<Option<Attempt>> {
+        if inner.backlog.is_empty() || self.log.is_some() {
+            return None;
+        }
+        let room = self
+            .capacity
+            .load(Relaxed)
+            .saturating_sub(inner.backlog.len());
+        let max_bytes = self.max_bytes.load(Relaxed);
+        let (mut n, mut bytes) = (0, 0);
+        for (payload, _) in messages.iter().take(room) {
+            if inner.bytes + bytes + payload.len() > max_bytes {
+                break;
+            }
+            n += 1;
+            bytes += payload.len();
+        }
+        // (try_park's one message let through when nothing is parked cannot
+        // apply: the backlog's own bytes are.)
+        if n > 0 && !self.budget.try_park(bytes) {
+            return None;
+        }
+        inner.backlog.extend(
+            messages
+                .drain(..n)
+                .map(|(payload, head)| Out::with_head(payload, 0, head)),
+        );
+        inner.bytes += bytes;
+        self.publish_len(inner);
+        Some((!messages.is_empty()).then_some(Attempt::Full))
+    }
+
     /// [`try_publish`](Self::try_publish); `forced`: past the backlog's
     /// bounds and the budget (a dead letter, which never waits).
     #[inline]
@@ -551,14 +624,32 @@ impl QueueState {
         if inner.retired {
             return Err(Retired);
         }
-        let mut out = Out::with_head(payload.clone(), 0, head);
+        Ok(
+            match self.place_locked(&mut inner, payload.clone(), head, forced) {
+                Ok(()) => Attempt::Taken,
+                Err((attempt, _)) => attempt,
+            },
+        )
+    }
+
+    /// [`place`](Self::place) under the lock; gives the payload back with
+    /// why it was not taken.
+    #[inline]
+    fn place_locked(
+        &self,
+        inner: &mut Inner,
+        payload: Bytes,
+        head: u16,
+        forced: bool,
+    ) -> Result<(), (Attempt, Bytes)> {
+        let mut delivery = None;
         let mut spilled_at = None;
         if let Some(log) = &self.log {
             if !forced && log.disk.congested() {
-                return Ok(Attempt::StoreFull);
+                return Err((Attempt::StoreFull, payload));
             }
             if !forced && log.disk.full() {
-                return Ok(Attempt::DiskFull);
+                return Err((Attempt::DiskFull, payload));
             }
             // Numbered and stored before any worker can have it: its
             // settlement must follow it in the store.
@@ -566,30 +657,32 @@ impl QueueState {
             let bound = if forced { 0 } else { log.max_bytes };
             let Some((at, end)) =
                 log.disk
-                    .append(&log.name, seq.get(), head, payload, log.sync, bound)
+                    .append(&log.name, seq.get(), head, &payload, log.sync, bound)
             else {
-                return Ok(Attempt::DiskFull);
+                return Err((Attempt::DiskFull, payload));
             };
             inner.numbering.taken(seq);
-            out.delivery = Some(DeliveryId::new(seq, std::num::NonZeroU32::MIN));
+            delivery = Some(DeliveryId::new(seq, std::num::NonZeroU32::MIN));
             log.last_end.fetch_max(end, Relaxed);
             // Behind messages kept on disk only: on disk only too, in order.
             if !inner.spilled.is_empty() {
-                Self::spill(&mut inner, log.disk.dir(), seq.get(), at, end);
-                self.publish_len(&inner);
-                return Ok(Attempt::Taken);
+                Self::spill(inner, log.disk.dir(), seq.get(), at, end);
+                self.publish_len(inner);
+                return Ok(());
             }
             spilled_at = Some((at, end));
         }
+        let len = payload.len();
+        let mut out = Out::with_head(payload, 0, head);
+        out.delivery = delivery;
         let out = if inner.backlog.is_empty() {
             match inner.dispatch(out, false) {
-                Ok(()) => return Ok(Attempt::Taken),
+                Ok(()) => return Ok(()),
                 Err(back) => back,
             }
         } else {
             out
         };
-        let len = payload.len();
         if forced {
             self.budget.force_park(len);
         } else {
@@ -608,18 +701,18 @@ impl QueueState {
                 if let (Some((at, end)), Some(d)) = (spilled_at, out.delivery) {
                     let dir = self.log.as_ref().map(|l| l.disk.dir());
                     if let Some(dir) = dir {
-                        Self::spill(&mut inner, dir, d.seq(), at, end);
+                        Self::spill(inner, dir, d.seq(), at, end);
                     }
-                    self.publish_len(&inner);
-                    return Ok(Attempt::Taken);
+                    self.publish_len(inner);
+                    return Ok(());
                 }
-                return Ok(refused);
+                return Err((refused, out.payload));
             }
         }
         inner.bytes += len;
         inner.backlog.push_back(out);
-        self.publish_len(&inner);
-        Ok(Attempt::Taken)
+        self.publish_len(inner);
+        Ok(())
     }
 
     fn spill(inner: &mut Inner, dir: &std::path::Path, seq: u64, at: Loc, end: u64) {
@@ -638,28 +731,48 @@ impl QueueState {
     /// Routes one message, waiting for backlog room when the backlog is full.
     pub async fn publish(&self, payload: Bytes, head: u16) -> Result<(), Retired> {
         loop {
-            let room = self.space.notified();
+            let room = self.space_notified();
             tokio::pin!(room);
             // Registered before the attempt, so a refill in between is not missed.
             room.as_mut().enable();
             match self.try_publish(&payload, head)? {
                 Attempt::Taken => return Ok(()),
-                Attempt::Full => room.await,
-                Attempt::StoreFull | Attempt::DiskFull => {
-                    if let Some(log) = self.log.as_deref() {
-                        tokio::select! {
-                            _ = &mut room => {}
-                            _ = log.disk.room(&log.name, log.max_bytes) => {}
-                        }
+                why => self.wait_room_for(room, why, payload.len()).await,
+            }
+        }
+    }
+
+    /// Woken whenever the backlog shrinks: made (and enabled) before an
+    /// attempt, then handed to [`wait_room_for`](Self::wait_room_for).
+    pub fn space_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.space.notified()
+    }
+
+    /// Waits until a message of `len` bytes refused for `why` may be tried
+    /// again: the backlog shrank (`room`), or what refused it has room.
+    pub async fn wait_room_for(
+        &self,
+        room: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+        why: Attempt,
+        len: usize,
+    ) {
+        match why {
+            Attempt::Taken => {}
+            Attempt::Full => room.await,
+            Attempt::StoreFull | Attempt::DiskFull => {
+                if let Some(log) = self.log.as_deref() {
+                    tokio::select! {
+                        _ = room => {}
+                        _ = log.disk.room(&log.name, log.max_bytes) => {}
                     }
                 }
-                // The budget is shared with every other channel: bytes freed
-                // there must wake this publisher too.
-                Attempt::OverBudget => tokio::select! {
-                    _ = &mut room => {}
-                    _ = self.budget.room_for_parking(payload.len()) => {}
-                },
             }
+            // The budget is shared with every other channel: bytes freed
+            // there must wake this publisher too.
+            Attempt::OverBudget => tokio::select! {
+                _ = room => {}
+                _ = self.budget.room_for_parking(len) => {}
+            },
         }
     }
 
@@ -1376,6 +1489,44 @@ mod tests {
         assert_eq!(drain(&q, &a, &mut rx_a), ["5xxxxx"]);
         assert_eq!(drain(&q, &b, &mut rx_b), ["6xxxxx"]);
         assert_eq!(q.backlog_len(), 0);
+    }
+
+    #[test]
+    fn a_batch_behind_a_backlog_joins_it_within_its_bounds_and_the_budget() {
+        let budget = Arc::new(Budget::new(1000));
+        let q = QueueState::new(5, 1 << 20, budget.clone());
+        let batch = |n: usize| -> Vec<(Bytes, u16)> {
+            (0..n)
+                .map(|i| (Bytes::from(vec![b'0' + i as u8; 10]), 0))
+                .collect()
+        };
+        assert_eq!(q.try_publish_batch(&mut batch(1)).unwrap(), None);
+        let mut six = batch(6);
+        assert_eq!(q.try_publish_batch(&mut six).unwrap(), Some(Attempt::Full));
+        assert_eq!(six.len(), 2, "four more fit a backlog of five");
+        assert_eq!(six[0].0[0], b'4', "the first not taken comes first");
+        assert_eq!(
+            (q.backlog_len(), budget.parked(), budget.used()),
+            (5, 50, 50)
+        );
+        assert_eq!(q.try_publish_batch(&mut six).unwrap(), Some(Attempt::Full));
+        assert_eq!(six.len(), 2);
+
+        // The backlogs' share of the budget is 500: a batch of 300-byte
+        // messages that passes it goes message by message, and the one that
+        // does not fit waits for the budget.
+        let q = QueueState::new(100, 1 << 20, budget.clone());
+        let big = |n: usize| -> Vec<(Bytes, u16)> {
+            (0..n).map(|_| (Bytes::from(vec![b'x'; 300]), 0)).collect()
+        };
+        assert_eq!(q.try_publish_batch(&mut big(1)).unwrap(), None);
+        let mut two = big(2);
+        assert_eq!(
+            q.try_publish_batch(&mut two).unwrap(),
+            Some(Attempt::OverBudget)
+        );
+        assert_eq!(two.len(), 2);
+        assert_eq!(budget.parked(), 350, "nothing parked past the share");
     }
 
     #[tokio::test]

@@ -906,7 +906,7 @@ async fn read_loop<R: AsyncRead + WaitData + Unpin + Send>(
         Some(conn),
     )
     .with_rights(rights);
-    let end = read_frames(
+    let mut end = read_frames(
         shared,
         frames,
         conn,
@@ -916,6 +916,14 @@ async fn read_loop<R: AsyncRead + WaitData + Unpin + Send>(
     )
     .await;
     publisher.flush_counts();
+    // What is held waits for room before the connection is done: an
+    // end-of-stream says all of it was routed.
+    if publisher.held_blocked()
+        && Box::pin(publisher.wait_held()).await.is_err()
+        && matches!(end, End::Finish(_))
+    {
+        end = cut_short(shared, conn);
+    }
     // Boxed: the cluster's settling (JetStream futures, several KiB) would
     // otherwise be part of every connection's task, clustered or not,
     // for the whole life of the connection.
@@ -1145,6 +1153,10 @@ async fn before_waiting(
         return Some(cut_short(shared, conn));
     }
     publisher.flush_counts();
+    // Boxed, as the waits of single publishes: rare but in a flood.
+    if publisher.held_blocked() && Box::pin(publisher.wait_held()).await.is_err() {
+        return Some(cut_short(shared, conn));
+    }
     if let Session::V2(v2) = session {
         if !v2.answer_now(conn, publisher) {
             Box::pin(v2.answer(conn, publisher, shared)).await;
