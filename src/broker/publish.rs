@@ -336,7 +336,7 @@ impl<'a> Publisher<'a> {
     /// `head`: bytes at the front of `payload` that are its header block
     /// (protocol v2 headers, never on a clustered broker).
     pub async fn publish(&mut self, name: Bytes, payload: Bytes, head: u16) -> bool {
-        match self.publish_now(name, payload, head) {
+        match self.publish_now(&name, payload, head) {
             Ok(done) => done,
             Err(later) => Box::pin(self.publish_later(later)).await,
         }
@@ -348,24 +348,24 @@ impl<'a> Publisher<'a> {
     /// JetStream), to be finished by [`Publisher::publish_later`]. Not
     /// async, so that a reader routing a read buffer's frames builds and
     /// moves no future per message.
-    pub fn publish_now(&mut self, name: Bytes, payload: Bytes, head: u16) -> Result<bool, Later> {
+    pub fn publish_now(&mut self, name: &Bytes, payload: Bytes, head: u16) -> Result<bool, Later> {
         let len = payload.len() as u64;
         self.unsaid.received.0 += 1;
         self.unsaid.received.1 += len;
         // Names under /$aioq/ are the protocol's own: nobody publishes there.
         // (One byte looked at first: this runs for every publish.)
-        if name.get(1) == Some(&b'$') && crate::proto::v2::is_reserved(&name) {
+        if name.get(1) == Some(&b'$') && crate::proto::v2::is_reserved(name) {
             let conn = self.conn.map(|c| &*c.stats);
             self.router.count_drop(None, conn, DropReason::Denied, 1);
-            self.refusal = Some((v2::reason::RESERVED, name));
+            self.refusal = Some((v2::reason::RESERVED, name.clone()));
             return Ok(true);
         }
         if let Some(rights) = &mut self.rights {
-            if !rights.may_publish(self.router, &name) {
-                rights.denied(&name);
+            if !rights.may_publish(self.router, name) {
+                rights.denied(name);
                 let conn = self.conn.map(|c| &*c.stats);
                 self.router.count_drop(None, conn, DropReason::Denied, 1);
-                self.refusal = Some((v2::reason::DENIED, name));
+                self.refusal = Some((v2::reason::DENIED, name.clone()));
                 return Ok(true);
             }
         }
@@ -373,7 +373,7 @@ impl<'a> Publisher<'a> {
             let conn = self.conn.map(|c| &*c.stats);
             self.router
                 .count_drop(None, conn, DropReason::EmptyPayload, 1);
-            self.refusal = Some((v2::reason::EMPTY_PAYLOAD, name));
+            self.refusal = Some((v2::reason::EMPTY_PAYLOAD, name.clone()));
             return Ok(true);
         }
         self.unsaid.published.0 += 1;
@@ -381,9 +381,7 @@ impl<'a> Publisher<'a> {
         // A /topic message that went to the other brokers was routed, whether
         // or not anyone here is subscribed.
         let elsewhere = match self.links.forward {
-            Some(forward) if !crate::proto::is_queue(&name) => {
-                forward.forward(&name, &payload, head)
-            }
+            Some(forward) if !crate::proto::is_queue(name) => forward.forward(name, &payload, head),
             _ => false,
         };
         self.route_message(name, payload, head, elsewhere)
@@ -392,27 +390,25 @@ impl<'a> Publisher<'a> {
     /// A publish, counted and allowed, as far as it goes without waiting.
     fn route_message(
         &mut self,
-        name: Bytes,
+        name: &Bytes,
         payload: Bytes,
         head: u16,
         elsewhere: bool,
     ) -> Result<bool, Later> {
-        match self.route_now(&name, &payload, head, elsewhere) {
+        match self.route_now(name, &payload, head, elsewhere) {
             Now::Done(done) => Ok(done),
-            Now::Hold(channel) => {
-                match self.hold(channel, name.clone(), payload, head, elsewhere) {
-                    Hold::Held => Ok(true),
-                    Hold::Wait => Err(Later(LaterKind::Held)),
-                    Hold::Back(payload) => Err(Later(LaterKind::Wait {
-                        name,
-                        payload,
-                        head,
-                        elsewhere,
-                    })),
-                }
-            }
+            Now::Hold(channel) => match self.hold(channel, name, payload, head, elsewhere) {
+                Hold::Held => Ok(true),
+                Hold::Wait => Err(Later(LaterKind::Held)),
+                Hold::Back(payload) => Err(Later(LaterKind::Wait {
+                    name: name.clone(),
+                    payload,
+                    head,
+                    elsewhere,
+                })),
+            },
             Now::Wait => Err(Later(LaterKind::Wait {
-                name,
+                name: name.clone(),
                 payload,
                 head,
                 elsewhere,
@@ -450,7 +446,7 @@ impl<'a> Publisher<'a> {
                     return false;
                 }
                 // Tried again: it may have waited only for those held.
-                match self.route_message(name, payload, head, elsewhere) {
+                match self.route_message(&name, payload, head, elsewhere) {
                     Ok(done) => done,
                     Err(Later(LaterKind::Wait {
                         name,
@@ -638,8 +634,16 @@ impl<'a> Publisher<'a> {
         }
     }
 
+    /// The channel of the last publish, if it had one.
+    pub fn last_channel(&self) -> Option<Arc<Channel>> {
+        self.last.clone()
+    }
+
     fn channel(&mut self, name: &Bytes) -> Found {
-        if let Some(c) = self.last.as_ref().filter(|c| c.name == name) {
+        // The same bytes, when the reader found the name the last one's.
+        if let Some(c) = self.last.as_ref().filter(|c| {
+            (c.name.as_ptr() == name.as_ptr() && c.name.len() == name.len()) || c.name == name
+        }) {
             return Found::Channel(c.clone());
         }
         if let Some(c) = self.cache.get(name) {
@@ -773,7 +777,7 @@ impl<'a> Publisher<'a> {
     fn hold(
         &mut self,
         channel: Arc<Channel>,
-        name: Bytes,
+        name: &Bytes,
         payload: Bytes,
         head: u16,
         elsewhere: bool,
@@ -785,7 +789,7 @@ impl<'a> Publisher<'a> {
                 if self.held.blocked.is_some() {
                     return Hold::Back(payload);
                 }
-                self.held.to = Some((channel.clone(), name, elsewhere));
+                self.held.to = Some((channel.clone(), name.clone(), elsewhere));
             }
         }
         // A /queue message is counted once its backlog took it.

@@ -52,6 +52,42 @@ async fn oversized_length_prefix_disconnects_before_reading_the_body() {
     );
 }
 
+/// The reader takes a publish to the channel of the one before straight
+/// from its buffer: the frame limit holds there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_payload_to_the_channel_just_published_to_is_refused() {
+    // Small enough that both pairs fit the read buffer a connection starts with.
+    let broker = Broker::spawn(&["--max-frame", "100", "--max-channel", "64"]);
+    let mut sub = Raw::subscribe(broker.port, "/topic/same").await;
+    wait_subscribed(&broker, "/topic/same", 1).await;
+    let mut bad = Raw::subscribe(broker.port, "/null").await;
+    let pair = |payload: &[u8]| {
+        let name = b"/topic/same";
+        let mut b = (name.len() as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(name);
+        b.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        b.extend_from_slice(payload);
+        b
+    };
+    // One write: the second pair is whole in the broker's read buffer.
+    let mut both = pair(b"first");
+    both.extend(pair(&[b'x'; 150]));
+    bad.stream.write_all(&both).await.unwrap();
+    assert!(within(5.0, "disconnected", bad.closed()).await);
+    let line = broker
+        .log
+        .wait_for_async(5.0, "breaking the protocol")
+        .await;
+    assert!(line.contains("150 bytes announced, limit is 100"), "{line}");
+    assert_eq!(within(5.0, "the first", sub.read_text()).await, "first");
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    p.publish("/topic/same", b"after").await;
+    assert_eq!(
+        within(5.0, "the next, not the oversized one", sub.read_text()).await,
+        "after"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_bytes_are_a_protocol_error_for_that_client_only() {
     let broker = Broker::spawn(&[]);
