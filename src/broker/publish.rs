@@ -639,6 +639,11 @@ impl<'a> Publisher<'a> {
         self.last.clone()
     }
 
+    /// Whether `channel` is that of the last publish.
+    pub fn is_last_channel(&self, channel: &Arc<Channel>) -> bool {
+        self.last.as_ref().is_some_and(|l| Arc::ptr_eq(l, channel))
+    }
+
     fn channel(&mut self, name: &Bytes) -> Found {
         // The same bytes, when the reader found the name the last one's.
         if let Some(c) = self.last.as_ref().filter(|c| {

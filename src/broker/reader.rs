@@ -985,6 +985,8 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
     let mut stopping = false;
     // Frames taken from the read buffer since the select below last ran.
     let mut unlooked = 0u32;
+    // The channel of the publisher's last publish, for publishes read in place.
+    let mut same: Option<Arc<super::router::Channel>> = None;
     tokio::pin!(stop, killed);
     loop {
         if stopping {
@@ -1026,8 +1028,13 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
         // cut and its drop are two atomic operations on the read buffer's
         // count, a tenth of a `/queue` flood's broker CPU with the payload's).
         if unlooked < FRAMES_BETWEEN_LOOKS {
-            if let (Session::V1(parser), Some(last)) = (&*session, publisher.last_channel()) {
-                if !parser.mid_pair() {
+            // Taken again only when it changed: a count of the channel's
+            // own per message would be one more atomic operation each.
+            if !same.as_ref().is_some_and(|c| publisher.is_last_channel(c)) {
+                same = publisher.last_channel();
+            }
+            if let (Session::V1(parser), Some(last)) = (&*session, &same) {
+                if !parser.mid_pair() && matches!(last.kind, super::router::Kind::Queue(_)) {
                     if let Some((name_len, payload)) = same_channel_pair(frames, &last.name) {
                         unlooked += 2;
                         frames_read += 2;
