@@ -167,6 +167,15 @@ struct Held {
     blocked: Option<Attempt>,
 }
 
+/// Done when `conn` is killed (never, for the broker's own process): a
+/// publish waiting for room gives up then.
+async fn killed(conn: Option<&Conn>) {
+    match conn {
+        Some(c) => c.kill.cancelled().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What [`Publisher::hold`] did with a message.
 enum Hold {
     Held,
@@ -480,13 +489,7 @@ impl<'a> Publisher<'a> {
     /// `Err` when the broker stopped or the connection was killed first
     /// (what was still held is counted lost, for this reason).
     pub async fn wait_held(&mut self) -> Result<(), DropReason> {
-        let conn = self.conn;
-        let killed = async {
-            match conn {
-                Some(c) => c.kill.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
+        let killed = killed(self.conn);
         tokio::pin!(killed);
         loop {
             self.route_held();
@@ -914,13 +917,7 @@ impl<'a> Publisher<'a> {
         counted: bool,
         elsewhere: bool,
     ) -> bool {
-        let conn = self.conn;
-        let killed = async {
-            match conn {
-                Some(c) => c.kill.cancelled().await,
-                None => std::future::pending().await,
-            }
-        };
+        let killed = killed(self.conn);
         tokio::pin!(killed);
         loop {
             let channel = match self.target(&name, elsewhere) {
