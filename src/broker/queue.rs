@@ -208,6 +208,17 @@ pub struct History {
 /// was 0.249.
 const OWED_MAX: u32 = 65_536;
 
+/// What a worker did with its turn in [`Inner::rotate`].
+enum Turn {
+    Took,
+    /// Not taken: the rotation moves past it only when it is passed over.
+    Refused {
+        passed_over: bool,
+    },
+    /// Nobody can take it now (the broker's memory budget).
+    Stop,
+}
+
 impl Inner {
     /// Nothing is left that could still come to a worker.
     fn idle(&self) -> bool {
@@ -233,35 +244,66 @@ impl Inner {
         item: T,
         mut offer: impl FnMut(&Subscription, T) -> Result<(), (T, bool)>,
     ) -> Result<(), T> {
-        let n = self.workers.len();
-        let mut item = item;
-        for k in 0..n {
-            let i = (self.next + k) % n;
-            let w = &self.workers[i];
+        let mut item = Some(item);
+        self.rotate(|w, _| {
             // A full queue is seen with one load, not by counting and
             // undoing an offer it would refuse.
             if w.room() > 0 {
-                match offer(w, item) {
-                    Ok(()) => {
-                        // Those before it in the rotation were passed over
-                        // for another worker: owed to them.
-                        for j in 0..k {
-                            self.workers[(self.next + j) % n].owe_turn(OWED_MAX);
-                        }
-                        self.next = if w.repay_turn() { i } else { (i + 1) % n };
-                        return Ok(());
-                    }
+                let Some(it) = item.take() else {
+                    return Turn::Stop;
+                };
+                match offer(w, it) {
+                    Ok(()) => return Turn::Took,
                     // The broker's memory, not this worker: none can take it.
-                    Err((back, true)) => return Err(back),
-                    Err((back, false)) => item = back,
+                    Err((back, true)) => {
+                        item = Some(back);
+                        return Turn::Stop;
+                    }
+                    Err((back, false)) => item = Some(back),
                 }
             }
-            if !w.passed_over() {
-                self.next = i;
-                return Err(item);
+            Turn::Refused {
+                passed_over: w.passed_over(),
+            }
+        });
+        match item {
+            None => Ok(()),
+            Some(back) => Err(back),
+        }
+    }
+
+    /// The rotation's one step, as [`round_robin`](Self::round_robin)
+    /// describes it: `take` is asked for each worker from the one whose turn
+    /// it is; the first that takes moves the turn on (or keeps it, when it is
+    /// owed turns), and those passed over before it are owed one. Returns
+    /// the worker that took, by index.
+    fn rotate(&mut self, mut take: impl FnMut(&Subscription, usize) -> Turn) -> Option<usize> {
+        let n = self.workers.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            match take(&self.workers[i], i) {
+                Turn::Took => {
+                    // Those before it in the rotation were passed over for
+                    // another worker: owed to them.
+                    for j in 0..k {
+                        self.workers[(self.next + j) % n].owe_turn(OWED_MAX);
+                    }
+                    self.next = if self.workers[i].repay_turn() {
+                        i
+                    } else {
+                        (i + 1) % n
+                    };
+                    return Some(i);
+                }
+                Turn::Stop => return None,
+                Turn::Refused { passed_over: true } => {}
+                Turn::Refused { passed_over: false } => {
+                    self.next = i;
+                    return None;
+                }
             }
         }
-        Err(item)
+        None
     }
 
     /// Hands `m` to the next worker with room, as the channel's next
@@ -270,21 +312,7 @@ impl Inner {
     /// a worker takes it. `held`: the budget already counts its bytes (it
     /// comes from the backlog).
     fn dispatch(&mut self, m: Out, held: bool) -> Result<(), Out> {
-        // A message keeps its number from its first delivery on: what the
-        // channel remembers of it (its failures) is found by it.
-        let (seq, fresh) = match m.delivery {
-            Some(d) => (
-                std::num::NonZeroU64::new(d.seq()).unwrap_or(std::num::NonZeroU64::MIN),
-                false,
-            ),
-            None => (self.numbering.peek(), true),
-        };
-        let m = Out {
-            delivery: Some(DeliveryId::new(seq, m.attempt())),
-            payload: m.payload,
-            sub: 0,
-            head: m.head,
-        };
+        let (m, fresh) = self.with_id(m, 0);
         self.round_robin(m, |w, mut m| {
             m.sub = w.ids.local;
             w.offer_work(m, held)
@@ -293,12 +321,12 @@ impl Inner {
         .map_err(|mut back| {
             // Not taken: a number it was not given must not stick to it
             // (the next new message gets that number too).
-            if fresh {
+            if fresh.is_some() {
                 back.delivery = None;
             }
             back
         })?;
-        if fresh {
+        if let Some(seq) = fresh {
             self.numbering.taken(seq);
         }
         Ok(())
@@ -320,32 +348,23 @@ impl Inner {
         }
         let mut room: Vec<Room> = self.workers.iter().map(|w| Room::of(w)).collect();
         let mut dealt: Vec<Vec<Out>> = (0..n).map(|_| Vec::new()).collect();
-        'deal: while let Some(front) = self.backlog.front() {
-            let len = front.len();
-            let mut to = None;
-            for k in 0..n {
-                let i = (self.next + k) % n;
+        while let Some(len) = self.backlog.front().map(Out::len) {
+            let took = self.rotate(|_, i| {
                 if room[i].fits(len) {
-                    to = Some((i, k));
-                    break;
+                    room[i].take(len);
+                    Turn::Took
+                } else {
+                    Turn::Refused {
+                        passed_over: room[i].passed_over(),
+                    }
                 }
-                if !room[i].passed_over() {
-                    self.next = i;
-                    break 'deal;
-                }
-            }
-            let Some((i, k)) = to else { break };
-            for j in 0..k {
-                self.workers[(self.next + j) % n].owe_turn(OWED_MAX);
-            }
-            let w = &self.workers[i];
-            let sub = w.ids.local;
-            self.next = if w.repay_turn() { i } else { (i + 1) % n };
+            });
+            let Some(i) = took else { break };
             let Some(m) = self.backlog.pop_front() else {
                 break;
             };
+            let sub = self.workers[i].ids.local;
             let m = self.numbered(m, sub);
-            room[i].take(len);
             dealt[i].push(m);
         }
         let (mut moved, mut bytes) = (0, 0);
@@ -374,24 +393,37 @@ impl Inner {
         (moved, bytes)
     }
 
-    /// `m` as the channel's next delivery to worker `sub` (a message keeps
-    /// its number and attempt from its first delivery on: what the channel
-    /// remembers of it, its failures, is found by it).
+    /// `m` as the channel's next delivery to worker `sub`, its number taken.
     fn numbered(&mut self, m: Out, sub: u32) -> Out {
-        let seq = match m.delivery {
-            Some(d) => std::num::NonZeroU64::new(d.seq()).unwrap_or(std::num::NonZeroU64::MIN),
+        let (m, fresh) = self.with_id(m, sub);
+        if let Some(seq) = fresh {
+            self.numbering.taken(seq);
+        }
+        m
+    }
+
+    /// `m` with its delivery's id, for worker `sub`: a message keeps its
+    /// number and attempt from its first delivery on (what the channel
+    /// remembers of it, its failures, is found by it); a new one gets the
+    /// next number, returned when it is still to be taken.
+    fn with_id(&self, m: Out, sub: u32) -> (Out, Option<std::num::NonZeroU64>) {
+        let (seq, fresh) = match m.delivery {
+            Some(d) => (
+                std::num::NonZeroU64::new(d.seq()).unwrap_or(std::num::NonZeroU64::MIN),
+                None,
+            ),
             None => {
                 let seq = self.numbering.peek();
-                self.numbering.taken(seq);
-                seq
+                (seq, Some(seq))
             }
         };
-        Out {
+        let m = Out {
             delivery: Some(DeliveryId::new(seq, m.attempt())),
             payload: m.payload,
             sub,
             head: m.head,
-        }
+        };
+        (m, fresh)
     }
 }
 
