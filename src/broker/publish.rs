@@ -492,14 +492,11 @@ impl<'a> Publisher<'a> {
         let killed = killed(self.conn);
         tokio::pin!(killed);
         loop {
-            self.route_held();
-            if self.held.blocked.is_none() {
-                return Ok(());
-            }
             let Some((channel, ..)) = self.held.to.clone() else {
                 return Ok(());
             };
             let Kind::Queue(q) = &channel.kind else {
+                self.route_held();
                 return Ok(());
             };
             let room = q.space_notified();
@@ -510,6 +507,15 @@ impl<'a> Publisher<'a> {
             let Some(why) = self.held.blocked else {
                 return Ok(());
             };
+            if !self
+                .held
+                .to
+                .as_ref()
+                .is_some_and(|(c, ..)| Arc::ptr_eq(c, &channel))
+            {
+                // Its channel retired and the name has another now: wait on that one.
+                continue;
+            }
             let len = self.held.messages.first().map_or(0, |(p, _)| p.len());
             // Biased: what can be routed at once is, even while the broker
             // is stopping (the attempt above).
@@ -880,6 +886,13 @@ impl<'a> Publisher<'a> {
 
     /// `n` messages of `bytes` in all went to `channel`'s `/queue`.
     fn placed(&mut self, channel: &Arc<Channel>, n: usize, bytes: usize) {
+        self.track_stored(channel);
+        self.count_channel_n(channel, n as u64, bytes as u64);
+    }
+
+    /// Something went to `channel`: when it is durable, a confirm waits for
+    /// its store to hold what it has taken so far.
+    fn track_stored(&mut self, channel: &Channel) {
         if let Some(log) = match &channel.kind {
             Kind::Queue(q) => q.log(),
             Kind::Topic(_) => None,
@@ -888,7 +901,6 @@ impl<'a> Publisher<'a> {
             *upto = (*upto).max(log.last_end.load(Relaxed));
             *sync |= log.sync;
         }
-        self.count_channel_n(channel, n as u64, bytes as u64);
     }
 
     /// One `/topic` message routed now, already counted for its channel.
@@ -994,10 +1006,10 @@ impl<'a> Publisher<'a> {
             self.last = None;
             return false;
         }
-        if counted {
-            return true;
+        self.track_stored(channel);
+        if !counted {
+            self.count_channel(channel, len as u64);
         }
-        self.placed(channel, 1, len);
         true
     }
 

@@ -1027,33 +1027,23 @@ async fn read_frames<R: AsyncRead + WaitData + Unpin + Send>(
         // read buffer: its name is checked where it lies, never cut out (a
         // cut and its drop are two atomic operations on the read buffer's
         // count, a tenth of a `/queue` flood's broker CPU with the payload's).
-        if unlooked < FRAMES_BETWEEN_LOOKS {
+        if unlooked < FRAMES_BETWEEN_LOOKS && matches!(session, Session::V1(_)) {
             // Taken again only when it changed: a count of the channel's
             // own per message would be one more atomic operation each.
             if !same.as_ref().is_some_and(|c| publisher.is_last_channel(c)) {
                 same = publisher.last_channel();
             }
-            if let (Session::V1(parser), Some(last)) = (&*session, &same) {
-                if !parser.mid_pair() && matches!(last.kind, super::router::Kind::Queue(_)) {
-                    if let Some((name_len, payload)) = same_channel_pair(frames, &last.name) {
-                        unlooked += 2;
-                        frames_read += 2;
-                        frames.get_mut().frame_done(name_len);
-                        frames.get_mut().frame_done(payload.len());
-                        let step = match publisher.publish_now(&last.name, payload, 0) {
-                            Ok(true) => {
-                                publisher.take_refusal();
-                                None
-                            }
-                            Ok(false) => Some(cut_short(shared, conn)),
-                            Err(later) => Box::pin(finish_v1(shared, conn, publisher, later)).await,
-                        };
-                        if let Some(end) = step {
-                            return end;
-                        }
-                        continue;
-                    }
+            if let Some(step) = step_in_place(shared, conn, publisher, frames, session, &same) {
+                unlooked += 2;
+                frames_read += 2;
+                let end = match step {
+                    Ok(end) => end,
+                    Err(later) => Box::pin(finish_v1(shared, conn, publisher, later)).await,
+                };
+                if let Some(end) = end {
+                    return end;
                 }
+                continue;
             }
         }
         // A frame already in the read buffer is taken without the select:
@@ -1170,6 +1160,29 @@ fn whole_frame<R>(frames: &mut FramedRead<R, FrameCodec>) -> Option<Bytes> {
     }
     bytes::Buf::advance(buf, 4);
     Some(buf.split_to(len).freeze())
+}
+
+/// A protocol 1 publish to `same`, the `/queue` channel of the one before,
+/// taken whole from the read buffer (see [`same_channel_pair`]) and routed
+/// as [`step_v1`] routes one; `None` when the buffer does not start with one.
+fn step_in_place<R>(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    publisher: &mut Publisher<'_>,
+    frames: &mut FramedRead<Counted<R>, FrameCodec>,
+    session: &Session,
+    same: &Option<Arc<super::router::Channel>>,
+) -> Option<Result<Option<End>, Later>> {
+    let (Session::V1(parser), Some(channel)) = (session, same) else {
+        return None;
+    };
+    if parser.mid_pair() || !matches!(channel.kind, super::router::Kind::Queue(_)) {
+        return None;
+    }
+    let (name_len, payload) = same_channel_pair(frames, &channel.name)?;
+    frames.get_mut().frame_done(name_len);
+    frames.get_mut().frame_done(payload.len());
+    Some(publish_v1(shared, conn, publisher, &channel.name, payload))
 }
 
 /// A protocol 1 channel-and-payload pair whose channel is `name`, when the
@@ -1302,7 +1315,18 @@ fn step_v1(
         Ok(Some(Request::Goodbye)) => return Ok(Some(End::Finish(EndReason::Goodbye))),
         Ok(Some(Request::Publish { channel, payload })) => (channel, payload),
     };
-    if !publisher.publish_now(&channel, payload, 0)? {
+    publish_v1(shared, conn, publisher, &channel, payload)
+}
+
+/// A protocol 1 publish, as far as it goes without waiting.
+fn publish_v1(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    publisher: &mut Publisher<'_>,
+    channel: &Bytes,
+    payload: Bytes,
+) -> Result<Option<End>, Later> {
+    if !publisher.publish_now(channel, payload, 0)? {
         return Ok(Some(cut_short(shared, conn)));
     }
     // A refusal is counted, and said to nobody: protocol 1 has no words for it.

@@ -104,43 +104,32 @@ impl<T> Sender<T> {
     /// is room: one lock and at most one wake for the lot. Returns how many
     /// were queued (none when the writer is gone).
     pub fn try_send_from<S>(&self, src: &[S], make: impl Fn(&S) -> T) -> usize {
-        let (n, wake) = {
-            let mut state = lock(&self.0.state);
-            if self.0.closed.load(Relaxed) {
-                return 0;
-            }
-            let n = src
-                .len()
-                .min(self.0.capacity.saturating_sub(state.items.len()));
-            if n == 0 {
-                return 0;
-            }
-            state.items.extend(src[..n].iter().map(make));
-            self.0.len.store(state.items.len(), Relaxed);
-            (n, std::mem::take(&mut state.waiting))
-        };
-        if wake {
-            self.0.ready.notify_one();
-        }
-        n
+        self.append(src.len(), |items, n| {
+            items.extend(src[..n].iter().map(make))
+        })
     }
 
     /// Moves items from the front of `items` into the queue, in order, as
     /// far as there is room: one lock and at most one wake for the lot.
     /// What did not fit stays in `items`; returns how many moved.
     pub fn try_send_drain(&self, items: &mut Vec<T>) -> usize {
+        let want = items.len();
+        self.append(want, |queue, n| queue.extend(items.drain(..n)))
+    }
+
+    /// Appends up to `want` items (`fill` pushes the `n` there is room for)
+    /// under one lock, waking the writer once if it sleeps.
+    fn append(&self, want: usize, fill: impl FnOnce(&mut VecDeque<T>, usize)) -> usize {
         let (n, wake) = {
             let mut state = lock(&self.0.state);
             if self.0.closed.load(Relaxed) {
                 return 0;
             }
-            let n = items
-                .len()
-                .min(self.0.capacity.saturating_sub(state.items.len()));
+            let n = want.min(self.0.capacity.saturating_sub(state.items.len()));
             if n == 0 {
                 return 0;
             }
-            state.items.extend(items.drain(..n));
+            fill(&mut state.items, n);
             self.0.len.store(state.items.len(), Relaxed);
             (n, std::mem::take(&mut state.waiting))
         };

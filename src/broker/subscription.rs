@@ -338,14 +338,12 @@ impl Subscription {
     /// at once (see [`Conn::offer_held_batch`]); what was not queued stays
     /// in `batch`.
     pub fn offer_work_batch(&self, batch: &mut Vec<Out>, bytes: usize) {
-        let n = batch.len();
         // Counted before they are queued, as one message is.
-        self.queued(n);
+        self.queued(batch.len());
         self.conn.offer_held_batch(batch, bytes);
         if !batch.is_empty() {
             self.settled(batch.len());
         }
-        debug_assert!(batch.len() <= n);
     }
 
     /// Queues `/topic` messages for it as far as they fit whole (see
