@@ -250,6 +250,65 @@ async fn a_worker_that_stops_taking_data_is_cut_and_its_messages_go_to_others() 
     drop(gone);
 }
 
+/// A protocol 1 client whose `/queue` publishes wait for a full backlog, cut
+/// meanwhile for not reading its own subscription: what it sent and the
+/// backlog never took is counted lost on the channel, every message of it,
+/// and what the backlog took still reaches a worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_cut_while_its_queue_publishes_wait_counts_them_lost() {
+    const N: u64 = 40;
+    let broker = Broker::spawn(&[
+        "--backlog",
+        "10",
+        "--write-timeout",
+        "1s",
+        "--http",
+        "127.0.0.1:0",
+    ]);
+    let http = broker.monitor_port();
+    let mut cut = Raw::subscribe_small_buffer(broker.port, "/topic/feed").await;
+    wait_subscribed(&broker, "/topic/feed", 1).await;
+    // Nobody works on /queue/held: ten fit, the rest wait, and the reader
+    // with them (one write, so they are read together).
+    let mut wire = Vec::new();
+    for i in 0..N {
+        publish_wire(&mut wire, "/queue/held", format!("{i:04}").as_bytes());
+    }
+    cut.stream.write_all(&wire).await.unwrap();
+    let backlog = "aioq_channel_backlog_messages{channel=\"/queue/held\"}";
+    metric_reaches(http, backlog, 10.0, |n| n == 10).await;
+    // Its own subscription's messages pile up unread (more than the
+    // kernel's buffers take): the write deadline cuts it while its
+    // publishes still wait.
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let body = vec![b'f'; 64 * 1024];
+    for _ in 0..256 {
+        p.publish("/topic/feed", &body).await;
+    }
+    let line = broker
+        .log
+        .wait_for_async(10.0, "accepted nothing for 1s")
+        .await;
+    // What it read of its publishes (the rest never left its socket or the
+    // read buffer: not the broker's, as at a shutdown).
+    let read: u64 = line
+        .split("(in ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no in count in {line}"));
+    let placed = metric(http, backlog).await;
+    assert!(read > placed, "some were read and waited: {line}");
+    let dropped = "aioq_channel_dropped_total{channel=\"/queue/held\"}";
+    metric_reaches(http, dropped, 10.0, |n| n == read - placed).await;
+    let mut worker = Raw::subscribe(broker.port, "/queue/held").await;
+    for i in 0..placed {
+        let m = within(5.0, "the backlog", worker.read_text()).await;
+        assert_eq!(m, format!("{i:04}"));
+    }
+    drop(cut);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frame_left_half_sent_closes_the_connection_and_routes_nothing() {
     let broker = Broker::spawn(&["--frame-timeout", "500ms"]);
