@@ -594,7 +594,7 @@ fn new_conn(
     max_bytes: usize,
     v2: bool,
 ) -> (Arc<Conn>, super::send_queue::Receiver<super::delivery::Out>) {
-    let (tx, rx) = super::send_queue::channel(capacity);
+    let (tx, rx) = super::send_queue::counted(capacity, shared.router.budget.clone());
     let conn = Conn::new(
         shared.next_id.fetch_add(1, Relaxed),
         peer,

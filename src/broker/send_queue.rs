@@ -7,6 +7,12 @@
 //! receiver's waker) and allocates its first block of slots up front. Here a
 //! send is one uncontended lock, a take is one lock for the whole batch, the
 //! writer is woken only when it sleeps, and an idle queue holds no buffer.
+//!
+//! The places a queue holds are memory the broker's budget counts (as it
+//! counts a channel's state): a one-byte message takes a 48-byte place, and
+//! subscribers that stop reading would otherwise hold far more than the
+//! payload bytes the budget saw (two stalled subscribers sent 1,200,000
+//! one-byte messages: +71 MiB with a 4 MiB budget).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -14,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use super::budget::Budget;
 use super::lock;
 
 /// Places a queue takes at its first message after being idle.
@@ -36,6 +43,8 @@ struct Shared<T> {
     closed: AtomicBool,
     /// The writer sleeps here when the queue is empty.
     ready: Notify,
+    /// Where the places the queue holds are counted, if anywhere.
+    places: Option<Arc<Budget>>,
 }
 
 struct State<T> {
@@ -44,22 +53,66 @@ struct State<T> {
     waiting: bool,
     /// The sending end is gone: nothing more will come.
     senders_gone: bool,
+    /// Bytes of places counted in [`Shared::places`]: what `items` has
+    /// room for, held or not.
+    counted: usize,
 }
 
 /// A queue holding at most `capacity` messages (at least one).
+#[cfg(test)]
 pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
+    with_places(capacity, None)
+}
+
+/// [`channel`], the places it holds counted in `budget`.
+pub fn counted<T>(capacity: usize, budget: Arc<Budget>) -> (Sender<T>, Receiver<T>) {
+    with_places(capacity, Some(budget))
+}
+
+fn with_places<T>(capacity: usize, places: Option<Arc<Budget>>) -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::new(),
             waiting: false,
             senders_gone: false,
+            counted: 0,
         }),
         len: AtomicUsize::new(0),
         capacity: capacity.max(1),
         closed: AtomicBool::new(false),
         ready: Notify::new(),
+        places,
     });
     (Sender(shared.clone()), Receiver(shared))
+}
+
+impl<T> Shared<T> {
+    /// Brings the count of places in line with what `items` has room for
+    /// (after a change that may have grown or dropped its buffer).
+    fn count_places(&self, state: &mut State<T>) {
+        let Some(budget) = &self.places else {
+            return;
+        };
+        let now = state.items.capacity() * std::mem::size_of::<T>();
+        if now > state.counted {
+            budget.add_overhead(now - state.counted);
+        } else if now < state.counted {
+            budget.remove_overhead(state.counted - now);
+        }
+        state.counted = now;
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.places {
+            let state = self
+                .state
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            budget.remove_overhead(state.counted);
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -92,6 +145,7 @@ impl<T> Sender<T> {
             }
             state.items.push_back(m);
             self.0.len.store(state.items.len(), Relaxed);
+            self.0.count_places(&mut state);
             std::mem::take(&mut state.waiting)
         };
         if wake {
@@ -131,6 +185,7 @@ impl<T> Sender<T> {
             }
             fill(&mut state.items, n);
             self.0.len.store(state.items.len(), Relaxed);
+            self.0.count_places(&mut state);
             (n, std::mem::take(&mut state.waiting))
         };
         if wake {
@@ -149,6 +204,7 @@ impl<T> Sender<T> {
             }
             state.items.push_back(m);
             self.0.len.store(state.items.len(), Relaxed);
+            self.0.count_places(&mut state);
             std::mem::take(&mut state.waiting)
         };
         if wake {
@@ -171,6 +227,7 @@ impl<T> Sender<T> {
         }
         state.items = kept;
         self.0.len.store(state.items.len(), Relaxed);
+        self.0.count_places(&mut state);
         taken
     }
 
@@ -263,6 +320,7 @@ impl<T> Receiver<T> {
         let mut state = lock(&self.0.state);
         if state.items.is_empty() && state.items.capacity() > 0 {
             state.items = VecDeque::new();
+            self.0.count_places(&mut state);
         }
     }
 }

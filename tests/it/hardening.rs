@@ -87,6 +87,51 @@ async fn memory_budget_bounds_the_broker_under_a_flood_to_stalled_subscribers() 
     );
 }
 
+/// One-byte messages cost the broker far more than their byte each: every
+/// message a send queue holds takes its place in the queue. The budget counts
+/// those places, so a flood of tiny messages to stalled subscribers is
+/// bounded by `--max-memory` as a flood of large ones is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_budget_counts_the_places_tiny_messages_take() {
+    const N: usize = 1_200_000;
+    let mut broker = Broker::spawn(&[
+        "--max-memory",
+        "4MiB",
+        "--send-queue",
+        "2000000",
+        "--write-timeout",
+        "10min",
+    ]);
+    let pid = broker.child.id();
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        stalled.push(Raw::subscribe_small_buffer(broker.port, "/topic/tiny").await);
+    }
+    wait_subscribed(&broker, "/topic/tiny", 2).await;
+    let before = proc_status(pid, "VmRSS");
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let mut wire = Vec::new();
+    for _ in 0..10_000 {
+        publish_wire(&mut wire, "/topic/tiny", b"x");
+    }
+    within(120.0, "the flood is routed", async {
+        for _ in 0..N / 10_000 {
+            p.stream.write_all(&wire).await.unwrap();
+        }
+        p.goodbye().await;
+        assert!(p.closed().await);
+    })
+    .await;
+    let risen = proc_status(pid, "VmHWM").saturating_sub(before) / 1024;
+    drop(stalled);
+    let summary = broker.terminate();
+    eprintln!("tiny-message flood: peak RSS +{risen} MiB with --max-memory 4MiB");
+    assert!(dropped(&summary, "memory_limit") > 0, "{summary}");
+    // Without the places counted: every payload byte within the budget,
+    // and +71 MiB for the queues' places (measured).
+    assert!(risen < 40, "peak RSS rose {risen} MiB with a 4 MiB budget");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_publisher_waits_at_the_memory_budget_and_nothing_is_lost() {
     const N: usize = 64;
