@@ -67,7 +67,7 @@ complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-connections -d '
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l subscribe-timeout -d 'How long a new connection has to send its subscribe frame' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l keepalive -d 'Idle time before TCP keepalive probes; 0 turns keepalive off' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l drain-timeout -d 'How long shutdown may spend flushing send queues' -r
-complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-memory -d 'Payload bytes all send queues and backlogs may hold together; past it, /topic subscribers miss messages (counted) and /queue publishers wait' -r
+complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-memory -d 'Memory all send queues and backlogs may hold together: their payload bytes, the 48 bytes of each place a send queue holds, and each channel\'s state; past it, /topic subscribers miss messages (counted) and /queue publishers wait' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l max-connections-per-ip -d 'Connections one source address (an IPv6 /64) may hold; 0: no limit. Default: a quarter of --max-connections for every address but loopback (local clients all share one address); given, it applies to loopback too' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l write-timeout -d 'Disconnect a subscriber whose socket accepts nothing for this long while messages wait for it (a vanished host, or one stalled for good)' -r
 complete -c aioq -n "__fish_aioq_using_subcommand serve" -l frame-timeout -d 'Close a connection that leaves a frame half-sent for this long' -r

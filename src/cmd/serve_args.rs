@@ -169,8 +169,10 @@ pub struct ServeArgs {
     /// How long shutdown may spend flushing send queues.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
-    /// Payload bytes all send queues and backlogs may hold together; past it,
-    /// /topic subscribers miss messages (counted) and /queue publishers wait.
+    /// Memory all send queues and backlogs may hold together: their payload
+    /// bytes, the 48 bytes of each place a send queue holds, and each
+    /// channel's state; past it, /topic subscribers miss messages (counted)
+    /// and /queue publishers wait.
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]
     pub max_memory: usize,
     /// Connections one source address (an IPv6 /64) may hold; 0: no limit.

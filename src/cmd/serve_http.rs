@@ -85,6 +85,7 @@ async fn server(State(s): State<AppState>) -> impl IntoResponse {
         "open_connections": m.open_connections(),
         "channels": m.channels(),
         "held_bytes": m.held_bytes(),
+        "held_overhead_bytes": m.held_overhead_bytes(),
         "totals": m.summary(),
         "store": m.disk().map(|d| {
             let mut j = json!({
@@ -494,8 +495,14 @@ impl Collector for Counters {
         )?;
         gauge(
             &mut e,
+            "aioq_held_overhead_bytes",
+            "Memory the budget counts besides payloads: send queues' places, channels' state.",
+            m.held_overhead_bytes() as i64,
+        )?;
+        gauge(
+            &mut e,
             "aioq_memory_limit_bytes",
-            "The payload budget (--max-memory).",
+            "The memory budget (--max-memory).",
             m.config().max_memory as i64,
         )?;
         gauge(

@@ -101,7 +101,10 @@ async fn memory_budget_counts_the_places_tiny_messages_take() {
         "2000000",
         "--write-timeout",
         "10min",
+        "--http",
+        "127.0.0.1:0",
     ]);
+    let http = broker.monitor_port();
     let pid = broker.child.id();
     let mut stalled = Vec::new();
     for _ in 0..2 {
@@ -123,6 +126,9 @@ async fn memory_budget_counts_the_places_tiny_messages_take() {
     })
     .await;
     let risen = proc_status(pid, "VmHWM").saturating_sub(before) / 1024;
+    // What the budget counted for the places, shown beside the payload.
+    let places = metric(http, "aioq_held_overhead_bytes").await;
+    assert!(places > 1 << 20, "{places} bytes of places counted");
     drop(stalled);
     let summary = broker.terminate();
     eprintln!("tiny-message flood: peak RSS +{risen} MiB with --max-memory 4MiB");
