@@ -138,6 +138,40 @@ async fn memory_budget_counts_the_places_tiny_messages_take() {
     assert!(risen < 40, "peak RSS rose {risen} MiB with a 4 MiB budget");
 }
 
+/// The same for `/queue` backlogs nobody works on: their places are counted,
+/// so a publisher filling many of them with one-byte messages reaches the
+/// budget, waits, and evicts the oldest worker-less backlog (counted), where
+/// the broker's memory would otherwise grow by 48 bytes a message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_budget_counts_the_places_of_worker_less_backlogs() {
+    const CHANNELS: usize = 40;
+    let broker = Broker::spawn(&["--max-memory", "8MiB", "--http", "127.0.0.1:0"]);
+    let http = broker.monitor_port();
+    let pid = broker.child.id();
+    let before = proc_status(pid, "VmRSS");
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let flood = tokio::spawn(async move {
+        for c in 0..CHANNELS {
+            let mut wire = Vec::new();
+            for _ in 0..10_000 {
+                publish_wire(&mut wire, &format!("/queue/tiny{c}"), b"x");
+            }
+            if p.stream.write_all(&wire).await.is_err() {
+                return;
+            }
+        }
+    });
+    let evicted = "aioq_messages_dropped_total{reason=\"evicted\"}";
+    metric_reaches(http, evicted, 60.0, |n| n > 0).await;
+    let risen = proc_status(pid, "VmHWM").saturating_sub(before) / 1024;
+    eprintln!("tiny-message backlogs: peak RSS +{risen} MiB with --max-memory 8MiB");
+    // Without the places counted no backlog is evicted: 400,000 payload
+    // bytes are well within the budget, their places are not (300 such
+    // channels raised the RSS by 198 MiB).
+    assert!(risen < 24, "peak RSS rose {risen} MiB with an 8 MiB budget");
+    flood.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_publisher_waits_at_the_memory_budget_and_nothing_is_lost() {
     const N: usize = 64;
