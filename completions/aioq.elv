@@ -66,7 +66,7 @@ set edit:completion:arg-completer[aioq] = {|@words|
             cand --subscribe-timeout 'How long a new connection has to send its subscribe frame'
             cand --keepalive 'Idle time before TCP keepalive probes; 0 turns keepalive off'
             cand --drain-timeout 'How long shutdown may spend flushing send queues'
-            cand --max-memory 'Memory all send queues and backlogs may hold together: their payload bytes, the 48 bytes of each place a send queue holds, and each channel''s state; past it, /topic subscribers miss messages (counted) and /queue publishers wait'
+            cand --max-memory 'Memory all send queues and backlogs may hold together: their payload bytes, the 48 bytes of each place they have room for, and each channel''s state; past it, /topic subscribers miss messages (counted) and /queue publishers wait'
             cand --max-connections-per-ip 'Connections one source address (an IPv6 /64) may hold; 0: no limit. Default: a quarter of --max-connections for every address but loopback (local clients all share one address); given, it applies to loopback too'
             cand --write-timeout 'Disconnect a subscriber whose socket accepts nothing for this long while messages wait for it (a vanished host, or one stalled for good)'
             cand --frame-timeout 'Close a connection that leaves a frame half-sent for this long'

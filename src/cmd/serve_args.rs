@@ -170,7 +170,7 @@ pub struct ServeArgs {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
     /// Memory all send queues and backlogs may hold together: their payload
-    /// bytes, the 48 bytes of each place a send queue holds, and each
+    /// bytes, the 48 bytes of each place they have room for, and each
     /// channel's state; past it, /topic subscribers miss messages (counted)
     /// and /queue publishers wait.
     #[arg(long, default_value = "1GiB", value_parser = parse_size)]

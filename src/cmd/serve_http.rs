@@ -496,7 +496,7 @@ impl Collector for Counters {
         gauge(
             &mut e,
             "aioq_held_overhead_bytes",
-            "Memory the budget counts besides payloads: send queues' places, channels' state.",
+            "Memory the budget counts besides payloads: queues' places, channels' state.",
             m.held_overhead_bytes() as i64,
         )?;
         gauge(
