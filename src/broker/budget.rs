@@ -1,5 +1,6 @@
 //! The broker-wide memory budget: payload bytes held in every send queue and
-//! backlog together. Reaching it is handled like a full queue: `/topic`
+//! backlog together, and what holding them costs besides (their places, each
+//! channel's state). Reaching it is handled like a full queue: `/topic`
 //! subscribers miss the message (counted), `/queue` publishers wait.
 //!
 //! Fair shares: `/queue` backlogs (messages parked for workers that are not
@@ -20,7 +21,9 @@ pub struct Budget {
     parked: AtomicUsize,
     max_parked: usize,
     /// Memory that is not payload but that clients cause: each channel's own
-    /// state. It leaves that much less room for payloads.
+    /// state, and the places send queues and backlogs have room for (48
+    /// bytes each, where a message's payload may be one). It leaves that
+    /// much less room for payloads.
     overhead: AtomicUsize,
     /// `/queue` publishers waiting for bytes to be given back. Counted so that
     /// giving back stays a single atomic operation while nobody waits.
@@ -172,7 +175,18 @@ impl Budget {
         self.wake();
     }
 
-    /// Non-payload bytes counted (channels' own state).
+    /// Moves a holder's count of non-payload bytes from `*counted` to
+    /// `now` (a queue whose buffer grew or was given back).
+    pub fn recount_overhead(&self, counted: &mut usize, now: usize) {
+        if now > *counted {
+            self.add_overhead(now - *counted);
+        } else if now < *counted {
+            self.remove_overhead(*counted - now);
+        }
+        *counted = now;
+    }
+
+    /// Non-payload bytes counted (channels' own state, queues' places).
     pub fn overhead(&self) -> usize {
         self.overhead.load(SeqCst)
     }

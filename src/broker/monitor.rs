@@ -58,8 +58,8 @@ impl Monitor {
         self.shared.router.budget.used()
     }
 
-    /// What the budget counts besides payloads: the places send queues
-    /// hold and each channel's own state.
+    /// What the budget counts besides payloads: the places send queues and
+    /// backlogs hold and each channel's own state.
     pub fn held_overhead_bytes(&self) -> usize {
         self.shared.router.budget.overhead()
     }

@@ -563,7 +563,7 @@ impl QueueState {
     /// workers look at without the lock; and counts the places its buffer
     /// holds in the budget, as a send queue's are (a one-byte message takes a
     /// 48-byte place: 300 worker-less channels of 10,000 such messages held
-    /// 200 MiB where the budget saw 3 MB). An emptied backlog gives a large
+    /// 198 MiB where the budget saw 3 MB). An emptied backlog gives a large
     /// buffer back.
     fn publish_len(&self, inner: &mut Inner) {
         self.backlog_len
@@ -572,12 +572,7 @@ impl QueueState {
             inner.backlog = VecDeque::new();
         }
         let now = inner.backlog.capacity() * std::mem::size_of::<Out>();
-        if now > inner.places {
-            self.budget.add_overhead(now - inner.places);
-        } else if now < inner.places {
-            self.budget.remove_overhead(inner.places - now);
-        }
-        inner.places = now;
+        self.budget.recount_overhead(&mut inner.places, now);
     }
 
     /// Publishes the backlog's new length and wakes publishers waiting for room.

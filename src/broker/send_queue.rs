@@ -64,7 +64,8 @@ pub fn channel<T>(capacity: usize) -> (Sender<T>, Receiver<T>) {
     with_places(capacity, None)
 }
 
-/// [`channel`], the places it holds counted in `budget`.
+/// A queue holding at most `capacity` messages, the places it holds counted
+/// in `budget`.
 pub fn counted<T>(capacity: usize, budget: Arc<Budget>) -> (Sender<T>, Receiver<T>) {
     with_places(capacity, Some(budget))
 }
@@ -94,12 +95,7 @@ impl<T> Shared<T> {
             return;
         };
         let now = state.items.capacity() * std::mem::size_of::<T>();
-        if now > state.counted {
-            budget.add_overhead(now - state.counted);
-        } else if now < state.counted {
-            budget.remove_overhead(state.counted - now);
-        }
-        state.counted = now;
+        budget.recount_overhead(&mut state.counted, now);
     }
 }
 
@@ -405,6 +401,26 @@ mod tests {
         assert_eq!(lock(&rx.0.state).items.capacity(), 0);
         tx.try_send(Bytes::from_static(b"m")).unwrap();
         assert_eq!(rx.try_recv().unwrap(), "m");
+    }
+
+    #[test]
+    fn the_places_a_queue_holds_are_counted_until_given_back() {
+        let budget = Arc::new(Budget::new(1 << 30));
+        let (tx, mut rx) = counted::<Bytes>(1 << 16, budget.clone());
+        for _ in 0..1000 {
+            tx.try_send(Bytes::from_static(b"m")).unwrap();
+        }
+        let held = budget.overhead();
+        assert!(held >= 1000 * std::mem::size_of::<Bytes>(), "{held}");
+        let mut got = Vec::new();
+        rx.try_recv_many(&mut got, 1000);
+        assert_eq!(budget.overhead(), held, "room kept while not idle");
+        rx.release();
+        assert_eq!(budget.overhead(), 0);
+        tx.try_send(Bytes::from_static(b"m")).unwrap();
+        assert!(budget.overhead() > 0);
+        drop((tx, rx));
+        assert_eq!(budget.overhead(), 0, "a queue gone gives all back");
     }
 
     #[tokio::test]
