@@ -610,14 +610,20 @@ pub async fn metric(http: u16, line_start: &str) -> u64 {
 }
 
 /// Waits until a `/metrics` series (see [`metric`]) satisfies `want`,
-/// saying the last value when it never does.
+/// saying the last value when it never does (a series not shown yet, such
+/// as a channel's before it exists, is waited for too).
 pub async fn metric_reaches(http: u16, line_start: &str, secs: f64, want: impl Fn(u64) -> bool) {
     poll_until(secs, &format!("{line_start} as wanted"), || async {
-        let v = metric(http, line_start).await;
-        if want(v) {
-            Ok(())
-        } else {
-            Err(format!("{v}"))
+        let (_, _, body) = http_get(http, "/metrics").await;
+        let v = body
+            .lines()
+            .find(|l| l.starts_with(line_start))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok());
+        match v {
+            Some(v) if want(v) => Ok(()),
+            Some(v) => Err(format!("{v}")),
+            None => Err("not shown".into()),
         }
     })
     .await;
