@@ -291,7 +291,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 tokio::task::yield_now().await;
                 top_up(&mut self.rx, &mut self.batch, BATCH);
             }
-            sub.taken(self.batch.iter().map(Out::len).sum());
+            sub.taken_to_write(self.batch.iter().map(Out::len).sum());
             if self.sink.write_buffer().capacity() == 0 {
                 *self.sink.write_buffer_mut() = bytes::BytesMut::with_capacity(WRITE_BUFFER);
             }
@@ -353,6 +353,9 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
     fn leave(mut self) {
         let Recipient { shared, conn, .. } = &self.to;
         self.rx.close();
+        // What it took to write and did not, and what is still queued: all
+        // handed on below.
+        conn.written(self.batch.iter().map(Out::len).sum());
         conn.taken(top_up(&mut self.rx, &mut self.batch, usize::MAX));
         let stopping = shared.phases.drain.is_cancelled();
         let shown = self.to.shown_channel();
@@ -432,7 +435,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         loop {
             self.to
                 .conn
-                .taken(top_up(&mut self.rx, &mut self.batch, BATCH));
+                .taken_to_write(top_up(&mut self.rx, &mut self.batch, BATCH));
             if self.batch.is_empty() {
                 let backlog: usize = self
                     .to
@@ -531,6 +534,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         };
         let n = whole as u64;
         let bytes: u64 = batch[..whole].iter().map(|m| m.len() as u64).sum();
+        to.conn.written(bytes as usize);
         to.conn.stats.sent.add(n, bytes);
         to.shared.stats.delivered.add(n, bytes);
         if let Some(sub) = &to.sub {
@@ -681,6 +685,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         to.conn.control_written(controls - extra.min(whole));
         to.conn.stats.sent.add(n, bytes);
         to.shared.stats.delivered.add(n, bytes);
+        to.conn.written(batch[..whole].iter().map(Out::len).sum());
         batch.drain(..whole);
         result
     }

@@ -138,6 +138,46 @@ async fn memory_budget_counts_the_places_tiny_messages_take() {
     assert!(risen < 40, "peak RSS rose {risen} MiB with a 4 MiB budget");
 }
 
+/// A writer stuck on its socket holds the messages it took to write: they
+/// stay in the budget until written. Thirty-two subscribers that never read,
+/// each on a channel of its own, are each sent four 1 MiB messages under an
+/// 8 MiB budget: what the budget has room for is held, the rest missed and
+/// counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_stuck_writer_holds_stays_in_the_budget() {
+    const SUBSCRIBERS: usize = 32;
+    let mut broker = Broker::spawn(&["--max-memory", "8MiB", "--write-timeout", "10min"]);
+    let pid = broker.child.id();
+    let mut stalled = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let channel = format!("/topic/own{i}");
+        stalled.push(Raw::subscribe_small_buffer(broker.port, &channel).await);
+        wait_subscribed(&broker, &channel, 1).await;
+    }
+    let before = proc_status(pid, "VmRSS");
+    let mut p = Raw::subscribe(broker.port, "/null").await;
+    let body = vec![b'b'; 1 << 20];
+    within(60.0, "the messages are routed", async {
+        for _ in 0..4 {
+            for i in 0..SUBSCRIBERS {
+                p.publish(&format!("/topic/own{i}"), &body).await;
+            }
+        }
+        p.goodbye().await;
+        assert!(p.closed().await);
+    })
+    .await;
+    let risen = proc_status(pid, "VmHWM").saturating_sub(before) / 1024;
+    drop(stalled);
+    let summary = broker.terminate();
+    eprintln!("stuck writers: peak RSS +{risen} MiB with --max-memory 8MiB");
+    assert!(dropped(&summary, "memory_limit") > 0, "{summary}");
+    // Given back when taken, the stuck writers' messages were not counted:
+    // +68 MiB (measured). What is left past the budget is each writer's copy
+    // of its frame in its write buffer (32 x 1 MiB), not yet counted.
+    assert!(risen < 56, "peak RSS rose {risen} MiB with an 8 MiB budget");
+}
+
 /// The same for `/queue` backlogs nobody works on: their places are counted,
 /// so a publisher filling many of them with one-byte messages reaches the
 /// budget, waits, and evicts the oldest worker-less backlog (counted), where
