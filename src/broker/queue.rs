@@ -1630,6 +1630,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_backlog_counts_its_places_and_gives_a_large_buffer_back_when_emptied() {
+        let budget = Arc::new(Budget::new(1 << 30));
+        let q = QueueState::new(10_000, 1 << 20, budget.clone());
+        for _ in 0..1000 {
+            q.publish(Bytes::from_static(b"x"), 0).await.unwrap();
+        }
+        let places = budget.overhead();
+        assert!(places >= 1000 * std::mem::size_of::<Out>(), "{places}");
+        let (w, mut rx) = worker(1, 2000, &budget);
+        q.add_worker(w);
+        assert_eq!(q.backlog_len(), 0);
+        assert_eq!(
+            budget.overhead(),
+            0,
+            "an emptied backlog keeps no large buffer"
+        );
+        assert_eq!(rx.try_recv().unwrap().payload, "x");
+        drop(q);
+        assert_eq!(budget.overhead(), 0);
+    }
+
+    #[tokio::test]
     async fn moving_backlog_to_a_worker_keeps_the_budget_count() {
         // Backlogs' share: 500 bytes; the rest has room for the backlog's
         // places (counted besides the payloads).
