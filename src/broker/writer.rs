@@ -534,7 +534,6 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         };
         let n = whole as u64;
         let bytes: u64 = batch[..whole].iter().map(|m| m.len() as u64).sum();
-        to.conn.written(bytes as usize);
         to.conn.stats.sent.add(n, bytes);
         to.shared.stats.delivered.add(n, bytes);
         if let Some(sub) = &to.sub {
@@ -544,7 +543,7 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
                 replies.written(sub.written(&batch[..whole]));
             }
         }
-        batch.drain(..whole);
+        let_go_written(&to.conn, batch, whole);
         result
     }
 
@@ -685,10 +684,16 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         to.conn.control_written(controls - extra.min(whole));
         to.conn.stats.sent.add(n, bytes);
         to.shared.stats.delivered.add(n, bytes);
-        to.conn.written(batch[..whole].iter().map(Out::len).sum());
-        batch.drain(..whole);
+        let_go_written(&to.conn, batch, whole);
         result
     }
+}
+
+/// Takes the first `whole` messages of `batch`, written, out of it and out
+/// of the memory budget, which held them until now (a writer stuck on its
+/// socket still holds the rest).
+fn let_go_written(conn: &Conn, batch: &mut Vec<Out>, whole: usize) {
+    conn.written(batch.drain(..whole).map(|m| m.len()).sum());
 }
 
 /// Registers the batch's deliveries to acknowledging workers as held, under
